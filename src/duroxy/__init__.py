@@ -1,0 +1,1 @@
+"""duroxy: durable execution for Python."""

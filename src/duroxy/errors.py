@@ -1,0 +1,158 @@
+"""Every error duroxy raises, in one tree.
+
+::
+
+    DuroxyError                        base of every duroxy exception
+    ├── ActivityFailed                 an activity raised (after its retries)
+    ├── SubOrchestrationFailed         a child orchestration failed or was cancelled
+    ├── NondeterminismError            orchestration code disagrees with its history
+    ├── InstanceAlreadyExists          start_orchestration with a taken id
+    ├── InstanceNotFound               an id no store knows
+    ├── NotRegistered                  no orchestration/activity/version of that name here
+    ├── PayloadError (also TypeError)  a value cannot be encoded to or decoded from JSON
+    ├── NonDurableAwait                orchestration code awaited something not durable
+    ├── ConfigurationError (ValueError) a registry, option or URL is malformed
+    └── ProviderError                  the store failed; ``retryable`` says whether to retry
+        └── LockLost                   a lock token expired or its row vanished
+
+Timeouts are Python's own :class:`TimeoutError`; bad identifiers are :class:`ValueError`.
+
+Internal control flow (continue-as-new, replay suspension) derives from
+:class:`BaseException` only, never from :class:`Exception`, so a user's
+``except Exception`` can never swallow it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ActivityFailed",
+    "ConfigurationError",
+    "DuroxyError",
+    "ErrorDetails",
+    "InstanceAlreadyExists",
+    "InstanceNotFound",
+    "LockLost",
+    "NonDurableAwait",
+    "NondeterminismError",
+    "NotRegistered",
+    "PayloadError",
+    "ProviderError",
+    "SubOrchestrationFailed",
+]
+
+
+class DuroxyError(Exception):
+    """Base class of every exception duroxy raises on purpose."""
+
+
+class ActivityFailed(DuroxyError):
+    """An activity failed; raised inside the orchestration that awaited it."""
+
+    def __init__(
+        self,
+        activity_name: str,
+        error_type: str,
+        message: str,
+        attempts: int = 1,
+        *,
+        kind: str = "application",
+    ) -> None:
+        self.activity_name = activity_name
+        self.error_type = error_type
+        self.message = message
+        self.attempts = attempts
+        self.kind = kind
+        super().__init__(
+            f"activity {activity_name!r} failed after {attempts} attempt"
+            f"{'s' if attempts != 1 else ''}: {error_type}: {message}"
+        )
+
+
+class SubOrchestrationFailed(DuroxyError):
+    """A child orchestration ended FAILED or CANCELLED."""
+
+    def __init__(
+        self, orchestration_name: str, instance_id: str, error_type: str, message: str
+    ) -> None:
+        self.orchestration_name = orchestration_name
+        self.instance_id = instance_id
+        self.error_type = error_type
+        self.message = message
+        super().__init__(
+            f"sub-orchestration {orchestration_name!r} ({instance_id}) failed: "
+            f"{error_type}: {message}"
+        )
+
+
+class NondeterminismError(DuroxyError):
+    """Orchestration code asked for something other than what its history records."""
+
+
+class InstanceAlreadyExists(DuroxyError):
+    def __init__(self, instance_id: str) -> None:
+        self.instance_id = instance_id
+        super().__init__(f"an instance with id {instance_id!r} already exists")
+
+
+class InstanceNotFound(DuroxyError):
+    def __init__(self, instance_id: str) -> None:
+        self.instance_id = instance_id
+        super().__init__(f"no instance with id {instance_id!r}")
+
+
+class NotRegistered(DuroxyError):
+    """No orchestration, activity or version of that name is registered on this worker."""
+
+
+class PayloadError(DuroxyError, TypeError):
+    """A value has no JSON form, or stored JSON does not fit the annotated type."""
+
+
+class NonDurableAwait(DuroxyError):
+    """Orchestration code awaited something that is not recorded in history."""
+
+
+class ConfigurationError(DuroxyError, ValueError):
+    """A registry, an option or a store URL is malformed."""
+
+
+class ProviderError(DuroxyError):
+    """The store failed. ``retryable`` is true when trying again may succeed."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class LockLost(ProviderError):
+    """A lock token expired, was released, or its work item was deleted (cancelled)."""
+
+    def __init__(self, message: str = "lock lost") -> None:
+        super().__init__(message, retryable=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorDetails:
+    """Why an instance failed: ``kind`` is one of ``application``, ``nondeterminism``,
+    ``poison``, ``not_registered``, ``cancelled``."""
+
+    kind: str
+    error_type: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.error_type}: {self.message}" if self.error_type else self.message
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "error_type": self.error_type, "message": self.message}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ErrorDetails:
+        return cls(
+            kind=str(data.get("kind", "application")),
+            error_type=str(data.get("error_type", "")),
+            message=str(data.get("message", "")),
+        )

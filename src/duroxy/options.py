@@ -1,0 +1,155 @@
+"""Retry policies, backoff strategies and runtime options: frozen value objects."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import ClassVar
+
+__all__ = ["BackoffStrategy", "RetryPolicy", "RuntimeOptions", "to_seconds"]
+
+
+def to_seconds(value: timedelta | float | int, what: str = "duration") -> float:
+    """A ``timedelta`` or a number of seconds, as float seconds (never negative)."""
+    if isinstance(value, timedelta):
+        secs = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        secs = float(value)
+    else:
+        raise TypeError(f"{what} must be a timedelta or seconds, not {type(value).__name__}")
+    if secs != secs or secs < 0:
+        raise ValueError(f"{what} must be a non-negative duration, got {value!r}")
+    return secs
+
+
+class BackoffStrategy:
+    """How long to wait after failed attempt ``n`` (1-based) before the next one.
+
+    ``BackoffStrategy.Fixed(delay=)``, ``BackoffStrategy.Linear(base=, max=)``,
+    ``BackoffStrategy.Exponential(base=, multiplier=, max=)``; durations are
+    ``timedelta`` or seconds.
+    """
+
+    def delay_after(self, attempt: int) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @dataclass(frozen=True)
+    class Fixed:
+        delay: timedelta | float = 1.0
+
+        def delay_after(self, attempt: int) -> float:
+            return to_seconds(self.delay, "Fixed.delay")
+
+    @dataclass(frozen=True)
+    class Linear:
+        base: timedelta | float = 1.0
+        max: timedelta | float = 60.0
+
+        def delay_after(self, attempt: int) -> float:
+            return min(to_seconds(self.base, "Linear.base") * attempt,
+                       to_seconds(self.max, "Linear.max"))
+
+    @dataclass(frozen=True)
+    class Exponential:
+        base: timedelta | float = 1.0
+        multiplier: float = 2.0
+        max: timedelta | float = 60.0
+
+        def delay_after(self, attempt: int) -> float:
+            base = to_seconds(self.base, "Exponential.base")
+            cap = to_seconds(self.max, "Exponential.max")
+            try:
+                return float(min(base * self.multiplier ** (attempt - 1), cap))
+            except OverflowError:
+                return cap
+
+
+Backoff = BackoffStrategy.Fixed | BackoffStrategy.Linear | BackoffStrategy.Exponential
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``RetryPolicy(max_attempts=3, backoff=..., timeout=None)``.
+
+    ``timeout`` bounds one attempt: a timed-out attempt is cancelled and counts as failed.
+    Builder spelling as in Duroxide: ``RetryPolicy(5).with_backoff(b).with_timeout(t)``.
+    """
+
+    max_attempts: int = 3
+    backoff: Backoff = dataclasses.field(
+        default_factory=lambda: BackoffStrategy.Exponential(base=1.0, multiplier=2.0, max=60.0)
+    )
+    timeout: timedelta | float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be an int >= 1, got {self.max_attempts!r}")
+        if not hasattr(self.backoff, "delay_after"):
+            raise TypeError(f"backoff must be a BackoffStrategy, got {self.backoff!r}")
+        if self.timeout is not None:
+            to_seconds(self.timeout, "timeout")
+
+    def with_backoff(self, backoff: Backoff) -> RetryPolicy:
+        return dataclasses.replace(self, backoff=backoff)
+
+    def with_timeout(self, timeout: timedelta | float | None) -> RetryPolicy:
+        return dataclasses.replace(self, timeout=timeout)
+
+    def with_max_attempts(self, max_attempts: int) -> RetryPolicy:
+        return dataclasses.replace(self, max_attempts=max_attempts)
+
+    def delay_after(self, attempt: int) -> float:
+        return self.backoff.delay_after(attempt)
+
+    @property
+    def timeout_seconds(self) -> float | None:
+        return None if self.timeout is None else to_seconds(self.timeout, "timeout")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeOptions:
+    """How a runtime runs. Every field has a default that suits one machine.
+
+    - ``orchestration_concurrency``: orchestration turns run at once (default 8).
+    - ``activity_concurrency``: activities run at once (default 32); plain ``def``
+      activities run on a thread pool of this size.
+    - ``orchestration_lock_timeout``: seconds an instance stays locked by a turn before
+      another worker may take it (default 5 s).
+    - ``activity_lock_timeout``: seconds an activity stays locked; renewed while it
+      runs, so only a dead worker lets it lapse (default 30 s).
+    - ``max_attempts``: poison threshold; an instance or activity fetched more often
+      than this without being acknowledged fails with a poison error (default 10).
+    - ``poll_interval``: safety-net poll for work enqueued by other processes; work from
+      this process wakes the dispatchers at once (default 0.05 s).
+    - ``cancel_check_interval``: how often a running activity's lock is checked to learn
+      that its result is no longer wanted (default 0.5 s).
+    - ``not_registered_backoff``: delay before a turn or activity this worker cannot
+      run is offered again, for a worker that has it (default 1 s).
+    - ``cache_size``: live orchestrations kept between turns (default 1,000).
+    - ``worker_id``: this runtime's name in ``ActivityContext.worker_id`` (default host:pid).
+    """
+
+    orchestration_concurrency: int = 8
+    activity_concurrency: int = 32
+    orchestration_lock_timeout: float = 5.0
+    activity_lock_timeout: float = 30.0
+    max_attempts: int = 10
+    poll_interval: float = 0.05
+    cancel_check_interval: float = 0.5
+    not_registered_backoff: float = 1.0
+    cache_size: int = 1000
+    worker_id: str | None = None
+
+    _POSITIVE: ClassVar[tuple[str, ...]] = (
+        "orchestration_concurrency", "activity_concurrency", "orchestration_lock_timeout",
+        "activity_lock_timeout", "max_attempts", "poll_interval", "cancel_check_interval",
+    )
+
+    def __post_init__(self) -> None:
+        for name in self._POSITIVE:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"RuntimeOptions.{name} must be a positive number, got {value!r}")
+        if self.cache_size < 0 or self.not_registered_backoff < 0:
+            raise ValueError("RuntimeOptions.cache_size and not_registered_backoff must be >= 0")

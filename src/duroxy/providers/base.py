@@ -1,0 +1,257 @@
+"""The provider contract: durable semantics every store implements.
+
+A provider is two peek-lock queues and the instance records around them:
+
+* The **orchestration queue** holds :class:`~duroxy.history.OrchestratorMessage` s,
+  locked *per instance*: :meth:`Provider.fetch_orchestration_items` takes every
+  visible message of an unlocked instance under one lock token. Messages that
+  arrive while the lock is held stay for the next fetch. :meth:`Provider.ack_orchestration_item`
+  commits a whole turn in **one transaction**: append history, enqueue activity work
+  and orchestration messages (timers with delayed visibility, child starts, replies
+  to the parent), delete the activity rows the turn cancelled, delete exactly the
+  messages this lock delivered, update the instance record, release the lock.
+  An ack whose lock expired or was taken over raises :class:`~duroxy.errors.LockLost`
+  and changes nothing.
+* The **activity queue** holds :class:`~duroxy.history.ActivityWork`.
+  :meth:`Provider.ack_activity` deletes the work row and enqueues the completion for
+  the instance atomically. A cancelled activity's row is deleted by the instance's
+  ack, so the running worker's renew or ack raises ``LockLost``: that is how it
+  learns its result is no longer wanted.
+
+Invariants every provider keeps (the conformance suite in :mod:`duroxy.testing`
+checks them):
+
+* ``attempt`` of a fetched item counts how often it has been fetched without being
+  acknowledged (1 on the first fetch); abandon keeps the count.
+* An instance record exists from the moment its start message is enqueued
+  (:meth:`Provider.create_instance`, or an ``OrchestrationStarted`` message enqueued by
+  an ack for an id not yet known: a child or detached start).
+* Messages for an instance without a record are delivered with ``instance=None`` so
+  the runtime can discard them; they never block other instances.
+* Ids, event ids and payload times come from the runtime; lock expiry and queue
+  visibility use the provider's own clock (``time.time()``, or the database's).
+* After a commit that enqueues work, the provider calls the listeners registered
+  with :meth:`Provider.listen` for that channel, from whatever thread committed;
+  listeners must be thread-safe and quick.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..errors import ErrorDetails
+from ..history import ActivityWork, HistoryEvent, OrchestratorMessage
+
+__all__ = [
+    "TERMINAL_STATES",
+    "ActivityItem",
+    "Channel",
+    "InstanceRecord",
+    "Listener",
+    "OrchestrationCommit",
+    "OrchestrationItem",
+    "Provider",
+    "QueuedMessage",
+]
+
+#: States stored in instance records (the values of ``OrchestrationState``).
+TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+
+Channel = Literal["orchestrator", "activity", "terminal"]
+#: Called with the instance id concerned (``None`` when not about one instance).
+Listener = Callable[[str | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """What a store knows of an instance. Times are epoch seconds (provider clock)."""
+
+    instance_id: str
+    name: str
+    version: str | None
+    state: str  # PENDING | RUNNING | COMPLETED | FAILED | CANCELLED
+    execution_id: int
+    output: str | None = None  # JSON text
+    error: ErrorDetails | None = None
+    custom_status: str | None = None  # JSON text
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    parent_instance_id: str | None = None
+    #: number of history events stored for ``execution_id``
+    history_len: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """A delivered message. ``message`` is ``None`` when its stored form did not decode;
+    ``decode_error`` then says why (the runtime fails that instance only)."""
+
+    id: int
+    message: OrchestratorMessage | None
+    decode_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestrationItem:
+    instance_id: str
+    lock_token: str
+    messages: list[QueuedMessage]
+    instance: InstanceRecord | None
+    #: highest fetch count among the delivered messages (poison detection)
+    attempt: int
+
+
+@dataclass(slots=True)
+class OrchestrationCommit:
+    """Everything one turn changes, committed atomically by ``ack_orchestration_item``.
+
+    ``history`` is appended to execution ``execution_id`` (a new execution starts when
+    its first events are appended). The instance record takes ``state``, ``name``,
+    ``version``, ``execution_id``, ``output``, ``error`` and ``custom_status`` as given.
+    ``messages`` for an id with no record and holding an ``OrchestrationStarted`` event
+    create that record (state PENDING, ``parent_instance_id`` from the event).
+    ``cancel_activities`` are ``(instance_id, execution_id, event_id)`` of work rows to
+    delete.
+    """
+
+    execution_id: int
+    state: str
+    name: str
+    version: str | None
+    history: list[HistoryEvent] = field(default_factory=list)
+    output: str | None = None
+    error: ErrorDetails | None = None
+    custom_status: str | None = None
+    activities: list[ActivityWork] = field(default_factory=list)
+    messages: list[OrchestratorMessage] = field(default_factory=list)
+    cancel_activities: list[tuple[str, int, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityItem:
+    id: int
+    lock_token: str
+    work: ActivityWork
+    attempt: int
+
+
+class Provider(abc.ABC):
+    """Base class of every store. All methods are coroutines unless noted; constructors
+    are synchronous and open nothing that would keep the process alive."""
+
+    # ------------------------------------------------------------ lifecycle
+    async def close(self) -> None:  # noqa: B027 - optional override
+        """Release connections and threads. Idempotent."""
+
+    async def __aenter__(self) -> Provider:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------ wake-ups
+    @abc.abstractmethod
+    def listen(self, channel: Channel, callback: Listener) -> Callable[[], None]:
+        """Register ``callback`` for work on ``channel``; returns a function that
+        unregisters it. Synchronous."""
+
+    # ------------------------------------------------------------ instances
+    @abc.abstractmethod
+    async def create_instance(self, message: OrchestratorMessage) -> None:
+        """Create the record of a new instance (PENDING) and enqueue its start message
+        (``message.event`` is an ``OrchestrationStarted``), atomically.
+        Raises ``InstanceAlreadyExists`` when the id is taken."""
+
+    @abc.abstractmethod
+    async def enqueue_orchestrator_message(self, message: OrchestratorMessage) -> None:
+        """Enqueue a message (external event, cancellation) for an existing instance.
+        Raises ``InstanceNotFound`` when the instance has no record."""
+
+    # ------------------------------------------------------------ orchestration queue
+    @abc.abstractmethod
+    async def fetch_orchestration_items(
+        self, lock_timeout: float, limit: int = 1
+    ) -> list[OrchestrationItem]:
+        """Lock up to ``limit`` instances with visible messages, oldest message first;
+        each item holds all that instance's visible messages in enqueue order."""
+
+    @abc.abstractmethod
+    async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit) -> None:
+        """Commit a turn atomically and release the lock. Raises ``LockLost`` (and
+        changes nothing) when the lock is no longer held."""
+
+    @abc.abstractmethod
+    async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0) -> None:
+        """Release the lock without consuming; messages are visible again after
+        ``delay`` seconds. Raises ``LockLost`` if the lock is no longer held."""
+
+    @abc.abstractmethod
+    async def renew_orchestration_lock(self, lock_token: str, lock_timeout: float) -> None:
+        """Extend the lock to ``lock_timeout`` seconds from now; ``LockLost`` if gone."""
+
+    # ------------------------------------------------------------ activity queue
+    @abc.abstractmethod
+    async def fetch_activity_items(self, lock_timeout: float, limit: int = 1) -> list[ActivityItem]:
+        """Lock up to ``limit`` visible activity work rows, oldest first."""
+
+    @abc.abstractmethod
+    async def ack_activity(self, lock_token: str, completion: OrchestratorMessage) -> None:
+        """Delete the work row and enqueue ``completion`` atomically. ``LockLost`` (and
+        nothing enqueued) when the lock expired or the row was deleted (cancelled)."""
+
+    @abc.abstractmethod
+    async def abandon_activity(self, lock_token: str, delay: float = 0.0) -> None:
+        """Unlock the row; it is visible again after ``delay`` seconds."""
+
+    @abc.abstractmethod
+    async def renew_activity_lock(self, lock_token: str, lock_timeout: float) -> None:
+        """Extend the lock; ``LockLost`` when it expired or the row was deleted."""
+
+    # ------------------------------------------------------------ reads and management
+    @abc.abstractmethod
+    async def get_instance(self, instance_id: str) -> InstanceRecord | None: ...
+
+    @abc.abstractmethod
+    async def read_history(
+        self, instance_id: str, execution_id: int | None = None
+    ) -> list[HistoryEvent]:
+        """Events of the given (default: latest) execution in event order; ``[]`` for an
+        unknown instance or execution. Raises ``PayloadError`` if a stored event does not
+        decode."""
+
+    @abc.abstractmethod
+    async def list_executions(self, instance_id: str) -> list[int]:
+        """Execution ids that have history, ascending."""
+
+    @abc.abstractmethod
+    async def list_instances(
+        self,
+        *,
+        state: str | Sequence[str] | None = None,
+        name: str | None = None,
+        parent_instance_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[InstanceRecord]:
+        """Instances matching every given filter, oldest created first (ties by id)."""
+
+    @abc.abstractmethod
+    async def delete_instance(self, instance_id: str, *, cascade: bool = True) -> int:
+        """Delete the instance (its record, history, queued messages and activity work)
+        and, with ``cascade``, its descendants. Returns how many instances were deleted
+        (0 when unknown). Callers check state first; the provider does not."""
+
+    @abc.abstractmethod
+    async def purge_instances(
+        self,
+        *,
+        states: Sequence[str] = tuple(sorted(TERMINAL_STATES)),
+        updated_before: float | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+    ) -> int:
+        """Delete instances in ``states`` last updated before ``updated_before`` (epoch
+        seconds, provider clock); returns how many were deleted."""
