@@ -1,0 +1,354 @@
+"""Transaction bodies of the SQLite store.
+
+Each function runs on a connection thread inside the transaction (or savepoint) the
+worker opened for it, with ``tx.now`` as the provider clock. Raising undoes exactly the
+function's own changes. Payloads arrive already encoded: encoding happens on the
+caller's thread, so a value with no JSON form fails before anything is written and the
+single writer thread spends its time on SQL only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ...errors import ErrorDetails, InstanceAlreadyExists, InstanceNotFound, LockLost, PayloadError
+from ...history import ActivityWork, HistoryEvent, decode_event, decode_message
+from ..base import TERMINAL_STATES, ActivityItem, InstanceRecord, OrchestrationItem, QueuedMessage
+from ._sql import queries
+from ._worker import Tx
+
+__all__ = [
+    "PreparedCommit",
+    "PreparedMessage",
+    "StartInfo",
+]
+
+log = logging.getLogger("duroxy.providers.sqlite")
+
+Q = queries()
+
+
+@dataclass(frozen=True, slots=True)
+class StartInfo:
+    """What a record created from an ``OrchestrationStarted`` message holds."""
+
+    name: str
+    version: str | None
+    execution_id: int
+    custom_status: str | None
+    parent_instance_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedMessage:
+    instance_id: str
+    payload: str  # encode_message text
+    visible_at: float | None
+    start: StartInfo | None  # set when the event is an OrchestrationStarted
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedCommit:
+    execution_id: int
+    state: str
+    name: str
+    version: str | None
+    output: str | None
+    error_json: str | None
+    custom_status: str | None
+    history: list[tuple[int, str]]  # (event_id, encode_event text)
+    activities: list[tuple[str, int, int, str]]  # (instance, execution, event id, payload)
+    messages: list[PreparedMessage]
+    cancel_activities: list[tuple[str, int, int]]
+
+
+def new_token() -> str:
+    return os.urandom(12).hex()
+
+
+def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+          ) -> list[Any]:
+    # Always read to the end: a half-read statement keeps its read snapshot open, and a
+    # later read on the same connection would not see newer commits.
+    return conn.execute(sql, params).fetchall()
+
+
+def record_from_row(row: Sequence[Any]) -> InstanceRecord:
+    (iid, name, version, state, execution_id, output, error_json, custom_status,
+     created_at, updated_at, parent, history_len) = row
+    error = ErrorDetails.from_json(json.loads(error_json)) if error_json is not None else None
+    return InstanceRecord(
+        instance_id=iid, name=name, version=version, state=state, execution_id=execution_id,
+        output=output, error=error, custom_status=custom_status, created_at=created_at,
+        updated_at=updated_at, parent_instance_id=parent, history_len=history_len)
+
+
+def _enqueue(tx: Tx, msg: PreparedMessage) -> None:
+    visible = tx.now if msg.visible_at is None or msg.visible_at < tx.now else msg.visible_at
+    tx.conn.execute(Q["enqueue_message"], (msg.instance_id, msg.payload, visible, msg.visible_at))
+
+
+def _insert_record(tx: Tx, instance_id: str, start: StartInfo) -> bool:
+    cur = tx.conn.execute(Q["insert_instance"], (
+        instance_id, start.name, start.version, start.execution_id, start.custom_status,
+        tx.now, tx.now, start.parent_instance_id))
+    return cur.rowcount > 0
+
+
+# ------------------------------------------------------------------ instances
+def create_instance(tx: Tx, msg: PreparedMessage) -> None:
+    assert msg.start is not None
+    if not _insert_record(tx, msg.instance_id, msg.start):
+        raise InstanceAlreadyExists(msg.instance_id)
+    _enqueue(tx, msg)
+    tx.notify("orchestrator", msg.instance_id)
+
+
+def enqueue_orchestrator_message(tx: Tx, msg: PreparedMessage) -> None:
+    if not _rows(tx.conn, Q["instance_exists"], (msg.instance_id,)):
+        raise InstanceNotFound(msg.instance_id)
+    _enqueue(tx, msg)
+    tx.notify("orchestrator", msg.instance_id)
+
+
+# ------------------------------------------------------------------ orchestration queue
+def fetch_orchestration_items(tx: Tx, lock_timeout: float, limit: int) -> list[OrchestrationItem]:
+    conn, now = tx.conn, tx.now
+    until = now + lock_timeout
+    items: list[OrchestrationItem] = []
+    taken: set[str] = set()
+    while len(items) < limit:
+        found = _rows(conn, Q["next_orchestration_candidate"], (now,))
+        if not found:
+            break
+        instance_id: str = found[0][0]
+        if instance_id in taken:  # lock_timeout <= 0: our own lock is already dead
+            break
+        taken.add(instance_id)
+        rec_rows = _rows(conn, Q["get_instance"], (instance_id,))
+        token = new_token()
+        conn.execute(Q["lock_instance"], (instance_id, token, until, 1 if rec_rows else 0))
+        claimed = _rows(conn, Q["claim_messages"], (token, instance_id, now))
+        claimed.sort(key=lambda r: r[0])  # RETURNING order is unspecified; ids are FIFO
+        delivered: list[QueuedMessage] = []
+        for mid, payload, msg_visible_at, _count in claimed:
+            try:
+                decoded = decode_message(instance_id, payload, msg_visible_at)
+            except PayloadError as e:
+                delivered.append(QueuedMessage(mid, None, str(e)))
+            else:
+                delivered.append(QueuedMessage(mid, decoded))
+        items.append(OrchestrationItem(
+            instance_id=instance_id, lock_token=token, messages=delivered,
+            instance=record_from_row(rec_rows[0]) if rec_rows else None,
+            attempt=max((r[3] for r in claimed), default=1)))
+    return items
+
+
+def _held_lock(tx: Tx, token: str) -> tuple[str, bool]:
+    found = _rows(tx.conn, Q["find_lock"], (token,))
+    if not found:
+        raise LockLost("orchestration lock is not held (released, taken over or deleted)")
+    instance_id, locked_until, had_record = found[0]
+    if locked_until <= tx.now:
+        raise LockLost("orchestration lock expired")
+    return instance_id, bool(had_record)
+
+
+def ack_orchestration_item(tx: Tx, token: str, c: PreparedCommit) -> None:
+    conn = tx.conn
+    instance_id, had_record = _held_lock(tx, token)
+    progress = _rows(conn, Q["instance_progress"], (instance_id,)) if had_record else []
+    if progress:
+        if c.history:
+            # A repeated event id violates the primary key: the whole ack rolls back.
+            conn.executemany(Q["insert_event"], [
+                (instance_id, c.execution_id, eid, text) for eid, text in c.history])
+        old_execution, old_len = progress[0]
+        if old_execution == c.execution_id:
+            history_len = old_len + len(c.history)
+        else:
+            history_len = _rows(conn, Q["count_history"], (instance_id, c.execution_id))[0][0]
+        conn.execute(Q["update_instance"], (
+            c.name, c.version, c.state, c.execution_id, c.output, c.error_json,
+            c.custom_status, tx.now, history_len, instance_id))
+    for msg in c.messages:
+        if msg.start is not None:
+            _insert_record(tx, msg.instance_id, msg.start)  # no-op when the id is taken
+        _enqueue(tx, msg)
+    if c.activities:
+        conn.executemany(Q["enqueue_activity"], [
+            (iid, ex, eid, payload, tx.now) for iid, ex, eid, payload in c.activities])
+    if c.cancel_activities:
+        conn.executemany(Q["cancel_activity"], c.cancel_activities)
+    conn.execute(Q["delete_delivered"], (instance_id, token))
+    conn.execute(Q["release_lock"], (instance_id,))
+    for target in dict.fromkeys(m.instance_id for m in c.messages):
+        tx.notify("orchestrator", target)
+    if instance_id not in {m.instance_id for m in c.messages} and _rows(
+            conn, Q["has_visible_messages"], (instance_id, tx.now)):
+        # Messages that arrived while the lock was held can be fetched now.
+        tx.notify("orchestrator", instance_id)
+    for target in dict.fromkeys(a[0] for a in c.activities):
+        tx.notify("activity", target)
+    if progress and c.state in TERMINAL_STATES:
+        tx.notify("terminal", instance_id)
+
+
+def abandon_orchestration_item(tx: Tx, token: str, delay: float) -> None:
+    instance_id, _ = _held_lock(tx, token)
+    tx.conn.execute(Q["unclaim_messages"], (instance_id, token))
+    if delay > 0:
+        # The whole instance waits (also messages enqueued meanwhile), so its messages
+        # are never delivered out of enqueue order.
+        tx.conn.execute(Q["cool_down"], (new_token(), tx.now + delay, instance_id))
+    else:
+        tx.conn.execute(Q["release_lock"], (instance_id,))
+        tx.notify("orchestrator", instance_id)
+
+
+def renew_orchestration_lock(tx: Tx, token: str, lock_timeout: float) -> None:
+    cur = tx.conn.execute(Q["renew_lock"], (tx.now + lock_timeout, token, tx.now))
+    if cur.rowcount == 0:
+        _held_lock(tx, token)  # raises with the reason
+        raise LockLost("orchestration lock is not held")  # pragma: no cover
+
+
+# ------------------------------------------------------------------ activity queue
+def fetch_activity_items(tx: Tx, lock_timeout: float, limit: int) -> list[ActivityItem]:
+    conn, now = tx.conn, tx.now
+    until = now + lock_timeout
+    salt = new_token()
+    items: list[ActivityItem] = []
+    for wid, payload, count in _rows(conn, Q["next_activities"], (now, limit)):
+        try:
+            work = ActivityWork.from_json(payload)
+        except PayloadError as e:
+            log.error("activity work row %d does not decode and is set aside: %s", wid, e)
+            conn.execute(Q["park_activity"], (wid,))
+            continue
+        # The row id leads the token, so ack and renew find the row by primary key.
+        token = f"{wid}.{salt}"
+        conn.execute(Q["lock_activity"], (token, until, wid))
+        items.append(ActivityItem(wid, token, work, count + 1))
+    return items
+
+
+def _work_id(token: str) -> int:
+    head, sep, _ = token.partition(".")
+    if not sep or not head.isdigit():
+        raise LockLost("not an activity lock token")
+    return int(head)
+
+
+def _activity_lock_lost(tx: Tx, wid: int, token: str) -> LockLost:
+    row = _rows(tx.conn, Q["activity_lock_token"], (wid,))
+    if row and row[0][0] == token:
+        return LockLost("activity lock expired")
+    return LockLost("activity lock is not held (released, taken over or cancelled)")
+
+
+def ack_activity(tx: Tx, token: str, completion: PreparedMessage) -> None:
+    wid = _work_id(token)
+    cur = tx.conn.execute(Q["ack_activity"], (wid, token, tx.now))
+    if cur.rowcount == 0:
+        raise _activity_lock_lost(tx, wid, token)
+    _enqueue(tx, completion)
+    tx.notify("orchestrator", completion.instance_id)
+
+
+def abandon_activity(tx: Tx, token: str, delay: float) -> None:
+    wid = _work_id(token)
+    visible = tx.now + delay if delay > 0 else tx.now
+    found = _rows(tx.conn, Q["abandon_activity"], (visible, wid, token, tx.now))
+    if not found:
+        raise _activity_lock_lost(tx, wid, token)
+    if delay <= 0:
+        tx.notify("activity", found[0][0])
+
+
+def renew_activity_lock(tx: Tx, token: str, lock_timeout: float) -> None:
+    wid = _work_id(token)
+    cur = tx.conn.execute(Q["renew_activity"], (tx.now + lock_timeout, wid, token, tx.now))
+    if cur.rowcount == 0:
+        raise _activity_lock_lost(tx, wid, token)
+
+
+# ------------------------------------------------------------------ reads
+def get_instance(tx: Tx, instance_id: str) -> InstanceRecord | None:
+    found = _rows(tx.conn, Q["get_instance"], (instance_id,))
+    return record_from_row(found[0]) if found else None
+
+
+def read_history(tx: Tx, instance_id: str, execution_id: int | None) -> list[HistoryEvent]:
+    if execution_id is None:
+        texts = _rows(tx.conn, Q["read_latest_history"], (instance_id,))
+    else:
+        texts = _rows(tx.conn, Q["read_history"], (instance_id, execution_id))
+    return [decode_event(t) for (t,) in texts]
+
+
+def list_executions(tx: Tx, instance_id: str) -> list[int]:
+    return [e for (e,) in _rows(tx.conn, Q["list_executions"], (instance_id,))]
+
+
+def list_instances(tx: Tx, states: list[str] | None, name: str | None,
+                   parent_instance_id: str | None, limit: int, offset: int
+                   ) -> list[InstanceRecord]:
+    found = _rows(tx.conn, Q["list_instances"], {
+        "states": json.dumps(states) if states is not None else None, "name": name,
+        "parent": parent_instance_id, "limit": limit, "offset": offset})
+    return [record_from_row(r) for r in found]
+
+
+# ------------------------------------------------------------------ management
+def _drop_instance_data(tx: Tx, instance_id: str) -> int:
+    """Delete everything stored for one id; returns 1 if it had a record."""
+    conn = tx.conn
+    had = conn.execute(Q["delete_instance_row"], (instance_id,)).rowcount
+    conn.execute(Q["delete_instance_history"], (instance_id,))
+    conn.execute(Q["delete_instance_messages"], (instance_id,))
+    conn.execute(Q["delete_instance_activities"], (instance_id,))
+    # Dropping the lock makes a turn in flight fail its ack instead of resurrecting it.
+    conn.execute(Q["delete_instance_lock"], (instance_id,))
+    return 1 if had else 0
+
+
+def delete_instance(tx: Tx, instance_id: str, cascade: bool) -> int:
+    if not _rows(tx.conn, Q["instance_exists"], (instance_id,)):
+        _drop_instance_data(tx, instance_id)  # leftovers of a record-less id
+        return 0
+    doomed = [instance_id]
+    if cascade:
+        seen = {instance_id}  # guards against cycles in parent links
+        i = 0
+        while i < len(doomed):
+            for (child,) in _rows(tx.conn, Q["children"], (doomed[i],)):
+                if child not in seen:
+                    seen.add(child)
+                    doomed.append(child)
+            i += 1
+    return sum(_drop_instance_data(tx, iid) for iid in doomed)
+
+
+def purge_instances(tx: Tx, states: list[str], updated_before: float | None,
+                    name: str | None, limit: int | None) -> int:
+    found = _rows(tx.conn, Q["purge_candidates"], {
+        "states": json.dumps(states), "before": updated_before, "name": name,
+        "limit": -1 if limit is None else max(limit, 0)})
+    return sum(_drop_instance_data(tx, iid) for (iid,) in found)
+
+
+# ------------------------------------------------------------------ test hooks
+def corrupt_history(tx: Tx, instance_id: str) -> None:
+    tx.conn.execute(Q["corrupt_history"], (instance_id,))
+
+
+def corrupt_messages(tx: Tx, instance_id: str) -> None:
+    tx.conn.execute(Q["corrupt_messages"], (instance_id,))

@@ -1,0 +1,344 @@
+"""Threads that own SQLite connections, so the event loop never waits on SQLite.
+
+A :class:`ConnectionWorker` is one daemon thread with one connection and a queue of
+operations. Callers on any event loop submit an :class:`Op` carrying that loop and a
+future; the thread resolves the future with ``loop.call_soon_threadsafe``. Nothing is
+bound to a loop beyond one call, so a store works from one event loop after another,
+and a daemon thread never keeps the process alive.
+
+Write operations are grouped: the thread takes every operation waiting in its queue
+and runs them in ONE ``BEGIN IMMEDIATE`` transaction (group commit), each inside its
+own ``SAVEPOINT``, so an operation that raises (``LockLost`` ...) rolls back only its own
+changes and fails only its own caller. Listeners hear of an operation's effects after
+the commit that made them durable, before its caller is resumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ...errors import DuroxyError, ProviderError
+
+__all__ = ["STOP", "ConnectionWorker", "Op", "Tx", "begin_immediate", "is_busy", "provider_error"]
+
+log = logging.getLogger("duroxy.providers.sqlite")
+
+#: (channel, instance id) pairs collected by a write, announced after its commit.
+Notes = list[tuple[str, str | None]]
+
+
+class Tx:
+    """What an operation sees: the connection, the time it started (provider clock)
+    and the notifications it wants sent once its changes are committed."""
+
+    __slots__ = ("conn", "notes", "now")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.now = 0.0
+        self.notes: Notes = []
+
+    def notify(self, channel: str, instance_id: str | None) -> None:
+        self.notes.append((channel, instance_id))
+
+
+Future = asyncio.Future[Any] | concurrent.futures.Future[Any]
+
+
+class Op:
+    """One submitted operation. ``fn`` runs on the worker thread. ``fut`` receives the
+    outcome: an asyncio future of ``loop``, or (``loop`` None) a thread-safe
+    ``concurrent.futures.Future``; ``None`` for fire-and-forget work. ``discard`` is
+    called with a successful result nobody received (the caller was cancelled or its
+    loop closed): fetches use it to give their locks back at once."""
+
+    __slots__ = ("discard", "fn", "fut", "loop", "write")
+
+    def __init__(
+        self,
+        fn: Callable[[Tx], Any] | None,
+        write: bool,
+        loop: asyncio.AbstractEventLoop | None,
+        fut: Future | None,
+        discard: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.fn = fn
+        self.write = write
+        self.loop = loop
+        self.fut = fut
+        self.discard = discard
+
+
+#: ``fn`` of the operation that stops a worker (its future resolves once closed).
+STOP: Callable[[Tx], Any] = lambda tx: None  # noqa: E731
+
+
+def is_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds a lock we need."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    msg = str(exc)
+    return "locked" in msg or "busy" in msg
+
+
+def begin_immediate(conn: sqlite3.Connection, timeout: float) -> None:
+    """``BEGIN IMMEDIATE``, retried while another process holds the write lock beyond
+    the connection's own busy timeout (SQLite skips the busy handler in some cases,
+    e.g. while another connection recovers the WAL)."""
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as e:
+            if not is_busy(e) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+def provider_error(exc: BaseException) -> BaseException:
+    """What the caller sees: duroxy errors as raised, SQLite errors as ProviderError."""
+    if isinstance(exc, DuroxyError):
+        return exc
+    if isinstance(exc, sqlite3.Error):
+        err = ProviderError(f"SQLite error: {type(exc).__name__}: {exc}",
+                            retryable=is_busy(exc))
+        err.__cause__ = exc
+        return err
+    return exc
+
+
+def _resolve(op: Op, result: Any, exc: BaseException | None) -> None:
+    """Runs on the caller's loop."""
+    fut = op.fut
+    assert isinstance(fut, asyncio.Future)
+    if fut.done():  # cancelled while the thread worked
+        if exc is None and op.discard is not None:
+            op.discard(result)
+        return
+    if exc is None:
+        fut.set_result(result)
+    else:
+        fut.set_exception(exc)
+
+
+def _deliver(op: Op, result: Any, exc: BaseException | None) -> None:
+    if op.fut is None:
+        if exc is not None and not isinstance(exc, DuroxyError):
+            log.warning("background SQLite operation failed: %s", exc)
+        return
+    if op.loop is None:
+        assert isinstance(op.fut, concurrent.futures.Future)
+        if exc is None:
+            op.fut.set_result(result)
+        else:
+            op.fut.set_exception(exc)
+        return
+    try:
+        op.loop.call_soon_threadsafe(_resolve, op, result, exc)
+    except RuntimeError:  # the caller's loop is closed: nobody will read the result
+        if exc is None and op.discard is not None:
+            try:
+                op.discard(result)
+            except Exception:  # pragma: no cover - best effort
+                log.exception("discarding an unread SQLite result failed")
+
+
+class ConnectionWorker:
+    """A daemon thread that owns one connection (opened by ``opener`` on the thread)
+    and runs submitted operations in order. ``group_writes`` makes it the writer:
+    write operations then run in group-committed ``BEGIN IMMEDIATE`` transactions."""
+
+    def __init__(
+        self,
+        name: str,
+        opener: Callable[[], sqlite3.Connection],
+        *,
+        group_writes: bool,
+        begin_timeout: float,
+        on_commit: Callable[[Notes], None] | None = None,
+    ) -> None:
+        self._name = name
+        self._opener = opener
+        self._group_writes = group_writes
+        self._begin_timeout = begin_timeout
+        self._on_commit = on_commit
+        self._queue: queue.SimpleQueue[Op] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        #: guards the start of the thread and ``_stopped``, so that nothing is queued
+        #: for a thread that has exited
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    # ----------------------------------------------------------------- submission
+    def submit(self, op: Op) -> None:
+        with self._lock:
+            if not self._stopped:
+                if self._thread is None:
+                    t = threading.Thread(target=self._run, name=self._name, daemon=True)
+                    t.start()
+                    self._thread = t
+                self._queue.put(op)
+                return
+        _deliver(op, None, ProviderError("the SQLite store is closed"))
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    def stop_nowait(self) -> None:
+        """Ask the thread to close its connection after the work already queued."""
+        if self._thread is not None:
+            self.submit(Op(STOP, False, None, None))
+
+    # ----------------------------------------------------------------- the thread
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        tx: Tx | None = None
+        try:
+            while True:
+                batch = [self._queue.get()]
+                while True:  # drain what else is waiting: one transaction for all
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stop_at = next((i for i, op in enumerate(batch) if op.fn is STOP), None)
+                work = batch if stop_at is None else batch[:stop_at]
+                # Operations whose caller gave up before they ran are skipped.
+                work = [op for op in work if op.fut is None or not op.fut.cancelled()]
+                if work:
+                    if conn is None:
+                        try:
+                            conn = self._opener()
+                            tx = Tx(conn)
+                        except BaseException as e:
+                            for op in work:
+                                _deliver(op, None, provider_error(e))
+                            work = []
+                    if work:
+                        assert conn is not None and tx is not None
+                        self._run_batch(tx, work)
+                if stop_at is not None:
+                    with self._lock:
+                        self._stopped = True
+                    late = batch[stop_at + 1:]
+                    while True:
+                        try:
+                            late.append(self._queue.get_nowait())
+                        except queue.Empty:
+                            break
+                    if conn is not None:
+                        conn.close()
+                        conn = None
+                    _deliver(batch[stop_at], None, None)
+                    for op in late:
+                        if op.fn is STOP:
+                            _deliver(op, None, None)
+                        else:
+                            _deliver(op, None, ProviderError("the SQLite store is closed"))
+                    return
+        except BaseException:  # pragma: no cover - a bug here must not go unnoticed
+            log.exception("SQLite worker thread %s failed", self._name)
+            raise
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _run_batch(self, tx: Tx, ops: list[Op]) -> None:
+        reads = ops
+        if self._group_writes:
+            writes = [op for op in ops if op.write]
+            reads = [op for op in ops if not op.write]
+            if writes:
+                self._run_writes(tx, writes)
+        for op in reads:
+            tx.notes = []
+            tx.now = time.time()
+            try:
+                assert op.fn is not None
+                result = op.fn(tx)
+            except BaseException as e:
+                _deliver(op, None, provider_error(e))
+            else:
+                _deliver(op, result, None)
+
+    def _run_writes(self, tx: Tx, ops: list[Op]) -> None:
+        conn = tx.conn
+        try:
+            begin_immediate(conn, self._begin_timeout)
+        except BaseException as e:
+            err = provider_error(e)
+            for op in ops:
+                _deliver(op, None, err)
+            return
+        single = len(ops) == 1
+        outcomes: list[tuple[Op, Any, BaseException | None, Notes]] = []
+        aborted: BaseException | None = None
+        for op in ops:
+            tx.notes = []
+            tx.now = time.time()
+            if not single:
+                conn.execute("SAVEPOINT op")
+            try:
+                assert op.fn is not None
+                result = op.fn(tx)
+            except BaseException as e:
+                outcomes.append((op, None, e, []))
+                if single:
+                    break
+                try:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                except sqlite3.Error as e2:
+                    aborted = e2
+                if not conn.in_transaction:  # SQLite gave up the whole transaction
+                    aborted = aborted or e
+                if aborted is not None:
+                    break
+            else:
+                if not single:
+                    conn.execute("RELEASE op")
+                outcomes.append((op, result, None, tx.notes))
+        if aborted is None:
+            try:
+                if single and outcomes[0][2] is not None:
+                    conn.execute("ROLLBACK")
+                else:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                aborted = e
+        if aborted is not None:
+            # Nothing of this transaction is durable: every operation fails.
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:  # pragma: no cover
+                    pass
+            done = {id(o[0]) for o in outcomes}
+            err = ProviderError(f"SQLite transaction failed: {aborted}", retryable=True)
+            for op, _res, exc, _n in outcomes:
+                _deliver(op, None, provider_error(exc) if exc is not None else err)
+            for op in ops:
+                if id(op) not in done:
+                    _deliver(op, None, err)
+            return
+        if self._on_commit is not None:
+            notes: Notes = []
+            for _op, _res, exc, op_notes in outcomes:
+                if exc is None:
+                    notes.extend(op_notes)
+            if notes:
+                self._on_commit(notes)
+        for op, res, exc, _n in outcomes:
+            _deliver(op, res, None if exc is None else provider_error(exc))

@@ -1,0 +1,514 @@
+"""``SqliteProvider``: the embedded store, one SQLite file in WAL mode.
+
+Threads and connections:
+
+* one **writer** thread owns the only connection that writes. It drains its queue and
+  runs every waiting operation in one ``BEGIN IMMEDIATE`` transaction (group commit),
+  each in its own savepoint. Fetches are writes too: they take locks.
+* one **reader** thread owns a second connection for reads (instance records,
+  history, listings). In WAL mode readers and the writer do not block each other.
+* ``SqliteProvider.in_memory()`` has a single connection (a private ``:memory:``
+  database), so its writer thread serves reads as well.
+
+Both threads are daemons started on first use, and every call captures the running
+loop only for its own duration, so the store works from one event loop after another
+and never keeps the process alive. Several processes may share one file:
+``BEGIN IMMEDIATE`` with a busy timeout (and a retry loop around it) serialises their
+writers; a lock expiry decides when one process may take over another's work.
+
+Durability: ``synchronous="FULL"`` (the default) makes an acknowledged commit survive
+power loss; ``synchronous="NORMAL"`` is faster and still safe against a process crash,
+but the last commits before a power cut may be lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import json
+import logging
+import os
+import re
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote
+
+from ...errors import ConfigurationError, PayloadError, ProviderError
+from ...history import (
+    HistoryEvent,
+    OrchestrationStarted,
+    OrchestratorMessage,
+    encode_event,
+    encode_message,
+)
+from ..base import (
+    TERMINAL_STATES,
+    ActivityItem,
+    Channel,
+    InstanceRecord,
+    Listener,
+    OrchestrationCommit,
+    OrchestrationItem,
+    Provider,
+)
+from . import _ops
+from ._sql import migrations
+from ._worker import STOP, ConnectionWorker, Notes, Op, Tx, begin_immediate, is_busy
+
+__all__ = ["SqliteProvider"]
+
+log = logging.getLogger("duroxy.providers.sqlite")
+
+T = TypeVar("T")
+
+_STATES = frozenset({"PENDING", "RUNNING"}) | TERMINAL_STATES
+_CHANNELS: frozenset[str] = frozenset({"orchestrator", "activity", "terminal"})
+_SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+_MEMORY = ":memory:"
+_OTHER_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+# ------------------------------------------------------------------ locations
+def parse_location(path_or_url: str | os.PathLike[str]) -> tuple[str, dict[str, str]]:
+    """``(path, options)`` for a file path or ``sqlite:`` URL; path ``":memory:"`` for
+    an in-memory store. URL query parameters (``?synchronous=NORMAL``) become options.
+    Raises :class:`~duroxy.errors.ConfigurationError` (a ``ValueError``) naming the
+    input when it is neither."""
+    if isinstance(path_or_url, os.PathLike):
+        path_or_url = os.fspath(path_or_url)
+    if not isinstance(path_or_url, str):
+        raise ConfigurationError(
+            f"SQLite location must be a path or a sqlite: URL, not {path_or_url!r}")
+    text = path_or_url
+    if not text or "\x00" in text:
+        raise ConfigurationError(f"invalid SQLite path {text!r}")
+    options: dict[str, str] = {}
+    if text.startswith("sqlite:"):
+        rest = text[len("sqlite:"):]
+        rest, _, query = rest.partition("?")
+        if query:
+            try:
+                options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=True))
+            except ValueError:
+                raise ConfigurationError(f"malformed query in SQLite URL {text!r}") from None
+        if rest in (":memory:", "//", "///:memory:", "//:memory:"):
+            return _MEMORY, options
+        if not rest.startswith("///") or len(rest) == 3:
+            raise ConfigurationError(
+                f"malformed SQLite URL {text!r}: use sqlite:///relative/path.db, "
+                "sqlite:////absolute/path.db or sqlite::memory:")
+        path = unquote(rest[3:])
+    elif _OTHER_URL.match(text):
+        raise ConfigurationError(f"not a SQLite location: {text!r}")
+    else:
+        path = text
+    if path == _MEMORY:
+        return _MEMORY, options
+    parent = Path(path).parent
+    if Path(path).is_dir():
+        raise ConfigurationError(f"SQLite path {path!r} is a directory")
+    if not parent.is_dir():
+        raise ConfigurationError(
+            f"SQLite path {path!r}: directory {str(parent)!r} does not exist")
+    return path, options
+
+
+# ------------------------------------------------------------------ opening
+def schema_version(conn: sqlite3.Connection) -> int:
+    try:
+        (version,) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version"
+                                  ).fetchone()
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return 0
+        raise
+    return int(version)
+
+
+def migrate(conn: sqlite3.Connection, busy_timeout: float) -> int:
+    """Apply the migrations this file lacks, all in one ``BEGIN IMMEDIATE`` transaction
+    (two processes opening a new file at once: the second waits, then finds the work
+    done). Returns the schema version."""
+    known = migrations()
+    latest = known[-1].version if known else 0
+    current = schema_version(conn)  # no write lock needed when nothing is to do
+    if current == latest:
+        return current
+    begin_immediate(conn, busy_timeout)
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version ("
+                     "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)")
+        current = schema_version(conn)
+        if current > latest:
+            raise ProviderError(
+                f"the database schema (version {current}) is newer than this duroxy "
+                f"understands ({latest}); upgrade duroxy")
+        for mig in known:
+            if mig.version <= current:
+                continue
+            for stmt in mig.statements:
+                conn.execute(stmt)
+            conn.execute("INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+                         (mig.version, mig.name, time.time()))
+            log.info("applied SQLite migration %s", mig.name)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return latest
+
+
+class _Config:
+    """How to open connections; shared by the worker threads (holds no provider)."""
+
+    def __init__(self, path: str, synchronous: str, busy_timeout: float) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self.memory = path == _MEMORY
+        self.schema_ready = threading.Event()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                               cached_statements=256)
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        return conn
+
+    def open_writer(self) -> sqlite3.Connection:
+        conn = self._connect()
+        try:
+            if not self.memory:
+                deadline = time.monotonic() + self.busy_timeout
+                while True:  # switching to WAL needs a moment of exclusive access
+                    try:
+                        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                        break
+                    except sqlite3.OperationalError as e:
+                        if not is_busy(e) or time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.01)
+                if str(mode).lower() != "wal":
+                    log.warning("SQLite file %s could not switch to WAL (journal mode %s)",
+                                self.path, mode)
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            migrate(conn, self.busy_timeout)
+        except BaseException:
+            conn.close()
+            raise
+        self.schema_ready.set()
+        return conn
+
+    def open_reader(self) -> sqlite3.Connection:
+        conn = self._connect()
+        conn.execute("PRAGMA query_only = 1")
+        return conn
+
+
+class _Listeners:
+    """Listener registry, called from the writer thread after each commit."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = 0
+        self._by_channel: dict[str, dict[int, Listener]] = {c: {} for c in _CHANNELS}
+
+    def add(self, channel: str, callback: Listener) -> Callable[[], None]:
+        with self._lock:
+            self._next += 1
+            key = self._next
+            self._by_channel[channel][key] = callback
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._by_channel[channel].pop(key, None)
+
+        return unsubscribe
+
+    def clear(self) -> None:
+        with self._lock:
+            for d in self._by_channel.values():
+                d.clear()
+
+    def fire(self, notes: Notes) -> None:
+        for channel, instance_id in dict.fromkeys(notes):
+            with self._lock:
+                targets = list(self._by_channel[channel].values())
+            for callback in targets:
+                try:
+                    callback(instance_id)
+                except Exception:
+                    # The commit is durable; a broken listener must not look like a failure.
+                    log.exception("%s listener failed", channel)
+
+
+def _stop_workers(*workers: ConnectionWorker) -> None:
+    for w in workers:
+        w.stop_nowait()
+
+
+# ------------------------------------------------------------------ the provider
+class SqliteProvider(Provider):
+    """The embedded store. ``path_or_url``: a file path, ``sqlite:///relative.db``,
+    ``sqlite:////abs/path.db`` or ``sqlite::memory:`` (see also :meth:`in_memory`).
+    ``synchronous``: ``"FULL"`` (default: an acknowledged commit survives power loss)
+    or ``"NORMAL"`` (faster; survives a crash of the process, not of the machine).
+    ``busy_timeout``: seconds to wait for another process's write lock.
+
+    The constructor opens nothing; the file is created and migrated on first use."""
+
+    def __init__(
+        self,
+        path_or_url: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 30.0,
+    ) -> None:
+        path, options = parse_location(path_or_url)
+        for key, value in options.items():
+            if key == "synchronous":
+                synchronous = value
+            elif key == "busy_timeout":
+                try:
+                    busy_timeout = float(value)
+                except ValueError:
+                    raise ConfigurationError(
+                        f"busy_timeout in {path_or_url!r} is not a number") from None
+            else:
+                raise ConfigurationError(f"unknown option {key!r} in SQLite URL {path_or_url!r}")
+        sync = str(synchronous).upper()
+        if sync not in _SYNC_MODES:
+            raise ConfigurationError(
+                f"synchronous must be one of {', '.join(_SYNC_MODES)}, not {synchronous!r}")
+        if not busy_timeout >= 0:
+            raise ConfigurationError(f"busy_timeout must be >= 0 seconds, not {busy_timeout!r}")
+        self._config = _Config(path, sync, float(busy_timeout))
+        self._listeners = _Listeners()
+        self._closed = False
+        tag = "memory" if self._config.memory else os.path.basename(path)
+        self._writer = ConnectionWorker(
+            f"duroxy-sqlite-writer[{tag}]", self._config.open_writer, group_writes=True,
+            begin_timeout=busy_timeout, on_commit=self._listeners.fire)
+        self._reader = self._writer if self._config.memory else ConnectionWorker(
+            f"duroxy-sqlite-reader[{tag}]", self._config.open_reader, group_writes=False,
+            begin_timeout=busy_timeout)
+        # An unclosed provider that is garbage-collected lets its threads close their
+        # connections. Not at interpreter exit: daemon threads just stop there, and every
+        # acknowledged commit is already durable.
+        self._finalizer = weakref.finalize(self, _stop_workers, self._writer, self._reader)
+        self._finalizer.atexit = False
+
+    @classmethod
+    def in_memory(cls, *, synchronous: str = "FULL") -> SqliteProvider:
+        """A private in-memory database, gone when the provider is closed."""
+        return cls(_MEMORY, synchronous=synchronous)
+
+    @property
+    def path(self) -> str | None:
+        """The database file, or ``None`` for an in-memory store."""
+        return None if self._config.memory else self._config.path
+
+    def __repr__(self) -> str:
+        where = "in-memory" if self._config.memory else repr(self._config.path)
+        return f"<SqliteProvider {where} synchronous={self._config.synchronous}>"
+
+    # ------------------------------------------------------------ plumbing
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ProviderError("the SQLite store is closed")
+
+    async def _write(self, fn: Callable[[Tx], T],
+                     discard: Callable[[Any], None] | None = None) -> T:
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._writer.submit(Op(fn, True, loop, fut, discard))
+        return await fut
+
+    async def _read(self, fn: Callable[[Tx], T]) -> T:
+        self._check_open()
+        if self._reader is not self._writer and not self._config.schema_ready.is_set():
+            await self._write(lambda tx: None)  # the writer creates and migrates the file
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._reader.submit(Op(fn, False, loop, fut))
+        return await fut
+
+    def _background(self, fn: Callable[[Tx], Any]) -> None:
+        self._writer.submit(Op(fn, True, None, None))
+
+    def _give_back_orchestration_items(self, items: list[OrchestrationItem]) -> None:
+        """A fetch whose caller went away: release its locks at once."""
+        for item in items:
+            self._background(functools.partial(
+                _ops.abandon_orchestration_item, token=item.lock_token, delay=0.0))
+
+    def _give_back_activity_items(self, items: list[ActivityItem]) -> None:
+        for item in items:
+            self._background(
+                functools.partial(_ops.abandon_activity, token=item.lock_token, delay=0.0))
+
+    def _run_sync(self, fn: Callable[[Tx], Any]) -> None:
+        """Run a write from synchronous code (test hooks), waiting for its commit."""
+        self._check_open()
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._writer.submit(Op(fn, True, None, fut))
+        fut.result()
+
+    # ------------------------------------------------------------ lifecycle
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._listeners.clear()
+        self._finalizer.detach()
+        loop = asyncio.get_running_loop()
+        waits: list[asyncio.Future[Any]] = []
+        for worker in dict.fromkeys((self._reader, self._writer)):
+            if worker.started:
+                fut: asyncio.Future[Any] = loop.create_future()
+                worker.submit(Op(STOP, False, loop, fut))
+                waits.append(fut)
+        for fut in waits:
+            await fut
+
+    # ------------------------------------------------------------ wake-ups
+    def listen(self, channel: Channel, callback: Listener) -> Callable[[], None]:
+        if channel not in _CHANNELS:
+            raise ValueError(f"unknown channel {channel!r}")
+        return self._listeners.add(channel, callback)
+
+    # ------------------------------------------------------------ instances
+    @staticmethod
+    def _prepare(message: OrchestratorMessage) -> _ops.PreparedMessage:
+        ev = message.event
+        start = None
+        if isinstance(ev, OrchestrationStarted):
+            start = _ops.StartInfo(ev.name, ev.version, ev.execution_id, ev.custom_status,
+                                   ev.parent_instance_id)
+        return _ops.PreparedMessage(message.instance_id, encode_message(message),
+                                    message.visible_at, start)
+
+    async def create_instance(self, message: OrchestratorMessage) -> None:
+        if not isinstance(message.event, OrchestrationStarted):
+            raise ValueError(
+                f"create_instance needs an OrchestrationStarted message, got {message.event.kind}")
+        msg = self._prepare(message)
+        await self._write(lambda tx: _ops.create_instance(tx, msg))
+
+    async def enqueue_orchestrator_message(self, message: OrchestratorMessage) -> None:
+        msg = self._prepare(message)
+        await self._write(lambda tx: _ops.enqueue_orchestrator_message(tx, msg))
+
+    # ------------------------------------------------------------ orchestration queue
+    async def fetch_orchestration_items(
+        self, lock_timeout: float, limit: int = 1
+    ) -> list[OrchestrationItem]:
+        if limit <= 0:
+            self._check_open()
+            return []
+        return await self._write(
+            lambda tx: _ops.fetch_orchestration_items(tx, lock_timeout, limit),
+            self._give_back_orchestration_items)
+
+    async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit) -> None:
+        if commit.state not in _STATES:
+            raise ValueError(f"unknown instance state {commit.state!r}")
+        try:
+            prepared = _ops.PreparedCommit(
+                execution_id=commit.execution_id, state=commit.state, name=commit.name,
+                version=commit.version, output=commit.output,
+                error_json=json.dumps(commit.error.to_json()) if commit.error else None,
+                custom_status=commit.custom_status,
+                history=[(e.event_id, encode_event(e)) for e in commit.history],
+                activities=[(w.instance_id, w.execution_id, w.event_id, w.to_json())
+                            for w in commit.activities],
+                messages=[self._prepare(m) for m in commit.messages],
+                cancel_activities=[(i, x, e) for i, x, e in commit.cancel_activities],
+            )
+        except (TypeError, ValueError) as e:
+            if isinstance(e, PayloadError):
+                raise
+            raise PayloadError(f"commit holds a value with no JSON form: {e}") from None
+        await self._write(lambda tx: _ops.ack_orchestration_item(tx, lock_token, prepared))
+
+    async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0) -> None:
+        await self._write(lambda tx: _ops.abandon_orchestration_item(tx, lock_token, delay))
+
+    async def renew_orchestration_lock(self, lock_token: str, lock_timeout: float) -> None:
+        await self._write(lambda tx: _ops.renew_orchestration_lock(tx, lock_token, lock_timeout))
+
+    # ------------------------------------------------------------ activity queue
+    async def fetch_activity_items(self, lock_timeout: float, limit: int = 1) -> list[ActivityItem]:
+        if limit <= 0:
+            self._check_open()
+            return []
+        return await self._write(
+            lambda tx: _ops.fetch_activity_items(tx, lock_timeout, limit),
+            self._give_back_activity_items)
+
+    async def ack_activity(self, lock_token: str, completion: OrchestratorMessage) -> None:
+        msg = self._prepare(completion)
+        await self._write(lambda tx: _ops.ack_activity(tx, lock_token, msg))
+
+    async def abandon_activity(self, lock_token: str, delay: float = 0.0) -> None:
+        await self._write(lambda tx: _ops.abandon_activity(tx, lock_token, delay))
+
+    async def renew_activity_lock(self, lock_token: str, lock_timeout: float) -> None:
+        await self._write(lambda tx: _ops.renew_activity_lock(tx, lock_token, lock_timeout))
+
+    # ------------------------------------------------------------ reads and management
+    async def get_instance(self, instance_id: str) -> InstanceRecord | None:
+        return await self._read(lambda tx: _ops.get_instance(tx, instance_id))
+
+    async def read_history(
+        self, instance_id: str, execution_id: int | None = None
+    ) -> list[HistoryEvent]:
+        return await self._read(lambda tx: _ops.read_history(tx, instance_id, execution_id))
+
+    async def list_executions(self, instance_id: str) -> list[int]:
+        return await self._read(lambda tx: _ops.list_executions(tx, instance_id))
+
+    async def list_instances(
+        self,
+        *,
+        state: str | Sequence[str] | None = None,
+        name: str | None = None,
+        parent_instance_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[InstanceRecord]:
+        states = [state] if isinstance(state, str) else list(state) if state is not None else None
+        lim, off = max(limit, 0), max(offset, 0)
+        return await self._read(
+            lambda tx: _ops.list_instances(tx, states, name, parent_instance_id, lim, off))
+
+    async def delete_instance(self, instance_id: str, *, cascade: bool = True) -> int:
+        return await self._write(lambda tx: _ops.delete_instance(tx, instance_id, cascade))
+
+    async def purge_instances(
+        self,
+        *,
+        states: Sequence[str] = tuple(sorted(TERMINAL_STATES)),
+        updated_before: float | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+    ) -> int:
+        wanted = [states] if isinstance(states, str) else list(states)
+        return await self._write(
+            lambda tx: _ops.purge_instances(tx, wanted, updated_before, name, limit))
+
+    # ------------------------------------------------------------ test hooks
+    def corrupt_history(self, instance_id: str) -> None:
+        """Test hook: make every stored history event of the instance undecodable."""
+        self._run_sync(lambda tx: _ops.corrupt_history(tx, instance_id))
+
+    def corrupt_messages(self, instance_id: str) -> None:
+        """Test hook: make every queued message of the instance undecodable."""
+        self._run_sync(lambda tx: _ops.corrupt_messages(tx, instance_id))

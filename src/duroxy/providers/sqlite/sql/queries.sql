@@ -1,0 +1,191 @@
+-- Named statements of the SQLite store. Each starts with a "-- name: NAME" line; the
+-- statement runs to the next name line. Comment lines are dropped when loading.
+-- Hot-path statements take positional (?) parameters; the rest take named ones.
+
+-- ------------------------------------------------------------------ instances
+-- name: get_instance
+SELECT instance_id, name, version, state, execution_id, output, error_json, custom_status,
+       created_at, updated_at, parent_instance_id, history_len
+FROM instances WHERE instance_id = ?;
+
+-- name: instance_exists
+SELECT 1 FROM instances WHERE instance_id = ?;
+
+-- name: insert_instance
+-- (instance_id, name, version, execution_id, custom_status, created_at, updated_at,
+--  parent_instance_id); ON CONFLICT leaves an existing record alone (rowcount 0).
+INSERT INTO instances (instance_id, name, version, state, execution_id, custom_status,
+                       created_at, updated_at, parent_instance_id, history_len)
+VALUES (?, ?, ?, 'PENDING', ?, ?, ?, ?, ?, 0)
+ON CONFLICT (instance_id) DO NOTHING;
+
+-- name: update_instance
+UPDATE instances
+SET name = ?, version = ?, state = ?, execution_id = ?, output = ?, error_json = ?,
+    custom_status = ?, updated_at = ?, history_len = ?
+WHERE instance_id = ?;
+
+-- name: list_instances
+SELECT instance_id, name, version, state, execution_id, output, error_json, custom_status,
+       created_at, updated_at, parent_instance_id, history_len
+FROM instances
+WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+  AND (:name IS NULL OR name = :name)
+  AND (:parent IS NULL OR parent_instance_id = :parent)
+ORDER BY created_at, instance_id
+LIMIT :limit OFFSET :offset;
+
+-- name: children
+SELECT instance_id FROM instances WHERE parent_instance_id = ?;
+
+-- name: purge_candidates
+SELECT instance_id FROM instances
+WHERE state IN (SELECT value FROM json_each(:states))
+  AND (:before IS NULL OR updated_at < :before)
+  AND (:name IS NULL OR name = :name)
+ORDER BY updated_at, instance_id
+LIMIT :limit;
+
+-- name: delete_instance_row
+DELETE FROM instances WHERE instance_id = ?;
+
+-- name: delete_instance_history
+DELETE FROM history WHERE instance_id = ?;
+
+-- name: delete_instance_messages
+DELETE FROM orchestrator_queue WHERE instance_id = ?;
+
+-- name: delete_instance_activities
+DELETE FROM activity_queue WHERE instance_id = ?;
+
+-- name: delete_instance_lock
+DELETE FROM instance_locks WHERE instance_id = ?;
+
+-- ------------------------------------------------------------------ history
+-- name: insert_event
+INSERT INTO history (instance_id, execution_id, event_id, event_json) VALUES (?, ?, ?, ?);
+
+-- name: read_history
+SELECT event_json FROM history WHERE instance_id = ? AND execution_id = ? ORDER BY event_id;
+
+-- name: read_latest_history
+SELECT event_json FROM history
+WHERE instance_id = ?1
+  AND execution_id = (SELECT max(execution_id) FROM history WHERE instance_id = ?1)
+ORDER BY event_id;
+
+-- name: list_executions
+SELECT DISTINCT execution_id FROM history WHERE instance_id = ? ORDER BY execution_id;
+
+-- name: count_history
+SELECT count(*) FROM history WHERE instance_id = ? AND execution_id = ?;
+
+-- ------------------------------------------------------------------ orchestration queue
+-- name: enqueue_message
+-- (instance_id, payload, visible_at, msg_visible_at)
+INSERT INTO orchestrator_queue (instance_id, payload, visible_at, msg_visible_at)
+VALUES (?, ?, ?, ?);
+
+-- name: next_orchestration_candidate
+-- The oldest visible message whose instance holds no live lock: a range scan of
+-- orchestrator_queue_visible that stops at the first row passing the lock probe.
+SELECT q.instance_id FROM orchestrator_queue AS q
+WHERE q.visible_at <= ?1
+  AND NOT EXISTS (SELECT 1 FROM instance_locks AS l
+                  WHERE l.instance_id = q.instance_id AND l.locked_until > ?1)
+ORDER BY q.visible_at, q.id
+LIMIT 1;
+
+-- name: lock_instance
+-- (instance_id, lock_token, locked_until, had_record); replaces a dead lock of the
+-- same instance (the fetch only picks instances whose lock is dead or absent).
+INSERT INTO instance_locks (instance_id, lock_token, locked_until, had_record)
+VALUES (?, ?, ?, ?)
+ON CONFLICT (instance_id) DO UPDATE
+SET lock_token = excluded.lock_token, locked_until = excluded.locked_until,
+    had_record = excluded.had_record;
+
+-- name: claim_messages
+-- (lock_token, instance_id, now): marks every visible message of the instance as
+-- delivered under the lock.
+UPDATE orchestrator_queue SET lock_token = ?1, fetch_count = fetch_count + 1
+WHERE instance_id = ?2 AND visible_at <= ?3
+RETURNING id, payload, msg_visible_at, fetch_count;
+
+-- name: find_lock
+SELECT instance_id, locked_until, had_record FROM instance_locks WHERE lock_token = ?;
+
+-- name: cool_down
+-- (lock_token, locked_until, instance_id): abandon with a delay parks the instance
+-- under a token nobody holds.
+UPDATE instance_locks SET lock_token = ?, locked_until = ? WHERE instance_id = ?;
+
+-- name: instance_progress
+SELECT execution_id, history_len FROM instances WHERE instance_id = ?;
+
+-- name: renew_lock
+UPDATE instance_locks SET locked_until = ? WHERE lock_token = ? AND locked_until > ?;
+
+-- name: release_lock
+DELETE FROM instance_locks WHERE instance_id = ?;
+
+-- name: delete_delivered
+DELETE FROM orchestrator_queue WHERE instance_id = ? AND lock_token = ?;
+
+-- name: unclaim_messages
+-- (instance_id, lock_token)
+UPDATE orchestrator_queue SET lock_token = NULL WHERE instance_id = ? AND lock_token = ?;
+
+-- name: has_visible_messages
+SELECT 1 FROM orchestrator_queue WHERE instance_id = ? AND visible_at <= ? LIMIT 1;
+
+-- ------------------------------------------------------------------ activity queue
+-- name: enqueue_activity
+-- (instance_id, execution_id, event_id, payload, visible_at); scheduling the same work
+-- twice keeps the first row.
+INSERT INTO activity_queue (instance_id, execution_id, event_id, payload, visible_at)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (instance_id, execution_id, event_id) DO NOTHING;
+
+-- name: next_activities
+SELECT id, payload, fetch_count FROM activity_queue
+WHERE visible_at <= ?
+ORDER BY visible_at, id
+LIMIT ?;
+
+-- name: lock_activity
+-- (lock_token, locked_until, id)
+UPDATE activity_queue SET lock_token = ?, visible_at = ?, fetch_count = fetch_count + 1
+WHERE id = ?;
+
+-- name: ack_activity
+-- (id, lock_token, now): only a live lock deletes the row.
+DELETE FROM activity_queue WHERE id = ? AND lock_token = ? AND visible_at > ?;
+
+-- name: renew_activity
+-- (locked_until, id, lock_token, now)
+UPDATE activity_queue SET visible_at = ?
+WHERE id = ? AND lock_token = ? AND visible_at > ?;
+
+-- name: abandon_activity
+-- (visible_at, id, lock_token, now)
+UPDATE activity_queue SET lock_token = NULL, visible_at = ?
+WHERE id = ? AND lock_token = ? AND visible_at > ?
+RETURNING instance_id;
+
+-- name: activity_lock_token
+SELECT lock_token FROM activity_queue WHERE id = ?;
+
+-- name: park_activity
+-- (id): a row whose payload does not decode is never fetched again.
+UPDATE activity_queue SET lock_token = NULL, visible_at = 1e300 WHERE id = ?;
+
+-- name: cancel_activity
+DELETE FROM activity_queue WHERE instance_id = ? AND execution_id = ? AND event_id = ?;
+
+-- ------------------------------------------------------------------ test hooks
+-- name: corrupt_history
+UPDATE history SET event_json = '{"corrupt": ' WHERE instance_id = ?;
+
+-- name: corrupt_messages
+UPDATE orchestrator_queue SET payload = '{"corrupt": ' WHERE instance_id = ?;
