@@ -1,0 +1,560 @@
+"""In-memory reference provider: the contract of :mod:`duroxy.providers.base`, plainly.
+
+Single process, nothing durable. Every method does its whole work under one
+``threading.Lock``, so each call is one atomic "transaction" and the provider works
+from any event loop and any thread. Listeners are called after the lock is released.
+
+Stored payloads are kept in their wire form (history events via
+:func:`~duroxy.history.encode_event`, queued messages via
+:func:`~duroxy.history.encode_message`, activity work as JSON), exactly as a database
+would keep them, so decoding failures are real and the test hooks
+:meth:`InMemoryProvider.corrupt_history` and :meth:`InMemoryProvider.corrupt_messages`
+can exercise them.
+
+Choices where the contract leaves room (the conformance suite checks them):
+
+* A lock whose expiry has passed is lost even if nobody took the instance or row over.
+* ``abandon_orchestration_item(delay > 0)`` keeps the whole *instance* out of fetches
+  until the delay has passed (messages enqueued meanwhile wait too), so an instance's
+  messages are never delivered out of enqueue order.
+* ``abandon_activity`` and ``abandon_orchestration_item`` raise ``LockLost`` when the
+  lock is no longer held.
+* An item fetched for an instance without a record acks away its messages (and
+  enqueues what the commit asks for) but creates no record and stores no history.
+* ``delete_instance`` also drops the instance's orchestration lock, so a turn in flight
+  for a deleted instance fails its ack with ``LockLost`` instead of resurrecting it.
+* ``purge_instances`` deletes exactly the matching instances (no cascade), oldest
+  updated first when ``limit`` applies.
+* History is appended in commit order; an event id already present in that execution
+  (or repeated within the commit) fails the ack with ``ProviderError`` and changes
+  nothing, like a primary-key violation in a database. The lock stays held.
+* ``read_history`` without an execution id reads the highest execution that has history.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from ..errors import (
+    ErrorDetails,
+    InstanceAlreadyExists,
+    InstanceNotFound,
+    LockLost,
+    PayloadError,
+    ProviderError,
+)
+from ..history import (
+    ActivityWork,
+    HistoryEvent,
+    OrchestrationStarted,
+    OrchestratorMessage,
+    decode_event,
+    decode_message,
+    encode_event,
+    encode_message,
+)
+from .base import (
+    TERMINAL_STATES,
+    ActivityItem,
+    Channel,
+    InstanceRecord,
+    Listener,
+    OrchestrationCommit,
+    OrchestrationItem,
+    Provider,
+    QueuedMessage,
+)
+
+__all__ = ["InMemoryProvider"]
+
+_log = logging.getLogger(__name__)
+
+_STATES = frozenset({"PENDING", "RUNNING"}) | TERMINAL_STATES
+#: What the corruption hooks store: not JSON, so every decoder rejects it.
+_GARBAGE = "\x00not-json{"
+
+
+@dataclass(slots=True)
+class _Record:
+    instance_id: str
+    name: str
+    version: str | None
+    state: str
+    execution_id: int
+    output: str | None
+    error: ErrorDetails | None
+    custom_status: str | None
+    created_at: float
+    updated_at: float
+    parent_instance_id: str | None
+
+
+@dataclass(slots=True)
+class _Message:
+    id: int
+    instance_id: str
+    text: str  # encode_message form
+    visible_at: float | None
+    #: how often this message was delivered without being consumed
+    fetch_count: int = 0
+
+
+@dataclass(slots=True)
+class _OrchLock:
+    #: ``None`` while the instance cools down after an abandon with delay: nobody holds
+    #: it, but it is not fetchable before ``expires_at``.
+    token: str | None
+    expires_at: float
+    #: the messages this lock delivered; only these are consumed by its ack
+    message_ids: tuple[int, ...]
+    #: whether the instance had a record at fetch time; an ack only updates records
+    #: and history for items that did
+    had_record: bool
+
+
+@dataclass(slots=True)
+class _Work:
+    id: int
+    key: tuple[str, int, int]  # (instance_id, execution_id, event_id)
+    text: str  # ActivityWork.to_json form
+    visible_at: float | None
+    fetch_count: int = 0
+    token: str | None = None
+    expires_at: float = 0.0
+
+
+def _visible(visible_at: float | None, now: float) -> bool:
+    return visible_at is None or visible_at <= now
+
+
+class InMemoryProvider(Provider):
+    """The reference provider. ``clock`` returns epoch seconds (default ``time.time``);
+    tests may inject a fake one to drive lock expiry and visibility."""
+
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        self._clock: Callable[[], float] = clock if clock is not None else time.time
+        self._lock = threading.Lock()
+        self._closed = False
+        self._records: dict[str, _Record] = {}
+        # instance -> execution -> [(event_id, encoded event)] in append order
+        self._history: dict[str, dict[int, list[tuple[int, str]]]] = {}
+        # insertion order == id order, which is the enqueue (FIFO) order
+        self._messages: dict[int, _Message] = {}
+        self._orch_locks: dict[str, _OrchLock] = {}
+        self._orch_tokens: dict[str, str] = {}  # token -> instance id
+        self._work: dict[int, _Work] = {}
+        self._work_tokens: dict[str, int] = {}  # token -> work id
+        self._ids = itertools.count(1)
+        self._listeners: dict[Channel, dict[int, Listener]] = {
+            "orchestrator": {}, "activity": {}, "terminal": {}}
+        self._listener_ids = itertools.count(1)
+
+    # ------------------------------------------------------------ lifecycle
+    async def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for registered in self._listeners.values():
+                registered.clear()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ProviderError("the in-memory provider is closed")
+
+    # ------------------------------------------------------------ wake-ups
+    def listen(self, channel: Channel, callback: Listener) -> Callable[[], None]:
+        if channel not in self._listeners:
+            raise ValueError(f"unknown channel {channel!r}")
+        with self._lock:
+            key = next(self._listener_ids)
+            self._listeners[channel][key] = callback
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._listeners[channel].pop(key, None)
+
+        return unsubscribe
+
+    def _notify(self, calls: Iterable[tuple[Channel, str | None]]) -> None:
+        """Call listeners; must run without ``self._lock`` held (listeners may call back)."""
+        for channel, instance_id in calls:
+            with self._lock:
+                targets = list(self._listeners[channel].values())
+            for callback in targets:
+                try:
+                    callback(instance_id)
+                except Exception:
+                    # The commit already happened; a broken listener must not undo it.
+                    _log.exception("%s listener failed", channel)
+
+    # ------------------------------------------------------------ helpers (lock held)
+    def _snapshot(self, rec: _Record) -> InstanceRecord:
+        execs = self._history.get(rec.instance_id, {})
+        return InstanceRecord(
+            instance_id=rec.instance_id, name=rec.name, version=rec.version, state=rec.state,
+            execution_id=rec.execution_id, output=rec.output, error=rec.error,
+            custom_status=rec.custom_status, created_at=rec.created_at,
+            updated_at=rec.updated_at, parent_instance_id=rec.parent_instance_id,
+            history_len=len(execs.get(rec.execution_id, ())))
+
+    def _enqueue(self, message: OrchestratorMessage, text: str) -> None:
+        mid = next(self._ids)
+        self._messages[mid] = _Message(mid, message.instance_id, text, message.visible_at)
+
+    def _new_record(self, event: OrchestrationStarted, instance_id: str, now: float) -> None:
+        self._records[instance_id] = _Record(
+            instance_id=instance_id, name=event.name, version=event.version, state="PENDING",
+            execution_id=event.execution_id, output=None, error=None,
+            custom_status=None, created_at=now, updated_at=now,
+            parent_instance_id=event.parent_instance_id)
+
+    def _held_orch(self, token: str, now: float) -> tuple[str, _OrchLock]:
+        instance_id = self._orch_tokens.get(token)
+        lock = self._orch_locks.get(instance_id) if instance_id is not None else None
+        if instance_id is None or lock is None or lock.token != token:
+            raise LockLost("orchestration lock is not held (released, taken over or deleted)")
+        if lock.expires_at <= now:
+            raise LockLost("orchestration lock expired")
+        return instance_id, lock
+
+    def _held_work(self, token: str, now: float) -> _Work:
+        wid = self._work_tokens.get(token)
+        row = self._work.get(wid) if wid is not None else None
+        if row is None or row.token != token:
+            raise LockLost("activity lock is not held (released, taken over or cancelled)")
+        if row.expires_at <= now:
+            raise LockLost("activity lock expired")
+        return row
+
+    def _drop_work(self, wid: int) -> None:
+        row = self._work.pop(wid)
+        if row.token is not None:
+            self._work_tokens.pop(row.token, None)
+
+    def _drop_instance_data(self, instance_id: str) -> None:
+        """Remove everything stored for ``instance_id`` (record, history, queued messages,
+        activity work, lock)."""
+        self._records.pop(instance_id, None)
+        self._history.pop(instance_id, None)
+        for mid in [m.id for m in self._messages.values() if m.instance_id == instance_id]:
+            del self._messages[mid]
+        for wid in [w.id for w in self._work.values() if w.key[0] == instance_id]:
+            self._drop_work(wid)
+        lock = self._orch_locks.pop(instance_id, None)
+        if lock is not None and lock.token is not None:
+            self._orch_tokens.pop(lock.token, None)
+
+    # ------------------------------------------------------------ instances
+    async def create_instance(self, message: OrchestratorMessage) -> None:
+        event = message.event
+        if not isinstance(event, OrchestrationStarted):
+            raise ValueError(
+                f"create_instance needs an OrchestrationStarted message, got {event.kind}")
+        text = encode_message(message)
+        with self._lock:
+            self._check_open()
+            if message.instance_id in self._records:
+                raise InstanceAlreadyExists(message.instance_id)
+            self._new_record(event, message.instance_id, self._clock())
+            self._enqueue(message, text)
+        self._notify([("orchestrator", message.instance_id)])
+
+    async def enqueue_orchestrator_message(self, message: OrchestratorMessage) -> None:
+        text = encode_message(message)
+        with self._lock:
+            self._check_open()
+            if message.instance_id not in self._records:
+                raise InstanceNotFound(message.instance_id)
+            self._enqueue(message, text)
+        self._notify([("orchestrator", message.instance_id)])
+
+    # ------------------------------------------------------------ orchestration queue
+    async def fetch_orchestration_items(
+        self, lock_timeout: float, limit: int = 1
+    ) -> list[OrchestrationItem]:
+        if limit <= 0:
+            return []
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            # Group visible messages of fetchable instances; dict order follows each
+            # instance's oldest visible message because messages iterate in id order.
+            fetchable: dict[str, bool] = {}
+            batches: dict[str, list[_Message]] = {}
+            for msg in self._messages.values():
+                if not _visible(msg.visible_at, now):
+                    continue
+                ok = fetchable.get(msg.instance_id)
+                if ok is None:
+                    lock = self._orch_locks.get(msg.instance_id)
+                    ok = fetchable[msg.instance_id] = lock is None or lock.expires_at <= now
+                if ok:
+                    batches.setdefault(msg.instance_id, []).append(msg)
+            items: list[OrchestrationItem] = []
+            for instance_id, batch in itertools.islice(batches.items(), limit):
+                old = self._orch_locks.get(instance_id)
+                if old is not None and old.token is not None:
+                    self._orch_tokens.pop(old.token, None)  # expired: taken over
+                token = uuid.uuid4().hex
+                rec = self._records.get(instance_id)
+                self._orch_locks[instance_id] = _OrchLock(
+                    token, now + lock_timeout, tuple(m.id for m in batch), rec is not None)
+                self._orch_tokens[token] = instance_id
+                delivered: list[QueuedMessage] = []
+                for msg in batch:
+                    msg.fetch_count += 1
+                    try:
+                        decoded = decode_message(instance_id, msg.text, msg.visible_at)
+                    except PayloadError as e:
+                        delivered.append(QueuedMessage(msg.id, None, str(e)))
+                    else:
+                        delivered.append(QueuedMessage(msg.id, decoded))
+                items.append(OrchestrationItem(
+                    instance_id=instance_id, lock_token=token, messages=delivered,
+                    instance=self._snapshot(rec) if rec is not None else None,
+                    attempt=max(m.fetch_count for m in batch)))
+            return items
+
+    async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit) -> None:
+        if commit.state not in _STATES:
+            raise ValueError(f"unknown instance state {commit.state!r}")
+        # Encode everything before touching state: a failure here changes nothing.
+        try:
+            history = [(e.event_id, encode_event(e)) for e in commit.history]
+            messages = [(m, encode_message(m)) for m in commit.messages]
+            works = [(w, w.to_json()) for w in commit.activities]
+        except (TypeError, ValueError) as e:
+            raise PayloadError(f"commit holds a value with no JSON form: {e}") from None
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            instance_id, lock = self._held_orch(lock_token, now)
+            rec = self._records.get(instance_id) if lock.had_record else None
+            terminal = rec is not None and commit.state in TERMINAL_STATES
+            if rec is not None and history:
+                stored = self._history.get(instance_id, {}).get(commit.execution_id, [])
+                seen = {eid for eid, _ in stored}
+                for eid, _ in history:
+                    if eid in seen:
+                        raise ProviderError(
+                            f"history event id {eid} already exists in execution "
+                            f"{commit.execution_id} of {instance_id!r}")
+                    seen.add(eid)
+            # ---- validated: nothing below can fail, so the ack is all or nothing
+            if rec is not None:
+                if history:
+                    per_exec = self._history.setdefault(instance_id, {})
+                    per_exec.setdefault(commit.execution_id, []).extend(history)
+                rec.state = commit.state
+                rec.name = commit.name
+                rec.version = commit.version
+                rec.execution_id = commit.execution_id
+                rec.output = commit.output
+                rec.error = commit.error
+                rec.custom_status = commit.custom_status
+                rec.updated_at = now
+            for msg, text in messages:
+                if isinstance(msg.event, OrchestrationStarted) and \
+                        msg.instance_id not in self._records:
+                    self._new_record(msg.event, msg.instance_id, now)
+                self._enqueue(msg, text)
+            for work, text in works:
+                wid = next(self._ids)
+                self._work[wid] = _Work(
+                    wid, (work.instance_id, work.execution_id, work.event_id), text, None)
+            if commit.cancel_activities:
+                cancelled = set(commit.cancel_activities)
+                for wid in [w.id for w in self._work.values() if w.key in cancelled]:
+                    self._drop_work(wid)
+            for mid in lock.message_ids:
+                self._messages.pop(mid, None)
+            del self._orch_locks[instance_id]
+            del self._orch_tokens[lock_token]
+        # one call per distinct instance concerned, in enqueue order
+        notify: list[tuple[Channel, str | None]] = [
+            ("orchestrator", i) for i in dict.fromkeys(m.instance_id for m, _ in messages)]
+        notify += [("activity", i) for i in dict.fromkeys(w.instance_id for w, _ in works)]
+        if terminal:
+            notify.append(("terminal", instance_id))
+        self._notify(notify)
+
+    async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0) -> None:
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            instance_id, lock = self._held_orch(lock_token, now)
+            del self._orch_tokens[lock_token]
+            if delay > 0:
+                self._orch_locks[instance_id] = _OrchLock(None, now + delay, (), lock.had_record)
+            else:
+                del self._orch_locks[instance_id]
+        if delay <= 0:
+            self._notify([("orchestrator", instance_id)])
+
+    async def renew_orchestration_lock(self, lock_token: str, lock_timeout: float) -> None:
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            _, lock = self._held_orch(lock_token, now)
+            lock.expires_at = now + lock_timeout
+
+    # ------------------------------------------------------------ activity queue
+    async def fetch_activity_items(self, lock_timeout: float, limit: int = 1) -> list[ActivityItem]:
+        if limit <= 0:
+            return []
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            items: list[ActivityItem] = []
+            for row in self._work.values():  # id order: oldest first
+                if len(items) >= limit:
+                    break
+                if not _visible(row.visible_at, now):
+                    continue
+                if row.token is not None and row.expires_at > now:
+                    continue
+                if row.token is not None:
+                    self._work_tokens.pop(row.token, None)  # expired: taken over
+                row.token = uuid.uuid4().hex
+                row.expires_at = now + lock_timeout
+                row.fetch_count += 1
+                self._work_tokens[row.token] = row.id
+                items.append(ActivityItem(row.id, row.token, ActivityWork.from_json(row.text),
+                                          row.fetch_count))
+            return items
+
+    async def ack_activity(self, lock_token: str, completion: OrchestratorMessage) -> None:
+        text = encode_message(completion)
+        with self._lock:
+            self._check_open()
+            row = self._held_work(lock_token, self._clock())
+            self._drop_work(row.id)
+            self._enqueue(completion, text)
+        self._notify([("orchestrator", completion.instance_id)])
+
+    async def abandon_activity(self, lock_token: str, delay: float = 0.0) -> None:
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            row = self._held_work(lock_token, now)
+            del self._work_tokens[lock_token]
+            row.token = None
+            row.expires_at = 0.0
+            row.visible_at = now + delay if delay > 0 else None
+        if delay <= 0:
+            self._notify([("activity", row.key[0])])
+
+    async def renew_activity_lock(self, lock_token: str, lock_timeout: float) -> None:
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            row = self._held_work(lock_token, now)
+            row.expires_at = now + lock_timeout
+
+    # ------------------------------------------------------------ reads and management
+    async def get_instance(self, instance_id: str) -> InstanceRecord | None:
+        with self._lock:
+            self._check_open()
+            rec = self._records.get(instance_id)
+            return self._snapshot(rec) if rec is not None else None
+
+    async def read_history(
+        self, instance_id: str, execution_id: int | None = None
+    ) -> list[HistoryEvent]:
+        with self._lock:
+            self._check_open()
+            execs = self._history.get(instance_id, {})
+            if execution_id is None:
+                execution_id = max(execs, default=0)
+            texts = [text for _, text in execs.get(execution_id, ())]
+        # decode_event raises PayloadError for undecodable stored events
+        return [decode_event(text) for text in texts]
+
+    async def list_executions(self, instance_id: str) -> list[int]:
+        with self._lock:
+            self._check_open()
+            return sorted(e for e, evs in self._history.get(instance_id, {}).items() if evs)
+
+    async def list_instances(
+        self,
+        *,
+        state: str | Sequence[str] | None = None,
+        name: str | None = None,
+        parent_instance_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[InstanceRecord]:
+        states = {state} if isinstance(state, str) else set(state) if state is not None else None
+        with self._lock:
+            self._check_open()
+            found = [r for r in self._records.values()
+                     if (states is None or r.state in states)
+                     and (name is None or r.name == name)
+                     and (parent_instance_id is None
+                          or r.parent_instance_id == parent_instance_id)]
+            found.sort(key=lambda r: (r.created_at, r.instance_id))
+            start = max(offset, 0)
+            return [self._snapshot(r) for r in found[start:start + max(limit, 0)]]
+
+    async def delete_instance(self, instance_id: str, *, cascade: bool = True) -> int:
+        with self._lock:
+            self._check_open()
+            if instance_id not in self._records:
+                self._drop_instance_data(instance_id)  # leftovers of a record-less id
+                return 0
+            doomed = [instance_id]
+            if cascade:
+                # Breadth-first over parent links; ``seen`` guards against cycles.
+                seen = {instance_id}
+                i = 0
+                while i < len(doomed):
+                    parent = doomed[i]
+                    i += 1
+                    for r in self._records.values():
+                        if r.parent_instance_id == parent and r.instance_id not in seen:
+                            seen.add(r.instance_id)
+                            doomed.append(r.instance_id)
+            for iid in doomed:
+                self._drop_instance_data(iid)
+            return len(doomed)
+
+    async def purge_instances(
+        self,
+        *,
+        states: Sequence[str] = tuple(sorted(TERMINAL_STATES)),
+        updated_before: float | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+    ) -> int:
+        wanted = {states} if isinstance(states, str) else set(states)
+        with self._lock:
+            self._check_open()
+            found = [r for r in self._records.values()
+                     if r.state in wanted
+                     and (updated_before is None or r.updated_at < updated_before)
+                     and (name is None or r.name == name)]
+            found.sort(key=lambda r: (r.updated_at, r.instance_id))
+            if limit is not None:
+                found = found[:max(limit, 0)]
+            for r in found:
+                self._drop_instance_data(r.instance_id)
+            return len(found)
+
+    # ------------------------------------------------------------ test hooks
+    def corrupt_history(self, instance_id: str) -> None:
+        """Test hook: make every stored history event of the instance undecodable."""
+        with self._lock:
+            for events in self._history.get(instance_id, {}).values():
+                events[:] = [(eid, _GARBAGE) for eid, _ in events]
+
+    def corrupt_messages(self, instance_id: str) -> None:
+        """Test hook: make every queued message of the instance undecodable."""
+        with self._lock:
+            for msg in self._messages.values():
+                if msg.instance_id == instance_id:
+                    msg.text = _GARBAGE

@@ -1,0 +1,41 @@
+"""The provider conformance suite: one pytest base class every store must pass.
+
+Usage, in a provider's test module::
+
+    import pytest
+    from duroxy.testing.conformance import ProviderConformance
+
+    class TestMyStore(ProviderConformance):
+        @pytest.fixture
+        async def provider(self):
+            store = MyStore(...)          # fresh and empty for every test
+            yield store
+            await store.close()
+
+        # optional: let the suite store undecodable data (otherwise those tests skip)
+        async def corrupt_history(self, provider, instance_id): ...
+        async def corrupt_messages(self, provider, instance_id): ...
+
+        lock_slack = 0.05  # extra wait past lock expiry for a store with its own clock
+
+The suite uses only the provider contract (:mod:`duroxy.providers.base`) and those
+hooks. Waits are real but short: lock expiry and visibility tests use 0.2 s locks.
+Every test builds its own instance ids and, where it lists or purges, its own
+orchestration names.
+"""
+
+from __future__ import annotations
+
+from .conformance_activity import ActivityQueueTests
+from .conformance_data import DataTests
+from .conformance_management import ManagementTests
+from .conformance_orchestration import OrchestrationQueueTests
+from .conformance_support import LOCK, ConformanceBase
+
+__all__ = ["LOCK", "ConformanceBase", "ProviderConformance"]
+
+
+class ProviderConformance(OrchestrationQueueTests, ActivityQueueTests, ManagementTests,
+                          DataTests):
+    """Every conformance test. Subclass it (with a name starting with ``Test``) and
+    supply the ``provider`` fixture."""

@@ -1,0 +1,1 @@
+"""Shared pytest configuration for duroxy's tests (fixtures used by several modules)."""
