@@ -1,0 +1,612 @@
+"""PostgreSQL store: the provider contract on psycopg 3 (async) and psycopg_pool.
+
+Layout: one schema per tenant (``schema`` parameter) holding the instance records, the
+history, the two queues and the per-instance orchestration locks; see
+``sql/0001_initial.sql``. Migrations run on first use, serialized across nodes by a
+transaction-level advisory lock keyed by the schema name.
+
+Clock: every lease and every visibility decision uses the database server's clock
+(``clock_timestamp()`` / ``statement_timestamp()``), never this host's, so clock skew
+between worker hosts cannot hand out a live lease or keep an expired one. The only
+host-clock values are the ``visible_at`` times the runtime computes for timers, which
+are compared with the database clock as given.
+
+Claims use ``FOR UPDATE SKIP LOCKED``; each ack first row-locks its lease and checks the
+token and expiry, then commits the whole turn in the same transaction, or raises
+``LockLost`` having changed nothing.
+
+Event loops: the pool and the listening connection belong to the loop that opened them.
+When a call arrives on another loop, both are dropped (their connections closed without
+awaiting the old loop) and rebuilt on the new one. Nothing here starts a thread, so an
+unclosed provider never keeps the process alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from ...errors import (
+    ErrorDetails,
+    InstanceAlreadyExists,
+    InstanceNotFound,
+    LockLost,
+    PayloadError,
+    ProviderError,
+)
+from ...history import (
+    ActivityWork,
+    HistoryEvent,
+    OrchestrationStarted,
+    OrchestratorMessage,
+    decode_event,
+    decode_message,
+    encode_event,
+    encode_message,
+)
+from ..base import (
+    TERMINAL_STATES,
+    ActivityItem,
+    Channel,
+    InstanceRecord,
+    Listener,
+    OrchestrationCommit,
+    OrchestrationItem,
+    Provider,
+    QueuedMessage,
+)
+from ._notify import Notifier, note
+from ._sql import (
+    Migration,
+    advisory_key,
+    channel_name,
+    load_migrations,
+    load_statements,
+    validate_schema,
+)
+
+__all__ = ["PostgresProvider"]
+
+_log = logging.getLogger("duroxy.providers.postgres")
+
+_STATES = frozenset({"PENDING", "RUNNING"}) | TERMINAL_STATES
+#: What the corruption test hooks store: not JSON, so every decoder rejects it.
+_GARBAGE = "not-json{"
+#: SQLSTATE classes worth retrying: connection trouble, serialization failures and
+#: deadlocks, lock timeouts, server shutting down or out of resources.
+_RETRYABLE_SQLSTATE_PREFIXES = ("08", "40", "55P03", "57P", "53")
+
+Row = tuple[Any, ...]
+Conn = psycopg.AsyncConnection[Row]
+
+
+def _retryable(e: psycopg.Error) -> bool:
+    if isinstance(e, psycopg.OperationalError) and e.sqlstate is None:
+        return True  # connection lost, pool timeout: no server answer at all
+    state = e.sqlstate or ""
+    return state.startswith(_RETRYABLE_SQLSTATE_PREFIXES)
+
+
+def _provider_error(e: psycopg.Error) -> ProviderError:
+    if isinstance(e, pg_errors.UniqueViolation):
+        detail = e.diag.message_detail or ""
+        return ProviderError(f"PostgreSQL store: duplicate key ({detail or e})")
+    return ProviderError(f"PostgreSQL store: {type(e).__name__}: {e}", retryable=_retryable(e))
+
+
+def _record(row: Row) -> InstanceRecord:
+    (instance_id, name, version, state, execution_id, output, error, custom_status,
+     created_at, updated_at, parent, history_len) = row
+    return InstanceRecord(
+        instance_id=instance_id, name=name, version=version, state=state,
+        execution_id=execution_id, output=output,
+        error=ErrorDetails.from_json(json.loads(error)) if error is not None else None,
+        custom_status=custom_status, created_at=created_at, updated_at=updated_at,
+        parent_instance_id=parent, history_len=int(history_len))
+
+
+def _states(state: str | Sequence[str] | None) -> list[str] | None:
+    if state is None:
+        return None
+    return [state] if isinstance(state, str) else list(state)
+
+
+class PostgresProvider(Provider):
+    """A provider on PostgreSQL (``postgresql://`` DSN or libpq key/value string).
+
+    ``schema`` (default ``duroxy``) holds every table; several schemas are independent
+    stores side by side in one database. ``min_size``/``max_size`` size the connection
+    pool of this provider (default 1 and 10); one more connection listens for
+    notifications once a listener is registered. The constructor opens nothing: the
+    pool opens, and the schema is migrated, on first use.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        schema: str = "duroxy",
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        pool_timeout: float = 30.0,
+    ) -> None:
+        if not isinstance(dsn, str) or not dsn:
+            raise ValueError("a PostgreSQL DSN is required")
+        if min_size < 0 or max_size < 1 or min_size > max_size:
+            raise ValueError(f"bad pool size: min_size={min_size}, max_size={max_size}")
+        self._dsn = dsn
+        self._schema = validate_schema(schema)
+        self._min_size = min_size
+        self._max_size = max_size
+        self._pool_timeout = pool_timeout
+        self._q = load_statements(schema)
+        self._migrations: list[Migration] = load_migrations(schema)
+        self._channel = channel_name(schema)
+        self._node_id = uuid.uuid4().hex[:12]
+        self._notifier = Notifier(dsn, self._channel, self._node_id)
+        # Bound to one event loop at a time (see _ready):
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._opening: asyncio.Task[None] | None = None
+        # Connections of the current pool, so a pool left behind by a dead loop can be
+        # closed without that loop.
+        self._pool_conns: weakref.WeakSet[Conn] = weakref.WeakSet()
+        self._migrated = False
+        self._closed = False
+
+    @property
+    def schema(self) -> str:
+        return self._schema
+
+    @property
+    def channel(self) -> str:
+        """The LISTEN/NOTIFY channel of this provider's schema."""
+        return self._channel
+
+    def __repr__(self) -> str:
+        return f"PostgresProvider(schema={self._schema!r})"
+
+    # ------------------------------------------------------------ lifecycle
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._notifier.clear()
+        pool, opening, loop = self._pool, self._opening, self._loop
+        self._pool = self._opening = self._loop = None
+        running = asyncio.get_running_loop()
+        if loop is running:
+            await self._notifier.aclose()
+            if opening is not None and not opening.done():
+                opening.cancel()
+                with contextlib.suppress(BaseException):
+                    await opening
+            if pool is not None:
+                await pool.close()
+        else:
+            self._drop(pool)
+
+    def _drop(self, pool: AsyncConnectionPool[Conn] | None) -> None:
+        """Abandon the pool and listener of a loop that is gone, closing their sockets
+        synchronously (the old loop cannot run the pool's own close any more)."""
+        self._notifier.drop()
+        for conn in list(self._pool_conns):
+            if not conn.closed:
+                conn.pgconn.finish()
+        self._pool_conns = weakref.WeakSet()
+        del pool  # its worker tasks died with their loop
+
+    async def _configure(self, conn: Conn) -> None:
+        self._pool_conns.add(conn)
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._loop is not None:
+            _log.debug("event loop changed: rebuilding the pool of %r", self)
+            self._drop(self._pool)
+        self._loop = loop
+        self._pool = AsyncConnectionPool(
+            self._dsn, min_size=self._min_size, max_size=self._max_size, open=False,
+            timeout=self._pool_timeout, kwargs={"autocommit": True},
+            configure=self._configure, name=f"duroxy-{self._schema}")
+        self._opening = loop.create_task(self._open(self._pool))
+
+    async def _open(self, pool: AsyncConnectionPool[Conn]) -> None:
+        await pool.open()
+        if not self._migrated:
+            async with pool.connection() as conn:
+                await self._migrate(conn)
+            self._migrated = True
+
+    async def _ready(self) -> AsyncConnectionPool[Conn]:
+        """The pool of the running loop, opened and migrated."""
+        if self._closed:
+            raise ProviderError("the PostgreSQL provider is closed")
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._bind(loop)
+        elif self._opening is not None and self._opening.done() and (
+                self._opening.cancelled() or self._opening.exception() is not None):
+            # The last open failed (server down, migration error): retry on a fresh pool.
+            failed = self._pool
+            self._loop = None
+            if failed is not None:
+                await failed.close()
+            self._bind(loop)
+        self._notifier.ensure_running()
+        opening, pool = self._opening, self._pool
+        assert opening is not None and pool is not None
+        await asyncio.shield(opening)
+        return pool
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Conn]:
+        try:
+            pool = await self._ready()
+            async with pool.connection() as conn:
+                yield conn
+        except psycopg.Error as e:
+            raise _provider_error(e) from e
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Conn]:
+        async with self._connection() as conn, conn.transaction():
+            yield conn
+
+    async def _migrate(self, conn: Conn) -> None:
+        """Apply the migrations this schema lacks, each exactly once even when several
+        nodes start together: the advisory lock serializes them and each re-reads the
+        version after taking it."""
+        schema = sql.Identifier(self._schema)
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_key(self._schema)])
+            cur = await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
+                                     [self._schema])
+            if await cur.fetchone() is None:
+                await conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+            await conn.execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {}.schema_version ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT clock_timestamp())").format(schema))
+            cur = await conn.execute(sql.SQL(
+                "SELECT coalesce(max(version), 0) FROM {}.schema_version").format(schema))
+            row = await cur.fetchone()
+            current = int(row[0]) if row is not None else 0
+            latest = self._migrations[-1].version if self._migrations else 0
+            if current > latest:
+                raise ProviderError(
+                    f"schema {self._schema!r} is at version {current}, newer than this "
+                    f"duroxy knows ({latest}); upgrade duroxy")
+            for mig in self._migrations:
+                if mig.version <= current:
+                    continue
+                _log.info("applying migration %04d_%s to schema %r",
+                          mig.version, mig.name, self._schema)
+                await conn.execute(mig.script)
+                await conn.execute(sql.SQL(
+                    "INSERT INTO {}.schema_version (version, name) VALUES (%s, %s)"
+                ).format(schema), [mig.version, mig.name])
+
+    async def wait_listening(self, timeout: float = 10.0) -> None:
+        """Wait until the listening connection is subscribed, so that work other nodes
+        commit from now on wakes this node's listeners. Needs a registered listener."""
+        await self._ready()
+        await self._notifier.wait_ready(timeout)
+
+    @property
+    def listener_backend_pid(self) -> int | None:
+        """Server process id of the listening connection (``None`` when not connected)."""
+        return self._notifier.backend_pid
+
+    # ------------------------------------------------------------ wake-ups
+    def listen(self, channel: Channel, callback: Listener) -> Callable[[], None]:
+        unsubscribe = self._notifier.add(channel, callback)
+        with contextlib.suppress(RuntimeError):
+            # Start listening now when called on the loop in use; otherwise the next
+            # call on the provider starts it.
+            if asyncio.get_running_loop() is self._loop and not self._closed:
+                self._notifier.ensure_running()
+        return unsubscribe
+
+    def _note(self, channel: Channel, instance_id: str) -> str:
+        return note(channel, self._node_id, instance_id)
+
+    # ------------------------------------------------------------ instances
+    async def create_instance(self, message: OrchestratorMessage) -> None:
+        event = message.event
+        if not isinstance(event, OrchestrationStarted):
+            raise ValueError(
+                f"create_instance needs an OrchestrationStarted message, got {event.kind}")
+        params = {
+            "instance_id": message.instance_id, "name": event.name, "version": event.version,
+            "execution_id": event.execution_id, "custom_status": event.custom_status,
+            "parent_instance_id": event.parent_instance_id,
+            "payload": encode_message(message), "due_at": message.visible_at,
+            "channel": self._channel,
+            "note": self._note("orchestrator", message.instance_id),
+        }
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["create_instance"], params)
+            if cur.rowcount != 1:
+                raise InstanceAlreadyExists(message.instance_id)
+        self._notifier.call([("orchestrator", message.instance_id)])
+
+    async def enqueue_orchestrator_message(self, message: OrchestratorMessage) -> None:
+        params = {
+            "instance_id": message.instance_id, "payload": encode_message(message),
+            "due_at": message.visible_at, "channel": self._channel,
+            "note": self._note("orchestrator", message.instance_id),
+        }
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["enqueue_existing"], params)
+            if cur.rowcount != 1:
+                raise InstanceNotFound(message.instance_id)
+        self._notifier.call([("orchestrator", message.instance_id)])
+
+    # ------------------------------------------------------------ orchestration queue
+    async def fetch_orchestration_items(
+        self, lock_timeout: float, limit: int = 1
+    ) -> list[OrchestrationItem]:
+        if limit <= 0:
+            return []
+        async with self._transaction() as conn:
+            # An instance appears once per visible message; scanning a few rows per
+            # wanted instance keeps batches full unless one instance has a long backlog.
+            cur = await conn.execute(self._q["claim_instances"], {"scan": limit * 4 + 16})
+            ids = list(dict.fromkeys(r[0] for r in await cur.fetchall()))[:limit]
+            if not ids:
+                return []
+            tokens = [uuid.uuid4().hex for _ in ids]
+            cur = await conn.execute(self._q["lock_and_deliver"], {
+                "instance_ids": ids, "tokens": tokens, "lock_timeout": float(lock_timeout)})
+            delivered = await cur.fetchall()
+            cur = await conn.execute(self._q["get_instances"], {"instance_ids": ids})
+            records = {r[0]: _record(r) for r in await cur.fetchall()}
+            by_instance: dict[str, list[Row]] = {iid: [] for iid in ids}
+            for row in delivered:
+                by_instance[row[0]].append(row)
+            empty = [iid for iid, rows in by_instance.items() if not rows]
+            if empty:
+                # Consumed by a concurrent turn between the claim and the lease.
+                await conn.execute(self._q["release_locks"], {"instance_ids": empty})
+        items: list[OrchestrationItem] = []
+        for iid, token in zip(ids, tokens, strict=True):
+            rows = sorted(by_instance[iid], key=lambda r: int(r[1]))
+            if not rows:
+                continue
+            messages: list[QueuedMessage] = []
+            for _, mid, payload, due_at, _attempts in rows:
+                try:
+                    messages.append(QueuedMessage(mid, decode_message(iid, payload, due_at)))
+                except PayloadError as e:
+                    messages.append(QueuedMessage(mid, None, str(e)))
+            items.append(OrchestrationItem(
+                instance_id=iid, lock_token=token, messages=messages,
+                instance=records.get(iid), attempt=max(int(r[4]) for r in rows)))
+        return items
+
+    async def _check_orchestration_lock(self, conn: Conn, lock_token: str) -> tuple[str, bool]:
+        cur = await conn.execute(self._q["check_orchestration_lock"], {"token": lock_token})
+        row = await cur.fetchone()
+        if row is None:
+            raise LockLost("orchestration lock is not held (released, taken over or deleted)")
+        if not row[1]:
+            raise LockLost("orchestration lock expired")
+        return str(row[0]), bool(row[2])
+
+    async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit) -> None:
+        if commit.state not in _STATES:
+            raise ValueError(f"unknown instance state {commit.state!r}")
+        # Encode everything before the transaction: a failure here changes nothing.
+        try:
+            history = [encode_event(e) for e in commit.history]
+            messages = [encode_message(m) for m in commit.messages]
+            works = [w.to_json() for w in commit.activities]
+        except (TypeError, ValueError) as e:
+            raise PayloadError(f"commit holds a value with no JSON form: {e}") from None
+        error = json.dumps(commit.error.to_json()) if commit.error is not None else None
+        notes: list[tuple[Channel, str]] = [
+            ("orchestrator", i) for i in dict.fromkeys(m.instance_id for m in commit.messages)]
+        notes += [("activity", i) for i in dict.fromkeys(w.instance_id for w in commit.activities)]
+        async with self._transaction() as conn:
+            instance_id, has_record = await self._check_orchestration_lock(conn, lock_token)
+            if has_record and commit.state in TERMINAL_STATES:
+                notes.append(("terminal", instance_id))
+            if has_record:
+                if history:
+                    await conn.execute(self._q["append_history"], {
+                        "instance_id": instance_id, "execution_id": commit.execution_id,
+                        "event_ids": [e.event_id for e in commit.history],
+                        "payloads": history})
+                await conn.execute(self._q["update_instance"], {
+                    "instance_id": instance_id, "state": commit.state, "name": commit.name,
+                    "version": commit.version, "execution_id": commit.execution_id,
+                    "output": commit.output, "error": error,
+                    "custom_status": commit.custom_status})
+            if commit.messages:
+                await self._enqueue_messages(conn, commit.messages, messages)
+            if commit.activities:
+                acts = commit.activities
+                await conn.execute(self._q["enqueue_activities"], {
+                    "instance_ids": [w.instance_id for w in acts],
+                    "execution_ids": [w.execution_id for w in acts],
+                    "event_ids": [w.event_id for w in acts], "payloads": works})
+            if commit.cancel_activities:
+                keys = commit.cancel_activities
+                await conn.execute(self._q["cancel_activities"], {
+                    "instance_ids": [k[0] for k in keys], "execution_ids": [k[1] for k in keys],
+                    "event_ids": [k[2] for k in keys]})
+            await conn.execute(self._q["finish_turn"],
+                               {"instance_id": instance_id, "token": lock_token})
+            await self._send_notes(conn, notes)
+        self._notifier.call(notes)
+
+    async def _enqueue_messages(self, conn: Conn, msgs: Sequence[OrchestratorMessage],
+                                payloads: list[str]) -> None:
+        starts = [(m.instance_id, m.event) for m in msgs
+                  if isinstance(m.event, OrchestrationStarted)]
+        if starts:
+            await conn.execute(self._q["create_started_records"], {
+                "instance_ids": [iid for iid, _ in starts],
+                "names": [e.name for _, e in starts],
+                "versions": [e.version for _, e in starts],
+                "execution_ids": [e.execution_id for _, e in starts],
+                "custom_statuses": [e.custom_status for _, e in starts],
+                "parent_instance_ids": [e.parent_instance_id for _, e in starts],
+            })
+        await conn.execute(self._q["enqueue_messages"], {
+            "instance_ids": [m.instance_id for m in msgs], "payloads": payloads,
+            "due_ats": [m.visible_at for m in msgs]})
+
+    async def _send_notes(self, conn: Conn, notes: Sequence[tuple[Channel, str]]) -> None:
+        if notes:
+            await conn.execute(self._q["notify"], {
+                "channel": self._channel, "notes": [self._note(ch, i) for ch, i in notes]})
+
+    async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0) -> None:
+        async with self._transaction() as conn:
+            cur = await conn.execute(self._q["abandon_orchestration"],
+                                     {"token": lock_token, "delay": float(delay)})
+            row = await cur.fetchone()
+            if row is None:
+                raise LockLost("orchestration lock is not held or expired")
+            notes: list[tuple[Channel, str]] = [("orchestrator", row[0])] if delay <= 0 else []
+            await self._send_notes(conn, notes)
+        self._notifier.call(notes)
+
+    async def renew_orchestration_lock(self, lock_token: str, lock_timeout: float) -> None:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["renew_orchestration"],
+                                     {"token": lock_token, "lock_timeout": float(lock_timeout)})
+            if cur.rowcount != 1:
+                raise LockLost("orchestration lock is not held or expired")
+
+    # ------------------------------------------------------------ activity queue
+    async def fetch_activity_items(self, lock_timeout: float, limit: int = 1) -> list[ActivityItem]:
+        if limit <= 0:
+            return []
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["fetch_activities"],
+                                     {"limit": limit, "lock_timeout": float(lock_timeout)})
+            rows = sorted(await cur.fetchall(), key=lambda r: int(r[0]))
+        return [ActivityItem(int(rid), token, ActivityWork.from_json(payload), int(attempts))
+                for rid, token, payload, attempts in rows]
+
+    async def ack_activity(self, lock_token: str, completion: OrchestratorMessage) -> None:
+        payload = encode_message(completion)
+        notes: list[tuple[Channel, str]] = [("orchestrator", completion.instance_id)]
+        async with self._transaction() as conn:
+            cur = await conn.execute(self._q["check_activity_lock"], {"token": lock_token})
+            row = await cur.fetchone()
+            if row is None:
+                raise LockLost("activity lock is not held (released, taken over or cancelled)")
+            if not row[2]:
+                raise LockLost("activity lock expired")
+            await conn.execute(self._q["delete_activity"], {"id": row[0]})
+            await self._enqueue_messages(conn, [completion], [payload])
+            await self._send_notes(conn, notes)
+        self._notifier.call(notes)
+
+    async def abandon_activity(self, lock_token: str, delay: float = 0.0) -> None:
+        async with self._transaction() as conn:
+            cur = await conn.execute(self._q["abandon_activity"],
+                                     {"token": lock_token, "delay": float(delay)})
+            row = await cur.fetchone()
+            if row is None:
+                raise LockLost("activity lock is not held (released, taken over or cancelled)")
+            notes: list[tuple[Channel, str]] = [("activity", row[0])] if delay <= 0 else []
+            await self._send_notes(conn, notes)
+        self._notifier.call(notes)
+
+    async def renew_activity_lock(self, lock_token: str, lock_timeout: float) -> None:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["renew_activity"],
+                                     {"token": lock_token, "lock_timeout": float(lock_timeout)})
+            if cur.rowcount != 1:
+                raise LockLost("activity lock is not held (expired, taken over or cancelled)")
+
+    # ------------------------------------------------------------ reads and management
+    async def get_instance(self, instance_id: str) -> InstanceRecord | None:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["get_instances"], {"instance_ids": [instance_id]})
+            row = await cur.fetchone()
+        return _record(row) if row is not None else None
+
+    async def read_history(
+        self, instance_id: str, execution_id: int | None = None
+    ) -> list[HistoryEvent]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["read_history"],
+                                     {"instance_id": instance_id, "execution_id": execution_id})
+            rows = await cur.fetchall()
+        # decode_event raises PayloadError for an undecodable stored event
+        return [decode_event(r[0]) for r in rows]
+
+    async def list_executions(self, instance_id: str) -> list[int]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["list_executions"], {"instance_id": instance_id})
+            return [int(r[0]) for r in await cur.fetchall()]
+
+    async def list_instances(
+        self,
+        *,
+        state: str | Sequence[str] | None = None,
+        name: str | None = None,
+        parent_instance_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[InstanceRecord]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["list_instances"], {
+                "states": _states(state), "name": name, "parent": parent_instance_id,
+                "limit": max(limit, 0), "offset": max(offset, 0)})
+            return [_record(r) for r in await cur.fetchall()]
+
+    async def delete_instance(self, instance_id: str, *, cascade: bool = True) -> int:
+        async with self._transaction() as conn:
+            cur = await conn.execute(self._q["instance_tree"],
+                                     {"instance_id": instance_id, "cascade": cascade})
+            ids = [r[0] for r in await cur.fetchall()] or [instance_id]
+            cur = await conn.execute(self._q["delete_instances"], {"instance_ids": ids})
+            return max(cur.rowcount, 0)
+
+    async def purge_instances(
+        self,
+        *,
+        states: Sequence[str] = tuple(sorted(TERMINAL_STATES)),
+        updated_before: float | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+    ) -> int:
+        async with self._transaction() as conn:
+            cur = await conn.execute(self._q["purge_candidates"], {
+                "states": _states(states), "before": updated_before, "name": name,
+                "limit": None if limit is None else max(limit, 0)})
+            ids = [r[0] for r in await cur.fetchall()]
+            if not ids:
+                return 0
+            cur = await conn.execute(self._q["delete_instances"], {"instance_ids": ids})
+            return max(cur.rowcount, 0)
+
+    # ------------------------------------------------------------ test hooks
+    async def corrupt_history(self, instance_id: str) -> None:
+        """Test hook: make every stored history event of the instance undecodable."""
+        async with self._connection() as conn:
+            await conn.execute(self._q["corrupt_history"],
+                               {"instance_id": instance_id, "garbage": _GARBAGE})
+
+    async def corrupt_messages(self, instance_id: str) -> None:
+        """Test hook: make every queued message of the instance undecodable."""
+        async with self._connection() as conn:
+            await conn.execute(self._q["corrupt_messages"],
+                               {"instance_id": instance_id, "garbage": _GARBAGE})
