@@ -1,1 +1,59 @@
-"""duroxy: durable execution for Python."""
+"""duroxy: durable execution for Python.
+
+Orchestrations are ``async def (ctx, input)`` functions replayed from a recorded
+history; activities are ``async def``/``def (ctx, input)`` functions that run at least
+once. See the README for a guide and ``API.md`` for the contract.
+"""
+
+from ._connect import connect
+from ._engine import OrchestrationContext
+from .client import Client, InstanceInfo, OrchestrationState, OrchestrationStatus
+from .errors import (
+    ActivityFailed,
+    ConfigurationError,
+    DuroxyError,
+    ErrorDetails,
+    InstanceAlreadyExists,
+    InstanceNotFound,
+    LockLost,
+    NonDurableAwait,
+    NondeterminismError,
+    NotRegistered,
+    PayloadError,
+    ProviderError,
+    SubOrchestrationFailed,
+)
+from .options import BackoffStrategy, RetryPolicy, RuntimeOptions
+from .runtime import ActivityContext, ActivityRegistry, OrchestrationRegistry, Runtime
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivityContext",
+    "ActivityFailed",
+    "ActivityRegistry",
+    "BackoffStrategy",
+    "Client",
+    "ConfigurationError",
+    "DuroxyError",
+    "ErrorDetails",
+    "InstanceAlreadyExists",
+    "InstanceInfo",
+    "InstanceNotFound",
+    "LockLost",
+    "NonDurableAwait",
+    "NondeterminismError",
+    "NotRegistered",
+    "OrchestrationContext",
+    "OrchestrationRegistry",
+    "OrchestrationState",
+    "OrchestrationStatus",
+    "PayloadError",
+    "ProviderError",
+    "RetryPolicy",
+    "Runtime",
+    "RuntimeOptions",
+    "SubOrchestrationFailed",
+    "__version__",
+    "connect",
+]

@@ -1,0 +1,39 @@
+"""``duroxy.connect(url)``: a provider from a store URL."""
+
+from __future__ import annotations
+
+from .errors import ConfigurationError
+from .providers.base import Provider
+
+__all__ = ["connect"]
+
+
+def connect(url: str) -> Provider:
+    """Build a provider from a URL: ``sqlite:///relative.db``, ``sqlite:////abs/path.db``,
+    ``sqlite::memory:``, ``memory://`` (the in-memory reference store) or
+    ``postgresql://user@host/db`` (with ``?schema=name`` to pick the schema; needs the
+    ``postgres`` extra). Synchronous; nothing is opened until first use."""
+    if not isinstance(url, str) or not url:
+        raise ConfigurationError(f"store URL must be a non-empty string, got {url!r}")
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        from .providers.sqlite import SqliteProvider
+
+        return SqliteProvider(url)
+    if scheme in ("postgresql", "postgres"):
+        from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+        from .providers.postgres import PostgresProvider
+
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        schema = query.pop("schema", "duroxy")
+        dsn = urlunsplit(parts._replace(query=urlencode(query)))
+        return PostgresProvider(dsn, schema=schema)
+    if scheme == "memory":
+        from .providers.memory import InMemoryProvider
+
+        return InMemoryProvider()
+    raise ConfigurationError(
+        f"unsupported store URL {url!r}: use sqlite:///path.db, sqlite::memory:, memory:// "
+        "or postgresql://...")

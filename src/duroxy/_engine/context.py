@@ -1,0 +1,396 @@
+"""``OrchestrationContext``: everything orchestration code may ask of duroxy.
+
+Every ``schedule_*`` call records a decision *when called* (not when awaited), in
+call order, and returns a future that history resolves. Futures are ordinary asyncio
+futures of the orchestration's deterministic loop, so they compose with
+``asyncio.gather``/``wait``/``TaskGroup`` as well as with ``select``/``join``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from .. import codec
+from ..errors import ActivityFailed
+from ..history import (
+    ActivityScheduled,
+    CustomStatusSet,
+    DetachedOrchestrationScheduled,
+    EventSubscribed,
+    GuidRecorded,
+    HistoryEvent,
+    SubOrchestrationScheduled,
+    TimerCreated,
+    UtcNowRecorded,
+)
+from ..options import RetryPolicy, to_seconds
+from .execution import ContinueAsNew, DurableFuture
+
+if TYPE_CHECKING:
+    from .execution import OrchestrationExecution
+
+__all__ = ["OrchestrationContext"]
+
+logger = logging.getLogger("duroxy.orchestration")
+
+NameOrFn = str | Callable[..., Any]
+
+
+def _check_name(value: str, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    if not 1 <= len(value) <= 1024 or "\x00" in value:
+        raise ValueError(f"{what} must be 1 to 1,024 characters without NUL, got {value!r:.80}")
+    return value
+
+
+class OrchestrationContext:
+    """The orchestration's view of duroxy (API.md section 2)."""
+
+    def __init__(self, execution: OrchestrationExecution) -> None:
+        self._x = execution
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def instance_id(self) -> str:
+        return self._x.instance_id
+
+    @property
+    def execution_id(self) -> int:
+        started = self._x.started
+        return started.execution_id if started else 1
+
+    @property
+    def orchestration_name(self) -> str:
+        started = self._x.started
+        return started.name if started else ""
+
+    @property
+    def orchestration_version(self) -> str | None:
+        started = self._x.started
+        return started.version if started else None
+
+    @property
+    def parent_instance_id(self) -> str | None:
+        started = self._x.started
+        return started.parent_instance_id if started else None
+
+    @property
+    def is_replaying(self) -> bool:
+        return self._x.is_replaying
+
+    # ------------------------------------------------------------------ activities
+    def _activity_name(self, name_or_fn: NameOrFn) -> tuple[str, Any]:
+        if isinstance(name_or_fn, str):
+            return _check_name(name_or_fn, "activity name"), None
+        if callable(name_or_fn):
+            return self._x._function_name(name_or_fn), codec.output_type_of(name_or_fn)
+        raise TypeError(f"activity must be a name or a function, not {type(name_or_fn).__name__}")
+
+    def _activity(self, name: str, input_text: str, attempt: int, output_type: Any
+                  ) -> DurableFuture:
+        event = self._x.record(
+            ActivityScheduled(name=name, input=input_text, attempt=attempt),
+            lambda r: r.name == name and r.input == input_text)  # type: ignore[attr-defined]
+        return self._x.open_future("activity", event, output_type)
+
+    def _output_type(self, name: str, fn_type: Any, output_type: Any) -> Any:
+        if output_type is not None:
+            return output_type
+        if fn_type is not None:
+            return fn_type
+        return self._x._activity_output_type(name)
+
+    def schedule_activity(self, name_or_fn: NameOrFn, input: Any = None, *,
+                          output_type: Any = None) -> DurableFuture:
+        """Schedule an activity; awaiting the result gives its output (or raises
+        :class:`ActivityFailed`)."""
+        name, fn_type = self._activity_name(name_or_fn)
+        input_text = codec.encode(input)
+        return self._activity(name, input_text, 1, self._output_type(name, fn_type, output_type))
+
+    def schedule_activity_typed(self, name_or_fn: NameOrFn, input: Any = None,
+                                output_type: Any = None) -> DurableFuture:
+        return self.schedule_activity(name_or_fn, input, output_type=output_type)
+
+    def schedule_activity_with_retry(self, name_or_fn: NameOrFn, input: Any,
+                                     retry: RetryPolicy, *, output_type: Any = None
+                                     ) -> asyncio.Task[Any]:
+        """Schedule an activity with retries; each attempt and each backoff wait is a
+        durable event. Raises :class:`ActivityFailed` with the last error and the
+        attempt count when every attempt fails."""
+        if not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+        name, fn_type = self._activity_name(name_or_fn)
+        input_text = codec.encode(input)
+        out = self._output_type(name, fn_type, output_type)
+        # The first attempt is recorded now, in call order, like any other schedule call.
+        first = self._activity(name, input_text, 1, out)
+        return self._x.loop.create_task(self._retry(name, input_text, retry, out, first))
+
+    def schedule_activity_with_retry_typed(self, name_or_fn: NameOrFn, input: Any,
+                                           retry: RetryPolicy, output_type: Any = None
+                                           ) -> asyncio.Task[Any]:
+        return self.schedule_activity_with_retry(name_or_fn, input, retry,
+                                                 output_type=output_type)
+
+    async def _retry(self, name: str, input_text: str, retry: RetryPolicy, output_type: Any,
+                     first: DurableFuture) -> Any:
+        timeout = retry.timeout_seconds
+        fut = first
+        attempt = 1
+        while True:
+            try:
+                if timeout is None:
+                    return await fut
+                timer = self.schedule_timer(timeout)
+                index, value = await self.select2(fut, timer)
+                if index == 0:
+                    return value
+                error = ActivityFailed(name, "TimeoutError",
+                                       f"attempt {attempt} timed out after {timeout:g} s", attempt)
+            except ActivityFailed as e:
+                error = e
+            if attempt >= retry.max_attempts:
+                raise ActivityFailed(name, error.error_type, error.message, attempt,
+                                     kind=error.kind)
+            delay = retry.delay_after(attempt)
+            if delay > 0:
+                await self.schedule_timer(delay)
+            attempt += 1
+            fut = self._activity(name, input_text, attempt, output_type)
+
+    # ------------------------------------------------------------------ timers, events
+    def _timer_future(self, delay: float) -> DurableFuture:
+        delay_ms = max(0, round(delay * 1000))
+        fire_at = self._x.current_time_ms + delay_ms
+        event = self._x.record(TimerCreated(fire_at=fire_at), lambda r: True)
+        return self._x.open_future("timer", event)
+
+    def schedule_timer(self, delay: timedelta | float) -> DurableFuture:
+        """A durable timer; awaiting it returns ``None`` once ``delay`` has passed.
+        The fire time is fixed when first scheduled."""
+        return self._timer_future(to_seconds(delay, "timer delay"))
+
+    def schedule_wait(self, event_name: str, *, output_type: Any = None) -> DurableFuture:
+        """Wait for ``Client.raise_event(instance_id, event_name, data)``; gives ``data``."""
+        _check_name(event_name, "event name")
+        event = self._x.record(EventSubscribed(name=event_name),
+                               lambda r: r.name == event_name)  # type: ignore[attr-defined]
+        assert isinstance(event, EventSubscribed)
+        return self._x.subscribe(event, output_type)
+
+    wait_for_event = schedule_wait
+
+    def schedule_wait_typed(self, event_name: str, output_type: Any = None) -> DurableFuture:
+        return self.schedule_wait(event_name, output_type=output_type)
+
+    # ------------------------------------------------------------------ orchestrations
+    def _orch_name(self, name: NameOrFn) -> str:
+        if isinstance(name, str):
+            return _check_name(name, "orchestration name")
+        if callable(name):
+            return self._x._function_name(name)
+        raise TypeError(f"orchestration must be a name or a function, not {type(name).__name__}")
+
+    def schedule_sub_orchestration(self, name: NameOrFn, input: Any = None, *,
+                                   instance_id: str | None = None, version: str | None = None,
+                                   output_type: Any = None) -> DurableFuture:
+        """Start a child orchestration and wait for its output (or
+        :class:`SubOrchestrationFailed`). The default child id derives from the parent's."""
+        fn_type = None if isinstance(name, str) else codec.output_type_of(name)
+        orch = self._orch_name(name)
+        if instance_id is not None:
+            _check_name(instance_id, "instance id")
+        input_text = codec.encode(input)
+        child_id = instance_id or f"{self.instance_id}::sub::{self._x._next_id}"
+
+        def same(r: HistoryEvent) -> bool:
+            assert isinstance(r, SubOrchestrationScheduled)
+            return (r.name == orch and r.input == input_text
+                    and (instance_id is None or r.instance_id == instance_id))
+
+        event = self._x.record(SubOrchestrationScheduled(
+            name=orch, instance_id=child_id, input=input_text, version=version), same)
+        return self._x.open_future("sub_orchestration", event, output_type or fn_type)
+
+    def schedule_sub_orchestration_typed(self, name: NameOrFn, input: Any = None,
+                                         output_type: Any = None, *,
+                                         instance_id: str | None = None,
+                                         version: str | None = None) -> DurableFuture:
+        return self.schedule_sub_orchestration(name, input, instance_id=instance_id,
+                                               version=version, output_type=output_type)
+
+    def schedule_sub_orchestration_versioned(self, name: NameOrFn, version: str | None,
+                                             input: Any = None, *,
+                                             instance_id: str | None = None,
+                                             output_type: Any = None) -> DurableFuture:
+        return self.schedule_sub_orchestration(name, input, instance_id=instance_id,
+                                               version=version, output_type=output_type)
+
+    def schedule_orchestration(self, name: NameOrFn, instance_id: str, input: Any = None, *,
+                               version: str | None = None) -> None:
+        """Start a detached orchestration (fire and forget); recorded in history."""
+        orch = self._orch_name(name)
+        _check_name(instance_id, "instance id")
+        input_text = codec.encode(input)
+        self._x.record(
+            DetachedOrchestrationScheduled(name=orch, instance_id=instance_id, input=input_text,
+                                           version=version),
+            lambda r: r.name == orch and r.instance_id == instance_id)  # type: ignore[attr-defined]
+
+    def schedule_orchestration_versioned(self, name: NameOrFn, version: str | None,
+                                         instance_id: str, input: Any = None) -> None:
+        self.schedule_orchestration(name, instance_id, input, version=version)
+
+    def continue_as_new(self, input: Any = None, *, version: str | None = None) -> NoReturn:
+        """End this execution and start a fresh one (empty history, next execution id)
+        with ``input``; the version is re-resolved to the latest unless given."""
+        raise ContinueAsNew(codec.encode(input), version)
+
+    def continue_as_new_versioned(self, version: str, input: Any = None) -> NoReturn:
+        self.continue_as_new(input, version=version)
+
+    # ------------------------------------------------------------------ composition
+    def select(self, *futures: Awaitable[Any]) -> asyncio.Future[tuple[int, Any]]:
+        """Wait for the first of ``futures`` to complete *in history*; returns
+        ``(index, value)`` and cancels the others (raises the winner's exception)."""
+        if len(futures) == 1 and isinstance(futures[0], (list, tuple)):
+            futures = tuple(futures[0])
+        if not futures:
+            raise ValueError("select needs at least one future")
+        loop = self._x.loop
+        futs = [asyncio.ensure_future(f, loop=loop) for f in futures]
+        outer: asyncio.Future[tuple[int, Any]] = loop.create_future()
+
+        def won(index: int, fut: asyncio.Future[Any]) -> None:
+            if outer.done():
+                return
+            for j, other in enumerate(futs):
+                if j != index:
+                    other.remove_done_callback(callbacks[j])
+                    other.cancel()
+            if fut.cancelled():
+                outer.cancel()
+            elif (exc := fut.exception()) is not None:
+                outer.set_exception(exc)
+            else:
+                outer.set_result((index, fut.result()))
+
+        callbacks = [functools.partial(won, i) for i in range(len(futs))]
+
+        def on_outer(o: asyncio.Future[Any]) -> None:
+            if o.cancelled():
+                for f in futs:
+                    f.cancel()
+
+        outer.add_done_callback(on_outer)
+        for i, f in enumerate(futs):
+            if f.done():  # lowest index wins among the already-completed
+                won(i, f)
+                return outer
+        for i, f in enumerate(futs):
+            f.add_done_callback(callbacks[i])
+        return outer
+
+    def select2(self, a: Awaitable[Any], b: Awaitable[Any]) -> asyncio.Future[tuple[int, Any]]:
+        return self.select(a, b)
+
+    def join(self, *futures: Any) -> asyncio.Future[list[Any]]:
+        """Wait for every future; returns their results in argument order, or raises the
+        first failure in argument order once all have finished."""
+        if len(futures) == 1 and isinstance(futures[0], (list, tuple)):
+            futures = tuple(futures[0])
+        loop = self._x.loop
+        futs = [asyncio.ensure_future(f, loop=loop) for f in futures]
+        outer: asyncio.Future[list[Any]] = loop.create_future()
+        if not futs:
+            outer.set_result([])
+            return outer
+        remaining = [len(futs)]
+
+        def one_done(_f: asyncio.Future[Any]) -> None:
+            remaining[0] -= 1
+            if remaining[0] or outer.done():
+                return
+            for f in futs:
+                if f.cancelled():
+                    outer.cancel()
+                    return
+                if (exc := f.exception()) is not None:
+                    outer.set_exception(exc)
+                    return
+            outer.set_result([f.result() for f in futs])
+
+        def on_outer(o: asyncio.Future[Any]) -> None:
+            if o.cancelled():
+                for f in futs:
+                    f.cancel()
+
+        outer.add_done_callback(on_outer)
+        for f in futs:
+            f.add_done_callback(one_done)
+        return outer
+
+    # ------------------------------------------------------------------ values
+    def _ready(self, value: Any) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = self._x.loop.create_future()
+        fut.set_result(value)
+        return fut
+
+    def utcnow(self) -> asyncio.Future[datetime]:
+        """The current time, recorded once in history and replayed after (awaitable)."""
+        value_us = self._x.now_us
+        event = self._x.record(UtcNowRecorded(value_us=value_us), lambda r: True)
+        recorded = event.value_us  # type: ignore[attr-defined]
+        return self._ready(datetime.fromtimestamp(recorded / 1_000_000, UTC))
+
+    def new_guid(self) -> asyncio.Future[str]:
+        """A random UUID string, recorded once in history and replayed after (awaitable)."""
+        event = self._x.record(GuidRecorded(value=self._x.new_guid()), lambda r: True)
+        return self._ready(event.value)  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ custom status
+    def set_custom_status(self, value: Any) -> None:
+        text = codec.encode(value)
+        self._x.record(CustomStatusSet(status=text), lambda r: True)
+        self._x.custom_status = text
+
+    def get_custom_status(self) -> Any:
+        text = self._x.custom_status
+        return None if text is None else codec.decode(text)
+
+    # ------------------------------------------------------------------ tracing
+    def _trace(self, level: int, msg: str) -> None:
+        if self._x.is_replaying or not logger.isEnabledFor(level):
+            return
+        logger.log(level, msg, extra={
+            "instance_id": self.instance_id,
+            "execution_id": self.execution_id,
+            "orchestration_name": self.orchestration_name,
+            "orchestration_version": self.orchestration_version,
+        })
+
+    def trace_info(self, msg: str) -> None:
+        self._trace(logging.INFO, msg)
+
+    def trace_warn(self, msg: str) -> None:
+        self._trace(logging.WARNING, msg)
+
+    trace_warning = trace_warn
+
+    def trace_error(self, msg: str) -> None:
+        self._trace(logging.ERROR, msg)
+
+    def trace_debug(self, msg: str) -> None:
+        self._trace(logging.DEBUG, msg)
+
+    def __repr__(self) -> str:
+        return (f"OrchestrationContext(instance_id={self.instance_id!r}, "
+                f"name={self.orchestration_name!r}, execution_id={self.execution_id})")
+

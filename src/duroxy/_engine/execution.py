@@ -1,0 +1,553 @@
+"""The replay engine: one execution of one orchestration, driven turn by turn.
+
+Sans I/O: :meth:`OrchestrationExecution.turn` takes the new events of a turn and the
+turn's time and returns what to append to history; it knows no clock, database,
+thread or runtime loop. The same object serves both paths the runtime needs:
+
+* **cold**: a new object built with the persisted history replays it (``is_replaying``)
+  on its first turn, then handles the new events;
+* **warm**: an object kept from the previous turn handles only the new events.
+
+Both give the same decisions because both deliver the same events, one at a time, in
+history order, running the orchestration's ready callbacks to quiescence after each.
+
+Matching: events the orchestration *decides* (``HistoryEvent.is_decision``) are
+matched, in order, against the code's calls; every other event is *delivered* to the
+future waiting for it. A code call beyond the recorded decisions is only legal once
+every persisted event has been delivered; otherwise the code is doing something the
+original run did not (nondeterminism).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+import dataclasses
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .. import codec
+from ..errors import (
+    ActivityFailed,
+    NonDurableAwait,
+    NondeterminismError,
+    PayloadError,
+    SubOrchestrationFailed,
+)
+from ..history import (
+    ActivityCompleted,
+    ActivityFailedEvent,
+    ActivityScheduled,
+    CancellationRequested,
+    DetachedOrchestrationScheduled,
+    EventRaised,
+    EventSubscribed,
+    HistoryEvent,
+    OrchestrationCancelled,
+    OrchestrationCompleted,
+    OrchestrationContinuedAsNew,
+    OrchestrationFailed,
+    OrchestrationStarted,
+    SubOrchestrationCompleted,
+    SubOrchestrationFailedEvent,
+    SubOrchestrationScheduled,
+    TimerCreated,
+    TimerFired,
+    WorkCancelled,
+)
+from .loop import DeterministicLoop, DurableTimerHandle
+
+__all__ = ["ContinueAsNew", "DurableFuture", "OrchestrationExecution", "TurnResult"]
+
+OrchestrationFn = Callable[[Any, Any], Any]
+
+
+class ContinueAsNew(BaseException):  # noqa: N818 - control flow, not an error
+    """Raised by ``ctx.continue_as_new``: ends this execution and starts a fresh one.
+    A ``BaseException`` so that ``except Exception`` in user code cannot swallow it."""
+
+    def __init__(self, input_text: str, version: str | None) -> None:
+        super().__init__("continue_as_new")
+        self.input_text = input_text
+        self.version = version
+
+
+class _Nondeterministic(BaseException):  # noqa: N818 - control flow
+    """Unwinds orchestration code once nondeterminism is found (not catchable by
+    ``except Exception``); the turn then fails the instance."""
+
+
+@dataclasses.dataclass(slots=True)
+class TurnResult:
+    """What a turn decided. ``new_events`` are numbered and stamped, ready to append.
+
+    ``cancelled_activities`` are event ids of scheduled activities the orchestration
+    abandoned; ``cancelled_children`` are instance ids of child orchestrations to cancel.
+    ``undelivered`` are message events that arrived after the execution ended (the
+    runtime carries external events over to the next execution on continue-as-new).
+    """
+
+    new_events: list[HistoryEvent]
+    cancelled_activities: list[int]
+    cancelled_children: list[str]
+    undelivered: list[HistoryEvent]
+    custom_status: str | None
+
+    @property
+    def terminal(self) -> HistoryEvent | None:
+        if self.new_events and isinstance(self.new_events[-1], _TERMINAL):
+            return self.new_events[-1]
+        return None
+
+
+_TERMINAL = (OrchestrationCompleted, OrchestrationFailed, OrchestrationCancelled,
+             OrchestrationContinuedAsNew)
+_COMPLETIONS = (ActivityCompleted, ActivityFailedEvent, TimerFired, SubOrchestrationCompleted,
+                SubOrchestrationFailedEvent)
+
+
+class DurableFuture(asyncio.Future[Any]):
+    """A future resolved by a history event: an activity, timer, event wait or child.
+
+    Cancelling it (a select loser, a cancelled task) abandons the work: activities and
+    children are told to stop, subscriptions are dropped.
+    """
+
+    def __init__(self, execution: OrchestrationExecution, kind: str, event: HistoryEvent,
+                 output_type: Any = None) -> None:
+        super().__init__(loop=execution.loop)
+        self._execution = execution
+        self.kind = kind
+        self.event = event
+        self.output_type = output_type
+
+    @property
+    def event_id(self) -> int:
+        return self.event.event_id
+
+    def cancel(self, msg: Any = None) -> bool:
+        if self.done():
+            return False
+        self._execution._abandon(self)
+        return super().cancel(msg)
+
+
+def describe(event: HistoryEvent) -> str:
+    """A person's name for a decision: ``activity 'reserve'``, ``timer`` ..."""
+    match event:
+        case ActivityScheduled(name=name):
+            return f"activity {name!r}"
+        case TimerCreated():
+            return "timer"
+        case EventSubscribed(name=name):
+            return f"wait for event {name!r}"
+        case SubOrchestrationScheduled(name=name):
+            return f"sub-orchestration {name!r}"
+        case DetachedOrchestrationScheduled(name=name):
+            return f"detached orchestration {name!r}"
+        case WorkCancelled(source_event_id=sid):
+            return f"cancellation of the work scheduled at event {sid}"
+    return event.kind
+
+
+class OrchestrationExecution:
+    """One execution of one orchestration instance (see the module docstring)."""
+
+    def __init__(
+        self,
+        fn: OrchestrationFn,
+        *,
+        instance_id: str,
+        history: Sequence[HistoryEvent] = (),
+        activity_output_type: Callable[[str], Any] | None = None,
+        function_name: Callable[[Callable[..., Any]], str] | None = None,
+        new_guid: Callable[[], str] | None = None,
+    ) -> None:
+        from .context import OrchestrationContext
+
+        self.fn = fn
+        self.instance_id = instance_id
+        self.history: list[HistoryEvent] = list(history)
+        self._activity_output_type = activity_output_type or (lambda _name: None)
+        self._function_name = function_name or (lambda f: getattr(f, "__name__", repr(f)))
+        self.new_guid = new_guid or (lambda: str(uuid.uuid4()))
+        self._replayed = 0  # history[:_replayed] delivered
+        self._decisions = [e for e in self.history if e.is_decision]
+        self._decision_cursor = 0
+        self._next_id = (self.history[-1].event_id + 1) if self.history else 1
+        self._open: dict[int, DurableFuture] = {}
+        self._waiters: dict[str, collections.deque[DurableFuture]] = {}
+        self._buffered: dict[str, collections.deque[str | None]] = {}
+        self._known: dict[int, HistoryEvent] = {}  # scheduled work, by event id
+        self._closed_ids: set[int] = set()  # work resolved or abandoned
+        self._new: list[HistoryEvent] = []
+        self._cancelled_activities: list[int] = []
+        self._cancelled_children: list[str] = []
+        self._fatal: NondeterminismError | None = None
+        self._cancel_reason: str | None = None
+        self._terminal: HistoryEvent | None = None
+        self._main: asyncio.Task[Any] | None = None
+        self.now_us = 0
+        self.current_time_ms = 0
+        self.is_replaying = False
+        self.started: OrchestrationStarted | None = None
+        self.custom_status: str | None = None
+        self.loop = DeterministicLoop(self)
+        self.ctx = OrchestrationContext(self)
+
+    # ================================================================ turn
+    def turn(self, new_events: Sequence[HistoryEvent], now_us: int) -> TurnResult:
+        """Replay what is left of the persisted history, then handle ``new_events``
+        (message events without ids: they are numbered and stamped here)."""
+        self._new = []
+        self._cancelled_activities = []
+        self._cancelled_children = []
+        self.now_us = now_us
+        now_ms = now_us // 1000
+        if self._terminal is None:
+            self._replay()
+        undelivered: list[HistoryEvent] = []
+        for event in new_events:
+            if self._terminal is not None or not self._wanted(event):
+                if isinstance(event, EventRaised):
+                    undelivered.append(event)
+                continue
+            stamped = dataclasses.replace(event, event_id=self._next_id, ts=now_ms)
+            self._next_id += 1
+            self.history.append(stamped)
+            self._replayed = len(self.history)
+            self._new.append(stamped)
+            self._deliver(stamped)
+            self._settle()
+        if self._terminal is None and self._main is not None and self._fatal is None:
+            self._check_blocked()
+            self._settle()
+        return TurnResult(list(self._new), self._cancelled_activities, self._cancelled_children,
+                          undelivered, self.custom_status)
+
+    @property
+    def finished(self) -> bool:
+        return self._terminal is not None
+
+    def _replay(self) -> None:
+        history = self.history
+        self.is_replaying = True
+        try:
+            while self._replayed < len(history) and self._terminal is None:
+                event = history[self._replayed]
+                self._replayed += 1
+                if not event.is_decision:
+                    self._deliver(event)
+                    self._settle()
+        finally:
+            self.is_replaying = False
+        if (self._terminal is None and self._fatal is None
+                and self._decision_cursor < len(self._decisions)):
+            missing = self._decisions[self._decision_cursor]
+            self._fail_nondeterminism(
+                f"history has {describe(missing)} at event {missing.event_id}, but the code "
+                "did not schedule it (it ended, or waits on something else)")
+            self._settle()
+
+    def _wanted(self, event: HistoryEvent) -> bool:
+        """Whether a new message event changes anything (duplicates and completions of
+        work this execution never scheduled, or already resolved, are dropped)."""
+        if isinstance(event, _COMPLETIONS):
+            sid = event.source_event_id
+            return sid in self._known and sid not in self._closed_ids
+        if isinstance(event, OrchestrationStarted):
+            return self.started is None
+        return True
+
+    # ================================================================ delivery
+    def _deliver(self, event: HistoryEvent) -> None:
+        self.current_time_ms = event.ts
+        if isinstance(event, OrchestrationStarted):
+            self._start(event)
+        elif isinstance(event, _COMPLETIONS):
+            self._complete(event)
+        elif isinstance(event, EventRaised):
+            waiters = self._waiters.get(event.name)
+            while waiters:
+                fut = waiters.popleft()
+                if not fut.done():
+                    self._open.pop(fut.event_id, None)
+                    self._resolve_text(fut, event.data)
+                    return
+            self._buffered.setdefault(event.name, collections.deque()).append(event.data)
+        elif isinstance(event, CancellationRequested):
+            if self._cancel_reason is None:
+                self._cancel_reason = event.reason
+                if self._main is not None and not self._main.done():
+                    self._main.cancel(event.reason or None)
+
+    def _start(self, event: OrchestrationStarted) -> None:
+        self.started = event
+        self.custom_status = event.custom_status
+        try:
+            value = codec.decode(event.input, codec.input_type_of(self.fn))
+        except PayloadError as e:
+            err = e
+
+            async def fail() -> Any:
+                raise err
+
+            self._main = self.loop.create_task(fail())
+            return
+        self._main = self.loop.create_task(self._run_main(value),
+                                           context=contextvars.Context())
+
+    async def _run_main(self, value: Any) -> Any:
+        return await self.fn(self.ctx, value)
+
+    def _complete(self, event: HistoryEvent) -> None:
+        sid: int = event.source_event_id  # type: ignore[attr-defined]
+        self._closed_ids.add(sid)
+        fut = self._open.pop(sid, None)
+        if fut is None or fut.done():
+            return
+        match event:
+            case ActivityCompleted(result=result) | SubOrchestrationCompleted(result=result):
+                self._resolve_text(fut, result)
+            case TimerFired():
+                fut.set_result(None)
+            case ActivityFailedEvent():
+                name = fut.event.name  # type: ignore[attr-defined]
+                attempt = getattr(fut.event, "attempt", 1)
+                fut.set_exception(ActivityFailed(name, event.error_type, event.message, attempt,
+                                                 kind=event.error_kind))
+            case SubOrchestrationFailedEvent():
+                src = fut.event
+                assert isinstance(src, SubOrchestrationScheduled)
+                fut.set_exception(SubOrchestrationFailed(src.name, src.instance_id,
+                                                         event.error_type, event.message))
+
+    def _resolve_text(self, fut: DurableFuture, text: str | None) -> None:
+        try:
+            value = codec.decode(text, fut.output_type)
+        except PayloadError as e:
+            fut.set_exception(e)
+        else:
+            fut.set_result(value)
+
+    # ================================================================ settling
+    def _settle(self) -> None:
+        """Run ready callbacks to quiescence, then record a terminal outcome if the
+        orchestration finished (or nondeterminism was found)."""
+        self.loop.run_ready()
+        if self._terminal is not None:
+            return
+        if self._fatal is not None:
+            self._finish(OrchestrationFailed(error_kind="nondeterminism",
+                                             error_type="NondeterminismError",
+                                             message=str(self._fatal)))
+            return
+        main = self._main
+        if main is None or not main.done():
+            return
+        if main.cancelled():
+            self._finish(OrchestrationCancelled(reason=self._cancel_reason or ""))
+            return
+        exc = main.exception()
+        if exc is None:
+            if self._cancel_reason is not None:
+                self._finish(OrchestrationCancelled(reason=self._cancel_reason))
+                return
+            try:
+                output = codec.encode(main.result())
+            except PayloadError as e:
+                self._finish(OrchestrationFailed(error_type="PayloadError",
+                                                 message=f"cannot encode the output: {e}"))
+                return
+            self._finish(OrchestrationCompleted(output=output))
+        elif isinstance(exc, ContinueAsNew):
+            self._finish(OrchestrationContinuedAsNew(input=exc.input_text, version=exc.version))
+        elif isinstance(exc, _Nondeterministic):  # pragma: no cover - _fatal is set first
+            self._finish(OrchestrationFailed(error_kind="nondeterminism",
+                                             error_type="NondeterminismError", message=str(exc)))
+        elif self._cancel_reason is not None and isinstance(exc, asyncio.CancelledError):
+            self._finish(OrchestrationCancelled(reason=self._cancel_reason))
+        else:
+            message = str(exc)
+            if isinstance(exc, RuntimeError) and "attached to a different loop" in message:
+                message = ("orchestration code awaited a future of another event loop, which "
+                           "is not durable; do such work in an activity")
+            self._finish(OrchestrationFailed(error_type=type(exc).__qualname__, message=message))
+
+    def _finish(self, terminal: HistoryEvent) -> None:
+        if not isinstance(terminal, OrchestrationFailed) or terminal.error_kind != "nondeterminism":
+            # Ending while persisted history still holds decisions or completions means the
+            # code no longer does what the original run did.
+            pending = (self._decisions[self._decision_cursor]
+                       if self._decision_cursor < len(self._decisions)
+                       else next((e for e in self.history[self._replayed:]), None))
+            if pending is not None:
+                self._fail_nondeterminism(
+                    f"history has {describe(pending)} at event {pending.event_id}, but the "
+                    "code ended before reaching it")
+                assert self._fatal is not None
+                terminal = OrchestrationFailed(error_kind="nondeterminism",
+                                               error_type="NondeterminismError",
+                                               message=str(self._fatal))
+        # Pending work is dropped like a select's losers: activities and children stop.
+        for fut in list(self._open.values()):
+            if fut.kind in ("activity", "sub_orchestration"):
+                self._record_cancel(fut)
+        self._open.clear()
+        self._terminal = self._append(terminal)
+        self._close_loop()
+
+    def _close_loop(self) -> None:
+        # Close never-started coroutines so dropping them raises no "never awaited" warning.
+        for task in asyncio.all_tasks(self.loop):
+            coro = task.get_coro()
+            if coro is not None and getattr(coro, "cr_frame", None) is not None:
+                if getattr(coro, "cr_running", False):
+                    continue
+                task._log_destroy_pending = False  # type: ignore[attr-defined]
+                try:
+                    coro.close()  # type: ignore[attr-defined]
+                except BaseException:  # noqa: BLE001 - user finally blocks on close
+                    pass
+
+    def _check_blocked(self) -> None:
+        """The main task waits, yet nothing durable is pending: it can never resume."""
+        main = self._main
+        if main is None or main.done() or self._open:
+            return
+        what = _innermost_await(main)
+        err = NonDurableAwait(
+            f"orchestration {self.ctx.orchestration_name!r} is blocked on {what}, which no "
+            "history event can complete (it is not durable); await ctx.schedule_* calls, "
+            "asyncio.sleep or tasks built from them instead")
+
+        async def fail() -> Any:
+            raise err
+
+        main.cancel()
+        self._main = self.loop.create_task(fail())
+
+    # ================================================================ decisions
+    def _append(self, event: HistoryEvent) -> HistoryEvent:
+        stamped = dataclasses.replace(event, event_id=self._next_id, ts=self.current_time_ms)
+        self._next_id += 1
+        self.history.append(stamped)
+        self._replayed = len(self.history)
+        self._new.append(stamped)
+        return stamped
+
+    def record(self, event: HistoryEvent, same: Callable[[HistoryEvent], bool]) -> HistoryEvent:
+        """Match a decision of the code against history, or record it as new.
+
+        ``same(recorded)`` tells whether a recorded event of the same kind is this
+        decision. Returns the recorded (or newly numbered) event.
+        """
+        if self._fatal is not None:
+            raise _Nondeterministic(str(self._fatal))
+        if self._decision_cursor < len(self._decisions):
+            recorded = self._decisions[self._decision_cursor]
+            if recorded.kind != event.kind or not same(recorded):
+                self._fail_nondeterminism(
+                    f"expected {describe(recorded)} at event {recorded.event_id}, code "
+                    f"scheduled {describe(event)}")
+                raise _Nondeterministic(str(self._fatal))
+            self._decision_cursor += 1
+            return recorded
+        nxt = next((e for e in self.history[self._replayed:] if not e.is_decision), None)
+        if nxt is not None:
+            self._fail_nondeterminism(
+                f"code scheduled {describe(event)}, which history does not have before "
+                f"event {nxt.event_id} ({nxt.kind})")
+            raise _Nondeterministic(str(self._fatal))
+        stamped = self._append(event)
+        self._decisions.append(stamped)
+        self._decision_cursor += 1
+        return stamped
+
+    def _fail_nondeterminism(self, detail: str) -> None:
+        if self._fatal is None:
+            name = self.ctx.orchestration_name
+            self._fatal = NondeterminismError(
+                f"nondeterministic orchestration {name!r} (instance {self.instance_id!r}): "
+                f"{detail}. The orchestration code changed under a running instance; keep the "
+                "old code registered and register the change as a new version instead")
+
+    def open_future(self, kind: str, event: HistoryEvent, output_type: Any = None
+                    ) -> DurableFuture:
+        fut = DurableFuture(self, kind, event, output_type)
+        eid = event.event_id
+        if kind != "wait":
+            self._known[eid] = event
+        if eid not in self._closed_ids:
+            self._open[eid] = fut
+        return fut
+
+    def subscribe(self, event: EventSubscribed, output_type: Any) -> DurableFuture:
+        fut = self.open_future("wait", event, output_type)
+        buffered = self._buffered.get(event.name)
+        if buffered:
+            self._open.pop(event.event_id, None)
+            self._resolve_text(fut, buffered.popleft())
+        else:
+            self._waiters.setdefault(event.name, collections.deque()).append(fut)
+        return fut
+
+    def loop_timer(self, delay: float, callback: Callable[..., object], args: tuple[Any, ...],
+                   context: contextvars.Context | None) -> DurableTimerHandle:
+        """A timer asked for through the loop (``asyncio.sleep``, ``wait_for``...)."""
+        fut = self.ctx._timer_future(delay)
+        when = fut.event.fire_at / 1000.0  # type: ignore[attr-defined]
+
+        def fire(f: asyncio.Future[Any]) -> None:
+            if not f.cancelled():
+                self.loop.call_soon(callback, *args, context=context)
+
+        fut.add_done_callback(fire)
+        return DurableTimerHandle(when, callback, args, self.loop, context,
+                                  lambda: fut.cancel())
+
+    def _abandon(self, fut: DurableFuture) -> None:
+        eid = fut.event_id
+        if self._open.pop(eid, None) is None:
+            return
+        self._closed_ids.add(eid)
+        if fut.kind == "wait":
+            waiters = self._waiters.get(fut.event.name)  # type: ignore[attr-defined]
+            if waiters and fut in waiters:
+                waiters.remove(fut)
+        elif fut.kind in ("activity", "sub_orchestration") and self._terminal is None:
+            try:
+                self.record(WorkCancelled(source_event_id=eid),
+                            lambda r: r.source_event_id == eid)  # type: ignore[attr-defined]
+            except _Nondeterministic:
+                return  # _fatal is set; the turn fails the instance
+            self._record_cancel(fut)
+
+    def _record_cancel(self, fut: DurableFuture) -> None:
+        if self.is_replaying:
+            return  # sent when first recorded
+        if fut.kind == "activity":
+            self._cancelled_activities.append(fut.event_id)
+        elif fut.kind == "sub_orchestration":
+            self._cancelled_children.append(fut.event.instance_id)  # type: ignore[attr-defined]
+
+
+def _innermost_await(task: asyncio.Task[Any]) -> str:
+    """Name what a blocked task waits on, following the chain of awaits."""
+    obj: Any = task.get_coro()
+    code = getattr(obj, "cr_code", None)
+    what = f"{code.co_qualname}()" if code is not None else type(obj).__name__
+    for _ in range(64):
+        nxt = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
+        if nxt is None:
+            break
+        obj = nxt
+        code = getattr(obj, "cr_code", None) or getattr(obj, "gi_code", None)
+        if code is not None:
+            what = f"{code.co_qualname}()"
+        else:
+            what = f"{what} awaiting a bare asyncio Future ({type(obj).__name__})"
+            break
+    return what

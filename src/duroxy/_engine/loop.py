@@ -1,0 +1,250 @@
+"""A deterministic asyncio event loop for orchestration code.
+
+The loop never touches a clock, a selector or a thread: ``call_soon`` is a FIFO,
+``call_later``/``call_at`` become durable timers (through the owning execution),
+``time()`` is the orchestration's recorded time. So ``asyncio.gather``, ``wait``,
+``TaskGroup``, ``wait_for``, ``timeout`` and ``sleep`` work unchanged and replay
+identically. Everything that needs real I/O raises :class:`NonDurableAwait`.
+
+The loop is driven synchronously by :meth:`DeterministicLoop.run_ready`, which runs
+callbacks until none is ready. While it runs it is installed as the thread's running
+loop, and the previous one (the runtime's) is put back afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+from asyncio import events
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from ..errors import NonDurableAwait
+
+if TYPE_CHECKING:
+    from .execution import OrchestrationExecution
+
+__all__ = ["DeterministicLoop", "DurableTimerHandle"]
+
+
+class DurableTimerHandle(asyncio.TimerHandle):
+    """What ``call_later`` returns: cancelling it drops the durable timer."""
+
+    __slots__ = ("_on_cancel",)
+
+    def __init__(self, when: float, callback: Callable[..., object], args: tuple[Any, ...],
+                 loop: DeterministicLoop, context: contextvars.Context | None,
+                 on_cancel: Callable[[], None]) -> None:
+        super().__init__(when, callback, args, loop, context)
+        self._on_cancel = on_cancel
+
+    def cancel(self) -> None:
+        if not self.cancelled():
+            super().cancel()
+            self._on_cancel()
+
+
+def _not_durable(what: str) -> NoReturn:
+    raise NonDurableAwait(
+        f"orchestration code called {what}, which is not durable: do I/O, threads and "
+        "real waits in an activity and await ctx.schedule_activity(...) instead")
+
+
+class DeterministicLoop(asyncio.AbstractEventLoop):
+    def __init__(self, execution: OrchestrationExecution) -> None:
+        self._ready: collections.deque[asyncio.Handle] = collections.deque()
+        self._execution = execution
+        self._closed = False
+        self._running = False
+        self._exceptions: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ driving
+    def run_ready(self) -> None:
+        """Run callbacks until none is ready (quiescence)."""
+        previous = events._get_running_loop()
+        events._set_running_loop(self)
+        self._running = True
+        try:
+            ready = self._ready
+            while ready:
+                handle = ready.popleft()
+                if not handle._cancelled:
+                    handle._run()
+        finally:
+            self._running = False
+            events._set_running_loop(previous)
+
+    # ------------------------------------------------------------------ scheduling
+    def call_soon(self, callback: Callable[..., object], *args: Any,
+                  context: contextvars.Context | None = None) -> asyncio.Handle:
+        handle = asyncio.Handle(callback, args, self, context)
+        self._ready.append(handle)
+        return handle
+
+    call_soon_threadsafe = call_soon
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any,
+                   context: contextvars.Context | None = None) -> asyncio.TimerHandle:
+        if delay <= 0:
+            # No time passes: nothing to record; the callback just runs in order.
+            handle = asyncio.TimerHandle(self.time(), callback, args, self, context)
+            self._ready.append(handle)
+            return handle
+        return self._execution.loop_timer(delay, callback, args, context)
+
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any,
+                context: contextvars.Context | None = None) -> asyncio.TimerHandle:
+        return self.call_later(when - self.time(), callback, *args, context=context)
+
+    def time(self) -> float:
+        return self._execution.current_time_ms / 1000.0
+
+    def create_future(self) -> asyncio.Future[Any]:
+        return asyncio.Future(loop=self)
+
+    def create_task(self, coro: Any, *, name: str | None = None,
+                    context: contextvars.Context | None = None) -> asyncio.Task[Any]:
+        return asyncio.Task(coro, loop=self, name=name, context=context)
+
+    def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
+        pass
+
+    # ------------------------------------------------------------------ state
+    def is_running(self) -> bool:
+        return self._running
+
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.clear()
+
+    def get_debug(self) -> bool:
+        return False
+
+    def set_debug(self, enabled: bool) -> None:
+        pass
+
+    # ------------------------------------------------------------------ errors
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
+        # Unretrieved task exceptions and the like: kept for diagnostics, never printed
+        # while replaying (they would repeat on every replay).
+        self._exceptions.append(context)
+
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
+        self._exceptions.append(context)
+
+    def get_exception_handler(self) -> None:
+        return None
+
+    def set_exception_handler(self, handler: Any) -> None:
+        _not_durable("loop.set_exception_handler()")
+
+    def get_task_factory(self) -> None:
+        return None
+
+    def set_task_factory(self, factory: Any) -> None:
+        _not_durable("loop.set_task_factory()")
+
+    # ------------------------------------------------------------------ not durable
+    def run_forever(self) -> None:
+        _not_durable("loop.run_forever()")
+
+    def run_until_complete(self, future: Any) -> Any:
+        _not_durable("loop.run_until_complete()")
+
+    def stop(self) -> None:
+        _not_durable("loop.stop()")
+
+    async def shutdown_asyncgens(self) -> None:
+        return None
+
+    async def shutdown_default_executor(self, timeout: float | None = None) -> None:
+        return None
+
+    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> Any:
+        target = getattr(func, "func", func)  # functools.partial, as asyncio.to_thread makes
+        _not_durable(f"run_in_executor({getattr(target, '__qualname__', type(target).__name__)})")
+
+    def set_default_executor(self, executor: Any) -> None:
+        _not_durable("loop.set_default_executor()")
+
+    async def getaddrinfo(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("getaddrinfo() (network I/O)")
+
+    async def getnameinfo(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("getnameinfo() (network I/O)")
+
+    async def create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("create_connection() (a socket)")
+
+    async def create_server(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("create_server() (a socket)")
+
+    async def create_unix_connection(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("create_unix_connection() (a socket)")
+
+    async def create_unix_server(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("create_unix_server() (a socket)")
+
+    async def create_datagram_endpoint(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("create_datagram_endpoint() (a socket)")
+
+    async def connect_accepted_socket(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("connect_accepted_socket() (a socket)")
+
+    async def sock_recv(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("sock_recv() (a socket)")
+
+    async def sock_recv_into(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("sock_recv_into() (a socket)")
+
+    async def sock_sendall(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("sock_sendall() (a socket)")
+
+    async def sock_connect(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("sock_connect() (a socket)")
+
+    async def sock_accept(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("sock_accept() (a socket)")
+
+    async def sock_sendfile(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("sock_sendfile() (a socket)")
+
+    async def sendfile(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("sendfile() (a socket)")
+
+    async def start_tls(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("start_tls() (a socket)")
+
+    async def connect_read_pipe(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("connect_read_pipe() (a pipe)")
+
+    async def connect_write_pipe(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("connect_write_pipe() (a pipe)")
+
+    async def subprocess_shell(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("subprocess_shell() (a subprocess)")
+
+    async def subprocess_exec(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("subprocess_exec() (a subprocess)")
+
+    def add_reader(self, *args: Any, **kwargs: Any) -> None:
+        _not_durable("add_reader() (a file descriptor)")
+
+    def remove_reader(self, *args: Any, **kwargs: Any) -> bool:
+        _not_durable("remove_reader() (a file descriptor)")
+
+    def add_writer(self, *args: Any, **kwargs: Any) -> None:
+        _not_durable("add_writer() (a file descriptor)")
+
+    def remove_writer(self, *args: Any, **kwargs: Any) -> bool:
+        _not_durable("remove_writer() (a file descriptor)")
+
+    def add_signal_handler(self, *args: Any, **kwargs: Any) -> None:
+        _not_durable("add_signal_handler()")
+
+    def remove_signal_handler(self, *args: Any, **kwargs: Any) -> bool:
+        _not_durable("remove_signal_handler()")

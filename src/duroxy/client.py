@@ -1,0 +1,269 @@
+"""``Client``: start, signal, cancel, watch and manage instances in a store."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from . import codec
+from .errors import DuroxyError, ErrorDetails, InstanceNotFound
+from .history import (
+    CancellationRequested,
+    EventRaised,
+    HistoryEvent,
+    OrchestrationStarted,
+    OrchestratorMessage,
+)
+from .options import to_seconds
+from .providers.base import TERMINAL_STATES, InstanceRecord, Provider
+
+__all__ = ["Client", "InstanceInfo", "OrchestrationState", "OrchestrationStatus"]
+
+# Safety-net poll while waiting for an instance finished by another process.
+_WAIT_POLL_S = 0.25
+
+
+class OrchestrationState(enum.StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    NOT_FOUND = "NOT_FOUND"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.value in TERMINAL_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestrationStatus:
+    """An instance's state as a client sees it. ``output`` and ``custom_status`` are
+    decoded JSON values; ``error`` is set for FAILED and CANCELLED instances."""
+
+    instance_id: str
+    state: OrchestrationState
+    output: Any = None
+    error: ErrorDetails | None = None
+    custom_status: Any = None
+    name: str | None = None
+    version: str | None = None
+    execution_id: int | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state.is_terminal
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceInfo:
+    instance_id: str
+    name: str
+    version: str | None
+    state: OrchestrationState
+    execution_id: int
+    created_at: datetime
+    updated_at: datetime
+    parent_instance_id: str | None
+    output: Any = None
+    error: ErrorDetails | None = None
+    custom_status: Any = None
+
+
+def check_id(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a str, not {type(value).__name__}")
+    if not 1 <= len(value) <= 1024:
+        raise ValueError(f"{what} must be 1 to 1,024 characters long, got {len(value)}")
+    if "\x00" in value:
+        raise ValueError(f"{what} must not contain NUL characters")
+    return value
+
+
+def _decode_plain(text: str | None) -> Any:
+    return None if text is None else codec.decode(text)
+
+
+def _to_dt(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _info(rec: InstanceRecord) -> InstanceInfo:
+    return InstanceInfo(
+        instance_id=rec.instance_id, name=rec.name, version=rec.version,
+        state=OrchestrationState(rec.state), execution_id=rec.execution_id,
+        created_at=_to_dt(rec.created_at), updated_at=_to_dt(rec.updated_at),
+        parent_instance_id=rec.parent_instance_id, output=_decode_plain(rec.output),
+        error=rec.error, custom_status=_decode_plain(rec.custom_status))
+
+
+class Client:
+    """Talks to a store on behalf of an application (API.md section 4). Every method is
+    a coroutine; a client holds no connection of its own beyond the provider's."""
+
+    def __init__(self, provider: Provider) -> None:
+        if not isinstance(provider, Provider):
+            raise TypeError(f"Client needs a duroxy provider, not {type(provider).__name__}")
+        self.provider = provider
+
+    # ------------------------------------------------------------------ starting
+    async def start_orchestration(self, instance_id: str, name: str, input: Any = None) -> None:
+        """Create the instance (PENDING) and queue its start; raises
+        :class:`InstanceAlreadyExists` if the id is taken."""
+        await self._start(instance_id, name, None, input)
+
+    async def start_orchestration_versioned(self, instance_id: str, name: str, version: str,
+                                            input: Any = None) -> None:
+        from .runtime.registry import parse_semver
+
+        parse_semver(version)
+        await self._start(instance_id, name, version, input)
+
+    start_orchestration_typed = start_orchestration
+
+    async def _start(self, instance_id: str, name: str, version: str | None, input: Any) -> None:
+        check_id(instance_id, "instance id")
+        check_id(name, "orchestration name")
+        event = OrchestrationStarted(name=name, version=version, input=codec.encode(input))
+        await self.provider.create_instance(OrchestratorMessage(instance_id, event, 1))
+
+    # ------------------------------------------------------------------ signals
+    async def raise_event(self, instance_id: str, event_name: str, data: Any = None) -> None:
+        """Deliver an external event; raises :class:`InstanceNotFound` for an unknown id."""
+        check_id(instance_id, "instance id")
+        check_id(event_name, "event name")
+        await self.provider.enqueue_orchestrator_message(OrchestratorMessage(
+            instance_id, EventRaised(name=event_name, data=codec.encode(data))))
+
+    send_signal = raise_event
+
+    async def cancel_instance(self, instance_id: str, reason: str = "") -> None:
+        """Ask the instance to stop: ``asyncio.CancelledError`` arrives at its current
+        await; it ends CANCELLED. Cancelling a finished instance changes nothing."""
+        check_id(instance_id, "instance id")
+        rec = await self.provider.get_instance(instance_id)
+        if rec is None:
+            raise InstanceNotFound(instance_id)
+        if rec.state in TERMINAL_STATES:
+            return
+        await self.provider.enqueue_orchestrator_message(OrchestratorMessage(
+            instance_id, CancellationRequested(reason=str(reason))))
+
+    # ------------------------------------------------------------------ reading
+    async def get_orchestration_status(self, instance_id: str) -> OrchestrationStatus:
+        check_id(instance_id, "instance id")
+        rec = await self.provider.get_instance(instance_id)
+        if rec is None:
+            return OrchestrationStatus(instance_id, OrchestrationState.NOT_FOUND)
+        return OrchestrationStatus(
+            instance_id=instance_id, state=OrchestrationState(rec.state),
+            output=_decode_plain(rec.output), error=rec.error,
+            custom_status=_decode_plain(rec.custom_status), name=rec.name,
+            version=rec.version, execution_id=rec.execution_id)
+
+    async def wait_for_orchestration(self, instance_id: str, timeout: float | timedelta
+                                     ) -> OrchestrationStatus:
+        """The status once the instance is COMPLETED, FAILED or CANCELLED. Raises
+        ``TimeoutError`` when ``timeout`` passes first, ``InstanceNotFound`` for an
+        unknown id."""
+        check_id(instance_id, "instance id")
+        deadline = time.monotonic() + to_seconds(timeout, "timeout")
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def on_terminal(iid: str | None) -> None:
+            if iid is None or iid == instance_id:
+                try:
+                    loop.call_soon_threadsafe(wake.set)
+                except RuntimeError:
+                    pass  # the waiting loop is gone
+
+        unlisten = self.provider.listen("terminal", on_terminal)
+        try:
+            while True:
+                wake.clear()
+                status = await self.get_orchestration_status(instance_id)
+                if status.state is OrchestrationState.NOT_FOUND:
+                    raise InstanceNotFound(instance_id)
+                if status.is_terminal:
+                    return status
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"instance {instance_id!r} is still {status.state.value} after "
+                        f"{to_seconds(timeout):g} s")
+                try:
+                    await asyncio.wait_for(wake.wait(), min(remaining, _WAIT_POLL_S))
+                except TimeoutError:
+                    pass
+        finally:
+            unlisten()
+
+    async def get_instance_info(self, instance_id: str) -> InstanceInfo:
+        check_id(instance_id, "instance id")
+        rec = await self.provider.get_instance(instance_id)
+        if rec is None:
+            raise InstanceNotFound(instance_id)
+        return _info(rec)
+
+    async def list_instances(self, *, state: str | Sequence[str] | None = None,
+                             name: str | None = None, parent_instance_id: str | None = None,
+                             limit: int = 100, offset: int = 0) -> list[InstanceInfo]:
+        """Instances matching every filter, oldest first; page with ``limit``/``offset``."""
+        if isinstance(state, str):
+            state = OrchestrationState(state.upper()).value
+        elif state is not None:
+            state = [OrchestrationState(str(s).upper()).value for s in state]
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must be >= 0")
+        records = await self.provider.list_instances(
+            state=state, name=name, parent_instance_id=parent_instance_id, limit=limit,
+            offset=offset)
+        return [_info(r) for r in records]
+
+    async def read_history(self, instance_id: str, execution_id: int | None = None
+                           ) -> list[HistoryEvent]:
+        """History events of the latest (or given) execution, in order."""
+        check_id(instance_id, "instance id")
+        if await self.provider.get_instance(instance_id) is None:
+            raise InstanceNotFound(instance_id)
+        return await self.provider.read_history(instance_id, execution_id)
+
+    async def list_executions(self, instance_id: str) -> list[int]:
+        check_id(instance_id, "instance id")
+        return await self.provider.list_executions(instance_id)
+
+    # ------------------------------------------------------------------ management
+    async def delete_instance(self, instance_id: str, force: bool = False) -> int:
+        """Delete an instance with its history, queued work and children. A running
+        instance is only deleted with ``force=True``. Returns how many were deleted."""
+        check_id(instance_id, "instance id")
+        rec = await self.provider.get_instance(instance_id)
+        if rec is None:
+            raise InstanceNotFound(instance_id)
+        if rec.state not in TERMINAL_STATES and not force:
+            raise DuroxyError(f"instance {instance_id!r} is {rec.state}; cancel it first or "
+                              "pass force=True to delete it while it runs")
+        return await self.provider.delete_instance(instance_id, cascade=True)
+
+    async def purge_instances(self, *, state: str | Sequence[str] | None = None,
+                              older_than: float | timedelta | None = None,
+                              name: str | None = None, limit: int | None = None) -> int:
+        """Delete finished instances (all terminal states unless ``state`` narrows it)
+        not updated for ``older_than``; returns how many were deleted."""
+        if state is None:
+            states = sorted(TERMINAL_STATES)
+        else:
+            states = [state] if isinstance(state, str) else list(state)
+            states = [OrchestrationState(s.upper()).value for s in states]
+            if not set(states) <= TERMINAL_STATES:
+                raise ValueError("only finished instances can be purged "
+                                 f"({', '.join(sorted(TERMINAL_STATES))})")
+        before = None if older_than is None else time.time() - to_seconds(older_than)
+        return await self.provider.purge_instances(states=states, updated_before=before,
+                                                   name=name, limit=limit)

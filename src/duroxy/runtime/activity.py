@@ -1,0 +1,107 @@
+"""``ActivityContext``: what a running activity knows and may ask."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..client import Client
+    from ..providers.base import Provider
+
+__all__ = ["ActivityContext"]
+
+logger = logging.getLogger("duroxy.activity")
+
+
+class ActivityContext:
+    """Passed to every activity as its first argument (API.md section 1).
+
+    ``is_cancelled()`` becomes true, and ``await cancelled()`` returns, once the
+    orchestration no longer wants the result: it lost a select, the instance was
+    cancelled, or a retry attempt timed out. Activities that run long should check it.
+    """
+
+    def __init__(self, *, instance_id: str, execution_id: int, orchestration_name: str,
+                 orchestration_version: str | None, activity_name: str, attempt: int,
+                 worker_id: str, provider: Provider | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.instance_id = instance_id
+        self.execution_id = execution_id
+        self.orchestration_name = orchestration_name
+        self.orchestration_version = orchestration_version
+        self.activity_name = activity_name
+        self.attempt = attempt
+        self.worker_id = worker_id
+        self._provider = provider
+        self._loop = loop
+        # A threading.Event so that plain-def activities in the thread pool can poll it.
+        self._flag = threading.Event()
+        self._waiters: list[asyncio.Future[None]] = []
+
+    # ------------------------------------------------------------------ cancellation
+    def is_cancelled(self) -> bool:
+        return self._flag.is_set()
+
+    async def cancelled(self) -> None:
+        """Returns once the result is no longer wanted."""
+        if self._flag.is_set():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        finally:
+            if fut in self._waiters:
+                self._waiters.remove(fut)
+
+    def _cancel(self) -> None:
+        """Mark as no longer wanted; called on the runtime's loop."""
+        if self._flag.is_set():
+            return
+        self._flag.set()
+        for fut in self._waiters:
+            if not fut.done():
+                fut.get_loop().call_soon_threadsafe(_set_done, fut)
+
+    # ------------------------------------------------------------------ tracing
+    def _trace(self, level: int, msg: str) -> None:
+        if logger.isEnabledFor(level):
+            logger.log(level, msg, extra={
+                "instance_id": self.instance_id, "execution_id": self.execution_id,
+                "activity_name": self.activity_name, "attempt": self.attempt,
+                "worker_id": self.worker_id})
+
+    def trace_info(self, msg: str) -> None:
+        self._trace(logging.INFO, msg)
+
+    def trace_warn(self, msg: str) -> None:
+        self._trace(logging.WARNING, msg)
+
+    trace_warning = trace_warn
+
+    def trace_error(self, msg: str) -> None:
+        self._trace(logging.ERROR, msg)
+
+    def trace_debug(self, msg: str) -> None:
+        self._trace(logging.DEBUG, msg)
+
+    # ------------------------------------------------------------------ client
+    def get_client(self) -> Client:
+        """A :class:`~duroxy.Client` on the same store (to start or signal instances)."""
+        from ..client import Client
+
+        if self._provider is None:
+            raise RuntimeError("this ActivityContext is not attached to a store")
+        return Client(self._provider)
+
+    def __repr__(self) -> str:
+        return (f"ActivityContext(activity_name={self.activity_name!r}, "
+                f"instance_id={self.instance_id!r}, attempt={self.attempt})")
+
+
+def _set_done(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -1,0 +1,237 @@
+"""Activity and orchestration registries, built once and then read-only.
+
+Names are free-form strings (the Duroxide convention ``"{package}::orchestration::{name}"``
+works as any other). Orchestrations are versioned by semver strings; a new instance
+runs the highest registered version unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .. import codec
+from ..errors import ConfigurationError, NotRegistered
+
+__all__ = [
+    "ActivityRegistry",
+    "ActivityRegistryBuilder",
+    "OrchestrationRegistry",
+    "OrchestrationRegistryBuilder",
+    "parse_semver",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_VERSION = "1.0.0"
+
+_SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)(?:\.(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*))*))?"
+    r"(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$")
+
+
+def parse_semver(version: str) -> tuple[Any, ...]:
+    """A sort key for a semver string; ``ConfigurationError`` when it is not one."""
+    m = _SEMVER.match(version) if isinstance(version, str) else None
+    if m is None:
+        raise ConfigurationError(f"{version!r} is not a semantic version (MAJOR.MINOR.PATCH)")
+    major, minor, patch, pre = m.groups()
+    # A pre-release sorts before its release; numeric identifiers before alphanumeric.
+    pre_key: tuple[Any, ...] = (1,) if pre is None else (0, *(
+        (0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split(".")))
+    return (int(major), int(minor), int(patch), pre_key)
+
+
+def _check_name(name: str, what: str) -> None:
+    if not isinstance(name, str) or not 1 <= len(name) <= 1024 or "\x00" in name:
+        raise ConfigurationError(f"{what} name must be a str of 1 to 1,024 characters "
+                                 f"without NUL, got {name!r:.80}")
+
+
+def _check_callable(fn: Any, what: str, name: str) -> None:
+    if not callable(fn):
+        raise ConfigurationError(f"{what} {name!r} is not callable: {fn!r:.80}")
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    target: Any = fn
+    while isinstance(target, functools.partial):
+        target = target.func
+    if inspect.iscoroutinefunction(target):
+        return True
+    call = getattr(target, "__call__", None)  # noqa: B004 - callable objects
+    return inspect.iscoroutinefunction(call) if not inspect.isroutine(target) else False
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityEntry:
+    name: str
+    fn: Callable[..., Any]
+    is_async: bool
+    input_type: Any
+    output_type: Any
+
+
+class ActivityRegistry:
+    """Activities by name. Build with :meth:`builder`."""
+
+    def __init__(self, entries: dict[str, ActivityEntry]) -> None:
+        self._entries = dict(entries)
+        self._names = {id(e.fn): e.name for e in entries.values()}
+
+    @staticmethod
+    def builder() -> ActivityRegistryBuilder:
+        return ActivityRegistryBuilder()
+
+    def get(self, name: str) -> ActivityEntry | None:
+        return self._entries.get(name)
+
+    def name_of(self, fn: Callable[..., Any]) -> str | None:
+        return self._names.get(id(fn))
+
+    def output_type(self, name: str) -> Any:
+        entry = self._entries.get(name)
+        return entry.output_type if entry else None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class ActivityRegistryBuilder:
+    def __init__(self) -> None:
+        self._items: list[tuple[str, Callable[..., Any]]] = []
+
+    def register(self, name: str | Callable[..., Any], fn: Callable[..., Any] | None = None
+                 ) -> ActivityRegistryBuilder:
+        """``register(name, fn)``, or ``register(fn)`` to use the function's name."""
+        if fn is None and callable(name):
+            name, fn = getattr(name, "__name__", ""), name
+        self._items.append((name, fn))  # type: ignore[arg-type]
+        return self
+
+    register_typed = register
+
+    def activity(self, name: str | None = None) -> Callable[[F], F]:
+        """Decorator form: ``@builder.activity("name")``."""
+        def deco(fn: F) -> F:
+            self.register(name or fn.__name__, fn)
+            return fn
+        return deco
+
+    def build(self) -> ActivityRegistry:
+        entries: dict[str, ActivityEntry] = {}
+        for name, fn in self._items:
+            _check_name(name, "activity")
+            _check_callable(fn, "activity", name)
+            if name in entries:
+                raise ConfigurationError(f"activity {name!r} is registered twice")
+            entries[name] = ActivityEntry(name, fn, _is_async(fn), codec.input_type_of(fn),
+                                          codec.output_type_of(fn))
+        return ActivityRegistry(entries)
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestrationEntry:
+    name: str
+    version: str
+    fn: Callable[..., Any]
+
+
+class OrchestrationRegistry:
+    """Orchestrations by name and version. Build with :meth:`builder`."""
+
+    def __init__(self, entries: dict[str, dict[str, OrchestrationEntry]]) -> None:
+        self._entries = {name: dict(sorted(v.items(), key=lambda kv: parse_semver(kv[0])))
+                         for name, v in entries.items()}
+        self._names = {id(e.fn): e.name for v in entries.values() for e in v.values()}
+
+    @staticmethod
+    def builder() -> OrchestrationRegistryBuilder:
+        return OrchestrationRegistryBuilder()
+
+    def versions(self, name: str) -> list[str]:
+        """Registered versions of ``name``, lowest first."""
+        return list(self._entries.get(name, {}))
+
+    def latest_version(self, name: str) -> str | None:
+        versions = self.versions(name)
+        return versions[-1] if versions else None
+
+    def resolve(self, name: str, version: str | None = None) -> OrchestrationEntry:
+        """The entry for ``name`` at ``version`` (latest when ``None``); raises
+        :class:`NotRegistered` naming what is missing."""
+        by_version = self._entries.get(name)
+        if not by_version:
+            raise NotRegistered(f"orchestration {name!r} is not registered on this worker")
+        if version is None:
+            return by_version[next(reversed(by_version))]
+        entry = by_version.get(version)
+        if entry is None:
+            raise NotRegistered(f"orchestration {name!r} version {version!r} is not registered "
+                                f"on this worker (registered: {', '.join(by_version)})")
+        return entry
+
+    def name_of(self, fn: Callable[..., Any]) -> str | None:
+        return self._names.get(id(fn))
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._entries.values())
+
+
+class OrchestrationRegistryBuilder:
+    def __init__(self) -> None:
+        self._items: list[tuple[str, str, Callable[..., Any]]] = []
+
+    def register(self, name: str | Callable[..., Any], fn: Callable[..., Any] | None = None
+                 ) -> OrchestrationRegistryBuilder:
+        """Register ``fn`` as version ``1.0.0`` of ``name``."""
+        if fn is None and callable(name):
+            name, fn = getattr(name, "__name__", ""), name
+        self._items.append((name, DEFAULT_VERSION, fn))  # type: ignore[arg-type]
+        return self
+
+    register_typed = register
+
+    def register_versioned(self, name: str, version: str, fn: Callable[..., Any]
+                           ) -> OrchestrationRegistryBuilder:
+        self._items.append((name, version, fn))
+        return self
+
+    register_versioned_typed = register_versioned
+
+    def orchestration(self, name: str | None = None, *, version: str = DEFAULT_VERSION
+                      ) -> Callable[[F], F]:
+        """Decorator form: ``@builder.orchestration("name", version="1.0.1")``."""
+        def deco(fn: F) -> F:
+            self.register_versioned(name or fn.__name__, version, fn)
+            return fn
+        return deco
+
+    def build(self) -> OrchestrationRegistry:
+        entries: dict[str, dict[str, OrchestrationEntry]] = {}
+        for name, version, fn in self._items:
+            _check_name(name, "orchestration")
+            _check_callable(fn, "orchestration", name)
+            parse_semver(version)
+            by_version = entries.setdefault(name, {})
+            if version in by_version:
+                raise ConfigurationError(
+                    f"orchestration {name!r} version {version!r} is registered twice")
+            by_version[version] = OrchestrationEntry(name, version, fn)
+        return OrchestrationRegistry(entries)

@@ -1,0 +1,438 @@
+"""The runtime: an orchestration dispatcher and an activity dispatcher over one store.
+
+Dispatchers sleep until the provider tells them work was enqueued (in this process at
+once; from other processes through the provider's own mechanism or, as a safety net,
+a short poll). Live orchestrations are kept between turns in an LRU cache keyed by
+instance, valid only while the store's history length matches; anything unexpected
+falls back to a replay from history, which gives the same decisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import contextvars
+import functools
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .. import codec
+from .._engine import OrchestrationExecution
+from ..errors import ErrorDetails, LockLost, NotRegistered, PayloadError
+from ..history import (
+    ActivityCompleted,
+    ActivityFailedEvent,
+    HistoryEvent,
+    OrchestrationStarted,
+    OrchestratorMessage,
+)
+from ..options import RuntimeOptions
+from ..providers.base import TERMINAL_STATES, OrchestrationCommit, OrchestrationItem, Provider
+from .activity import ActivityContext
+from .registry import ActivityRegistry, OrchestrationRegistry
+from .turns import build_commit, failure_commit
+
+__all__ = ["Runtime"]
+
+logger = logging.getLogger("duroxy.runtime")
+
+
+@dataclass(slots=True)
+class _Cached:
+    execution: OrchestrationExecution
+    execution_id: int
+
+
+class _Wake:
+    """A wake-up flag the provider may set from any thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._event = asyncio.Event()
+        self._thread = threading.get_ident()
+
+    def set(self, _instance_id: str | None = None) -> None:
+        if threading.get_ident() == self._thread:
+            self._event.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # loop closed
+                self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+        self._event.clear()
+
+
+class Runtime:
+    """Runs orchestrations and activities from a store until shut down.
+
+    ``rt = await Runtime.start(provider, activities, orchestrations, options)``; also an
+    async context manager that shuts down on exit.
+    """
+
+    def __init__(self, provider: Provider, activities: ActivityRegistry,
+                 orchestrations: OrchestrationRegistry, options: RuntimeOptions) -> None:
+        if not isinstance(activities, ActivityRegistry):
+            raise TypeError("activities must be an ActivityRegistry (use ActivityRegistry."
+                            "builder()...build())")
+        if not isinstance(orchestrations, OrchestrationRegistry):
+            raise TypeError("orchestrations must be an OrchestrationRegistry (use "
+                            "OrchestrationRegistry.builder()...build())")
+        self.provider = provider
+        self.activities = activities
+        self.orchestrations = orchestrations
+        self.options = options
+        self.worker_id = options.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self._cache: collections.OrderedDict[str, _Cached] = collections.OrderedDict()
+        self._running_activities: dict[tuple[str, int, int], ActivityContext] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._activity_tasks: dict[asyncio.Task[Any], str] = {}
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=options.activity_concurrency, thread_name_prefix="duroxy-activity")
+        self._loops: list[asyncio.Task[Any]] = []
+        self._unlisten: list[Any] = []
+
+    # ================================================================ lifecycle
+    @classmethod
+    async def start(cls, provider: Provider, activities: ActivityRegistry,
+                    orchestrations: OrchestrationRegistry,
+                    options: RuntimeOptions | None = None) -> Runtime:
+        rt = cls(provider, activities, orchestrations, options or RuntimeOptions())
+        loop = asyncio.get_running_loop()
+        rt._orch_wake = _Wake(loop)
+        rt._act_wake = _Wake(loop)
+        rt._unlisten.append(provider.listen("orchestrator", rt._orch_wake.set))
+        rt._unlisten.append(provider.listen("activity", rt._act_wake.set))
+        rt._loops = [
+            asyncio.create_task(rt._orchestration_loop(), name="duroxy-orchestrations"),
+            asyncio.create_task(rt._activity_loop(), name="duroxy-activities"),
+        ]
+        return rt
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    async def shutdown(self, timeout: float | None = 10.0) -> None:
+        """Stop fetching, let in-flight work finish for up to ``timeout`` seconds, then
+        release what is still held so another worker can take it at once."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        for unlisten in self._unlisten:
+            unlisten()
+        self._orch_wake.set()
+        self._act_wake.set()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        pending = set(self._tasks)
+        if pending:
+            _done, pending = await asyncio.wait(pending, timeout=timeout)
+        for task in pending:
+            task.cancel()  # activity runners abandon their item when cancelled
+        if pending:
+            await asyncio.wait(pending, timeout=5.0)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._cache.clear()
+        self._stopped.set()
+
+    # ================================================================ orchestrations
+    async def _orchestration_loop(self) -> None:
+        slots = asyncio.Semaphore(self.options.orchestration_concurrency)
+        opts = self.options
+        while not self._stopping:
+            free = slots._value  # noqa: SLF001 - how many turns may start now
+            if free == 0:
+                await slots.acquire()
+                slots.release()
+                continue
+            try:
+                items = await self.provider.fetch_orchestration_items(
+                    opts.orchestration_lock_timeout, free)
+            except Exception:  # noqa: BLE001 - the store may come back
+                logger.exception("fetching orchestration work failed; retrying")
+                await self._orch_wake.wait(1.0)
+                continue
+            if not items:
+                await self._orch_wake.wait(opts.poll_interval)
+                continue
+            for item in items:
+                await slots.acquire()
+                self._spawn(self._run_turn(item, slots))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _run_turn(self, item: OrchestrationItem, slots: asyncio.Semaphore) -> None:
+        try:
+            await self._turn(item)
+        except LockLost:
+            self._cache.pop(item.instance_id, None)
+            logger.warning("lost the lock on %r during a turn; another worker takes it over",
+                           item.instance_id)
+        except Exception:  # noqa: BLE001 - a bug or a store error: retry the turn later
+            self._cache.pop(item.instance_id, None)
+            logger.exception("turn for %r failed; releasing it", item.instance_id)
+            with contextlib.suppress(Exception):
+                await self.provider.abandon_orchestration_item(item.lock_token, 1.0)
+        finally:
+            slots.release()
+
+    async def _turn(self, item: OrchestrationItem) -> None:
+        iid = item.instance_id
+        inst = item.instance
+        provider = self.provider
+        now_us = time.time_ns() // 1000
+        if inst is None or inst.state in TERMINAL_STATES:
+            # Nothing to run: messages for unknown or finished instances are consumed.
+            await provider.ack_orchestration_item(item.lock_token, _noop_commit(item))
+            return
+        bad = next((m for m in item.messages if m.message is None), None)
+        messages = [m.message for m in item.messages if m.message is not None]
+        started = next((m.event for m in messages if isinstance(m.event, OrchestrationStarted)
+                        and m.event.execution_id > (inst.execution_id if inst.history_len else 0)),
+                       None)
+        execution_id = started.execution_id if started is not None else inst.execution_id
+        if bad is not None:
+            await self._fail(item, None, execution_id, ErrorDetails(
+                "poison", "PayloadError", f"a queued message does not decode: {bad.decode_error}"),
+                now_us)
+            return
+        if item.attempt > self.options.max_attempts:
+            await self._fail(item, started, execution_id, ErrorDetails(
+                "poison", "Poison", f"orchestration turn for {iid!r} failed to complete after "
+                f"{item.attempt - 1} attempts"), now_us)
+            return
+        # Resolve the code: the version recorded for this execution, else the latest.
+        version = started.version if started is not None else inst.version
+        try:
+            entry = self.orchestrations.resolve(inst.name, version)
+        except NotRegistered as e:
+            if item.attempt >= self.options.max_attempts:
+                await self._fail(item, started, execution_id,
+                                 ErrorDetails("not_registered", "NotRegistered", str(e)), now_us)
+            else:
+                await provider.abandon_orchestration_item(item.lock_token,
+                                                          self.options.not_registered_backoff)
+            return
+        events: list[HistoryEvent] = []
+        for m in messages:
+            ev = m.event
+            if m.execution_id is not None and m.execution_id != execution_id:
+                continue  # for an execution that has ended
+            if isinstance(ev, OrchestrationStarted):
+                if ev is not started:
+                    continue
+                ev = OrchestrationStarted(
+                    name=ev.name, version=entry.version, input=ev.input,
+                    execution_id=ev.execution_id, parent_instance_id=ev.parent_instance_id,
+                    parent_execution_id=ev.parent_execution_id,
+                    parent_event_id=ev.parent_event_id, custom_status=ev.custom_status)
+                events.insert(0, ev)
+                continue
+            events.append(ev)
+        execution = self._execution_for(iid, execution_id, inst.history_len
+                                        if started is None else 0)
+        if execution is None:
+            try:
+                history = (await provider.read_history(iid, execution_id)
+                           if started is None and inst.history_len else [])
+            except PayloadError as e:
+                await self._fail(item, None, execution_id, ErrorDetails(
+                    "poison", "PayloadError", f"stored history does not decode: {e}"), now_us,
+                    next_event_id=inst.history_len + 1)
+                return
+            execution = OrchestrationExecution(
+                entry.fn, instance_id=iid, history=history,
+                activity_output_type=self.activities.output_type,
+                function_name=self._function_name)
+        result = execution.turn(events, now_us)
+        if execution.started is None:
+            await provider.ack_orchestration_item(item.lock_token, _noop_commit(item))
+            return
+        commit = build_commit(iid, execution.started, result)
+        try:
+            await provider.ack_orchestration_item(item.lock_token, commit)
+        except BaseException:
+            self._cache.pop(iid, None)
+            raise
+        for key in commit.cancel_activities:
+            ctx = self._running_activities.get(key)
+            if ctx is not None:
+                ctx._cancel()
+        if execution.finished:
+            self._cache.pop(iid, None)
+        else:
+            self._remember(iid, execution, execution_id)
+
+    def _function_name(self, fn: Any) -> str:
+        return (self.activities.name_of(fn) or self.orchestrations.name_of(fn)
+                or getattr(fn, "__name__", repr(fn)))
+
+    def _execution_for(self, iid: str, execution_id: int, history_len: int
+                       ) -> OrchestrationExecution | None:
+        cached = self._cache.get(iid)
+        if cached is None:
+            return None
+        ex = cached.execution
+        if cached.execution_id != execution_id or len(ex.history) != history_len or ex.finished:
+            del self._cache[iid]
+            return None
+        self._cache.move_to_end(iid)
+        return ex
+
+    def _remember(self, iid: str, execution: OrchestrationExecution, execution_id: int) -> None:
+        if self.options.cache_size == 0:
+            return
+        self._cache[iid] = _Cached(execution, execution_id)
+        self._cache.move_to_end(iid)
+        while len(self._cache) > self.options.cache_size:
+            self._cache.popitem(last=False)
+
+    async def _fail(self, item: OrchestrationItem, started: OrchestrationStarted | None,
+                    execution_id: int, error: ErrorDetails, now_us: int,
+                    next_event_id: int | None = None) -> None:
+        inst = item.instance
+        assert inst is not None
+        self._cache.pop(item.instance_id, None)
+        if next_event_id is None:
+            next_event_id = 1 if started is not None else inst.history_len + 1
+        commit = failure_commit(item.instance_id, started, inst.name,
+                                started.version if started else inst.version, execution_id,
+                                next_event_id, error, now_us // 1000)
+        commit.custom_status = inst.custom_status
+        logger.error("instance %r failed: %s", item.instance_id, error.message)
+        await self.provider.ack_orchestration_item(item.lock_token, commit)
+
+    # ================================================================ activities
+    async def _activity_loop(self) -> None:
+        slots = asyncio.Semaphore(self.options.activity_concurrency)
+        opts = self.options
+        while not self._stopping:
+            free = slots._value  # noqa: SLF001
+            if free == 0:
+                await slots.acquire()
+                slots.release()
+                continue
+            try:
+                items = await self.provider.fetch_activity_items(opts.activity_lock_timeout, free)
+            except Exception:  # noqa: BLE001
+                logger.exception("fetching activity work failed; retrying")
+                await self._act_wake.wait(1.0)
+                continue
+            if not items:
+                await self._act_wake.wait(opts.poll_interval)
+                continue
+            for item in items:
+                await slots.acquire()
+                self._spawn(self._run_activity(item, slots))
+
+    async def _run_activity(self, item: Any, slots: asyncio.Semaphore) -> None:
+        work = item.work
+        key = (work.instance_id, work.execution_id, work.event_id)
+        ctx = ActivityContext(
+            instance_id=work.instance_id, execution_id=work.execution_id,
+            orchestration_name=work.orchestration_name,
+            orchestration_version=work.orchestration_version, activity_name=work.name,
+            attempt=work.attempt, worker_id=self.worker_id, provider=self.provider,
+            loop=asyncio.get_running_loop())
+        renewer: asyncio.Task[None] | None = None
+        try:
+            entry = self.activities.get(work.name)
+            if entry is None:
+                if item.attempt >= self.options.max_attempts:
+                    await self._complete_activity(item, ActivityFailedEvent(
+                        source_event_id=work.event_id, error_type="NotRegistered",
+                        message=f"activity {work.name!r} is not registered on any worker that "
+                        f"took it ({item.attempt} attempts)", error_kind="not_registered"))
+                else:
+                    await self.provider.abandon_activity(item.lock_token,
+                                                         self.options.not_registered_backoff)
+                return
+            if item.attempt > self.options.max_attempts:
+                await self._complete_activity(item, ActivityFailedEvent(
+                    source_event_id=work.event_id, error_type="Poison",
+                    message=f"activity {work.name!r} did not complete after "
+                    f"{item.attempt - 1} attempts (its worker crashed or lost its lock "
+                    "each time)", error_kind="poison"))
+                return
+            self._running_activities[key] = ctx
+            renewer = asyncio.create_task(self._renew_activity(item, ctx))
+            event = await self._invoke(entry, work, ctx)
+            await self._complete_activity(item, event)
+        except asyncio.CancelledError:
+            # Shutdown: release the item so another worker takes it at once.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.provider.abandon_activity(item.lock_token, 0.0))
+            raise
+        except LockLost:
+            pass  # cancelled (row deleted) or lock expired: the result is not wanted
+        except Exception:  # noqa: BLE001 - store error: let the lock lapse, retried later
+            logger.exception("activity %r of %r could not be completed", work.name,
+                             work.instance_id)
+        finally:
+            self._running_activities.pop(key, None)
+            if renewer is not None:
+                renewer.cancel()
+            slots.release()
+
+    async def _invoke(self, entry: Any, work: Any, ctx: ActivityContext) -> HistoryEvent:
+        try:
+            value = codec.decode(work.input, entry.input_type)
+            if entry.is_async:
+                result = await entry.fn(ctx, value)
+            else:
+                loop = asyncio.get_running_loop()
+                call = functools.partial(contextvars.copy_context().run, entry.fn, ctx, value)
+                result = await loop.run_in_executor(self._pool, call)
+            return ActivityCompleted(source_event_id=work.event_id, result=codec.encode(result))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the activity's failure is its result
+            return ActivityFailedEvent(source_event_id=work.event_id,
+                                       error_type=type(e).__qualname__, message=str(e))
+
+    async def _complete_activity(self, item: Any, event: HistoryEvent) -> None:
+        work = item.work
+        await self.provider.ack_activity(item.lock_token, OrchestratorMessage(
+            work.instance_id, event, work.execution_id))
+
+    async def _renew_activity(self, item: Any, ctx: ActivityContext) -> None:
+        """Keep the lock while the activity runs; learn of cancellation from LockLost."""
+        opts = self.options
+        interval = min(opts.cancel_check_interval, opts.activity_lock_timeout / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.provider.renew_activity_lock(item.lock_token,
+                                                        opts.activity_lock_timeout)
+            except LockLost:
+                ctx._cancel()
+                return
+            except Exception:  # noqa: BLE001 - transient store error: try again
+                logger.debug("renewing an activity lock failed", exc_info=True)
+
+
+def _noop_commit(item: OrchestrationItem) -> OrchestrationCommit:
+    """Consume the delivered messages and change nothing else."""
+    inst = item.instance
+    if inst is None:
+        return OrchestrationCommit(execution_id=0, state="PENDING", name="", version=None)
+    return OrchestrationCommit(
+        execution_id=inst.execution_id, state=inst.state, name=inst.name, version=inst.version,
+        output=inst.output, error=inst.error, custom_status=inst.custom_status)

@@ -1,0 +1,144 @@
+"""From a fetched orchestration item to a commit: the runtime's half of a turn.
+
+The engine decides; this module translates its decisions into store work (activity
+rows, timer messages, child starts, replies to the parent) and the instance record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from .._engine import TurnResult
+from ..errors import ErrorDetails
+from ..history import (
+    ActivityScheduled,
+    ActivityWork,
+    CancellationRequested,
+    DetachedOrchestrationScheduled,
+    EventRaised,
+    HistoryEvent,
+    OrchestrationCancelled,
+    OrchestrationCompleted,
+    OrchestrationContinuedAsNew,
+    OrchestrationFailed,
+    OrchestrationStarted,
+    OrchestratorMessage,
+    SubOrchestrationCompleted,
+    SubOrchestrationFailedEvent,
+    SubOrchestrationScheduled,
+    TimerCreated,
+    TimerFired,
+)
+from ..providers.base import OrchestrationCommit
+
+__all__ = ["build_commit", "failure_commit", "reply_to_parent"]
+
+
+def reply_to_parent(started: OrchestrationStarted | None, terminal: HistoryEvent
+                    ) -> OrchestratorMessage | None:
+    """The message telling a parent how its child ended (``None`` for a root)."""
+    if started is None or started.parent_instance_id is None or started.parent_event_id is None:
+        return None
+    sid = started.parent_event_id
+    event: HistoryEvent
+    if isinstance(terminal, OrchestrationCompleted):
+        event = SubOrchestrationCompleted(source_event_id=sid, result=terminal.output)
+    elif isinstance(terminal, OrchestrationFailed):
+        event = SubOrchestrationFailedEvent(source_event_id=sid, error_type=terminal.error_type,
+                                            message=terminal.message)
+    elif isinstance(terminal, OrchestrationCancelled):
+        event = SubOrchestrationFailedEvent(
+            source_event_id=sid, error_type="Cancelled",
+            message=f"cancelled{': ' + terminal.reason if terminal.reason else ''}")
+    else:
+        return None
+    return OrchestratorMessage(started.parent_instance_id, event, started.parent_execution_id)
+
+
+def _state_of(terminal: HistoryEvent | None) -> str:
+    if isinstance(terminal, OrchestrationCompleted):
+        return "COMPLETED"
+    if isinstance(terminal, OrchestrationFailed):
+        return "FAILED"
+    if isinstance(terminal, OrchestrationCancelled):
+        return "CANCELLED"
+    return "RUNNING"
+
+
+def build_commit(instance_id: str, started: OrchestrationStarted, result: TurnResult
+                 ) -> OrchestrationCommit:
+    execution_id = started.execution_id
+    commit = OrchestrationCommit(
+        execution_id=execution_id, state="RUNNING", name=started.name, version=started.version,
+        history=result.new_events, custom_status=result.custom_status)
+    for event in result.new_events:
+        if isinstance(event, ActivityScheduled):
+            commit.activities.append(ActivityWork(
+                instance_id, execution_id, event.event_id, event.name, event.input,
+                started.name, started.version, event.attempt))
+        elif isinstance(event, TimerCreated):
+            commit.messages.append(OrchestratorMessage(
+                instance_id, TimerFired(source_event_id=event.event_id, fire_at=event.fire_at),
+                execution_id, event.fire_at / 1000.0))
+        elif isinstance(event, SubOrchestrationScheduled):
+            commit.messages.append(OrchestratorMessage(event.instance_id, OrchestrationStarted(
+                name=event.name, version=event.version, input=event.input,
+                parent_instance_id=instance_id, parent_execution_id=execution_id,
+                parent_event_id=event.event_id), 1))
+        elif isinstance(event, DetachedOrchestrationScheduled):
+            commit.messages.append(OrchestratorMessage(event.instance_id, OrchestrationStarted(
+                name=event.name, version=event.version, input=event.input), 1))
+    for eid in result.cancelled_activities:
+        commit.cancel_activities.append((instance_id, execution_id, eid))
+    for child in result.cancelled_children:
+        commit.messages.append(OrchestratorMessage(
+            child, CancellationRequested(reason=f"parent {instance_id!r} cancelled it")))
+    terminal = result.terminal
+    commit.state = _state_of(terminal)
+    if isinstance(terminal, OrchestrationCompleted):
+        commit.output = terminal.output
+    elif isinstance(terminal, OrchestrationFailed):
+        commit.error = terminal.error
+    elif isinstance(terminal, OrchestrationCancelled):
+        commit.error = ErrorDetails("cancelled", "Cancelled",
+                                    terminal.reason or "the instance was cancelled")
+    elif isinstance(terminal, OrchestrationContinuedAsNew):
+        commit.messages.append(OrchestratorMessage(instance_id, OrchestrationStarted(
+            name=started.name, version=terminal.version, input=terminal.input,
+            execution_id=execution_id + 1, parent_instance_id=started.parent_instance_id,
+            parent_execution_id=started.parent_execution_id,
+            parent_event_id=started.parent_event_id,
+            custom_status=result.custom_status), execution_id + 1))
+        # External events that arrived after the decision go to the next execution.
+        for event in result.undelivered:
+            if isinstance(event, EventRaised):
+                commit.messages.append(OrchestratorMessage(instance_id, event))
+    if terminal is not None:
+        reply = reply_to_parent(started, terminal)
+        if reply is not None:
+            commit.messages.append(reply)
+    return commit
+
+
+def failure_commit(instance_id: str, started: OrchestrationStarted | None, name: str,
+                   version: str | None, execution_id: int, next_event_id: int,
+                   error: ErrorDetails, now_ms: int,
+                   cancel_activities: Sequence[tuple[str, int, int]] = ()
+                   ) -> OrchestrationCommit:
+    """A commit that ends the instance FAILED without running its code (poison,
+    not registered, undecodable history)."""
+    failed = OrchestrationFailed(event_id=next_event_id, ts=now_ms, error_kind=error.kind,
+                                 error_type=error.error_type, message=error.message)
+    history: list[HistoryEvent] = []
+    if started is not None and next_event_id == 1:
+        history.append(dataclasses.replace(started, event_id=1, ts=now_ms))
+        failed = dataclasses.replace(failed, event_id=2)
+    history.append(failed)
+    commit = OrchestrationCommit(execution_id=execution_id, state="FAILED", name=name,
+                                 version=version, history=history, error=error,
+                                 cancel_activities=list(cancel_activities))
+    reply = reply_to_parent(started, failed)
+    if reply is not None:
+        commit.messages.append(reply)
+    return commit

@@ -1,0 +1,338 @@
+"""End to end: runtime + client on the in-memory and SQLite stores."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from duroxy import (
+    ActivityContext,
+    ActivityFailed,
+    ActivityRegistry,
+    BackoffStrategy,
+    Client,
+    InstanceAlreadyExists,
+    InstanceNotFound,
+    OrchestrationContext,
+    OrchestrationRegistry,
+    OrchestrationState,
+    RetryPolicy,
+    Runtime,
+    RuntimeOptions,
+    SubOrchestrationFailed,
+)
+from duroxy.providers.base import Provider
+from duroxy.providers.memory import InMemoryProvider
+from duroxy.providers.sqlite import SqliteProvider
+
+FAST = RuntimeOptions(not_registered_backoff=0.05, max_attempts=3)
+
+
+@dataclass
+class Order:
+    sku: str
+    qty: int
+
+
+@dataclass
+class Receipt:
+    sku: str
+    total: float
+
+
+calls: dict[str, int] = {}
+
+
+def count(name: str) -> None:
+    calls[name] = calls.get(name, 0) + 1
+
+
+async def price(ctx: ActivityContext, order: Order) -> Receipt:
+    count("price")
+    assert isinstance(order, Order)
+    return Receipt(order.sku, order.qty * 2.5)
+
+
+def sync_double(ctx: ActivityContext, x: int) -> int:
+    count("sync_double")
+    assert threading.current_thread() is not threading.main_thread()
+    return x * 2
+
+
+async def echo(ctx: ActivityContext, x: Any) -> Any:
+    return x
+
+
+async def boom(ctx: ActivityContext, x: Any) -> Any:
+    raise ValueError(f"bad input {x}")
+
+
+flaky_state = {"n": 0}
+
+
+async def flaky(ctx: ActivityContext, x: int) -> list[int]:
+    flaky_state["n"] += 1
+    if ctx.attempt < 3:
+        raise ConnectionError(f"attempt {ctx.attempt}")
+    return [x, ctx.attempt]
+
+
+async def slow(ctx: ActivityContext, seconds: float) -> str:
+    try:
+        await asyncio.wait_for(ctx.cancelled(), seconds)
+        return "cancelled"
+    except TimeoutError:
+        return "finished"
+
+
+async def order_flow(ctx: OrchestrationContext, order: Order) -> Receipt:
+    receipt = await ctx.schedule_activity(price, order)
+    assert isinstance(receipt, Receipt)
+    return receipt
+
+
+async def sync_flow(ctx: OrchestrationContext, x: int) -> int:
+    return int(await ctx.schedule_activity("sync_double", x))
+
+
+async def fail_flow(ctx: OrchestrationContext, x: Any) -> Any:
+    return await ctx.schedule_activity("boom", x)
+
+
+async def catch_flow(ctx: OrchestrationContext, x: Any) -> Any:
+    try:
+        await ctx.schedule_activity("boom", x)
+    except ActivityFailed as e:
+        return {"type": e.error_type, "msg": e.message, "attempts": e.attempts}
+    return None
+
+
+async def retry_flow(ctx: OrchestrationContext, x: int) -> Any:
+    policy = RetryPolicy(3).with_backoff(BackoffStrategy.Fixed(delay=0.01))
+    return await ctx.schedule_activity_with_retry("flaky", x, policy)
+
+
+async def child(ctx: OrchestrationContext, x: int) -> int:
+    if x < 0:
+        raise RuntimeError("negative")
+    return int(await ctx.schedule_activity("echo", x)) * 10
+
+
+async def parent(ctx: OrchestrationContext, xs: list[int]) -> Any:
+    results = await ctx.join([ctx.schedule_sub_orchestration("child", x) for x in xs])
+    try:
+        await ctx.schedule_sub_orchestration("child", -1)
+    except SubOrchestrationFailed as e:
+        results.append(e.message)
+    return results
+
+
+async def waiter(ctx: OrchestrationContext, _: Any) -> Any:
+    ctx.set_custom_status("waiting")
+    idx, value = await ctx.select2(ctx.schedule_wait("approve"), ctx.schedule_timer(30))
+    return {"idx": idx, "value": value}
+
+
+async def looper(ctx: OrchestrationContext, n: int) -> Any:
+    ctx.set_custom_status({"n": n, "prev": ctx.get_custom_status()})
+    if n < 3:
+        await ctx.schedule_timer(0.01)
+        ctx.continue_as_new(n + 1)
+    return [n, ctx.execution_id]
+
+
+async def racer(ctx: OrchestrationContext, _: Any) -> Any:
+    idx, _v = await ctx.select2(ctx.schedule_activity("slow", 30), ctx.schedule_timer(0.05))
+    return idx
+
+
+async def cancellable(ctx: OrchestrationContext, _: Any) -> Any:
+    try:
+        await ctx.schedule_wait("never")
+    except asyncio.CancelledError:
+        await ctx.schedule_activity("echo", "compensated")
+        raise
+
+
+async def detacher(ctx: OrchestrationContext, _: Any) -> str:
+    ctx.schedule_orchestration("child", "detached-1", 7)
+    return "parent done"
+
+
+def registries() -> tuple[ActivityRegistry, OrchestrationRegistry]:
+    acts = (ActivityRegistry.builder().register("price", price)
+            .register("sync_double", sync_double).register("echo", echo)
+            .register("boom", boom).register("flaky", flaky).register("slow", slow).build())
+    orchs = OrchestrationRegistry.builder()
+    for fn in (order_flow, sync_flow, fail_flow, catch_flow, retry_flow, child, parent, waiter,
+               looper, racer, cancellable, detacher):
+        orchs.register(fn.__name__, fn)
+    return acts, orchs.build()
+
+
+STORES: dict[str, Callable[[Path], Provider]] = {
+    "memory": lambda _p: InMemoryProvider(),
+    "sqlite": lambda p: SqliteProvider(p / "e2e.db"),
+}
+
+
+@pytest.fixture(params=sorted(STORES))
+async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Runtime, Client]]:
+    store = STORES[request.param](tmp_path)
+    acts, orchs = registries()
+    rt = await Runtime.start(store, acts, orchs, FAST)
+    try:
+        yield rt, Client(store)
+    finally:
+        await rt.shutdown(timeout=2)
+        await store.close()
+
+
+async def run(client: Client, iid: str, name: str, inp: Any = None, timeout: float = 10) -> Any:
+    await client.start_orchestration(iid, name, inp)
+    return await client.wait_for_orchestration(iid, timeout)
+
+
+async def test_typed_activity_round_trip(env: tuple[Runtime, Client]) -> None:
+    _, client = env
+    st = await run(client, "o1", "order_flow", Order("abc", 4))
+    assert st.state is OrchestrationState.COMPLETED
+    assert st.output == {"sku": "abc", "total": 10.0}
+
+
+async def test_sync_activity_runs_in_thread(env: tuple[Runtime, Client]) -> None:
+    _, client = env
+    st = await run(client, "s1", "sync_flow", 21)
+    assert (st.state, st.output) == (OrchestrationState.COMPLETED, 42)
+
+
+async def test_failures(env: tuple[Runtime, Client]) -> None:
+    _, client = env
+    st = await run(client, "f1", "fail_flow", 3)
+    assert st.state is OrchestrationState.FAILED
+    assert st.error is not None and st.error.kind == "application"
+    assert st.error.error_type == "ActivityFailed" and "bad input 3" in str(st.error)
+    st = await run(client, "f2", "catch_flow", 4)
+    assert st.output == {"type": "ValueError", "msg": "bad input 4", "attempts": 1}
+
+
+async def test_retry_attempts_visible_to_activity(env: tuple[Runtime, Client]) -> None:
+    _, client = env
+    flaky_state["n"] = 0
+    st = await run(client, "r1", "retry_flow", 5)
+    assert st.output == [5, 3]
+    assert flaky_state["n"] == 3
+
+
+async def test_sub_orchestrations_and_failure(env: tuple[Runtime, Client]) -> None:
+    _, client = env
+    st = await run(client, "p1", "parent", [1, 2])
+    assert st.output == [10, 20, "negative"]
+    info = await client.get_instance_info("p1::sub::2")
+    assert info.parent_instance_id == "p1" and info.state is OrchestrationState.COMPLETED
+
+
+async def test_external_event_and_custom_status(env: tuple[Runtime, Client]) -> None:
+    _, client = env
+    await client.start_orchestration("w1", "waiter")
+    for _ in range(200):
+        st = await client.get_orchestration_status("w1")
+        if st.custom_status == "waiting":
+            break
+        await asyncio.sleep(0.01)
+    assert st.state is OrchestrationState.RUNNING
+    await client.raise_event("w1", "approve", {"ok": True})
+    st = await client.wait_for_orchestration("w1", 5)
+    assert st.output == {"idx": 0, "value": {"ok": True}}
+    assert st.custom_status == "waiting"
+
+
+async def test_event_raised_before_start_is_kept(env: tuple[Runtime, Client]) -> None:
+    rt, client = env
+    await client.start_orchestration("w2", "waiter")
+    await client.raise_event("w2", "approve", 1)
+    st = await client.wait_for_orchestration("w2", 5)
+    assert st.output == {"idx": 0, "value": 1}
+
+
+async def test_continue_as_new(env: tuple[Runtime, Client]) -> None:
+    _, client = env
+    st = await run(client, "c1", "looper", 0)
+    assert st.output == [3, 4]
+    info = await client.get_instance_info("c1")
+    assert info.execution_id == 4
+    assert st.custom_status["prev"]["n"] == 2
+    hist = await client.read_history("c1")
+    assert hist[0].kind == "OrchestrationStarted" and hist[-1].kind == "OrchestrationCompleted"
+    first = await client.read_history("c1", execution_id=1)
+    assert first[-1].kind == "OrchestrationContinuedAsNew"
+
+
+async def test_select_loser_activity_is_told_to_stop(env: tuple[Runtime, Client]) -> None:
+    _, client = env
+    st = await run(client, "x1", "racer")
+    assert st.output == 1
+
+
+async def test_cancel_instance_runs_compensation(env: tuple[Runtime, Client]) -> None:
+    _, client = env
+    await client.start_orchestration("k1", "cancellable")
+    await asyncio.sleep(0.05)
+    await client.cancel_instance("k1", "operator")
+    st = await client.wait_for_orchestration("k1", 5)
+    assert st.state is OrchestrationState.CANCELLED
+    assert st.error is not None and st.error.kind == "cancelled"
+    kinds = [e.kind for e in await client.read_history("k1")]
+    assert "CancellationRequested" in kinds and kinds.count("ActivityCompleted") == 1
+
+
+async def test_detached_orchestration(env: tuple[Runtime, Client]) -> None:
+    _, client = env
+    st = await run(client, "d1", "detacher")
+    assert st.output == "parent done"
+    child_st = await client.wait_for_orchestration("detached-1", 5)
+    assert child_st.output == 70
+    assert (await client.get_instance_info("detached-1")).parent_instance_id is None
+
+
+async def test_client_errors(env: tuple[Runtime, Client]) -> None:
+    _, client = env
+    await client.start_orchestration("dup", "child", 1)
+    with pytest.raises(InstanceAlreadyExists):
+        await client.start_orchestration("dup", "child", 1)
+    with pytest.raises(InstanceNotFound):
+        await client.raise_event("nope", "x")
+    with pytest.raises(InstanceNotFound):
+        await client.wait_for_orchestration("nope", 1)
+    assert (await client.get_orchestration_status("nope")).state is OrchestrationState.NOT_FOUND
+    with pytest.raises(ValueError):
+        await client.start_orchestration("", "child")
+    with pytest.raises(ValueError):
+        await client.start_orchestration("a\x00b", "child")
+    with pytest.raises(TimeoutError):
+        await client.start_orchestration("slowpoke", "waiter")
+        await client.wait_for_orchestration("slowpoke", timedelta(milliseconds=50))
+
+
+async def test_not_registered_fails_after_threshold(env: tuple[Runtime, Client]) -> None:
+    _, client = env
+    st = await run(client, "nr", "no-such-orchestration")
+    assert st.state is OrchestrationState.FAILED
+    assert st.error is not None and st.error.kind == "not_registered"
+    assert "no-such-orchestration" in st.error.message
+
+
+async def test_trace_records_carry_instance_id(env: tuple[Runtime, Client],
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    _, client = env
+    caplog.set_level(logging.INFO, logger="duroxy")
+    await run(client, "t1", "order_flow", Order("z", 1))
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
