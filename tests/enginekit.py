@@ -95,7 +95,7 @@ class Driver:
             fn = self.activities[event.name]
             try:
                 value = fn(codec.decode(event.input))
-            except Exception as e:  # noqa: BLE001 - becomes the failure event
+            except Exception as e:
                 return ActivityFailedEvent(source_event_id=event.event_id,
                                            error_type=type(e).__qualname__, message=str(e))
             return ActivityCompleted(source_event_id=event.event_id, result=codec.encode(value))

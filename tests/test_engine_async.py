@@ -7,7 +7,6 @@ import socket
 from typing import Any
 
 import pytest
-from enginekit import Driver, kinds
 
 from duroxy._engine import OrchestrationContext
 from duroxy.history import (
@@ -17,6 +16,7 @@ from duroxy.history import (
     SubOrchestrationCompleted,
     TimerFired,
 )
+from enginekit import Driver, kinds
 
 Ctx = OrchestrationContext
 
@@ -157,7 +157,8 @@ def test_asyncio_queue_between_tasks_is_fine() -> None:
 
 
 @pytest.mark.parametrize(("label", "body", "needle"), [
-    ("executor", lambda: asyncio.get_running_loop().run_in_executor(None, print), "run_in_executor"),
+    ("executor", lambda: asyncio.get_running_loop().run_in_executor(None, print),
+     "run_in_executor"),
     ("to_thread", lambda: asyncio.to_thread(print), "run_in_executor"),
     ("open_connection", lambda: asyncio.open_connection("127.0.0.1", 9), "create_connection"),
     ("event", lambda: asyncio.Event().wait(), "Event.wait()"),
@@ -227,7 +228,7 @@ def test_cancellation_arrives_as_cancelled_error_and_compensates() -> None:
 
 def test_cancellation_cancels_children_and_pending_work() -> None:
     async def orch(ctx: Ctx, _: Any) -> Any:
-        asyncio.ensure_future(ctx.schedule_activity("side"))
+        asyncio.ensure_future(ctx.schedule_activity("side"))  # noqa: RUF006
         return await ctx.schedule_sub_orchestration("child", 1, instance_id="kid")
 
     d = Driver(orch)
@@ -241,7 +242,7 @@ def test_cancellation_cancels_children_and_pending_work() -> None:
 def test_pending_work_dropped_without_error_on_return() -> None:
     async def orch(ctx: Ctx, _: Any) -> str:
         ctx.schedule_activity("fire-and-forget")
-        asyncio.create_task(asyncio.sleep(100))
+        asyncio.create_task(asyncio.sleep(100))  # noqa: RUF006
         return "done"
 
     d = Driver(orch)

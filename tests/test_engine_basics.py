@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from enginekit import START_US, Driver, kinds
 
 from duroxy import codec
 from duroxy._engine import OrchestrationContext
@@ -21,6 +20,7 @@ from duroxy.history import (
     TimerFired,
 )
 from duroxy.options import BackoffStrategy, RetryPolicy
+from enginekit import START_US, Driver, kinds
 
 Ctx = OrchestrationContext
 
@@ -230,7 +230,7 @@ def test_continue_as_new_not_swallowed_by_except_exception() -> None:
     async def orch(ctx: Ctx, n: int) -> str:
         try:
             ctx.continue_as_new(n + 1)
-        except Exception:  # noqa: BLE001 - must not catch it
+        except Exception:
             return "swallowed"
         return "unreachable"
 

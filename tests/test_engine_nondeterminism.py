@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from enginekit import Driver
 
 from duroxy._engine import OrchestrationContext
 from duroxy.history import ActivityCompleted, TimerFired
+from enginekit import Driver
 
 Ctx = OrchestrationContext
 
@@ -86,7 +86,7 @@ def test_nondeterminism_not_swallowed_by_except_exception() -> None:
     async def sneaky(ctx: Ctx, _: Any) -> Any:
         try:
             await ctx.schedule_timer(1)
-        except Exception:  # noqa: BLE001 - must not hide nondeterminism
+        except Exception:
             return "hidden"
         return "ran"
 

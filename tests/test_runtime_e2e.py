@@ -185,7 +185,8 @@ STORES: dict[str, Callable[[Path], Provider]] = {
 
 
 @pytest.fixture(params=sorted(STORES))
-async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Runtime, Client]]:
+async def env(request: pytest.FixtureRequest,
+              tmp_path: Path) -> AsyncIterator[tuple[Runtime, Client]]:
     store = STORES[request.param](tmp_path)
     acts, orchs = registries()
     rt = await Runtime.start(store, acts, orchs, FAST)
@@ -256,7 +257,7 @@ async def test_external_event_and_custom_status(env: tuple[Runtime, Client]) -> 
 
 
 async def test_event_raised_before_start_is_kept(env: tuple[Runtime, Client]) -> None:
-    rt, client = env
+    _rt, client = env
     await client.start_orchestration("w2", "waiter")
     await client.raise_event("w2", "approve", 1)
     st = await client.wait_for_orchestration("w2", 5)

@@ -31,8 +31,8 @@ from typing import Any
 from .. import codec
 from ..errors import (
     ActivityFailed,
-    NonDurableAwait,
     NondeterminismError,
+    NonDurableAwait,
     PayloadError,
     SubOrchestrationFailed,
 )
@@ -64,7 +64,7 @@ __all__ = ["ContinueAsNew", "DurableFuture", "OrchestrationExecution", "TurnResu
 OrchestrationFn = Callable[[Any, Any], Any]
 
 
-class ContinueAsNew(BaseException):  # noqa: N818 - control flow, not an error
+class ContinueAsNew(BaseException):
     """Raised by ``ctx.continue_as_new``: ends this execution and starts a fresh one.
     A ``BaseException`` so that ``except Exception`` in user code cannot swallow it."""
 
@@ -74,7 +74,7 @@ class ContinueAsNew(BaseException):  # noqa: N818 - control flow, not an error
         self.version = version
 
 
-class _Nondeterministic(BaseException):  # noqa: N818 - control flow
+class _Nondeterministic(BaseException):
     """Unwinds orchestration code once nondeterminism is found (not catchable by
     ``except Exception``); the turn then fails the instance."""
 
@@ -277,11 +277,10 @@ class OrchestrationExecution:
                     self._resolve_text(fut, event.data)
                     return
             self._buffered.setdefault(event.name, collections.deque()).append(event.data)
-        elif isinstance(event, CancellationRequested):
-            if self._cancel_reason is None:
-                self._cancel_reason = event.reason
-                if self._main is not None and not self._main.done():
-                    self._main.cancel(event.reason or None)
+        elif isinstance(event, CancellationRequested) and self._cancel_reason is None:
+            self._cancel_reason = event.reason
+            if self._main is not None and not self._main.done():
+                self._main.cancel(event.reason or None)
 
     def _start(self, event: OrchestrationStarted) -> None:
         self.started = event
@@ -408,8 +407,8 @@ class OrchestrationExecution:
                     continue
                 task._log_destroy_pending = False  # type: ignore[attr-defined]
                 try:
-                    coro.close()  # type: ignore[attr-defined]
-                except BaseException:  # noqa: BLE001 - user finally blocks on close
+                    coro.close()
+                except BaseException:
                     pass
 
     def _check_blocked(self) -> None:
@@ -506,7 +505,7 @@ class OrchestrationExecution:
 
         fut.add_done_callback(fire)
         return DurableTimerHandle(when, callback, args, self.loop, context,
-                                  lambda: fut.cancel())
+                                  lambda: None if fut.cancel() else None)
 
     def _abandon(self, fut: DurableFuture) -> None:
         eid = fut.event_id

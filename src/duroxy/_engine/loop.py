@@ -82,7 +82,7 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         self._ready.append(handle)
         return handle
 
-    call_soon_threadsafe = call_soon
+    call_soon_threadsafe = call_soon  # type: ignore[assignment]
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any,
                    context: contextvars.Context | None = None) -> asyncio.TimerHandle:
@@ -209,6 +209,15 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
 
     async def sock_accept(self, *args: Any, **kwargs: Any) -> Any:
         _not_durable("sock_accept() (a socket)")
+
+    async def sock_recvfrom(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("sock_recvfrom() (a socket)")
+
+    async def sock_recvfrom_into(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("sock_recvfrom_into() (a socket)")
+
+    async def sock_sendto(self, *args: Any, **kwargs: Any) -> Any:
+        _not_durable("sock_sendto() (a socket)")
 
     async def sock_sendfile(self, *args: Any, **kwargs: Any) -> Any:
         _not_durable("sock_sendfile() (a socket)")

@@ -115,7 +115,7 @@ class ActivityRegistryBuilder:
                  ) -> ActivityRegistryBuilder:
         """``register(name, fn)``, or ``register(fn)`` to use the function's name."""
         if fn is None and callable(name):
-            name, fn = getattr(name, "__name__", ""), name
+            fn, name = name, str(getattr(name, "__name__", ""))
         self._items.append((name, fn))  # type: ignore[arg-type]
         return self
 
@@ -202,7 +202,7 @@ class OrchestrationRegistryBuilder:
                  ) -> OrchestrationRegistryBuilder:
         """Register ``fn`` as version ``1.0.0`` of ``name``."""
         if fn is None and callable(name):
-            name, fn = getattr(name, "__name__", ""), name
+            fn, name = name, str(getattr(name, "__name__", ""))
         self._items.append((name, DEFAULT_VERSION, fn))  # type: ignore[arg-type]
         return self
 

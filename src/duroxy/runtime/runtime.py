@@ -101,6 +101,9 @@ class Runtime:
             max_workers=options.activity_concurrency, thread_name_prefix="duroxy-activity")
         self._loops: list[asyncio.Task[Any]] = []
         self._unlisten: list[Any] = []
+        loop = asyncio.get_running_loop()
+        self._orch_wake = _Wake(loop)
+        self._act_wake = _Wake(loop)
 
     # ================================================================ lifecycle
     @classmethod
@@ -108,9 +111,6 @@ class Runtime:
                     orchestrations: OrchestrationRegistry,
                     options: RuntimeOptions | None = None) -> Runtime:
         rt = cls(provider, activities, orchestrations, options or RuntimeOptions())
-        loop = asyncio.get_running_loop()
-        rt._orch_wake = _Wake(loop)
-        rt._act_wake = _Wake(loop)
         rt._unlisten.append(provider.listen("orchestrator", rt._orch_wake.set))
         rt._unlisten.append(provider.listen("activity", rt._act_wake.set))
         rt._loops = [
@@ -153,7 +153,7 @@ class Runtime:
         slots = asyncio.Semaphore(self.options.orchestration_concurrency)
         opts = self.options
         while not self._stopping:
-            free = slots._value  # noqa: SLF001 - how many turns may start now
+            free = slots._value
             if free == 0:
                 await slots.acquire()
                 slots.release()
@@ -161,7 +161,7 @@ class Runtime:
             try:
                 items = await self.provider.fetch_orchestration_items(
                     opts.orchestration_lock_timeout, free)
-            except Exception:  # noqa: BLE001 - the store may come back
+            except Exception:
                 logger.exception("fetching orchestration work failed; retrying")
                 await self._orch_wake.wait(1.0)
                 continue
@@ -185,7 +185,7 @@ class Runtime:
             self._cache.pop(item.instance_id, None)
             logger.warning("lost the lock on %r during a turn; another worker takes it over",
                            item.instance_id)
-        except Exception:  # noqa: BLE001 - a bug or a store error: retry the turn later
+        except Exception:
             self._cache.pop(item.instance_id, None)
             logger.exception("turn for %r failed; releasing it", item.instance_id)
             with contextlib.suppress(Exception):
@@ -282,7 +282,7 @@ class Runtime:
 
     def _function_name(self, fn: Any) -> str:
         return (self.activities.name_of(fn) or self.orchestrations.name_of(fn)
-                or getattr(fn, "__name__", repr(fn)))
+                or str(getattr(fn, "__name__", repr(fn))))
 
     def _execution_for(self, iid: str, execution_id: int, history_len: int
                        ) -> OrchestrationExecution | None:
@@ -324,14 +324,14 @@ class Runtime:
         slots = asyncio.Semaphore(self.options.activity_concurrency)
         opts = self.options
         while not self._stopping:
-            free = slots._value  # noqa: SLF001
+            free = slots._value
             if free == 0:
                 await slots.acquire()
                 slots.release()
                 continue
             try:
                 items = await self.provider.fetch_activity_items(opts.activity_lock_timeout, free)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 logger.exception("fetching activity work failed; retrying")
                 await self._act_wake.wait(1.0)
                 continue
@@ -382,7 +382,7 @@ class Runtime:
             raise
         except LockLost:
             pass  # cancelled (row deleted) or lock expired: the result is not wanted
-        except Exception:  # noqa: BLE001 - store error: let the lock lapse, retried later
+        except Exception:
             logger.exception("activity %r of %r could not be completed", work.name,
                              work.instance_id)
         finally:
@@ -403,7 +403,7 @@ class Runtime:
             return ActivityCompleted(source_event_id=work.event_id, result=codec.encode(result))
         except asyncio.CancelledError:
             raise
-        except Exception as e:  # noqa: BLE001 - the activity's failure is its result
+        except Exception as e:
             return ActivityFailedEvent(source_event_id=work.event_id,
                                        error_type=type(e).__qualname__, message=str(e))
 
@@ -424,7 +424,7 @@ class Runtime:
             except LockLost:
                 ctx._cancel()
                 return
-            except Exception:  # noqa: BLE001 - transient store error: try again
+            except Exception:
                 logger.debug("renewing an activity lock failed", exc_info=True)
 
 
