@@ -504,8 +504,10 @@ class OrchestrationExecution:
                 self.loop.call_soon(callback, *args, context=context)
 
         fut.add_done_callback(fire)
-        return DurableTimerHandle(when, callback, args, self.loop, context,
-                                  lambda: None if fut.cancel() else None)
+        def drop() -> None:
+            fut.cancel()
+
+        return DurableTimerHandle(when, callback, args, self.loop, context, drop)
 
     def _abandon(self, fut: DurableFuture) -> None:
         eid = fut.event_id

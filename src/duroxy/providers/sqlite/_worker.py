@@ -60,7 +60,7 @@ class Op:
     called with a successful result nobody received (the caller was cancelled or its
     loop closed): fetches use it to give their locks back at once."""
 
-    __slots__ = ("discard", "fn", "fut", "loop", "write")
+    __slots__ = ("discard", "durable", "fn", "fut", "loop", "write")
 
     def __init__(
         self,
@@ -69,12 +69,16 @@ class Op:
         loop: asyncio.AbstractEventLoop | None,
         fut: Future | None,
         discard: Callable[[Any], None] | None = None,
+        durable: bool = True,
     ) -> None:
         self.fn = fn
         self.write = write
         self.loop = loop
         self.fut = fut
         self.discard = discard
+        #: False for writes that only take, extend or give back locks (see
+        #: ``ConnectionWorker``): their commit may skip the fsync.
+        self.durable = durable
 
 
 #: ``fn`` of the operation that stops a worker (its future resolves once closed).
@@ -157,7 +161,14 @@ def _deliver(op: Op, result: Any, exc: BaseException | None) -> None:
 class ConnectionWorker:
     """A daemon thread that owns one connection (opened by ``opener`` on the thread)
     and runs submitted operations in order. ``group_writes`` makes it the writer:
-    write operations then run in group-committed ``BEGIN IMMEDIATE`` transactions."""
+    write operations then run in group-committed ``BEGIN IMMEDIATE`` transactions.
+
+    ``sync_levels`` = (durable, lazy): the ``PRAGMA synchronous`` level for a transaction
+    holding at least one durable operation, and for one holding only lock operations
+    (fetch, renew, abandon). The lazy level skips the fsync at commit. That is safe: WAL
+    recovery after a power cut keeps a prefix of the committed transactions, the next
+    durable commit syncs every frame before it, and a lock transaction that is lost only
+    hands locks back, which the crash of the lock holder does anyway."""
 
     def __init__(
         self,
@@ -167,12 +178,15 @@ class ConnectionWorker:
         group_writes: bool,
         begin_timeout: float,
         on_commit: Callable[[Notes], None] | None = None,
+        sync_levels: tuple[str, str] | None = None,
     ) -> None:
         self._name = name
         self._opener = opener
         self._group_writes = group_writes
         self._begin_timeout = begin_timeout
         self._on_commit = on_commit
+        self._sync_levels = sync_levels
+        self._sync_now = sync_levels[0] if sync_levels else ""
         self._queue: queue.SimpleQueue[Op] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         #: guards the start of the thread and ``_stopped``, so that nothing is queued
@@ -276,6 +290,12 @@ class ConnectionWorker:
     def _run_writes(self, tx: Tx, ops: list[Op]) -> None:
         conn = tx.conn
         try:
+            if self._sync_levels is not None:
+                durable, lazy = self._sync_levels
+                level = durable if any(op.durable for op in ops) else lazy
+                if level != self._sync_now:
+                    conn.execute(f"PRAGMA synchronous = {level}")
+                    self._sync_now = level
             begin_immediate(conn, self._begin_timeout)
         except BaseException as e:
             err = provider_error(e)

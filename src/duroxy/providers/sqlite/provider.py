@@ -292,9 +292,11 @@ class SqliteProvider(Provider):
         self._listeners = _Listeners()
         self._closed = False
         tag = "memory" if self._config.memory else os.path.basename(path)
+        lazy = "NORMAL" if _SYNC_MODES.index(sync) > _SYNC_MODES.index("NORMAL") else sync
         self._writer = ConnectionWorker(
             f"duroxy-sqlite-writer[{tag}]", self._config.open_writer, group_writes=True,
-            begin_timeout=busy_timeout, on_commit=self._listeners.fire)
+            begin_timeout=busy_timeout, on_commit=self._listeners.fire,
+            sync_levels=(sync, lazy))
         self._reader = self._writer if self._config.memory else ConnectionWorker(
             f"duroxy-sqlite-reader[{tag}]", self._config.open_reader, group_writes=False,
             begin_timeout=busy_timeout)
@@ -323,13 +325,18 @@ class SqliteProvider(Provider):
         if self._closed:
             raise ProviderError("the SQLite store is closed")
 
-    async def _write(self, fn: Callable[[Tx], T],
-                     discard: Callable[[Any], None] | None = None) -> T:
+    async def _write(self, fn: Callable[[Tx], T], discard: Callable[[Any], None] | None = None,
+                     *, durable: bool = True) -> T:
         self._check_open()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._writer.submit(Op(fn, True, loop, fut, discard))
+        self._writer.submit(Op(fn, True, loop, fut, discard, durable))
         return await fut
+
+    async def _lock_op(self, fn: Callable[[Tx], T],
+                       discard: Callable[[Any], None] | None = None) -> T:
+        """A write that only takes, extends or releases locks: no fsync of its own."""
+        return await self._write(fn, discard, durable=False)
 
     async def _read(self, fn: Callable[[Tx], T]) -> T:
         self._check_open()
@@ -341,7 +348,7 @@ class SqliteProvider(Provider):
         return await fut
 
     def _background(self, fn: Callable[[Tx], Any]) -> None:
-        self._writer.submit(Op(fn, True, None, None))
+        self._writer.submit(Op(fn, True, None, None, durable=False))
 
     def _give_back_orchestration_items(self, items: list[OrchestrationItem]) -> None:
         """A fetch whose caller went away: release its locks at once."""
@@ -413,7 +420,7 @@ class SqliteProvider(Provider):
         if limit <= 0:
             self._check_open()
             return []
-        return await self._write(
+        return await self._lock_op(
             lambda tx: _ops.fetch_orchestration_items(tx, lock_timeout, limit),
             self._give_back_orchestration_items)
 
@@ -439,17 +446,17 @@ class SqliteProvider(Provider):
         await self._write(lambda tx: _ops.ack_orchestration_item(tx, lock_token, prepared))
 
     async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0) -> None:
-        await self._write(lambda tx: _ops.abandon_orchestration_item(tx, lock_token, delay))
+        await self._lock_op(lambda tx: _ops.abandon_orchestration_item(tx, lock_token, delay))
 
     async def renew_orchestration_lock(self, lock_token: str, lock_timeout: float) -> None:
-        await self._write(lambda tx: _ops.renew_orchestration_lock(tx, lock_token, lock_timeout))
+        await self._lock_op(lambda tx: _ops.renew_orchestration_lock(tx, lock_token, lock_timeout))
 
     # ------------------------------------------------------------ activity queue
     async def fetch_activity_items(self, lock_timeout: float, limit: int = 1) -> list[ActivityItem]:
         if limit <= 0:
             self._check_open()
             return []
-        return await self._write(
+        return await self._lock_op(
             lambda tx: _ops.fetch_activity_items(tx, lock_timeout, limit),
             self._give_back_activity_items)
 
@@ -458,10 +465,10 @@ class SqliteProvider(Provider):
         await self._write(lambda tx: _ops.ack_activity(tx, lock_token, msg))
 
     async def abandon_activity(self, lock_token: str, delay: float = 0.0) -> None:
-        await self._write(lambda tx: _ops.abandon_activity(tx, lock_token, delay))
+        await self._lock_op(lambda tx: _ops.abandon_activity(tx, lock_token, delay))
 
     async def renew_activity_lock(self, lock_token: str, lock_timeout: float) -> None:
-        await self._write(lambda tx: _ops.renew_activity_lock(tx, lock_token, lock_timeout))
+        await self._lock_op(lambda tx: _ops.renew_activity_lock(tx, lock_token, lock_timeout))
 
     # ------------------------------------------------------------ reads and management
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
