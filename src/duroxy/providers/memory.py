@@ -401,7 +401,7 @@ class InMemoryProvider(Provider):
             self._check_open()
             now = self._clock()
             _, lock = self._held_orch(lock_token, now)
-            pass
+            lock.expires_at = now + lock_timeout
 
     # ------------------------------------------------------------ activity queue
     async def fetch_activity_items(self, lock_timeout: float, limit: int = 1) -> list[ActivityItem]:

@@ -404,6 +404,22 @@ class DataTests(ConformanceBase):
         by_id = {i.instance_id: i for i in items}
         assert by_id[other].instance is not None and by_id[ghost].instance is None
 
+    async def test_ack_away_leaves_a_record_created_meanwhile_alone(
+            self, provider: Provider) -> None:
+        sender, ghost = uid("sender"), uid("ghost")
+        await first_turn(provider, sender, messages=[raised(ghost)])
+        item = await fetch_one(provider)
+        assert item.instance_id == ghost and item.instance is None
+        await create(provider, ghost, "created::meanwhile")
+        # the turn was for an id without a record: its commit must not touch the new one
+        await provider.ack_orchestration_item(item.lock_token, commit(
+            state="COMPLETED", name="junk", output="0"))
+        rec = await provider.get_instance(ghost)
+        assert rec is not None
+        assert (rec.name, rec.state, rec.output) == ("created::meanwhile", "PENDING", None)
+        nxt = await fetch_one(provider)
+        assert [e.kind for e in events_of(nxt)] == ["OrchestrationStarted"]
+
     async def test_completion_for_deleted_instance_is_ackable(
             self, provider: Provider) -> None:
         iid = uid()
