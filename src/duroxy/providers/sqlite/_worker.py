@@ -187,6 +187,8 @@ class ConnectionWorker:
         self._on_commit = on_commit
         self._sync_levels = sync_levels
         self._sync_now = sync_levels[0] if sync_levels else ""
+        #: write transactions committed so far (statistics; tests check group commit)
+        self.commits = 0
         self._queue: queue.SimpleQueue[Op] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         #: guards the start of the thread and ``_stopped``, so that nothing is queued
@@ -209,6 +211,10 @@ class ConnectionWorker:
     @property
     def started(self) -> bool:
         return self._thread is not None
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
 
     def stop_nowait(self) -> None:
         """Ask the thread to close its connection after the work already queued."""
@@ -336,6 +342,7 @@ class ConnectionWorker:
                     conn.execute("ROLLBACK")
                 else:
                     conn.execute("COMMIT")
+                    self.commits += 1
             except sqlite3.Error as e:
                 aborted = e
         if aborted is not None:

@@ -1,0 +1,611 @@
+"""SQLite provider specifics: locations and URLs, migrations, PRAGMAs, threads and
+event loops, group commit, busy handling, and the SQL loader."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from duroxy.errors import ConfigurationError, LockLost, ProviderError
+from duroxy.history import OrchestrationStarted
+from duroxy.providers.sqlite import SqliteProvider
+from duroxy.providers.sqlite._sql import migrations, parse_queries, queries, split_statements
+from duroxy.providers.sqlite._worker import Op, Tx
+from duroxy.testing.conformance_support import (
+    HOLD,
+    activity_completion,
+    commit,
+    create,
+    raised,
+    scheduled,
+    started,
+    uid,
+    work,
+)
+
+# ------------------------------------------------------------------ helpers
+
+
+def _sql(store: SqliteProvider, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """Run a statement on a separate connection to the store's file."""
+    assert store.path is not None
+    conn = sqlite3.connect(store.path)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+async def _on_writer(store: SqliteProvider, sql: str) -> Any:
+    """Run a statement on the store's own write connection."""
+    return await store._write(lambda tx: tx.conn.execute(sql).fetchall())
+
+
+def _block_writer(store: SqliteProvider) -> threading.Event:
+    """Park the writer thread inside an operation until the returned event is set, so
+    that what is submitted meanwhile lands in one batch."""
+    release = threading.Event()
+    entered = threading.Event()
+
+    def hold(tx: Tx) -> None:
+        entered.set()
+        release.wait(10)
+
+    store._writer.submit(Op(hold, True, None, None))
+    assert entered.wait(10)
+    return release
+
+
+async def _settle(store: SqliteProvider) -> None:
+    """Wait until everything submitted to the writer so far has committed."""
+    await store._write(lambda tx: None)
+
+
+# ------------------------------------------------------------------ locations and URLs
+async def test_plain_path_and_pathlike(tmp_path: Path) -> None:
+    for target in (str(tmp_path / "a.db"), tmp_path / "b.db"):
+        store = SqliteProvider(target)
+        assert store.path == str(target)
+        await create(store, uid())
+        await store.close()
+        assert Path(target).exists()
+
+
+async def test_relative_url_resolves_against_cwd(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = SqliteProvider("sqlite:///relative.db")
+    assert store.path == "relative.db"
+    await create(store, uid())
+    await store.close()
+    assert (tmp_path / "relative.db").exists()
+
+
+async def test_absolute_url(tmp_path: Path) -> None:
+    target = tmp_path / "sub dir" / "abs.db"
+    target.parent.mkdir()
+    store = SqliteProvider("sqlite:///" + str(target).replace(" ", "%20"))
+    assert store.path == str(target)
+    iid = uid()
+    await create(store, iid)
+    await store.close()
+    assert _sql(SqliteProvider(target), "SELECT instance_id FROM instances") == [(iid,)]
+
+
+@pytest.mark.parametrize("location", ["sqlite::memory:", ":memory:", "sqlite://",
+                                      "sqlite:///:memory:"])
+async def test_memory_locations(location: str) -> None:
+    store = SqliteProvider(location)
+    assert store.path is None
+    iid = uid()
+    await create(store, iid)
+    rec = await store.get_instance(iid)
+    assert rec is not None and rec.state == "PENDING"
+    await store.close()
+
+
+async def test_in_memory_stores_are_private() -> None:
+    a, b = SqliteProvider.in_memory(), SqliteProvider.in_memory()
+    iid = uid()
+    await create(a, iid)
+    assert await a.get_instance(iid) is not None
+    assert await b.get_instance(iid) is None
+    await a.close()
+    await b.close()
+
+
+def test_url_options(tmp_path: Path) -> None:
+    store = SqliteProvider(f"sqlite:///{tmp_path}/x.db?synchronous=normal&busy_timeout=2.5")
+    assert "synchronous=NORMAL" in repr(store)
+    assert store._config.busy_timeout == 2.5
+
+
+@pytest.mark.parametrize("bad", [
+    "",
+    "postgresql://localhost/db",
+    "sqlite://host/db.sqlite",
+    "sqlite:relative.db",
+    "sqlite:///",
+    "sqlite:///x.db?journal=off",
+    "sqlite:///x.db?busy_timeout=soon",
+    "sqlite:///x.db?a=1&&",
+    "/no/such/directory/store.db",
+])
+def test_bad_locations_raise_value_error_naming_them(bad: str) -> None:
+    with pytest.raises(ValueError) as info:
+        SqliteProvider(bad)
+    assert isinstance(info.value, ConfigurationError)
+    assert repr(bad) in str(info.value)
+
+
+def test_directory_is_not_a_store(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="directory"):
+        SqliteProvider(tmp_path)
+
+
+def test_bad_options(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="synchronous"):
+        SqliteProvider(tmp_path / "x.db", synchronous="SOMETIMES")
+    with pytest.raises(ValueError, match="busy_timeout"):
+        SqliteProvider(tmp_path / "x.db", busy_timeout=-1)
+    with pytest.raises(ValueError):
+        SqliteProvider(42)  # type: ignore[arg-type]
+
+
+def test_constructor_opens_nothing(tmp_path: Path) -> None:
+    before = set(threading.enumerate())
+    store = SqliteProvider(tmp_path / "lazy.db")
+    assert not (tmp_path / "lazy.db").exists()
+    assert set(threading.enumerate()) == before
+    assert not store._writer.started
+
+
+# ------------------------------------------------------------------ migrations
+async def test_migrations_recorded_and_reopen_is_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    iid = uid()
+    store = SqliteProvider(path)
+    await create(store, iid)
+    await store.close()
+    latest = migrations()[-1]
+    rows = _sql(store, "SELECT version, name FROM schema_version ORDER BY version")
+    assert rows == [(m.version, m.name) for m in migrations()]
+    assert rows[-1] == (latest.version, latest.name)
+    for _ in range(2):  # reopening applies nothing again and keeps the data
+        again = SqliteProvider(path)
+        assert await again.get_instance(iid) is not None
+        await again.close()
+    assert _sql(store, "SELECT count(*) FROM schema_version") == [(len(migrations()),)]
+    tables = {r[0] for r in _sql(store, "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"instances", "history", "orchestrator_queue", "instance_locks",
+            "activity_queue", "schema_version"} <= tables
+
+
+async def test_concurrent_first_opens_apply_migrations_once(tmp_path: Path) -> None:
+    path = tmp_path / "race.db"
+    stores = [SqliteProvider(path) for _ in range(4)]
+    await asyncio.gather(*(create(s, uid()) for s in stores))
+    for s in stores:
+        await s.close()
+    assert _sql(stores[0], "SELECT count(*) FROM schema_version") == [(len(migrations()),)]
+    assert _sql(stores[0], "SELECT count(*) FROM instances") == [(4,)]
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    store = SqliteProvider(path)
+    await create(store, uid())
+    await store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO schema_version VALUES (999, '0999_future.sql', 0)")
+    conn.commit()
+    conn.close()
+    newer = SqliteProvider(path)
+    with pytest.raises(ProviderError, match="newer"):
+        await newer.get_instance("x")
+    await newer.close()
+
+
+# ------------------------------------------------------------------ PRAGMAs
+async def test_wal_and_full_sync_by_default(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "p.db")
+    assert await _on_writer(store, "PRAGMA synchronous") == [(2,)]
+    assert await _on_writer(store, "PRAGMA journal_mode") == [("wal",)]
+    assert _sql(store, "PRAGMA journal_mode") == [("wal",)]  # persistent in the file
+    await store.close()
+
+
+async def test_normal_sync_opt_out(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "p.db", synchronous="NORMAL")
+    await create(store, uid())
+    assert await _on_writer(store, "PRAGMA synchronous") == [(1,)]
+    await store.close()
+
+
+async def test_lock_only_transactions_skip_the_fsync(tmp_path: Path) -> None:
+    """Fetch, renew and abandon commit at NORMAL; anything that records results at FULL."""
+    store = SqliteProvider(tmp_path / "p.db")
+    iid = uid()
+    await create(store, iid)
+    (item,) = await store.fetch_orchestration_items(HOLD)
+    level = await store._lock_op(lambda tx: tx.conn.execute("PRAGMA synchronous").fetchall())
+    assert level == [(1,)]
+    await store.ack_orchestration_item(item.lock_token, commit(started()))
+    assert await _on_writer(store, "PRAGMA synchronous") == [(2,)]
+    await store.close()
+
+
+# ------------------------------------------------------------------ loops and threads
+async def _one_turn(store: SqliteProvider, iid: str) -> None:
+    await create(store, iid)
+    (item,) = await store.fetch_orchestration_items(HOLD)
+    await store.ack_orchestration_item(item.lock_token, commit(started()))
+
+
+def test_usable_from_one_event_loop_after_another(tmp_path: Path) -> None:
+    for store in (SqliteProvider(tmp_path / "loops.db"), SqliteProvider.in_memory()):
+        ids = [uid(), uid()]
+        asyncio.run(_one_turn(store, ids[0]))
+        asyncio.run(_one_turn(store, ids[1]))
+
+        async def check(s: SqliteProvider = store) -> list[str | None]:
+            states = [(await s.get_instance(i)) for i in ids]
+            await s.close()
+            return [r.state if r else None for r in states]
+
+        assert asyncio.run(check()) == ["RUNNING", "RUNNING"]
+
+
+def test_unclosed_store_does_not_keep_the_process_alive(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import asyncio, threading
+        from duroxy.providers.sqlite import SqliteProvider
+        from duroxy.testing.conformance_support import start_message
+        stores = [SqliteProvider({str(tmp_path / "alive.db")!r}), SqliteProvider.in_memory()]
+        async def main():
+            for s in stores:
+                await s.create_instance(start_message("i1"))
+                assert (await s.get_instance("i1")) is not None
+                await s.fetch_orchestration_items(60.0)
+        asyncio.run(main())
+        assert sum(t.name.startswith("duroxy-sqlite") for t in threading.enumerate()) == 3
+        print("done", flush=True)
+    """)
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "done"
+    assert time.monotonic() - t0 < 10
+
+
+async def test_close_is_idempotent_and_stops_threads(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "c.db")
+    await create(store, uid())
+    await store.get_instance("x")
+    threads = [store._writer.thread, store._reader.thread]
+    assert all(t is not None and t.is_alive() for t in threads)
+    await store.close()
+    await store.close()
+    for t in threads:
+        assert t is not None
+        t.join(5)
+        assert not t.is_alive()
+    with pytest.raises(ProviderError, match="closed"):
+        await store.get_instance("x")
+    with pytest.raises(ProviderError, match="closed"):
+        await create(store, uid())
+
+
+async def test_close_lets_queued_work_finish(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "c.db")
+    release = _block_writer(store)
+    ids = [uid() for _ in range(5)]
+    pending = [asyncio.ensure_future(create(store, i)) for i in ids]
+    await asyncio.sleep(0)  # let them submit
+    closing = asyncio.ensure_future(store.close())
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(*pending)
+    await closing
+    rows = _sql(store, "SELECT count(*) FROM instances")
+    assert rows == [(5,)]
+
+
+async def test_garbage_collected_store_stops_its_threads(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "gc.db")
+    await create(store, uid())
+    await store.get_instance("x")
+    threads = [store._writer.thread, store._reader.thread]
+    del store
+    gc.collect()
+    for t in threads:
+        assert t is not None
+        t.join(5)
+        assert not t.is_alive()
+
+
+# ------------------------------------------------------------------ group commit
+async def test_many_concurrent_acks_group_commit(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "g.db")
+    n = 200
+    ids = [uid() for _ in range(n)]
+    await asyncio.gather(*(create(store, i) for i in ids))
+    items = await store.fetch_orchestration_items(HOLD, limit=n)
+    assert sorted(i.instance_id for i in items) == sorted(ids)
+    before = store._writer.commits
+    await asyncio.gather(*(
+        store.ack_orchestration_item(it.lock_token, commit(
+            started(), scheduled(2, input=f'"{it.instance_id}"'),
+            activities=[work(it.instance_id, 2, input=f'"{it.instance_id}"')]))
+        for it in items))
+    commits = store._writer.commits - before
+    assert 1 <= commits < n // 2, commits  # acks were grouped
+    for iid in ids:
+        rec = await store.get_instance(iid)
+        assert rec is not None and (rec.state, rec.history_len) == ("RUNNING", 2)
+        hist = await store.read_history(iid)
+        assert [e.event_id for e in hist] == [1, 2]
+        assert getattr(hist[1], "input", None) == f'"{iid}"'
+    acts = await store.fetch_activity_items(HOLD, limit=n + 1)
+    assert sorted(a.work.input or "" for a in acts) == sorted(f'"{i}"' for i in ids)
+    await store.close()
+
+
+async def test_failing_operation_in_a_group_rolls_back_only_itself(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "g.db")
+    good, dup = uid(), uid()
+    await create(store, good)
+    await create(store, dup)
+    items = {i.instance_id: i for i in await store.fetch_orchestration_items(HOLD, limit=5)}
+    before = store._writer.commits
+    release = _block_writer(store)
+    ops = [
+        asyncio.ensure_future(store.ack_orchestration_item(
+            items[good].lock_token, commit(started(), scheduled(2)))),
+        # event id 2 twice: its history insert fails halfway and must leave nothing
+        asyncio.ensure_future(store.ack_orchestration_item(
+            items[dup].lock_token, commit(started(), scheduled(2), scheduled(2),
+                                          messages=[raised(good)]))),
+        asyncio.ensure_future(store.ack_orchestration_item("no-such-token", commit(started()))),
+        asyncio.ensure_future(store.enqueue_orchestrator_message(raised(good, "late"))),
+    ]
+    await asyncio.sleep(0.05)  # every op is queued behind the blocker
+    release.set()
+    results = await asyncio.gather(*ops, return_exceptions=True)
+    assert results[0] is None and results[3] is None
+    assert isinstance(results[1], ProviderError) and not isinstance(results[1], LockLost)
+    assert isinstance(results[2], LockLost)
+    assert store._writer.commits - before == 2  # the blocker's batch, then one group
+    assert [e.event_id for e in await store.read_history(good)] == [1, 2]
+    assert await store.read_history(dup) == []
+    rec = await store.get_instance(dup)
+    assert rec is not None and rec.state == "PENDING"
+    # the failed ack kept its lock and sent nothing; the good instance got the late event
+    await store.ack_orchestration_item(items[dup].lock_token, commit(started()))
+    (again,) = await store.fetch_orchestration_items(HOLD, limit=5)
+    assert again.instance_id == good
+    assert [getattr(m.message.event, "name", None) for m in again.messages
+            if m.message is not None] == ["late"]
+    await store.close()
+
+
+async def test_cancelled_fetch_gives_its_locks_back(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "f.db")
+    iid = uid()
+    await create(store, iid)
+    # 1. cancelled before the writer got to it: the fetch never runs
+    release = _block_writer(store)
+    task = asyncio.ensure_future(store.fetch_orchestration_items(HOLD))
+    await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.sleep(0)
+    release.set()
+    await _settle(store)
+    # 2. cancelled while the writer ran it: the result is handed back at once
+    entered, hold = threading.Event(), threading.Event()
+
+    def hold_commit(tx: Tx) -> None:
+        entered.set()
+        hold.wait(10)
+
+    release = _block_writer(store)
+    task = asyncio.ensure_future(store.fetch_orchestration_items(HOLD))
+    await asyncio.sleep(0)
+    store._writer.submit(Op(hold_commit, True, None, None))
+    release.set()
+    while not entered.is_set():
+        await asyncio.sleep(0.001)
+    task.cancel()
+    await asyncio.sleep(0)
+    hold.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(100):
+        items = await store.fetch_orchestration_items(HOLD)
+        if items:
+            break
+        await asyncio.sleep(0.01)
+    assert [i.instance_id for i in items] == [iid]
+    assert items[0].attempt == 2  # fetched once by the cancelled call, abandon kept it
+    await store.close()
+
+
+# ------------------------------------------------------------------ listeners
+async def test_listeners_run_after_commit_and_may_fail(tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    store = SqliteProvider(tmp_path / "l.db")
+    seen: list[tuple[str | None, int]] = []
+
+    def visible(instance_id: str | None) -> None:
+        # Runs after the commit: another connection already sees the row.
+        assert instance_id is not None
+        n = _sql(store, "SELECT count(*) FROM orchestrator_queue WHERE instance_id = ?",
+                 (instance_id,))[0][0]
+        seen.append((instance_id, n))
+
+    def broken(instance_id: str | None) -> None:
+        raise RuntimeError("listener bug")
+
+    store.listen("orchestrator", broken)
+    unlisten = store.listen("orchestrator", visible)
+    iid = uid()
+    with caplog.at_level(logging.ERROR, logger="duroxy.providers.sqlite"):
+        await create(store, iid)
+    assert seen == [(iid, 1)]
+    assert "listener failed" in caplog.text
+    unlisten()
+    await create(store, uid())
+    assert len(seen) == 1
+    with pytest.raises(ValueError):
+        store.listen("nowhere", visible)  # type: ignore[arg-type]
+    await store.close()
+
+
+async def test_ack_announces_messages_that_arrived_during_the_lock(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "l.db")
+    iid = uid()
+    await create(store, iid)
+    (item,) = await store.fetch_orchestration_items(HOLD)
+    await store.enqueue_orchestrator_message(raised(iid))
+    calls: list[str | None] = []
+    store.listen("orchestrator", calls.append)
+    await store.ack_orchestration_item(item.lock_token, commit(started()))
+    assert calls == [iid]
+    await store.close()
+
+
+# ------------------------------------------------------------------ other processes
+async def test_waits_for_another_writer_instead_of_failing(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "busy.db", busy_timeout=5)
+    await create(store, uid())
+    other = sqlite3.connect(tmp_path / "busy.db", isolation_level=None,
+                            check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
+    t0 = time.monotonic()
+    await create(store, uid())
+    assert time.monotonic() - t0 >= 0.25
+    other.close()
+    await store.close()
+
+
+async def test_busy_beyond_the_timeout_is_a_retryable_provider_error(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "busy.db", busy_timeout=0.1)
+    await create(store, uid())
+    other = sqlite3.connect(tmp_path / "busy.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(ProviderError) as info:
+            await create(store, uid())
+        assert info.value.retryable
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    await create(store, uid())  # works again once the lock is gone
+    await store.close()
+
+
+async def test_two_stores_on_one_file_share_work(tmp_path: Path) -> None:
+    a, b = SqliteProvider(tmp_path / "two.db"), SqliteProvider(tmp_path / "two.db")
+    ids = [uid() for _ in range(20)]
+    for i in ids:
+        await create(a, i)
+    got_a = await a.fetch_orchestration_items(HOLD, limit=10)
+    got_b = await b.fetch_orchestration_items(HOLD, limit=50)
+    assert len(got_a) == 10 and len(got_b) == 10
+    assert sorted(i.instance_id for i in got_a + got_b) == sorted(ids)
+    with pytest.raises(LockLost):  # b cannot ack what a holds under a wrong token
+        await b.ack_orchestration_item(got_a[0].lock_token + "x", commit(started()))
+    await b.ack_orchestration_item(got_a[0].lock_token, commit(started()))  # tokens are global
+    rec = await a.get_instance(got_a[0].instance_id)
+    assert rec is not None and rec.state == "RUNNING"
+    await a.close()
+    await b.close()
+
+
+# ------------------------------------------------------------------ stored data
+async def test_undecodable_activity_row_is_set_aside(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    store = SqliteProvider(tmp_path / "a.db")
+    iid = uid()
+    await create(store, iid)
+    (item,) = await store.fetch_orchestration_items(HOLD)
+    await store.ack_orchestration_item(item.lock_token, commit(
+        started(), scheduled(2), scheduled(3),
+        activities=[work(iid, 2), work(iid, 3)]))
+    await store._write(lambda tx: tx.conn.execute(
+        "UPDATE activity_queue SET payload = 'garbage' WHERE event_id = 2"))
+    with caplog.at_level(logging.ERROR, logger="duroxy.providers.sqlite"):
+        acts = await store.fetch_activity_items(HOLD, limit=10)
+    assert [a.work.event_id for a in acts] == [3]
+    assert "does not decode" in caplog.text
+    await store.ack_activity(acts[0].lock_token, activity_completion(acts[0].work))
+    assert await store.fetch_activity_items(0.0, limit=10) == []
+    await store.close()
+
+
+async def test_history_len_follows_the_current_execution(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "h.db")
+    iid = uid()
+    await create(store, iid)
+    (item,) = await store.fetch_orchestration_items(HOLD)
+    await store.ack_orchestration_item(item.lock_token, commit(started(), scheduled(2)))
+    await store.enqueue_orchestrator_message(raised(iid))
+    (item,) = await store.fetch_orchestration_items(HOLD)
+    # continue-as-new: execution 2 starts with its own history
+    await store.ack_orchestration_item(item.lock_token, commit(
+        started(execution_id=2), execution_id=2))
+    rec = await store.get_instance(iid)
+    assert rec is not None and (rec.execution_id, rec.history_len) == (2, 1)
+    assert await store.list_executions(iid) == [1, 2]
+    first = await store.read_history(iid, 1)
+    assert [e.event_id for e in first] == [1, 2]
+    latest = await store.read_history(iid)
+    assert isinstance(latest[0], OrchestrationStarted) and latest[0].execution_id == 2
+    await store.close()
+
+
+# ------------------------------------------------------------------ the SQL loader
+def test_named_queries_parse() -> None:
+    text = "-- header\n-- name: a\n-- about a\nSELECT 1;\n\n-- name: b\nSELECT\n  2;\n"
+    assert parse_queries(text) == {"a": "SELECT 1", "b": "SELECT\n  2"}
+    with pytest.raises(ValueError, match="twice"):
+        parse_queries("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;")
+    with pytest.raises(ValueError, match="empty"):
+        parse_queries("-- name: a\n-- nothing\n")
+    assert {"next_orchestration_candidate", "claim_messages", "next_activities"} <= set(queries())
+
+
+def test_scripts_split_into_complete_statements() -> None:
+    script = textwrap.dedent("""
+        -- comment; with a semicolon
+        CREATE TABLE t (x TEXT DEFAULT ';');
+        CREATE TRIGGER tr AFTER INSERT ON t BEGIN
+            UPDATE t SET x = 'a;b';
+        END;
+    """)
+    stmts = split_statements(script)
+    assert len(stmts) == 2 and stmts[1].startswith("CREATE TRIGGER")
+    conn = sqlite3.connect(":memory:")
+    for s in stmts:
+        conn.execute(s)
+    with pytest.raises(ValueError, match="incomplete"):
+        split_statements("SELECT 1")
+
+
+def test_migrations_are_numbered_from_one() -> None:
+    found = migrations()
+    assert [m.version for m in found] == list(range(1, len(found) + 1))
+    assert found[0].name == "0001_initial.sql" and found[0].statements
