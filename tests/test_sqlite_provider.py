@@ -259,7 +259,7 @@ def test_usable_from_one_event_loop_after_another(tmp_path: Path) -> None:
         asyncio.run(_one_turn(store, ids[0]))
         asyncio.run(_one_turn(store, ids[1]))
 
-        async def check(s: SqliteProvider = store) -> list[str | None]:
+        async def check(s: SqliteProvider = store, ids: list[str] = ids) -> list[str | None]:
             states = [(await s.get_instance(i)) for i in ids]
             await s.close()
             return [r.state if r else None for r in states]
