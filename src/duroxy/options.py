@@ -111,7 +111,8 @@ class RetryPolicy:
 class RuntimeOptions:
     """How a runtime runs. Every field has a default that suits one machine.
 
-    - ``orchestration_concurrency``: orchestration turns run at once (default 8).
+    - ``orchestration_concurrency``: orchestration turns in flight at once (default 32; more
+      turns in flight let the store group their commits).
     - ``activity_concurrency``: activities run at once (default 32); plain ``def``
       activities run on a thread pool of this size.
     - ``orchestration_lock_timeout``: seconds an instance stays locked by a turn before
@@ -130,7 +131,7 @@ class RuntimeOptions:
     - ``worker_id``: this runtime's name in ``ActivityContext.worker_id`` (default host:pid).
     """
 
-    orchestration_concurrency: int = 8
+    orchestration_concurrency: int = 32
     activity_concurrency: int = 32
     orchestration_lock_timeout: float = 5.0
     activity_lock_timeout: float = 30.0

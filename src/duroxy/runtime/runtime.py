@@ -43,6 +43,9 @@ __all__ = ["Runtime"]
 
 logger = logging.getLogger("duroxy.runtime")
 
+# Wake a little after a timer's due time: the store compares with its own clock.
+_TIMER_SLACK_S = 0.0005
+
 
 @dataclass(slots=True)
 class _Cached:
@@ -100,6 +103,7 @@ class Runtime:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=options.activity_concurrency, thread_name_prefix="duroxy-activity")
         self._loops: list[asyncio.Task[Any]] = []
+        self._timer_wakes: set[asyncio.TimerHandle] = set()
         self._unlisten: list[Any] = []
         loop = asyncio.get_running_loop()
         self._orch_wake = _Wake(loop)
@@ -144,6 +148,8 @@ class Runtime:
             task.cancel()  # activity runners abandon their item when cancelled
         if pending:
             await asyncio.wait(pending, timeout=5.0)
+        for handle in self._timer_wakes:
+            handle.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._cache.clear()
         self._stopped.set()
@@ -271,6 +277,7 @@ class Runtime:
         except BaseException:
             self._cache.pop(iid, None)
             raise
+        self._wake_for_timers(commit)
         for key in commit.cancel_activities:
             ctx = self._running_activities.get(key)
             if ctx is not None:
@@ -279,6 +286,20 @@ class Runtime:
             self._cache.pop(iid, None)
         else:
             self._remember(iid, execution, execution_id)
+
+    def _wake_for_timers(self, commit: OrchestrationCommit) -> None:
+        """Wake the dispatcher when a timer this process just committed comes due, so a
+        timer fires on time rather than on the next safety-net poll."""
+        loop = asyncio.get_running_loop()
+        now = time.time()
+        for msg in commit.messages:
+            if msg.visible_at is not None and msg.visible_at > now:
+                handle = loop.call_later(msg.visible_at - now + _TIMER_SLACK_S,
+                                         self._orch_wake.set)
+                self._timer_wakes.add(handle)
+                if len(self._timer_wakes) > 4096:  # forget fired ones now and then
+                    self._timer_wakes = {h for h in self._timer_wakes if not h.cancelled()
+                                         and h.when() > loop.time()}
 
     def _function_name(self, fn: Any) -> str:
         return (self.activities.name_of(fn) or self.orchestrations.name_of(fn)

@@ -1,0 +1,218 @@
+"""duroxy workloads W1-W5 (and history-length scaling), on default settings.
+
+    python benchmarks/run.py                       # SQLite file store, every workload
+    python benchmarks/run.py --store postgres      # DSN from DUROXY_BENCH_PG_DSN
+    python benchmarks/run.py --workloads W1,W2 --store sqlite,memory
+
+Every workload runs on a fresh store with one untimed warm-up orchestration first;
+the activity is trivial (returns its input) and every result is checked. Prints a
+markdown table: lower is better for times, higher for rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from duroxy import (
+    ActivityRegistry,
+    Client,
+    OrchestrationRegistry,
+    Runtime,
+)
+from duroxy.providers.base import Provider
+
+PG_DSN = os.environ.get("DUROXY_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def noop(ctx: Any, x: Any) -> Any:
+    return x
+
+
+async def one(ctx: Any, x: Any) -> Any:
+    return await ctx.schedule_activity("Noop", x)
+
+
+async def seq(ctx: Any, n: int) -> int:
+    ok = 0
+    for i in range(n):
+        ok += 1 if await ctx.schedule_activity("Noop", i) == i else 0
+    return ok
+
+
+async def fan(ctx: Any, n: int) -> int:
+    rs = await ctx.join([ctx.schedule_activity("Noop", i) for i in range(n)])
+    return sum(1 for i, r in enumerate(rs) if r == i)
+
+
+async def timer(ctx: Any, seconds: float) -> str:
+    await ctx.schedule_timer(timedelta(seconds=seconds))
+    return "ok"
+
+
+def registries() -> tuple[ActivityRegistry, OrchestrationRegistry]:
+    acts = ActivityRegistry.builder().register("Noop", noop).build()
+    orchs = (OrchestrationRegistry.builder().register("One", one).register("Seq", seq)
+             .register("Fan", fan).register("Timer", timer).build())
+    return acts, orchs
+
+
+def make_store(kind: str, tmp: str) -> tuple[Provider, Callable[[], Awaitable[None]]]:
+    async def nothing() -> None:
+        return None
+
+    if kind == "sqlite":
+        from duroxy.providers.sqlite import SqliteProvider
+
+        return SqliteProvider(os.path.join(tmp, f"bench-{uuid.uuid4().hex}.db")), nothing
+    if kind == "memory":
+        from duroxy.providers.memory import InMemoryProvider
+
+        return InMemoryProvider(), nothing
+    if kind == "postgres":
+        from duroxy.providers.postgres import PostgresProvider
+
+        schema = f"bench_{uuid.uuid4().hex[:10]}"
+        store = PostgresProvider(PG_DSN, schema=schema)
+
+        async def drop() -> None:
+            import psycopg
+
+            async with await psycopg.AsyncConnection.connect(PG_DSN, autocommit=True) as conn:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+        return store, drop
+    raise SystemExit(f"unknown store {kind!r} (sqlite, memory, postgres)")
+
+
+class Bench:
+    def __init__(self, store: Provider) -> None:
+        self.store = store
+        self.n = 0
+
+    async def __aenter__(self) -> Bench:
+        acts, orchs = registries()
+        self.rt = await Runtime.start(self.store, acts, orchs)
+        self.client = Client(self.store)
+        await self.run("One", 0)  # warm-up
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.rt.shutdown(timeout=5)
+        await self.store.close()
+
+    async def start(self, name: str, inp: Any) -> str:
+        self.n += 1
+        iid = f"{name}-{self.n}"
+        await self.client.start_orchestration(iid, name, inp)
+        return iid
+
+    async def wait(self, iid: str) -> Any:
+        st = await self.client.wait_for_orchestration(iid, timeout=300)
+        if st.state.value != "COMPLETED":
+            raise RuntimeError(f"{iid}: {st.state} {st.error}")
+        return st.output
+
+    async def run(self, name: str, inp: Any) -> Any:
+        return await self.wait(await self.start(name, inp))
+
+
+async def w1(b: Bench) -> dict[str, Any]:
+    times = []
+    for i in range(50):
+        t = time.perf_counter()
+        assert await b.run("One", i) == i
+        times.append(time.perf_counter() - t)
+    return {"W1 one activity, start→result (median ms)": statistics.median(times) * 1000}
+
+
+async def w2(b: Bench, n: int = 200) -> dict[str, Any]:
+    t = time.perf_counter()
+    assert await b.run("Seq", n) == n
+    dt = time.perf_counter() - t
+    return {f"W2 {n} sequential activities (/s)": n / dt}
+
+
+async def w3(b: Bench, n: int = 500) -> dict[str, Any]:
+    t = time.perf_counter()
+    assert await b.run("Fan", n) == n
+    return {f"W3 fan-out {n}, join (s)": time.perf_counter() - t}
+
+
+async def w4(b: Bench, m: int = 500, k: int = 5) -> dict[str, Any]:
+    t = time.perf_counter()
+    ids = [await b.start("Seq", k) for _ in range(m)]
+    for iid in ids:
+        assert await b.wait(iid) == k
+    return {f"W4 {m} orchestrations x {k} (orch/s)": m / (time.perf_counter() - t)}
+
+
+async def w5(b: Bench) -> dict[str, Any]:
+    t = time.perf_counter()
+    assert await b.run("Timer", 1.0) == "ok"
+    return {"W5 1 s timer, overshoot (ms)": (time.perf_counter() - t - 1.0) * 1000}
+
+
+async def scaling(b: Bench) -> dict[str, Any]:
+    out = {}
+    per_step = {}
+    for n in (200, 2000):
+        t = time.perf_counter()
+        assert await b.run("Seq", n) == n
+        per_step[n] = (time.perf_counter() - t) / n * 1000
+        out[f"S {n}-step sequence (ms/step)"] = per_step[n]
+    out["S ratio 2000/200 per step"] = per_step[2000] / per_step[200]
+    return out
+
+
+async def idle(b: Bench, seconds: float = 5.0) -> dict[str, Any]:
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t = time.perf_counter()
+    await asyncio.sleep(seconds)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return {"idle runtime CPU (% of a core)": cpu / (time.perf_counter() - t) * 100}
+
+
+WORKLOADS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
+    "W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "scaling": scaling, "idle": idle,
+}
+
+
+async def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--store", default="sqlite", help="comma list: sqlite, memory, postgres")
+    p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list of "
+                   + ", ".join(WORKLOADS))
+    args = p.parse_args(argv)
+    rows: list[tuple[str, str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="duroxy-bench-") as tmp:
+        for kind in args.store.split(","):
+            for w in args.workloads.split(","):
+                store, cleanup = make_store(kind, tmp)
+                try:
+                    async with Bench(store) as b:
+                        result = await WORKLOADS[w](b)
+                finally:
+                    await cleanup()
+                for k, v in result.items():
+                    rows.append((kind, k, v))
+                    print(f"{kind:9} {k:45} {v:10.2f}", file=sys.stderr, flush=True)
+    print("| store | workload | value |\n|---|---|---|")
+    for kind, k, v in rows:
+        print(f"| {kind} | {k} | {v:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(sys.argv[1:])))
