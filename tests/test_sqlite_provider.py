@@ -442,6 +442,36 @@ async def test_cancelled_fetch_gives_its_locks_back(tmp_path: Path) -> None:
     await store.close()
 
 
+async def test_empty_fetches_commit_nothing(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "e.db")
+    await _settle(store)
+    before = store._writer.commits
+    assert await store.fetch_orchestration_items(HOLD, limit=5) == []
+    assert await store.fetch_activity_items(HOLD, limit=5) == []
+    assert store._writer.commits == before
+    await create(store, uid())
+    assert len(await store.fetch_orchestration_items(HOLD, limit=5)) == 1
+    assert store._writer.commits == before + 2
+    await store.close()
+
+
+async def test_fetch_behind_an_ack_in_one_batch_sees_its_work(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "b.db")
+    iid = uid()
+    await create(store, iid)
+    (item,) = await store.fetch_orchestration_items(HOLD)
+    release = _block_writer(store)
+    ack = asyncio.ensure_future(store.ack_orchestration_item(
+        item.lock_token, commit(started(), scheduled(2), activities=[work(iid, 2)])))
+    fetch = asyncio.ensure_future(store.fetch_activity_items(HOLD, limit=5))
+    await asyncio.sleep(0.02)
+    release.set()
+    await ack
+    acts = await fetch
+    assert [(a.work.instance_id, a.work.event_id) for a in acts] == [(iid, 2)]
+    await store.close()
+
+
 # ------------------------------------------------------------------ listeners
 async def test_listeners_run_after_commit_and_may_fail(tmp_path: Path,
                                                        caplog: pytest.LogCaptureFixture) -> None:
@@ -585,7 +615,7 @@ def test_named_queries_parse() -> None:
         parse_queries("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;")
     with pytest.raises(ValueError, match="empty"):
         parse_queries("-- name: a\n-- nothing\n")
-    assert {"next_orchestration_candidate", "claim_messages", "next_activities"} <= set(queries())
+    assert {"orchestration_candidates", "claim_messages", "next_activities"} <= set(queries())
 
 
 def test_scripts_split_into_complete_statements() -> None:

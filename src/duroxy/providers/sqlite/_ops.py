@@ -122,15 +122,11 @@ def fetch_orchestration_items(tx: Tx, lock_timeout: float, limit: int) -> list[O
     conn, now = tx.conn, tx.now
     until = now + lock_timeout
     items: list[OrchestrationItem] = []
-    taken: set[str] = set()
-    while len(items) < limit:
-        found = _rows(conn, Q["next_orchestration_candidate"], (now,))
-        if not found:
-            break
-        instance_id: str = found[0][0]
-        if instance_id in taken:  # lock_timeout <= 0: our own lock is already dead
-            break
-        taken.add(instance_id)
+    # One scan finds the instances. Capped: a burst of messages for one instance must
+    # not make a fetch read them all; fewer than ``limit`` items is a valid answer.
+    cap = 1 if limit == 1 else limit * 8
+    found = _rows(conn, Q["orchestration_candidates"], (now, cap))
+    for instance_id in list(dict.fromkeys(r[0] for r in found))[:limit]:
         rec_rows = _rows(conn, Q["get_instance"], (instance_id,))
         token = new_token()
         conn.execute(Q["lock_instance"], (instance_id, token, until, 1 if rec_rows else 0))
@@ -151,26 +147,40 @@ def fetch_orchestration_items(tx: Tx, lock_timeout: float, limit: int) -> list[O
     return items
 
 
-def _held_lock(tx: Tx, token: str) -> tuple[str, bool]:
-    found = _rows(tx.conn, Q["find_lock"], (token,))
+def probe_orchestration_items(tx: Tx) -> list[OrchestrationItem] | None:
+    """Outside any transaction: ``[]`` when a fetch would find nothing (no write lock
+    taken, no commit), ``None`` when the fetch must run."""
+    return None if _rows(tx.conn, Q["orchestration_candidates"], (tx.now, 1)) else []
+
+
+def probe_activity_items(tx: Tx) -> list[ActivityItem] | None:
+    return None if _rows(tx.conn, Q["any_activity_visible"], (tx.now,)) else []
+
+
+def _check_lock(tx: Tx, found: list[Any]) -> None:
     if not found:
         raise LockLost("orchestration lock is not held (released, taken over or deleted)")
-    instance_id, locked_until, had_record = found[0]
-    if locked_until <= tx.now:
+    if found[0][1] <= tx.now:
         raise LockLost("orchestration lock expired")
-    return instance_id, bool(had_record)
+
+
+def _held_lock(tx: Tx, token: str) -> str:
+    found = _rows(tx.conn, Q["find_lock"], (token,))
+    _check_lock(tx, found)
+    return str(found[0][0])
 
 
 def ack_orchestration_item(tx: Tx, token: str, c: PreparedCommit) -> None:
     conn = tx.conn
-    instance_id, had_record = _held_lock(tx, token)
-    progress = _rows(conn, Q["instance_progress"], (instance_id,)) if had_record else []
-    if progress:
+    found = _rows(conn, Q["find_lock_and_progress"], (token,))
+    _check_lock(tx, found)
+    instance_id, _until, had_record, old_execution, old_len = found[0]
+    # Only an item fetched with a record writes history and the record.
+    if had_record and old_execution is not None:
         if c.history:
             # A repeated event id violates the primary key: the whole ack rolls back.
             conn.executemany(Q["insert_event"], [
                 (instance_id, c.execution_id, eid, text) for eid, text in c.history])
-        old_execution, old_len = progress[0]
         if old_execution == c.execution_id:
             history_len = old_len + len(c.history)
         else:
@@ -197,12 +207,12 @@ def ack_orchestration_item(tx: Tx, token: str, c: PreparedCommit) -> None:
         tx.notify("orchestrator", instance_id)
     for target in dict.fromkeys(a[0] for a in c.activities):
         tx.notify("activity", target)
-    if progress and c.state in TERMINAL_STATES:
+    if had_record and old_execution is not None and c.state in TERMINAL_STATES:
         tx.notify("terminal", instance_id)
 
 
 def abandon_orchestration_item(tx: Tx, token: str, delay: float) -> None:
-    instance_id, _ = _held_lock(tx, token)
+    instance_id = _held_lock(tx, token)
     tx.conn.execute(Q["unclaim_messages"], (instance_id, token))
     if delay > 0:
         # The whole instance waits (also messages enqueued meanwhile), so its messages

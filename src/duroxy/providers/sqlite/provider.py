@@ -326,17 +326,18 @@ class SqliteProvider(Provider):
             raise ProviderError("the SQLite store is closed")
 
     async def _write(self, fn: Callable[[Tx], T], discard: Callable[[Any], None] | None = None,
-                     *, durable: bool = True) -> T:
+                     *, durable: bool = True, probe: Callable[[Tx], T | None] | None = None
+                     ) -> T:
         self._check_open()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._writer.submit(Op(fn, True, loop, fut, discard, durable))
+        self._writer.submit(Op(fn, True, loop, fut, discard, durable, probe))
         return await fut
 
-    async def _lock_op(self, fn: Callable[[Tx], T],
-                       discard: Callable[[Any], None] | None = None) -> T:
+    async def _lock_op(self, fn: Callable[[Tx], T], discard: Callable[[Any], None] | None = None,
+                       probe: Callable[[Tx], T | None] | None = None) -> T:
         """A write that only takes, extends or releases locks: no fsync of its own."""
-        return await self._write(fn, discard, durable=False)
+        return await self._write(fn, discard, durable=False, probe=probe)
 
     async def _read(self, fn: Callable[[Tx], T]) -> T:
         self._check_open()
@@ -422,7 +423,7 @@ class SqliteProvider(Provider):
             return []
         return await self._lock_op(
             lambda tx: _ops.fetch_orchestration_items(tx, lock_timeout, limit),
-            self._give_back_orchestration_items)
+            self._give_back_orchestration_items, _ops.probe_orchestration_items)
 
     async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit) -> None:
         if commit.state not in _STATES:
@@ -458,7 +459,7 @@ class SqliteProvider(Provider):
             return []
         return await self._lock_op(
             lambda tx: _ops.fetch_activity_items(tx, lock_timeout, limit),
-            self._give_back_activity_items)
+            self._give_back_activity_items, _ops.probe_activity_items)
 
     async def ack_activity(self, lock_token: str, completion: OrchestratorMessage) -> None:
         msg = self._prepare(completion)

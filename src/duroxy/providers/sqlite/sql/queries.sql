@@ -86,15 +86,16 @@ SELECT count(*) FROM history WHERE instance_id = ? AND execution_id = ?;
 INSERT INTO orchestrator_queue (instance_id, payload, visible_at, msg_visible_at)
 VALUES (?, ?, ?, ?);
 
--- name: next_orchestration_candidate
--- The oldest visible message whose instance holds no live lock: a range scan of
--- orchestrator_queue_visible that stops at the first row passing the lock probe.
+-- name: orchestration_candidates
+-- (now, row cap): the oldest visible messages whose instance holds no live lock, a
+-- range scan of orchestrator_queue_visible that stops after the cap. The caller keeps
+-- the first distinct instances.
 SELECT q.instance_id FROM orchestrator_queue AS q
 WHERE q.visible_at <= ?1
   AND NOT EXISTS (SELECT 1 FROM instance_locks AS l
                   WHERE l.instance_id = q.instance_id AND l.locked_until > ?1)
 ORDER BY q.visible_at, q.id
-LIMIT 1;
+LIMIT ?2;
 
 -- name: lock_instance
 -- (instance_id, lock_token, locked_until, had_record); replaces a dead lock of the
@@ -115,13 +116,19 @@ RETURNING id, payload, msg_visible_at, fetch_count;
 -- name: find_lock
 SELECT instance_id, locked_until, had_record FROM instance_locks WHERE lock_token = ?;
 
+-- name: find_lock_and_progress
+-- The lock of an ack, with the record's execution and history length (NULL: no record).
+SELECT l.instance_id, l.locked_until, l.had_record, i.execution_id, i.history_len
+FROM instance_locks AS l LEFT JOIN instances AS i ON i.instance_id = l.instance_id
+WHERE l.lock_token = ?;
+
 -- name: cool_down
 -- (lock_token, locked_until, instance_id): abandon with a delay parks the instance
 -- under a token nobody holds.
 UPDATE instance_locks SET lock_token = ?, locked_until = ? WHERE instance_id = ?;
 
--- name: instance_progress
-SELECT execution_id, history_len FROM instances WHERE instance_id = ?;
+-- name: any_activity_visible
+SELECT 1 FROM activity_queue WHERE visible_at <= ? LIMIT 1;
 
 -- name: renew_lock
 UPDATE instance_locks SET locked_until = ? WHERE lock_token = ? AND locked_until > ?;
