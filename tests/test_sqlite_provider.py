@@ -401,6 +401,26 @@ async def test_failing_operation_in_a_group_rolls_back_only_itself(tmp_path: Pat
     await store.close()
 
 
+async def test_writer_recovers_from_a_broken_transaction(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = SqliteProvider(tmp_path / "r.db")
+    await create(store, uid())
+    release = _block_writer(store)
+    # An operation that ends the group's transaction behind the worker's back.
+    rogue = asyncio.ensure_future(store._write(lambda tx: tx.conn.execute("COMMIT")))
+    victim = asyncio.ensure_future(create(store, uid()))
+    await asyncio.sleep(0.02)
+    with caplog.at_level(logging.ERROR, logger="duroxy.providers.sqlite"):
+        release.set()
+        results = await asyncio.gather(rogue, victim, return_exceptions=True)
+    assert all(isinstance(r, ProviderError) and r.retryable for r in results), results
+    assert "batch failed" in caplog.text
+    iid = uid()
+    await create(store, iid)  # a fresh connection carries on
+    assert await store.get_instance(iid) is not None
+    await store.close()
+
+
 async def test_cancelled_fetch_gives_its_locks_back(tmp_path: Path) -> None:
     store = SqliteProvider(tmp_path / "f.db")
     iid = uid()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -60,7 +61,7 @@ class Op:
     called with a successful result nobody received (the caller was cancelled or its
     loop closed): fetches use it to give their locks back at once."""
 
-    __slots__ = ("discard", "durable", "fn", "fut", "loop", "probe", "write")
+    __slots__ = ("delivered", "discard", "durable", "fn", "fut", "loop", "probe", "write")
 
     def __init__(
         self,
@@ -83,6 +84,8 @@ class Op:
         #: a read run before the write transaction: a result other than ``None`` is the
         #: answer, and the write is skipped (a fetch that finds nothing to lock)
         self.probe = probe
+        #: set once the outcome went out (worker thread only): exactly one per operation
+        self.delivered = False
 
 
 #: ``fn`` of the operation that stops a worker (its future resolves once closed).
@@ -141,16 +144,20 @@ def _resolve(op: Op, result: Any, exc: BaseException | None) -> None:
 
 
 def _deliver(op: Op, result: Any, exc: BaseException | None) -> None:
+    if op.delivered:  # pragma: no cover - guards the recovery path in ConnectionWorker
+        return
+    op.delivered = True
     if op.fut is None:
         if exc is not None and not isinstance(exc, DuroxyError):
             log.warning("background SQLite operation failed: %s", exc)
         return
     if op.loop is None:
         assert isinstance(op.fut, concurrent.futures.Future)
-        if exc is None:
-            op.fut.set_result(result)
-        else:
-            op.fut.set_exception(exc)
+        if op.fut.set_running_or_notify_cancel():
+            if exc is None:
+                op.fut.set_result(result)
+            else:
+                op.fut.set_exception(exc)
         return
     try:
         op.loop.call_soon_threadsafe(_resolve, op, result, exc)
@@ -252,7 +259,19 @@ class ConnectionWorker:
                             work = []
                     if work:
                         assert conn is not None and tx is not None
-                        self._run_batch(tx, work)
+                        try:
+                            self._run_batch(tx, work)
+                        except Exception as e:
+                            # Not an operation's own failure (those are delivered): the
+                            # connection is in an unknown state. Fail what is left and
+                            # start over with a fresh connection.
+                            log.exception("SQLite worker %s: batch failed", self._name)
+                            err = ProviderError(f"SQLite store failure: {e}", retryable=True)
+                            for op in work:
+                                _deliver(op, None, err)
+                            with contextlib.suppress(Exception):
+                                conn.close()
+                            conn = tx = None
                 if stop_at is not None:
                     with self._lock:
                         self._stopped = True

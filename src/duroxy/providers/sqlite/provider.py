@@ -121,9 +121,11 @@ def parse_location(path_or_url: str | os.PathLike[str]) -> tuple[str, dict[str, 
 
 # ------------------------------------------------------------------ opening
 def schema_version(conn: sqlite3.Connection) -> int:
+    # fetchall, never fetchone: a statement left unfinished keeps its read snapshot, and
+    # a later BEGIN IMMEDIATE on a stale snapshot fails with SQLITE_BUSY_SNAPSHOT.
     try:
-        (version,) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version"
-                                  ).fetchone()
+        ((version,),) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version"
+                                     ).fetchall()
     except sqlite3.OperationalError as e:
         if "no such table" in str(e):
             return 0
@@ -188,7 +190,7 @@ class _Config:
                 deadline = time.monotonic() + self.busy_timeout
                 while True:  # switching to WAL needs a moment of exclusive access
                     try:
-                        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                        ((mode,),) = conn.execute("PRAGMA journal_mode = WAL").fetchall()
                         break
                     except sqlite3.OperationalError as e:
                         if not is_busy(e) or time.monotonic() > deadline:
