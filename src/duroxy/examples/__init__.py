@@ -1,0 +1,1 @@
+"""Example applications shipped with duroxy (run one with ``duroxy demo``)."""
