@@ -143,7 +143,29 @@ def _resolve(op: Op, result: Any, exc: BaseException | None) -> None:
         fut.set_exception(exc)
 
 
-def _deliver(op: Op, result: Any, exc: BaseException | None) -> None:
+Outcome = tuple[Op, Any, BaseException | None]
+#: outcomes waiting to be handed to their loops, one wake-up per loop and batch
+Outbox = dict[asyncio.AbstractEventLoop, list[Outcome]]
+
+
+def _resolve_all(outcomes: list[Outcome]) -> None:
+    for op, result, exc in outcomes:
+        _resolve(op, result, exc)
+
+
+def _discard_unread(outcomes: list[Outcome]) -> None:
+    """The caller's loop is closed: nobody will read these results."""
+    for op, result, exc in outcomes:
+        if exc is None and op.discard is not None:
+            try:
+                op.discard(result)
+            except Exception:  # pragma: no cover - best effort
+                log.exception("discarding an unread SQLite result failed")
+
+
+def _deliver(op: Op, result: Any, exc: BaseException | None,
+             outbox: Outbox | None = None) -> None:
+    """Hand an outcome to its caller, now or (with ``outbox``) at the next flush."""
     if op.delivered:  # pragma: no cover - guards the recovery path in ConnectionWorker
         return
     op.delivered = True
@@ -159,14 +181,19 @@ def _deliver(op: Op, result: Any, exc: BaseException | None) -> None:
             else:
                 op.fut.set_exception(exc)
         return
-    try:
-        op.loop.call_soon_threadsafe(_resolve, op, result, exc)
-    except RuntimeError:  # the caller's loop is closed: nobody will read the result
-        if exc is None and op.discard is not None:
-            try:
-                op.discard(result)
-            except Exception:  # pragma: no cover - best effort
-                log.exception("discarding an unread SQLite result failed")
+    if outbox is not None:
+        outbox.setdefault(op.loop, []).append((op, result, exc))
+    else:
+        _flush({op.loop: [(op, result, exc)]})
+
+
+def _flush(outbox: Outbox) -> None:
+    for loop, outcomes in outbox.items():
+        try:
+            loop.call_soon_threadsafe(_resolve_all, outcomes)
+        except RuntimeError:  # the loop is closed
+            _discard_unread(outcomes)
+    outbox.clear()
 
 
 class ConnectionWorker:
@@ -206,6 +233,9 @@ class ConnectionWorker:
         #: for a thread that has exited
         self._lock = threading.Lock()
         self._stopped = False
+        self._outbox: Outbox = {}
+        #: the thread's connection (worker thread only; None until opened)
+        self._tx: Tx | None = None
 
     # ----------------------------------------------------------------- submission
     def submit(self, op: Op) -> None:
@@ -218,6 +248,9 @@ class ConnectionWorker:
                 self._queue.put(op)
                 return
         _deliver(op, None, ProviderError("the SQLite store is closed"))
+
+    def _out(self, op: Op, result: Any, exc: BaseException | None) -> None:
+        _deliver(op, result, exc, self._outbox)
 
     @property
     def started(self) -> bool:
@@ -234,8 +267,6 @@ class ConnectionWorker:
 
     # ----------------------------------------------------------------- the thread
     def _run(self) -> None:
-        conn: sqlite3.Connection | None = None
-        tx: Tx | None = None
         try:
             while True:
                 batch = [self._queue.get()]
@@ -244,59 +275,67 @@ class ConnectionWorker:
                         batch.append(self._queue.get_nowait())
                     except queue.Empty:
                         break
-                stop_at = next((i for i, op in enumerate(batch) if op.fn is STOP), None)
-                work = batch if stop_at is None else batch[:stop_at]
-                # Operations whose caller gave up before they ran are skipped.
-                work = [op for op in work if op.fut is None or not op.fut.cancelled()]
-                if work:
-                    if conn is None:
-                        try:
-                            conn = self._opener()
-                            tx = Tx(conn)
-                        except BaseException as e:
-                            for op in work:
-                                _deliver(op, None, provider_error(e))
-                            work = []
-                    if work:
-                        assert conn is not None and tx is not None
-                        try:
-                            self._run_batch(tx, work)
-                        except Exception as e:
-                            # Not an operation's own failure (those are delivered): the
-                            # connection is in an unknown state. Fail what is left and
-                            # start over with a fresh connection.
-                            log.exception("SQLite worker %s: batch failed", self._name)
-                            err = ProviderError(f"SQLite store failure: {e}", retryable=True)
-                            for op in work:
-                                _deliver(op, None, err)
-                            with contextlib.suppress(Exception):
-                                conn.close()
-                            conn = tx = None
-                if stop_at is not None:
-                    with self._lock:
-                        self._stopped = True
-                    late = batch[stop_at + 1:]
-                    while True:
-                        try:
-                            late.append(self._queue.get_nowait())
-                        except queue.Empty:
-                            break
-                    if conn is not None:
-                        conn.close()
-                        conn = None
-                    _deliver(batch[stop_at], None, None)
-                    for op in late:
-                        if op.fn is STOP:
-                            _deliver(op, None, None)
-                        else:
-                            _deliver(op, None, ProviderError("the SQLite store is closed"))
+                try:
+                    stopped = self._handle(batch)
+                finally:
+                    _flush(self._outbox)  # one wake-up per caller loop and batch
+                if stopped:
                     return
         except BaseException:  # pragma: no cover - a bug here must not go unnoticed
             log.exception("SQLite worker thread %s failed", self._name)
             raise
         finally:
-            if conn is not None:
-                conn.close()
+            if self._tx is not None:
+                self._tx.conn.close()
+                self._tx = None
+
+    def _handle(self, batch: list[Op]) -> bool:
+        """Run one batch; True once the worker has stopped."""
+        stop_at = next((i for i, op in enumerate(batch) if op.fn is STOP), None)
+        work = batch if stop_at is None else batch[:stop_at]
+        # Operations whose caller gave up before they ran are skipped.
+        work = [op for op in work if op.fut is None or not op.fut.cancelled()]
+        if work and self._tx is None:
+            try:
+                self._tx = Tx(self._opener())
+            except BaseException as e:
+                for op in work:
+                    self._out(op, None, provider_error(e))
+                work = []
+        if work:
+            assert self._tx is not None
+            try:
+                self._run_batch(self._tx, work)
+            except Exception as e:
+                # Not an operation's own failure (those are delivered): the connection
+                # is in an unknown state. Fail what is left, start over with a new one.
+                log.exception("SQLite worker %s: batch failed", self._name)
+                err = ProviderError(f"SQLite store failure: {e}", retryable=True)
+                for op in work:
+                    self._out(op, None, err)
+                with contextlib.suppress(Exception):
+                    self._tx.conn.close()
+                self._tx = None
+        if stop_at is None:
+            return False
+        with self._lock:
+            self._stopped = True
+        late = batch[stop_at + 1:]
+        while True:
+            try:
+                late.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        if self._tx is not None:
+            self._tx.conn.close()
+            self._tx = None
+        self._out(batch[stop_at], None, None)
+        for op in late:
+            if op.fn is STOP:
+                self._out(op, None, None)
+            else:
+                self._out(op, None, ProviderError("the SQLite store is closed"))
+        return True
 
     def _run_batch(self, tx: Tx, ops: list[Op]) -> None:
         reads = ops
@@ -316,9 +355,9 @@ class ConnectionWorker:
                 assert op.fn is not None
                 result = op.fn(tx)
             except BaseException as e:
-                _deliver(op, None, provider_error(e))
+                self._out(op, None, provider_error(e))
             else:
-                _deliver(op, result, None)
+                self._out(op, result, None)
 
     def _run_probes(self, tx: Tx, ops: list[Op]) -> list[Op]:
         """Answer what the probes can; return the operations that still need to write.
@@ -331,12 +370,12 @@ class ConnectionWorker:
                 assert op.probe is not None
                 answer = op.probe(tx)
             except BaseException as e:
-                _deliver(op, None, provider_error(e))
+                self._out(op, None, provider_error(e))
                 continue
             if answer is None:
                 rest.append(op)
             else:
-                _deliver(op, answer, None)
+                self._out(op, answer, None)
         return rest
 
     def _run_writes(self, tx: Tx, ops: list[Op]) -> None:
@@ -352,7 +391,7 @@ class ConnectionWorker:
         except BaseException as e:
             err = provider_error(e)
             for op in ops:
-                _deliver(op, None, err)
+                self._out(op, None, err)
             return
         single = len(ops) == 1
         outcomes: list[tuple[Op, Any, BaseException | None, Notes]] = []
@@ -401,10 +440,10 @@ class ConnectionWorker:
             done = {id(o[0]) for o in outcomes}
             err = ProviderError(f"SQLite transaction failed: {aborted}", retryable=True)
             for op, _res, exc, _n in outcomes:
-                _deliver(op, None, provider_error(exc) if exc is not None else err)
+                self._out(op, None, provider_error(exc) if exc is not None else err)
             for op in ops:
                 if id(op) not in done:
-                    _deliver(op, None, err)
+                    self._out(op, None, err)
             return
         if self._on_commit is not None:
             notes: Notes = []
@@ -414,4 +453,4 @@ class ConnectionWorker:
             if notes:
                 self._on_commit(notes)
         for op, res, exc, _n in outcomes:
-            _deliver(op, res, None if exc is None else provider_error(exc))
+            self._out(op, res, None if exc is None else provider_error(exc))
