@@ -401,10 +401,12 @@ async def test_failing_operation_in_a_group_rolls_back_only_itself(tmp_path: Pat
     await store.close()
 
 
+@pytest.mark.parametrize("memory", [False, True])
 async def test_writer_recovers_from_a_broken_transaction(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    store = SqliteProvider(tmp_path / "r.db")
-    await create(store, uid())
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, memory: bool) -> None:
+    store = SqliteProvider.in_memory() if memory else SqliteProvider(tmp_path / "r.db")
+    before = uid()
+    await create(store, before)
     release = _block_writer(store)
     # An operation that ends the group's transaction behind the worker's back.
     rogue = asyncio.ensure_future(store._write(lambda tx: tx.conn.execute("COMMIT")))
@@ -416,8 +418,9 @@ async def test_writer_recovers_from_a_broken_transaction(
     assert all(isinstance(r, ProviderError) and r.retryable for r in results), results
     assert "batch failed" in caplog.text
     iid = uid()
-    await create(store, iid)  # a fresh connection carries on
+    await create(store, iid)  # the store carries on, with its data
     assert await store.get_instance(iid) is not None
+    assert await store.get_instance(before) is not None
     await store.close()
 
 

@@ -217,8 +217,10 @@ class ConnectionWorker:
         begin_timeout: float,
         on_commit: Callable[[Notes], None] | None = None,
         sync_levels: tuple[str, str] | None = None,
+        reopenable: bool = True,
     ) -> None:
         self._name = name
+        self._reopenable = reopenable
         self._opener = opener
         self._group_writes = group_writes
         self._begin_timeout = begin_timeout
@@ -307,15 +309,23 @@ class ConnectionWorker:
             try:
                 self._run_batch(self._tx, work)
             except Exception as e:
-                # Not an operation's own failure (those are delivered): the connection
-                # is in an unknown state. Fail what is left, start over with a new one.
+                # Not an operation's own failure (those are delivered): the batch left
+                # the connection in an unknown state. Fail what is left, roll back, and
+                # if even that fails start over with a new connection (a private
+                # in-memory database lives in its connection: that one is kept).
                 log.exception("SQLite worker %s: batch failed", self._name)
                 err = ProviderError(f"SQLite store failure: {e}", retryable=True)
                 for op in work:
                     self._out(op, None, err)
-                with contextlib.suppress(Exception):
-                    self._tx.conn.close()
-                self._tx = None
+                conn = self._tx.conn
+                try:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    if self._reopenable:
+                        with contextlib.suppress(Exception):
+                            conn.close()
+                        self._tx = None
         if stop_at is None:
             return False
         with self._lock:

@@ -200,6 +200,8 @@ class _Config:
                     log.warning("SQLite file %s could not switch to WAL (journal mode %s)",
                                 self.path, mode)
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            # After a burst, truncate the WAL file back to this size once checkpointed.
+            conn.execute("PRAGMA journal_size_limit = 67108864")
             migrate(conn, self.busy_timeout)
         except BaseException:
             conn.close()
@@ -298,7 +300,7 @@ class SqliteProvider(Provider):
         self._writer = ConnectionWorker(
             f"duroxy-sqlite-writer[{tag}]", self._config.open_writer, group_writes=True,
             begin_timeout=busy_timeout, on_commit=self._listeners.fire,
-            sync_levels=(sync, lazy))
+            sync_levels=(sync, lazy), reopenable=not self._config.memory)
         self._reader = self._writer if self._config.memory else ConnectionWorker(
             f"duroxy-sqlite-reader[{tag}]", self._config.open_reader, group_writes=False,
             begin_timeout=busy_timeout)
