@@ -244,9 +244,8 @@ def fetch_activity_items(tx: Tx, lock_timeout: float, limit: int) -> list[Activi
             conn.execute(Q["park_activity"], (wid,))
             continue
         # The row id leads the token, so ack and renew find the row by primary key.
-        token = f"{wid}.{salt}"
-        conn.execute(Q["lock_activity"], (token, until, wid))
-        items.append(ActivityItem(wid, token, work, count + 1))
+        items.append(ActivityItem(wid, f"{wid}.{salt}", work, count + 1))
+    conn.executemany(Q["lock_activity"], [(it.lock_token, until, it.id) for it in items])
     return items
 
 

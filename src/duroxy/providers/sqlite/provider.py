@@ -58,7 +58,7 @@ from ..base import (
     Provider,
 )
 from . import _ops
-from ._sql import migrations
+from ._sql import migrations, queries
 from ._worker import STOP, ConnectionWorker, Notes, Op, Tx, begin_immediate, is_busy
 
 __all__ = ["SqliteProvider"]
@@ -124,8 +124,7 @@ def schema_version(conn: sqlite3.Connection) -> int:
     # fetchall, never fetchone: a statement left unfinished keeps its read snapshot, and
     # a later BEGIN IMMEDIATE on a stale snapshot fails with SQLITE_BUSY_SNAPSHOT.
     try:
-        ((version,),) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version"
-                                     ).fetchall()
+        ((version,),) = conn.execute(queries()["schema_version"]).fetchall()
     except sqlite3.OperationalError as e:
         if "no such table" in str(e):
             return 0
@@ -144,8 +143,7 @@ def migrate(conn: sqlite3.Connection, busy_timeout: float) -> int:
         return current
     begin_immediate(conn, busy_timeout)
     try:
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version ("
-                     "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)")
+        conn.execute(queries()["create_schema_version"])
         current = schema_version(conn)
         if current > latest:
             raise ProviderError(
@@ -156,8 +154,7 @@ def migrate(conn: sqlite3.Connection, busy_timeout: float) -> int:
                 continue
             for stmt in mig.statements:
                 conn.execute(stmt)
-            conn.execute("INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
-                         (mig.version, mig.name, time.time()))
+            conn.execute(queries()["record_migration"], (mig.version, mig.name, time.time()))
             log.info("applied SQLite migration %s", mig.name)
         conn.execute("COMMIT")
     except BaseException:

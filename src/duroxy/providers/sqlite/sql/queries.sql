@@ -2,6 +2,20 @@
 -- statement runs to the next name line. Comment lines are dropped when loading.
 -- Hot-path statements take positional (?) parameters; the rest take named ones.
 
+-- ------------------------------------------------------------------ migrations
+-- name: create_schema_version
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at REAL NOT NULL
+);
+
+-- name: schema_version
+SELECT coalesce(max(version), 0) FROM schema_version;
+
+-- name: record_migration
+INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?);
+
 -- ------------------------------------------------------------------ instances
 -- name: get_instance
 SELECT instance_id, name, version, state, execution_id, output, error_json, custom_status,
