@@ -187,6 +187,10 @@ class _Config:
         return conn
 
     def open_writer(self) -> sqlite3.Connection:
+        if sqlite3.sqlite_version_info < (3, 35, 0):
+            raise ProviderError(
+                f"the SQLite store needs SQLite 3.35 or newer; this Python links "
+                f"{sqlite3.sqlite_version}")
         conn = self._connect()
         try:
             if not self.memory:
