@@ -26,6 +26,15 @@ checks them):
 * An instance record exists from the moment its start message is enqueued
   (:meth:`Provider.create_instance`, or an ``OrchestrationStarted`` message enqueued by
   an ack for an id not yet known: a child or detached start).
+* An expired lock is lost even if nobody took the work over; ``abandon_*``, ``renew_*``
+  and acks then raise ``LockLost``. An abandon with a delay keeps the whole instance
+  out of fetches until the delay ends, messages arriving meanwhile included.
+* An ack that repeats an event id of its execution raises ``ProviderError`` and changes
+  nothing (the lock stays held). ``delete_instance`` releases the instance's lock, so a
+  turn in progress fails its ack with ``LockLost``. An ack for an item fetched without
+  a record consumes its messages and sends what the commit sends, creating no record.
+* Listeners receive the instance id concerned (``None`` is allowed on the orchestrator
+  and activity channels); the terminal channel always names the instance.
 * Messages for an instance without a record are delivered with ``instance=None`` so
   the runtime can discard them; they never block other instances.
 * Ids, event ids and payload times come from the runtime; lock expiry and queue
@@ -114,7 +123,10 @@ class OrchestrationCommit:
     ``messages`` for an id with no record and holding an ``OrchestrationStarted`` event
     create that record (state PENDING, ``parent_instance_id`` from the event).
     ``cancel_activities`` are ``(instance_id, execution_id, event_id)`` of work rows to
-    delete.
+    delete. ``acked_activities`` are lock tokens of activity work rows whose completions
+    this turn consumed directly (its ``history`` records them): their rows are deleted
+    in the same transaction, no completion message is enqueued, and if any of those
+    locks is no longer held the whole ack raises ``LockLost`` and changes nothing.
     """
 
     execution_id: int
@@ -128,6 +140,7 @@ class OrchestrationCommit:
     activities: list[ActivityWork] = field(default_factory=list)
     messages: list[OrchestratorMessage] = field(default_factory=list)
     cancel_activities: list[tuple[str, int, int]] = field(default_factory=list)
+    acked_activities: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +190,20 @@ class Provider(abc.ABC):
     ) -> list[OrchestrationItem]:
         """Lock up to ``limit`` instances with visible messages, oldest message first;
         each item holds all that instance's visible messages in enqueue order."""
+
+    async def lock_instance(self, instance_id: str, lock_timeout: float
+                            ) -> OrchestrationItem | None:
+        """Lock one instance for a turn, as a fetch would, even if it has no visible
+        message (the item then holds none). ``None`` when the instance has no record or
+        is locked (or cooling down after a delayed abandon). Lock-only: a store may skip
+        forcing it to disk, since a lost lock only means the work is fetched again.
+
+        With ``OrchestrationCommit.acked_activities`` this lets a worker that just ran an
+        activity feed its result straight into the instance's next turn: one commit
+        instead of an activity ack, a fetch and a turn ack. A provider that does not offer
+        this keeps the default, which always answers ``None`` (and so never sees
+        ``acked_activities``)."""
+        return None
 
     @abc.abstractmethod
     async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit) -> None:

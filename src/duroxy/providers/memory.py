@@ -295,30 +295,44 @@ class InMemoryProvider(Provider):
                     ok = fetchable[msg.instance_id] = lock is None or lock.expires_at <= now
                 if ok:
                     batches.setdefault(msg.instance_id, []).append(msg)
-            items: list[OrchestrationItem] = []
-            for instance_id, batch in itertools.islice(batches.items(), limit):
-                old = self._orch_locks.get(instance_id)
-                if old is not None and old.token is not None:
-                    self._orch_tokens.pop(old.token, None)  # expired: taken over
-                token = uuid.uuid4().hex
-                rec = self._records.get(instance_id)
-                self._orch_locks[instance_id] = _OrchLock(
-                    token, now + lock_timeout, tuple(m.id for m in batch), rec is not None)
-                self._orch_tokens[token] = instance_id
-                delivered: list[QueuedMessage] = []
-                for msg in batch:
-                    msg.fetch_count += 1
-                    try:
-                        decoded = decode_message(instance_id, msg.text, msg.visible_at)
-                    except PayloadError as e:
-                        delivered.append(QueuedMessage(msg.id, None, str(e)))
-                    else:
-                        delivered.append(QueuedMessage(msg.id, decoded))
-                items.append(OrchestrationItem(
-                    instance_id=instance_id, lock_token=token, messages=delivered,
-                    instance=self._snapshot(rec) if rec is not None else None,
-                    attempt=max(m.fetch_count for m in batch)))
-            return items
+            return [self._lock_batch(instance_id, batch, now, lock_timeout)
+                    for instance_id, batch in itertools.islice(batches.items(), limit)]
+
+    def _lock_batch(self, instance_id: str, batch: list[_Message], now: float,
+                    lock_timeout: float) -> OrchestrationItem:
+        old = self._orch_locks.get(instance_id)
+        if old is not None and old.token is not None:
+            self._orch_tokens.pop(old.token, None)  # expired: taken over
+        token = uuid.uuid4().hex
+        rec = self._records.get(instance_id)
+        self._orch_locks[instance_id] = _OrchLock(
+            token, now + lock_timeout, tuple(m.id for m in batch), rec is not None)
+        self._orch_tokens[token] = instance_id
+        delivered: list[QueuedMessage] = []
+        for msg in batch:
+            msg.fetch_count += 1
+            try:
+                decoded = decode_message(instance_id, msg.text, msg.visible_at)
+            except PayloadError as e:
+                delivered.append(QueuedMessage(msg.id, None, str(e)))
+            else:
+                delivered.append(QueuedMessage(msg.id, decoded))
+        return OrchestrationItem(
+            instance_id=instance_id, lock_token=token, messages=delivered,
+            instance=self._snapshot(rec) if rec is not None else None,
+            attempt=max((m.fetch_count for m in batch), default=1))
+
+    async def lock_instance(self, instance_id: str, lock_timeout: float
+                            ) -> OrchestrationItem | None:
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            lock = self._orch_locks.get(instance_id)
+            if instance_id not in self._records or (lock is not None and lock.expires_at > now):
+                return None
+            batch = [m for m in self._messages.values()
+                     if m.instance_id == instance_id and _visible(m.visible_at, now)]
+            return self._lock_batch(instance_id, batch, now, lock_timeout)
 
     async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit) -> None:
         if commit.state not in _STATES:
@@ -334,6 +348,7 @@ class InMemoryProvider(Provider):
             self._check_open()
             now = self._clock()
             instance_id, lock = self._held_orch(lock_token, now)
+            acked = [self._held_work(t, now).id for t in commit.acked_activities]
             rec = self._records.get(instance_id) if lock.had_record else None
             terminal = rec is not None and commit.state in TERMINAL_STATES
             if rec is not None and history:
@@ -367,6 +382,8 @@ class InMemoryProvider(Provider):
                 wid = next(self._ids)
                 self._work[wid] = _Work(
                     wid, (work.instance_id, work.execution_id, work.event_id), text, None)
+            for wid in acked:
+                self._drop_work(wid)
             if commit.cancel_activities:
                 cancelled = set(commit.cancel_activities)
                 for wid in [w.id for w in self._work.values() if w.key in cancelled]:

@@ -14,6 +14,7 @@ import collections
 import concurrent.futures
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import logging
 import os
@@ -34,7 +35,14 @@ from ..history import (
     OrchestratorMessage,
 )
 from ..options import RuntimeOptions
-from ..providers.base import TERMINAL_STATES, OrchestrationCommit, OrchestrationItem, Provider
+from ..providers.base import (
+    TERMINAL_STATES,
+    ActivityItem,
+    OrchestrationCommit,
+    OrchestrationItem,
+    Provider,
+    QueuedMessage,
+)
 from .activity import ActivityContext
 from .registry import ActivityRegistry, OrchestrationRegistry
 from .turns import build_commit, failure_commit
@@ -199,7 +207,11 @@ class Runtime:
         finally:
             slots.release()
 
-    async def _turn(self, item: OrchestrationItem) -> None:
+    async def _turn(self, item: OrchestrationItem, acked_activity: str | None = None) -> bool:
+        """Run one turn for a locked item and commit it. With ``acked_activity`` (the lock
+        token of an activity whose completion is among the item's messages) the commit
+        also deletes that activity's row. Returns whether the turn was committed with the
+        code run (False: consumed without running, failed, or put back)."""
         iid = item.instance_id
         inst = item.instance
         provider = self.provider
@@ -207,7 +219,7 @@ class Runtime:
         if inst is None or inst.state in TERMINAL_STATES:
             # Nothing to run: messages for unknown or finished instances are consumed.
             await provider.ack_orchestration_item(item.lock_token, _noop_commit(item))
-            return
+            return False
         bad = next((m for m in item.messages if m.message is None), None)
         messages = [m.message for m in item.messages if m.message is not None]
         started = next((m.event for m in messages if isinstance(m.event, OrchestrationStarted)
@@ -218,12 +230,12 @@ class Runtime:
             await self._fail(item, None, execution_id, ErrorDetails(
                 "poison", "PayloadError", f"a queued message does not decode: {bad.decode_error}"),
                 now_us)
-            return
+            return False
         if item.attempt > self.options.max_attempts:
             await self._fail(item, started, execution_id, ErrorDetails(
                 "poison", "Poison", f"orchestration turn for {iid!r} failed to complete after "
                 f"{item.attempt - 1} attempts"), now_us)
-            return
+            return False
         # Resolve the code: the version recorded for this execution, else the latest.
         version = started.version if started is not None else inst.version
         try:
@@ -235,7 +247,7 @@ class Runtime:
             else:
                 await provider.abandon_orchestration_item(item.lock_token,
                                                           self.options.not_registered_backoff)
-            return
+            return False
         events: list[HistoryEvent] = []
         for m in messages:
             ev = m.event
@@ -262,7 +274,7 @@ class Runtime:
                 await self._fail(item, None, execution_id, ErrorDetails(
                     "poison", "PayloadError", f"stored history does not decode: {e}"), now_us,
                     next_event_id=inst.history_len + 1)
-                return
+                return False
             execution = OrchestrationExecution(
                 entry.fn, instance_id=iid, history=history,
                 activity_output_type=self.activities.output_type,
@@ -270,8 +282,10 @@ class Runtime:
         result = execution.turn(events, now_us)
         if execution.started is None:
             await provider.ack_orchestration_item(item.lock_token, _noop_commit(item))
-            return
+            return False
         commit = build_commit(iid, execution.started, result)
+        if acked_activity is not None:
+            commit.acked_activities.append(acked_activity)
         try:
             await provider.ack_orchestration_item(item.lock_token, commit)
         except BaseException:
@@ -286,6 +300,7 @@ class Runtime:
             self._cache.pop(iid, None)
         else:
             self._remember(iid, execution, execution_id)
+        return True
 
     def _wake_for_timers(self, commit: OrchestrationCommit) -> None:
         """Wake the dispatcher when a timer this process just committed comes due, so a
@@ -395,7 +410,9 @@ class Runtime:
             self._running_activities[key] = ctx
             renewer = asyncio.create_task(self._renew_activity(item, ctx))
             event = await self._invoke(entry, work, ctx)
-            await self._complete_activity(item, event)
+            renewer.cancel()
+            if not await self._feed_completion(item, event):
+                await self._complete_activity(item, event)
         except asyncio.CancelledError:
             # Shutdown: release the item so another worker takes it at once.
             with contextlib.suppress(Exception):
@@ -427,6 +444,32 @@ class Runtime:
         except Exception as e:
             return ActivityFailedEvent(source_event_id=work.event_id,
                                        error_type=type(e).__qualname__, message=str(e))
+
+    async def _feed_completion(self, item: ActivityItem, event: HistoryEvent) -> bool:
+        """Feed an activity's result straight into its instance's next turn when the
+        instance is live in this runtime and not locked elsewhere: one commit instead of
+        an activity ack, a fetch and a turn ack. False: use the ordinary path."""
+        work = item.work
+        cached = self._cache.get(work.instance_id)
+        if cached is None or cached.execution_id != work.execution_id or self._stopping:
+            return False
+        orch = await self.provider.lock_instance(work.instance_id,
+                                                 self.options.orchestration_lock_timeout)
+        if orch is None:
+            return False
+        completion = QueuedMessage(-1, OrchestratorMessage(work.instance_id, event,
+                                                           work.execution_id))
+        orch = dataclasses.replace(orch, messages=[*orch.messages, completion])
+        try:
+            return await self._turn(orch, acked_activity=item.lock_token)
+        except LockLost:
+            self._cache.pop(work.instance_id, None)
+        except Exception:  # noqa: BLE001 - put the instance back; ack the ordinary way
+            self._cache.pop(work.instance_id, None)
+            logger.exception("turn for %r failed; releasing it", work.instance_id)
+        with contextlib.suppress(Exception):
+            await self.provider.abandon_orchestration_item(orch.lock_token)
+        return False
 
     async def _complete_activity(self, item: Any, event: HistoryEvent) -> None:
         work = item.work

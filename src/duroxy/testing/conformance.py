@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from .conformance_activity import ActivityQueueTests
 from .conformance_data import DataTests
+from .conformance_fastpath import FastPathTests
 from .conformance_management import ManagementTests
 from .conformance_orchestration import OrchestrationQueueTests
 from .conformance_support import LOCK, ConformanceBase
@@ -36,6 +37,6 @@ __all__ = ["LOCK", "ConformanceBase", "ProviderConformance"]
 
 
 class ProviderConformance(OrchestrationQueueTests, ActivityQueueTests, ManagementTests,
-                          DataTests):
+                          DataTests, FastPathTests):
     """Every conformance test. Subclass it (with a name starting with ``Test``) and
     supply the ``provider`` fixture."""

@@ -1,0 +1,122 @@
+"""Conformance tests for feeding an activity's result straight into the next turn:
+``lock_instance`` plus ``OrchestrationCommit.acked_activities``. A store that keeps the
+default ``lock_instance`` (always ``None``) skips them."""
+
+from __future__ import annotations
+
+import pytest
+
+from ..errors import LockLost
+from ..history import ActivityCompleted
+from ..providers.base import Provider
+from .conformance_activity import fetch_activity, scheduled_work
+from .conformance_support import (
+    HOLD,
+    LOCK,
+    TS,
+    ConformanceBase,
+    commit,
+    create,
+    events_of,
+    fetch_one,
+    raised,
+    scheduled,
+    uid,
+    work,
+)
+
+__all__ = ["FastPathTests"]
+
+
+def _supported(provider: Provider) -> None:
+    if type(provider).lock_instance is Provider.lock_instance:
+        pytest.skip(f"{type(provider).__name__} does not offer lock_instance")
+
+
+class FastPathTests(ConformanceBase):
+    async def test_lock_instance_without_messages(self, provider: Provider) -> None:
+        _supported(provider)
+        iid = uid()
+        await scheduled_work(provider, iid)
+        item = await provider.lock_instance(iid, HOLD)
+        assert item is not None and item.instance_id == iid and item.messages == []
+        assert item.instance is not None and item.instance.history_len == 2
+        # held: neither a second lock nor a fetch gets it
+        assert await provider.lock_instance(iid, HOLD) is None
+        await provider.enqueue_orchestrator_message(raised(iid))
+        assert await provider.fetch_orchestration_items(HOLD, limit=10) == []
+        await provider.abandon_orchestration_item(item.lock_token)
+
+    async def test_lock_instance_delivers_visible_messages(self, provider: Provider) -> None:
+        _supported(provider)
+        iid = uid()
+        await scheduled_work(provider, iid)
+        await provider.enqueue_orchestrator_message(raised(iid, "a"))
+        await provider.enqueue_orchestrator_message(raised(iid, "later", visible_at=9e12))
+        item = await provider.lock_instance(iid, HOLD)
+        assert item is not None
+        assert [e.name for e in events_of(item)] == ["a"]  # type: ignore[attr-defined]
+        assert item.attempt == 1
+        await provider.ack_orchestration_item(item.lock_token, commit(execution_id=1))
+        # the consumed message is gone, the invisible one stays
+        assert await provider.lock_instance(iid, HOLD) is not None
+
+    async def test_lock_instance_refuses_unknown_and_locked(self, provider: Provider) -> None:
+        _supported(provider)
+        assert await provider.lock_instance(uid("nobody"), HOLD) is None
+        iid = uid()
+        await create(provider, iid)
+        item = await fetch_one(provider)
+        assert await provider.lock_instance(iid, HOLD) is None
+        await provider.abandon_orchestration_item(item.lock_token, delay=60)
+        assert await provider.lock_instance(iid, HOLD) is None  # cooling down
+
+    async def test_lock_instance_takes_an_expired_lock(self, provider: Provider) -> None:
+        _supported(provider)
+        iid = uid()
+        await create(provider, iid)
+        old = await fetch_one(provider, LOCK)
+        await self.expire()
+        item = await provider.lock_instance(iid, HOLD)
+        assert item is not None and item.attempt == 2
+        with pytest.raises(LockLost):
+            await provider.ack_orchestration_item(old.lock_token, commit(execution_id=1))
+
+    async def test_acked_activities_deleted_with_the_turn(self, provider: Provider) -> None:
+        _supported(provider)
+        iid = uid()
+        [w] = await scheduled_work(provider, iid)
+        act = await fetch_activity(provider)
+        item = await provider.lock_instance(iid, HOLD)
+        assert item is not None
+        done = ActivityCompleted(event_id=3, ts=TS, source_event_id=w.event_id, result='"r"')
+        nxt = work(iid, 4, name="next")
+        c = commit(done, scheduled(4, "next"), activities=[nxt])
+        c.acked_activities.append(act.lock_token)
+        await provider.ack_orchestration_item(item.lock_token, c)
+        kinds = [e.kind for e in await provider.read_history(iid)]
+        assert kinds == ["OrchestrationStarted", "ActivityScheduled", "ActivityCompleted",
+                         "ActivityScheduled"]
+        # no completion message was enqueued; the acked row is gone, the new one is there
+        assert await provider.fetch_orchestration_items(HOLD, limit=10) == []
+        [only] = await provider.fetch_activity_items(HOLD, limit=10)
+        assert only.work == nxt
+        with pytest.raises(LockLost):
+            await provider.ack_activity(act.lock_token, raised(iid))
+
+    async def test_acked_activity_lost_fails_whole_ack(self, provider: Provider) -> None:
+        _supported(provider)
+        iid = uid()
+        [w] = await scheduled_work(provider, iid)
+        act = await fetch_activity(provider, LOCK)
+        await self.expire()
+        item = await provider.lock_instance(iid, HOLD)
+        assert item is not None
+        done = ActivityCompleted(event_id=3, ts=TS, source_event_id=w.event_id, result='"r"')
+        c = commit(done, scheduled(4, "next"), activities=[work(iid, 4, name="next")])
+        c.acked_activities.append(act.lock_token)
+        with pytest.raises(LockLost):
+            await provider.ack_orchestration_item(item.lock_token, c)
+        assert len(await provider.read_history(iid)) == 2  # nothing appended
+        [again] = await provider.fetch_activity_items(HOLD, limit=10)
+        assert again.work == w and again.attempt == 2  # only the old work, re-offered
