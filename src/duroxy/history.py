@@ -383,7 +383,8 @@ class ActivityWork:
     attempt: int = 1
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), separators=(",", ":"), ensure_ascii=False)
+        return json.dumps({f.name: getattr(self, f.name) for f in _fields(ActivityWork)},
+                          separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ActivityWork:
