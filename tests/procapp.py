@@ -1,0 +1,159 @@
+"""A small application for the multi-process tests: registries and a worker entry point.
+
+Run a worker with ``python -m procapp --db PATH --log PATH [options]`` (``tests`` on
+``PYTHONPATH``). It serves the store until SIGTERM or SIGINT, then shuts down cleanly.
+
+Every activity appends one JSON line to the side-effect log (``O_APPEND``, then
+``fsync``) before it returns, so a test can count executions exactly across processes
+and crashes: a line on disk means the activity body ran to its end in that process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from duroxy import (
+    ActivityContext,
+    ActivityRegistry,
+    OrchestrationContext,
+    OrchestrationRegistry,
+    Runtime,
+    RuntimeOptions,
+)
+from duroxy.providers.sqlite import SqliteProvider
+
+LOG_ENV = "PROCAPP_LOG"
+_log_path: str | None = None
+
+
+def log_path() -> str:
+    path = _log_path or os.environ.get(LOG_ENV)
+    if not path:
+        raise RuntimeError(f"no side-effect log: pass --log or set {LOG_ENV}")
+    return path
+
+
+def record(ctx: ActivityContext, phase: str, input: Any) -> None:
+    """Append one line and make it durable before returning. One ``write`` of a short
+    line on an ``O_APPEND`` descriptor lands whole even with several writers."""
+    line = json.dumps({"iid": ctx.instance_id, "act": ctx.activity_name, "input": input,
+                       "phase": phase, "pid": os.getpid(), "t": time.time()}) + "\n"
+    fd = os.open(log_path(), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """Every complete line of a side-effect log (a missing file is an empty log)."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
+
+
+# ------------------------------------------------------------------ activities
+def step_result(v: int, k: int) -> int:
+    """What ``step`` returns; tests compute expected outputs with it."""
+    return v * 2 + k + 1
+
+
+async def step(ctx: ActivityContext, input: dict[str, Any]) -> int:
+    """One step of a chain: sleeps so that work is in flight, then logs and returns."""
+    record(ctx, "start", input)
+    await asyncio.sleep(input.get("sleep", 0.05 + 0.025 * (input["k"] % 3)))
+    record(ctx, "end", input)
+    return step_result(int(input["v"]), int(input["k"]))
+
+
+# ------------------------------------------------------------------ orchestrations
+def chain_output(start: int, steps: int) -> int:
+    v = start
+    for k in range(steps):
+        v = step_result(v, k)
+    return v
+
+
+async def chain(ctx: OrchestrationContext, input: dict[str, Any]) -> int:
+    """``steps`` sequential activities, each fed the previous one's output."""
+    v = int(input["start"])
+    for k in range(int(input["steps"])):
+        arg: dict[str, Any] = {"v": v, "k": k}
+        if "sleep" in input:
+            arg["sleep"] = input["sleep"]
+        v = await ctx.schedule_activity("step", arg)
+    return v
+
+
+async def clock(ctx: OrchestrationContext, _: Any) -> dict[str, Any]:
+    """Records a time and a GUID, publishes them, then waits for ``go``. The output is
+    built after the event, from the values the (replayed) code sees then."""
+    now = await ctx.utcnow()
+    guid = await ctx.new_guid()
+    ctx.set_custom_status({"now": now.isoformat(), "guid": guid})
+    data = await ctx.schedule_wait("go")
+    return {"now": now.isoformat(), "guid": guid, "event": data}
+
+
+def registries() -> tuple[ActivityRegistry, OrchestrationRegistry]:
+    activities = ActivityRegistry.builder().register("step", step).build()
+    orchestrations = (OrchestrationRegistry.builder()
+                      .register("chain", chain)
+                      .register("clock", clock)
+                      .build())
+    return activities, orchestrations
+
+
+# ------------------------------------------------------------------ worker
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="procapp")
+    p.add_argument("--db", required=True)
+    p.add_argument("--log", required=True)
+    p.add_argument("--ready", help="file created once the runtime runs")
+    p.add_argument("--orch-lock", type=float, default=5.0)
+    p.add_argument("--act-lock", type=float, default=30.0)
+    p.add_argument("--act-concurrency", type=int, default=32)
+    p.add_argument("--orch-concurrency", type=int, default=8)
+    p.add_argument("--shutdown-timeout", type=float, default=2.0)
+    return p.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    global _log_path
+    _log_path = args.log
+    store = SqliteProvider(args.db)
+    activities, orchestrations = registries()
+    options = RuntimeOptions(
+        orchestration_lock_timeout=args.orch_lock, activity_lock_timeout=args.act_lock,
+        activity_concurrency=args.act_concurrency,
+        orchestration_concurrency=args.orch_concurrency, worker_id=f"procapp:{os.getpid()}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    rt = await Runtime.start(store, activities, orchestrations, options)
+    try:
+        if args.ready:
+            Path(args.ready).write_text(str(os.getpid()))
+        await stop.wait()
+    finally:
+        await rt.shutdown(timeout=args.shutdown_timeout)
+        await store.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    asyncio.run(serve(_parse(argv)))
+
+
+if __name__ == "__main__":
+    main()
