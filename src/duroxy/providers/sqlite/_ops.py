@@ -66,6 +66,7 @@ class PreparedCommit:
     activities: list[tuple[str, int, int, str]]  # (instance, execution, event id, payload)
     messages: list[PreparedMessage]
     cancel_activities: list[tuple[str, int, int]]
+    acked_activities: list[str]  # lock tokens of work rows this turn consumed directly
 
 
 def new_token() -> str:
@@ -122,29 +123,57 @@ def fetch_orchestration_items(tx: Tx, lock_timeout: float, limit: int) -> list[O
     conn, now = tx.conn, tx.now
     until = now + lock_timeout
     items: list[OrchestrationItem] = []
-    # One scan finds the instances. Capped: a burst of messages for one instance must
-    # not make a fetch read them all; fewer than ``limit`` items is a valid answer.
+    taken: set[str] = set()
+    # Usually one scan finds every instance. It reads at most ``cap`` rows, so that a
+    # burst of messages for one instance is not read in full; when the cap was hit,
+    # scan again: the instances just locked no longer match.
     cap = 1 if limit == 1 else limit * 8
-    found = _rows(conn, Q["orchestration_candidates"], (now, cap))
-    for instance_id in list(dict.fromkeys(r[0] for r in found))[:limit]:
-        rec_rows = _rows(conn, Q["get_instance"], (instance_id,))
-        token = new_token()
-        conn.execute(Q["lock_instance"], (instance_id, token, until, 1 if rec_rows else 0))
-        claimed = _rows(conn, Q["claim_messages"], (token, instance_id, now))
-        claimed.sort(key=lambda r: r[0])  # RETURNING order is unspecified; ids are FIFO
-        delivered: list[QueuedMessage] = []
-        for mid, payload, msg_visible_at, _count in claimed:
-            try:
-                decoded = decode_message(instance_id, payload, msg_visible_at)
-            except PayloadError as e:
-                delivered.append(QueuedMessage(mid, None, str(e)))
-            else:
-                delivered.append(QueuedMessage(mid, decoded))
-        items.append(OrchestrationItem(
-            instance_id=instance_id, lock_token=token, messages=delivered,
-            instance=record_from_row(rec_rows[0]) if rec_rows else None,
-            attempt=max((r[3] for r in claimed), default=1)))
+    while len(items) < limit:
+        found = _rows(conn, Q["orchestration_candidates"], (now, cap))
+        fresh = [i for i in dict.fromkeys(r[0] for r in found) if i not in taken]
+        for instance_id in fresh[:limit - len(items)]:
+            taken.add(instance_id)
+            items.append(_lock_instance(tx, instance_id, until))
+        # Done when the scan saw everything, or found nothing new (a lock_timeout <= 0
+        # leaves our own locks dead, so they would match again).
+        if len(found) < cap or not fresh:
+            break
     return items
+
+
+def lock_instance(tx: Tx, instance_id: str, lock_timeout: float) -> OrchestrationItem | None:
+    """Lock an instance with a record that no live lock holds, with or without messages."""
+    rec_rows = _rows(tx.conn, Q["get_instance"], (instance_id,))
+    if not rec_rows:
+        return None
+    lock = _rows(tx.conn, Q["lock_expiry"], (instance_id,))
+    if lock and lock[0][0] > tx.now:  # held, or cooling down after a delayed abandon
+        return None
+    return _lock_instance(tx, instance_id, tx.now + lock_timeout, rec_rows)
+
+
+def _lock_instance(tx: Tx, instance_id: str, until: float,
+                   rec_rows: list[Any] | None = None) -> OrchestrationItem:
+    """Lock one instance and take all its visible messages."""
+    conn, now = tx.conn, tx.now
+    if rec_rows is None:
+        rec_rows = _rows(conn, Q["get_instance"], (instance_id,))
+    token = new_token()
+    conn.execute(Q["lock_instance"], (instance_id, token, until, 1 if rec_rows else 0))
+    claimed = _rows(conn, Q["claim_messages"], (token, instance_id, now))
+    claimed.sort(key=lambda r: r[0])  # RETURNING order is unspecified; ids are FIFO
+    delivered: list[QueuedMessage] = []
+    for mid, payload, msg_visible_at, _count in claimed:
+        try:
+            decoded = decode_message(instance_id, payload, msg_visible_at)
+        except PayloadError as e:
+            delivered.append(QueuedMessage(mid, None, str(e)))
+        else:
+            delivered.append(QueuedMessage(mid, decoded))
+    return OrchestrationItem(
+        instance_id=instance_id, lock_token=token, messages=delivered,
+        instance=record_from_row(rec_rows[0]) if rec_rows else None,
+        attempt=max((r[3] for r in claimed), default=1))
 
 
 def probe_orchestration_items(tx: Tx) -> list[OrchestrationItem] | None:
@@ -175,6 +204,12 @@ def ack_orchestration_item(tx: Tx, token: str, c: PreparedCommit) -> None:
     found = _rows(conn, Q["find_lock_and_progress"], (token,))
     _check_lock(tx, found)
     instance_id, _until, had_record, old_execution, old_len = found[0]
+    for work_token in c.acked_activities:
+        # Completions this turn consumed directly: their rows go with the turn, and a
+        # lost activity lock fails the whole ack (the savepoint undoes the rest).
+        wid = _work_id(work_token)
+        if tx.conn.execute(Q["ack_activity"], (wid, work_token, tx.now)).rowcount == 0:
+            raise _activity_lock_lost(tx, wid, work_token)
     # Only an item fetched with a record writes history and the record.
     if had_record and old_execution is not None:
         if c.history:

@@ -436,6 +436,12 @@ class SqliteProvider(Provider):
             lambda tx: _ops.fetch_orchestration_items(tx, lock_timeout, limit),
             self._give_back_orchestration_items, _ops.probe_orchestration_items)
 
+    async def lock_instance(self, instance_id: str, lock_timeout: float
+                            ) -> OrchestrationItem | None:
+        return await self._lock_op(
+            lambda tx: _ops.lock_instance(tx, instance_id, lock_timeout),
+            lambda item: self._give_back_orchestration_items([item] if item else []))
+
     async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit) -> None:
         if commit.state not in _STATES:
             raise ValueError(f"unknown instance state {commit.state!r}")
@@ -450,6 +456,7 @@ class SqliteProvider(Provider):
                             for w in commit.activities],
                 messages=[self._prepare(m) for m in commit.messages],
                 cancel_activities=[(i, x, e) for i, x, e in commit.cancel_activities],
+                acked_activities=list(commit.acked_activities),
             )
         except (TypeError, ValueError) as e:
             if isinstance(e, PayloadError):

@@ -127,6 +127,9 @@ UPDATE orchestrator_queue SET lock_token = ?1, fetch_count = fetch_count + 1
 WHERE instance_id = ?2 AND visible_at <= ?3
 RETURNING id, payload, msg_visible_at, fetch_count;
 
+-- name: lock_expiry
+SELECT locked_until FROM instance_locks WHERE instance_id = ?;
+
 -- name: find_lock
 SELECT instance_id, locked_until, had_record FROM instance_locks WHERE lock_token = ?;
 
