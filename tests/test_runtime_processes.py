@@ -185,15 +185,13 @@ async def test_sigkilled_worker_is_taken_over_and_only_in_flight_work_reruns(
     assert len(rerun) <= concurrency, sorted(rerun)
     duplicates = sum(pairs.values()) - len(pairs)
     assert duplicates <= len(rerun) <= concurrency
+    # A step finished twice only if the killed worker finished it but had not yet
+    # acknowledged it; the new worker never repeats its own work.
     for key, n in pairs.items():
         if n > 1:
             assert n == 2 and key in rerun, key
             first, second = [r for r in finished if step_key(r) == key]
             assert (first["pid"], second["pid"]) == (a.pid, b.pid), key
-    # Nothing the killed worker had logged as finished before the kill ran again unless
-    # it was still held (not yet acknowledged) at the kill: bounded as above, and nothing
-    # finished by the new worker ran twice.
-    assert all(n == 1 for key, n in pairs.items() if key not in rerun)
 
 
 # ====================================================================== 2. determinism
