@@ -19,9 +19,10 @@ writers; a lock expiry decides when one process may take over another's work.
 Durability: ``synchronous="FULL"`` (the default) makes an acknowledged commit survive
 power loss; ``synchronous="NORMAL"`` is faster and still safe against a process crash,
 but the last commits before a power cut may be lost. Transactions that only take,
-extend or give back locks (fetches, renewals, abandons) commit without an fsync even
-under FULL: WAL recovery keeps a prefix of the commits, the next durable commit syncs
-them all, and losing one only hands back locks, as the crash of their holder would.
+extend or give back locks (fetches, ``lock_instance``, renewals, abandons) commit
+without an fsync even under FULL: WAL recovery keeps a prefix of the commits, the next
+durable commit syncs them all, and losing one only hands back locks, as the crash of
+their holder would.
 Empty fetches are answered by a read, without a write transaction.
 
 Requires SQLite 3.35 or newer (``RETURNING``, ``ON CONFLICT ... DO UPDATE``, JSON).
