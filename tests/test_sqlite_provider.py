@@ -381,7 +381,7 @@ async def test_failing_operation_in_a_group_rolls_back_only_itself(tmp_path: Pat
         asyncio.ensure_future(store.ack_orchestration_item("no-such-token", commit(started()))),
         asyncio.ensure_future(store.enqueue_orchestrator_message(raised(good, "late"))),
     ]
-    await asyncio.sleep(0.05)  # every op is queued behind the blocker
+    await asyncio.sleep(0)  # each task runs up to its await: every op is queued
     release.set()
     results = await asyncio.gather(*ops, return_exceptions=True)
     assert results[0] is None and results[3] is None
@@ -411,7 +411,7 @@ async def test_writer_recovers_from_a_broken_transaction(
     # An operation that ends the group's transaction behind the worker's back.
     rogue = asyncio.ensure_future(store._write(lambda tx: tx.conn.execute("COMMIT")))
     victim = asyncio.ensure_future(create(store, uid()))
-    await asyncio.sleep(0.02)
+    await asyncio.sleep(0)  # both are queued behind the blocker
     with caplog.at_level(logging.ERROR, logger="duroxy.providers.sqlite"):
         release.set()
         results = await asyncio.gather(rogue, victim, return_exceptions=True)
@@ -455,13 +455,28 @@ async def test_cancelled_fetch_gives_its_locks_back(tmp_path: Path) -> None:
     hold.set()
     with pytest.raises(asyncio.CancelledError):
         await task
-    for _ in range(100):
-        items = await store.fetch_orchestration_items(HOLD)
-        if items:
-            break
-        await asyncio.sleep(0.01)
+    # Outcomes reach the loop in commit order: once a later write has answered, the
+    # fetch's result was handed back; once another has, that abandon is committed too.
+    await _settle(store)
+    await _settle(store)
+    items = await store.fetch_orchestration_items(HOLD)
     assert [i.instance_id for i in items] == [iid]
     assert items[0].attempt == 2  # fetched once by the cancelled call, abandon kept it
+    await store.close()
+
+
+async def test_fetch_finds_every_instance_behind_a_burst(tmp_path: Path) -> None:
+    """A fetch reads a bounded number of queue rows per scan; one instance with many
+    messages must not hide the instances behind it."""
+    store = SqliteProvider(tmp_path / "burst.db")
+    busy, quiet = uid("busy"), uid("quiet")
+    await create(store, busy)
+    for n in range(40):
+        await store.enqueue_orchestrator_message(raised(busy, f"e{n}"))
+    await create(store, quiet)
+    items = await store.fetch_orchestration_items(HOLD, limit=2)
+    assert [i.instance_id for i in items] == [busy, quiet]
+    assert len(items[0].messages) == 41 and len(items[1].messages) == 1
     await store.close()
 
 
@@ -487,7 +502,7 @@ async def test_fetch_behind_an_ack_in_one_batch_sees_its_work(tmp_path: Path) ->
     ack = asyncio.ensure_future(store.ack_orchestration_item(
         item.lock_token, commit(started(), scheduled(2), activities=[work(iid, 2)])))
     fetch = asyncio.ensure_future(store.fetch_activity_items(HOLD, limit=5))
-    await asyncio.sleep(0.02)
+    await asyncio.sleep(0)  # both are queued behind the blocker
     release.set()
     await ack
     acts = await fetch
