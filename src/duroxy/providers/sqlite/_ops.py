@@ -309,7 +309,7 @@ def ack_activity(tx: Tx, token: str, completion: PreparedMessage) -> None:
 
 def abandon_activity(tx: Tx, token: str, delay: float) -> None:
     wid = _work_id(token)
-    visible = tx.now + delay if delay > 0 else tx.now
+    visible = tx.now + delay if delay > 0 else None
     found = _rows(tx.conn, Q["abandon_activity"], (visible, wid, token, tx.now))
     if not found:
         raise _activity_lock_lost(tx, wid, token)

@@ -66,6 +66,8 @@ CREATE TABLE instance_locks (
 
 -- Activity work. While a row is locked, visible_at holds the lock's expiry: one index
 -- range (visible_at <= now) then finds both fresh rows and rows whose lock expired.
+-- enqueued_at is when the row was created: an abandon without delay puts the row back
+-- in its place in the queue.
 CREATE TABLE activity_queue (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     instance_id  TEXT    NOT NULL,
@@ -73,6 +75,7 @@ CREATE TABLE activity_queue (
     event_id     INTEGER NOT NULL,
     payload      TEXT    NOT NULL,
     visible_at   REAL    NOT NULL,
+    enqueued_at  REAL    NOT NULL,
     lock_token   TEXT,
     fetch_count  INTEGER NOT NULL DEFAULT 0
 );

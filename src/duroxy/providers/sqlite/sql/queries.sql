@@ -167,8 +167,9 @@ SELECT 1 FROM orchestrator_queue WHERE instance_id = ? AND visible_at <= ? LIMIT
 -- name: enqueue_activity
 -- (instance_id, execution_id, event_id, payload, visible_at); scheduling the same work
 -- twice keeps the first row.
-INSERT INTO activity_queue (instance_id, execution_id, event_id, payload, visible_at)
-VALUES (?, ?, ?, ?, ?)
+INSERT INTO activity_queue (instance_id, execution_id, event_id, payload, visible_at,
+                            enqueued_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?5)
 ON CONFLICT (instance_id, execution_id, event_id) DO NOTHING;
 
 -- name: next_activities
@@ -192,9 +193,9 @@ UPDATE activity_queue SET visible_at = ?
 WHERE id = ? AND lock_token = ? AND visible_at > ?;
 
 -- name: abandon_activity
--- (visible_at, id, lock_token, now)
-UPDATE activity_queue SET lock_token = NULL, visible_at = ?
-WHERE id = ? AND lock_token = ? AND visible_at > ?
+-- (visible_at or NULL: back to its place in the queue, id, lock_token, now)
+UPDATE activity_queue SET lock_token = NULL, visible_at = coalesce(?1, enqueued_at)
+WHERE id = ?2 AND lock_token = ?3 AND visible_at > ?4
 RETURNING instance_id;
 
 -- name: activity_lock_token
