@@ -188,8 +188,11 @@ async def _differential(seed: int, pair: tuple[Provider, Provider]) -> None:
 
 
 @pytest.mark.parametrize("seed", range(6))
-async def test_sqlite_answers_like_the_reference_store(seed: int, tmp_path: Path) -> None:
-    reference, store = InMemoryProvider(), SqliteProvider(tmp_path / "diff.db")
+@pytest.mark.parametrize("where", ["file", "memory"])
+async def test_sqlite_answers_like_the_reference_store(seed: int, where: str,
+                                                      tmp_path: Path) -> None:
+    reference = InMemoryProvider()
+    store = SqliteProvider(tmp_path / "diff.db") if where == "file" else SqliteProvider.in_memory()
     try:
         await _differential(seed, (reference, store))
     finally:
