@@ -7,6 +7,9 @@ import asyncio
 import dataclasses
 import enum
 import inspect
+import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -408,3 +411,19 @@ async def test_health_record_and_snapshot_and_settings_twice(world: Any) -> None
 async def test_validate_reports_every_problem(world: Any) -> None:
     out = await cms.validate_config(actx(), ValidateConfigInput("ghost", {"OK": ""}))
     assert not out.valid and len(out.problems) == 3
+
+
+# ====================================================================== the README
+def test_readme_quick_start_runs(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"## Quick start\n\n```python\n(.*?)```", readme, re.S)
+    assert match, "README has no quick start block"
+    assert len(match.group(1).splitlines()) <= 30
+    script = tmp_path / "quickstart.py"
+    script.write_text(match.group(1), encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert re.fullmatch(r"hello-[0-9a-f]{8} COMPLETED \['Hello, Ada!', 'Hello, Linus!'\]\n",
+                        proc.stdout), proc.stdout
+    assert (tmp_path / "quickstart.db").exists()
