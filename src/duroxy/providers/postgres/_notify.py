@@ -180,9 +180,11 @@ class Notifier:
             delay = min(delay * 2, self._max_backoff)
 
     async def aclose(self) -> None:
-        """Stop listening (on the loop that runs the task)."""
-        task, self._task = self._task, None
-        if task is not None and not task.done():
+        """Stop listening. A task on the running loop is cancelled and awaited; one on
+        another loop is dropped (see :meth:`drop`)."""
+        task = self._task
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            self._task = None
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

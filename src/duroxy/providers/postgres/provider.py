@@ -30,6 +30,7 @@ import logging
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -122,6 +123,19 @@ def _states(state: str | Sequence[str] | None) -> list[str] | None:
     return [state] if isinstance(state, str) else list(state)
 
 
+@dataclass(eq=False, slots=True)
+class _Binding:
+    """A pool and the tasks around it, all belonging to one event loop."""
+
+    loop: asyncio.AbstractEventLoop
+    pool: AsyncConnectionPool[Conn]
+    #: the pool's connections, so they can be closed without the loop (see _abandon)
+    conns: weakref.WeakSet[Conn]
+    opening: asyncio.Task[None] | None = None
+    guard: asyncio.Task[None] | None = None
+    released: bool = False
+
+
 class PostgresProvider(Provider):
     """A provider on PostgreSQL (``postgresql://`` DSN or libpq key/value string).
 
@@ -155,13 +169,8 @@ class PostgresProvider(Provider):
         self._channel = channel_name(schema)
         self._node_id = uuid.uuid4().hex[:12]
         self._notifier = Notifier(dsn, self._channel, self._node_id)
-        # Bound to one event loop at a time (see _ready):
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pool: AsyncConnectionPool[Conn] | None = None
-        self._opening: asyncio.Task[None] | None = None
-        # Connections of the current pool, so a pool left behind by a dead loop can be
-        # closed without that loop.
-        self._pool_conns: weakref.WeakSet[Conn] = weakref.WeakSet()
+        # The pool of the event loop in use (see _ready):
+        self._binding: _Binding | None = None
         self._migrated = False
         self._closed = False
 
@@ -183,43 +192,30 @@ class PostgresProvider(Provider):
             return
         self._closed = True
         self._notifier.clear()
-        pool, opening, loop = self._pool, self._opening, self._loop
-        self._pool = self._opening = self._loop = None
-        running = asyncio.get_running_loop()
-        if loop is running:
+        binding, self._binding = self._binding, None
+        if binding is None:
             await self._notifier.aclose()
-            if opening is not None and not opening.done():
-                opening.cancel()
-                with contextlib.suppress(BaseException):
-                    await opening
-            if pool is not None:
-                await pool.close()
+        elif binding.loop is asyncio.get_running_loop():
+            await self._release(binding)
         else:
-            self._drop(pool)
+            self._abandon(binding)
 
-    def _drop(self, pool: AsyncConnectionPool[Conn] | None) -> None:
-        """Abandon the pool and listener of a loop that is gone, closing their sockets
-        synchronously (the old loop cannot run the pool's own close any more)."""
-        self._notifier.drop()
-        for conn in list(self._pool_conns):
-            if not conn.closed:
-                conn.pgconn.finish()
-        self._pool_conns = weakref.WeakSet()
-        del pool  # its worker tasks died with their loop
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> _Binding:
+        """Build the pool for ``loop`` (not yet open) and the tasks that open and guard it."""
+        conns: weakref.WeakSet[Conn] = weakref.WeakSet()
 
-    async def _configure(self, conn: Conn) -> None:
-        self._pool_conns.add(conn)
+        async def configure(conn: Conn) -> None:
+            conns.add(conn)
 
-    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._loop is not None:
-            _log.debug("event loop changed: rebuilding the pool of %r", self)
-            self._drop(self._pool)
-        self._loop = loop
-        self._pool = AsyncConnectionPool(
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self._dsn, min_size=self._min_size, max_size=self._max_size, open=False,
             timeout=self._pool_timeout, kwargs={"autocommit": True},
-            configure=self._configure, name=f"duroxy-{self._schema}")
-        self._opening = loop.create_task(self._open(self._pool))
+            configure=configure, name=f"duroxy-{self._schema}")
+        b = _Binding(loop, pool, conns)
+        b.opening = loop.create_task(self._open(pool), name=f"{pool.name}-open")
+        b.guard = loop.create_task(self._guard(b), name=f"{pool.name}-guard")
+        self._binding = b
+        return b
 
     async def _open(self, pool: AsyncConnectionPool[Conn]) -> None:
         await pool.open()
@@ -228,26 +224,63 @@ class PostgresProvider(Provider):
                 await self._migrate(conn)
             self._migrated = True
 
+    async def _guard(self, b: _Binding) -> None:
+        """Sleep until cancelled, then release the binding. Cancellation comes from
+        close(), or from the loop shutting down (asyncio.run and friends cancel every
+        task): closing the pool then matters, because a pool worker caught in a
+        connection attempt swallows its own cancellation and would hang the shutdown."""
+        try:
+            await b.loop.create_future()
+        finally:
+            if not b.released:
+                await self._release(b)
+
+    async def _release(self, b: _Binding) -> None:
+        """Close the binding's pool and listener, on the binding's (running) loop."""
+        b.released = True
+        me = asyncio.current_task()
+        for task in (b.opening, b.guard):
+            if task is not None and task is not me and not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        if self._binding in (b, None):
+            await self._notifier.aclose()
+        await b.pool.close(timeout=1.0)
+
+    def _abandon(self, b: _Binding) -> None:
+        """Forget a binding whose loop is gone (closed, or just not the running one),
+        closing its sockets synchronously: that loop cannot run the pool's close."""
+        b.released = True
+        if self._binding in (b, None):
+            self._notifier.drop()
+        for conn in list(b.conns):
+            if not conn.closed:
+                conn.pgconn.finish()
+
     async def _ready(self) -> AsyncConnectionPool[Conn]:
         """The pool of the running loop, opened and migrated."""
         if self._closed:
             raise ProviderError("the PostgreSQL provider is closed")
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            self._bind(loop)
-        elif self._opening is not None and self._opening.done() and (
-                self._opening.cancelled() or self._opening.exception() is not None):
-            # The last open failed (server down, migration error): retry on a fresh pool.
-            failed = self._pool
-            self._loop = None
-            if failed is not None:
-                await failed.close()
-            self._bind(loop)
+        b = self._binding
+        if b is None:
+            b = self._bind(loop)
+        elif b.loop is not loop:
+            _log.debug("event loop changed: rebuilding the pool of %r", self)
+            self._abandon(b)
+            b = self._bind(loop)
+        elif b.released or (b.opening is not None and b.opening.done() and (
+                b.opening.cancelled() or b.opening.exception() is not None)):
+            # Released by a loop shutdown, or the last open failed (server down,
+            # migration error): retry on a fresh pool.
+            if not b.released:
+                await self._release(b)
+            b = self._bind(loop)
         self._notifier.ensure_running()
-        opening, pool = self._opening, self._pool
-        assert opening is not None and pool is not None
-        await asyncio.shield(opening)
-        return pool
+        assert b.opening is not None
+        await asyncio.shield(b.opening)
+        return b.pool
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Conn]:
@@ -314,7 +347,8 @@ class PostgresProvider(Provider):
         with contextlib.suppress(RuntimeError):
             # Start listening now when called on the loop in use; otherwise the next
             # call on the provider starts it.
-            if asyncio.get_running_loop() is self._loop and not self._closed:
+            b = self._binding
+            if b is not None and b.loop is asyncio.get_running_loop() and not self._closed:
                 self._notifier.ensure_running()
         return unsubscribe
 
@@ -366,23 +400,41 @@ class PostgresProvider(Provider):
             ids = list(dict.fromkeys(r[0] for r in await cur.fetchall()))[:limit]
             if not ids:
                 return []
-            tokens = [uuid.uuid4().hex for _ in ids]
-            cur = await conn.execute(self._q["lock_and_deliver"], {
-                "instance_ids": ids, "tokens": tokens, "lock_timeout": float(lock_timeout)})
-            delivered = await cur.fetchall()
-            cur = await conn.execute(self._q["get_instances"], {"instance_ids": ids})
-            records = {r[0]: _record(r) for r in await cur.fetchall()}
-            by_instance: dict[str, list[Row]] = {iid: [] for iid in ids}
-            for row in delivered:
-                by_instance[row[0]].append(row)
-            empty = [iid for iid, rows in by_instance.items() if not rows]
-            if empty:
-                # Consumed by a concurrent turn between the claim and the lease.
-                await conn.execute(self._q["release_locks"], {"instance_ids": empty})
+            return await self._lease(conn, ids, lock_timeout, keep_empty=False)
+
+    async def lock_instance(self, instance_id: str, lock_timeout: float
+                            ) -> OrchestrationItem | None:
+        async with self._transaction() as conn:
+            # Lock-only: a lease lost in a server crash just means the work is fetched
+            # again, so this commit need not wait for the WAL flush.
+            await conn.execute("SET LOCAL synchronous_commit = off")
+            cur = await conn.execute(self._q["claim_instance"], {"instance_id": instance_id})
+            if await cur.fetchone() is None:
+                return None
+            [item] = await self._lease(conn, [instance_id], lock_timeout, keep_empty=True)
+            return item
+
+    async def _lease(self, conn: Conn, ids: list[str], lock_timeout: float, *,
+                     keep_empty: bool) -> list[OrchestrationItem]:
+        """Lease the claimed (row-locked) instances ``ids`` and deliver their visible
+        messages, inside the caller's transaction. Without ``keep_empty``, an instance
+        left with no visible message is released and skipped."""
+        tokens = [uuid.uuid4().hex for _ in ids]
+        cur = await conn.execute(self._q["lock_and_deliver"], {
+            "instance_ids": ids, "tokens": tokens, "lock_timeout": float(lock_timeout)})
+        by_instance: dict[str, list[Row]] = {iid: [] for iid in ids}
+        for row in await cur.fetchall():
+            by_instance[row[0]].append(row)
+        cur = await conn.execute(self._q["get_instances"], {"instance_ids": ids})
+        records = {r[0]: _record(r) for r in await cur.fetchall()}
+        empty = [iid for iid, rows in by_instance.items() if not rows]
+        if empty and not keep_empty:
+            # Consumed by a concurrent turn between the claim and the lease.
+            await conn.execute(self._q["release_locks"], {"instance_ids": empty})
         items: list[OrchestrationItem] = []
         for iid, token in zip(ids, tokens, strict=True):
             rows = sorted(by_instance[iid], key=lambda r: int(r[1]))
-            if not rows:
+            if not rows and not keep_empty:
                 continue
             messages: list[QueuedMessage] = []
             for _, mid, payload, due_at, _attempts in rows:
@@ -392,7 +444,8 @@ class PostgresProvider(Provider):
                     messages.append(QueuedMessage(mid, None, str(e)))
             items.append(OrchestrationItem(
                 instance_id=iid, lock_token=token, messages=messages,
-                instance=records.get(iid), attempt=max(int(r[4]) for r in rows)))
+                instance=records.get(iid),
+                attempt=max((int(r[4]) for r in rows), default=1)))
         return items
 
     async def _check_orchestration_lock(self, conn: Conn, lock_token: str) -> tuple[str, bool]:
@@ -420,6 +473,8 @@ class PostgresProvider(Provider):
         notes += [("activity", i) for i in dict.fromkeys(w.instance_id for w in commit.activities)]
         async with self._transaction() as conn:
             instance_id, has_record = await self._check_orchestration_lock(conn, lock_token)
+            if commit.acked_activities:
+                await self._take_acked_activities(conn, commit.acked_activities)
             if has_record and commit.state in TERMINAL_STATES:
                 notes.append(("terminal", instance_id))
             if has_record:
@@ -450,6 +505,18 @@ class PostgresProvider(Provider):
                                {"instance_id": instance_id, "token": lock_token})
             await self._send_notes(conn, notes)
         self._notifier.call(notes)
+
+    async def _take_acked_activities(self, conn: Conn, tokens: list[str]) -> None:
+        """Delete the work rows whose results this turn consumed; ``LockLost`` (failing
+        the whole ack) unless every one of their leases is still held."""
+        cur = await conn.execute(self._q["check_activity_locks"], {"tokens": tokens})
+        rows = await cur.fetchall()
+        if len(rows) != len(set(tokens)):
+            raise LockLost("an acknowledged activity's lock is not held (released, taken "
+                           "over or cancelled)")
+        if not all(alive for _, alive in rows):
+            raise LockLost("an acknowledged activity's lock expired")
+        await conn.execute(self._q["delete_activities"], {"ids": [rid for rid, _ in rows]})
 
     async def _enqueue_messages(self, conn: Conn, msgs: Sequence[OrchestratorMessage],
                                 payloads: list[str]) -> None:

@@ -45,8 +45,19 @@ FROM {schema}.activity_queue
 WHERE lock_token = %(token)s
 FOR UPDATE
 
+-- name: check_activity_locks
+-- The rows of several leases at once (a turn that consumed activity results directly).
+SELECT id, locked_until > clock_timestamp()
+FROM {schema}.activity_queue
+WHERE lock_token = ANY(%(tokens)s::text[])
+ORDER BY id
+FOR UPDATE
+
 -- name: delete_activity
 DELETE FROM {schema}.activity_queue WHERE id = %(id)s
+
+-- name: delete_activities
+DELETE FROM {schema}.activity_queue WHERE id = ANY(%(ids)s::bigint[])
 
 -- name: renew_activity
 WITH lease AS (

@@ -94,6 +94,15 @@ ORDER BY q.visible_at, q.id
 LIMIT %(scan)s
 FOR UPDATE OF l SKIP LOCKED
 
+-- name: claim_instance
+-- One given instance, if it has a record and no live lease or cool-down (lock_instance).
+SELECT l.instance_id
+FROM {schema}.instance_locks AS l
+WHERE l.instance_id = %(instance_id)s
+  AND (l.locked_until IS NULL OR l.locked_until <= statement_timestamp())
+  AND EXISTS (SELECT 1 FROM {schema}.instances AS i WHERE i.instance_id = l.instance_id)
+FOR UPDATE OF l SKIP LOCKED
+
 -- name: lock_and_deliver
 -- Lease the claimed instances (one token each) and mark their visible messages as
 -- delivered under that token. Returns the delivered messages.

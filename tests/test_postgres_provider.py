@@ -1,0 +1,444 @@
+"""PostgreSQL-specific behaviour: schemas as tenants, migrations under concurrency,
+LISTEN/NOTIFY across provider objects, event-loop changes, the database clock.
+
+Needs a server: set ``DUROXY_TEST_PG_DSN``. Every test uses fresh schema names and
+drops them afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from duroxy.errors import InstanceAlreadyExists, LockLost, ProviderError
+from duroxy.providers.base import Provider
+from duroxy.testing.conformance_support import (
+    HOLD,
+    Recorder,
+    activity_completion,
+    commit,
+    create,
+    fetch_one,
+    raised,
+    scheduled,
+    start_message,
+    started,
+    uid,
+    work,
+)
+
+DSN = os.environ.get("DUROXY_TEST_PG_DSN")
+
+pytestmark = pytest.mark.postgres
+
+if DSN:
+    import psycopg
+    from psycopg import sql
+
+    from duroxy.providers.postgres import PostgresProvider
+
+
+def new_schema() -> str:
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+def drop_schemas(names: list[str]) -> None:
+    assert DSN
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        for name in names:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def dsn() -> str:
+    if not DSN:
+        pytest.skip("DUROXY_TEST_PG_DSN not set: PostgreSQL tests need a server")
+    return DSN
+
+
+@pytest.fixture
+def schemas(dsn: str) -> Iterator[Callable[[], str]]:
+    """Hands out fresh schema names; drops them all after the test."""
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(new_schema())
+        return made[-1]
+
+    yield make
+    drop_schemas(made)
+
+
+@pytest.fixture
+async def providers(dsn: str, schemas: Callable[[], str]
+                    ) -> AsyncIterator[Callable[..., PostgresProvider]]:
+    """Builds providers (on a given or fresh schema) and closes them after the test."""
+    made: list[PostgresProvider] = []
+
+    def make(schema: str | None = None, **kw: Any) -> PostgresProvider:
+        made.append(PostgresProvider(dsn, schema or schemas(), **kw))
+        return made[-1]
+
+    yield make
+    for p in made:
+        await p.close()
+
+
+async def query(dsn: str, text: str, *params: Any) -> list[tuple[Any, ...]]:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cur = await conn.execute(text.encode(), params or None)
+        return await cur.fetchall() if cur.description else []
+
+
+async def settle(sender: Provider, receiver: Recorder) -> None:
+    """Commit a marker through ``sender`` and wait until ``receiver`` saw it: PostgreSQL
+    delivers notifications in commit order, so every earlier note has arrived too."""
+    marker = uid("marker")
+    await create(sender, marker)
+    await receiver.wait_exact(marker)
+
+
+# ------------------------------------------------------------------ construction
+@pytest.mark.parametrize("bad", ["", "1abc", "a-b", "a b", 'x"y', "pg_temp", "ü", "a" * 64])
+def test_bad_schema_name_is_a_value_error(bad: str) -> None:
+    from duroxy.providers.postgres import PostgresProvider as P
+
+    with pytest.raises(ValueError, match="schema name"):
+        P("postgresql://localhost/x", schema=bad)
+
+
+def test_constructor_opens_nothing_and_needs_no_loop() -> None:
+    from duroxy.providers.postgres import PostgresProvider as P
+
+    # Nothing listens on port 1: any connection attempt would fail.
+    p = P("postgresql://127.0.0.1:1/none", schema="Mixed_Case_1", min_size=0, max_size=1)
+    assert p.schema == "Mixed_Case_1" and p.channel == "duroxy_Mixed_Case_1"
+    assert len(P("postgresql://127.0.0.1:1/none", schema="a" * 63).channel) <= 63
+
+
+def test_bad_pool_sizes() -> None:
+    from duroxy.providers.postgres import PostgresProvider as P
+
+    with pytest.raises(ValueError):
+        P("postgresql://localhost/x", min_size=3, max_size=2)
+    with pytest.raises(ValueError):
+        P("postgresql://localhost/x", max_size=0)
+
+
+def test_import_without_psycopg_names_the_extra() -> None:
+    code = ("import sys; sys.modules['psycopg'] = None\n"
+            "try:\n    import duroxy.providers.postgres\n"
+            "except ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert "install duroxy[postgres]" in out
+
+
+async def test_unreachable_server_is_a_retryable_provider_error() -> None:
+    from duroxy.providers.postgres import PostgresProvider as P
+
+    p = P("postgresql://127.0.0.1:1/none?connect_timeout=1", schema="nowhere",
+          min_size=0, max_size=1, pool_timeout=0.3)
+    try:
+        with pytest.raises(ProviderError) as info:
+            await p.get_instance("x")
+        assert info.value.retryable
+    finally:
+        await p.close()
+
+
+# ------------------------------------------------------------------ schemas and migrations
+async def test_schemas_are_separate_stores(providers: Callable[..., PostgresProvider]) -> None:
+    a, b = providers(), providers()
+    await create(a, "same-id", "name::a")
+    await create(b, "same-id", "name::b")
+    with pytest.raises(InstanceAlreadyExists):
+        await create(a, "same-id", "name::a")
+    ra, rb = await a.get_instance("same-id"), await b.get_instance("same-id")
+    assert ra is not None and rb is not None and (ra.name, rb.name) == ("name::a", "name::b")
+
+    item = await fetch_one(a)
+    await a.ack_orchestration_item(item.lock_token, commit(started("name::a"), state="COMPLETED",
+                                                            name="name::a", output='"A"'))
+    assert len(await a.read_history("same-id")) == 1
+    assert await b.read_history("same-id") == []
+    rb = await b.get_instance("same-id")
+    assert rb is not None and rb.state == "PENDING"
+    # b's start message is still there for b alone
+    assert (await fetch_one(b)).instance_id == "same-id"
+    assert await a.fetch_orchestration_items(HOLD, limit=10) == []
+    assert await a.delete_instance("same-id") == 1
+    assert await b.get_instance("same-id") is not None
+
+
+async def test_concurrent_first_use_migrates_once(
+        dsn: str, schemas: Callable[[], str], providers: Callable[..., PostgresProvider]) -> None:
+    schema = schemas()
+    nodes = [providers(schema) for _ in range(6)]
+    # Every node's first call migrates; the script has no IF NOT EXISTS, so a second run
+    # of it would fail that node.
+    await asyncio.gather(*(n.get_instance("x") for n in nodes))
+    versions = await query(dsn, f'SELECT version, name FROM "{schema}".schema_version')
+    assert versions == [(1, "initial")]
+    tables = await query(
+        dsn, "SELECT count(*) FROM pg_tables WHERE schemaname = %s", schema)
+    assert tables == [(6,)]
+    # and a later node finds nothing to do
+    late = providers(schema)
+    assert await late.get_instance("x") is None
+
+
+async def test_newer_schema_version_is_refused(
+        dsn: str, schemas: Callable[[], str], providers: Callable[..., PostgresProvider]) -> None:
+    schema = schemas()
+    assert await providers(schema).get_instance("x") is None
+    await query(dsn, f'INSERT INTO "{schema}".schema_version (version, name) VALUES (99, %s)',
+                "future")
+    with pytest.raises(ProviderError, match="newer"):
+        await providers(schema).get_instance("x")
+
+
+# ------------------------------------------------------------------ LISTEN / NOTIFY
+async def test_notify_reaches_other_provider_on_same_schema_only(
+        providers: Callable[..., PostgresProvider]) -> None:
+    sender = providers()
+    peer = providers(sender.schema)
+    other_sender = providers()
+    other = providers(other_sender.schema)
+    seen = {ch: Recorder() for ch in ("orchestrator", "activity", "terminal")}
+    for ch, rec in seen.items():
+        peer.listen(ch, rec)  # type: ignore[arg-type]
+    elsewhere = Recorder()
+    other.listen("orchestrator", elsewhere)
+    await peer.wait_listening()
+    await other.wait_listening()
+
+    iid = uid()
+    await create(sender, iid)
+    await seen["orchestrator"].wait_exact(iid)
+    item = await fetch_one(sender)
+    w = work(iid)
+    await sender.ack_orchestration_item(
+        item.lock_token, commit(started(), scheduled(2), activities=[w]))
+    await seen["activity"].wait_exact(iid)
+    [act] = await sender.fetch_activity_items(HOLD, limit=5)
+    await sender.ack_activity(act.lock_token, activity_completion(w))
+    item = await fetch_one(sender)
+    await sender.ack_orchestration_item(item.lock_token, commit(state="COMPLETED"))
+    await seen["terminal"].wait_exact(iid)
+    assert seen["orchestrator"].seen().count(iid) == 2  # start, then the completion
+
+    await settle(other_sender, elsewhere)
+    assert iid not in elsewhere.seen()
+
+
+async def test_own_commits_call_listeners_once(
+        providers: Callable[..., PostgresProvider]) -> None:
+    node = providers()
+    peer = providers(node.schema)
+    rec = Recorder()
+    node.listen("orchestrator", rec)
+    await node.wait_listening()
+    iid = uid()
+    await create(node, iid)
+    assert rec.seen() == [iid]  # called directly, before create_instance returned
+    await settle(peer, rec)  # the echo of our own NOTIFY would have arrived by now
+    assert rec.seen().count(iid) == 1
+
+
+async def test_unsubscribed_listener_is_not_called(
+        providers: Callable[..., PostgresProvider]) -> None:
+    node = providers()
+    gone, kept = Recorder(), Recorder()
+    unsubscribe = node.listen("orchestrator", gone)
+    node.listen("orchestrator", kept)
+    unsubscribe()
+    await create(node, "x")
+    assert gone.seen() == [] and kept.seen() == ["x"]
+
+
+async def test_listener_reconnects_after_connection_loss(
+        dsn: str, providers: Callable[..., PostgresProvider]) -> None:
+    sender = providers()
+    node = providers(sender.schema)
+    rec = Recorder()
+    node.listen("orchestrator", rec)
+    await node.wait_listening()
+    pid = node.listener_backend_pid
+    assert pid is not None
+    await query(dsn, "SELECT pg_terminate_backend(%s)", pid)
+    # after reconnecting, every listener gets a general wake-up (notes may be lost)
+    await rec.wait_for("never-sent")
+    assert None in rec.seen()
+    await node.wait_listening()
+    assert node.listener_backend_pid not in (None, pid)
+    iid = uid()
+    await create(sender, iid)
+    await rec.wait_exact(iid)
+
+
+# ------------------------------------------------------------------ claims under concurrency
+async def test_competing_nodes_never_share_work(
+        providers: Callable[..., PostgresProvider]) -> None:
+    nodes = [providers(max_size=3)]
+    nodes += [providers(nodes[0].schema, max_size=3) for _ in range(3)]
+    ids = [uid() for _ in range(24)]
+    for iid in ids:
+        await create(nodes[0], iid)
+
+    async def drain_orchestrations(p: PostgresProvider) -> list[str]:
+        got: list[str] = []
+        while items := await p.fetch_orchestration_items(HOLD, limit=3):
+            for it in items:
+                got.append(it.instance_id)
+                await p.ack_orchestration_item(
+                    it.lock_token, commit(started(), scheduled(2), activities=[
+                        work(it.instance_id)]))
+        return got
+
+    got = await asyncio.gather(*(drain_orchestrations(n) for n in nodes))
+    assert sorted(i for part in got for i in part) == sorted(ids)
+
+    async def drain_activities(p: PostgresProvider) -> list[str]:
+        taken: list[str] = []
+        while items := await p.fetch_activity_items(HOLD, limit=2):
+            for it in items:
+                taken.append(it.work.instance_id)
+                await p.ack_activity(it.lock_token, activity_completion(it.work))
+        return taken
+
+    taken = await asyncio.gather(*(drain_activities(n) for n in nodes))
+    assert sorted(i for part in taken for i in part) == sorted(ids)
+
+
+# ------------------------------------------------------------------ the database clock
+async def test_leases_ignore_the_host_clock(
+        providers: Callable[..., PostgresProvider], monkeypatch: pytest.MonkeyPatch) -> None:
+    p = providers()
+    await create(p, "x")
+    real = time.time
+    # This host's clock jumps an hour ahead: a lease computed from it would be expired
+    # at once or last an hour too long; the database clock is all that counts.
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)
+    item = await fetch_one(p, lock_timeout=60)
+    await p.renew_orchestration_lock(item.lock_token, 60)
+    assert await p.fetch_orchestration_items(HOLD, limit=5) == []
+    await p.ack_orchestration_item(item.lock_token, commit(started()))
+    monkeypatch.setattr(time, "time", lambda: real() - 3600)
+    await p.enqueue_orchestrator_message(raised("x"))
+    item = await fetch_one(p, lock_timeout=0.1)
+    await asyncio.sleep(0.2)
+    with pytest.raises(LockLost):
+        await p.ack_orchestration_item(item.lock_token, commit())
+
+
+async def test_visible_at_is_compared_with_the_database_clock(
+        dsn: str, providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    await create(p, "x")
+    await p.ack_orchestration_item((await fetch_one(p)).lock_token, commit(started()))
+    [(db_now,)] = await query(dsn, "SELECT extract(epoch FROM clock_timestamp())::float8")
+    await p.enqueue_orchestrator_message(raised("x", visible_at=db_now + 0.3))
+    assert await p.fetch_orchestration_items(HOLD, limit=5) == []
+    await asyncio.sleep(0.35)
+    item = await fetch_one(p)
+    [qm] = item.messages
+    assert qm.message is not None and qm.message.visible_at == db_now + 0.3
+    record = await p.get_instance("x")
+    assert record is not None and abs(record.updated_at - db_now) < 5
+
+
+# ------------------------------------------------------------------ lifecycle and loops
+def test_usable_from_one_event_loop_after_another(dsn: str, schemas: Callable[[], str]) -> None:
+    p = PostgresProvider(dsn, schemas())
+    sender = PostgresProvider(dsn, p.schema)
+    rec = Recorder()
+
+    async def first() -> None:
+        p.listen("orchestrator", rec)
+        await create(p, "a")
+        await p.wait_listening()
+        await create(sender, "b")
+        await rec.wait_exact("b")
+
+    async def second() -> None:
+        # a and b are both queued; the oldest comes first
+        [item] = await p.fetch_orchestration_items(HOLD, limit=1)
+        assert item.instance_id == "a"
+        await p.ack_orchestration_item(item.lock_token, commit(started()))
+        await p.wait_listening()  # the listener was rebuilt on this loop
+        await create(sender, "c")
+        await rec.wait_exact("c")
+
+    async def finish() -> None:
+        assert [i.instance_id for i in await p.list_instances()] == ["a", "b", "c"]
+        await p.close()
+        await sender.close()
+
+    asyncio.run(first())
+    asyncio.run(second())
+    asyncio.run(finish())
+    gc.collect()
+
+
+async def test_close_is_idempotent_and_final(providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    p.listen("orchestrator", Recorder())
+    await create(p, "x")
+    await p.close()
+    await p.close()
+    with pytest.raises(ProviderError, match="closed"):
+        await p.get_instance("x")
+
+
+def test_unclosed_provider_does_not_keep_the_process_alive(
+        dsn: str, schemas: Callable[[], str]) -> None:
+    code = f"""
+import asyncio
+from duroxy.providers.postgres import PostgresProvider
+from duroxy.testing.conformance_support import create
+p = PostgresProvider({dsn!r}, {schemas()!r})
+async def main():
+    p.listen("orchestrator", lambda iid: None)
+    await create(p, "x")
+    await p.wait_listening()
+asyncio.run(main())
+print("done")
+"""
+    out = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "done"
+    assert "Warning" not in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+async def test_pool_size_bounds_connections(
+        dsn: str, providers: Callable[..., PostgresProvider]) -> None:
+    p = providers(min_size=1, max_size=2)
+    await asyncio.gather(*(create(p, uid()) for _ in range(20)))
+    [(count,)] = await query(
+        dsn, "SELECT count(*) FROM pg_stat_activity WHERE application_name = '' "
+             "AND backend_type = 'client backend' AND pid <> pg_backend_pid() "
+             "AND query LIKE %s", f"%{p.schema}%")
+    assert 1 <= count <= 2
+    assert len(await p.list_instances(limit=50)) == 20
+
+
+async def test_start_message_round_trips_exactly(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    iid = "ünïcødé ✓ \"quoted\" 'x' \\ %s {schema}"
+    msg = start_message(iid, input='{"big":123456789012345678901234567890,"f":0.1}')
+    await p.create_instance(msg)
+    item = await fetch_one(p)
+    assert item.instance_id == iid
+    assert item.messages[0].message == msg
