@@ -1,0 +1,306 @@
+"""The public surface named in API.md: names, spellings, aliases, defaults.
+
+A change here is a change of the contract users program against; it must be deliberate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+import duroxy
+import duroxy.errors
+from duroxy import (
+    ActivityContext,
+    ActivityRegistry,
+    BackoffStrategy,
+    Client,
+    DuroxyError,
+    OrchestrationContext,
+    OrchestrationRegistry,
+    OrchestrationState,
+    ProviderError,
+    RetryPolicy,
+    Runtime,
+    RuntimeOptions,
+)
+
+# Pinned: adding or removing a top-level name is a contract change.
+EXPECTED_ALL = [
+    "ActivityContext",
+    "ActivityFailed",
+    "ActivityRegistry",
+    "BackoffStrategy",
+    "Client",
+    "ConfigurationError",
+    "DuroxyError",
+    "ErrorDetails",
+    "InstanceAlreadyExists",
+    "InstanceInfo",
+    "InstanceNotFound",
+    "LockLost",
+    "NonDurableAwait",
+    "NondeterminismError",
+    "NotRegistered",
+    "OrchestrationContext",
+    "OrchestrationRegistry",
+    "OrchestrationState",
+    "OrchestrationStatus",
+    "PayloadError",
+    "ProviderError",
+    "RetryPolicy",
+    "Runtime",
+    "RuntimeOptions",
+    "SubOrchestrationFailed",
+    "__version__",
+    "connect",
+]
+
+# Every name API.md says is importable from top-level duroxy.
+API_MD_NAMES = [
+    "ActivityContext", "OrchestrationContext", "RetryPolicy", "BackoffStrategy",
+    "ActivityRegistry", "OrchestrationRegistry", "Runtime", "RuntimeOptions", "Client",
+    "OrchestrationStatus", "OrchestrationState", "InstanceInfo", "DuroxyError",
+    "ActivityFailed", "SubOrchestrationFailed", "NondeterminismError",
+    "InstanceAlreadyExists", "InstanceNotFound", "NotRegistered", "ProviderError",
+    "PayloadError", "connect",
+]
+
+
+def test_all_is_pinned_and_sorted() -> None:
+    assert duroxy.__all__ == EXPECTED_ALL
+    assert sorted(duroxy.__all__) == duroxy.__all__
+    for name in duroxy.__all__:
+        assert hasattr(duroxy, name), name
+
+
+@pytest.mark.parametrize("name", API_MD_NAMES)
+def test_api_md_name_importable_from_top_level(name: str) -> None:
+    module = importlib.import_module("duroxy")
+    assert getattr(module, name) is not None
+    assert name in duroxy.__all__
+
+
+@pytest.mark.parametrize(("module", "name"), [
+    ("duroxy.providers.sqlite", "SqliteProvider"),
+    ("duroxy.providers.postgres", "PostgresProvider"),
+    ("duroxy.providers.memory", "InMemoryProvider"),
+])
+def test_providers_importable(module: str, name: str) -> None:
+    from duroxy.providers.base import Provider
+
+    cls = getattr(importlib.import_module(module), name)
+    assert issubclass(cls, Provider)
+    assert not inspect.iscoroutinefunction(cls.__init__)  # constructors are synchronous
+
+
+def test_connect_is_synchronous() -> None:
+    assert callable(duroxy.connect)
+    assert not inspect.iscoroutinefunction(duroxy.connect)
+
+
+# ======================================================================== options
+def test_runtime_options_frozen_keyword_only_with_documented_defaults() -> None:
+    assert dataclasses.is_dataclass(RuntimeOptions)
+    fields = dataclasses.fields(RuntimeOptions)
+    assert fields and all(f.kw_only for f in fields)
+    opts = RuntimeOptions()
+    assert opts.orchestration_lock_timeout == 5.0
+    assert opts.activity_lock_timeout == 30.0
+    names = {f.name for f in fields}
+    assert {"orchestration_concurrency", "activity_concurrency", "max_attempts"} <= names
+    with pytest.raises(TypeError):
+        RuntimeOptions(5.0)  # type: ignore[call-arg, arg-type]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.activity_lock_timeout = 1.0  # type: ignore[misc]
+    assert RuntimeOptions(activity_lock_timeout=12.0).activity_lock_timeout == 12.0
+
+
+def test_retry_policy_spellings() -> None:
+    assert RetryPolicy().max_attempts == 3 and RetryPolicy().timeout is None
+    policy = RetryPolicy(5).with_backoff(
+        BackoffStrategy.Exponential(base=timedelta(seconds=2), multiplier=2.0,
+                                    max=timedelta(seconds=30))
+    ).with_timeout(timedelta(seconds=60))
+    assert policy.max_attempts == 5
+    assert policy.timeout == timedelta(seconds=60)
+    assert RetryPolicy(max_attempts=2, backoff=BackoffStrategy.Fixed(delay=1), timeout=None)
+    # The documented waits after failed attempt n.
+    assert BackoffStrategy.Fixed(delay=3).delay_after(4) == 3
+    assert BackoffStrategy.Linear(base=1, max=2.5).delay_after(2) == 2
+    assert BackoffStrategy.Linear(base=1, max=2.5).delay_after(3) == 2.5
+    assert BackoffStrategy.Exponential(base=1, multiplier=3.0, max=30).delay_after(3) == 9
+
+
+# ======================================================================== errors
+def test_internal_control_flow_is_not_an_exception() -> None:
+    from duroxy._engine import ContinueAsNew
+    from duroxy._engine.execution import _Nondeterministic
+
+    for cls in (ContinueAsNew, _Nondeterministic):
+        assert issubclass(cls, BaseException)
+        assert not issubclass(cls, Exception), cls
+
+
+def _error_classes() -> list[type[BaseException]]:
+    return [obj for name in duroxy.errors.__all__
+            if isinstance(obj := getattr(duroxy.errors, name), type)
+            and issubclass(obj, BaseException)]
+
+
+@pytest.mark.parametrize("cls", _error_classes(), ids=lambda c: c.__name__)
+def test_every_error_derives_from_duroxy_error(cls: type[BaseException]) -> None:
+    assert issubclass(cls, DuroxyError)
+
+
+def test_error_tree_is_complete() -> None:
+    names = {c.__name__ for c in _error_classes()}
+    assert {"DuroxyError", "ActivityFailed", "SubOrchestrationFailed", "NondeterminismError",
+            "InstanceAlreadyExists", "InstanceNotFound", "NotRegistered", "ProviderError",
+            "PayloadError"} <= names
+
+
+def test_provider_error_has_retryable() -> None:
+    assert ProviderError("down").retryable is False
+    assert ProviderError("busy", retryable=True).retryable is True
+
+
+def test_failure_exceptions_carry_documented_attributes() -> None:
+    e = duroxy.ActivityFailed("reserve", "KeyError", "missing key", 3)
+    assert (e.activity_name, e.error_type, e.message, e.attempts) == (
+        "reserve", "KeyError", "missing key", 3)
+    assert "missing key" in str(e)
+    s = duroxy.SubOrchestrationFailed("child", "kid-1", "ValueError", "bad input")
+    assert (s.orchestration_name, s.instance_id, s.error_type, s.message) == (
+        "child", "kid-1", "ValueError", "bad input")
+    assert "bad input" in str(s)
+
+
+def test_orchestration_state_members() -> None:
+    assert {m.name for m in OrchestrationState} >= {
+        "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "NOT_FOUND"}
+    for name in ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "NOT_FOUND"):
+        assert getattr(OrchestrationState, name).name == name
+
+
+def test_status_and_info_fields() -> None:
+    status = {f.name for f in dataclasses.fields(duroxy.OrchestrationStatus)}
+    assert {"state", "output", "error", "custom_status"} <= status
+    info = {f.name for f in dataclasses.fields(duroxy.InstanceInfo)}
+    assert {"instance_id", "name", "version", "state", "execution_id", "created_at",
+            "updated_at", "parent_instance_id"} <= info
+
+
+# ======================================================================== context
+CONTEXT_METHODS = [
+    "schedule_activity", "schedule_activity_with_retry", "schedule_timer", "schedule_wait",
+    "wait_for_event", "schedule_sub_orchestration", "schedule_orchestration",
+    "continue_as_new", "select2", "select", "join", "utcnow", "new_guid", "trace_info",
+    "trace_warn", "trace_error", "trace_debug", "set_custom_status", "get_custom_status",
+    "schedule_activity_typed", "schedule_sub_orchestration_typed",
+]
+CONTEXT_PROPERTIES = ["instance_id", "execution_id", "orchestration_name",
+                      "orchestration_version", "is_replaying", "parent_instance_id"]
+
+
+@pytest.mark.parametrize("name", CONTEXT_METHODS)
+def test_context_method(name: str) -> None:
+    assert callable(getattr(OrchestrationContext, name, None)), name
+
+
+@pytest.mark.parametrize("name", CONTEXT_PROPERTIES)
+def test_context_property(name: str) -> None:
+    assert isinstance(getattr(OrchestrationContext, name, None), property), name
+
+
+def test_context_aliases() -> None:
+    assert OrchestrationContext.wait_for_event is OrchestrationContext.schedule_wait
+
+
+@pytest.mark.parametrize("name", ["trace_info", "trace_warn", "trace_error", "trace_debug",
+                                  "is_cancelled", "cancelled", "get_client"])
+def test_activity_context_method(name: str) -> None:
+    assert callable(getattr(ActivityContext, name, None)), name
+
+
+def test_activity_context_cancelled_is_awaitable() -> None:
+    assert inspect.iscoroutinefunction(ActivityContext.cancelled)
+
+
+# ======================================================================== registries
+BUILDER_METHODS = ["register", "register_typed", "register_versioned",
+                   "register_versioned_typed"]
+
+
+@pytest.mark.parametrize("registry", [ActivityRegistry, OrchestrationRegistry],
+                         ids=lambda r: r.__name__)
+@pytest.mark.parametrize("method", BUILDER_METHODS)
+def test_registry_builder_method(registry: Any, method: str) -> None:
+    builder = registry.builder()
+    assert callable(getattr(builder, method, None)), (
+        f"{type(builder).__name__} has no {method}")
+    assert callable(builder.build)
+
+
+@pytest.mark.parametrize("registry", [ActivityRegistry, OrchestrationRegistry],
+                         ids=lambda r: r.__name__)
+def test_registry_builder_aliases(registry: Any) -> None:
+    cls = type(registry.builder())
+    assert cls.register_typed is cls.register
+    if hasattr(cls, "register_versioned_typed"):
+        assert cls.register_versioned_typed is cls.register_versioned
+
+
+# ======================================================================== runtime, client
+def test_runtime_lifecycle_spellings() -> None:
+    assert inspect.iscoroutinefunction(Runtime.start)
+    assert inspect.iscoroutinefunction(Runtime.shutdown)
+    assert "timeout" in inspect.signature(Runtime.shutdown).parameters
+    assert hasattr(Runtime, "__aenter__") and hasattr(Runtime, "__aexit__")
+    params = list(inspect.signature(Runtime.start).parameters)
+    assert params[:4] == ["provider", "activities", "orchestrations", "options"]
+
+
+CLIENT_METHODS = [
+    "start_orchestration", "start_orchestration_versioned", "raise_event", "send_signal",
+    "cancel_instance", "wait_for_orchestration", "get_orchestration_status",
+    "get_instance_info", "list_instances", "read_history", "delete_instance",
+    "purge_instances",
+]
+
+
+@pytest.mark.parametrize("name", CLIENT_METHODS)
+def test_client_method_is_async(name: str) -> None:
+    method = getattr(Client, name, None)
+    assert method is not None, name
+    assert inspect.iscoroutinefunction(method), f"Client.{name} must be async"
+
+
+def test_client_signatures() -> None:
+    assert Client.send_signal is Client.raise_event
+    params = inspect.signature(Client.start_orchestration).parameters
+    assert list(params)[1:4] == ["instance_id", "name", "input"]
+    assert params["input"].default is None
+    params = inspect.signature(Client.start_orchestration_versioned).parameters
+    assert list(params)[1:5] == ["instance_id", "name", "version", "input"]
+    assert inspect.signature(Client.cancel_instance).parameters["reason"].default == ""
+    assert "timeout" in inspect.signature(Client.wait_for_orchestration).parameters
+    assert inspect.signature(Client.delete_instance).parameters["force"].default is False
+    params = inspect.signature(Client.list_instances).parameters
+    assert params["limit"].default == 100
+    assert params["state"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert "execution_id" in inspect.signature(Client.read_history).parameters
+
+
+def test_history_events_show_their_kind() -> None:
+    from duroxy.history import TimerCreated
+
+    event = TimerCreated(event_id=3, ts=1_700_000_000_000, fire_at=1_700_000_005_000)
+    assert event.kind == "TimerCreated"
+    assert "TimerCreated" in str(event)
+    assert event.timestamp.tzinfo is not None
