@@ -193,6 +193,23 @@ def test_client_imports_nothing_of_engine_or_runtime_but_parse_semver() -> None:
     assert bad == []
 
 
+def test_cli_testing_and_examples_use_no_private_module_of_other_layers() -> None:
+    """DESIGN.md: the cli and the testing helpers know the public API, never private
+    modules of other layers (the engine package, or an ``_underscore`` module of the
+    providers or the runtime). The bundled example application is held to the same."""
+    users = ("duroxy.cli", "duroxy.__main__", "duroxy.testing", "duroxy.examples")
+    bad = []
+    for imp in all_imports():
+        if not any(within(imp.importer, u) for u in users):
+            continue
+        layer_private = any(within(imp.target, layer) and any(
+            part.startswith("_") for part in imp.target.split(".")[2:])
+            for layer in (PROVIDERS, RUNTIME))
+        if within(imp.target, ENGINE) or layer_private:
+            bad.append(str(imp))
+    assert bad == []
+
+
 def test_engine_is_sans_io() -> None:
     bad = [str(imp) for imp in all_imports()
            if within(imp.importer, ENGINE)
