@@ -267,7 +267,7 @@ def load_registries(target: str) -> tuple[ActivityRegistry, OrchestrationRegistr
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
-        if e.name and module_name.startswith(e.name):
+        if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
             raise UsageError(f"cannot import module {module_name!r}: {e}") from None
         raise
     obj: Any = module
@@ -338,7 +338,7 @@ async def _show_final(env: _Env, instance_id: str, timeout: float) -> int:
 async def cmd_start(env: _Env) -> int:
     a = env.args
     data = _parse_json(a.input, "--input")
-    instance_id = a.id or str(uuid.uuid4())
+    instance_id = str(uuid.uuid4()) if a.id is None else a.id
     if a.version:
         await env.client.start_orchestration_versioned(instance_id, a.name, a.version, data)
     else:
@@ -583,7 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("instance_id", metavar="ID")
     p.add_argument("--force", action="store_true", help="also delete a running instance")
 
-    p = add("demo", "run the bundled provisioning example on a throwaway SQLite store")
+    p = add("demo", "run the bundled provisioning example on a throwaway SQLite store "
+            "(--store is ignored)")
     p.add_argument("--keep", metavar="PATH",
                    help="keep the store in this SQLite file for a look afterwards")
     return parser
@@ -607,7 +608,11 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "demo":
         from .examples.provisioning.demo import run_demo
 
-        return await run_demo(json_output=as_json, keep=args.keep, out=out)
+        try:
+            return await run_demo(json_output=as_json, keep=args.keep, out=out)
+        except TimeoutError as e:
+            _error(f"the demo got stuck: {e}")
+            return EXIT_TIMEOUT
     url = getattr(args, "store", None) or os.environ.get("DUROXY_STORE") or DEFAULT_STORE
     args.store_url = url
     try:
