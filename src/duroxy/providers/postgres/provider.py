@@ -292,9 +292,17 @@ class PostgresProvider(Provider):
             raise _provider_error(e) from e
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[Conn]:
-        async with self._connection() as conn, conn.transaction():
-            yield conn
+    async def _transaction(self, *, pipeline: bool = False) -> AsyncIterator[Conn]:
+        """A transaction. With ``pipeline``, statements are sent without waiting for
+        their results until one is read (a fetch), so BEGIN travels with the first
+        statement and the writes that follow travel with COMMIT: one round trip each."""
+        async with self._connection() as conn:
+            if pipeline:
+                async with conn.pipeline(), conn.transaction():
+                    yield conn
+            else:
+                async with conn.transaction():
+                    yield conn
 
     async def _migrate(self, conn: Conn) -> None:
         """Apply the migrations this schema lacks, each exactly once even when several
@@ -325,7 +333,7 @@ class PostgresProvider(Provider):
                     continue
                 _log.info("applying migration %04d_%s to schema %r",
                           mig.version, mig.name, self._schema)
-                await conn.execute(mig.script)
+                await conn.execute(mig.script, prepare=False)
                 await conn.execute(sql.SQL(
                     "INSERT INTO {}.schema_version (version, name) VALUES (%s, %s)"
                 ).format(schema), [mig.version, mig.name])
@@ -393,7 +401,7 @@ class PostgresProvider(Provider):
     ) -> list[OrchestrationItem]:
         if limit <= 0:
             return []
-        async with self._transaction() as conn:
+        async with self._transaction(pipeline=True) as conn:
             # An instance appears once per visible message; scanning a few rows per
             # wanted instance keeps batches full unless one instance has a long backlog.
             cur = await conn.execute(self._q["claim_instances"], {"scan": limit * 4 + 16})
@@ -404,7 +412,7 @@ class PostgresProvider(Provider):
 
     async def lock_instance(self, instance_id: str, lock_timeout: float
                             ) -> OrchestrationItem | None:
-        async with self._transaction() as conn:
+        async with self._transaction(pipeline=True) as conn:
             # Lock-only: a lease lost in a server crash just means the work is fetched
             # again, so this commit need not wait for the WAL flush.
             await conn.execute("SET LOCAL synchronous_commit = off")
@@ -420,13 +428,15 @@ class PostgresProvider(Provider):
         messages, inside the caller's transaction. Without ``keep_empty``, an instance
         left with no visible message is released and skipped."""
         tokens = [uuid.uuid4().hex for _ in ids]
-        cur = await conn.execute(self._q["lock_and_deliver"], {
+        # Both statements go out before either result is read (one round trip when the
+        # connection is in pipeline mode).
+        delivered = await conn.execute(self._q["lock_and_deliver"], {
             "instance_ids": ids, "tokens": tokens, "lock_timeout": float(lock_timeout)})
+        instances = await conn.execute(self._q["get_instances"], {"instance_ids": ids})
         by_instance: dict[str, list[Row]] = {iid: [] for iid in ids}
-        for row in await cur.fetchall():
+        for row in await delivered.fetchall():
             by_instance[row[0]].append(row)
-        cur = await conn.execute(self._q["get_instances"], {"instance_ids": ids})
-        records = {r[0]: _record(r) for r in await cur.fetchall()}
+        records = {r[0]: _record(r) for r in await instances.fetchall()}
         empty = [iid for iid, rows in by_instance.items() if not rows]
         if empty and not keep_empty:
             # Consumed by a concurrent turn between the claim and the lease.
@@ -471,7 +481,7 @@ class PostgresProvider(Provider):
         notes: list[tuple[Channel, str]] = [
             ("orchestrator", i) for i in dict.fromkeys(m.instance_id for m in commit.messages)]
         notes += [("activity", i) for i in dict.fromkeys(w.instance_id for w in commit.activities)]
-        async with self._transaction() as conn:
+        async with self._transaction(pipeline=True) as conn:
             instance_id, has_record = await self._check_orchestration_lock(conn, lock_token)
             if commit.acked_activities:
                 await self._take_acked_activities(conn, commit.acked_activities)
@@ -572,7 +582,7 @@ class PostgresProvider(Provider):
     async def ack_activity(self, lock_token: str, completion: OrchestratorMessage) -> None:
         payload = encode_message(completion)
         notes: list[tuple[Channel, str]] = [("orchestrator", completion.instance_id)]
-        async with self._transaction() as conn:
+        async with self._transaction(pipeline=True) as conn:
             cur = await conn.execute(self._q["check_activity_lock"], {"token": lock_token})
             row = await cur.fetchone()
             if row is None:
