@@ -352,7 +352,8 @@ class OrchestrationContext:
 
     def new_guid(self) -> asyncio.Future[str]:
         """A random UUID string, recorded once in history and replayed after (awaitable)."""
-        event = self._x.record(GuidRecorded(value=self._x.new_guid()), lambda r: True)
+        event = self._x.record(GuidRecorded(value=""), lambda r: True,
+                               lambda e: GuidRecorded(value=self._x.new_guid()))
         return self._ready(event.value)  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ custom status

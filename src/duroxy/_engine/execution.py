@@ -376,26 +376,42 @@ class OrchestrationExecution:
             self._finish(OrchestrationFailed(error_type=type(exc).__qualname__, message=message))
 
     def _finish(self, terminal: HistoryEvent) -> None:
+        recorded: HistoryEvent | None = None
         if not isinstance(terminal, OrchestrationFailed) or terminal.error_kind != "nondeterminism":
             # Ending while persisted history still holds decisions or completions means the
-            # code no longer does what the original run did.
-            pending = (self._decisions[self._decision_cursor]
-                       if self._decision_cursor < len(self._decisions)
-                       else next((e for e in self.history[self._replayed:]), None))
+            # code no longer does what the original run did; a recorded outcome of the
+            # same kind is the code ending as it did before (replaying a finished history).
+            pending = next((d for d in self._decisions[self._decision_cursor:]
+                            if not isinstance(d, _TERMINAL)), None)
+            if pending is None:
+                pending = next((e for e in self.history[self._replayed:]
+                                if not e.is_decision), None)
+            recorded = next((d for d in self._decisions[self._decision_cursor:]
+                             if isinstance(d, _TERMINAL)), None)
+            if pending is None and recorded is not None and recorded.kind != terminal.kind:
+                pending = recorded
             if pending is not None:
                 self._fail_nondeterminism(
                     f"history has {describe(pending)} at event {pending.event_id}, but the "
-                    "code ended before reaching it")
+                    "code ended before reaching it" if pending is not recorded else
+                    f"history records {pending.kind} at event {pending.event_id}, but the "
+                    f"code ended with {terminal.kind}")
                 assert self._fatal is not None
                 terminal = OrchestrationFailed(error_kind="nondeterminism",
                                                error_type="NondeterminismError",
                                                message=str(self._fatal))
+                recorded = None
         # Pending work is dropped like a select's losers: activities and children stop.
         for fut in list(self._open.values()):
             if fut.kind in ("activity", "sub_orchestration"):
                 self._record_cancel(fut)
         self._open.clear()
-        self._terminal = self._append(terminal)
+        if recorded is not None:
+            self._decision_cursor = len(self._decisions)
+            self._replayed = len(self.history)
+            self._terminal = recorded
+        else:
+            self._terminal = self._append(terminal)
         self._close_loop()
 
     def _close_loop(self) -> None:
@@ -437,11 +453,13 @@ class OrchestrationExecution:
         self._new.append(stamped)
         return stamped
 
-    def record(self, event: HistoryEvent, same: Callable[[HistoryEvent], bool]) -> HistoryEvent:
+    def record(self, event: HistoryEvent, same: Callable[[HistoryEvent], bool],
+               fresh: Callable[[HistoryEvent], HistoryEvent] | None = None) -> HistoryEvent:
         """Match a decision of the code against history, or record it as new.
 
         ``same(recorded)`` tells whether a recorded event of the same kind is this
-        decision. Returns the recorded (or newly numbered) event.
+        decision. ``fresh`` completes a new decision's event (drawing a random value only
+        when nothing is recorded). Returns the recorded (or newly numbered) event.
         """
         if self._fatal is not None:
             raise _Nondeterministic(str(self._fatal))
@@ -460,7 +478,9 @@ class OrchestrationExecution:
                 f"code scheduled {describe(event)}, which history does not have before "
                 f"event {nxt.event_id} ({nxt.kind})")
             raise _Nondeterministic(str(self._fatal))
-        stamped = self._append(event)
+        # Past everything recorded: from here on the code runs live.
+        self.is_replaying = False
+        stamped = self._append(fresh(event) if fresh is not None else event)
         self._decisions.append(stamped)
         self._decision_cursor += 1
         return stamped
