@@ -99,6 +99,14 @@ async def query(dsn: str, text: str, *params: Any) -> list[tuple[Any, ...]]:
         return await cur.fetchall() if cur.description else []
 
 
+async def first_turn_with_work(p: Provider, instance_id: str) -> None:
+    """Create ``instance_id`` and run a first turn that schedules one activity."""
+    await create(p, instance_id)
+    item = await fetch_one(p)
+    await p.ack_orchestration_item(item.lock_token, commit(
+        started(), scheduled(2), activities=[work(instance_id)]))
+
+
 async def settle(sender: Provider, receiver: Recorder) -> None:
     """Commit a marker through ``sender`` and wait until ``receiver`` saw it: PostgreSQL
     delivers notifications in commit order, so every earlier note has arrived too."""
@@ -318,6 +326,43 @@ async def test_competing_nodes_never_share_work(
 
     taken = await asyncio.gather(*(drain_activities(n) for n in nodes))
     assert sorted(i for part in taken for i in part) == sorted(ids)
+
+
+async def test_work_of_a_killed_node_is_taken_over_after_its_lease(
+        dsn: str, providers: Callable[..., PostgresProvider]) -> None:
+    survivor = providers()
+    await first_turn_with_work(survivor, "acts")
+    await create(survivor, "orch")
+    code = f"""
+import asyncio, sys, time
+from duroxy.providers.postgres import PostgresProvider
+async def main():
+    p = PostgresProvider({dsn!r}, {survivor.schema!r})
+    [o] = await p.fetch_orchestration_items(0.4, limit=5)
+    [a] = await p.fetch_activity_items(0.4, limit=5)
+    print(o.instance_id, a.work.instance_id, flush=True)
+    time.sleep(60)
+asyncio.run(main())
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.to_thread(proc.stdout.readline)
+        assert line.split() == ["orch", "acts"]
+        proc.kill()  # no close, no rollback from the client side: the node just dies
+        assert await survivor.fetch_orchestration_items(HOLD, limit=5) == []
+        assert await survivor.fetch_activity_items(HOLD, limit=5) == []
+        await asyncio.sleep(0.45)
+        [item] = await survivor.fetch_orchestration_items(HOLD, limit=5)
+        [act] = await survivor.fetch_activity_items(HOLD, limit=5)
+        assert (item.instance_id, item.attempt) == ("orch", 2)
+        assert (act.work.instance_id, act.attempt) == ("acts", 2)
+        await survivor.ack_activity(act.lock_token, activity_completion(act.work))
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 # ------------------------------------------------------------------ the database clock
