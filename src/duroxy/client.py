@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import codec
+from ._semver import parse_semver
 from .errors import DuroxyError, ErrorDetails, InstanceNotFound
 from .history import (
     CancellationRequested,
@@ -119,8 +120,6 @@ class Client:
 
     async def start_orchestration_versioned(self, instance_id: str, name: str, version: str,
                                             input: Any = None) -> None:
-        from .runtime.registry import parse_semver
-
         parse_semver(version)
         await self._start(instance_id, name, version, input)
 

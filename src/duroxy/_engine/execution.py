@@ -391,11 +391,11 @@ class OrchestrationExecution:
             if pending is None and recorded is not None and recorded.kind != terminal.kind:
                 pending = recorded
             if pending is not None:
+                ended = ("code ended before reaching it" if pending is not recorded
+                         else f"code ended with {terminal.kind}")
                 self._fail_nondeterminism(
                     f"history has {describe(pending)} at event {pending.event_id}, but the "
-                    "code ended before reaching it" if pending is not recorded else
-                    f"history records {pending.kind} at event {pending.event_id}, but the "
-                    f"code ended with {terminal.kind}")
+                    + ended)
                 assert self._fatal is not None
                 terminal = OrchestrationFailed(error_kind="nondeterminism",
                                                error_type="NondeterminismError",

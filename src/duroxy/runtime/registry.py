@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .. import codec
+from .._semver import parse_semver
 from ..errors import ConfigurationError, NotRegistered
 
 __all__ = [
@@ -27,24 +27,6 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_VERSION = "1.0.0"
-
-_SEMVER = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)(?:\.(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*))*))?"
-    r"(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$")
-
-
-def parse_semver(version: str) -> tuple[Any, ...]:
-    """A sort key for a semver string; ``ConfigurationError`` when it is not one."""
-    m = _SEMVER.match(version) if isinstance(version, str) else None
-    if m is None:
-        raise ConfigurationError(f"{version!r} is not a semantic version (MAJOR.MINOR.PATCH)")
-    major, minor, patch, pre = m.groups()
-    # A pre-release sorts before its release; numeric identifiers before alphanumeric.
-    pre_key: tuple[Any, ...] = (1,) if pre is None else (0, *(
-        (0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split(".")))
-    return (int(major), int(minor), int(patch), pre_key)
-
 
 def _check_name(name: str, what: str) -> None:
     if not isinstance(name, str) or not 1 <= len(name) <= 1024 or "\x00" in name:
@@ -108,18 +90,28 @@ class ActivityRegistry:
 
 
 class ActivityRegistryBuilder:
+    """Activities may be registered in several versions, as orchestrations are; an
+    activity is looked up by name and runs its highest registered version."""
+
     def __init__(self) -> None:
-        self._items: list[tuple[str, Callable[..., Any]]] = []
+        self._items: list[tuple[str, str, Callable[..., Any]]] = []
 
     def register(self, name: str | Callable[..., Any], fn: Callable[..., Any] | None = None
                  ) -> ActivityRegistryBuilder:
         """``register(name, fn)``, or ``register(fn)`` to use the function's name."""
         if fn is None and callable(name):
             fn, name = name, str(getattr(name, "__name__", ""))
-        self._items.append((name, fn))  # type: ignore[arg-type]
+        self._items.append((name, DEFAULT_VERSION, fn))  # type: ignore[arg-type]
         return self
 
     register_typed = register
+
+    def register_versioned(self, name: str, version: str, fn: Callable[..., Any]
+                           ) -> ActivityRegistryBuilder:
+        self._items.append((name, version, fn))
+        return self
+
+    register_versioned_typed = register_versioned
 
     def activity(self, name: str | None = None) -> Callable[[F], F]:
         """Decorator form: ``@builder.activity("name")``."""
@@ -129,12 +121,19 @@ class ActivityRegistryBuilder:
         return deco
 
     def build(self) -> ActivityRegistry:
-        entries: dict[str, ActivityEntry] = {}
-        for name, fn in self._items:
+        versions: dict[str, dict[str, Callable[..., Any]]] = {}
+        for name, version, fn in self._items:
             _check_name(name, "activity")
             _check_callable(fn, "activity", name)
-            if name in entries:
-                raise ConfigurationError(f"activity {name!r} is registered twice")
+            parse_semver(version)
+            by_version = versions.setdefault(name, {})
+            if version in by_version:
+                raise ConfigurationError(
+                    f"activity {name!r} version {version!r} is registered twice")
+            by_version[version] = fn
+        entries: dict[str, ActivityEntry] = {}
+        for name, by_version in versions.items():
+            fn = by_version[max(by_version, key=parse_semver)]
             entries[name] = ActivityEntry(name, fn, _is_async(fn), codec.input_type_of(fn),
                                           codec.output_type_of(fn))
         return ActivityRegistry(entries)

@@ -464,7 +464,7 @@ class Runtime:
             return await self._turn(orch, acked_activity=item.lock_token)
         except LockLost:
             self._cache.pop(work.instance_id, None)
-        except Exception:  # noqa: BLE001 - put the instance back; ack the ordinary way
+        except Exception:  # a bug or store error: put the instance back, ack the usual way
             self._cache.pop(work.instance_id, None)
             logger.exception("turn for %r failed; releasing it", work.instance_id)
         with contextlib.suppress(Exception):
