@@ -373,7 +373,12 @@ class OrchestrationExecution:
             if isinstance(exc, RuntimeError) and "attached to a different loop" in message:
                 message = ("orchestration code awaited a future of another event loop, which "
                            "is not durable; do such work in an activity")
-            self._finish(OrchestrationFailed(error_type=type(exc).__qualname__, message=message))
+            # An activity that failed for want of a worker (poison, not registered) fails
+            # the instance with that kind, so its status says why.
+            kind = getattr(exc, "kind", "application") if isinstance(exc, ActivityFailed) \
+                else "application"
+            self._finish(OrchestrationFailed(error_kind=kind, error_type=type(exc).__qualname__,
+                                             message=message))
 
     def _finish(self, terminal: HistoryEvent) -> None:
         recorded: HistoryEvent | None = None
