@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import random
 import subprocess
 import sys
 import time
@@ -476,6 +477,39 @@ async def test_pool_size_bounds_connections(
              "AND query LIKE %s", f"%{p.schema}%")
     assert 1 <= count <= 2
     assert len(await p.list_instances(limit=50)) == 20
+
+
+async def test_ids_and_names_longer_than_an_index_entry(
+        providers: Callable[..., PostgresProvider]) -> None:
+    # 1,024 four-byte characters: 4 KB of UTF-8, beyond a B-tree entry (about 2.7 KB)
+    rng = random.Random(7)
+
+    def long_text(tag: str) -> str:
+        return tag + "".join(chr(rng.randint(0x1F300, 0x1FAFF)) for _ in range(1024 - len(tag)))
+
+    p = providers()
+    parent, child, name = long_text("p"), long_text("c"), long_text("n")
+    await create(p, parent, name)
+    item = await fetch_one(p)
+    await p.ack_orchestration_item(item.lock_token, commit(
+        started(name), name=name, messages=[start_message(child, name,
+                                                          parent_instance_id=parent)]))
+    [rec] = await p.list_instances(parent_instance_id=parent)
+    assert (rec.instance_id, rec.name, rec.parent_instance_id) == (child, name, parent)
+    assert [r.instance_id for r in await p.list_instances(name=name)] == [parent, child]
+    assert await p.list_instances(name=name[:-1]) == []
+    assert len(await p.read_history(parent)) == 1
+    assert (await fetch_one(p)).instance_id == child
+    assert await p.delete_instance(parent) == 2
+    assert await p.list_instances(name=name) == []
+
+
+async def test_nul_in_an_id_is_a_value_error(providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    with pytest.raises(ValueError, match="NUL"):
+        await create(p, "a\x00b")
+    with pytest.raises(ValueError):
+        await p.get_instance("a\x00b")
 
 
 async def test_start_message_round_trips_exactly(

@@ -16,15 +16,17 @@ token and expiry, then commits the whole turn in the same transaction, or raises
 ``LockLost`` having changed nothing.
 
 Event loops: the pool and the listening connection belong to the loop that opened them.
-When a call arrives on another loop, both are dropped (their connections closed without
-awaiting the old loop) and rebuilt on the new one. Nothing here starts a thread, so an
-unclosed provider never keeps the process alive.
+When that loop shuts down (``asyncio.run`` cancels every task), a guard task closes the
+pool. When a call arrives on another loop, both are dropped (their connections closed
+without awaiting the old loop) and rebuilt on the new one. Nothing here starts a thread,
+so an unclosed provider never keeps the process alive.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import uuid
@@ -115,6 +117,17 @@ def _record(row: Row) -> InstanceRecord:
         error=ErrorDetails.from_json(json.loads(error)) if error is not None else None,
         custom_status=custom_status, created_at=created_at, updated_at=updated_at,
         parent_instance_id=parent, history_len=int(history_len))
+
+
+def _key(instance_id: str) -> bytes:
+    """The row key of an instance: SHA-256 of the id's UTF-8 bytes. Ids can be longer
+    than a B-tree entry allows; the digest is short and, unlike a truncation or a weak
+    hash, never maps two ids to one key in practice. A lone surrogate (not valid text
+    for PostgreSQL either) raises ``UnicodeEncodeError``, a ``ValueError``; so does NUL,
+    which PostgreSQL text cannot hold."""
+    if "\x00" in instance_id:
+        raise ValueError("instance ids cannot contain NUL characters")
+    return hashlib.sha256(instance_id.encode("utf-8")).digest()
 
 
 def _states(state: str | Sequence[str] | None) -> list[str] | None:
@@ -260,23 +273,28 @@ class PostgresProvider(Provider):
 
     async def _ready(self) -> AsyncConnectionPool[Conn]:
         """The pool of the running loop, opened and migrated."""
-        if self._closed:
-            raise ProviderError("the PostgreSQL provider is closed")
         loop = asyncio.get_running_loop()
-        b = self._binding
-        if b is None:
-            b = self._bind(loop)
-        elif b.loop is not loop:
-            _log.debug("event loop changed: rebuilding the pool of %r", self)
-            self._abandon(b)
-            b = self._bind(loop)
-        elif b.released or (b.opening is not None and b.opening.done() and (
-                b.opening.cancelled() or b.opening.exception() is not None)):
-            # Released by a loop shutdown, or the last open failed (server down,
-            # migration error): retry on a fresh pool.
-            if not b.released:
-                await self._release(b)
-            b = self._bind(loop)
+        while True:
+            if self._closed:
+                raise ProviderError("the PostgreSQL provider is closed")
+            b = self._binding
+            if b is None:
+                b = self._bind(loop)
+            elif b.loop is not loop:
+                _log.debug("event loop changed: rebuilding the pool of %r", self)
+                self._abandon(b)
+                b = self._bind(loop)
+            elif b.released or (b.opening is not None and b.opening.done() and (
+                    b.opening.cancelled() or b.opening.exception() is not None)):
+                # Released by a loop shutdown, or the last open failed (server down,
+                # migration error): retry on a fresh pool. Another call may rebuild it
+                # while this one awaits the release, hence the loop.
+                if not b.released:
+                    await self._release(b)
+                if self._binding is b:
+                    self._binding = None
+                continue
+            break
         self._notifier.ensure_running()
         assert b.opening is not None
         await asyncio.shield(b.opening)
@@ -370,7 +388,8 @@ class PostgresProvider(Provider):
             raise ValueError(
                 f"create_instance needs an OrchestrationStarted message, got {event.kind}")
         params = {
-            "instance_id": message.instance_id, "name": event.name, "version": event.version,
+            "key": _key(message.instance_id), "instance_id": message.instance_id,
+            "name": event.name, "version": event.version,
             "execution_id": event.execution_id, "custom_status": event.custom_status,
             "parent_instance_id": event.parent_instance_id,
             "payload": encode_message(message), "due_at": message.visible_at,
@@ -385,7 +404,7 @@ class PostgresProvider(Provider):
 
     async def enqueue_orchestrator_message(self, message: OrchestratorMessage) -> None:
         params = {
-            "instance_id": message.instance_id, "payload": encode_message(message),
+            "key": _key(message.instance_id), "payload": encode_message(message),
             "due_at": message.visible_at, "channel": self._channel,
             "note": self._note("orchestrator", message.instance_id),
         }
@@ -405,10 +424,10 @@ class PostgresProvider(Provider):
             # An instance appears once per visible message; scanning a few rows per
             # wanted instance keeps batches full unless one instance has a long backlog.
             cur = await conn.execute(self._q["claim_instances"], {"scan": limit * 4 + 16})
-            ids = list(dict.fromkeys(r[0] for r in await cur.fetchall()))[:limit]
-            if not ids:
+            claimed = list(dict.fromkeys((bytes(k), iid) for k, iid in await cur.fetchall()))
+            if not claimed:
                 return []
-            return await self._lease(conn, ids, lock_timeout, keep_empty=False)
+            return await self._lease(conn, claimed[:limit], lock_timeout, keep_empty=False)
 
     async def lock_instance(self, instance_id: str, lock_timeout: float
                             ) -> OrchestrationItem | None:
@@ -416,34 +435,37 @@ class PostgresProvider(Provider):
             # Lock-only: a lease lost in a server crash just means the work is fetched
             # again, so this commit need not wait for the WAL flush.
             await conn.execute("SET LOCAL synchronous_commit = off")
-            cur = await conn.execute(self._q["claim_instance"], {"instance_id": instance_id})
-            if await cur.fetchone() is None:
+            cur = await conn.execute(self._q["claim_instance"], {"key": _key(instance_id)})
+            row = await cur.fetchone()
+            if row is None:
                 return None
-            [item] = await self._lease(conn, [instance_id], lock_timeout, keep_empty=True)
+            [item] = await self._lease(conn, [(bytes(row[0]), row[1])], lock_timeout,
+                                       keep_empty=True)
             return item
 
-    async def _lease(self, conn: Conn, ids: list[str], lock_timeout: float, *,
-                     keep_empty: bool) -> list[OrchestrationItem]:
-        """Lease the claimed (row-locked) instances ``ids`` and deliver their visible
-        messages, inside the caller's transaction. Without ``keep_empty``, an instance
-        left with no visible message is released and skipped."""
-        tokens = [uuid.uuid4().hex for _ in ids]
+    async def _lease(self, conn: Conn, claimed: list[tuple[bytes, str]], lock_timeout: float,
+                     *, keep_empty: bool) -> list[OrchestrationItem]:
+        """Lease the claimed (row-locked) instances, given as (key, id), and deliver their
+        visible messages, inside the caller's transaction. Without ``keep_empty``, an
+        instance left with no visible message is released and skipped."""
+        keys = [k for k, _ in claimed]
+        tokens = [uuid.uuid4().hex for _ in claimed]
         # Both statements go out before either result is read (one round trip when the
         # connection is in pipeline mode).
         delivered = await conn.execute(self._q["lock_and_deliver"], {
-            "instance_ids": ids, "tokens": tokens, "lock_timeout": float(lock_timeout)})
-        instances = await conn.execute(self._q["get_instances"], {"instance_ids": ids})
-        by_instance: dict[str, list[Row]] = {iid: [] for iid in ids}
+            "keys": keys, "tokens": tokens, "lock_timeout": float(lock_timeout)})
+        instances = await conn.execute(self._q["get_instances"], {"keys": keys})
+        by_key: dict[bytes, list[Row]] = {k: [] for k in keys}
         for row in await delivered.fetchall():
-            by_instance[row[0]].append(row)
+            by_key[bytes(row[0])].append(row)
         records = {r[0]: _record(r) for r in await instances.fetchall()}
-        empty = [iid for iid, rows in by_instance.items() if not rows]
+        empty = [k for k, rows in by_key.items() if not rows]
         if empty and not keep_empty:
             # Consumed by a concurrent turn between the claim and the lease.
-            await conn.execute(self._q["release_locks"], {"instance_ids": empty})
+            await conn.execute(self._q["release_locks"], {"keys": empty})
         items: list[OrchestrationItem] = []
-        for iid, token in zip(ids, tokens, strict=True):
-            rows = sorted(by_instance[iid], key=lambda r: int(r[1]))
+        for (key, iid), token in zip(claimed, tokens, strict=True):
+            rows = sorted(by_key[key], key=lambda r: int(r[1]))
             if not rows and not keep_empty:
                 continue
             messages: list[QueuedMessage] = []
@@ -458,14 +480,17 @@ class PostgresProvider(Provider):
                 attempt=max((int(r[4]) for r in rows), default=1)))
         return items
 
-    async def _check_orchestration_lock(self, conn: Conn, lock_token: str) -> tuple[str, bool]:
+    async def _check_orchestration_lock(self, conn: Conn, lock_token: str
+                                        ) -> tuple[bytes, str, bool]:
+        """(key, id, had a record at fetch) of the instance whose lease ``lock_token``
+        names; ``LockLost`` unless the lease is still held."""
         cur = await conn.execute(self._q["check_orchestration_lock"], {"token": lock_token})
         row = await cur.fetchone()
         if row is None:
             raise LockLost("orchestration lock is not held (released, taken over or deleted)")
-        if not row[1]:
+        if not row[2]:
             raise LockLost("orchestration lock expired")
-        return str(row[0]), bool(row[2])
+        return bytes(row[0]), str(row[1]), bool(row[3])
 
     async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit) -> None:
         if commit.state not in _STATES:
@@ -482,7 +507,8 @@ class PostgresProvider(Provider):
             ("orchestrator", i) for i in dict.fromkeys(m.instance_id for m in commit.messages)]
         notes += [("activity", i) for i in dict.fromkeys(w.instance_id for w in commit.activities)]
         async with self._transaction(pipeline=True) as conn:
-            instance_id, has_record = await self._check_orchestration_lock(conn, lock_token)
+            key, instance_id, has_record = await self._check_orchestration_lock(
+                conn, lock_token)
             if commit.acked_activities:
                 await self._take_acked_activities(conn, commit.acked_activities)
             if has_record and commit.state in TERMINAL_STATES:
@@ -490,11 +516,11 @@ class PostgresProvider(Provider):
             if has_record:
                 if history:
                     await conn.execute(self._q["append_history"], {
-                        "instance_id": instance_id, "execution_id": commit.execution_id,
+                        "key": key, "execution_id": commit.execution_id,
                         "event_ids": [e.event_id for e in commit.history],
                         "payloads": history})
                 await conn.execute(self._q["update_instance"], {
-                    "instance_id": instance_id, "state": commit.state, "name": commit.name,
+                    "key": key, "state": commit.state, "name": commit.name,
                     "version": commit.version, "execution_id": commit.execution_id,
                     "output": commit.output, "error": error,
                     "custom_status": commit.custom_status})
@@ -503,16 +529,17 @@ class PostgresProvider(Provider):
             if commit.activities:
                 acts = commit.activities
                 await conn.execute(self._q["enqueue_activities"], {
+                    "keys": [_key(w.instance_id) for w in acts],
                     "instance_ids": [w.instance_id for w in acts],
                     "execution_ids": [w.execution_id for w in acts],
                     "event_ids": [w.event_id for w in acts], "payloads": works})
             if commit.cancel_activities:
                 keys = commit.cancel_activities
                 await conn.execute(self._q["cancel_activities"], {
-                    "instance_ids": [k[0] for k in keys], "execution_ids": [k[1] for k in keys],
+                    "keys": [_key(k[0]) for k in keys], "execution_ids": [k[1] for k in keys],
                     "event_ids": [k[2] for k in keys]})
             await conn.execute(self._q["finish_turn"],
-                               {"instance_id": instance_id, "token": lock_token})
+                               {"key": key, "token": lock_token})
             await self._send_notes(conn, notes)
         self._notifier.call(notes)
 
@@ -534,6 +561,7 @@ class PostgresProvider(Provider):
                   if isinstance(m.event, OrchestrationStarted)]
         if starts:
             await conn.execute(self._q["create_started_records"], {
+                "keys": [_key(iid) for iid, _ in starts],
                 "instance_ids": [iid for iid, _ in starts],
                 "names": [e.name for _, e in starts],
                 "versions": [e.version for _, e in starts],
@@ -542,6 +570,7 @@ class PostgresProvider(Provider):
                 "parent_instance_ids": [e.parent_instance_id for _, e in starts],
             })
         await conn.execute(self._q["enqueue_messages"], {
+            "keys": [_key(m.instance_id) for m in msgs],
             "instance_ids": [m.instance_id for m in msgs], "payloads": payloads,
             "due_ats": [m.visible_at for m in msgs]})
 
@@ -615,7 +644,7 @@ class PostgresProvider(Provider):
     # ------------------------------------------------------------ reads and management
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
         async with self._connection() as conn:
-            cur = await conn.execute(self._q["get_instances"], {"instance_ids": [instance_id]})
+            cur = await conn.execute(self._q["get_instances"], {"keys": [_key(instance_id)]})
             row = await cur.fetchone()
         return _record(row) if row is not None else None
 
@@ -624,14 +653,14 @@ class PostgresProvider(Provider):
     ) -> list[HistoryEvent]:
         async with self._connection() as conn:
             cur = await conn.execute(self._q["read_history"],
-                                     {"instance_id": instance_id, "execution_id": execution_id})
+                                     {"key": _key(instance_id), "execution_id": execution_id})
             rows = await cur.fetchall()
         # decode_event raises PayloadError for an undecodable stored event
         return [decode_event(r[0]) for r in rows]
 
     async def list_executions(self, instance_id: str) -> list[int]:
         async with self._connection() as conn:
-            cur = await conn.execute(self._q["list_executions"], {"instance_id": instance_id})
+            cur = await conn.execute(self._q["list_executions"], {"key": _key(instance_id)})
             return [int(r[0]) for r in await cur.fetchall()]
 
     async def list_instances(
@@ -652,9 +681,11 @@ class PostgresProvider(Provider):
     async def delete_instance(self, instance_id: str, *, cascade: bool = True) -> int:
         async with self._transaction() as conn:
             cur = await conn.execute(self._q["instance_tree"],
-                                     {"instance_id": instance_id, "cascade": cascade})
-            ids = [r[0] for r in await cur.fetchall()] or [instance_id]
-            cur = await conn.execute(self._q["delete_instances"], {"instance_ids": ids})
+                                     {"key": _key(instance_id), "cascade": cascade})
+            # An id without a record may still have leftovers (queued messages): delete
+            # those too, counting no instance.
+            keys = [bytes(r[0]) for r in await cur.fetchall()] or [_key(instance_id)]
+            cur = await conn.execute(self._q["delete_instances"], {"keys": keys})
             return max(cur.rowcount, 0)
 
     async def purge_instances(
@@ -669,10 +700,10 @@ class PostgresProvider(Provider):
             cur = await conn.execute(self._q["purge_candidates"], {
                 "states": _states(states), "before": updated_before, "name": name,
                 "limit": None if limit is None else max(limit, 0)})
-            ids = [r[0] for r in await cur.fetchall()]
-            if not ids:
+            keys = [bytes(r[0]) for r in await cur.fetchall()]
+            if not keys:
                 return 0
-            cur = await conn.execute(self._q["delete_instances"], {"instance_ids": ids})
+            cur = await conn.execute(self._q["delete_instances"], {"keys": keys})
             return max(cur.rowcount, 0)
 
     # ------------------------------------------------------------ test hooks
@@ -680,10 +711,10 @@ class PostgresProvider(Provider):
         """Test hook: make every stored history event of the instance undecodable."""
         async with self._connection() as conn:
             await conn.execute(self._q["corrupt_history"],
-                               {"instance_id": instance_id, "garbage": _GARBAGE})
+                               {"key": _key(instance_id), "garbage": _GARBAGE})
 
     async def corrupt_messages(self, instance_id: str) -> None:
         """Test hook: make every queued message of the instance undecodable."""
         async with self._connection() as conn:
             await conn.execute(self._q["corrupt_messages"],
-                               {"instance_id": instance_id, "garbage": _GARBAGE})
+                               {"key": _key(instance_id), "garbage": _GARBAGE})

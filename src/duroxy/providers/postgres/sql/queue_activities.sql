@@ -1,23 +1,24 @@
 -- Activity queue statements. Each "-- name:" line starts one statement;
--- {schema} is the quoted tenant schema, %(x)s are query parameters.
+-- {schema} is the quoted tenant schema, %(x)s are query parameters; %(keys)s are
+-- instance keys (see 0001_initial.sql).
 --
 -- Invariant: while a row is leased, visible_at = locked_until, so "visible_at <= now"
 -- alone selects the rows a fetch may take (never leased, released, or lease expired).
 
 -- name: enqueue_activities
-INSERT INTO {schema}.activity_queue (instance_id, execution_id, event_id, payload, visible_at)
-SELECT t.instance_id, t.execution_id, t.event_id, t.payload, statement_timestamp()
-FROM unnest(%(instance_ids)s::text[], %(execution_ids)s::int[], %(event_ids)s::int[],
-            %(payloads)s::text[])
-     WITH ORDINALITY AS t(instance_id, execution_id, event_id, payload, n)
+INSERT INTO {schema}.activity_queue
+    (ikey, instance_id, execution_id, event_id, payload, visible_at)
+SELECT t.ikey, t.instance_id, t.execution_id, t.event_id, t.payload, statement_timestamp()
+FROM unnest(%(keys)s::bytea[], %(instance_ids)s::text[], %(execution_ids)s::int[],
+            %(event_ids)s::int[], %(payloads)s::text[])
+     WITH ORDINALITY AS t(ikey, instance_id, execution_id, event_id, payload, n)
 ORDER BY t.n
 
 -- name: cancel_activities
 DELETE FROM {schema}.activity_queue AS a
-USING unnest(%(instance_ids)s::text[], %(execution_ids)s::int[], %(event_ids)s::int[])
-      AS t(instance_id, execution_id, event_id)
-WHERE a.instance_id = t.instance_id AND a.execution_id = t.execution_id
-  AND a.event_id = t.event_id
+USING unnest(%(keys)s::bytea[], %(execution_ids)s::int[], %(event_ids)s::int[])
+      AS t(ikey, execution_id, event_id)
+WHERE a.ikey = t.ikey AND a.execution_id = t.execution_id AND a.event_id = t.event_id
 
 -- name: fetch_activities
 -- Oldest visible rows first; rows another fetch is claiming are skipped, not waited for.
