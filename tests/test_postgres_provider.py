@@ -512,6 +512,17 @@ async def test_nul_in_an_id_is_a_value_error(providers: Callable[..., PostgresPr
         await p.get_instance("a\x00b")
 
 
+async def test_undecodable_activity_row_does_not_block_the_batch(
+        dsn: str, providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    for iid in ("good1", "bad", "good2"):
+        await first_turn_with_work(p, iid)
+    await query(dsn, f'UPDATE "{p.schema}".activity_queue SET payload = %s '
+                     "WHERE instance_id = 'bad'", "not-json{")
+    items = await p.fetch_activity_items(HOLD, limit=10)
+    assert [i.work.instance_id for i in items] == ["good1", "good2"]
+
+
 async def test_start_message_round_trips_exactly(
         providers: Callable[..., PostgresProvider]) -> None:
     p = providers()

@@ -605,8 +605,18 @@ class PostgresProvider(Provider):
             cur = await conn.execute(self._q["fetch_activities"],
                                      {"limit": limit, "lock_timeout": float(lock_timeout)})
             rows = sorted(await cur.fetchall(), key=lambda r: int(r[0]))
-        return [ActivityItem(int(rid), token, ActivityWork.from_json(payload), int(attempts))
-                for rid, token, payload, attempts in rows]
+        items: list[ActivityItem] = []
+        for rid, token, payload, attempts in rows:
+            try:
+                items.append(ActivityItem(int(rid), token, ActivityWork.from_json(payload),
+                                          int(attempts)))
+            except PayloadError as e:
+                # Only tampering produces this. Raising would strand the rest of the
+                # batch until its leases lapse; the bad row stays leased (out of the
+                # way) and comes back, with its attempt count growing, after the lease.
+                _log.error("activity work row %s does not decode (attempt %s): %s",
+                           rid, attempts, e)
+        return items
 
     async def ack_activity(self, lock_token: str, completion: OrchestratorMessage) -> None:
         payload = encode_message(completion)
