@@ -185,6 +185,10 @@ class Runtime:
             for item in items:
                 await slots.acquire()
                 self._spawn(self._run_turn(item, slots))
+            if len(items) < free:
+                # The store had less than we could take: wait for news rather than ask
+                # again at once (a wake-up that came meanwhile is kept by the flag).
+                await self._orch_wake.wait(opts.poll_interval)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
@@ -377,6 +381,10 @@ class Runtime:
             for item in items:
                 await slots.acquire()
                 self._spawn(self._run_activity(item, slots))
+            if len(items) < free:
+                # The store had less than we could take: wait for news rather than ask
+                # again at once (a wake-up that came meanwhile is kept by the flag).
+                await self._act_wake.wait(opts.poll_interval)
 
     async def _run_activity(self, item: Any, slots: asyncio.Semaphore) -> None:
         work = item.work
