@@ -295,6 +295,50 @@ async def test_listener_reconnects_after_connection_loss(
     await rec.wait_exact(iid)
 
 
+async def test_runtimes_on_two_nodes_are_driven_by_notifications(
+        providers: Callable[..., PostgresProvider]) -> None:
+    """Two runtimes on their own provider objects and a client on a third: with the
+    safety-net poll at a minute, only NOTIFY can carry the work between them."""
+    from duroxy import (
+        ActivityContext,
+        ActivityRegistry,
+        Client,
+        OrchestrationContext,
+        OrchestrationRegistry,
+        OrchestrationState,
+        Runtime,
+        RuntimeOptions,
+    )
+
+    async def double(ctx: ActivityContext, n: int) -> int:
+        return 2 * n
+
+    async def flow(ctx: OrchestrationContext, n: int) -> list[int]:
+        return list(await ctx.join(*(ctx.schedule_activity("double", n + k) for k in range(4))))
+
+    acts = ActivityRegistry.builder().register("double", double).build()
+    orchs = OrchestrationRegistry.builder().register("flow", flow).build()
+    opts = RuntimeOptions(poll_interval=60.0)
+    client_store = providers()
+    node_a = providers(client_store.schema)
+    node_b = providers(client_store.schema)
+    rt_a = await Runtime.start(node_a, acts, orchs, opts)
+    rt_b = await Runtime.start(node_b, acts, orchs, opts)
+    try:
+        await node_a.wait_listening()
+        await node_b.wait_listening()
+        client = Client(client_store)
+        for k in range(3):
+            await client.start_orchestration(f"flow-{k}", "flow", 10 * k)
+        for k in range(3):
+            st = await client.wait_for_orchestration(f"flow-{k}", timeout=10)
+            assert st.state is OrchestrationState.COMPLETED
+            assert st.output == [2 * (10 * k + j) for j in range(4)]
+    finally:
+        await rt_a.shutdown(timeout=2)
+        await rt_b.shutdown(timeout=2)
+
+
 # ------------------------------------------------------------------ claims under concurrency
 async def test_competing_nodes_never_share_work(
         providers: Callable[..., PostgresProvider]) -> None:
