@@ -122,7 +122,9 @@ class RuntimeOptions:
     - ``max_attempts``: poison threshold; an instance or activity fetched more often
       than this without being acknowledged fails with a poison error (default 10).
     - ``poll_interval``: safety-net poll for work enqueued by other processes; work from
-      this process wakes the dispatchers at once (default 0.05 s).
+      this process wakes the dispatchers at once (default 0.05 s). While nothing comes,
+      the poll slows down, doubling up to ``max_poll_interval`` (default 0.25 s), so an
+      idle worker costs almost nothing.
     - ``cancel_check_interval``: how often a running activity's lock is checked to learn
       that its result is no longer wanted (default 0.5 s).
     - ``not_registered_backoff``: delay before a turn or activity this worker cannot
@@ -137,6 +139,7 @@ class RuntimeOptions:
     activity_lock_timeout: float = 30.0
     max_attempts: int = 10
     poll_interval: float = 0.05
+    max_poll_interval: float = 0.25
     cancel_check_interval: float = 0.5
     not_registered_backoff: float = 1.0
     cache_size: int = 1000
@@ -144,7 +147,8 @@ class RuntimeOptions:
 
     _POSITIVE: ClassVar[tuple[str, ...]] = (
         "orchestration_concurrency", "activity_concurrency", "orchestration_lock_timeout",
-        "activity_lock_timeout", "max_attempts", "poll_interval", "cancel_check_interval",
+        "activity_lock_timeout", "max_attempts", "poll_interval", "max_poll_interval",
+        "cancel_check_interval",
     )
 
     def __post_init__(self) -> None:

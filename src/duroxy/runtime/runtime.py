@@ -68,6 +68,7 @@ class _Wake:
         self._loop = loop
         self._event = asyncio.Event()
         self._thread = threading.get_ident()
+        self._poll = 0.0
 
     def set(self, _instance_id: str | None = None) -> None:
         if threading.get_ident() == self._thread:
@@ -80,6 +81,15 @@ class _Wake:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), timeout)
         self._event.clear()
+
+    async def idle(self, opts: RuntimeOptions) -> None:
+        """Wait for news after an empty fetch; each empty fetch in a row doubles the
+        safety-net poll, up to ``max_poll_interval``."""
+        await self.wait(self._poll)
+        self._poll = min(self._poll * 2, max(opts.max_poll_interval, opts.poll_interval))
+
+    def busy(self, opts: RuntimeOptions) -> None:
+        self._poll = opts.poll_interval
 
 
 class Runtime:
@@ -180,8 +190,9 @@ class Runtime:
                 await self._orch_wake.wait(1.0)
                 continue
             if not items:
-                await self._orch_wake.wait(opts.poll_interval)
+                await self._orch_wake.idle(opts)
                 continue
+            self._orch_wake.busy(opts)
             for item in items:
                 await slots.acquire()
                 self._spawn(self._run_turn(item, slots))
@@ -376,8 +387,9 @@ class Runtime:
                 await self._act_wake.wait(1.0)
                 continue
             if not items:
-                await self._act_wake.wait(opts.poll_interval)
+                await self._act_wake.idle(opts)
                 continue
+            self._act_wake.busy(opts)
             for item in items:
                 await slots.acquire()
                 self._spawn(self._run_activity(item, slots))
