@@ -55,6 +55,10 @@ async def fan(ctx: Any, n: int) -> int:
     return sum(1 for i, r in enumerate(rs) if r == i)
 
 
+async def waiter(ctx: Any, _: Any) -> Any:
+    return await ctx.schedule_wait("go")
+
+
 async def timer(ctx: Any, seconds: float) -> str:
     await ctx.schedule_timer(timedelta(seconds=seconds))
     return "ok"
@@ -63,7 +67,8 @@ async def timer(ctx: Any, seconds: float) -> str:
 def registries() -> tuple[ActivityRegistry, OrchestrationRegistry]:
     acts = ActivityRegistry.builder().register("Noop", noop).build()
     orchs = (OrchestrationRegistry.builder().register("One", one).register("Seq", seq)
-             .register("Fan", fan).register("Timer", timer).build())
+             .register("Fan", fan).register("Timer", timer).register("Waiter", waiter)
+             .build())
     return acts, orchs
 
 
@@ -184,8 +189,34 @@ async def idle(b: Bench, seconds: float = 5.0) -> dict[str, Any]:
     return {"idle runtime CPU (% of a core)": cpu / (time.perf_counter() - t) * 100}
 
 
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+async def waiting(b: Bench, n: int = 10_000) -> dict[str, Any]:
+    """n instances parked on an external event: memory stays bounded because live
+    orchestrations beyond the cache size are evicted (and replayed when woken)."""
+    before = _rss_mb()
+    ids = [await b.start("Waiter", None) for _ in range(n)]
+    for iid in ids:  # every instance has run its first turn and now waits
+        while (await b.client.get_orchestration_status(iid)).state.value != "RUNNING":
+            await asyncio.sleep(0.01)
+    parked = _rss_mb()
+    cached = len(b.rt._cache)
+    t = time.perf_counter()
+    for iid in ids:
+        await b.client.raise_event(iid, "go", iid)
+    for iid in ids:
+        assert await b.wait(iid) == iid
+    return {f"M {n} waiting instances: RSS growth (MB)": parked - before,
+            f"M {n} waiting instances: live orchestrations cached": cached,
+            f"M {n} woken and completed (s)": time.perf_counter() - t}
+
+
 WORKLOADS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "scaling": scaling, "idle": idle,
+    "waiting": waiting,
 }
 
 
