@@ -134,6 +134,15 @@ def test_constructor_opens_nothing_and_needs_no_loop() -> None:
     assert len(P("postgresql://127.0.0.1:1/none", schema="a" * 63).channel) <= 63
 
 
+def test_malformed_dsn_is_a_value_error() -> None:
+    from duroxy.providers.postgres import PostgresProvider as P
+
+    with pytest.raises(ValueError, match="DSN"):
+        P("garbage://")
+    with pytest.raises(ValueError, match="DSN"):
+        P("")
+
+
 def test_bad_pool_sizes() -> None:
     from duroxy.providers.postgres import PostgresProvider as P
 
@@ -516,8 +525,7 @@ async def test_pool_size_bounds_connections(
     p = providers(min_size=1, max_size=2)
     await asyncio.gather(*(create(p, uid()) for _ in range(20)))
     [(count,)] = await query(
-        dsn, "SELECT count(*) FROM pg_stat_activity WHERE application_name = '' "
-             "AND backend_type = 'client backend' AND pid <> pg_backend_pid() "
+        dsn, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'duroxy' "
              "AND query LIKE %s", f"%{p.schema}%")
     assert 1 <= count <= 2
     assert len(await p.list_instances(limit=50)) == 20

@@ -40,13 +40,6 @@ CODES: dict[Channel, str] = {"orchestrator": "o", "activity": "a", "terminal": "
 _CHANNELS: dict[str, Channel] = {v: k for k, v in CODES.items()}
 NODE_ID_LEN = 12
 
-# TCP keepalives let a listening connection notice a silently dead peer (no FIN/RST)
-# without any query traffic.
-_KEEPALIVE: dict[str, Any] = {
-    "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
-}
-
-
 def note(channel: Channel, node_id: str, instance_id: str) -> str:
     return f"{CODES[channel]}{node_id}|{instance_id}"
 
@@ -59,11 +52,13 @@ class Notifier:
         conninfo: str,
         channel: str,
         node_id: str,
+        connect_kwargs: dict[str, Any] | None = None,
         *,
         min_backoff: float = 0.05,
         max_backoff: float = 5.0,
     ) -> None:
         self._conninfo = conninfo
+        self._connect_kwargs = dict(connect_kwargs or {})
         self._channel = channel
         self._node_id = node_id
         self._min_backoff = min_backoff
@@ -149,7 +144,7 @@ class Notifier:
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True, **_KEEPALIVE)
+                    self._conninfo, autocommit=True, **self._connect_kwargs)
             except psycopg.Error as e:
                 _log.warning("cannot open the listening connection (retry in %.2fs): %s",
                              delay, e)

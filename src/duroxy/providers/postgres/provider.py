@@ -38,6 +38,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from ...errors import (
@@ -119,6 +120,18 @@ def _record(row: Row) -> InstanceRecord:
         parent_instance_id=parent, history_len=int(history_len))
 
 
+# TCP keepalives let the listening connection notice a silently dead peer (no FIN or
+# RST) without any query traffic.
+_KEEPALIVE: dict[str, Any] = {
+    "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
+}
+
+
+def _defaults(params: dict[str, Any], **defaults: Any) -> dict[str, Any]:
+    """The connection parameters among ``defaults`` that the DSN does not set itself."""
+    return {k: v for k, v in defaults.items() if k not in params}
+
+
 def _key(instance_id: str) -> bytes:
     """The row key of an instance: SHA-256 of the id's UTF-8 bytes. Ids can be longer
     than a B-tree entry allows; the digest is short and, unlike a truncation or a weak
@@ -170,6 +183,10 @@ class PostgresProvider(Provider):
     ) -> None:
         if not isinstance(dsn, str) or not dsn:
             raise ValueError("a PostgreSQL DSN is required")
+        try:
+            params = conninfo_to_dict(dsn)  # parses only; connects to nothing
+        except psycopg.Error as e:
+            raise ValueError(f"malformed PostgreSQL DSN: {e}") from None
         if min_size < 0 or max_size < 1 or min_size > max_size:
             raise ValueError(f"bad pool size: min_size={min_size}, max_size={max_size}")
         self._dsn = dsn
@@ -181,7 +198,11 @@ class PostgresProvider(Provider):
         self._migrations: list[Migration] = load_migrations(schema)
         self._channel = channel_name(schema)
         self._node_id = uuid.uuid4().hex[:12]
-        self._notifier = Notifier(dsn, self._channel, self._node_id)
+        # Defaults the DSN may override: a name that shows in pg_stat_activity, and a
+        # bound on connection attempts to an unreachable server.
+        self._conn_kwargs = _defaults(params, application_name="duroxy", connect_timeout=10)
+        self._notifier = Notifier(dsn, self._channel, self._node_id, _defaults(
+            params, application_name="duroxy-listen", connect_timeout=10, **_KEEPALIVE))
         # The pool of the event loop in use (see _ready):
         self._binding: _Binding | None = None
         self._migrated = False
@@ -222,7 +243,7 @@ class PostgresProvider(Provider):
 
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self._dsn, min_size=self._min_size, max_size=self._max_size, open=False,
-            timeout=self._pool_timeout, kwargs={"autocommit": True},
+            timeout=self._pool_timeout, kwargs={"autocommit": True, **self._conn_kwargs},
             configure=configure, name=f"duroxy-{self._schema}")
         b = _Binding(loop, pool, conns)
         b.opening = loop.create_task(self._open(pool), name=f"{pool.name}-open")
