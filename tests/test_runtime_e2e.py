@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -178,9 +180,21 @@ def registries() -> tuple[ActivityRegistry, OrchestrationRegistry]:
     return acts, orchs.build()
 
 
+PG_DSN = os.environ.get("DUROXY_TEST_PG_DSN")
+
+
+def _postgres(_p: Path) -> Provider:
+    if not PG_DSN:
+        pytest.skip("DUROXY_TEST_PG_DSN not set: PostgreSQL tests need a server")
+    from duroxy.providers.postgres import PostgresProvider
+
+    return PostgresProvider(PG_DSN, schema=f"e2e_{uuid.uuid4().hex[:12]}")
+
+
 STORES: dict[str, Callable[[Path], Provider]] = {
     "memory": lambda _p: InMemoryProvider(),
     "sqlite": lambda p: SqliteProvider(p / "e2e.db"),
+    "postgres": _postgres,
 }
 
 
@@ -195,6 +209,14 @@ async def env(request: pytest.FixtureRequest,
     finally:
         await rt.shutdown(timeout=2)
         await store.close()
+        schema = getattr(store, "schema", None)
+        if PG_DSN and isinstance(schema, str):
+            import psycopg
+            from psycopg import sql
+
+            async with await psycopg.AsyncConnection.connect(PG_DSN, autocommit=True) as c:
+                await c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    sql.Identifier(schema)))
 
 
 async def run(client: Client, iid: str, name: str, inp: Any = None, timeout: float = 10) -> Any:
