@@ -222,7 +222,9 @@ class Provider(abc.ABC):
     # ------------------------------------------------------------ activity queue
     @abc.abstractmethod
     async def fetch_activity_items(self, lock_timeout: float, limit: int = 1) -> list[ActivityItem]:
-        """Lock up to ``limit`` visible activity work rows, oldest first."""
+        """Lock up to ``limit`` visible activity work rows, oldest first. A row whose
+        stored form does not decode is logged and set aside, never delivered, so it
+        cannot block the rest of the queue."""
 
     @abc.abstractmethod
     async def ack_activity(self, lock_token: str, completion: OrchestratorMessage) -> None:
