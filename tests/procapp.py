@@ -1,7 +1,9 @@
 """A small application for the multi-process tests: registries and a worker entry point.
 
 Run a worker with ``python -m procapp --db PATH --log PATH [options]`` (``tests`` on
-``PYTHONPATH``). It serves the store until SIGTERM or SIGINT, then shuts down cleanly.
+``PYTHONPATH``), or ``--store URL`` instead of ``--db`` for any store ``duroxy.connect``
+understands (``postgresql://...?schema=name``). It serves the store until SIGTERM or
+SIGINT, then shuts down cleanly.
 
 Every activity appends one JSON line to the side-effect log (``O_APPEND``, then
 ``fsync``) before it returns, so a test can count executions exactly across processes
@@ -26,7 +28,9 @@ from duroxy import (
     OrchestrationRegistry,
     Runtime,
     RuntimeOptions,
+    connect,
 )
+from duroxy.providers.base import Provider
 from duroxy.providers.sqlite import SqliteProvider
 
 LOG_ENV = "PROCAPP_LOG"
@@ -117,7 +121,9 @@ def registries() -> tuple[ActivityRegistry, OrchestrationRegistry]:
 # ------------------------------------------------------------------ worker
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="procapp")
-    p.add_argument("--db", required=True)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", help="SQLite file path")
+    where.add_argument("--store", help="store URL, e.g. postgresql://host/db?schema=name")
     p.add_argument("--log", required=True)
     p.add_argument("--ready", help="file created once the runtime runs")
     p.add_argument("--orch-lock", type=float, default=5.0)
@@ -128,10 +134,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def open_store(args: argparse.Namespace) -> Provider:
+    """``--db`` is a SQLite path (kept as is for the SQLite tests); ``--store`` a URL."""
+    if args.db is not None:
+        return SqliteProvider(args.db)
+    return connect(args.store)
+
+
 async def serve(args: argparse.Namespace) -> None:
     global _log_path
     _log_path = args.log
-    store = SqliteProvider(args.db)
+    store = open_store(args)
     activities, orchestrations = registries()
     options = RuntimeOptions(
         orchestration_lock_timeout=args.orch_lock, activity_lock_timeout=args.act_lock,
