@@ -127,6 +127,9 @@ class OrchestrationCommit:
     this turn consumed directly (its ``history`` records them): their rows are deleted
     in the same transaction, no completion message is enqueued, and if any of those
     locks is no longer held the whole ack raises ``LockLost`` and changes nothing.
+    ``claim_activities`` lets the worker that scheduled activities run them without a
+    fetch: the ack enqueues that many of them locked (as a fetch would, attempt 1) and
+    returns them as :class:`ActivityItem` s. A provider may claim fewer, or none.
     """
 
     execution_id: int
@@ -141,6 +144,10 @@ class OrchestrationCommit:
     messages: list[OrchestratorMessage] = field(default_factory=list)
     cancel_activities: list[tuple[str, int, int]] = field(default_factory=list)
     acked_activities: list[str] = field(default_factory=list)
+    #: how many of ``activities`` (the first ones) to enqueue already locked for the
+    #: committing worker, for ``claim_lock_timeout`` seconds; the ack returns them
+    claim_activities: int = 0
+    claim_lock_timeout: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,9 +213,11 @@ class Provider(abc.ABC):
         return None
 
     @abc.abstractmethod
-    async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit) -> None:
+    async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit
+                                     ) -> list[ActivityItem] | None:
         """Commit a turn atomically and release the lock. Raises ``LockLost`` (and
-        changes nothing) when the lock is no longer held."""
+        changes nothing) when the lock is no longer held. Returns the activity items
+        claimed for the caller (``commit.claim_activities``), or ``None``/``[]``."""
 
     @abc.abstractmethod
     async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0) -> None:

@@ -334,7 +334,8 @@ class InMemoryProvider(Provider):
                      if m.instance_id == instance_id and _visible(m.visible_at, now)]
             return self._lock_batch(instance_id, batch, now, lock_timeout)
 
-    async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit) -> None:
+    async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit
+                                     ) -> list[ActivityItem]:
         if commit.state not in _STATES:
             raise ValueError(f"unknown instance state {commit.state!r}")
         # Encode everything before touching state: a failure here changes nothing.
@@ -378,10 +379,17 @@ class InMemoryProvider(Provider):
                         msg.instance_id not in self._records:
                     self._new_record(msg.event, msg.instance_id, now)
                 self._enqueue(msg, text)
-            for work, text in works:
+            claimed: list[ActivityItem] = []
+            for n, (work, text) in enumerate(works):
                 wid = next(self._ids)
-                self._work[wid] = _Work(
+                row = self._work[wid] = _Work(
                     wid, (work.instance_id, work.execution_id, work.event_id), text, None)
+                if n < commit.claim_activities:
+                    row.token = uuid.uuid4().hex
+                    row.expires_at = now + commit.claim_lock_timeout
+                    row.fetch_count = 1
+                    self._work_tokens[row.token] = wid
+                    claimed.append(ActivityItem(wid, row.token, work, 1))
             for wid in acked:
                 self._drop_work(wid)
             if commit.cancel_activities:
@@ -395,10 +403,12 @@ class InMemoryProvider(Provider):
         # one call per distinct instance concerned, in enqueue order
         notify: list[tuple[Channel, str | None]] = [
             ("orchestrator", i) for i in dict.fromkeys(m.instance_id for m, _ in messages)]
-        notify += [("activity", i) for i in dict.fromkeys(w.instance_id for w, _ in works)]
+        notify += [("activity", i) for i in dict.fromkeys(
+            w.instance_id for w, _ in works[commit.claim_activities:])]
         if terminal:
             notify.append(("terminal", instance_id))
         self._notify(notify)
+        return claimed
 
     async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0) -> None:
         with self._lock:

@@ -85,8 +85,9 @@ class _Wake:
     async def idle(self, opts: RuntimeOptions) -> None:
         """Wait for news after an empty fetch; each empty fetch in a row doubles the
         safety-net poll, up to ``max_poll_interval``."""
-        await self.wait(self._poll)
-        self._poll = min(self._poll * 2, max(opts.max_poll_interval, opts.poll_interval))
+        poll = max(self._poll, opts.poll_interval)
+        await self.wait(poll)
+        self._poll = min(poll * 2, max(opts.max_poll_interval, opts.poll_interval))
 
     def busy(self, opts: RuntimeOptions) -> None:
         self._poll = opts.poll_interval
@@ -122,6 +123,8 @@ class Runtime:
             max_workers=options.activity_concurrency, thread_name_prefix="duroxy-activity")
         self._loops: list[asyncio.Task[Any]] = []
         self._timer_wakes: set[asyncio.TimerHandle] = set()
+        # Shared by the activity dispatcher and turns that claim the work they schedule.
+        self._act_slots = asyncio.Semaphore(options.activity_concurrency)
         self._unlisten: list[Any] = []
         loop = asyncio.get_running_loop()
         self._orch_wake = _Wake(loop)
@@ -301,11 +304,19 @@ class Runtime:
         commit = build_commit(iid, execution.started, result)
         if acked_activity is not None:
             commit.acked_activities.append(acked_activity)
+        act_slots = self._act_slots
+        if commit.activities and not self._stopping and act_slots._value:
+            # Run what this turn schedules here at once, without a fetch.
+            commit.claim_activities = min(len(commit.activities), act_slots._value)
+            commit.claim_lock_timeout = self.options.activity_lock_timeout
         try:
-            await provider.ack_orchestration_item(item.lock_token, commit)
+            claimed = await provider.ack_orchestration_item(item.lock_token, commit)
         except BaseException:
             self._cache.pop(iid, None)
             raise
+        for act in claimed or ():
+            await act_slots.acquire()
+            self._spawn(self._run_activity(act, act_slots))
         self._wake_for_timers(commit)
         for key in commit.cancel_activities:
             ctx = self._running_activities.get(key)
@@ -372,7 +383,7 @@ class Runtime:
 
     # ================================================================ activities
     async def _activity_loop(self) -> None:
-        slots = asyncio.Semaphore(self.options.activity_concurrency)
+        slots = self._act_slots
         opts = self.options
         while not self._stopping:
             free = slots._value

@@ -1,6 +1,7 @@
-"""Conformance tests for feeding an activity's result straight into the next turn:
-``lock_instance`` plus ``OrchestrationCommit.acked_activities``. A store that keeps the
-default ``lock_instance`` (always ``None``) skips them."""
+"""Conformance tests for the shortcuts a worker takes with work it holds: feeding an
+activity's result straight into the next turn (``lock_instance`` plus
+``OrchestrationCommit.acked_activities``) and claiming the activities a turn schedules
+(``claim_activities``). A store that offers neither skips them."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from .conformance_support import (
     LOCK,
     TS,
     ConformanceBase,
+    activity_completion,
     commit,
     create,
     events_of,
     fetch_one,
     raised,
     scheduled,
+    started,
     uid,
     work,
 )
@@ -120,3 +123,25 @@ class FastPathTests(ConformanceBase):
         assert len(await provider.read_history(iid)) == 2  # nothing appended
         [again] = await provider.fetch_activity_items(HOLD, limit=10)
         assert again.work == w and again.attempt == 2  # only the old work, re-offered
+
+    async def test_ack_claims_scheduled_activities(self, provider: Provider) -> None:
+        iid = uid()
+        await create(provider, iid)
+        item = await fetch_one(provider)
+        works = [work(iid, 2, name="a"), work(iid, 3, name="b"), work(iid, 4, name="c")]
+        c = commit(started(), scheduled(2, "a"), scheduled(3, "b"), scheduled(4, "c"),
+                   activities=works)
+        c.claim_activities, c.claim_lock_timeout = 2, LOCK
+        claimed = list(await provider.ack_orchestration_item(item.lock_token, c) or [])
+        if not claimed:
+            pytest.skip(f"{type(provider).__name__} does not claim activities in an ack")
+        assert [a.work for a in claimed] == works[:2]
+        assert all(a.attempt == 1 and a.lock_token for a in claimed)
+        # only the unclaimed one is fetchable while the claims hold
+        [free] = await provider.fetch_activity_items(HOLD, limit=10)
+        assert free.work == works[2]
+        await provider.ack_activity(claimed[0].lock_token, activity_completion(works[0]))
+        # an unacknowledged claim lapses like any lock and the work is offered again
+        await self.expire()
+        [again] = await provider.fetch_activity_items(HOLD, limit=10)
+        assert again.work == works[1] and again.attempt == 2

@@ -67,6 +67,7 @@ class PreparedCommit:
     messages: list[PreparedMessage]
     cancel_activities: list[tuple[str, int, int]]
     acked_activities: list[str]  # lock tokens of work rows this turn consumed directly
+    claim: tuple[int, float] = (0, 0.0)  # (how many activities to enqueue locked, for how long)
 
 
 def new_token() -> str:
@@ -199,7 +200,7 @@ def _held_lock(tx: Tx, token: str) -> str:
     return str(found[0][0])
 
 
-def ack_orchestration_item(tx: Tx, token: str, c: PreparedCommit) -> None:
+def ack_orchestration_item(tx: Tx, token: str, c: PreparedCommit) -> list[ActivityItem]:
     conn = tx.conn
     found = _rows(conn, Q["find_lock_and_progress"], (token,))
     _check_lock(tx, found)
@@ -227,9 +228,22 @@ def ack_orchestration_item(tx: Tx, token: str, c: PreparedCommit) -> None:
         if msg.start is not None:
             _insert_record(tx, msg.instance_id, msg.start)  # no-op when the id is taken
         _enqueue(tx, msg)
-    if c.activities:
+    claim, claim_timeout = c.claim
+    claimed: list[ActivityItem] = []
+    if claim:
+        # Enqueued already locked for the committing worker, which runs them at once.
+        salt = new_token()
+        for iid, ex, eid, payload in c.activities[:claim]:
+            rows = _rows(conn, Q["enqueue_activity_returning"], (iid, ex, eid, payload, tx.now))
+            if rows:
+                wid = rows[0][0]
+                claimed.append(ActivityItem(wid, f"{wid}.{salt}",
+                                            ActivityWork.from_json(payload), 1))
+        conn.executemany(Q["lock_activity"], [
+            (it.lock_token, tx.now + claim_timeout, it.id) for it in claimed])
+    if len(c.activities) > claim:
         conn.executemany(Q["enqueue_activity"], [
-            (iid, ex, eid, payload, tx.now) for iid, ex, eid, payload in c.activities])
+            (iid, ex, eid, payload, tx.now) for iid, ex, eid, payload in c.activities[claim:]])
     if c.cancel_activities:
         conn.executemany(Q["cancel_activity"], c.cancel_activities)
     conn.execute(Q["delete_delivered"], (instance_id, token))
@@ -240,10 +254,11 @@ def ack_orchestration_item(tx: Tx, token: str, c: PreparedCommit) -> None:
             conn, Q["has_visible_messages"], (instance_id, tx.now)):
         # Messages that arrived while the lock was held can be fetched now.
         tx.notify("orchestrator", instance_id)
-    for target in dict.fromkeys(a[0] for a in c.activities):
+    for target in dict.fromkeys(a[0] for a in c.activities[claim:]):
         tx.notify("activity", target)
     if had_record and old_execution is not None and c.state in TERMINAL_STATES:
         tx.notify("terminal", instance_id)
+    return claimed
 
 
 def abandon_orchestration_item(tx: Tx, token: str, delay: float) -> None:

@@ -443,7 +443,8 @@ class SqliteProvider(Provider):
             lambda tx: _ops.lock_instance(tx, instance_id, lock_timeout),
             lambda item: self._give_back_orchestration_items([item] if item else []))
 
-    async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit) -> None:
+    async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit
+                                     ) -> list[ActivityItem]:
         if commit.state not in _STATES:
             raise ValueError(f"unknown instance state {commit.state!r}")
         try:
@@ -458,12 +459,17 @@ class SqliteProvider(Provider):
                 messages=[self._prepare(m) for m in commit.messages],
                 cancel_activities=[(i, x, e) for i, x, e in commit.cancel_activities],
                 acked_activities=list(commit.acked_activities),
+                claim=(min(commit.claim_activities, len(commit.activities)),
+                       commit.claim_lock_timeout),
             )
         except (TypeError, ValueError) as e:
             if isinstance(e, PayloadError):
                 raise
             raise PayloadError(f"commit holds a value with no JSON form: {e}") from None
-        await self._write(lambda tx: _ops.ack_orchestration_item(tx, lock_token, prepared))
+        claimed = await self._write(
+            lambda tx: _ops.ack_orchestration_item(tx, lock_token, prepared),
+            discard=self._give_back_activity_items)
+        return claimed
 
     async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0) -> None:
         await self._lock_op(lambda tx: _ops.abandon_orchestration_item(tx, lock_token, delay))

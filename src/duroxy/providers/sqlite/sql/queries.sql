@@ -172,6 +172,14 @@ INSERT INTO activity_queue (instance_id, execution_id, event_id, payload, visibl
 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
 ON CONFLICT (instance_id, execution_id, event_id) DO NOTHING;
 
+-- name: enqueue_activity_returning
+-- enqueue_activity, answering the new row's id (nothing when the work already exists).
+INSERT INTO activity_queue (instance_id, execution_id, event_id, payload, visible_at,
+                            enqueued_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+ON CONFLICT (instance_id, execution_id, event_id) DO NOTHING
+RETURNING id;
+
 -- name: next_activities
 SELECT id, payload, fetch_count FROM activity_queue
 WHERE visible_at <= ?
