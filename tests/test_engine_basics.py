@@ -362,3 +362,16 @@ def test_unrelated_external_events_after_end_are_reported_undelivered() -> None:
     r = d.turn([TimerFired(source_event_id=2, fire_at=0), EventRaised(name="x", data="1")])
     assert r.terminal is not None and r.terminal.kind == "OrchestrationContinuedAsNew"
     assert [e.kind for e in r.undelivered] == ["EventRaised"]
+
+
+def test_start_time_of_request_is_kept_when_in_order() -> None:
+    d = Driver(with_timer)
+    asked_ms = START_US // 1000 - 40  # the client asked 40 ms before the turn ran
+    d.turn([OrchestrationStarted(name="orch", input="null", ts=asked_ms)])
+    started, timer = d.history[0], d.history[1]
+    assert started.ts == asked_ms
+    assert isinstance(timer, TimerCreated) and timer.fire_at == asked_ms + 5000
+    # a time from the future (another host's clock) is not trusted
+    d2 = Driver(with_timer)
+    d2.turn([OrchestrationStarted(name="orch", input="null", ts=START_US // 1000 + 999)])
+    assert d2.history[0].ts == START_US // 1000

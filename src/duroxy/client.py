@@ -128,7 +128,9 @@ class Client:
     async def _start(self, instance_id: str, name: str, version: str | None, input: Any) -> None:
         check_id(instance_id, "instance id")
         check_id(name, "orchestration name")
-        event = OrchestrationStarted(name=name, version=version, input=codec.encode(input))
+        # Stamped with the time of the request: the orchestration's clock starts here.
+        event = OrchestrationStarted(name=name, version=version, input=codec.encode(input),
+                                     ts=time.time_ns() // 1_000_000)
         await self.provider.create_instance(OrchestratorMessage(instance_id, event, 1))
 
     # ------------------------------------------------------------------ signals

@@ -214,7 +214,12 @@ class OrchestrationExecution:
                 if isinstance(event, EventRaised):
                     undelivered.append(event)
                 continue
-            stamped = dataclasses.replace(event, event_id=self._next_id, ts=now_ms)
+            # A message may carry the time it happened (a start: when the client asked);
+            # it is kept when it keeps history's times in order and is not in the
+            # future, so a first turn's timers count from the start, not from the turn.
+            last_ts = self.history[-1].ts if self.history else 0
+            ts = event.ts if event.ts and last_ts <= event.ts <= now_ms else now_ms
+            stamped = dataclasses.replace(event, event_id=self._next_id, ts=ts)
             self._next_id += 1
             self.history.append(stamped)
             self._replayed = len(self.history)

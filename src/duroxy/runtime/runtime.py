@@ -274,11 +274,7 @@ class Runtime:
             if isinstance(ev, OrchestrationStarted):
                 if ev is not started:
                     continue
-                ev = OrchestrationStarted(
-                    name=ev.name, version=entry.version, input=ev.input,
-                    execution_id=ev.execution_id, parent_instance_id=ev.parent_instance_id,
-                    parent_execution_id=ev.parent_execution_id,
-                    parent_event_id=ev.parent_event_id, custom_status=ev.custom_status)
+                ev = dataclasses.replace(ev, version=entry.version)
                 events.insert(0, ev)
                 continue
             events.append(ev)
