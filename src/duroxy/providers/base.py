@@ -212,6 +212,20 @@ class Provider(abc.ABC):
         ``acked_activities``)."""
         return None
 
+    async def commit_turn(self, instance_id: str, expected_history_len: int,
+                          commit: OrchestrationCommit) -> list[ActivityItem] | None:
+        """Commit a turn without having locked the instance, when nothing happened to it
+        meanwhile: atomically, if the instance has a record whose execution is
+        ``commit.execution_id`` with exactly ``expected_history_len`` events, no live lock
+        and no visible message, apply ``commit`` as ``ack_orchestration_item`` would;
+        otherwise raise ``LockLost`` and change nothing.
+
+        A worker that holds an instance live in memory uses it to feed an activity's
+        result into the next turn in one transaction (``acked_activities``), with no lock
+        taken first. A store that does not offer it keeps this default, which raises
+        ``NotImplementedError``; the worker then locks first (``lock_instance``)."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit
                                      ) -> list[ActivityItem] | None:

@@ -334,6 +334,34 @@ class InMemoryProvider(Provider):
                      if m.instance_id == instance_id and _visible(m.visible_at, now)]
             return self._lock_batch(instance_id, batch, now, lock_timeout)
 
+    async def commit_turn(self, instance_id: str, expected_history_len: int,
+                          commit: OrchestrationCommit) -> list[ActivityItem]:
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            rec = self._records.get(instance_id)
+            if rec is None or rec.execution_id != commit.execution_id or \
+                    self._snapshot(rec).history_len != expected_history_len:
+                raise LockLost("the instance moved on since its last turn here")
+            lock = self._orch_locks.get(instance_id)
+            if lock is not None and lock.expires_at > now:
+                raise LockLost("the instance is locked")
+            if any(m.instance_id == instance_id and _visible(m.visible_at, now)
+                   for m in self._messages.values()):
+                raise LockLost("the instance has messages waiting")
+            if lock is not None and lock.token is not None:
+                self._orch_tokens.pop(lock.token, None)
+            token = uuid.uuid4().hex
+            self._orch_locks[instance_id] = _OrchLock(token, now + 60.0, (), True)
+            self._orch_tokens[token] = instance_id
+        try:
+            return await self.ack_orchestration_item(token, commit)
+        except BaseException:
+            with self._lock:  # nothing was applied: drop the lock taken above
+                if self._orch_tokens.pop(token, None) is not None:
+                    self._orch_locks.pop(instance_id, None)
+            raise
+
     async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit
                                      ) -> list[ActivityItem]:
         if commit.state not in _STATES:

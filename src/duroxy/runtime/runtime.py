@@ -123,6 +123,9 @@ class Runtime:
             max_workers=options.activity_concurrency, thread_name_prefix="duroxy-activity")
         self._loops: list[asyncio.Task[Any]] = []
         self._timer_wakes: set[asyncio.TimerHandle] = set()
+        # Instances whose live execution a turn in this runtime is using right now.
+        self._in_turn: set[str] = set()
+        self._optimistic = type(provider).commit_turn is not Provider.commit_turn
         # Shared by the activity dispatcher and turns that claim the work they schedule.
         self._act_slots = asyncio.Semaphore(options.activity_concurrency)
         self._unlisten: list[Any] = []
@@ -293,26 +296,40 @@ class Runtime:
                 entry.fn, instance_id=iid, history=history,
                 activity_output_type=self.activities.output_type,
                 function_name=self._function_name)
-        result = execution.turn(events, now_us)
-        if execution.started is None:
-            await provider.ack_orchestration_item(item.lock_token, _noop_commit(item))
-            return False
-        commit = build_commit(iid, execution.started, result)
-        if acked_activity is not None:
-            commit.acked_activities.append(acked_activity)
-        act_slots = self._act_slots
-        if commit.activities and not self._stopping and act_slots._value:
-            # Run what this turn schedules here at once, without a fetch.
-            commit.claim_activities = min(len(commit.activities), act_slots._value)
-            commit.claim_lock_timeout = self.options.activity_lock_timeout
+        self._in_turn.add(iid)
         try:
-            claimed = await provider.ack_orchestration_item(item.lock_token, commit)
-        except BaseException:
-            self._cache.pop(iid, None)
-            raise
+            result = execution.turn(events, now_us)
+            if execution.started is None:
+                await provider.ack_orchestration_item(item.lock_token, _noop_commit(item))
+                return False
+            commit = build_commit(iid, execution.started, result)
+            if acked_activity is not None:
+                commit.acked_activities.append(acked_activity)
+            self._claim(commit)
+            try:
+                claimed = await provider.ack_orchestration_item(item.lock_token, commit)
+            except BaseException:
+                self._cache.pop(iid, None)
+                raise
+        finally:
+            self._in_turn.discard(iid)
+        await self._after_commit(iid, execution, execution_id, commit, claimed)
+        return True
+
+    def _claim(self, commit: OrchestrationCommit) -> None:
+        """Ask the store to hand back the activities this turn schedules, locked, so this
+        worker runs them at once without a fetch (as many as it has free slots)."""
+        free = self._act_slots._value
+        if commit.activities and free and not self._stopping:
+            commit.claim_activities = min(len(commit.activities), free)
+            commit.claim_lock_timeout = self.options.activity_lock_timeout
+
+    async def _after_commit(self, iid: str, execution: OrchestrationExecution,
+                            execution_id: int, commit: OrchestrationCommit,
+                            claimed: list[ActivityItem] | None) -> None:
         for act in claimed or ():
-            await act_slots.acquire()
-            self._spawn(self._run_activity(act, act_slots))
+            await self._act_slots.acquire()
+            self._spawn(self._run_activity(act, self._act_slots))
         self._wake_for_timers(commit)
         for key in commit.cancel_activities:
             ctx = self._running_activities.get(key)
@@ -322,7 +339,6 @@ class Runtime:
             self._cache.pop(iid, None)
         else:
             self._remember(iid, execution, execution_id)
-        return True
 
     def _wake_for_timers(self, commit: OrchestrationCommit) -> None:
         """Wake the dispatcher when a timer this process just committed comes due, so a
@@ -478,8 +494,11 @@ class Runtime:
         an activity ack, a fetch and a turn ack. False: use the ordinary path."""
         work = item.work
         cached = self._cache.get(work.instance_id)
-        if cached is None or cached.execution_id != work.execution_id or self._stopping:
+        if (cached is None or cached.execution_id != work.execution_id or self._stopping
+                or work.instance_id in self._in_turn):
             return False
+        if self._optimistic:
+            return await self._commit_completion(item, cached, event)
         orch = await self.provider.lock_instance(work.instance_id,
                                                  self.options.orchestration_lock_timeout)
         if orch is None:
@@ -497,6 +516,34 @@ class Runtime:
         with contextlib.suppress(Exception):
             await self.provider.abandon_orchestration_item(orch.lock_token)
         return False
+
+    async def _commit_completion(self, item: ActivityItem, cached: _Cached,
+                                 event: HistoryEvent) -> bool:
+        """The completion's turn on the live execution, committed with no lock taken
+        first; if anything happened to the instance meanwhile the store refuses, the live
+        execution (now ahead of the store) is dropped, and the ordinary path takes over."""
+        iid = item.work.instance_id
+        execution = cached.execution
+        expected = len(execution.history)
+        self._in_turn.add(iid)
+        try:
+            result = execution.turn([event], time.time_ns() // 1000)
+            assert execution.started is not None
+            commit = build_commit(iid, execution.started, result)
+            commit.acked_activities.append(item.lock_token)
+            self._claim(commit)
+            claimed = await self.provider.commit_turn(iid, expected, commit)
+        except LockLost:
+            self._cache.pop(iid, None)
+            return False
+        except Exception:  # a bug or store error: ack the usual way
+            self._cache.pop(iid, None)
+            logger.exception("turn for %r failed; acknowledging the activity instead", iid)
+            return False
+        finally:
+            self._in_turn.discard(iid)
+        await self._after_commit(iid, execution, cached.execution_id, commit, claimed)
+        return True
 
     async def _complete_activity(self, item: Any, event: HistoryEvent) -> None:
         work = item.work

@@ -145,3 +145,46 @@ class FastPathTests(ConformanceBase):
         await self.expire()
         [again] = await provider.fetch_activity_items(HOLD, limit=10)
         assert again.work == works[1] and again.attempt == 2
+
+    async def test_commit_turn_when_nothing_happened(self, provider: Provider) -> None:
+        if type(provider).commit_turn is Provider.commit_turn:
+            pytest.skip(f"{type(provider).__name__} does not offer commit_turn")
+        iid = uid()
+        [w] = await scheduled_work(provider, iid)
+        act = await fetch_activity(provider)
+        done = ActivityCompleted(event_id=3, ts=TS, source_event_id=w.event_id, result='"r"')
+        c = commit(done, scheduled(4, "next"), activities=[work(iid, 4, name="next")])
+        c.acked_activities.append(act.lock_token)
+        await provider.commit_turn(iid, 2, c)
+        rec = await provider.get_instance(iid)
+        assert rec is not None and rec.history_len == 4
+        assert [e.kind for e in await provider.read_history(iid)][2:] == [
+            "ActivityCompleted", "ActivityScheduled"]
+        # the instance is not left locked, and no completion message was enqueued
+        assert await provider.fetch_orchestration_items(HOLD, limit=10) == []
+        await provider.enqueue_orchestrator_message(raised(iid))
+        assert len(await provider.fetch_orchestration_items(HOLD, limit=10)) == 1
+
+    @pytest.mark.parametrize("obstacle", ["moved_on", "locked", "message_waiting"])
+    async def test_commit_turn_refuses_when_something_happened(
+            self, provider: Provider, obstacle: str) -> None:
+        if type(provider).commit_turn is Provider.commit_turn:
+            pytest.skip(f"{type(provider).__name__} does not offer commit_turn")
+        iid = uid()
+        [w] = await scheduled_work(provider, iid)
+        act = await fetch_activity(provider)
+        expected = 2
+        if obstacle == "moved_on":
+            expected = 1  # this worker's view of the history is stale
+        elif obstacle == "locked":
+            assert await provider.lock_instance(iid, HOLD) is not None
+        else:
+            await provider.enqueue_orchestrator_message(raised(iid))
+        done = ActivityCompleted(event_id=3, ts=TS, source_event_id=w.event_id, result='"r"')
+        c = commit(done)
+        c.acked_activities.append(act.lock_token)
+        with pytest.raises(LockLost):
+            await provider.commit_turn(iid, expected, c)
+        assert len(await provider.read_history(iid)) == 2
+        # the activity is still held by its worker: its ordinary ack works
+        await provider.ack_activity(act.lock_token, activity_completion(w))

@@ -261,6 +261,26 @@ def ack_orchestration_item(tx: Tx, token: str, c: PreparedCommit) -> list[Activi
     return claimed
 
 
+def commit_turn(tx: Tx, instance_id: str, expected_len: int, c: PreparedCommit
+                ) -> list[ActivityItem]:
+    """An ack without a fetched lock, for an instance nothing happened to meanwhile."""
+    conn, now = tx.conn, tx.now
+    rec = _rows(conn, Q["get_instance"], (instance_id,))
+    if not rec:
+        raise LockLost("the instance has no record")
+    record = record_from_row(rec[0])
+    if record.execution_id != c.execution_id or record.history_len != expected_len:
+        raise LockLost("the instance moved on since its last turn here")
+    lock = _rows(conn, Q["lock_expiry"], (instance_id,))
+    if lock and lock[0][0] > now:
+        raise LockLost("the instance is locked")
+    if _rows(conn, Q["has_visible_messages"], (instance_id, now)):
+        raise LockLost("the instance has messages waiting")
+    token = new_token()
+    conn.execute(Q["lock_instance"], (instance_id, token, now + 60.0, 1))
+    return ack_orchestration_item(tx, token, c)
+
+
 def abandon_orchestration_item(tx: Tx, token: str, delay: float) -> None:
     instance_id = _held_lock(tx, token)
     tx.conn.execute(Q["unclaim_messages"], (instance_id, token))

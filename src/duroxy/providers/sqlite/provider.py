@@ -443,12 +443,27 @@ class SqliteProvider(Provider):
             lambda tx: _ops.lock_instance(tx, instance_id, lock_timeout),
             lambda item: self._give_back_orchestration_items([item] if item else []))
 
+    async def commit_turn(self, instance_id: str, expected_history_len: int,
+                          commit: OrchestrationCommit) -> list[ActivityItem]:
+        prepared = self._prepare_commit(commit)
+        claimed = await self._write(
+            lambda tx: _ops.commit_turn(tx, instance_id, expected_history_len, prepared),
+            discard=self._give_back_activity_items)
+        return claimed
+
     async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit
                                      ) -> list[ActivityItem]:
+        prepared = self._prepare_commit(commit)
+        claimed = await self._write(
+            lambda tx: _ops.ack_orchestration_item(tx, lock_token, prepared),
+            discard=self._give_back_activity_items)
+        return claimed
+
+    def _prepare_commit(self, commit: OrchestrationCommit) -> _ops.PreparedCommit:
         if commit.state not in _STATES:
             raise ValueError(f"unknown instance state {commit.state!r}")
         try:
-            prepared = _ops.PreparedCommit(
+            return _ops.PreparedCommit(
                 execution_id=commit.execution_id, state=commit.state, name=commit.name,
                 version=commit.version, output=commit.output,
                 error_json=json.dumps(commit.error.to_json()) if commit.error else None,
@@ -466,10 +481,6 @@ class SqliteProvider(Provider):
             if isinstance(e, PayloadError):
                 raise
             raise PayloadError(f"commit holds a value with no JSON form: {e}") from None
-        claimed = await self._write(
-            lambda tx: _ops.ack_orchestration_item(tx, lock_token, prepared),
-            discard=self._give_back_activity_items)
-        return claimed
 
     async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0) -> None:
         await self._lock_op(lambda tx: _ops.abandon_orchestration_item(tx, lock_token, delay))
