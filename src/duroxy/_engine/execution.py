@@ -236,6 +236,11 @@ class OrchestrationExecution:
     def finished(self) -> bool:
         return self._terminal is not None
 
+    @property
+    def open_activities(self) -> int:
+        """Activities scheduled and neither completed nor abandoned."""
+        return sum(1 for f in self._open.values() if f.kind == "activity")
+
     def _replay(self) -> None:
         history = self.history
         self.is_replaying = True

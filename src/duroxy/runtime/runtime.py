@@ -51,6 +51,9 @@ __all__ = ["Runtime"]
 
 logger = logging.getLogger("duroxy.runtime")
 
+# How long an instance whose lock-free commit was refused takes the locked path.
+_CONTENDED_S = 1.0
+
 # Wake a little after a timer's due time: the store compares with its own clock.
 _TIMER_SLACK_S = 0.0005
 
@@ -125,6 +128,8 @@ class Runtime:
         self._timer_wakes: set[asyncio.TimerHandle] = set()
         # Instances whose live execution a turn in this runtime is using right now.
         self._in_turn: set[str] = set()
+        # Instances whose lock-free commit was refused lately: locked path until then.
+        self._contended: dict[str, float] = {}
         self._optimistic = type(provider).commit_turn is not Provider.commit_turn
         # Shared by the activity dispatcher and turns that claim the work they schedule.
         self._act_slots = asyncio.Semaphore(options.activity_concurrency)
@@ -497,7 +502,11 @@ class Runtime:
         if (cached is None or cached.execution_id != work.execution_id or self._stopping
                 or work.instance_id in self._in_turn):
             return False
-        if self._optimistic:
+        # Without a lock only when this is the one activity the instance waits for (a
+        # fan-in gathers many completions per turn on the locked path instead) and the
+        # instance has not lately been busy with other work.
+        if (self._optimistic and cached.execution.open_activities == 1
+                and self._contended.get(work.instance_id, 0.0) < time.monotonic()):
             return await self._commit_completion(item, cached, event)
         orch = await self.provider.lock_instance(work.instance_id,
                                                  self.options.orchestration_lock_timeout)
@@ -535,6 +544,10 @@ class Runtime:
             claimed = await self.provider.commit_turn(iid, expected, commit)
         except LockLost:
             self._cache.pop(iid, None)
+            self._contended[iid] = time.monotonic() + _CONTENDED_S
+            if len(self._contended) > 4096:
+                now = time.monotonic()
+                self._contended = {k: v for k, v in self._contended.items() if v > now}
             return False
         except Exception:  # a bug or store error: ack the usual way
             self._cache.pop(iid, None)
