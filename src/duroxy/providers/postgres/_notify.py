@@ -15,6 +15,11 @@ One dedicated connection per provider (per event loop) listens, started by the f
 :meth:`Notifier.ensure_running` after a listener was registered. It idles in the server
 at no cost; when it drops, it reconnects with exponential backoff and then wakes every
 listener with ``None``, because notes sent while it was away are lost.
+
+The notifier also remembers which instances orchestrator notes named lately
+(:meth:`Notifier.mark`, :meth:`Notifier.noted_since`). A note for an instance whose
+lease is held, here or on another node, wakes fetches that must skip it; the provider
+uses this memory to announce the instance again once the lease it holds is released.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import contextlib
 import itertools
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -39,6 +45,9 @@ _log = logging.getLogger("duroxy.providers.postgres")
 CODES: dict[Channel, str] = {"orchestrator": "o", "activity": "a", "terminal": "t"}
 _CHANNELS: dict[str, Channel] = {v: k for k, v in CODES.items()}
 NODE_ID_LEN = 12
+#: How many instances the memory of recent orchestrator notes keeps; older ones count
+#: as noted at any time (see Notifier.noted_since).
+_NOTED_CAPACITY = 4096
 
 def note(channel: Channel, node_id: str, instance_id: str) -> str:
     return f"{CODES[channel]}{node_id}|{instance_id}"
@@ -72,6 +81,13 @@ class Notifier:
         self._ready: asyncio.Event | None = None
         self._connected_before = False
         self.reconnects = 0  # connections made after the first one (for tests and metrics)
+        # Orchestrator notes seen (guarded by _mutex): each gets the next number; _noted
+        # keeps the latest number per instance, for the most recent instances only.
+        # Notes numbered up to _forgotten may have named any instance (a note without
+        # an instance, or one dropped from _noted).
+        self._seen = 0
+        self._noted: OrderedDict[str, int] = OrderedDict()
+        self._forgotten = 0
 
     # ------------------------------------------------------------ registry
     def add(self, channel: Channel, callback: Listener) -> Callable[[], None]:
@@ -96,11 +112,36 @@ class Notifier:
             for registered in self._listeners.values():
                 registered.clear()
 
+    def mark(self) -> int:
+        """A point in the sequence of orchestrator notes, for :meth:`noted_since`."""
+        with self._mutex:
+            return self._seen
+
+    def noted_since(self, instance_id: str, mark: int) -> bool:
+        """Whether an orchestrator note that may concern ``instance_id`` was seen after
+        ``mark``. Errs on the side of yes."""
+        with self._mutex:
+            return self._forgotten > mark or self._noted.get(instance_id, 0) > mark
+
+    def _remember(self, instance_id: str | None) -> None:
+        # under _mutex
+        self._seen += 1
+        if instance_id is None:
+            self._forgotten = self._seen
+            return
+        self._noted[instance_id] = self._seen
+        self._noted.move_to_end(instance_id)
+        if len(self._noted) > _NOTED_CAPACITY:
+            _, seen = self._noted.popitem(last=False)
+            self._forgotten = max(self._forgotten, seen)
+
     def call(self, calls: Iterable[tuple[Channel, str | None]]) -> None:
         """Call the listeners of each (channel, instance id); a failing listener is
         logged and skipped (the commit it reports already happened)."""
         for channel, instance_id in calls:
             with self._mutex:
+                if channel == "orchestrator":
+                    self._remember(instance_id)
                 targets = list(self._listeners[channel].values())
             for callback in targets:
                 try:

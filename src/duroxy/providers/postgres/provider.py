@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import uuid
 import weakref
@@ -42,7 +40,6 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from ...errors import (
-    ErrorDetails,
     InstanceAlreadyExists,
     InstanceNotFound,
     LockLost,
@@ -55,8 +52,6 @@ from ...history import (
     OrchestrationStarted,
     OrchestratorMessage,
     decode_event,
-    decode_message,
-    encode_event,
     encode_message,
 )
 from ..base import (
@@ -68,8 +63,9 @@ from ..base import (
     OrchestrationCommit,
     OrchestrationItem,
     Provider,
-    QueuedMessage,
 )
+from ._marshal import completion_params, orchestration_items, record, turn_params
+from ._marshal import key as _key
 from ._notify import Notifier, note
 from ._sql import (
     Migration,
@@ -83,6 +79,10 @@ from ._sql import (
 __all__ = ["PostgresProvider"]
 
 _log = logging.getLogger("duroxy.providers.postgres")
+
+#: Most leases remembered for re-announcing (see PostgresProvider._noted_while_leased);
+#: a runtime holds at most its orchestration concurrency at once.
+_LEASES_REMEMBERED = 10_000
 
 _STATES = frozenset({"PENDING", "RUNNING"}) | TERMINAL_STATES
 #: What the corruption test hooks store: not JSON, so every decoder rejects it.
@@ -109,17 +109,6 @@ def _provider_error(e: psycopg.Error) -> ProviderError:
     return ProviderError(f"PostgreSQL store: {type(e).__name__}: {e}", retryable=_retryable(e))
 
 
-def _record(row: Row) -> InstanceRecord:
-    (instance_id, name, version, state, execution_id, output, error, custom_status,
-     created_at, updated_at, parent, history_len) = row
-    return InstanceRecord(
-        instance_id=instance_id, name=name, version=version, state=state,
-        execution_id=execution_id, output=output,
-        error=ErrorDetails.from_json(json.loads(error)) if error is not None else None,
-        custom_status=custom_status, created_at=created_at, updated_at=updated_at,
-        parent_instance_id=parent, history_len=int(history_len))
-
-
 # TCP keepalives let the listening connection notice a silently dead peer (no FIN or
 # RST) without any query traffic.
 _KEEPALIVE: dict[str, Any] = {
@@ -130,17 +119,6 @@ _KEEPALIVE: dict[str, Any] = {
 def _defaults(params: dict[str, Any], **defaults: Any) -> dict[str, Any]:
     """The connection parameters among ``defaults`` that the DSN does not set itself."""
     return {k: v for k, v in defaults.items() if k not in params}
-
-
-def _key(instance_id: str) -> bytes:
-    """The row key of an instance: SHA-256 of the id's UTF-8 bytes. Ids can be longer
-    than a B-tree entry allows; the digest is short and, unlike a truncation or a weak
-    hash, never maps two ids to one key in practice. A lone surrogate (not valid text
-    for PostgreSQL either) raises ``UnicodeEncodeError``, a ``ValueError``; so does NUL,
-    which PostgreSQL text cannot hold."""
-    if "\x00" in instance_id:
-        raise ValueError("instance ids cannot contain NUL characters")
-    return hashlib.sha256(instance_id.encode("utf-8")).digest()
 
 
 def _states(state: str | Sequence[str] | None) -> list[str] | None:
@@ -195,6 +173,10 @@ class PostgresProvider(Provider):
         self._max_size = max_size
         self._pool_timeout = pool_timeout
         self._q = load_statements(schema)
+        # Run once on every new pooled connection: the statements name their tables
+        # without a schema. pg_temp goes last so that no temporary table can shadow one.
+        self._search_path = sql.SQL("SET search_path TO {}, pg_temp").format(
+            sql.Identifier(self._schema)).as_bytes(None)
         self._migrations: list[Migration] = load_migrations(schema)
         self._channel = channel_name(schema)
         self._node_id = uuid.uuid4().hex[:12]
@@ -203,6 +185,9 @@ class PostgresProvider(Provider):
         self._conn_kwargs = _defaults(params, application_name="duroxy", connect_timeout=10)
         self._notifier = Notifier(dsn, self._channel, self._node_id, _defaults(
             params, application_name="duroxy-listen", connect_timeout=10, **_KEEPALIVE))
+        # Leases handed out by this provider and not yet released: token -> (instance
+        # id, notifier mark taken before the fetch). See ack_orchestration_item.
+        self._leases: dict[str, tuple[str, int]] = {}
         # The pool of the event loop in use (see _ready):
         self._binding: _Binding | None = None
         self._migrated = False
@@ -240,6 +225,10 @@ class PostgresProvider(Provider):
 
         async def configure(conn: Conn) -> None:
             conns.add(conn)
+            # Prepare every statement on its first execution rather than its fifth: the
+            # hot statements are planned once per connection instead of five times.
+            conn.prepare_threshold = 0
+            await conn.execute(self._search_path, prepare=False)
 
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self._dsn, min_size=self._min_size, max_size=self._max_size, open=False,
@@ -318,7 +307,8 @@ class PostgresProvider(Provider):
             break
         self._notifier.ensure_running()
         assert b.opening is not None
-        await asyncio.shield(b.opening)
+        if not b.opening.done():
+            await asyncio.shield(b.opening)
         return b.pool
 
     @contextlib.asynccontextmanager
@@ -331,17 +321,31 @@ class PostgresProvider(Provider):
             raise _provider_error(e) from e
 
     @contextlib.asynccontextmanager
-    async def _transaction(self, *, pipeline: bool = False) -> AsyncIterator[Conn]:
-        """A transaction. With ``pipeline``, statements are sent without waiting for
-        their results until one is read (a fetch), so BEGIN travels with the first
-        statement and the writes that follow travel with COMMIT: one round trip each."""
+    async def _transaction(self) -> AsyncIterator[Conn]:
+        """An explicit transaction, for the rare calls that need several statements."""
+        async with self._connection() as conn, conn.transaction():
+            yield conn
+
+    async def _rows(self, name: str, params: dict[str, Any]) -> list[Row]:
+        """Run one named statement in its own implicit transaction (autocommit): one
+        round trip, BEGIN and COMMIT included. Results come back in binary format."""
+        try:
+            pool = await self._ready()
+            async with pool.connection() as conn:
+                stmt = self._q[name]
+                cur = await conn.execute(stmt.sql, stmt.args(params), binary=True)
+                return await cur.fetchall()
+        except psycopg.Error as e:
+            raise _provider_error(e) from e
+
+    async def _execute(self, name: str, params: dict[str, Any], conn: Conn | None = None
+                       ) -> psycopg.AsyncCursor[Row]:
+        """Run one named statement, on ``conn`` (in its transaction) or in its own."""
+        stmt = self._q[name]
+        if conn is not None:
+            return await conn.execute(stmt.sql, stmt.args(params))
         async with self._connection() as conn:
-            if pipeline:
-                async with conn.pipeline(), conn.transaction():
-                    yield conn
-            else:
-                async with conn.transaction():
-                    yield conn
+            return await conn.execute(stmt.sql, stmt.args(params))
 
     async def _migrate(self, conn: Conn) -> None:
         """Apply the migrations this schema lacks, each exactly once even when several
@@ -408,7 +412,7 @@ class PostgresProvider(Provider):
         if not isinstance(event, OrchestrationStarted):
             raise ValueError(
                 f"create_instance needs an OrchestrationStarted message, got {event.kind}")
-        params = {
+        [(created,)] = await self._rows("create_instance", {
             "key": _key(message.instance_id), "instance_id": message.instance_id,
             "name": event.name, "version": event.version,
             "execution_id": event.execution_id, "custom_status": event.custom_status,
@@ -416,23 +420,19 @@ class PostgresProvider(Provider):
             "payload": encode_message(message), "due_at": message.visible_at,
             "channel": self._channel,
             "note": self._note("orchestrator", message.instance_id),
-        }
-        async with self._connection() as conn:
-            cur = await conn.execute(self._q["create_instance"], params)
-            if cur.rowcount != 1:
-                raise InstanceAlreadyExists(message.instance_id)
+        })
+        if created != 1:
+            raise InstanceAlreadyExists(message.instance_id)
         self._notifier.call([("orchestrator", message.instance_id)])
 
     async def enqueue_orchestrator_message(self, message: OrchestratorMessage) -> None:
-        params = {
+        [(enqueued,)] = await self._rows("enqueue_existing", {
             "key": _key(message.instance_id), "payload": encode_message(message),
             "due_at": message.visible_at, "channel": self._channel,
             "note": self._note("orchestrator", message.instance_id),
-        }
-        async with self._connection() as conn:
-            cur = await conn.execute(self._q["enqueue_existing"], params)
-            if cur.rowcount != 1:
-                raise InstanceNotFound(message.instance_id)
+        })
+        if enqueued != 1:
+            raise InstanceNotFound(message.instance_id)
         self._notifier.call([("orchestrator", message.instance_id)])
 
     # ------------------------------------------------------------ orchestration queue
@@ -441,193 +441,88 @@ class PostgresProvider(Provider):
     ) -> list[OrchestrationItem]:
         if limit <= 0:
             return []
-        async with self._transaction(pipeline=True) as conn:
-            # An instance appears once per visible message; scanning a few rows per
-            # wanted instance keeps batches full unless one instance has a long backlog.
-            cur = await conn.execute(self._q["claim_instances"], {"scan": limit * 4 + 16})
-            claimed = list(dict.fromkeys((bytes(k), iid) for k, iid in await cur.fetchall()))
-            if not claimed:
-                return []
-            return await self._lease(conn, claimed[:limit], lock_timeout, keep_empty=False)
+        # An instance appears once per visible message; scanning a few rows per wanted
+        # instance keeps batches full unless one instance has a long backlog.
+        mark = self._notifier.mark()
+        rows = await self._rows("fetch_orchestrations", {
+            "scan": limit * 4 + 16, "limit": limit, "lock_timeout": float(lock_timeout)})
+        return self._leased(orchestration_items(rows), mark)
 
     async def lock_instance(self, instance_id: str, lock_timeout: float
                             ) -> OrchestrationItem | None:
-        async with self._transaction(pipeline=True) as conn:
-            # Lock-only: a lease lost in a server crash just means the work is fetched
-            # again, so this commit need not wait for the WAL flush.
-            await conn.execute("SET LOCAL synchronous_commit = off")
-            cur = await conn.execute(self._q["claim_instance"], {"key": _key(instance_id)})
-            row = await cur.fetchone()
-            if row is None:
-                return None
-            [item] = await self._lease(conn, [(bytes(row[0]), row[1])], lock_timeout,
-                                       keep_empty=True)
-            return item
+        mark = self._notifier.mark()
+        rows = await self._rows("lock_instance", {
+            "key": _key(instance_id), "lock_timeout": float(lock_timeout)})
+        items = self._leased(orchestration_items(rows), mark)
+        return items[0] if items else None
 
-    async def _lease(self, conn: Conn, claimed: list[tuple[bytes, str]], lock_timeout: float,
-                     *, keep_empty: bool) -> list[OrchestrationItem]:
-        """Lease the claimed (row-locked) instances, given as (key, id), and deliver their
-        visible messages, inside the caller's transaction. Without ``keep_empty``, an
-        instance left with no visible message is released and skipped."""
-        keys = [k for k, _ in claimed]
-        tokens = [uuid.uuid4().hex for _ in claimed]
-        # Both statements go out before either result is read (one round trip when the
-        # connection is in pipeline mode).
-        delivered = await conn.execute(self._q["lock_and_deliver"], {
-            "keys": keys, "tokens": tokens, "lock_timeout": float(lock_timeout)})
-        instances = await conn.execute(self._q["get_instances"], {"keys": keys})
-        by_key: dict[bytes, list[Row]] = {k: [] for k in keys}
-        for row in await delivered.fetchall():
-            by_key[bytes(row[0])].append(row)
-        records = {r[0]: _record(r) for r in await instances.fetchall()}
-        empty = [k for k, rows in by_key.items() if not rows]
-        if empty and not keep_empty:
-            # Consumed by a concurrent turn between the claim and the lease.
-            await conn.execute(self._q["release_locks"], {"keys": empty})
-        items: list[OrchestrationItem] = []
-        for (key, iid), token in zip(claimed, tokens, strict=True):
-            rows = sorted(by_key[key], key=lambda r: int(r[1]))
-            if not rows and not keep_empty:
-                continue
-            messages: list[QueuedMessage] = []
-            for _, mid, payload, due_at, _attempts in rows:
-                try:
-                    messages.append(QueuedMessage(mid, decode_message(iid, payload, due_at)))
-                except PayloadError as e:
-                    messages.append(QueuedMessage(mid, None, str(e)))
-            items.append(OrchestrationItem(
-                instance_id=iid, lock_token=token, messages=messages,
-                instance=records.get(iid),
-                attempt=max((int(r[4]) for r in rows), default=1)))
+    def _leased(self, items: list[OrchestrationItem], mark: int) -> list[OrchestrationItem]:
+        for item in items:
+            self._leases[item.lock_token] = (item.instance_id, mark)
+        while len(self._leases) > _LEASES_REMEMBERED:  # tokens never acked or abandoned
+            del self._leases[next(iter(self._leases))]
         return items
 
-    async def _check_orchestration_lock(self, conn: Conn, lock_token: str
-                                        ) -> tuple[bytes, str, bool]:
-        """(key, id, had a record at fetch) of the instance whose lease ``lock_token``
-        names; ``LockLost`` unless the lease is still held."""
-        cur = await conn.execute(self._q["check_orchestration_lock"], {"token": lock_token})
-        row = await cur.fetchone()
-        if row is None:
-            raise LockLost("orchestration lock is not held (released, taken over or deleted)")
-        if not row[2]:
-            raise LockLost("orchestration lock expired")
-        return bytes(row[0]), str(row[1]), bool(row[3])
+    def _noted_while_leased(self, lease: tuple[str, int] | None) -> bool:
+        """Whether an orchestrator note named the leased instance since just before it
+        was fetched. Such a note (a message from another node or client, committed
+        while the lease was held or while this turn's commit was in flight) woke
+        fetches that had to skip the instance, and the message may not have been
+        visible to the commit that releases it; the releasing node announces the
+        instance again so the message is not left to the safety-net poll."""
+        return lease is not None and self._notifier.noted_since(*lease)
 
     async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit) -> None:
         if commit.state not in _STATES:
             raise ValueError(f"unknown instance state {commit.state!r}")
-        # Encode everything before the transaction: a failure here changes nothing.
-        try:
-            history = [encode_event(e) for e in commit.history]
-            messages = [encode_message(m) for m in commit.messages]
-            works = [w.to_json() for w in commit.activities]
-        except (TypeError, ValueError) as e:
-            raise PayloadError(f"commit holds a value with no JSON form: {e}") from None
-        error = json.dumps(commit.error.to_json()) if commit.error is not None else None
-        notes: list[tuple[Channel, str]] = [
-            ("orchestrator", i) for i in dict.fromkeys(m.instance_id for m in commit.messages)]
-        notes += [("activity", i) for i in dict.fromkeys(w.instance_id for w in commit.activities)]
-        async with self._transaction(pipeline=True) as conn:
-            key, instance_id, has_record = await self._check_orchestration_lock(
-                conn, lock_token)
-            if commit.acked_activities:
-                await self._take_acked_activities(conn, commit.acked_activities)
-            if has_record and commit.state in TERMINAL_STATES:
-                notes.append(("terminal", instance_id))
-            if has_record:
-                if history:
-                    await conn.execute(self._q["append_history"], {
-                        "key": key, "execution_id": commit.execution_id,
-                        "event_ids": [e.event_id for e in commit.history],
-                        "payloads": history})
-                await conn.execute(self._q["update_instance"], {
-                    "key": key, "state": commit.state, "name": commit.name,
-                    "version": commit.version, "execution_id": commit.execution_id,
-                    "output": commit.output, "error": error,
-                    "custom_status": commit.custom_status})
-            if commit.messages:
-                await self._enqueue_messages(conn, commit.messages, messages)
-            if commit.activities:
-                acts = commit.activities
-                await conn.execute(self._q["enqueue_activities"], {
-                    "keys": [_key(w.instance_id) for w in acts],
-                    "instance_ids": [w.instance_id for w in acts],
-                    "execution_ids": [w.execution_id for w in acts],
-                    "event_ids": [w.event_id for w in acts], "payloads": works})
-            if commit.cancel_activities:
-                keys = commit.cancel_activities
-                await conn.execute(self._q["cancel_activities"], {
-                    "keys": [_key(k[0]) for k in keys], "execution_ids": [k[1] for k in keys],
-                    "event_ids": [k[2] for k in keys]})
-            await conn.execute(self._q["finish_turn"],
-                               {"key": key, "token": lock_token})
-            await self._send_notes(conn, notes)
-        self._notifier.call(notes)
-
-    async def _take_acked_activities(self, conn: Conn, tokens: list[str]) -> None:
-        """Delete the work rows whose results this turn consumed; ``LockLost`` (failing
-        the whole ack) unless every one of their leases is still held."""
-        cur = await conn.execute(self._q["check_activity_locks"], {"tokens": tokens})
-        rows = await cur.fetchall()
-        if len(rows) != len(set(tokens)):
+        # Encode everything before the statement: a failure here changes nothing.
+        params, notes = turn_params(commit, self._node_id)
+        params["token"] = lock_token
+        params["channel"] = self._channel
+        lease = self._leases.pop(lock_token, None)
+        rows = await self._rows("ack_turn", params)
+        if not rows:
+            raise LockLost("orchestration lock is not held (released, taken over or deleted)")
+        instance_id, has_record, alive, acked_held, acked_alive, pending = rows[0][:6]
+        if not alive:
+            raise LockLost("orchestration lock expired")
+        if acked_held != params["acked_count"]:
             raise LockLost("an acknowledged activity's lock is not held (released, taken "
                            "over or cancelled)")
-        if not all(alive for _, alive in rows):
+        if acked_alive != params["acked_count"]:
             raise LockLost("an acknowledged activity's lock expired")
-        await conn.execute(self._q["delete_activities"], {"ids": [rid for rid, _ in rows]})
-
-    async def _enqueue_messages(self, conn: Conn, msgs: Sequence[OrchestratorMessage],
-                                payloads: list[str]) -> None:
-        starts = [(m.instance_id, m.event) for m in msgs
-                  if isinstance(m.event, OrchestrationStarted)]
-        if starts:
-            await conn.execute(self._q["create_started_records"], {
-                "keys": [_key(iid) for iid, _ in starts],
-                "instance_ids": [iid for iid, _ in starts],
-                "names": [e.name for _, e in starts],
-                "versions": [e.version for _, e in starts],
-                "execution_ids": [e.execution_id for _, e in starts],
-                "custom_statuses": [e.custom_status for _, e in starts],
-                "parent_instance_ids": [e.parent_instance_id for _, e in starts],
-            })
-        await conn.execute(self._q["enqueue_messages"], {
-            "keys": [_key(m.instance_id) for m in msgs],
-            "instance_ids": [m.instance_id for m in msgs], "payloads": payloads,
-            "due_ats": [m.visible_at for m in msgs]})
-
-    async def _send_notes(self, conn: Conn, notes: Sequence[tuple[Channel, str]]) -> None:
-        if notes:
-            await conn.execute(self._q["notify"], {
-                "channel": self._channel, "notes": [self._note(ch, i) for ch, i in notes]})
-
-    async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0) -> None:
-        async with self._transaction() as conn:
-            cur = await conn.execute(self._q["abandon_orchestration"],
-                                     {"token": lock_token, "delay": float(delay)})
-            row = await cur.fetchone()
-            if row is None:
-                raise LockLost("orchestration lock is not held or expired")
-            notes: list[tuple[Channel, str]] = [("orchestrator", row[0])] if delay <= 0 else []
-            await self._send_notes(conn, notes)
+        if pending or self._noted_while_leased(lease):
+            # pending: messages visible to the commit wait (the statement announced them)
+            notes.append(("orchestrator", instance_id))
+        if has_record and commit.state in TERMINAL_STATES:
+            notes.append(("terminal", instance_id))
         self._notifier.call(notes)
 
+    async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0) -> None:
+        self._leases.pop(lock_token, None)
+        rows = await self._rows("abandon_orchestration", {
+            "token": lock_token, "delay": float(delay), "channel": self._channel,
+            "note_prefix": self._note("orchestrator", "")})
+        if not rows:
+            raise LockLost("orchestration lock is not held or expired")
+        if delay <= 0:
+            self._notifier.call([("orchestrator", rows[0][0])])
+
     async def renew_orchestration_lock(self, lock_token: str, lock_timeout: float) -> None:
-        async with self._connection() as conn:
-            cur = await conn.execute(self._q["renew_orchestration"],
-                                     {"token": lock_token, "lock_timeout": float(lock_timeout)})
-            if cur.rowcount != 1:
-                raise LockLost("orchestration lock is not held or expired")
+        rows = await self._rows("renew_orchestration", {
+            "token": lock_token, "lock_timeout": float(lock_timeout)})
+        if len(rows) != 1:
+            raise LockLost("orchestration lock is not held or expired")
 
     # ------------------------------------------------------------ activity queue
     async def fetch_activity_items(self, lock_timeout: float, limit: int = 1) -> list[ActivityItem]:
         if limit <= 0:
             return []
-        async with self._connection() as conn:
-            cur = await conn.execute(self._q["fetch_activities"],
-                                     {"limit": limit, "lock_timeout": float(lock_timeout)})
-            rows = sorted(await cur.fetchall(), key=lambda r: int(r[0]))
+        rows = await self._rows("fetch_activities",
+                                {"limit": limit, "lock_timeout": float(lock_timeout)})
+        rows.sort(key=lambda r: int(r[0]))
         items: list[ActivityItem] = []
-        for rid, token, payload, attempts in rows:
+        for rid, token, payload, attempts, _ in rows:
             try:
                 items.append(ActivityItem(int(rid), token, ActivityWork.from_json(payload),
                                           int(attempts)))
@@ -640,59 +535,47 @@ class PostgresProvider(Provider):
         return items
 
     async def ack_activity(self, lock_token: str, completion: OrchestratorMessage) -> None:
-        payload = encode_message(completion)
-        notes: list[tuple[Channel, str]] = [("orchestrator", completion.instance_id)]
-        async with self._transaction(pipeline=True) as conn:
-            cur = await conn.execute(self._q["check_activity_lock"], {"token": lock_token})
-            row = await cur.fetchone()
-            if row is None:
-                raise LockLost("activity lock is not held (released, taken over or cancelled)")
-            if not row[2]:
-                raise LockLost("activity lock expired")
-            await conn.execute(self._q["delete_activity"], {"id": row[0]})
-            await self._enqueue_messages(conn, [completion], [payload])
-            await self._send_notes(conn, notes)
-        self._notifier.call(notes)
+        params = completion_params(completion)
+        params.update(token=lock_token, channel=self._channel,
+                      note=self._note("orchestrator", completion.instance_id))
+        rows = await self._rows("ack_activity", params)
+        if not rows:
+            raise LockLost("activity lock is not held (released, taken over or cancelled)")
+        if not rows[0][0]:
+            raise LockLost("activity lock expired")
+        self._notifier.call([("orchestrator", completion.instance_id)])
 
     async def abandon_activity(self, lock_token: str, delay: float = 0.0) -> None:
-        async with self._transaction() as conn:
-            cur = await conn.execute(self._q["abandon_activity"],
-                                     {"token": lock_token, "delay": float(delay)})
-            row = await cur.fetchone()
-            if row is None:
-                raise LockLost("activity lock is not held (released, taken over or cancelled)")
-            notes: list[tuple[Channel, str]] = [("activity", row[0])] if delay <= 0 else []
-            await self._send_notes(conn, notes)
-        self._notifier.call(notes)
+        rows = await self._rows("abandon_activity", {
+            "token": lock_token, "delay": float(delay), "channel": self._channel,
+            "note_prefix": self._note("activity", "")})
+        if not rows:
+            raise LockLost("activity lock is not held (released, taken over or cancelled)")
+        if delay <= 0:
+            self._notifier.call([("activity", rows[0][0])])
 
     async def renew_activity_lock(self, lock_token: str, lock_timeout: float) -> None:
-        async with self._connection() as conn:
-            cur = await conn.execute(self._q["renew_activity"],
-                                     {"token": lock_token, "lock_timeout": float(lock_timeout)})
-            if cur.rowcount != 1:
-                raise LockLost("activity lock is not held (expired, taken over or cancelled)")
+        rows = await self._rows("renew_activity", {
+            "token": lock_token, "lock_timeout": float(lock_timeout)})
+        if len(rows) != 1:
+            raise LockLost("activity lock is not held (expired, taken over or cancelled)")
 
     # ------------------------------------------------------------ reads and management
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
-        async with self._connection() as conn:
-            cur = await conn.execute(self._q["get_instances"], {"keys": [_key(instance_id)]})
-            row = await cur.fetchone()
-        return _record(row) if row is not None else None
+        rows = await self._rows("get_instances", {"keys": [_key(instance_id)]})
+        return record(rows[0]) if rows else None
 
     async def read_history(
         self, instance_id: str, execution_id: int | None = None
     ) -> list[HistoryEvent]:
-        async with self._connection() as conn:
-            cur = await conn.execute(self._q["read_history"],
-                                     {"key": _key(instance_id), "execution_id": execution_id})
-            rows = await cur.fetchall()
+        rows = await self._rows("read_history",
+                                {"key": _key(instance_id), "execution_id": execution_id})
         # decode_event raises PayloadError for an undecodable stored event
         return [decode_event(r[0]) for r in rows]
 
     async def list_executions(self, instance_id: str) -> list[int]:
-        async with self._connection() as conn:
-            cur = await conn.execute(self._q["list_executions"], {"key": _key(instance_id)})
-            return [int(r[0]) for r in await cur.fetchall()]
+        rows = await self._rows("list_executions", {"key": _key(instance_id)})
+        return [int(r[0]) for r in rows]
 
     async def list_instances(
         self,
@@ -703,20 +586,19 @@ class PostgresProvider(Provider):
         limit: int = 100,
         offset: int = 0,
     ) -> list[InstanceRecord]:
-        async with self._connection() as conn:
-            cur = await conn.execute(self._q["list_instances"], {
-                "states": _states(state), "name": name, "parent": parent_instance_id,
-                "limit": max(limit, 0), "offset": max(offset, 0)})
-            return [_record(r) for r in await cur.fetchall()]
+        rows = await self._rows("list_instances", {
+            "states": _states(state), "name": name, "parent": parent_instance_id,
+            "limit": max(limit, 0), "offset": max(offset, 0)})
+        return [record(r) for r in rows]
 
     async def delete_instance(self, instance_id: str, *, cascade: bool = True) -> int:
         async with self._transaction() as conn:
-            cur = await conn.execute(self._q["instance_tree"],
-                                     {"key": _key(instance_id), "cascade": cascade})
+            cur = await self._execute(
+                "instance_tree", {"key": _key(instance_id), "cascade": cascade}, conn)
             # An id without a record may still have leftovers (queued messages): delete
             # those too, counting no instance.
             keys = [bytes(r[0]) for r in await cur.fetchall()] or [_key(instance_id)]
-            cur = await conn.execute(self._q["delete_instances"], {"keys": keys})
+            cur = await self._execute("delete_instances", {"keys": keys}, conn)
             return max(cur.rowcount, 0)
 
     async def purge_instances(
@@ -728,24 +610,20 @@ class PostgresProvider(Provider):
         limit: int | None = None,
     ) -> int:
         async with self._transaction() as conn:
-            cur = await conn.execute(self._q["purge_candidates"], {
+            cur = await self._execute("purge_candidates", {
                 "states": _states(states), "before": updated_before, "name": name,
-                "limit": None if limit is None else max(limit, 0)})
+                "limit": None if limit is None else max(limit, 0)}, conn)
             keys = [bytes(r[0]) for r in await cur.fetchall()]
             if not keys:
                 return 0
-            cur = await conn.execute(self._q["delete_instances"], {"keys": keys})
+            cur = await self._execute("delete_instances", {"keys": keys}, conn)
             return max(cur.rowcount, 0)
 
     # ------------------------------------------------------------ test hooks
     async def corrupt_history(self, instance_id: str) -> None:
         """Test hook: make every stored history event of the instance undecodable."""
-        async with self._connection() as conn:
-            await conn.execute(self._q["corrupt_history"],
-                               {"key": _key(instance_id), "garbage": _GARBAGE})
+        await self._execute("corrupt_history", {"key": _key(instance_id), "garbage": _GARBAGE})
 
     async def corrupt_messages(self, instance_id: str) -> None:
         """Test hook: make every queued message of the instance undecodable."""
-        async with self._connection() as conn:
-            await conn.execute(self._q["corrupt_messages"],
-                               {"key": _key(instance_id), "garbage": _GARBAGE})
+        await self._execute("corrupt_messages", {"key": _key(instance_id), "garbage": _GARBAGE})

@@ -1,16 +1,31 @@
--- Orchestration queue statements. Each "-- name:" line starts one statement;
--- {schema} is the quoted tenant schema, %(x)s are query parameters. %(key)s / %(keys)s
--- are instance keys (SHA-256 of the id, see 0001_initial.sql), always passed alongside
--- the ids they belong to.
+-- Orchestration queue statements. Each "-- name:" line starts one statement; %(x)s are
+-- query parameters. %(key)s / %(keys)s are instance keys (SHA-256 of the id, see
+-- 0001_initial.sql), always passed alongside the ids they belong to.
+--
+-- Table names are unqualified: every pooled connection is given the tenant schema as
+-- its search_path once, when it is opened. That keeps each statement the same for
+-- every schema and short enough for psycopg to cache its parsed form.
+--
+-- Every call of the provider is one statement, run in its own implicit transaction:
+-- one round trip. Checks that must fail a call (a lease no longer held) are CTEs that
+-- every write depends on, so a failed check writes nothing, and the statement reports
+-- what it found.
 --
 -- Clock: statement_timestamp() (stable, so usable with indexes) for visibility scans,
 -- clock_timestamp() for lease arithmetic. Both read the database server's clock.
+--
+-- Lock-only statements (fetch, lock_instance, renew, abandon) call
+-- set_config('synchronous_commit', 'off', true) once per returned row: their commit
+-- then does not wait for the WAL flush, since a lease lost in a server crash only
+-- means the work is fetched again. The setting is transaction-local and returns to
+-- the session default at commit; it matters only when rows were written, and a
+-- statement that wrote rows always returns at least one.
 
 -- name: create_instance
 -- Record, lock row and start message in one statement (one implicit transaction).
 -- Returns one row when the id was free, none when it was taken.
 WITH inst AS (
-    INSERT INTO {schema}.instances
+    INSERT INTO instances
         (ikey, instance_id, name, version, state, execution_id, custom_status,
          parent_instance_id)
     VALUES (%(key)s, %(instance_id)s, %(name)s, %(version)s, 'PENDING', %(execution_id)s,
@@ -18,167 +33,288 @@ WITH inst AS (
     ON CONFLICT (ikey) DO NOTHING
     RETURNING ikey, instance_id
 ), lock_row AS (
-    INSERT INTO {schema}.instance_locks (ikey, instance_id)
+    INSERT INTO instance_locks (ikey, instance_id)
     SELECT ikey, instance_id FROM inst
     ON CONFLICT (ikey) DO NOTHING
 ), msg AS (
-    INSERT INTO {schema}.orchestrator_queue (ikey, instance_id, payload, visible_at, due_at)
+    INSERT INTO orchestrator_queue (ikey, instance_id, payload, visible_at, due_at)
     SELECT ikey, instance_id, %(payload)s,
            coalesce(to_timestamp(%(due_at)s::float8), statement_timestamp()), %(due_at)s::float8
     FROM inst
 )
-SELECT pg_notify(%(channel)s, %(note)s) FROM inst
+SELECT count(pg_notify(%(channel)s, %(note)s)) FROM inst
 
 -- name: enqueue_existing
 -- A message for an instance that must have a record. FOR KEY SHARE keeps a concurrent
 -- delete from removing the record between the check and the insert.
 WITH inst AS (
-    SELECT ikey, instance_id FROM {schema}.instances
+    SELECT ikey, instance_id FROM instances
     WHERE ikey = %(key)s
     FOR KEY SHARE
 ), lock_row AS (
-    INSERT INTO {schema}.instance_locks (ikey, instance_id)
+    INSERT INTO instance_locks (ikey, instance_id)
     SELECT ikey, instance_id FROM inst
     ON CONFLICT (ikey) DO NOTHING
 ), msg AS (
-    INSERT INTO {schema}.orchestrator_queue (ikey, instance_id, payload, visible_at, due_at)
+    INSERT INTO orchestrator_queue (ikey, instance_id, payload, visible_at, due_at)
     SELECT ikey, instance_id, %(payload)s,
            coalesce(to_timestamp(%(due_at)s::float8), statement_timestamp()), %(due_at)s::float8
     FROM inst
 )
-SELECT pg_notify(%(channel)s, %(note)s) FROM inst
+SELECT count(pg_notify(%(channel)s, %(note)s)) FROM inst
 
--- name: enqueue_messages
--- Any number of messages, in array order; lock rows for ids that never had one.
--- ON CONFLICT DO NOTHING takes no row lock on an existing lock row, so enqueueing never
--- waits for a turn in progress on the target instance (no lock-order deadlocks).
-WITH lock_rows AS (
-    INSERT INTO {schema}.instance_locks (ikey, instance_id)
+-- name: fetch_orchestrations
+-- Claim, lease and deliver in one statement.
+-- cand: instances with a visible message and no live lease or cool-down, oldest visible
+--   message first, row-locked. Lock rows claimed by a concurrent fetch are skipped, not
+--   waited for. An instance appears once per visible message, so a few rows are
+--   scanned per wanted instance.
+-- picked: the first %(limit)s distinct instances, each with a fresh token.
+-- delivered: their visible messages, marked with the token (the ack deletes exactly
+--   these). A message that a concurrent ack consumed after this statement's snapshot
+--   is skipped by the UPDATE.
+-- leased: the lease, only on instances that got a message (the others were emptied by
+--   a concurrent turn; they stay free). has_record: whether the ack may write the
+--   record and history.
+-- One row per delivered message (plus one per picked instance that got none, with
+-- NULL token), with the instance record alongside, ordered by oldest visible message
+-- then message id.
+WITH cand AS (
+    SELECT l.ikey, q.visible_at, q.id
+    FROM orchestrator_queue AS q
+    JOIN instance_locks AS l ON l.ikey = q.ikey
+    WHERE q.visible_at <= statement_timestamp()
+      AND (l.locked_until IS NULL OR l.locked_until <= statement_timestamp())
+    ORDER BY q.visible_at, q.id
+    LIMIT %(scan)s
+    FOR UPDATE OF l SKIP LOCKED
+), picked AS (
+    SELECT f.ikey, f.visible_at, f.id, gen_random_uuid()::text AS token
+    FROM (SELECT DISTINCT ON (c.ikey) c.ikey, c.visible_at, c.id FROM cand AS c
+          ORDER BY c.ikey, c.visible_at, c.id) AS f
+    ORDER BY f.visible_at, f.id
+    LIMIT %(limit)s
+), delivered AS (
+    UPDATE orchestrator_queue AS q
+    SET lock_token = p.token, attempts = q.attempts + 1
+    FROM picked AS p
+    WHERE q.ikey = p.ikey AND q.visible_at <= statement_timestamp()
+    RETURNING q.ikey, q.id, q.payload, q.due_at, q.attempts
+), leased AS (
+    UPDATE instance_locks AS l
+    SET lock_token = p.token,
+        locked_until = clock_timestamp() + make_interval(secs => %(lock_timeout)s),
+        has_record = EXISTS (SELECT 1 FROM instances AS i WHERE i.ikey = l.ikey)
+    FROM picked AS p
+    WHERE l.ikey = p.ikey AND p.ikey IN (SELECT d.ikey FROM delivered AS d)
+    RETURNING l.ikey, l.instance_id, l.lock_token
+)
+SELECT p.ikey, lk.instance_id, lk.lock_token, d.id, d.payload, d.due_at, d.attempts,
+       i.instance_id, i.name, i.version, i.state, i.execution_id, i.output, i.error,
+       i.custom_status, extract(epoch FROM i.created_at)::float8,
+       extract(epoch FROM i.updated_at)::float8, i.parent_instance_id,
+       (SELECT coalesce(max(h.seq) + 1, 0) FROM history AS h
+        WHERE h.ikey = i.ikey AND h.execution_id = i.execution_id),
+       set_config('synchronous_commit', 'off', true)
+FROM picked AS p
+LEFT JOIN leased AS lk ON lk.ikey = p.ikey
+LEFT JOIN delivered AS d ON d.ikey = lk.ikey
+LEFT JOIN instances AS i ON i.ikey = lk.ikey
+ORDER BY p.visible_at, p.id, d.id
+
+-- name: lock_instance
+-- One given instance, if it has a record and no live lease or cool-down: lease it even
+-- without a visible message, and deliver the visible ones. Rows as fetch_orchestrations
+-- (one per message, or one with NULL message columns); none when refused.
+WITH picked AS (
+    SELECT l.ikey, gen_random_uuid()::text AS token
+    FROM instance_locks AS l
+    WHERE l.ikey = %(key)s
+      AND (l.locked_until IS NULL OR l.locked_until <= statement_timestamp())
+      AND EXISTS (SELECT 1 FROM instances AS i WHERE i.ikey = l.ikey)
+    FOR UPDATE OF l SKIP LOCKED
+), delivered AS (
+    UPDATE orchestrator_queue AS q
+    SET lock_token = p.token, attempts = q.attempts + 1
+    FROM picked AS p
+    WHERE q.ikey = p.ikey AND q.visible_at <= statement_timestamp()
+    RETURNING q.ikey, q.id, q.payload, q.due_at, q.attempts
+), leased AS (
+    UPDATE instance_locks AS l
+    SET lock_token = p.token,
+        locked_until = clock_timestamp() + make_interval(secs => %(lock_timeout)s),
+        has_record = true
+    FROM picked AS p
+    WHERE l.ikey = p.ikey
+    RETURNING l.ikey, l.instance_id, l.lock_token
+)
+SELECT lk.ikey, lk.instance_id, lk.lock_token, d.id, d.payload, d.due_at, d.attempts,
+       i.instance_id, i.name, i.version, i.state, i.execution_id, i.output, i.error,
+       i.custom_status, extract(epoch FROM i.created_at)::float8,
+       extract(epoch FROM i.updated_at)::float8, i.parent_instance_id,
+       (SELECT coalesce(max(h.seq) + 1, 0) FROM history AS h
+        WHERE h.ikey = i.ikey AND h.execution_id = i.execution_id),
+       set_config('synchronous_commit', 'off', true)
+FROM leased AS lk
+LEFT JOIN delivered AS d ON d.ikey = lk.ikey
+LEFT JOIN instances AS i ON i.ikey = lk.ikey
+ORDER BY d.id
+
+-- name: ack_turn
+-- A whole turn in one statement.
+-- lk, acked: the turn's lease and the leases of the activities whose results it
+--   consumed, row-locked (so a concurrent renew, abandon or fetch waits), then judged
+--   in st against the clock read after the locks were taken.
+-- ok: one row when every lease is held; every write below depends on it, so a failed
+--   check writes nothing. Writes happen in one snapshot: none sees another's rows,
+--   which the provider accounts for (work the same turn cancels is never inserted).
+-- The record and history are written only when the instance had a record at fetch
+-- (has_record). A repeated event id violates the history key and fails the statement.
+-- Returns one row (none when the token names no lease) saying what was found, and
+-- whether messages that arrived during the turn wait (pending: fetches skipped them
+-- while the lease was held, so the instance is announced again). Notifications are
+-- sent only when the turn was committed: the given notes, the terminal one (prefix
+-- given when the turn ends the instance) for an instance with a record, and the
+-- pending one.
+WITH lk AS (
+    SELECT ikey, instance_id, has_record, locked_until
+    FROM instance_locks
+    WHERE lock_token = %(token)s
+    FOR UPDATE
+), acked AS (
+    SELECT id, locked_until
+    FROM activity_queue
+    WHERE lock_token = ANY(%(acked_tokens)s::text[])
+    ORDER BY id
+    FOR UPDATE
+), st AS (
+    SELECT lk.ikey, lk.instance_id, lk.has_record,
+           lk.locked_until > clock_timestamp() AS alive,
+           (SELECT count(*) FROM acked) AS acked_held,
+           (SELECT count(*) FROM acked WHERE acked.locked_until > clock_timestamp())
+               AS acked_alive
+    FROM lk
+), ok AS (
+    SELECT st.ikey, st.instance_id, st.has_record FROM st
+    WHERE st.alive AND st.acked_held = %(acked_count)s AND st.acked_alive = %(acked_count)s
+), taken AS (
+    DELETE FROM activity_queue AS a
+    USING acked, ok
+    WHERE a.id = acked.id
+), hist AS (
+    INSERT INTO history (ikey, execution_id, seq, event_id, payload)
+    SELECT ok.ikey, %(execution_id)s, b.next + t.n - 1, t.event_id, t.payload
+    FROM ok
+    CROSS JOIN LATERAL (
+        SELECT coalesce(max(h.seq) + 1, 0) AS next FROM history AS h
+        WHERE h.ikey = ok.ikey AND h.execution_id = %(execution_id)s) AS b
+    CROSS JOIN unnest(%(event_ids)s::int[], %(payloads)s::text[])
+        WITH ORDINALITY AS t(event_id, payload, n)
+    WHERE ok.has_record
+    ORDER BY t.n
+), rec AS (
+    UPDATE instances AS i
+    SET state = %(state)s, name = %(name)s, version = %(version)s,
+        execution_id = %(execution_id)s, output = %(output)s, error = %(error)s,
+        custom_status = %(custom_status)s, updated_at = clock_timestamp()
+    FROM ok
+    WHERE i.ikey = ok.ikey AND ok.has_record
+), started AS (
+    -- records for OrchestrationStarted messages to ids that have none (children,
+    -- detached starts); an existing record is left alone
+    INSERT INTO instances
+        (ikey, instance_id, name, version, state, execution_id, custom_status,
+         parent_instance_id)
+    SELECT t.ikey, t.instance_id, t.name, t.version, 'PENDING', t.execution_id,
+           t.custom_status, t.parent_instance_id
+    FROM unnest(%(start_keys)s::bytea[], %(start_ids)s::text[], %(start_names)s::text[],
+                %(start_versions)s::text[], %(start_execs)s::int[],
+                %(start_statuses)s::text[], %(start_parents)s::text[])
+         WITH ORDINALITY AS t(ikey, instance_id, name, version, execution_id,
+                              custom_status, parent_instance_id, n)
+    WHERE EXISTS (SELECT 1 FROM ok)
+    ORDER BY t.n
+    ON CONFLICT (ikey) DO NOTHING
+), lock_rows AS (
+    -- lock rows for message targets that never had one; ON CONFLICT DO NOTHING takes
+    -- no row lock on an existing one, so sending never waits for the target's turn
+    INSERT INTO instance_locks (ikey, instance_id)
     SELECT DISTINCT t.ikey, t.instance_id
-    FROM unnest(%(keys)s::bytea[], %(instance_ids)s::text[]) AS t(ikey, instance_id)
+    FROM unnest(%(msg_keys)s::bytea[], %(msg_ids)s::text[]) AS t(ikey, instance_id)
+    WHERE EXISTS (SELECT 1 FROM ok)
     ORDER BY t.ikey
     ON CONFLICT (ikey) DO NOTHING
-)
-INSERT INTO {schema}.orchestrator_queue (ikey, instance_id, payload, visible_at, due_at)
-SELECT t.ikey, t.instance_id, t.payload,
-       coalesce(to_timestamp(t.due_at), statement_timestamp()), t.due_at
-FROM unnest(%(keys)s::bytea[], %(instance_ids)s::text[], %(payloads)s::text[],
-            %(due_ats)s::float8[])
-     WITH ORDINALITY AS t(ikey, instance_id, payload, due_at, n)
-ORDER BY t.n
-
--- name: create_started_records
--- Records for OrchestrationStarted messages sent to ids that have none (children,
--- detached starts). An existing record is left alone.
-INSERT INTO {schema}.instances
-    (ikey, instance_id, name, version, state, execution_id, custom_status,
-     parent_instance_id)
-SELECT t.ikey, t.instance_id, t.name, t.version, 'PENDING', t.execution_id,
-       t.custom_status, t.parent_instance_id
-FROM unnest(%(keys)s::bytea[], %(instance_ids)s::text[], %(names)s::text[],
-            %(versions)s::text[], %(execution_ids)s::int[], %(custom_statuses)s::text[],
-            %(parent_instance_ids)s::text[])
-     WITH ORDINALITY AS t(ikey, instance_id, name, version, execution_id, custom_status,
-                          parent_instance_id, n)
-ORDER BY t.n
-ON CONFLICT (ikey) DO NOTHING
-
--- name: notify
-SELECT pg_notify(%(channel)s, note) FROM unnest(%(notes)s::text[]) AS t(note)
-
--- name: claim_instances
--- Instances with a visible message and no live lease or cool-down, oldest visible
--- message first. Lock rows claimed by a concurrent fetch are skipped, not waited for,
--- and do not count towards the limit. An instance with several visible messages appears
--- once per message; the caller keeps the first occurrence.
-SELECT l.ikey, l.instance_id
-FROM {schema}.orchestrator_queue AS q
-JOIN {schema}.instance_locks AS l ON l.ikey = q.ikey
-WHERE q.visible_at <= statement_timestamp()
-  AND (l.locked_until IS NULL OR l.locked_until <= statement_timestamp())
-ORDER BY q.visible_at, q.id
-LIMIT %(scan)s
-FOR UPDATE OF l SKIP LOCKED
-
--- name: claim_instance
--- One given instance, if it has a record and no live lease or cool-down (lock_instance).
-SELECT l.ikey, l.instance_id
-FROM {schema}.instance_locks AS l
-WHERE l.ikey = %(key)s
-  AND (l.locked_until IS NULL OR l.locked_until <= statement_timestamp())
-  AND EXISTS (SELECT 1 FROM {schema}.instances AS i WHERE i.ikey = l.ikey)
-FOR UPDATE OF l SKIP LOCKED
-
--- name: lock_and_deliver
--- Lease the claimed instances (one token each) and mark their visible messages as
--- delivered under that token. Returns the delivered messages.
-WITH locked AS (
-    UPDATE {schema}.instance_locks AS l
-    SET lock_token = t.token,
-        locked_until = clock_timestamp() + make_interval(secs => %(lock_timeout)s),
-        has_record = EXISTS (SELECT 1 FROM {schema}.instances AS i WHERE i.ikey = l.ikey)
-    FROM unnest(%(keys)s::bytea[], %(tokens)s::text[]) AS t(ikey, token)
-    WHERE l.ikey = t.ikey
-    RETURNING l.ikey, l.lock_token
-)
-UPDATE {schema}.orchestrator_queue AS q
-SET lock_token = locked.lock_token, attempts = q.attempts + 1
-FROM locked
-WHERE q.ikey = locked.ikey AND q.visible_at <= statement_timestamp()
-RETURNING q.ikey, q.id, q.payload, q.due_at, q.attempts
-
--- name: release_locks
-UPDATE {schema}.instance_locks
-SET lock_token = NULL, locked_until = NULL
-WHERE ikey = ANY(%(keys)s::bytea[])
-
--- name: check_orchestration_lock
--- Row-locks the lease, so a concurrent renew, abandon or fetch waits for this
--- transaction; the expiry is judged after the row lock is taken.
-SELECT ikey, instance_id, locked_until > clock_timestamp(), has_record
-FROM {schema}.instance_locks
-WHERE lock_token = %(token)s
-FOR UPDATE
-
--- name: append_history
--- seq continues after the execution's last event, in array order.
-INSERT INTO {schema}.history (ikey, execution_id, seq, event_id, payload)
-SELECT %(key)s, %(execution_id)s,
-       coalesce((SELECT max(seq) + 1 FROM {schema}.history
-                 WHERE ikey = %(key)s AND execution_id = %(execution_id)s), 0)
-       + t.n - 1,
-       t.event_id, t.payload
-FROM unnest(%(event_ids)s::int[], %(payloads)s::text[]) WITH ORDINALITY AS t(event_id, payload, n)
-
--- name: update_instance
-UPDATE {schema}.instances
-SET state = %(state)s, name = %(name)s, version = %(version)s,
-    execution_id = %(execution_id)s, output = %(output)s, error = %(error)s,
-    custom_status = %(custom_status)s, updated_at = clock_timestamp()
-WHERE ikey = %(key)s
-
--- name: finish_turn
--- Consume exactly the messages this lock delivered and release the lease.
-WITH released AS (
-    UPDATE {schema}.instance_locks
+), msgs AS (
+    INSERT INTO orchestrator_queue (ikey, instance_id, payload, visible_at, due_at)
+    SELECT t.ikey, t.instance_id, t.payload,
+           coalesce(to_timestamp(t.due_at), statement_timestamp()), t.due_at
+    FROM unnest(%(msg_keys)s::bytea[], %(msg_ids)s::text[], %(msg_payloads)s::text[],
+                %(msg_due_ats)s::float8[])
+         WITH ORDINALITY AS t(ikey, instance_id, payload, due_at, n)
+    WHERE EXISTS (SELECT 1 FROM ok)
+    ORDER BY t.n
+), works AS (
+    INSERT INTO activity_queue
+        (ikey, instance_id, execution_id, event_id, payload, visible_at)
+    SELECT t.ikey, t.instance_id, t.execution_id, t.event_id, t.payload,
+           statement_timestamp()
+    FROM unnest(%(work_keys)s::bytea[], %(work_ids)s::text[], %(work_execs)s::int[],
+                %(work_events)s::int[], %(work_payloads)s::text[])
+         WITH ORDINALITY AS t(ikey, instance_id, execution_id, event_id, payload, n)
+    WHERE EXISTS (SELECT 1 FROM ok)
+    ORDER BY t.n
+), cancelled AS (
+    DELETE FROM activity_queue AS a
+    USING unnest(%(cancel_keys)s::bytea[], %(cancel_execs)s::int[],
+                 %(cancel_events)s::int[]) AS t(ikey, execution_id, event_id)
+    WHERE a.ikey = t.ikey AND a.execution_id = t.execution_id AND a.event_id = t.event_id
+      AND EXISTS (SELECT 1 FROM ok)
+), consumed AS (
+    -- exactly the messages this lease delivered
+    DELETE FROM orchestrator_queue AS q
+    WHERE q.lock_token = %(token)s AND EXISTS (SELECT 1 FROM ok)
+), released AS (
+    UPDATE instance_locks AS l
     SET lock_token = NULL, locked_until = NULL
-    WHERE ikey = %(key)s
+    FROM ok
+    WHERE l.ikey = ok.ikey
+), pending AS (
+    SELECT EXISTS (SELECT 1 FROM orchestrator_queue AS q, ok
+                   WHERE q.ikey = ok.ikey AND q.visible_at <= statement_timestamp()
+                     AND q.lock_token IS DISTINCT FROM %(token)s) AS waiting
 )
-DELETE FROM {schema}.orchestrator_queue WHERE lock_token = %(token)s
+SELECT st.instance_id, st.has_record, st.alive, st.acked_held, st.acked_alive,
+       pending.waiting,
+       (SELECT count(pg_notify(%(channel)s, n.note))
+        FROM ok, unnest(%(notes)s::text[] || ARRAY[
+                 CASE WHEN ok.has_record THEN %(terminal_prefix)s::text || ok.instance_id END,
+                 CASE WHEN pending.waiting THEN %(self_prefix)s::text || ok.instance_id END])
+             AS n(note)
+        WHERE n.note IS NOT NULL)
+FROM st, pending
 
 -- name: abandon_orchestration
 -- Release the lease; a positive delay keeps the whole instance out of fetches until
--- it has passed (a cool-down: no token, locked_until in the future).
-UPDATE {schema}.instance_locks
-SET lock_token = NULL,
-    locked_until = CASE WHEN %(delay)s::float8 > 0
-                        THEN clock_timestamp() + make_interval(secs => %(delay)s::float8)
-                   END
-WHERE lock_token = %(token)s AND locked_until > clock_timestamp()
-RETURNING instance_id
+-- it has passed (a cool-down: no token, locked_until in the future). Without a delay
+-- the messages are visible again at once: notify.
+WITH released AS (
+    UPDATE instance_locks
+    SET lock_token = NULL,
+        locked_until = CASE WHEN %(delay)s::float8 > 0
+                            THEN clock_timestamp() + make_interval(secs => %(delay)s::float8)
+                       END
+    WHERE lock_token = %(token)s AND locked_until > clock_timestamp()
+    RETURNING instance_id
+)
+SELECT r.instance_id,
+       (SELECT count(pg_notify(%(channel)s, %(note_prefix)s || x.instance_id))
+        FROM (SELECT r.instance_id) AS x
+        WHERE %(delay)s::float8 <= 0),
+       set_config('synchronous_commit', 'off', true)
+FROM released AS r
 
 -- name: renew_orchestration
-UPDATE {schema}.instance_locks
+UPDATE instance_locks
 SET locked_until = clock_timestamp() + make_interval(secs => %(lock_timeout)s)
 WHERE lock_token = %(token)s AND locked_until > clock_timestamp()
-RETURNING ikey
+RETURNING set_config('synchronous_commit', 'off', true)

@@ -1,0 +1,173 @@
+"""Conversions between the provider's values and the rows and parameters of the
+PostgreSQL store's statements (see ``sql/*.sql``): pure functions, no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from ...errors import ErrorDetails, PayloadError
+from ...history import (
+    OrchestrationStarted,
+    OrchestratorMessage,
+    decode_message,
+    encode_event,
+    encode_message,
+)
+from ..base import (
+    TERMINAL_STATES,
+    Channel,
+    InstanceRecord,
+    OrchestrationCommit,
+    OrchestrationItem,
+    QueuedMessage,
+)
+from ._notify import note
+
+__all__ = ["completion_params", "key", "orchestration_items", "record", "turn_params"]
+
+Row = tuple[Any, ...]
+
+#: Columns of an instance record in a row (see instances.sql), and where they start in
+#: the rows of fetch_orchestrations and lock_instance.
+_RECORD_COLUMNS = 12
+_ITEM_RECORD_AT = 7
+
+
+def key(instance_id: str) -> bytes:
+    """The row key of an instance: SHA-256 of the id's UTF-8 bytes. Ids can be longer
+    than a B-tree entry allows; the digest is short and, unlike a truncation or a weak
+    hash, never maps two ids to one key in practice. A lone surrogate (not valid text
+    for PostgreSQL either) raises ``UnicodeEncodeError``, a ``ValueError``; so does NUL,
+    which PostgreSQL text cannot hold."""
+    if "\x00" in instance_id:
+        raise ValueError("instance ids cannot contain NUL characters")
+    return hashlib.sha256(instance_id.encode("utf-8")).digest()
+
+
+def record(row: Row) -> InstanceRecord:
+    (instance_id, name, version, state, execution_id, output, error, custom_status,
+     created_at, updated_at, parent, history_len) = row[:_RECORD_COLUMNS]
+    return InstanceRecord(
+        instance_id=instance_id, name=name, version=version, state=state,
+        execution_id=execution_id, output=output,
+        error=ErrorDetails.from_json(json.loads(error)) if error is not None else None,
+        custom_status=custom_status, created_at=created_at, updated_at=updated_at,
+        parent_instance_id=parent, history_len=int(history_len))
+
+
+def orchestration_items(rows: list[Row]) -> list[OrchestrationItem]:
+    """Items from the rows of fetch_orchestrations or lock_instance: one row per
+    delivered message (message columns NULL for a leased instance without one), rows of
+    one instance adjacent and in message order, instances in fetch order. An instance
+    with a NULL token was claimed but not leased (a concurrent turn emptied it)."""
+    items: list[OrchestrationItem] = []
+    i = 0
+    while i < len(rows):
+        first = rows[i]
+        j = i + 1
+        while j < len(rows) and rows[j][0] == first[0]:
+            j += 1
+        _, instance_id, token = first[:3]
+        if token is not None:
+            messages: list[QueuedMessage] = []
+            attempt = 1
+            for row in rows[i:j]:
+                mid, payload, due_at, attempts = row[3:7]
+                if mid is None:
+                    continue
+                attempt = max(attempt, int(attempts))
+                try:
+                    messages.append(QueuedMessage(
+                        int(mid), decode_message(instance_id, payload, due_at)))
+                except PayloadError as e:
+                    messages.append(QueuedMessage(int(mid), None, str(e)))
+            rec = first[_ITEM_RECORD_AT:_ITEM_RECORD_AT + _RECORD_COLUMNS]
+            items.append(OrchestrationItem(
+                instance_id=instance_id, lock_token=token, messages=messages,
+                instance=record(rec) if rec[0] is not None else None, attempt=attempt))
+        i = j
+    return items
+
+
+def _message_params(messages: list[OrchestratorMessage], payloads: list[str]
+                    ) -> dict[str, Any]:
+    """The message and start-record arrays of ack_turn and ack_activity."""
+    starts = [(m.instance_id, m.event) for m in messages
+              if isinstance(m.event, OrchestrationStarted)]
+    return {
+        "msg_keys": [key(m.instance_id) for m in messages],
+        "msg_ids": [m.instance_id for m in messages], "msg_payloads": payloads,
+        "msg_due_ats": [m.visible_at for m in messages],
+        "start_keys": [key(iid) for iid, _ in starts],
+        "start_ids": [iid for iid, _ in starts],
+        "start_names": [e.name for _, e in starts],
+        "start_versions": [e.version for _, e in starts],
+        "start_execs": [e.execution_id for _, e in starts],
+        "start_statuses": [e.custom_status for _, e in starts],
+        "start_parents": [e.parent_instance_id for _, e in starts],
+    }
+
+
+def turn_params(commit: OrchestrationCommit, node_id: str
+                ) -> tuple[dict[str, Any], list[tuple[Channel, str]]]:
+    """The parameters of ack_turn (all but token and channel) and the notes to send to
+    this process's listeners after the commit (the terminal one is added by the caller,
+    which learns whether the instance had a record). Raises ``PayloadError`` for a value
+    with no JSON form, before anything is sent."""
+    try:
+        history = [encode_event(e) for e in commit.history]
+        payloads = [encode_message(m) for m in commit.messages]
+        works = [(w, w.to_json()) for w in commit.activities]
+    except (TypeError, ValueError) as e:
+        raise PayloadError(f"commit holds a value with no JSON form: {e}") from None
+    if commit.cancel_activities:
+        # The statement's writes share one snapshot, so its DELETE would not see rows
+        # its own INSERT adds: work this turn both schedules and cancels is left out.
+        cancelled = set(commit.cancel_activities)
+        works = [(w, p) for w, p in works
+                 if (w.instance_id, w.execution_id, w.event_id) not in cancelled]
+    notes: list[tuple[Channel, str]] = [
+        ("orchestrator", i) for i in dict.fromkeys(m.instance_id for m in commit.messages)]
+    notes += [("activity", i) for i in dict.fromkeys(w.instance_id for w in commit.activities)]
+    acked = list(dict.fromkeys(commit.acked_activities))
+    cancels = commit.cancel_activities
+    params: dict[str, Any] = {
+        "acked_tokens": acked, "acked_count": len(acked),
+        "execution_id": commit.execution_id,
+        "event_ids": [e.event_id for e in commit.history], "payloads": history,
+        "state": commit.state, "name": commit.name, "version": commit.version,
+        "output": commit.output,
+        "error": json.dumps(commit.error.to_json()) if commit.error is not None else None,
+        "custom_status": commit.custom_status,
+        "work_keys": [key(w.instance_id) for w, _ in works],
+        "work_ids": [w.instance_id for w, _ in works],
+        "work_execs": [w.execution_id for w, _ in works],
+        "work_events": [w.event_id for w, _ in works],
+        "work_payloads": [p for _, p in works],
+        "cancel_keys": [key(c[0]) for c in cancels],
+        "cancel_execs": [c[1] for c in cancels],
+        "cancel_events": [c[2] for c in cancels],
+        "notes": [note(ch, node_id, i) for ch, i in notes],
+        "self_prefix": note("orchestrator", node_id, ""),
+        "terminal_prefix": note("terminal", node_id, "")
+        if commit.state in TERMINAL_STATES else None,
+        **_message_params(commit.messages, payloads),
+    }
+    return params, notes
+
+
+def completion_params(completion: OrchestratorMessage) -> dict[str, Any]:
+    """The parameters of ack_activity for its message (all but token, channel, note)."""
+    event = completion.event
+    start = event if isinstance(event, OrchestrationStarted) else None
+    return {
+        "key": key(completion.instance_id), "instance_id": completion.instance_id,
+        "payload": encode_message(completion), "due_at": completion.visible_at,
+        "start_name": start.name if start else None,
+        "start_version": start.version if start else None,
+        "start_execution_id": start.execution_id if start else None,
+        "start_custom_status": start.custom_status if start else None,
+        "start_parent": start.parent_instance_id if start else None,
+    }
