@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
-from ...errors import ErrorDetails, PayloadError
+from ...errors import ErrorDetails, PayloadError, ProviderError
 from ...history import (
+    ActivityWork,
     OrchestrationStarted,
     OrchestratorMessage,
     decode_message,
@@ -17,6 +19,7 @@ from ...history import (
 )
 from ..base import (
     TERMINAL_STATES,
+    ActivityItem,
     Channel,
     InstanceRecord,
     OrchestrationCommit,
@@ -25,7 +28,7 @@ from ..base import (
 )
 from ._notify import note
 
-__all__ = ["completion_params", "key", "orchestration_items", "record", "turn_params"]
+__all__ = ["Turn", "completion_params", "key", "orchestration_items", "record", "turn"]
 
 Row = tuple[Any, ...]
 
@@ -110,27 +113,52 @@ def _message_params(messages: list[OrchestratorMessage], payloads: list[str]
     }
 
 
-def turn_params(commit: OrchestrationCommit, node_id: str
-                ) -> tuple[dict[str, Any], list[tuple[Channel, str]]]:
-    """The parameters of ack_turn (all but token and channel) and the notes to send to
-    this process's listeners after the commit (the terminal one is added by the caller,
-    which learns whether the instance had a record). Raises ``PayloadError`` for a value
-    with no JSON form, before anything is sent."""
+@dataclass(slots=True)
+class Turn:
+    """A commit turned into the parameters of ack_turn / commit_turn (all but token,
+    key, expected_len and channel), the notes for this process's listeners after the
+    commit (the caller adds those that depend on what the statement found), and the
+    work the statement inserts leased to the caller (the first ``len(claimed)``)."""
+
+    params: dict[str, Any]
+    notes: list[tuple[Channel, str]]
+    claimed: list[ActivityWork]
+
+    def claimed_items(self, row: Row) -> list[ActivityItem]:
+        """The claimed activities, from the statement's ids, tokens and event ids (in
+        insertion order, so in the order of ``claimed``)."""
+        ids, tokens, events = row
+        if ids is None:
+            return []
+        if list(events) != [w.event_id for w in self.claimed]:
+            raise ProviderError("claimed activity rows do not match the commit")
+        return [ActivityItem(int(i), t, w, 1)
+                for i, t, w in zip(ids, tokens, self.claimed, strict=True)]
+
+
+def turn(commit: OrchestrationCommit, node_id: str) -> Turn:
+    """See :class:`Turn`. Raises ``PayloadError`` for a value with no JSON form, before
+    anything is sent."""
     try:
         history = [encode_event(e) for e in commit.history]
         payloads = [encode_message(m) for m in commit.messages]
         works = [(w, w.to_json()) for w in commit.activities]
     except (TypeError, ValueError) as e:
         raise PayloadError(f"commit holds a value with no JSON form: {e}") from None
+    claim = max(0, min(commit.claim_activities, len(works)))
     if commit.cancel_activities:
         # The statement's writes share one snapshot, so its DELETE would not see rows
         # its own INSERT adds: work this turn both schedules and cancels is left out.
         cancelled = set(commit.cancel_activities)
-        works = [(w, p) for w, p in works
-                 if (w.instance_id, w.execution_id, w.event_id) not in cancelled]
+        keep = [(w, p) for w, p in works
+                if (w.instance_id, w.execution_id, w.event_id) not in cancelled]
+        claim -= sum(1 for w, _ in works[:claim]
+                     if (w.instance_id, w.execution_id, w.event_id) in cancelled)
+        works = keep
     notes: list[tuple[Channel, str]] = [
         ("orchestrator", i) for i in dict.fromkeys(m.instance_id for m in commit.messages)]
-    notes += [("activity", i) for i in dict.fromkeys(w.instance_id for w in commit.activities)]
+    # claimed work needs no wake-up: its worker has it already
+    notes += [("activity", i) for i in dict.fromkeys(w.instance_id for w, _ in works[claim:])]
     acked = list(dict.fromkeys(commit.acked_activities))
     cancels = commit.cancel_activities
     params: dict[str, Any] = {
@@ -146,6 +174,7 @@ def turn_params(commit: OrchestrationCommit, node_id: str
         "work_execs": [w.execution_id for w, _ in works],
         "work_events": [w.event_id for w, _ in works],
         "work_payloads": [p for _, p in works],
+        "claim": claim, "claim_timeout": float(commit.claim_lock_timeout),
         "cancel_keys": [key(c[0]) for c in cancels],
         "cancel_execs": [c[1] for c in cancels],
         "cancel_events": [c[2] for c in cancels],
@@ -155,7 +184,7 @@ def turn_params(commit: OrchestrationCommit, node_id: str
         if commit.state in TERMINAL_STATES else None,
         **_message_params(commit.messages, payloads),
     }
-    return params, notes
+    return Turn(params, notes, [w for w, _ in works[:claim]])
 
 
 def completion_params(completion: OrchestratorMessage) -> dict[str, Any]:

@@ -4,20 +4,18 @@ Statements live in ``sql/*.sql`` next to this module. A file named ``NNNN_<what>
 is migration number ``NNNN``, run as one script, with ``{schema}`` replaced by the
 quoted tenant schema. Every other file holds named statements, each starting at a
 ``-- name: <name>`` line, with ``%(name)s`` parameters. They name tables without a
-schema: every pooled connection has the tenant schema as its ``search_path``.
+schema: every pooled connection has the tenant schema as its ``search_path``. A block
+starting at ``-- fragment: <name>`` is text that statements share: a line
+``-- include: <name>`` in a statement stands for it.
 
-Each named statement is prepared for psycopg once per process:
-
-* compacted: comments dropped, whitespace runs made one space, no spaces around commas
-  and parentheses;
-* its named parameters turned into positional ``%b`` ones (:attr:`Statement.params`
-  lists the name of each): every parameter is sent in binary format, which psycopg
-  encodes several times faster than text (no quoting or escaping of array elements);
-* checked to stay within psycopg's limits for caching the parsed form of a query (4 KiB,
-  50 parameters), so that psycopg parses each statement once per process rather than
-  on every execution;
-* prefixed with a comment naming the schema, which shows in ``pg_stat_activity`` and
-  the server log (the table names do not).
+Each named statement is turned once per process into a :class:`Statement`: comments
+dropped, whitespace runs made one space, and its parameters numbered (``$1``, ``$2``
+... in order of first use, :attr:`Statement.params` naming each) for psycopg's raw
+cursor, which sends a statement as it is: no parsing of the text on every execution,
+whatever its length. For psycopg before 3.2, which has no raw cursor, ``named`` keeps
+psycopg's own placeholders (``%(name)b``). A comment naming the schema starts every
+statement of a provider, so ``pg_stat_activity`` and the server log show which store a
+statement belongs to (its table names do not).
 """
 
 from __future__ import annotations
@@ -43,16 +41,10 @@ __all__ = [
 ]
 
 _MIGRATION_FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
-_NAME_LINE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
-#: psycopg parses a query with parameters once and caches the result only up to this
-#: length and number of parameters (psycopg._queries.MAX_CACHED_STATEMENT_LENGTH and
-#: MAX_CACHED_STATEMENT_PARAMS); others are parsed anew on every execution. The length
-#: limit leaves room for the schema comment (at most 80 bytes).
-_PARSE_CACHE_LIMIT = 4096 - 80
-_PARAMS_CACHE_LIMIT = 50
+_NAME_LINE = re.compile(r"^--\s*(name|fragment):\s*(\w+)\s*$", re.MULTILINE)
+_INCLUDE_LINE = re.compile(r"^--\s*include:\s*(\w+)\s*$", re.MULTILINE)
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 _SPACE = re.compile(r"\s+")
-_PUNCTUATION = re.compile(r" ?([(),]) ?")
 # A plain PostgreSQL identifier: quoting keeps its case, and the length limit (63 bytes,
 # NAMEDATALEN - 1) keeps the server from truncating it silently.
 _SCHEMA = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -60,21 +52,23 @@ _SCHEMA = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 @dataclass(frozen=True, slots=True)
 class Statement:
-    """A named statement ready to execute: ``sql`` with positional ``%b`` parameters,
-    the ``n``-th taking the value named ``params[n]``."""
+    """A named statement ready to execute. ``raw`` has numbered parameters, ``$n``
+    taking the value named ``params[n - 1]``; ``named`` is the same statement with
+    psycopg's named placeholders (binary format)."""
 
     name: str
-    sql: bytes
+    raw: bytes
     params: tuple[str, ...]
+    named: bytes
 
     def args(self, values: Mapping[str, Any]) -> list[Any]:
-        """The positional parameters from named ``values``."""
+        """The numbered parameters from named ``values``."""
         return [values[n] for n in self.params]
 
     def for_schema(self, schema: str) -> Statement:
         # schema names are validated identifiers: they cannot close the comment
-        return Statement(self.name, f"/* duroxy {schema} */ ".encode() + self.sql,
-                         self.params)
+        tag = f"/* duroxy {schema} */ ".encode()
+        return Statement(self.name, tag + self.raw, self.params, tag + self.named)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,18 +117,17 @@ def _strip_comments(text: str) -> str:
 
 
 def _compact(name: str, text: str) -> Statement:
-    """The statement ``text`` named ``name``, compacted with positional parameters. The
-    statements hold no string literal with whitespace, commas or parentheses, so
-    compacting changes no value."""
-    text = _PUNCTUATION.sub(r"\1", _SPACE.sub(" ", _strip_comments(text)).strip())
-    params = tuple(_PLACEHOLDER.findall(text))
-    compact = _PLACEHOLDER.sub("%b", text).encode()
-    if len(compact) > _PARSE_CACHE_LIMIT or len(params) > _PARAMS_CACHE_LIMIT:
-        raise RuntimeError(
-            f"statement {name!r} has {len(compact)} bytes and {len(params)} parameters; "
-            f"psycopg caches the parsing of statements up to {_PARSE_CACHE_LIMIT} bytes and "
-            f"{_PARAMS_CACHE_LIMIT} parameters only")
-    return Statement(name, compact, params)
+    """The statement ``text`` named ``name``, on one line, without comments. No string
+    literal in the statements holds a run of whitespace."""
+    text = _SPACE.sub(" ", _strip_comments(text)).strip()
+    numbers: dict[str, int] = {}
+    for param in _PLACEHOLDER.findall(text):
+        numbers.setdefault(param, len(numbers) + 1)
+    if "$" in text:
+        raise RuntimeError(f"statement {name!r} holds a '$' of its own")
+    raw = _PLACEHOLDER.sub(lambda m: f"${numbers[m.group(1)]}", text)
+    named = _PLACEHOLDER.sub(r"%(\1)b", text)
+    return Statement(name, raw.encode(), tuple(numbers), named.encode())
 
 
 def _sql_files() -> list[tuple[str, str]]:
@@ -145,17 +138,25 @@ def _sql_files() -> list[tuple[str, str]]:
 
 @functools.cache
 def _statements() -> dict[str, Statement]:
-    out: dict[str, Statement] = {}
+    bodies: dict[str, str] = {}
+    fragments: dict[str, str] = {}
     for filename, text in _sql_files():
         if _MIGRATION_FILE.match(filename):
             continue
         parts = _NAME_LINE.split(text)
-        # parts = [preamble, name1, body1, name2, body2, ...]
-        for name, body in zip(parts[1::2], parts[2::2], strict=True):
-            if name in out:
-                raise RuntimeError(f"statement {name!r} defined twice (in {filename})")
-            out[name] = _compact(name, body)
-    return out
+        # parts = [preamble, kind1, name1, body1, kind2, name2, body2, ...]
+        for kind, name, body in zip(parts[1::3], parts[2::3], parts[3::3], strict=True):
+            if name in bodies or name in fragments:
+                raise RuntimeError(f"{name!r} defined twice (in {filename})")
+            (fragments if kind == "fragment" else bodies)[name] = body
+
+    def include(m: re.Match[str]) -> str:
+        if m.group(1) not in fragments:
+            raise RuntimeError(f"unknown SQL fragment {m.group(1)!r}")
+        return fragments[m.group(1)]
+
+    return {name: _compact(name, _INCLUDE_LINE.sub(include, body))
+            for name, body in bodies.items()}
 
 
 def load_statements(schema: str) -> dict[str, Statement]:

@@ -160,44 +160,28 @@ LEFT JOIN delivered AS d ON d.ikey = lk.ikey
 LEFT JOIN instances AS i ON i.ikey = lk.ikey
 ORDER BY d.id
 
--- name: ack_turn
--- A whole turn in one statement.
--- lk, acked: the turn's lease and the leases of the activities whose results it
---   consumed, row-locked (so a concurrent renew, abandon or fetch waits), then judged
---   in st against the clock read after the locks were taken.
--- ok: one row when every lease is held; every write below depends on it, so a failed
---   check writes nothing. Writes happen in one snapshot: none sees another's rows,
---   which the provider accounts for (work the same turn cancels is never inserted).
--- The record and history are written only when the instance had a record at fetch
--- (has_record). A repeated event id violates the history key and fails the statement.
--- Returns one row (none when the token names no lease) saying what was found, and
--- whether messages that arrived during the turn wait (pending: fetches skipped them
--- while the lease was held, so the instance is announced again). Notifications are
--- sent only when the turn was committed: the given notes, the terminal one (prefix
--- given when the turn ends the instance) for an instance with a record, and the
--- pending one.
-WITH lk AS (
-    SELECT ikey, instance_id, has_record, locked_until
-    FROM instance_locks
-    WHERE lock_token = %(token)s
-    FOR UPDATE
-), acked AS (
-    SELECT id, locked_until
-    FROM activity_queue
-    WHERE lock_token = ANY(%(acked_tokens)s::text[])
-    ORDER BY id
-    FOR UPDATE
-), st AS (
-    SELECT lk.ikey, lk.instance_id, lk.has_record,
-           lk.locked_until > clock_timestamp() AS alive,
-           (SELECT count(*) FROM acked) AS acked_held,
-           (SELECT count(*) FROM acked WHERE acked.locked_until > clock_timestamp())
-               AS acked_alive
-    FROM lk
-), ok AS (
-    SELECT st.ikey, st.instance_id, st.has_record FROM st
-    WHERE st.alive AND st.acked_held = %(acked_count)s AND st.acked_alive = %(acked_count)s
-), taken AS (
+-- fragment: turn_writes
+-- The writes of a turn, shared by ack_turn and commit_turn, which each start with
+-- CTEs lk, acked, st and ok:
+-- lk: the instance's lock row, row-locked (a concurrent renew, abandon or fetch waits);
+-- acked: the leases of the activities whose results the turn consumed, row-locked;
+-- st: what was found, judged against the clock read after the locks were taken:
+--   ikey, instance_id, has_record, alive (the turn may commit), acked_held, acked_alive;
+-- ok: one row when the turn may commit. Every write depends on it, so a refused turn
+--   writes nothing.
+-- Writes happen in one snapshot: none sees another's rows, which the provider accounts
+-- for (work the same turn cancels is never inserted). The record and history are
+-- written only for an instance that has a record (has_record). A repeated event id
+-- violates the history key and fails the statement.
+-- works: the first %(claim)s activities are inserted leased to the caller for
+-- %(claim_timeout)s seconds, attempt 1, as a fetch would lease them.
+-- Returns one row (none when lk found nothing): st's findings; pending, whether messages
+-- wait that the turn did not consume (they arrived during the lease; fetches skipped
+-- them, so the instance is announced again); the claimed activities (ids, tokens, event
+-- ids, in insertion order). Notifications are sent only when the turn committed: the
+-- given notes, the terminal one (prefix given when the turn ends the instance) for an
+-- instance with a record, and the pending one.
+taken AS (
     DELETE FROM activity_queue AS a
     USING acked, ok
     WHERE a.id = acked.id
@@ -227,52 +211,55 @@ WITH lk AS (
          parent_instance_id)
     SELECT t.ikey, t.instance_id, t.name, t.version, 'PENDING', t.execution_id,
            t.custom_status, t.parent_instance_id
-    FROM unnest(%(start_keys)s::bytea[], %(start_ids)s::text[], %(start_names)s::text[],
-                %(start_versions)s::text[], %(start_execs)s::int[],
-                %(start_statuses)s::text[], %(start_parents)s::text[])
+    FROM ok, unnest(%(start_keys)s::bytea[], %(start_ids)s::text[], %(start_names)s::text[],
+                    %(start_versions)s::text[], %(start_execs)s::int[],
+                    %(start_statuses)s::text[], %(start_parents)s::text[])
          WITH ORDINALITY AS t(ikey, instance_id, name, version, execution_id,
                               custom_status, parent_instance_id, n)
-    WHERE EXISTS (SELECT 1 FROM ok)
     ORDER BY t.n
-    ON CONFLICT (ikey) DO NOTHING
-), lock_rows AS (
-    -- lock rows for message targets that never had one; ON CONFLICT DO NOTHING takes
-    -- no row lock on an existing one, so sending never waits for the target's turn
-    INSERT INTO instance_locks (ikey, instance_id)
-    SELECT DISTINCT t.ikey, t.instance_id
-    FROM unnest(%(msg_keys)s::bytea[], %(msg_ids)s::text[]) AS t(ikey, instance_id)
-    WHERE EXISTS (SELECT 1 FROM ok)
-    ORDER BY t.ikey
     ON CONFLICT (ikey) DO NOTHING
 ), msgs AS (
     INSERT INTO orchestrator_queue (ikey, instance_id, payload, visible_at, due_at)
     SELECT t.ikey, t.instance_id, t.payload,
            coalesce(to_timestamp(t.due_at), statement_timestamp()), t.due_at
-    FROM unnest(%(msg_keys)s::bytea[], %(msg_ids)s::text[], %(msg_payloads)s::text[],
-                %(msg_due_ats)s::float8[])
+    FROM ok, unnest(%(msg_keys)s::bytea[], %(msg_ids)s::text[], %(msg_payloads)s::text[],
+                    %(msg_due_ats)s::float8[])
          WITH ORDINALITY AS t(ikey, instance_id, payload, due_at, n)
-    WHERE EXISTS (SELECT 1 FROM ok)
     ORDER BY t.n
+    RETURNING ikey, instance_id
+), lock_rows AS (
+    -- lock rows for message targets that never had one; ON CONFLICT DO NOTHING takes
+    -- no row lock on an existing one, so sending never waits for the target's turn
+    INSERT INTO instance_locks (ikey, instance_id)
+    SELECT DISTINCT m.ikey, m.instance_id FROM msgs AS m
+    ORDER BY m.ikey
+    ON CONFLICT (ikey) DO NOTHING
 ), works AS (
-    INSERT INTO activity_queue
-        (ikey, instance_id, execution_id, event_id, payload, visible_at)
-    SELECT t.ikey, t.instance_id, t.execution_id, t.event_id, t.payload,
-           statement_timestamp()
-    FROM unnest(%(work_keys)s::bytea[], %(work_ids)s::text[], %(work_execs)s::int[],
-                %(work_events)s::int[], %(work_payloads)s::text[])
-         WITH ORDINALITY AS t(ikey, instance_id, execution_id, event_id, payload, n)
-    WHERE EXISTS (SELECT 1 FROM ok)
-    ORDER BY t.n
+    INSERT INTO activity_queue (ikey, instance_id, execution_id, event_id, payload,
+                                visible_at, lock_token, locked_until, attempts)
+    SELECT w.ikey, w.instance_id, w.execution_id, w.event_id, w.payload,
+           coalesce(w.until, statement_timestamp()), w.token, w.until,
+           CASE WHEN w.token IS NULL THEN 0 ELSE 1 END
+    FROM (SELECT t.*, CASE WHEN t.n <= %(claim)s THEN gen_random_uuid()::text END AS token,
+                 CASE WHEN t.n <= %(claim)s
+                      THEN clock_timestamp() + make_interval(secs => %(claim_timeout)s) END
+                     AS until
+          FROM ok, unnest(%(work_keys)s::bytea[], %(work_ids)s::text[],
+                          %(work_execs)s::int[], %(work_events)s::int[],
+                          %(work_payloads)s::text[])
+               WITH ORDINALITY AS t(ikey, instance_id, execution_id, event_id, payload, n)
+          ORDER BY t.n) AS w
+    RETURNING id, lock_token, event_id
 ), cancelled AS (
     DELETE FROM activity_queue AS a
-    USING unnest(%(cancel_keys)s::bytea[], %(cancel_execs)s::int[],
-                 %(cancel_events)s::int[]) AS t(ikey, execution_id, event_id)
+    USING ok, unnest(%(cancel_keys)s::bytea[], %(cancel_execs)s::int[],
+                     %(cancel_events)s::int[]) AS t(ikey, execution_id, event_id)
     WHERE a.ikey = t.ikey AND a.execution_id = t.execution_id AND a.event_id = t.event_id
-      AND EXISTS (SELECT 1 FROM ok)
 ), consumed AS (
     -- exactly the messages this lease delivered
     DELETE FROM orchestrator_queue AS q
-    WHERE q.lock_token = %(token)s AND EXISTS (SELECT 1 FROM ok)
+    USING ok
+    WHERE q.lock_token = %(token)s
 ), released AS (
     UPDATE instance_locks AS l
     SET lock_token = NULL, locked_until = NULL
@@ -284,14 +271,88 @@ WITH lk AS (
                      AND q.lock_token IS DISTINCT FROM %(token)s) AS waiting
 )
 SELECT st.instance_id, st.has_record, st.alive, st.acked_held, st.acked_alive,
-       pending.waiting,
+       pending.waiting, c.ids, c.tokens, c.events,
        (SELECT count(pg_notify(%(channel)s, n.note))
         FROM ok, unnest(%(notes)s::text[] || ARRAY[
                  CASE WHEN ok.has_record THEN %(terminal_prefix)s::text || ok.instance_id END,
                  CASE WHEN pending.waiting THEN %(self_prefix)s::text || ok.instance_id END])
              AS n(note)
         WHERE n.note IS NOT NULL)
-FROM st, pending
+FROM st, pending,
+     LATERAL (SELECT array_agg(w.id ORDER BY w.id) AS ids,
+                     array_agg(w.lock_token ORDER BY w.id) AS tokens,
+                     array_agg(w.event_id ORDER BY w.id) AS events
+              FROM works AS w WHERE w.lock_token IS NOT NULL) AS c
+
+-- name: ack_turn
+-- A whole turn under the lease %(token)s, in one statement (see turn_writes). The
+-- lease must be live, and so must the lease of every activity whose result the turn
+-- consumed; has_record says whether the instance had a record when it was fetched.
+WITH lk AS (
+    SELECT ikey, instance_id, has_record, locked_until
+    FROM instance_locks
+    WHERE lock_token = %(token)s
+    FOR UPDATE
+), acked AS (
+    SELECT id, locked_until
+    FROM activity_queue
+    WHERE lock_token = ANY(%(acked_tokens)s::text[])
+    ORDER BY id
+    FOR UPDATE
+), st AS (
+    SELECT lk.ikey, lk.instance_id, lk.has_record,
+           lk.locked_until > clock_timestamp() AS alive, a.held AS acked_held,
+           a.alive AS acked_alive
+    FROM lk, (SELECT count(*) AS held,
+                     count(*) FILTER (WHERE acked.locked_until > clock_timestamp()) AS alive
+              FROM acked) AS a
+), ok AS (
+    SELECT st.ikey, st.instance_id, st.has_record FROM st
+    WHERE st.alive AND st.acked_held = %(acked_count)s AND st.acked_alive = %(acked_count)s
+),
+-- include: turn_writes
+
+-- name: commit_turn
+-- A whole turn for instance %(key)s without a lease (see turn_writes), committed only
+-- if nothing happened to the instance since the caller's last turn: it has a record at
+-- execution %(execution_id)s with %(expected_len)s events, no live lease or cool-down
+-- and no visible message, and its lock row was not changed after this statement's
+-- snapshot (compared by xmin: the version read with the row lock, which is the newest,
+-- against the one in the snapshot, so a lease taken and released meanwhile, whose
+-- writes the snapshot cannot see, refuses the turn too). %(token)s is NULL.
+WITH lk AS (
+    SELECT l.ikey, l.instance_id, true AS has_record, l.locked_until, l.xmin AS version
+    FROM instance_locks AS l
+    WHERE l.ikey = %(key)s
+    FOR UPDATE
+), acked AS (
+    SELECT id, locked_until
+    FROM activity_queue
+    WHERE lock_token = ANY(%(acked_tokens)s::text[])
+    ORDER BY id
+    FOR UPDATE
+), st AS (
+    SELECT lk.ikey, lk.instance_id, lk.has_record,
+           (lk.locked_until IS NULL OR lk.locked_until <= clock_timestamp())
+           AND lk.version = (SELECT l.xmin FROM instance_locks AS l WHERE l.ikey = lk.ikey)
+           AND EXISTS (
+               SELECT 1 FROM instances AS i
+               WHERE i.ikey = lk.ikey AND i.execution_id = %(execution_id)s
+                 AND (SELECT coalesce(max(h.seq) + 1, 0) FROM history AS h
+                      WHERE h.ikey = i.ikey AND h.execution_id = i.execution_id)
+                     = %(expected_len)s)
+           AND NOT EXISTS (
+               SELECT 1 FROM orchestrator_queue AS q
+               WHERE q.ikey = lk.ikey AND q.visible_at <= statement_timestamp()) AS alive,
+           a.held AS acked_held, a.alive AS acked_alive
+    FROM lk, (SELECT count(*) AS held,
+                     count(*) FILTER (WHERE acked.locked_until > clock_timestamp()) AS alive
+              FROM acked) AS a
+), ok AS (
+    SELECT st.ikey, st.instance_id, st.has_record FROM st
+    WHERE st.alive AND st.acked_held = %(acked_count)s AND st.acked_alive = %(acked_count)s
+),
+-- include: turn_writes
 
 -- name: abandon_orchestration
 -- Release the lease; a positive delay keeps the whole instance out of fetches until
