@@ -21,6 +21,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,8 +148,18 @@ class Runtime:
         rt._unlisten.append(provider.listen("orchestrator", rt._orch_wake.set))
         rt._unlisten.append(provider.listen("activity", rt._act_wake.set))
         rt._loops = [
-            asyncio.create_task(rt._orchestration_loop(), name="duroxy-orchestrations"),
-            asyncio.create_task(rt._activity_loop(), name="duroxy-activities"),
+            asyncio.create_task(rt._dispatch(
+                "orchestration",
+                lambda n: provider.fetch_orchestration_items(
+                    rt.options.orchestration_lock_timeout, n),
+                rt._run_turn, rt._orch_wake,
+                asyncio.Semaphore(rt.options.orchestration_concurrency)),
+                name="duroxy-orchestrations"),
+            asyncio.create_task(rt._dispatch(
+                "activity",
+                lambda n: provider.fetch_activity_items(rt.options.activity_lock_timeout, n),
+                rt._run_activity, rt._act_wake, rt._act_slots),
+                name="duroxy-activities"),
         ]
         return rt
 
@@ -184,8 +195,11 @@ class Runtime:
         self._stopped.set()
 
     # ================================================================ orchestrations
-    async def _orchestration_loop(self) -> None:
-        slots = asyncio.Semaphore(self.options.orchestration_concurrency)
+    async def _dispatch(self, what: str, fetch: Callable[[int], Awaitable[list[Any]]],
+                        run: Callable[[Any, asyncio.Semaphore], Awaitable[None]],
+                        wake: _Wake, slots: asyncio.Semaphore) -> None:
+        """Fetch as much work as there are free slots and run each item in its own task,
+        until shutdown; sleep on ``wake`` when the store has nothing."""
         opts = self.options
         while not self._stopping:
             free = slots._value
@@ -194,23 +208,22 @@ class Runtime:
                 slots.release()
                 continue
             try:
-                items = await self.provider.fetch_orchestration_items(
-                    opts.orchestration_lock_timeout, free)
+                items = await fetch(free)
             except Exception:
-                logger.exception("fetching orchestration work failed; retrying")
-                await self._orch_wake.wait(1.0)
+                logger.exception("fetching %s work failed; retrying", what)
+                await wake.wait(1.0)
                 continue
             if not items:
-                await self._orch_wake.idle(opts)
+                await wake.idle(opts)
                 continue
-            self._orch_wake.busy(opts)
+            wake.busy(opts)
             for item in items:
                 await slots.acquire()
-                self._spawn(self._run_turn(item, slots))
+                self._spawn(run(item, slots))
             if len(items) < free:
                 # The store had less than we could take: wait for news rather than ask
                 # again at once (a wake-up that came meanwhile is kept by the flag).
-                await self._orch_wake.wait(opts.poll_interval)
+                await wake.wait(opts.poll_interval)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
@@ -399,33 +412,6 @@ class Runtime:
         await self.provider.ack_orchestration_item(item.lock_token, commit)
 
     # ================================================================ activities
-    async def _activity_loop(self) -> None:
-        slots = self._act_slots
-        opts = self.options
-        while not self._stopping:
-            free = slots._value
-            if free == 0:
-                await slots.acquire()
-                slots.release()
-                continue
-            try:
-                items = await self.provider.fetch_activity_items(opts.activity_lock_timeout, free)
-            except Exception:
-                logger.exception("fetching activity work failed; retrying")
-                await self._act_wake.wait(1.0)
-                continue
-            if not items:
-                await self._act_wake.idle(opts)
-                continue
-            self._act_wake.busy(opts)
-            for item in items:
-                await slots.acquire()
-                self._spawn(self._run_activity(item, slots))
-            if len(items) < free:
-                # The store had less than we could take: wait for news rather than ask
-                # again at once (a wake-up that came meanwhile is kept by the flag).
-                await self._act_wake.wait(opts.poll_interval)
-
     async def _run_activity(self, item: Any, slots: asyncio.Semaphore) -> None:
         work = item.work
         key = (work.instance_id, work.execution_id, work.event_id)
