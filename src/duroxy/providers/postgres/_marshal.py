@@ -94,22 +94,27 @@ def orchestration_items(rows: list[Row]) -> list[OrchestrationItem]:
     return items
 
 
+def _columns(names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """One array parameter per column of ``rows``; NULLs (``None``) instead of empty
+    arrays, which psycopg takes as long to encode as short ones. The statements treat
+    both alike (``unnest(NULL)`` yields no row, ``x = ANY(NULL)`` matches none)."""
+    if not rows:
+        return dict.fromkeys(names)
+    return {n: list(col) for n, col in zip(names, zip(*rows, strict=True), strict=True)}
+
+
 def _message_params(messages: list[OrchestratorMessage], payloads: list[str]
                     ) -> dict[str, Any]:
-    """The message and start-record arrays of ack_turn and ack_activity."""
-    starts = [(m.instance_id, m.event) for m in messages
-              if isinstance(m.event, OrchestrationStarted)]
+    """The message and start-record arrays of ack_turn and commit_turn."""
     return {
-        "msg_keys": [key(m.instance_id) for m in messages],
-        "msg_ids": [m.instance_id for m in messages], "msg_payloads": payloads,
-        "msg_due_ats": [m.visible_at for m in messages],
-        "start_keys": [key(iid) for iid, _ in starts],
-        "start_ids": [iid for iid, _ in starts],
-        "start_names": [e.name for _, e in starts],
-        "start_versions": [e.version for _, e in starts],
-        "start_execs": [e.execution_id for _, e in starts],
-        "start_statuses": [e.custom_status for _, e in starts],
-        "start_parents": [e.parent_instance_id for _, e in starts],
+        **_columns(("msg_keys", "msg_ids", "msg_payloads", "msg_due_ats"), [
+            (key(m.instance_id), m.instance_id, p, m.visible_at)
+            for m, p in zip(messages, payloads, strict=True)]),
+        **_columns(("start_keys", "start_ids", "start_names", "start_versions",
+                    "start_execs", "start_statuses", "start_parents"), [
+            (key(m.instance_id), m.instance_id, e.name, e.version, e.execution_id,
+             e.custom_status, e.parent_instance_id)
+            for m in messages if isinstance(e := m.event, OrchestrationStarted)]),
     }
 
 
@@ -160,25 +165,22 @@ def turn(commit: OrchestrationCommit, node_id: str) -> Turn:
     # claimed work needs no wake-up: its worker has it already
     notes += [("activity", i) for i in dict.fromkeys(w.instance_id for w, _ in works[claim:])]
     acked = list(dict.fromkeys(commit.acked_activities))
-    cancels = commit.cancel_activities
     params: dict[str, Any] = {
-        "acked_tokens": acked, "acked_count": len(acked),
+        "acked_tokens": acked or None, "acked_count": len(acked),
         "execution_id": commit.execution_id,
-        "event_ids": [e.event_id for e in commit.history], "payloads": history,
+        **_columns(("event_ids", "payloads"), [
+            (e.event_id, p) for e, p in zip(commit.history, history, strict=True)]),
         "state": commit.state, "name": commit.name, "version": commit.version,
         "output": commit.output,
         "error": json.dumps(commit.error.to_json()) if commit.error is not None else None,
         "custom_status": commit.custom_status,
-        "work_keys": [key(w.instance_id) for w, _ in works],
-        "work_ids": [w.instance_id for w, _ in works],
-        "work_execs": [w.execution_id for w, _ in works],
-        "work_events": [w.event_id for w, _ in works],
-        "work_payloads": [p for _, p in works],
+        **_columns(("work_keys", "work_ids", "work_execs", "work_events", "work_payloads"), [
+            (key(w.instance_id), w.instance_id, w.execution_id, w.event_id, p)
+            for w, p in works]),
         "claim": claim, "claim_timeout": float(commit.claim_lock_timeout),
-        "cancel_keys": [key(c[0]) for c in cancels],
-        "cancel_execs": [c[1] for c in cancels],
-        "cancel_events": [c[2] for c in cancels],
-        "notes": [note(ch, node_id, i) for ch, i in notes],
+        **_columns(("cancel_keys", "cancel_execs", "cancel_events"), [
+            (key(iid), ex, eid) for iid, ex, eid in commit.cancel_activities]),
+        "notes": [note(ch, node_id, i) for ch, i in notes] or None,
         "self_prefix": note("orchestrator", node_id, ""),
         "terminal_prefix": note("terminal", node_id, "")
         if commit.state in TERMINAL_STATES else None,

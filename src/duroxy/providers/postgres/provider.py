@@ -179,10 +179,20 @@ class PostgresProvider(Provider):
         self._max_size = max_size
         self._pool_timeout = pool_timeout
         self._q = load_statements(schema)
-        # Run once on every new pooled connection: the statements name their tables
-        # without a schema. pg_temp goes last so that no temporary table can shadow one.
-        self._search_path = sql.SQL("SET search_path TO {}, pg_temp").format(
-            sql.Identifier(self._schema)).as_bytes(None)
+        # Run once on every new pooled connection. The statements name their tables
+        # without a schema (pg_temp goes last so that no temporary table can shadow
+        # one). Every statement finds its rows through an index, a few at a time:
+        # index lookups in nested loops are the right plan whatever the statistics
+        # say. Sequential scans and hash or merge joins read whole tables, which the
+        # planner picks while a table is small or has no statistics yet, and a prepared
+        # statement keeps that plan for as long as its connection lives, however large
+        # the table grows.
+        self._session_setup = sql.SQL(
+            "SELECT set_config('search_path', {}, false),"
+            " set_config('enable_hashjoin', 'off', false),"
+            " set_config('enable_mergejoin', 'off', false)").format(
+            sql.Literal(sql.Identifier(self._schema).as_string(None) + ", pg_temp")
+        ).as_bytes(None)
         self._migrations: list[Migration] = load_migrations(schema)
         self._channel = channel_name(schema)
         self._node_id = uuid.uuid4().hex[:12]
@@ -240,7 +250,7 @@ class PostgresProvider(Provider):
             # type PostgreSQL could not infer.
             conn.adapters.register_dumper(str, StrBinaryDumper)
             conn.adapters.register_dumper(list, ListBinaryDumper)
-            await conn.execute(self._search_path, prepare=False)
+            await conn.execute(self._session_setup, prepare=False)
 
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self._dsn, min_size=self._min_size, max_size=self._max_size, open=False,
@@ -599,7 +609,7 @@ class PostgresProvider(Provider):
 
     # ------------------------------------------------------------ reads and management
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
-        rows = await self._rows("get_instances", {"keys": [_key(instance_id)]})
+        rows = await self._rows("get_instance", {"key": _key(instance_id)})
         return record(rows[0]) if rows else None
 
     async def read_history(

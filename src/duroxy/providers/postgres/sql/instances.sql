@@ -7,14 +7,17 @@
 --   history_len (events stored for the current execution: seq counts 0, 1, 2 ... within
 --   an execution, so the highest seq + 1 is the count, found at the end of the index)
 
--- name: get_instances
+-- name: get_instance
+-- One key, not an array of them: a prepared statement with "= ANY(array)" is planned
+-- anew on every execution, because the generic plan's guess at the array's length makes
+-- it look dearer than a plan for the one key actually given.
 SELECT i.instance_id, i.name, i.version, i.state, i.execution_id, i.output, i.error,
        i.custom_status, extract(epoch FROM i.created_at)::float8,
        extract(epoch FROM i.updated_at)::float8, i.parent_instance_id,
        (SELECT coalesce(max(h.seq) + 1, 0) FROM history AS h
         WHERE h.ikey = i.ikey AND h.execution_id = i.execution_id)
 FROM instances AS i
-WHERE i.ikey = ANY(%(keys)s::bytea[])
+WHERE i.ikey = %(key)s
 
 -- name: list_instances
 -- A NULL filter matches everything. md5() finds candidates by index; the full value
