@@ -85,6 +85,10 @@ _log = logging.getLogger("duroxy.providers.postgres")
 
 #: psycopg's raw cursor (3.2 and later) takes $n placeholders and parses nothing.
 _RawCursor: Any = getattr(psycopg, "AsyncRawCursor", None)
+#: Management statements whose best plan depends on which of their filters are NULL:
+#: never prepared, so each execution is planned for its own values.
+_UNPREPARED = frozenset({"list_instances", "purge_candidates", "instance_tree",
+                         "delete_instances", "corrupt_history", "corrupt_messages"})
 
 #: Most leases remembered for re-announcing (see PostgresProvider._noted_while_leased);
 #: a runtime holds at most its orchestration concurrency at once.
@@ -179,18 +183,26 @@ class PostgresProvider(Provider):
         self._max_size = max_size
         self._pool_timeout = pool_timeout
         self._q = load_statements(schema)
-        # Run once on every new pooled connection. The statements name their tables
-        # without a schema (pg_temp goes last so that no temporary table can shadow
-        # one). Every statement finds its rows through an index, a few at a time:
-        # index lookups in nested loops are the right plan whatever the statistics
-        # say. Sequential scans and hash or merge joins read whole tables, which the
-        # planner picks while a table is small or has no statistics yet, and a prepared
-        # statement keeps that plan for as long as its connection lives, however large
-        # the table grows.
+        assert _UNPREPARED <= self._q.keys()
+        # Run once on every new pooled connection:
+        # - search_path: the statements name their tables without a schema (pg_temp
+        #   goes last so that no temporary table can shadow one);
+        # - no hash or merge joins: every statement joins a few rows found by key to
+        #   rows found by key, for which index lookups in nested loops are right
+        #   whatever the statistics say. A hash join reads the whole inner table; the
+        #   planner picks one while tables are small, or for instance_locks (one row
+        #   per instance ever) up to some ten thousand rows, and a prepared statement
+        #   keeps its plan until the table is analyzed again;
+        # - generic plans at once: the hot statements' plans do not depend on their
+        #   parameter values, so planning them for the first five executions on each
+        #   connection, as the default does, is wasted work (a turn's plan costs more to
+        #   make than to run). Statements whose plans do depend on their parameters
+        #   (filters that may be NULL) are not prepared at all: see _UNPREPARED.
         self._session_setup = sql.SQL(
             "SELECT set_config('search_path', {}, false),"
             " set_config('enable_hashjoin', 'off', false),"
-            " set_config('enable_mergejoin', 'off', false)").format(
+            " set_config('enable_mergejoin', 'off', false),"
+            " set_config('plan_cache_mode', 'force_generic_plan', false)").format(
             sql.Literal(sql.Identifier(self._schema).as_string(None) + ", pg_temp")
         ).as_bytes(None)
         self._migrations: list[Migration] = load_migrations(schema)
@@ -372,10 +384,11 @@ class PostgresProvider(Provider):
                    ) -> psycopg.AsyncCursor[Row]:
         """Execute ``stmt``; results come back in binary format. The raw cursor sends
         the statement's text as it is, without parsing it for placeholders."""
+        prepare = False if stmt.name in _UNPREPARED else None
         if _RawCursor is None:  # psycopg before 3.2
-            return await conn.execute(stmt.named, params, binary=True)
+            return await conn.execute(stmt.named, params, prepare=prepare, binary=True)
         cur: psycopg.AsyncCursor[Row] = _RawCursor(conn)
-        return await cur.execute(stmt.raw, stmt.args(params), binary=True)
+        return await cur.execute(stmt.raw, stmt.args(params), prepare=prepare, binary=True)
 
     async def _migrate(self, conn: Conn) -> None:
         """Apply the migrations this schema lacks, each exactly once even when several

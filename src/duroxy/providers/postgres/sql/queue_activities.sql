@@ -7,11 +7,14 @@
 -- alone selects the rows a fetch may take (never leased, released, or lease expired).
 
 -- name: fetch_activities
--- Oldest visible rows first; rows another fetch is claiming are skipped, not waited for.
+-- The rows visible longest first (in enqueue order among rows that became visible
+-- together), as the orchestration queue is claimed: the (visible_at, id) index yields
+-- them in that order and never reaches the leased rows, however many there are. Rows
+-- another fetch is claiming are skipped, not waited for.
 WITH picked AS (
     SELECT id FROM activity_queue
     WHERE visible_at <= statement_timestamp()
-    ORDER BY id
+    ORDER BY visible_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), lease AS (

@@ -294,11 +294,13 @@ WITH lk AS (
     WHERE lock_token = %(token)s
     FOR UPDATE
 ), acked AS (
-    SELECT id, locked_until
-    FROM activity_queue
-    WHERE lock_token = ANY(%(acked_tokens)s::text[])
-    ORDER BY id
-    FOR UPDATE
+    -- one lookup per token (a plain "lock_token = ANY(...)" may be planned, while the
+    -- queue is small, as a scan of the whole table, and stay so)
+    SELECT a.id, a.locked_until
+    FROM unnest(%(acked_tokens)s::text[]) AS t(token)
+    JOIN activity_queue AS a ON a.lock_token = t.token
+    ORDER BY a.id
+    FOR UPDATE OF a
 ), st AS (
     SELECT lk.ikey, lk.instance_id, lk.has_record,
            lk.locked_until > clock_timestamp() AS alive, a.held AS acked_held,
@@ -326,11 +328,13 @@ WITH lk AS (
     WHERE l.ikey = %(key)s
     FOR UPDATE
 ), acked AS (
-    SELECT id, locked_until
-    FROM activity_queue
-    WHERE lock_token = ANY(%(acked_tokens)s::text[])
-    ORDER BY id
-    FOR UPDATE
+    -- one lookup per token (a plain "lock_token = ANY(...)" may be planned, while the
+    -- queue is small, as a scan of the whole table, and stay so)
+    SELECT a.id, a.locked_until
+    FROM unnest(%(acked_tokens)s::text[]) AS t(token)
+    JOIN activity_queue AS a ON a.lock_token = t.token
+    ORDER BY a.id
+    FOR UPDATE OF a
 ), st AS (
     SELECT lk.ikey, lk.instance_id, lk.has_record,
            (lk.locked_until IS NULL OR lk.locked_until <= clock_timestamp())
