@@ -183,7 +183,7 @@ class PostgresProvider(Provider):
         self._max_size = max_size
         self._pool_timeout = pool_timeout
         self._q = load_statements(schema)
-        assert _UNPREPARED <= self._q.keys()
+        assert self._q.keys() >= _UNPREPARED
         # Run once on every new pooled connection:
         # - search_path: the statements name their tables without a schema (pg_temp
         #   goes last so that no temporary table can shadow one);
