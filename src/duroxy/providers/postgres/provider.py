@@ -11,9 +11,11 @@ between worker hosts cannot hand out a live lease or keep an expired one. The on
 host-clock values are the ``visible_at`` times the runtime computes for timers, which
 are compared with the database clock as given.
 
-Claims use ``FOR UPDATE SKIP LOCKED``; each ack first row-locks its lease and checks the
-token and expiry, then commits the whole turn in the same transaction, or raises
-``LockLost`` having changed nothing.
+Every hot call is one statement in its own implicit transaction: one round trip (see
+``sql/queue_orchestrations.sql``). Claims use ``FOR UPDATE SKIP LOCKED``; each ack
+row-locks its lease and checks the token and expiry in the statement that commits the
+whole turn, whose writes all depend on that check, and raises ``LockLost`` when the
+statement reports that it changed nothing.
 
 Event loops: the pool and the listening connection belong to the loop that opened them.
 When that loop shuts down (``asyncio.run`` cancels every task), a guard task closes the
