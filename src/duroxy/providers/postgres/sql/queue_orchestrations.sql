@@ -3,8 +3,8 @@
 -- 0001_initial.sql), always passed alongside the ids they belong to.
 --
 -- Table names are unqualified: every pooled connection is given the tenant schema as
--- its search_path once, when it is opened. That keeps each statement the same for
--- every schema and short enough for psycopg to cache its parsed form.
+-- its search_path once, when it is opened, so the statements are the same for every
+-- schema (the provider only puts a comment naming the schema in front of each).
 --
 -- Every call of the provider is one statement, run in its own implicit transaction:
 -- one round trip. Checks that must fail a call (a lease no longer held) are CTEs that
