@@ -11,7 +11,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from .. import codec
 from .._semver import parse_semver
@@ -89,16 +89,18 @@ class ActivityRegistry:
         return len(self._entries)
 
 
-class ActivityRegistryBuilder:
-    """Activities may be registered in several versions, as orchestrations are; an
-    activity is looked up by name and runs its highest registered version."""
+class _Builder:
+    """What both registry builders share: registration in call order, checked at build."""
+
+    _kind = ""
 
     def __init__(self) -> None:
         self._items: list[tuple[str, str, Callable[..., Any]]] = []
 
     def register(self, name: str | Callable[..., Any], fn: Callable[..., Any] | None = None
-                 ) -> ActivityRegistryBuilder:
-        """``register(name, fn)``, or ``register(fn)`` to use the function's name."""
+                 ) -> Self:
+        """``register(name, fn)`` (version ``1.0.0``), or ``register(fn)`` to use the
+        function's name."""
         if fn is None and callable(name):
             fn, name = name, str(getattr(name, "__name__", ""))
         self._items.append((name, DEFAULT_VERSION, fn))  # type: ignore[arg-type]
@@ -106,12 +108,33 @@ class ActivityRegistryBuilder:
 
     register_typed = register
 
-    def register_versioned(self, name: str, version: str, fn: Callable[..., Any]
-                           ) -> ActivityRegistryBuilder:
+    def register_versioned(self, name: str, version: str, fn: Callable[..., Any]) -> Self:
         self._items.append((name, version, fn))
         return self
 
     register_versioned_typed = register_versioned
+
+    def _versions(self) -> dict[str, dict[str, Callable[..., Any]]]:
+        """Every registration by name and version; ``ConfigurationError`` for a bad name,
+        a non-callable, a bad semver or a name and version registered twice."""
+        versions: dict[str, dict[str, Callable[..., Any]]] = {}
+        for name, version, fn in self._items:
+            _check_name(name, self._kind)
+            _check_callable(fn, self._kind, name)
+            parse_semver(version)
+            by_version = versions.setdefault(name, {})
+            if version in by_version:
+                raise ConfigurationError(
+                    f"{self._kind} {name!r} version {version!r} is registered twice")
+            by_version[version] = fn
+        return versions
+
+
+class ActivityRegistryBuilder(_Builder):
+    """Activities may be registered in several versions, as orchestrations are; an
+    activity is looked up by name and runs its highest registered version."""
+
+    _kind = "activity"
 
     def activity(self, name: str | None = None) -> Callable[[F], F]:
         """Decorator form: ``@builder.activity("name")``."""
@@ -121,16 +144,7 @@ class ActivityRegistryBuilder:
         return deco
 
     def build(self) -> ActivityRegistry:
-        versions: dict[str, dict[str, Callable[..., Any]]] = {}
-        for name, version, fn in self._items:
-            _check_name(name, "activity")
-            _check_callable(fn, "activity", name)
-            parse_semver(version)
-            by_version = versions.setdefault(name, {})
-            if version in by_version:
-                raise ConfigurationError(
-                    f"activity {name!r} version {version!r} is registered twice")
-            by_version[version] = fn
+        versions = self._versions()
         entries: dict[str, ActivityEntry] = {}
         for name, by_version in versions.items():
             fn = by_version[max(by_version, key=parse_semver)]
@@ -193,26 +207,8 @@ class OrchestrationRegistry:
         return sum(len(v) for v in self._entries.values())
 
 
-class OrchestrationRegistryBuilder:
-    def __init__(self) -> None:
-        self._items: list[tuple[str, str, Callable[..., Any]]] = []
-
-    def register(self, name: str | Callable[..., Any], fn: Callable[..., Any] | None = None
-                 ) -> OrchestrationRegistryBuilder:
-        """Register ``fn`` as version ``1.0.0`` of ``name``."""
-        if fn is None and callable(name):
-            fn, name = name, str(getattr(name, "__name__", ""))
-        self._items.append((name, DEFAULT_VERSION, fn))  # type: ignore[arg-type]
-        return self
-
-    register_typed = register
-
-    def register_versioned(self, name: str, version: str, fn: Callable[..., Any]
-                           ) -> OrchestrationRegistryBuilder:
-        self._items.append((name, version, fn))
-        return self
-
-    register_versioned_typed = register_versioned
+class OrchestrationRegistryBuilder(_Builder):
+    _kind = "orchestration"
 
     def orchestration(self, name: str | None = None, *, version: str = DEFAULT_VERSION
                       ) -> Callable[[F], F]:
@@ -223,14 +219,6 @@ class OrchestrationRegistryBuilder:
         return deco
 
     def build(self) -> OrchestrationRegistry:
-        entries: dict[str, dict[str, OrchestrationEntry]] = {}
-        for name, version, fn in self._items:
-            _check_name(name, "orchestration")
-            _check_callable(fn, "orchestration", name)
-            parse_semver(version)
-            by_version = entries.setdefault(name, {})
-            if version in by_version:
-                raise ConfigurationError(
-                    f"orchestration {name!r} version {version!r} is registered twice")
-            by_version[version] = OrchestrationEntry(name, version, fn)
+        entries = {name: {v: OrchestrationEntry(name, v, fn) for v, fn in by_version.items()}
+                   for name, by_version in self._versions().items()}
         return OrchestrationRegistry(entries)

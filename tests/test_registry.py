@@ -1,0 +1,112 @@
+"""Registries: versions in semver order, build-time errors, decorators, lookups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from duroxy import (
+    ActivityRegistry,
+    ConfigurationError,
+    NotRegistered,
+    OrchestrationRegistry,
+)
+from duroxy._semver import parse_semver
+
+
+async def act(ctx: Any, x: int) -> int:
+    return x
+
+
+async def act2(ctx: Any, x: int) -> str:
+    return str(x)
+
+
+def sync_act(ctx: Any, x: int) -> int:
+    return x
+
+
+async def orch(ctx: Any, x: Any) -> Any:
+    return x
+
+
+async def orch2(ctx: Any, x: Any) -> Any:
+    return x
+
+
+def test_latest_version_in_semver_order_whatever_the_registration_order() -> None:
+    reg = (OrchestrationRegistry.builder()
+           .register_versioned("o", "1.10.0", orch2)
+           .register("o", orch)  # 1.0.0
+           .register_versioned_typed("o", "1.2.0", orch)
+           .register_versioned("o", "1.10.0-rc.1", orch)
+           .build())
+    assert reg.versions("o") == ["1.0.0", "1.2.0", "1.10.0-rc.1", "1.10.0"]
+    assert reg.resolve("o").version == "1.10.0" and reg.resolve("o").fn is orch2
+    assert reg.resolve("o", "1.2.0").version == "1.2.0"
+    assert reg.name_of(orch2) == "o"
+
+
+def test_duroxide_style_names_work() -> None:
+    name = "toygres::orchestration::create-instance"
+    reg = OrchestrationRegistry.builder().register_typed(name, orch).build()
+    assert reg.resolve(name).fn is orch
+
+
+@pytest.mark.parametrize(("builder", "needle"), [
+    (lambda: OrchestrationRegistry.builder().register("o", orch).register("o", orch2),
+     "registered twice"),
+    (lambda: OrchestrationRegistry.builder().register_versioned("o", "1.0", orch),
+     "not a semantic version"),
+    (lambda: OrchestrationRegistry.builder().register("o", "not callable"), "not callable"),
+    (lambda: OrchestrationRegistry.builder().register("", orch), "1 to 1,024"),
+    (lambda: ActivityRegistry.builder().register("a", act).register_typed("a", act2),
+     "registered twice"),
+    (lambda: ActivityRegistry.builder().register("a", 42), "not callable"),
+    (lambda: ActivityRegistry.builder().register_versioned("a", "v1", act),
+     "not a semantic version"),
+])
+def test_build_rejects_bad_registrations(builder: Any, needle: str) -> None:
+    with pytest.raises(ConfigurationError, match=needle):
+        builder().build()
+
+
+def test_resolve_names_what_is_missing() -> None:
+    reg = OrchestrationRegistry.builder().register("o", orch).build()
+    with pytest.raises(NotRegistered, match="'nope' is not registered"):
+        reg.resolve("nope")
+    with pytest.raises(NotRegistered, match=r"version '2.0.0'.*1\.0\.0"):
+        reg.resolve("o", "2.0.0")
+
+
+def test_activity_versions_run_the_highest_and_know_their_types() -> None:
+    reg = (ActivityRegistry.builder().register_versioned("a", "2.0.0", act2)
+           .register("a", act).register(sync_act).build())
+    entry = reg.get("a")
+    assert entry is not None and entry.fn is act2 and entry.output_type is str
+    sync = reg.get("sync_act")
+    assert sync is not None and not sync.is_async and sync.input_type is int
+    assert reg.name_of(act2) == "a" and reg.get("missing") is None
+
+
+def test_decorators_register() -> None:
+    acts = ActivityRegistry.builder()
+    orchs = OrchestrationRegistry.builder()
+
+    @acts.activity("double")
+    async def double(ctx: Any, x: int) -> int:
+        return 2 * x
+
+    @orchs.orchestration("flow", version="1.0.1")
+    async def flow(ctx: Any, x: int) -> int:
+        return x
+
+    assert acts.build().get("double") is not None
+    assert orchs.build().resolve("flow").version == "1.0.1"
+
+
+def test_semver_ordering() -> None:
+    ordered = ["0.9.9", "1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-beta", "1.0.0", "1.0.1",
+               "1.10.0", "2.0.0+build.5"]
+    assert sorted(reversed(ordered), key=parse_semver) == ordered
