@@ -11,16 +11,13 @@ ran (and finished) which step.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -29,9 +26,9 @@ import pytest
 
 import procapp
 from duroxy import Client, OrchestrationState
+from workerkit import Worker, Workers, wait_until
 
 DSN = os.environ.get("DUROXY_TEST_PG_DSN")
-TESTS_DIR = Path(__file__).resolve().parent
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -61,74 +58,9 @@ def drop_schema(dsn: str, schema: str) -> None:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
-async def wait_until(pred: Callable[[], bool], timeout: float, what: str,
-                     interval: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(interval)
-
-
-@dataclass
-class Node:
-    proc: subprocess.Popen[bytes]
-    ready: Path
-    output: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def text(self) -> str:
-        return self.output.read_text(errors="replace") if self.output.exists() else ""
-
-
-@dataclass
-class Cluster:
-    """Worker processes on one store URL; ``stop_all`` leaves none running."""
-
-    tmp: Path
-    url: str
-    log: Path
-    nodes: list[Node] = field(default_factory=list)
-
-    def spawn(self, name: str, *args: str) -> Node:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(TESTS_DIR), env.get("PYTHONPATH", "")) if p)
-        ready, output = self.tmp / f"{name}.ready", self.tmp / f"{name}.out"
-        with output.open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "procapp", "--store", self.url, "--log", str(self.log),
-                 "--ready", str(ready), *args],
-                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        node = Node(proc, ready, output)
-        self.nodes.append(node)
-        return node
-
-    async def wait_ready(self, timeout: float = 20.0) -> None:
-        for n in self.nodes:
-            def up(n: Node = n) -> bool:
-                return n.ready.exists() or n.proc.poll() is not None
-
-            await wait_until(up, timeout, f"node {n.pid} to start")
-            assert n.proc.poll() is None, f"node exited early:\n{n.text()}"
-
-    def stop_all(self) -> None:
-        for n in self.nodes:
-            if n.proc.poll() is None:
-                n.proc.kill()
-        for n in self.nodes:
-            try:
-                n.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:  # pragma: no cover - last resort
-                pass
-
-
 @dataclass
 class Env:
-    cluster: Cluster
+    cluster: Workers
     client: Client
 
 
@@ -139,7 +71,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     from duroxy.providers.postgres import PostgresProvider
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    cluster = Cluster(tmp_path, store_url(DSN, schema), tmp_path / "effects.log")
+    cluster = Workers(tmp_path, ("--store", store_url(DSN, schema)), tmp_path / "effects.log")
     # The client uses the constructor, the nodes the URL: both must reach one schema.
     store = PostgresProvider(DSN, schema=schema)
     try:
@@ -173,8 +105,8 @@ async def test_three_nodes_share_a_schema_and_take_over_a_killed_nodes_work(env:
     for i in range(3):
         cluster.spawn(f"n{i}", "--orch-lock", str(ORCH_LOCK), "--act-lock", str(ACT_LOCK),
                       "--act-concurrency", str(ACT_CONCURRENCY), "--shutdown-timeout", "2")
-    await cluster.wait_ready()
-    pids = {n.pid for n in cluster.nodes}
+    await cluster.wait_ready(timeout=20.0)
+    pids = {n.pid for n in cluster.started}
 
     ids = [f"mn-{n}" for n in range(instances)]
     for n, iid in enumerate(ids):
@@ -184,14 +116,14 @@ async def test_three_nodes_share_a_schema_and_take_over_a_killed_nodes_work(env:
     # Kill a node a fifth of the way in, once every node has finished a few activities
     # and some node holds a step it has started and not finished: that step is locked by
     # it at the moment of the kill.
-    chosen: list[Node] = []
+    chosen: list[Worker] = []
 
     def spread_and_busy() -> bool:
         log = procapp.read_log(cluster.log)
         done = Counter(r["pid"] for r in log if r["phase"] == "end")
         if sum(done.values()) < total // 5 or min(done[pid] for pid in pids) < 3:
             return False
-        busiest = max(cluster.nodes, key=lambda n: len(in_flight(log, n.pid)))
+        busiest = max(cluster.started, key=lambda n: len(in_flight(log, n.pid)))
         if in_flight(log, busiest.pid):
             chosen.append(busiest)
         return bool(chosen)
@@ -202,7 +134,7 @@ async def test_three_nodes_share_a_schema_and_take_over_a_killed_nodes_work(env:
     victim.proc.send_signal(signal.SIGKILL)
     assert victim.proc.wait(timeout=10) == -signal.SIGKILL
     at_kill = procapp.read_log(cluster.log)
-    survivors = [n for n in cluster.nodes if n is not victim]
+    survivors = [n for n in cluster.started if n is not victim]
     live = {n.pid for n in survivors}
 
     # The run was in the middle, and the work was spread over all three nodes.

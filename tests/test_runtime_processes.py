@@ -9,14 +9,10 @@ log before returning, which lets these tests count executions exactly.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,20 +31,10 @@ from duroxy import (
     RuntimeOptions,
 )
 from duroxy.providers.sqlite import SqliteProvider
-
-TESTS_DIR = Path(__file__).resolve().parent
+from workerkit import Workers, wait_until
 
 
 # ====================================================================== helpers
-async def wait_until(pred: Callable[[], bool], timeout: float, what: str,
-                     interval: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(interval)
-
-
 async def wait_until_async(pred: Callable[[], Awaitable[bool]], timeout: float, what: str,
                            interval: float = 0.02) -> None:
     deadline = time.monotonic() + timeout
@@ -58,69 +44,9 @@ async def wait_until_async(pred: Callable[[], Awaitable[bool]], timeout: float, 
         await asyncio.sleep(interval)
 
 
-@dataclass
-class Worker:
-    proc: subprocess.Popen[bytes]
-    ready: Path
-    output: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def text(self) -> str:
-        return self.output.read_text(errors="replace") if self.output.exists() else ""
-
-
-@dataclass
-class Workers:
-    """Starts ``procapp`` worker processes and guarantees none outlives the test."""
-
-    tmp: Path
-    db: Path
-    log: Path
-    started: list[Worker] = field(default_factory=list)
-
-    def spawn(self, name: str, *args: str) -> Worker:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(TESTS_DIR), env.get("PYTHONPATH", "")) if p)
-        ready = self.tmp / f"{name}.ready"
-        output = self.tmp / f"{name}.out"
-        with output.open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "procapp", "--db", str(self.db), "--log", str(self.log),
-                 "--ready", str(ready), *args],
-                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        worker = Worker(proc, ready, output)
-        self.started.append(worker)
-        return worker
-
-    async def wait_ready(self, *workers: Worker, timeout: float = 15.0) -> None:
-        for w in workers:
-            def up(w: Worker = w) -> bool:
-                return w.ready.exists() or w.proc.poll() is not None
-
-            await wait_until(up, timeout, f"worker {w.pid} to start")
-            assert w.proc.poll() is None, f"worker exited early:\n{w.text()}"
-
-    def kill(self, worker: Worker) -> None:
-        worker.proc.send_signal(signal.SIGKILL)
-        worker.proc.wait(timeout=10)
-
-    def stop_all(self) -> None:
-        for w in self.started:
-            if w.proc.poll() is None:
-                w.proc.kill()
-            try:
-                w.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:  # pragma: no cover - last resort
-                pass
-
-
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[Workers]:
-    ws = Workers(tmp_path, tmp_path / "shared.db", tmp_path / "effects.log")
+    ws = Workers(tmp_path, ("--db", str(tmp_path / "shared.db")), tmp_path / "effects.log")
     try:
         yield ws
     finally:
@@ -129,7 +55,7 @@ def workers(tmp_path: Path) -> Iterator[Workers]:
 
 @pytest.fixture
 async def client(workers: Workers) -> AsyncIterator[Client]:
-    store = SqliteProvider(workers.db)
+    store = SqliteProvider(workers.tmp / "shared.db")
     try:
         yield Client(store)
     finally:
