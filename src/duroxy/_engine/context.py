@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import codec
+from .._tracing import TraceMethods
 from ..errors import ActivityFailed
 from ..history import (
     ActivityScheduled,
@@ -49,7 +50,7 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
-class OrchestrationContext:
+class OrchestrationContext(TraceMethods):
     """The orchestration's view of duroxy (API.md section 2)."""
 
     def __init__(self, execution: OrchestrationExecution) -> None:
@@ -376,20 +377,6 @@ class OrchestrationContext:
             "orchestration_name": self.orchestration_name,
             "orchestration_version": self.orchestration_version,
         })
-
-    def trace_info(self, msg: str) -> None:
-        self._trace(logging.INFO, msg)
-
-    def trace_warn(self, msg: str) -> None:
-        self._trace(logging.WARNING, msg)
-
-    trace_warning = trace_warn
-
-    def trace_error(self, msg: str) -> None:
-        self._trace(logging.ERROR, msg)
-
-    def trace_debug(self, msg: str) -> None:
-        self._trace(logging.DEBUG, msg)
 
     def __repr__(self) -> str:
         return (f"OrchestrationContext(instance_id={self.instance_id!r}, "

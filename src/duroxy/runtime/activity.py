@@ -7,6 +7,8 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
+from .._tracing import TraceMethods
+
 if TYPE_CHECKING:
     from ..client import Client
     from ..providers.base import Provider
@@ -16,7 +18,7 @@ __all__ = ["ActivityContext"]
 logger = logging.getLogger("duroxy.activity")
 
 
-class ActivityContext:
+class ActivityContext(TraceMethods):
     """Passed to every activity as its first argument (API.md section 1).
 
     ``is_cancelled()`` becomes true, and ``await cancelled()`` returns, once the
@@ -73,20 +75,6 @@ class ActivityContext:
                 "instance_id": self.instance_id, "execution_id": self.execution_id,
                 "activity_name": self.activity_name, "attempt": self.attempt,
                 "worker_id": self.worker_id})
-
-    def trace_info(self, msg: str) -> None:
-        self._trace(logging.INFO, msg)
-
-    def trace_warn(self, msg: str) -> None:
-        self._trace(logging.WARNING, msg)
-
-    trace_warning = trace_warn
-
-    def trace_error(self, msg: str) -> None:
-        self._trace(logging.ERROR, msg)
-
-    def trace_debug(self, msg: str) -> None:
-        self._trace(logging.DEBUG, msg)
 
     # ------------------------------------------------------------------ client
     def get_client(self) -> Client:
