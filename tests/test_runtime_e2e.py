@@ -169,13 +169,34 @@ async def detacher(ctx: OrchestrationContext, _: Any) -> str:
     return "parent done"
 
 
+async def echo_step(ctx: OrchestrationContext, x: int) -> Any:
+    return await ctx.schedule_activity("echo", x)
+
+
+async def plain_asyncio(ctx: OrchestrationContext, x: int) -> Any:
+    ctx.trace_info(f"plain asyncio for {x}")
+    now = await ctx.utcnow()
+    both = await asyncio.gather(ctx.schedule_activity("echo", x), asyncio.sleep(0.01))
+    try:
+        await asyncio.wait_for(ctx.schedule_wait("never"), timeout=0.02)
+        timed_out = False
+    except TimeoutError:
+        timed_out = True
+    async with asyncio.TaskGroup() as tg:
+        t = tg.create_task(echo_step(ctx, x + 1))  # create_task takes coroutines
+    done, _ = await asyncio.wait([asyncio.ensure_future(ctx.schedule_activity("echo", x + 2))],
+                                 return_when=asyncio.FIRST_COMPLETED)
+    return [both[0], timed_out, t.result(), [f.result() for f in done],
+            now.tzinfo is not None, len(await ctx.new_guid())]
+
+
 def registries() -> tuple[ActivityRegistry, OrchestrationRegistry]:
     acts = (ActivityRegistry.builder().register("price", price)
             .register("sync_double", sync_double).register("echo", echo)
             .register("boom", boom).register("flaky", flaky).register("slow", slow).build())
     orchs = OrchestrationRegistry.builder()
     for fn in (order_flow, sync_flow, fail_flow, catch_flow, retry_flow, child, parent, waiter,
-               looper, racer, cancellable, detacher):
+               looper, racer, cancellable, detacher, plain_asyncio):
         orchs.register(fn.__name__, fn)
     return acts, orchs.build()
 
@@ -353,9 +374,22 @@ async def test_not_registered_fails_after_threshold(env: tuple[Runtime, Client])
     assert "no-such-orchestration" in st.error.message
 
 
+async def test_plain_asyncio_inside_orchestrations(env: tuple[Runtime, Client]) -> None:
+    _, client = env
+    st = await run(client, "a1", "plain_asyncio", 5)
+    assert st.state is OrchestrationState.COMPLETED, st.error
+    assert st.output == [5, True, 6, [7], True, 36]
+    kinds = [e.kind for e in await client.read_history("a1")]
+    assert kinds.count("TimerCreated") == 2 and kinds.count("ActivityCompleted") == 3
+
+
 async def test_trace_records_carry_instance_id(env: tuple[Runtime, Client],
                                                caplog: pytest.LogCaptureFixture) -> None:
     _, client = env
     caplog.set_level(logging.INFO, logger="duroxy")
-    await run(client, "t1", "order_flow", Order("z", 1))
+    await run(client, "t1", "plain_asyncio", 1)
+    traces = [r for r in caplog.records if r.name == "duroxy.orchestration"]
+    # logged once, when the code first ran past it, never again while replaying
+    assert [(r.getMessage(), getattr(r, "instance_id", None)) for r in traces] == [
+        ("plain asyncio for 1", "t1")]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
