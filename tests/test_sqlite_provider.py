@@ -344,12 +344,14 @@ async def test_many_concurrent_acks_group_commit(tmp_path: Path) -> None:
     await asyncio.gather(*(create(store, i) for i in ids))
     items = await store.fetch_orchestration_items(HOLD, limit=n)
     assert sorted(i.instance_id for i in items) == sorted(ids)
+    await store.flush()
     before = store._writer.commits
     await asyncio.gather(*(
         store.ack_orchestration_item(it.lock_token, commit(
             started(), scheduled(2, input=f'"{it.instance_id}"'),
             activities=[work(it.instance_id, 2, input=f'"{it.instance_id}"')]))
         for it in items))
+    await store.flush()
     commits = store._writer.commits - before
     assert 1 <= commits < n // 2, commits  # acks were grouped
     for iid in ids:
@@ -369,6 +371,7 @@ async def test_failing_operation_in_a_group_rolls_back_only_itself(tmp_path: Pat
     await create(store, good)
     await create(store, dup)
     items = {i.instance_id: i for i in await store.fetch_orchestration_items(HOLD, limit=5)}
+    await store.flush()  # the fetch's locks came back before its commit landed
     before = store._writer.commits
     release = _block_writer(store)
     ops = [
@@ -436,7 +439,7 @@ async def test_cancelled_fetch_gives_its_locks_back(tmp_path: Path) -> None:
     await asyncio.sleep(0)
     release.set()
     await _settle(store)
-    # 2. cancelled while the writer ran it: the result is handed back at once
+    # 2. cancelled while the writer was at its batch: the result is handed back at once
     entered, hold = threading.Event(), threading.Event()
 
     def hold_commit(tx: Tx) -> None:
@@ -444,9 +447,9 @@ async def test_cancelled_fetch_gives_its_locks_back(tmp_path: Path) -> None:
         hold.wait(10)
 
     release = _block_writer(store)
+    store._writer.submit(Op(hold_commit, True, None, None))
     task = asyncio.ensure_future(store.fetch_orchestration_items(HOLD))
     await asyncio.sleep(0)
-    store._writer.submit(Op(hold_commit, True, None, None))
     release.set()
     while not entered.is_set():
         await asyncio.sleep(0.001)
@@ -489,6 +492,7 @@ async def test_empty_fetches_commit_nothing(tmp_path: Path) -> None:
     assert store._writer.commits == before
     await create(store, uid())
     assert len(await store.fetch_orchestration_items(HOLD, limit=5)) == 1
+    await store.flush()  # the fetch's locks come back before its commit lands
     assert store._writer.commits == before + 2
     await store.close()
 
@@ -550,6 +554,7 @@ async def test_ack_announces_messages_that_arrived_during_the_lock(tmp_path: Pat
     calls: list[str | None] = []
     store.listen("orchestrator", calls.append)
     await store.ack_orchestration_item(item.lock_token, commit(started()))
+    await store.flush()  # listeners hear of a commit once it landed
     assert calls == [iid]
     await store.close()
 
@@ -597,6 +602,7 @@ async def test_two_stores_on_one_file_share_work(tmp_path: Path) -> None:
     with pytest.raises(LockLost):  # b cannot ack what a holds under a wrong token
         await b.ack_orchestration_item(got_a[0].lock_token + "x", commit(started()))
     await b.ack_orchestration_item(got_a[0].lock_token, commit(started()))  # tokens are global
+    await b.flush()  # an ack may return before its commit lands; a's reads see it then
     rec = await a.get_instance(got_a[0].instance_id)
     assert rec is not None and rec.state == "RUNNING"
     await a.close()

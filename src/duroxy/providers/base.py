@@ -198,6 +198,27 @@ class Provider(abc.ABC):
         """Lock up to ``limit`` instances with visible messages, oldest message first;
         each item holds all that instance's visible messages in enqueue order."""
 
+    #: True when :meth:`poll_orchestration_items` waits for work itself (work enqueued
+    #: through this provider object, timers falling due, and at the latest its ``wait``),
+    #: so the worker needs no wake-ups or timer alarms of its own.
+    long_poll: bool = False
+
+    async def poll_orchestration_items(self, lock_timeout: float, limit: int = 1,
+                                       wait: float = 0.0) -> list[OrchestrationItem]:
+        """A fetch that, finding nothing, may wait up to ``wait`` seconds for work and
+        returns as soon as some is there (long polling). Cancelling the call gives back
+        whatever it had locked meanwhile. The default fetches once and returns at once;
+        ``long_poll`` tells whether a provider waits."""
+        return await self.fetch_orchestration_items(lock_timeout, limit)
+
+    async def flush(self) -> None:  # noqa: B027 - optional override
+        """Return once every commit this provider object has acknowledged is durable.
+
+        A store may hand a turn's locks and claims back before the commit that holds
+        them is on disk, since whatever uses them is ordered behind that commit; a worker
+        that shuts down calls this so that its last turns are durable when it returns.
+        The default has nothing to wait for."""
+
     async def lock_instance(self, instance_id: str, lock_timeout: float
                             ) -> OrchestrationItem | None:
         """Lock one instance for a turn, as a fetch would, even if it has no visible

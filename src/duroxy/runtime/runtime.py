@@ -96,6 +96,12 @@ class _Wake:
     def busy(self, opts: RuntimeOptions) -> None:
         self._poll = opts.poll_interval
 
+    def long_poll(self, opts: RuntimeOptions) -> float:
+        """How long a long-polling fetch may wait; each empty one in a row doubles it."""
+        poll = max(self._poll, opts.poll_interval)
+        self._poll = min(poll * 2, max(opts.max_poll_interval, opts.poll_interval))
+        return poll
+
 
 class Runtime:
     """Runs orchestrations and activities from a store until shut down.
@@ -135,6 +141,10 @@ class Runtime:
         # Shared by the activity dispatcher and turns that claim the work they schedule.
         self._act_slots = asyncio.Semaphore(options.activity_concurrency)
         self._unlisten: list[Any] = []
+        # A store that long-polls wakes the orchestration dispatcher itself, timers
+        # included; shutdown cancels the poll in progress.
+        self._long_poll = provider.long_poll
+        self._poll_task: asyncio.Task[Any] | None = None
         loop = asyncio.get_running_loop()
         self._orch_wake = _Wake(loop)
         self._act_wake = _Wake(loop)
@@ -145,20 +155,22 @@ class Runtime:
                     orchestrations: OrchestrationRegistry,
                     options: RuntimeOptions | None = None) -> Runtime:
         rt = cls(provider, activities, orchestrations, options or RuntimeOptions())
-        rt._unlisten.append(provider.listen("orchestrator", rt._orch_wake.set))
+        if not rt._long_poll:
+            rt._unlisten.append(provider.listen("orchestrator", rt._orch_wake.set))
         rt._unlisten.append(provider.listen("activity", rt._act_wake.set))
+        lock_timeout = rt.options.orchestration_lock_timeout
         rt._loops = [
             asyncio.create_task(rt._dispatch(
                 "orchestration",
-                lambda n: provider.fetch_orchestration_items(
-                    rt.options.orchestration_lock_timeout, n),
+                lambda n, wait: provider.poll_orchestration_items(lock_timeout, n, wait),
                 rt._run_turn, rt._orch_wake,
-                asyncio.Semaphore(rt.options.orchestration_concurrency)),
+                asyncio.Semaphore(rt.options.orchestration_concurrency), rt._long_poll),
                 name="duroxy-orchestrations"),
             asyncio.create_task(rt._dispatch(
                 "activity",
-                lambda n: provider.fetch_activity_items(rt.options.activity_lock_timeout, n),
-                rt._run_activity, rt._act_wake, rt._act_slots),
+                lambda n, _wait: provider.fetch_activity_items(
+                    rt.options.activity_lock_timeout, n),
+                rt._run_activity, rt._act_wake, rt._act_slots, False),
                 name="duroxy-activities"),
         ]
         return rt
@@ -180,6 +192,8 @@ class Runtime:
             unlisten()
         self._orch_wake.set()
         self._act_wake.set()
+        if self._poll_task is not None:
+            self._poll_task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         pending = set(self._tasks)
         if pending:
@@ -192,14 +206,20 @@ class Runtime:
             handle.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._cache.clear()
+        try:  # the last turns' commits may still be syncing
+            await self.provider.flush()
+        except Exception:
+            logger.debug("flushing the store at shutdown failed", exc_info=True)
         self._stopped.set()
 
     # ================================================================ orchestrations
-    async def _dispatch(self, what: str, fetch: Callable[[int], Awaitable[list[Any]]],
+    async def _dispatch(self, what: str,
+                        fetch: Callable[[int, float], Awaitable[list[Any]]],
                         run: Callable[[Any, asyncio.Semaphore], Awaitable[None]],
-                        wake: _Wake, slots: asyncio.Semaphore) -> None:
+                        wake: _Wake, slots: asyncio.Semaphore, long_poll: bool) -> None:
         """Fetch as much work as there are free slots and run each item in its own task,
-        until shutdown; sleep on ``wake`` when the store has nothing."""
+        until shutdown; sleep on ``wake`` when the store has nothing (``long_poll``: the
+        fetch itself waits for work)."""
         opts = self.options
         while not self._stopping:
             free = slots._value
@@ -208,19 +228,31 @@ class Runtime:
                 slots.release()
                 continue
             try:
-                items = await fetch(free)
+                if long_poll:
+                    self._poll_task = asyncio.ensure_future(fetch(free, wake.long_poll(opts)))
+                    try:
+                        items = await self._poll_task
+                    except asyncio.CancelledError:
+                        if self._stopping:
+                            return
+                        raise
+                    finally:
+                        self._poll_task = None
+                else:
+                    items = await fetch(free, 0.0)
             except Exception:
                 logger.exception("fetching %s work failed; retrying", what)
                 await wake.wait(1.0)
                 continue
             if not items:
-                await wake.idle(opts)
+                if not long_poll:
+                    await wake.idle(opts)
                 continue
             wake.busy(opts)
             for item in items:
                 await slots.acquire()
                 self._spawn(run(item, slots))
-            if len(items) < free:
+            if len(items) < free and not long_poll:
                 # The store had less than we could take: wait for news rather than ask
                 # again at once (a wake-up that came meanwhile is kept by the flag).
                 await wake.wait(opts.poll_interval)
@@ -360,7 +392,10 @@ class Runtime:
 
     def _wake_for_timers(self, commit: OrchestrationCommit) -> None:
         """Wake the dispatcher when a timer this process just committed comes due, so a
-        timer fires on time rather than on the next safety-net poll."""
+        timer fires on time rather than on the next safety-net poll (a long-polling
+        store does that itself)."""
+        if self._long_poll:
+            return
         loop = asyncio.get_running_loop()
         now = time.time()
         for msg in commit.messages:

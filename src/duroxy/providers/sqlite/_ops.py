@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -94,6 +95,14 @@ def record_from_row(row: Sequence[Any]) -> InstanceRecord:
 def _enqueue(tx: Tx, msg: PreparedMessage) -> None:
     visible = tx.now if msg.visible_at is None or msg.visible_at < tx.now else msg.visible_at
     tx.conn.execute(Q["enqueue_message"], (msg.instance_id, msg.payload, visible, msg.visible_at))
+    if visible > tx.now:
+        tx.due(visible)
+
+
+def next_due(tx: Tx) -> float | None:
+    """When the next delayed message falls due (parked fetches wake then)."""
+    ((at,),) = _rows(tx.conn, Q["next_due"], (time.time(),))
+    return None if at is None else float(at)
 
 
 def _insert_record(tx: Tx, instance_id: str, start: StartInfo) -> bool:

@@ -11,6 +11,19 @@ and runs them in ONE ``BEGIN IMMEDIATE`` transaction (group commit), each inside
 own ``SAVEPOINT``, so an operation that raises (``LockLost`` ...) rolls back only its own
 changes and fails only its own caller. Listeners hear of an operation's effects after
 the commit that made them durable, before its caller is resumed.
+
+Two refinements keep sequential work off the critical path of the disk:
+
+* **early results.** An operation marked ``early`` only takes, extends or hands out
+  locks (fetches, the claims of a turn's ack). Its caller gets its result as soon as its
+  statements succeeded, while the transaction syncs. Everything that uses those locks
+  is another operation, queued behind this transaction, so it runs once the commit has
+  landed or fails with ``LockLost`` if the commit did not. Reads on other connections
+  wait for such a transaction (:meth:`ConnectionWorker.settled`), so nobody reads a
+  state older than a result already handed out.
+* **parked fetches.** A fetch may wait for work (``deadline``). It is answered when a
+  transaction of this worker enqueues orchestration messages (the fetch then runs inside
+  that transaction), when a delayed message falls due, or at its deadline.
 """
 
 from __future__ import annotations
@@ -40,15 +53,22 @@ class Tx:
     """What an operation sees: the connection, the time it started (provider clock)
     and the notifications it wants sent once its changes are committed."""
 
-    __slots__ = ("conn", "notes", "now")
+    __slots__ = ("conn", "notes", "now", "wake_at")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.now = 0.0
         self.notes: Notes = []
+        #: the earliest time a delayed message enqueued by this operation falls due
+        self.wake_at: float | None = None
 
     def notify(self, channel: str, instance_id: str | None) -> None:
         self.notes.append((channel, instance_id))
+
+    def due(self, at: float) -> None:
+        """A message enqueued now becomes visible at ``at`` (provider clock)."""
+        if self.wake_at is None or at < self.wake_at:
+            self.wake_at = at
 
 
 Future = asyncio.Future[Any] | concurrent.futures.Future[Any]
@@ -61,7 +81,8 @@ class Op:
     called with a successful result nobody received (the caller was cancelled or its
     loop closed): fetches use it to give their locks back at once."""
 
-    __slots__ = ("delivered", "discard", "durable", "fn", "fut", "loop", "probe", "write")
+    __slots__ = ("deadline", "delivered", "discard", "durable", "early", "fn", "fut", "loop",
+                 "need", "probe", "write")
 
     def __init__(
         self,
@@ -72,6 +93,9 @@ class Op:
         discard: Callable[[Any], None] | None = None,
         durable: bool = True,
         probe: Callable[[Tx], Any] | None = None,
+        early: bool = False,
+        deadline: float | None = None,
+        need: int = 0,
     ) -> None:
         self.fn = fn
         self.write = write
@@ -84,6 +108,13 @@ class Op:
         #: a read run before the write transaction: a result other than ``None`` is the
         #: answer, and the write is skipped (a fetch that finds nothing to lock)
         self.probe = probe
+        #: result handed out once the statements succeeded, before the commit syncs
+        self.early = early
+        #: a fetch that waits for work until this ``time.monotonic()``: an empty result
+        #: parks it instead of being delivered
+        self.deadline = deadline
+        #: (reads) the writer transaction that must have landed before this runs
+        self.need = need
         #: set once the outcome went out (worker thread only): exactly one per operation
         self.delivered = False
 
@@ -206,7 +237,11 @@ class ConnectionWorker:
     (fetch, renew, abandon). The lazy level skips the fsync at commit. That is safe: WAL
     recovery after a power cut keeps a prefix of the committed transactions, the next
     durable commit syncs every frame before it, and a lock transaction that is lost only
-    hands locks back, which the crash of the lock holder does anyway."""
+    hands locks back, which the crash of the lock holder does anyway.
+
+    ``next_due(tx)`` (writer) gives the earliest future visibility time among queued
+    orchestration messages, so parked fetches wake when a timer falls due. ``barrier``
+    (reader) is the writer whose transactions with early results a read waits for."""
 
     def __init__(
         self,
@@ -218,6 +253,8 @@ class ConnectionWorker:
         on_commit: Callable[[Notes], None] | None = None,
         sync_levels: tuple[str, str] | None = None,
         reopenable: bool = True,
+        next_due: Callable[[Tx], float | None] | None = None,
+        barrier: ConnectionWorker | None = None,
     ) -> None:
         self._name = name
         self._reopenable = reopenable
@@ -227,6 +264,8 @@ class ConnectionWorker:
         self._on_commit = on_commit
         self._sync_levels = sync_levels
         self._sync_now = sync_levels[0] if sync_levels else ""
+        self._next_due_fn = next_due
+        self._barrier = barrier
         #: write transactions committed so far (statistics; tests check group commit)
         self.commits = 0
         self._queue: queue.SimpleQueue[Op] = queue.SimpleQueue()
@@ -238,6 +277,17 @@ class ConnectionWorker:
         self._outbox: Outbox = {}
         #: the thread's connection (worker thread only; None until opened)
         self._tx: Tx | None = None
+        # Worker thread only: fetches waiting for work, and the earliest time a queued
+        # message falls due (None: none known; recomputed when ``_due_stale``).
+        self._parked: list[Op] = []
+        self._next_due: float | None = None
+        self._due_stale = False
+        # Transactions that handed out early results, and how many of them have landed
+        # (committed or rolled back). Reads wait until the one they follow has landed.
+        self._gen = threading.Condition()
+        self._early_gen = 0
+        self._landed_gen = 0
+        self._in_early = False
 
     # ----------------------------------------------------------------- submission
     def submit(self, op: Op) -> None:
@@ -251,8 +301,18 @@ class ConnectionWorker:
                 return
         _deliver(op, None, ProviderError("the SQLite store is closed"))
 
-    def _out(self, op: Op, result: Any, exc: BaseException | None) -> None:
-        _deliver(op, result, exc, self._outbox)
+    def _out(self, op: Op, result: Any, exc: BaseException | None, *, now: bool = False
+             ) -> None:
+        """Deliver an outcome (``now``: at once, not with the batch), or park a fetch
+        that found nothing and may still wait."""
+        if (op.deadline is not None and exc is None and not result and not op.delivered
+                and op.deadline > time.monotonic() and not self._stopped
+                and not (op.fut is not None and op.fut.cancelled())):
+            if not self._parked:
+                self._due_stale = True
+            self._parked.append(op)
+            return
+        _deliver(op, result, exc, None if now else self._outbox)
 
     @property
     def started(self) -> bool:
@@ -261,6 +321,18 @@ class ConnectionWorker:
     @property
     def thread(self) -> threading.Thread | None:
         return self._thread
+
+    @property
+    def early_gen(self) -> int:
+        """The latest transaction that handed out early results (any thread may read)."""
+        return self._early_gen
+
+    def wait_landed(self, gen: int) -> None:
+        """Block until transaction ``gen`` (see :attr:`early_gen`) has landed."""
+        if self._landed_gen >= gen:
+            return
+        with self._gen:
+            self._gen.wait_for(lambda: self._landed_gen >= gen)
 
     def stop_nowait(self) -> None:
         """Ask the thread to close its connection after the work already queued."""
@@ -271,7 +343,11 @@ class ConnectionWorker:
     def _run(self) -> None:
         try:
             while True:
-                batch = [self._queue.get()]
+                timeout = self._park_timeout()
+                try:
+                    batch = [self._queue.get(timeout=timeout)]
+                except queue.Empty:
+                    batch = []
                 while True:  # drain what else is waiting: one transaction for all
                     try:
                         batch.append(self._queue.get_nowait())
@@ -279,6 +355,8 @@ class ConnectionWorker:
                         break
                 try:
                     stopped = self._handle(batch)
+                    if not stopped and self._parked:
+                        self._wake_parked()
                 finally:
                     _flush(self._outbox)  # one wake-up per caller loop and batch
                 if stopped:
@@ -291,6 +369,47 @@ class ConnectionWorker:
                 self._tx.conn.close()
                 self._tx = None
 
+    # ----------------------------------------------------------------- parked fetches
+    def _park_timeout(self) -> float | None:
+        """How long the thread may sleep: until a parked fetch's deadline or the next
+        due message; ``None`` (forever) with nothing parked."""
+        if not self._parked:
+            return None
+        if self._due_stale and self._tx is not None and self._next_due_fn is not None:
+            self._due_stale = False
+            try:
+                self._next_due = self._next_due_fn(self._tx)
+            except sqlite3.Error:
+                self._next_due = None
+        wait = min(op.deadline for op in self._parked if op.deadline is not None) \
+            - time.monotonic()
+        if self._next_due is not None:
+            wait = min(wait, self._next_due - time.time())
+        return max(wait, 0.0)
+
+    def _wake_parked(self) -> None:
+        """Run the parked fetches whose deadline passed, or all of them once a queued
+        message fell due; those that find nothing and may wait on park again."""
+        now = time.time()
+        due = self._next_due is not None and self._next_due <= now
+        mono = time.monotonic()
+        ready = [op for op in self._parked if due or (op.deadline or 0.0) <= mono
+                 or (op.fut is not None and op.fut.cancelled())]
+        if not ready:
+            return
+        self._parked = [op for op in self._parked if op not in ready]
+        if due:
+            self._next_due = None
+            self._due_stale = True
+        self._handle(ready)
+
+    def _unpark(self) -> list[Op]:
+        """Take the parked fetches that someone still waits for."""
+        ops = [op for op in self._parked if op.fut is None or not op.fut.cancelled()]
+        self._parked = []
+        return ops
+
+    # ----------------------------------------------------------------- batches
     def _handle(self, batch: list[Op]) -> bool:
         """Run one batch; True once the worker has stopped."""
         stop_at = next((i for i, op in enumerate(batch) if op.fn is STOP), None)
@@ -316,7 +435,8 @@ class ConnectionWorker:
                 log.exception("SQLite worker %s: batch failed", self._name)
                 err = ProviderError(f"SQLite store failure: {e}", retryable=True)
                 for op in work:
-                    self._out(op, None, err)
+                    if op not in self._parked:
+                        self._out(op, None, err)
                 conn = self._tx.conn
                 try:
                     if conn.in_transaction:
@@ -326,6 +446,7 @@ class ConnectionWorker:
                         with contextlib.suppress(Exception):
                             conn.close()
                         self._tx = None
+                self._land()
         if stop_at is None:
             return False
         with self._lock:
@@ -339,6 +460,9 @@ class ConnectionWorker:
         if self._tx is not None:
             self._tx.conn.close()
             self._tx = None
+        for op in self._parked:  # nothing came for them
+            _deliver(op, [], None, self._outbox)
+        self._parked = []
         self._out(batch[stop_at], None, None)
         for op in late:
             if op.fn is STOP:
@@ -358,6 +482,8 @@ class ConnectionWorker:
                 writes = self._run_probes(tx, writes)
             if writes:
                 self._run_writes(tx, writes)
+        if reads and self._barrier is not None:
+            self._barrier.wait_landed(max(op.need for op in reads))
         for op in reads:
             tx.notes = []
             tx.now = time.time()
@@ -388,6 +514,60 @@ class ConnectionWorker:
                 self._out(op, answer, None)
         return rest
 
+    def _land(self) -> None:
+        """The transaction that handed out early results has committed or rolled back."""
+        if self._in_early:
+            self._in_early = False
+            with self._gen:
+                self._landed_gen = self._early_gen
+                self._gen.notify_all()
+
+    def _hand_out_early(self, op: Op, result: Any) -> None:
+        # A fetch that found nothing parks (or answers empty): it hands out no lock.
+        if (result or op.deadline is None) and not self._in_early:
+            self._in_early = True
+            with self._gen:
+                self._early_gen += 1
+        self._out(op, result, None, now=True)
+
+    def _run_ops(self, tx: Tx, ops: list[Op], outcomes: list[_Done], savepoints: bool
+                 ) -> BaseException | None:
+        """Run operations inside the open transaction; returns what aborted it, if
+        anything did. Early results are handed out as each operation succeeds."""
+        conn = tx.conn
+        for op in ops:
+            tx.notes = []
+            tx.now = time.time()
+            tx.wake_at = None
+            if savepoints:
+                conn.execute("SAVEPOINT op")
+            try:
+                assert op.fn is not None
+                result = op.fn(tx)
+            except BaseException as e:
+                outcomes.append(_Done(op, None, e, [], None))
+                if not savepoints:
+                    return None
+                aborted: BaseException | None = None
+                try:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                except sqlite3.Error as e2:
+                    aborted = e2
+                if not conn.in_transaction:  # SQLite gave up the whole transaction
+                    aborted = aborted or e
+                if aborted is not None:
+                    return aborted
+            else:
+                if savepoints:
+                    conn.execute("RELEASE op")
+                done = _Done(op, result, None, tx.notes, tx.wake_at)
+                if op.early:
+                    self._hand_out_early(op, result)
+                    done.handled = True
+                outcomes.append(done)
+        return None
+
     def _run_writes(self, tx: Tx, ops: list[Op]) -> None:
         conn = tx.conn
         try:
@@ -403,37 +583,28 @@ class ConnectionWorker:
             for op in ops:
                 self._out(op, None, err)
             return
+        try:
+            self._write_and_commit(tx, ops)
+        finally:
+            self._land()
+
+    def _write_and_commit(self, tx: Tx, ops: list[Op]) -> None:
+        conn = tx.conn
         single = len(ops) == 1
-        outcomes: list[tuple[Op, Any, BaseException | None, Notes]] = []
-        aborted: BaseException | None = None
-        for op in ops:
-            tx.notes = []
-            tx.now = time.time()
-            if not single:
-                conn.execute("SAVEPOINT op")
-            try:
-                assert op.fn is not None
-                result = op.fn(tx)
-            except BaseException as e:
-                outcomes.append((op, None, e, []))
-                if single:
-                    break
-                try:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                except sqlite3.Error as e2:
-                    aborted = e2
-                if not conn.in_transaction:  # SQLite gave up the whole transaction
-                    aborted = aborted or e
-                if aborted is not None:
-                    break
-            else:
-                if not single:
-                    conn.execute("RELEASE op")
-                outcomes.append((op, result, None, tx.notes))
+        outcomes: list[_Done] = []
+        aborted = self._run_ops(tx, ops, outcomes, savepoints=not single)
+        failed_alone = single and outcomes[0].exc is not None
+        if (aborted is None and not failed_alone and self._parked
+                and any(ch == "orchestrator" for d in outcomes if d.exc is None
+                        for ch, _iid in d.notes)):
+            # This transaction enqueues orchestration work: the fetches waiting for some
+            # take it in the same commit.
+            fused = self._unpark()
+            ops = [*ops, *fused]
+            aborted = self._run_ops(tx, fused, outcomes, savepoints=True)
         if aborted is None:
             try:
-                if single and outcomes[0][2] is not None:
+                if failed_alone:
                     conn.execute("ROLLBACK")
                 else:
                     conn.execute("COMMIT")
@@ -447,20 +618,46 @@ class ConnectionWorker:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:  # pragma: no cover
                     pass
-            done = {id(o[0]) for o in outcomes}
+            self._land()
+            done = {id(d.op) for d in outcomes}
             err = ProviderError(f"SQLite transaction failed: {aborted}", retryable=True)
-            for op, _res, exc, _n in outcomes:
-                self._out(op, None, provider_error(exc) if exc is not None else err)
+            for d in outcomes:
+                if d.handled:
+                    if d.op.delivered:
+                        log.error("SQLite transaction failed after handing out locks: %s; "
+                                  "their holders will find them lost", aborted)
+                    continue
+                self._out(d.op, None, provider_error(d.exc) if d.exc is not None else err)
             for op in ops:
                 if id(op) not in done:
                     self._out(op, None, err)
             return
-        if self._on_commit is not None:
-            notes: Notes = []
-            for _op, _res, exc, op_notes in outcomes:
-                if exc is None:
-                    notes.extend(op_notes)
-            if notes:
-                self._on_commit(notes)
-        for op, res, exc, _n in outcomes:
-            self._out(op, res, None if exc is None else provider_error(exc))
+        self._land()
+        notes: Notes = []
+        for d in outcomes:
+            if d.exc is None:
+                notes.extend(d.notes)
+                if d.wake_at is not None and (self._next_due is None
+                                              or d.wake_at < self._next_due):
+                    self._next_due = d.wake_at
+        if notes and self._on_commit is not None:
+            self._on_commit(notes)
+        for d in outcomes:
+            if not d.handled:
+                self._out(d.op, d.result, None if d.exc is None else provider_error(d.exc))
+
+
+class _Done:
+    """The outcome of one operation of a write transaction."""
+
+    __slots__ = ("exc", "handled", "notes", "op", "result", "wake_at")
+
+    def __init__(self, op: Op, result: Any, exc: BaseException | None, notes: Notes,
+                 wake_at: float | None) -> None:
+        self.op = op
+        self.result = result
+        self.exc = exc
+        self.notes = notes
+        self.wake_at = wake_at
+        #: delivered (or parked) already, as an early result
+        self.handled = False

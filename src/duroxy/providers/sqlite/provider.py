@@ -25,6 +25,13 @@ durable commit syncs them all, and losing one only hands back locks, as the cras
 their holder would.
 Empty fetches are answered by a read, without a write transaction.
 
+Latency: the results of lock operations and the claims of a turn's commit are handed
+back as soon as their statements succeeded, while the commit syncs; the work they lead
+to is queued behind that commit, and reads wait for it (see ``_worker``). The runtime's
+fetch of orchestration work parks in the writer thread (``poll_orchestration_items``):
+a commit that enqueues messages (a start, an event, a reply) locks them for it in the
+same transaction, and the writer wakes it when a timer falls due.
+
 Requires SQLite 3.35 or newer (``RETURNING``, ``ON CONFLICT ... DO UPDATE``, JSON).
 """
 
@@ -308,10 +315,11 @@ class SqliteProvider(Provider):
         self._writer = ConnectionWorker(
             f"duroxy-sqlite-writer[{tag}]", self._config.open_writer, group_writes=True,
             begin_timeout=busy_timeout, on_commit=self._listeners.fire,
-            sync_levels=(sync, lazy), reopenable=not self._config.memory)
+            sync_levels=(sync, lazy), reopenable=not self._config.memory,
+            next_due=_ops.next_due)
         self._reader = self._writer if self._config.memory else ConnectionWorker(
             f"duroxy-sqlite-reader[{tag}]", self._config.open_reader, group_writes=False,
-            begin_timeout=busy_timeout)
+            begin_timeout=busy_timeout, barrier=self._writer)
         # An unclosed provider that is garbage-collected lets its threads close their
         # connections. Not at interpreter exit: daemon threads just stop there, and every
         # acknowledged commit is already durable.
@@ -338,18 +346,23 @@ class SqliteProvider(Provider):
             raise ProviderError("the SQLite store is closed")
 
     async def _write(self, fn: Callable[[Tx], T], discard: Callable[[Any], None] | None = None,
-                     *, durable: bool = True, probe: Callable[[Tx], T | None] | None = None
-                     ) -> T:
+                     *, durable: bool = True, probe: Callable[[Tx], T | None] | None = None,
+                     early: bool = False, wait: float = 0.0) -> T:
+        """Run ``fn`` in a write transaction. ``early``: its result only hands out locks
+        and may come back before the commit syncs. ``wait``: a fetch that, finding
+        nothing, waits up to that long for work."""
         self._check_open()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._writer.submit(Op(fn, True, loop, fut, discard, durable, probe))
+        deadline = time.monotonic() + wait if wait > 0 else None
+        self._writer.submit(Op(fn, True, loop, fut, discard, durable, probe, early, deadline))
         return await fut
 
     async def _lock_op(self, fn: Callable[[Tx], T], discard: Callable[[Any], None] | None = None,
-                       probe: Callable[[Tx], T | None] | None = None) -> T:
+                       probe: Callable[[Tx], T | None] | None = None, wait: float = 0.0) -> T:
         """A write that only takes, extends or releases locks: no fsync of its own."""
-        return await self._write(fn, discard, durable=False, probe=probe)
+        return await self._write(fn, discard, durable=False, probe=probe, early=True,
+                                 wait=wait)
 
     async def _read(self, fn: Callable[[Tx], T]) -> T:
         self._check_open()
@@ -357,7 +370,9 @@ class SqliteProvider(Provider):
             await self._write(lambda tx: None)  # the writer creates and migrates the file
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._reader.submit(Op(fn, False, loop, fut))
+        # A read follows whatever this process was already told: it waits for the
+        # commit behind any early result handed out so far.
+        self._reader.submit(Op(fn, False, loop, fut, need=self._writer.early_gen))
         return await fut
 
     def _background(self, fn: Callable[[Tx], Any]) -> None:
@@ -430,12 +445,28 @@ class SqliteProvider(Provider):
     async def fetch_orchestration_items(
         self, lock_timeout: float, limit: int = 1
     ) -> list[OrchestrationItem]:
+        return await self.poll_orchestration_items(lock_timeout, limit)
+
+    long_poll = True
+
+    async def poll_orchestration_items(self, lock_timeout: float, limit: int = 1,
+                                       wait: float = 0.0) -> list[OrchestrationItem]:
         if limit <= 0:
             self._check_open()
             return []
         return await self._lock_op(
             lambda tx: _ops.fetch_orchestration_items(tx, lock_timeout, limit),
-            self._give_back_orchestration_items, _ops.probe_orchestration_items)
+            self._give_back_orchestration_items, _ops.probe_orchestration_items, wait=wait)
+
+    async def flush(self) -> None:
+        if self._closed or not self._writer.started:
+            return
+        # The writer runs operations in order: this one runs once every transaction
+        # queued before it has landed.
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._writer.submit(Op(lambda tx: None, False, loop, fut))
+        await fut
 
     async def lock_instance(self, instance_id: str, lock_timeout: float
                             ) -> OrchestrationItem | None:
@@ -448,7 +479,7 @@ class SqliteProvider(Provider):
         prepared = self._prepare_commit(commit)
         claimed = await self._write(
             lambda tx: _ops.commit_turn(tx, instance_id, expected_history_len, prepared),
-            discard=self._give_back_activity_items)
+            discard=self._give_back_activity_items, early=True)
         return claimed
 
     async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit
@@ -456,7 +487,7 @@ class SqliteProvider(Provider):
         prepared = self._prepare_commit(commit)
         claimed = await self._write(
             lambda tx: _ops.ack_orchestration_item(tx, lock_token, prepared),
-            discard=self._give_back_activity_items)
+            discard=self._give_back_activity_items, early=True)
         return claimed
 
     def _prepare_commit(self, commit: OrchestrationCommit) -> _ops.PreparedCommit:

@@ -111,6 +111,11 @@ WHERE q.visible_at <= ?1
 ORDER BY q.visible_at, q.id
 LIMIT ?2;
 
+-- name: next_due
+-- (now): the earliest time a queued message becomes visible, among those not visible
+-- yet (delayed messages: timers, backoff waits); NULL when there is none.
+SELECT min(visible_at) FROM orchestrator_queue WHERE visible_at > ?;
+
 -- name: lock_instance
 -- (instance_id, lock_token, locked_until, had_record); replaces a dead lock of the
 -- same instance (the fetch only picks instances whose lock is dead or absent).

@@ -1,0 +1,217 @@
+"""SQLite store latency mechanics: results handed back before the commit syncs, reads
+that wait for such a commit, and fetches parked in the writer thread (long polling)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from duroxy.providers.sqlite import SqliteProvider
+from duroxy.providers.sqlite._worker import Op, Tx
+from duroxy.testing.conformance_support import HOLD, commit, create, raised, started, uid
+
+
+def _hold_next_batch_member(store: SqliteProvider) -> tuple[threading.Event, threading.Event]:
+    """Submit an operation that blocks inside the current write transaction until
+    released; returns (entered, release)."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(tx: Tx) -> None:
+        entered.set()
+        release.wait(10)
+
+    store._writer.submit(Op(hold, True, None, None))
+    return entered, release
+
+
+def _block_writer(store: SqliteProvider) -> threading.Event:
+    release = threading.Event()
+    entered = threading.Event()
+
+    def hold(tx: Tx) -> None:
+        entered.set()
+        release.wait(10)
+
+    store._writer.submit(Op(hold, True, None, None))
+    assert entered.wait(10)
+    return release
+
+
+# ------------------------------------------------------------------ early results
+async def test_ack_returns_before_its_transaction_commits_and_reads_wait_for_it(
+        tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "e.db")
+    iid = uid()
+    await create(store, iid)
+    (item,) = await store.fetch_orchestration_items(HOLD)
+    await store.flush()
+    # The ack and a blocking operation share one transaction: the ack's result comes
+    # back while the transaction is still open.
+    gate = _block_writer(store)
+    ack = asyncio.ensure_future(
+        store.ack_orchestration_item(item.lock_token, commit(started())))
+    await asyncio.sleep(0)
+    entered, release = _hold_next_batch_member(store)
+    gate.set()
+    assert await asyncio.wait_for(ack, 5) == []
+    assert entered.wait(5)
+    before = store._writer.commits
+    # A read issued now follows the ack: it waits for the commit instead of reading
+    # the state from before it.
+    read = asyncio.ensure_future(store.get_instance(iid))
+    await asyncio.sleep(0.05)
+    assert not read.done()
+    assert store._writer.commits == before
+    release.set()
+    rec = await asyncio.wait_for(read, 5)
+    assert rec is not None and rec.state == "RUNNING"
+    assert store._writer.commits == before + 1
+    await store.close()
+
+
+async def test_client_writes_come_back_only_once_durable(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "d.db")
+    iid = uid()
+    gate = _block_writer(store)
+    created = asyncio.ensure_future(create(store, iid))
+    await asyncio.sleep(0)
+    entered, release = _hold_next_batch_member(store)
+    gate.set()
+    assert entered.wait(5)
+    await asyncio.sleep(0.05)
+    assert not created.done()  # still inside the uncommitted transaction
+    release.set()
+    await asyncio.wait_for(created, 5)
+    other = SqliteProvider(tmp_path / "d.db")  # another connection sees it at once
+    rec = await other.get_instance(iid)
+    assert rec is not None and rec.state == "PENDING"
+    await other.close()
+    await store.close()
+
+
+async def test_flush_waits_for_the_commit_behind_an_early_result(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "f.db")
+    iid = uid()
+    await create(store, iid)
+    gate = _block_writer(store)
+    fetch = asyncio.ensure_future(store.fetch_orchestration_items(HOLD))
+    await asyncio.sleep(0)
+    entered, release = _hold_next_batch_member(store)
+    gate.set()
+    (item,) = await asyncio.wait_for(fetch, 5)
+    assert entered.wait(5)
+    assert item.instance_id == iid
+    flushed = asyncio.ensure_future(store.flush())
+    await asyncio.sleep(0.05)
+    assert not flushed.done()
+    release.set()
+    await asyncio.wait_for(flushed, 5)
+    other = SqliteProvider(tmp_path / "f.db")
+    assert await other.fetch_orchestration_items(HOLD) == []  # the lock is on disk
+    await other.close()
+    await store.close()
+
+
+# ------------------------------------------------------------------ parked fetches
+async def test_poll_without_wait_is_a_fetch(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "p.db")
+    assert store.long_poll
+    t0 = time.monotonic()
+    assert await store.poll_orchestration_items(HOLD, 5, wait=0) == []
+    assert time.monotonic() - t0 < 1.0
+    iid = uid()
+    await create(store, iid)
+    assert [i.instance_id for i in await store.poll_orchestration_items(HOLD, 5)] == [iid]
+    await store.close()
+
+
+async def test_parked_poll_takes_a_start_in_the_same_commit(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "p.db")
+    await store.flush()
+    poll = asyncio.ensure_future(store.poll_orchestration_items(HOLD, 5, wait=30))
+    await asyncio.sleep(0.05)
+    assert not poll.done()
+    before = store._writer.commits
+    iid = uid()
+    t0 = time.monotonic()
+    await create(store, iid)
+    items = await asyncio.wait_for(poll, 5)
+    assert time.monotonic() - t0 < 5
+    assert [i.instance_id for i in items] == [iid]
+    assert items[0].instance is not None and items[0].instance.state == "PENDING"
+    await store.flush()
+    assert store._writer.commits == before + 1  # the start and the lock: one commit
+    # The lock holds: nobody else gets the instance.
+    assert await store.fetch_orchestration_items(HOLD) == []
+    await store.close()
+
+
+async def test_parked_poll_wakes_when_a_delayed_message_falls_due(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "t.db")
+    iid = uid()
+    await create(store, iid)
+    (item,) = await store.fetch_orchestration_items(HOLD)
+    due = time.time() + 0.3
+    await store.ack_orchestration_item(item.lock_token, commit(
+        started(), messages=[raised(iid, "later", visible_at=due)]))
+    t0 = time.monotonic()
+    items = await asyncio.wait_for(
+        store.poll_orchestration_items(HOLD, 5, wait=20), 10)
+    woke = time.time()
+    assert time.monotonic() - t0 < 5  # long before the poll's own deadline
+    assert woke >= due
+    assert [i.instance_id for i in items] == [iid]
+    assert [m.message.event.name for m in items[0].messages if m.message] == ["later"]
+    await store.close()
+
+
+async def test_parked_poll_answers_empty_at_its_deadline(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "d.db")
+    t0 = time.monotonic()
+    assert await store.poll_orchestration_items(HOLD, 5, wait=0.2) == []
+    assert 0.15 <= time.monotonic() - t0 < 3
+    await store.close()
+
+
+async def test_parked_poll_finds_work_of_another_process_at_its_deadline(
+        tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "o.db")
+    other = SqliteProvider(tmp_path / "o.db")  # its commits do not wake our writer
+    await store.flush()
+    poll = asyncio.ensure_future(store.poll_orchestration_items(HOLD, 5, wait=0.3))
+    await asyncio.sleep(0.05)
+    iid = uid()
+    await create(other, iid)
+    items = await asyncio.wait_for(poll, 5)
+    assert [i.instance_id for i in items] == [iid]
+    await other.close()
+    await store.close()
+
+
+async def test_cancelled_poll_takes_no_lock(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "c.db")
+    await store.flush()
+    poll = asyncio.ensure_future(store.poll_orchestration_items(HOLD, 5, wait=30))
+    await asyncio.sleep(0.05)
+    poll.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await poll
+    iid = uid()
+    await create(store, iid)
+    items = await store.fetch_orchestration_items(HOLD)
+    assert [i.instance_id for i in items] == [iid]
+    assert items[0].attempt == 1
+    await store.close()
+
+
+async def test_close_answers_a_parked_poll(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "x.db")
+    await store.flush()
+    poll = asyncio.ensure_future(store.poll_orchestration_items(HOLD, 5, wait=30))
+    await asyncio.sleep(0.05)
+    await store.close()
+    assert await asyncio.wait_for(poll, 5) == []
