@@ -4,41 +4,30 @@ that wait for such a commit, and fetches parked in the writer thread (long polli
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from duroxy.errors import LockLost
 from duroxy.providers.sqlite import SqliteProvider
-from duroxy.providers.sqlite._worker import Op, Tx
 from duroxy.testing.conformance_support import HOLD, commit, create, raised, started, uid
 
 
-def _hold_next_batch_member(store: SqliteProvider) -> tuple[threading.Event, threading.Event]:
-    """Submit an operation that blocks inside the current write transaction until
-    released; returns (entered, release)."""
+def _hold_commits(store: SqliteProvider) -> tuple[threading.Event, threading.Event]:
+    """Hold every write transaction open right before its COMMIT (its early results are
+    out by then) until released; returns (entered, release)."""
     entered, release = threading.Event(), threading.Event()
 
-    def hold(tx: Tx) -> None:
+    def hold() -> None:
         entered.set()
         release.wait(10)
 
-    store._writer.submit(Op(hold, True, None, None))
+    store._writer.before_commit = hold
     return entered, release
-
-
-def _block_writer(store: SqliteProvider) -> threading.Event:
-    release = threading.Event()
-    entered = threading.Event()
-
-    def hold(tx: Tx) -> None:
-        entered.set()
-        release.wait(10)
-
-    store._writer.submit(Op(hold, True, None, None))
-    assert entered.wait(10)
-    return release
 
 
 # ------------------------------------------------------------------ early results
@@ -49,14 +38,10 @@ async def test_ack_returns_before_its_transaction_commits_and_reads_wait_for_it(
     await create(store, iid)
     (item,) = await store.fetch_orchestration_items(HOLD)
     await store.flush()
-    # The ack and a blocking operation share one transaction: the ack's result comes
-    # back while the transaction is still open.
-    gate = _block_writer(store)
+    # The ack's result comes back while its transaction is still open.
+    entered, release = _hold_commits(store)
     ack = asyncio.ensure_future(
         store.ack_orchestration_item(item.lock_token, commit(started())))
-    await asyncio.sleep(0)
-    entered, release = _hold_next_batch_member(store)
-    gate.set()
     assert await asyncio.wait_for(ack, 5) == []
     assert entered.wait(5)
     before = store._writer.commits
@@ -76,12 +61,10 @@ async def test_ack_returns_before_its_transaction_commits_and_reads_wait_for_it(
 async def test_client_writes_come_back_only_once_durable(tmp_path: Path) -> None:
     store = SqliteProvider(tmp_path / "d.db")
     iid = uid()
-    gate = _block_writer(store)
+    entered, release = _hold_commits(store)
     created = asyncio.ensure_future(create(store, iid))
-    await asyncio.sleep(0)
-    entered, release = _hold_next_batch_member(store)
-    gate.set()
-    assert entered.wait(5)
+    while not entered.is_set():
+        await asyncio.sleep(0.001)
     await asyncio.sleep(0.05)
     assert not created.done()  # still inside the uncommitted transaction
     release.set()
@@ -97,12 +80,8 @@ async def test_flush_waits_for_the_commit_behind_an_early_result(tmp_path: Path)
     store = SqliteProvider(tmp_path / "f.db")
     iid = uid()
     await create(store, iid)
-    gate = _block_writer(store)
-    fetch = asyncio.ensure_future(store.fetch_orchestration_items(HOLD))
-    await asyncio.sleep(0)
-    entered, release = _hold_next_batch_member(store)
-    gate.set()
-    (item,) = await asyncio.wait_for(fetch, 5)
+    entered, release = _hold_commits(store)
+    (item,) = await asyncio.wait_for(store.fetch_orchestration_items(HOLD), 5)
     assert entered.wait(5)
     assert item.instance_id == iid
     flushed = asyncio.ensure_future(store.flush())
@@ -215,3 +194,29 @@ async def test_close_answers_a_parked_poll(tmp_path: Path) -> None:
     await asyncio.sleep(0.05)
     await store.close()
     assert await asyncio.wait_for(poll, 5) == []
+
+
+async def test_a_commit_that_fails_after_handing_out_locks_loses_only_the_locks(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = SqliteProvider(tmp_path / "x.db")
+    iid = uid()
+    await create(store, iid)
+    failed = []
+
+    def fail_once() -> None:
+        if not failed:
+            failed.append(True)
+            raise sqlite3.OperationalError("disk I/O error")
+
+    store._writer.before_commit = fail_once
+    with caplog.at_level(logging.ERROR, logger="duroxy.providers.sqlite"):
+        (item,) = await store.fetch_orchestration_items(HOLD)  # handed out, then lost
+        with pytest.raises(LockLost):
+            await store.ack_orchestration_item(item.lock_token, commit(started()))
+    assert failed and "after handing out locks" in caplog.text
+    # Nothing else changed: the start message is still there for the next fetch.
+    (again,) = await store.fetch_orchestration_items(HOLD)
+    assert again.instance_id == iid and again.lock_token != item.lock_token
+    rec = await store.get_instance(iid)
+    assert rec is not None and rec.state == "PENDING"
+    await store.close()

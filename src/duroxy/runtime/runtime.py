@@ -456,7 +456,8 @@ class Runtime:
             orchestration_version=work.orchestration_version, activity_name=work.name,
             attempt=work.attempt, worker_id=self.worker_id, provider=self.provider,
             loop=asyncio.get_running_loop())
-        renewer: asyncio.Task[None] | None = None
+        renewer: list[asyncio.Task[None]] = []
+        renewal: asyncio.TimerHandle | None = None
         try:
             entry = self.activities.get(work.name)
             if entry is None:
@@ -477,9 +478,13 @@ class Runtime:
                     "each time)", error_kind="poison"))
                 return
             self._running_activities[key] = ctx
-            renewer = asyncio.create_task(self._renew_activity(item, ctx))
+            renewal = asyncio.get_running_loop().call_later(
+                self._renew_interval(),
+                lambda: renewer.append(asyncio.ensure_future(self._renew_activity(item, ctx))))
             event = await self._invoke(entry, work, ctx)
-            renewer.cancel()
+            renewal.cancel()
+            for task in renewer:
+                task.cancel()
             if not await self._feed_completion(item, event):
                 await self._complete_activity(item, event)
         except asyncio.CancelledError:
@@ -494,8 +499,10 @@ class Runtime:
                              work.instance_id)
         finally:
             self._running_activities.pop(key, None)
-            if renewer is not None:
-                renewer.cancel()
+            if renewal is not None:
+                renewal.cancel()
+            for task in renewer:
+                task.cancel()
             slots.release()
 
     async def _invoke(self, entry: Any, work: Any, ctx: ActivityContext) -> HistoryEvent:
@@ -584,12 +591,16 @@ class Runtime:
         await self.provider.ack_activity(item.lock_token, OrchestratorMessage(
             work.instance_id, event, work.execution_id))
 
-    async def _renew_activity(self, item: Any, ctx: ActivityContext) -> None:
-        """Keep the lock while the activity runs; learn of cancellation from LockLost."""
+    def _renew_interval(self) -> float:
         opts = self.options
-        interval = min(opts.cancel_check_interval, opts.activity_lock_timeout / 3)
+        return min(opts.cancel_check_interval, opts.activity_lock_timeout / 3)
+
+    async def _renew_activity(self, item: Any, ctx: ActivityContext) -> None:
+        """Keep the lock while the activity runs; learn of cancellation from LockLost.
+        Started one interval into the activity (most activities are done by then)."""
+        opts = self.options
+        interval = self._renew_interval()
         while True:
-            await asyncio.sleep(interval)
             try:
                 await self.provider.renew_activity_lock(item.lock_token,
                                                         opts.activity_lock_timeout)
@@ -598,6 +609,7 @@ class Runtime:
                 return
             except Exception:
                 logger.debug("renewing an activity lock failed", exc_info=True)
+            await asyncio.sleep(interval)
 
 
 def _noop_commit(item: OrchestrationItem) -> OrchestrationCommit:

@@ -268,6 +268,9 @@ class ConnectionWorker:
         self._barrier = barrier
         #: write transactions committed so far (statistics; tests check group commit)
         self.commits = 0
+        #: test hook: called on the worker thread right before each COMMIT, once the
+        #: transaction's early results are out (tests use it to hold a commit open)
+        self.before_commit: Callable[[], None] | None = None
         self._queue: queue.SimpleQueue[Op] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         #: guards the start of the thread and ``_stopped``, so that nothing is queued
@@ -275,6 +278,7 @@ class ConnectionWorker:
         self._lock = threading.Lock()
         self._stopped = False
         self._outbox: Outbox = {}
+        self._early_out: Outbox = {}
         #: the thread's connection (worker thread only; None until opened)
         self._tx: Tx | None = None
         # Worker thread only: fetches waiting for work, and the earliest time a queued
@@ -301,10 +305,10 @@ class ConnectionWorker:
                 return
         _deliver(op, None, ProviderError("the SQLite store is closed"))
 
-    def _out(self, op: Op, result: Any, exc: BaseException | None, *, now: bool = False
+    def _out(self, op: Op, result: Any, exc: BaseException | None, *, early: bool = False
              ) -> None:
-        """Deliver an outcome (``now``: at once, not with the batch), or park a fetch
-        that found nothing and may still wait."""
+        """Deliver an outcome (``early``: before the open transaction commits, not with
+        the batch), or park a fetch that found nothing and may still wait."""
         if (op.deadline is not None and exc is None and not result and not op.delivered
                 and op.deadline > time.monotonic() and not self._stopped
                 and not (op.fut is not None and op.fut.cancelled())):
@@ -312,7 +316,7 @@ class ConnectionWorker:
                 self._due_stale = True
             self._parked.append(op)
             return
-        _deliver(op, result, exc, None if now else self._outbox)
+        _deliver(op, result, exc, self._early_out if early else self._outbox)
 
     @property
     def started(self) -> bool:
@@ -343,9 +347,8 @@ class ConnectionWorker:
     def _run(self) -> None:
         try:
             while True:
-                timeout = self._park_timeout()
                 try:
-                    batch = [self._queue.get(timeout=timeout)]
+                    batch = [self._queue.get(timeout=self._park_timeout())]
                 except queue.Empty:
                     batch = []
                 while True:  # drain what else is waiting: one transaction for all
@@ -434,6 +437,7 @@ class ConnectionWorker:
                 # in-memory database lives in its connection: that one is kept).
                 log.exception("SQLite worker %s: batch failed", self._name)
                 err = ProviderError(f"SQLite store failure: {e}", retryable=True)
+                self._fail_early(err)
                 for op in work:
                     if op not in self._parked:
                         self._out(op, None, err)
@@ -480,6 +484,12 @@ class ConnectionWorker:
                 # Only probes when nothing else writes in this batch: a fetch after an
                 # ack in the same batch must see what that ack enqueued.
                 writes = self._run_probes(tx, writes)
+            elif any(op.deadline is not None for op in writes):
+                # A fetch that may wait parks when it finds nothing now; should the
+                # batch enqueue work, it takes that in the same transaction.
+                waiting = [op for op in writes if op.deadline is not None]
+                writes = [op for op in writes if op.deadline is None]
+                writes += self._run_probes(tx, waiting)
             if writes:
                 self._run_writes(tx, writes)
         if reads and self._barrier is not None:
@@ -528,7 +538,20 @@ class ConnectionWorker:
             self._in_early = True
             with self._gen:
                 self._early_gen += 1
-        self._out(op, result, None, now=True)
+        self._out(op, result, None, early=True)
+
+    def _flush_early(self) -> None:
+        """Hand out the early results of the open transaction, just before its COMMIT:
+        their callers then run while the disk syncs, not while statements still need
+        this thread (and the GIL)."""
+        if self._early_out:
+            _flush(self._early_out)
+
+    def _fail_early(self, err: BaseException) -> None:
+        """The transaction failed before its early results went out: they fail too."""
+        for loop, outcomes in self._early_out.items():
+            self._outbox.setdefault(loop, []).extend((op, None, err) for op, _r, _e in outcomes)
+        self._early_out.clear()
 
     def _run_ops(self, tx: Tx, ops: list[Op], outcomes: list[_Done], savepoints: bool
                  ) -> BaseException | None:
@@ -588,25 +611,36 @@ class ConnectionWorker:
         finally:
             self._land()
 
+    def _fuse_parked(self, tx: Tx, ops: list[Op], outcomes: list[_Done], since: int
+                     ) -> BaseException | None:
+        """When the operations from ``outcomes[since]`` on enqueue orchestration work,
+        the fetches waiting for some take it in the same transaction."""
+        if self._parked and any(ch == "orchestrator" for d in outcomes[since:]
+                                if d.exc is None for ch, _iid in d.notes):
+            fused = self._unpark()
+            ops.extend(fused)
+            return self._run_ops(tx, fused, outcomes, savepoints=True)
+        return None
+
     def _write_and_commit(self, tx: Tx, ops: list[Op]) -> None:
         conn = tx.conn
         single = len(ops) == 1
+        ops = list(ops)
         outcomes: list[_Done] = []
         aborted = self._run_ops(tx, ops, outcomes, savepoints=not single)
         failed_alone = single and outcomes[0].exc is not None
-        if (aborted is None and not failed_alone and self._parked
-                and any(ch == "orchestrator" for d in outcomes if d.exc is None
-                        for ch, _iid in d.notes)):
-            # This transaction enqueues orchestration work: the fetches waiting for some
-            # take it in the same commit.
-            fused = self._unpark()
-            ops = [*ops, *fused]
-            aborted = self._run_ops(tx, fused, outcomes, savepoints=True)
+        if aborted is None and not failed_alone:
+            aborted = self._fuse_parked(tx, ops, outcomes, 0)
+        handed_out = False
         if aborted is None:
             try:
                 if failed_alone:
                     conn.execute("ROLLBACK")
                 else:
+                    handed_out = bool(self._early_out)
+                    self._flush_early()
+                    if self.before_commit is not None:
+                        self.before_commit()
                     conn.execute("COMMIT")
                     self.commits += 1
             except sqlite3.Error as e:
@@ -618,14 +652,15 @@ class ConnectionWorker:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:  # pragma: no cover
                     pass
-            self._land()
-            done = {id(d.op) for d in outcomes}
             err = ProviderError(f"SQLite transaction failed: {aborted}", retryable=True)
+            self._fail_early(err)
+            self._land()
+            if handed_out:
+                log.error("SQLite commit failed after handing out locks: %s; their holders "
+                          "will find them lost", aborted)
+            done = {id(d.op) for d in outcomes}
             for d in outcomes:
                 if d.handled:
-                    if d.op.delivered:
-                        log.error("SQLite transaction failed after handing out locks: %s; "
-                                  "their holders will find them lost", aborted)
                     continue
                 self._out(d.op, None, provider_error(d.exc) if d.exc is not None else err)
             for op in ops:
