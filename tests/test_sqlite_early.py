@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from duroxy.errors import LockLost
+from duroxy.history import OrchestrationCompleted
 from duroxy.providers.sqlite import SqliteProvider
 from duroxy.testing.conformance_support import HOLD, commit, create, raised, started, uid
 
@@ -219,4 +220,57 @@ async def test_a_commit_that_fails_after_handing_out_locks_loses_only_the_locks(
     assert again.instance_id == iid and again.lock_token != item.lock_token
     rec = await store.get_instance(iid)
     assert rec is not None and rec.state == "PENDING"
+    await store.close()
+
+
+# ------------------------------------------------------------------ the end of an instance
+async def _finish(store: SqliteProvider, iid: str) -> None:
+    (item,) = await store.fetch_orchestration_items(HOLD)
+    await store.ack_orchestration_item(item.lock_token, commit(
+        started(), OrchestrationCompleted(event_id=2, ts=1, output='"done"'),
+        state="COMPLETED", output='"done"'))
+    await store.flush()
+
+
+async def test_a_waiter_woken_by_the_end_gets_the_final_record_without_a_read(
+        tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "t.db")
+    iid = uid()
+    await create(store, iid)
+    woken: list[str | None] = []
+    unlisten = store.listen("terminal", woken.append)
+    await _finish(store, iid)
+    assert woken == [iid]
+    reads = []
+    submit = store._reader.submit
+    store._reader.submit = lambda op: (reads.append(op), submit(op))[1]  # type: ignore[method-assign]
+    rec = await store.get_instance(iid)
+    assert rec is not None and rec.state == "COMPLETED" and rec.output == '"done"'
+    assert rec.history_len == 2 and reads == []
+    again = await store.get_instance(iid)  # kept for one read only
+    assert again == rec and len(reads) == 1
+    unlisten()
+    await store.close()
+
+
+async def test_a_delete_drops_the_kept_final_record(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "d.db")
+    iid = uid()
+    await create(store, iid)
+    unlisten = store.listen("terminal", lambda _iid: None)
+    await _finish(store, iid)
+    assert await store.delete_instance(iid) == 1
+    assert await store.get_instance(iid) is None
+    unlisten()
+    await store.close()
+
+
+async def test_without_a_terminal_listener_nothing_is_kept(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "n.db")
+    iid = uid()
+    await create(store, iid)
+    await _finish(store, iid)
+    assert store._listeners.take_final(iid) is None
+    rec = await store.get_instance(iid)
+    assert rec is not None and rec.state == "COMPLETED"
     await store.close()

@@ -214,19 +214,55 @@ def ack_orchestration_item(tx: Tx, token: str, c: PreparedCommit) -> list[Activi
     found = _rows(conn, Q["find_lock_and_progress"], (token,))
     _check_lock(tx, found)
     instance_id, _until, had_record, old_execution, old_len = found[0]
+    claimed = _apply_turn(tx, instance_id, bool(had_record) and old_execution is not None,
+                          old_execution, old_len, c)
+    conn.execute(Q["delete_delivered"], (instance_id, token))
+    conn.execute(Q["release_lock"], (instance_id,))
+    if instance_id not in {m.instance_id for m in c.messages} and _rows(
+            conn, Q["has_visible_messages"], (instance_id, tx.now)):
+        # Messages that arrived while the lock was held can be fetched now.
+        tx.notify("orchestrator", instance_id)
+    return claimed
+
+
+def commit_turn(tx: Tx, instance_id: str, expected_len: int, c: PreparedCommit
+                ) -> list[ActivityItem]:
+    """An ack without a fetched lock, for an instance nothing happened to meanwhile:
+    no lock is taken, and no message was delivered, so there is none to delete."""
+    conn, now = tx.conn, tx.now
+    rec = _rows(conn, Q["get_instance"], (instance_id,))
+    if not rec:
+        raise LockLost("the instance has no record")
+    record = record_from_row(rec[0])
+    if record.execution_id != c.execution_id or record.history_len != expected_len:
+        raise LockLost("the instance moved on since its last turn here")
+    lock = _rows(conn, Q["lock_expiry"], (instance_id,))
+    if lock and lock[0][0] > now:
+        raise LockLost("the instance is locked")
+    if _rows(conn, Q["has_visible_messages"], (instance_id, now)):
+        raise LockLost("the instance has messages waiting")
+    return _apply_turn(tx, instance_id, True, record.execution_id, record.history_len, c)
+
+
+def _apply_turn(tx: Tx, instance_id: str, has_record: bool, old_execution: int | None,
+                old_len: int | None, c: PreparedCommit) -> list[ActivityItem]:
+    """What every turn commit writes: consumed activities, history and record, messages,
+    activity work (the claimed part locked for the caller), cancellations; and the news
+    of it for the listeners."""
+    conn = tx.conn
     for work_token in c.acked_activities:
         # Completions this turn consumed directly: their rows go with the turn, and a
         # lost activity lock fails the whole ack (the savepoint undoes the rest).
         wid = _work_id(work_token)
-        if tx.conn.execute(Q["ack_activity"], (wid, work_token, tx.now)).rowcount == 0:
+        if conn.execute(Q["ack_activity"], (wid, work_token, tx.now)).rowcount == 0:
             raise _activity_lock_lost(tx, wid, work_token)
     # Only an item fetched with a record writes history and the record.
-    if had_record and old_execution is not None:
+    if has_record:
         if c.history:
             # A repeated event id violates the primary key: the whole ack rolls back.
             conn.executemany(Q["insert_event"], [
                 (instance_id, c.execution_id, eid, text) for eid, text in c.history])
-        if old_execution == c.execution_id:
+        if old_execution == c.execution_id and old_len is not None:
             history_len = old_len + len(c.history)
         else:
             history_len = _rows(conn, Q["count_history"], (instance_id, c.execution_id))[0][0]
@@ -255,39 +291,15 @@ def ack_orchestration_item(tx: Tx, token: str, c: PreparedCommit) -> list[Activi
             (iid, ex, eid, payload, tx.now) for iid, ex, eid, payload in c.activities[claim:]])
     if c.cancel_activities:
         conn.executemany(Q["cancel_activity"], c.cancel_activities)
-    conn.execute(Q["delete_delivered"], (instance_id, token))
-    conn.execute(Q["release_lock"], (instance_id,))
     for target in dict.fromkeys(m.instance_id for m in c.messages):
         tx.notify("orchestrator", target)
-    if instance_id not in {m.instance_id for m in c.messages} and _rows(
-            conn, Q["has_visible_messages"], (instance_id, tx.now)):
-        # Messages that arrived while the lock was held can be fetched now.
-        tx.notify("orchestrator", instance_id)
     for target in dict.fromkeys(a[0] for a in c.activities[claim:]):
         tx.notify("activity", target)
-    if had_record and old_execution is not None and c.state in TERMINAL_STATES:
-        tx.notify("terminal", instance_id)
+    if has_record and c.state in TERMINAL_STATES:
+        # The final record goes with the news: whoever waits for the end need not read.
+        final = _rows(conn, Q["get_instance"], (instance_id,))
+        tx.notify("terminal", instance_id, record_from_row(final[0]) if final else None)
     return claimed
-
-
-def commit_turn(tx: Tx, instance_id: str, expected_len: int, c: PreparedCommit
-                ) -> list[ActivityItem]:
-    """An ack without a fetched lock, for an instance nothing happened to meanwhile."""
-    conn, now = tx.conn, tx.now
-    rec = _rows(conn, Q["get_instance"], (instance_id,))
-    if not rec:
-        raise LockLost("the instance has no record")
-    record = record_from_row(rec[0])
-    if record.execution_id != c.execution_id or record.history_len != expected_len:
-        raise LockLost("the instance moved on since its last turn here")
-    lock = _rows(conn, Q["lock_expiry"], (instance_id,))
-    if lock and lock[0][0] > now:
-        raise LockLost("the instance is locked")
-    if _rows(conn, Q["has_visible_messages"], (instance_id, now)):
-        raise LockLost("the instance has messages waiting")
-    token = new_token()
-    conn.execute(Q["lock_instance"], (instance_id, token, now + 60.0, 1))
-    return ack_orchestration_item(tx, token, c)
 
 
 def abandon_orchestration_item(tx: Tx, token: str, delay: float) -> None:

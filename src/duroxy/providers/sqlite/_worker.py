@@ -47,23 +47,30 @@ log = logging.getLogger("duroxy.providers.sqlite")
 
 #: (channel, instance id) pairs collected by a write, announced after its commit.
 Notes = list[tuple[str, str | None]]
+#: what a note carries beyond its instance id (see ``Tx.notify``)
+Details = dict[tuple[str, str | None], Any]
 
 
 class Tx:
     """What an operation sees: the connection, the time it started (provider clock)
     and the notifications it wants sent once its changes are committed."""
 
-    __slots__ = ("conn", "notes", "now", "wake_at")
+    __slots__ = ("conn", "details", "notes", "now", "wake_at")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.now = 0.0
         self.notes: Notes = []
+        self.details: Details = {}
         #: the earliest time a delayed message enqueued by this operation falls due
         self.wake_at: float | None = None
 
-    def notify(self, channel: str, instance_id: str | None) -> None:
+    def notify(self, channel: str, instance_id: str | None, detail: Any = None) -> None:
+        """Announce ``(channel, instance_id)`` once committed; ``detail`` goes with it to
+        the commit listener (the final record of an instance that ended)."""
         self.notes.append((channel, instance_id))
+        if detail is not None:
+            self.details[(channel, instance_id)] = detail
 
     def due(self, at: float) -> None:
         """A message enqueued now becomes visible at ``at`` (provider clock)."""
@@ -250,7 +257,7 @@ class ConnectionWorker:
         *,
         group_writes: bool,
         begin_timeout: float,
-        on_commit: Callable[[Notes], None] | None = None,
+        on_commit: Callable[[Notes, Details], None] | None = None,
         sync_levels: tuple[str, str] | None = None,
         reopenable: bool = True,
         next_due: Callable[[Tx], float | None] | None = None,
@@ -560,6 +567,7 @@ class ConnectionWorker:
         conn = tx.conn
         for op in ops:
             tx.notes = []
+            tx.details = {}
             tx.now = time.time()
             tx.wake_at = None
             if savepoints:
@@ -568,7 +576,7 @@ class ConnectionWorker:
                 assert op.fn is not None
                 result = op.fn(tx)
             except BaseException as e:
-                outcomes.append(_Done(op, None, e, [], None))
+                outcomes.append(_Done(op, None, e, [], {}, None))
                 if not savepoints:
                     return None
                 aborted: BaseException | None = None
@@ -584,7 +592,7 @@ class ConnectionWorker:
             else:
                 if savepoints:
                     conn.execute("RELEASE op")
-                done = _Done(op, result, None, tx.notes, tx.wake_at)
+                done = _Done(op, result, None, tx.notes, tx.details, tx.wake_at)
                 if op.early:
                     self._hand_out_early(op, result)
                     done.handled = True
@@ -669,14 +677,16 @@ class ConnectionWorker:
             return
         self._land()
         notes: Notes = []
+        details: Details = {}
         for d in outcomes:
             if d.exc is None:
                 notes.extend(d.notes)
+                details.update(d.details)
                 if d.wake_at is not None and (self._next_due is None
                                               or d.wake_at < self._next_due):
                     self._next_due = d.wake_at
         if notes and self._on_commit is not None:
-            self._on_commit(notes)
+            self._on_commit(notes, details)
         for d in outcomes:
             if not d.handled:
                 self._out(d.op, d.result, None if d.exc is None else provider_error(d.exc))
@@ -685,14 +695,15 @@ class ConnectionWorker:
 class _Done:
     """The outcome of one operation of a write transaction."""
 
-    __slots__ = ("exc", "handled", "notes", "op", "result", "wake_at")
+    __slots__ = ("details", "exc", "handled", "notes", "op", "result", "wake_at")
 
     def __init__(self, op: Op, result: Any, exc: BaseException | None, notes: Notes,
-                 wake_at: float | None) -> None:
+                 details: Details, wake_at: float | None) -> None:
         self.op = op
         self.result = result
         self.exc = exc
         self.notes = notes
+        self.details = details
         self.wake_at = wake_at
         #: delivered (or parked) already, as an early result
         self.handled = False

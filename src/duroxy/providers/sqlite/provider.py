@@ -73,7 +73,7 @@ from ..base import (
 )
 from . import _ops
 from ._sql import migrations, queries
-from ._worker import STOP, ConnectionWorker, Notes, Op, Tx, begin_immediate, is_busy
+from ._worker import STOP, ConnectionWorker, Details, Notes, Op, Tx, begin_immediate, is_busy
 
 __all__ = ["SqliteProvider"]
 
@@ -230,13 +230,37 @@ class _Config:
         return conn
 
 
+#: How long the final record of an instance that just ended answers ``get_instance``
+#: without a read (once), for a waiter woken by the end.
+_FINAL_TTL_S = 0.5
+
+
 class _Listeners:
-    """Listener registry, called from the writer thread after each commit."""
+    """Listener registry, called from the writer thread after each commit.
+
+    While someone listens for instances ending, the record a terminal commit wrote is
+    kept for one ``get_instance`` of that instance shortly after: the waiter it wakes
+    gets the status without another read. A delete or purge through this store drops
+    what is kept."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._next = 0
         self._by_channel: dict[str, dict[int, Listener]] = {c: {} for c in _CHANNELS}
+        self._finals: dict[str, tuple[float, InstanceRecord]] = {}
+
+    def take_final(self, instance_id: str) -> InstanceRecord | None:
+        if not self._finals:
+            return None
+        with self._lock:
+            kept = self._finals.pop(instance_id, None)
+        if kept is None or time.monotonic() - kept[0] > _FINAL_TTL_S:
+            return None
+        return kept[1]
+
+    def drop_finals(self) -> None:
+        with self._lock:
+            self._finals.clear()
 
     def add(self, channel: str, callback: Listener) -> Callable[[], None]:
         with self._lock:
@@ -255,10 +279,17 @@ class _Listeners:
             for d in self._by_channel.values():
                 d.clear()
 
-    def fire(self, notes: Notes) -> None:
+    def fire(self, notes: Notes, details: Details) -> None:
         for channel, instance_id in dict.fromkeys(notes):
             with self._lock:
                 targets = list(self._by_channel[channel].values())
+                final = details.get((channel, instance_id))
+                if targets and instance_id is not None and isinstance(final, InstanceRecord):
+                    now = time.monotonic()
+                    if len(self._finals) > 1024:  # nobody came for these
+                        self._finals = {k: v for k, v in self._finals.items()
+                                        if now - v[0] <= _FINAL_TTL_S}
+                    self._finals[instance_id] = (now, final)
             for callback in targets:
                 try:
                     callback(instance_id)
@@ -540,6 +571,10 @@ class SqliteProvider(Provider):
 
     # ------------------------------------------------------------ reads and management
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
+        final = self._listeners.take_final(instance_id)
+        if final is not None:
+            self._check_open()
+            return final
         return await self._read(lambda tx: _ops.get_instance(tx, instance_id))
 
     async def read_history(
@@ -565,7 +600,10 @@ class SqliteProvider(Provider):
             lambda tx: _ops.list_instances(tx, states, name, parent_instance_id, lim, off))
 
     async def delete_instance(self, instance_id: str, *, cascade: bool = True) -> int:
-        return await self._write(lambda tx: _ops.delete_instance(tx, instance_id, cascade))
+        try:
+            return await self._write(lambda tx: _ops.delete_instance(tx, instance_id, cascade))
+        finally:
+            self._listeners.drop_finals()
 
     async def purge_instances(
         self,
@@ -576,8 +614,11 @@ class SqliteProvider(Provider):
         limit: int | None = None,
     ) -> int:
         wanted = [states] if isinstance(states, str) else list(states)
-        return await self._write(
-            lambda tx: _ops.purge_instances(tx, wanted, updated_before, name, limit))
+        try:
+            return await self._write(
+                lambda tx: _ops.purge_instances(tx, wanted, updated_before, name, limit))
+        finally:
+            self._listeners.drop_finals()
 
     # ------------------------------------------------------------ test hooks
     def corrupt_history(self, instance_id: str) -> None:
