@@ -3,6 +3,7 @@ instance locks, atomic acks, renew, abandon, attempts and multiple executions.""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -230,6 +231,41 @@ class OrchestrationQueueTests(ConformanceBase):
         await provider.enqueue_orchestrator_message(raised(iid, visible_at=time.time() - 3600))
         item = await fetch_one(provider)
         assert [e.kind for e in events_of(item)] == ["EventRaised"]
+
+    # ------------------------------------------------------------ long polling
+    async def test_poll_returns_visible_work_at_once(self, provider: Provider) -> None:
+        iid = uid()
+        await create(provider, iid)
+        t0 = time.monotonic()
+        items = await provider.poll_orchestration_items(LOCK, 5, wait=10)
+        assert [i.instance_id for i in items] == [iid]
+        assert time.monotonic() - t0 < 5
+
+    async def test_poll_waits_for_work_only_if_the_provider_long_polls(
+            self, provider: Provider) -> None:
+        poll = asyncio.ensure_future(provider.poll_orchestration_items(LOCK, 5, wait=10))
+        await asyncio.sleep(0.05)
+        if not provider.long_poll:
+            assert poll.done() and poll.result() == []  # the default answers at once
+            return
+        assert not poll.done()
+        iid = uid()
+        t0 = time.monotonic()
+        await create(provider, iid)
+        items = await asyncio.wait_for(poll, 9)
+        assert [i.instance_id for i in items] == [iid]
+        assert time.monotonic() - t0 < 5  # woken by the start, not by the deadline
+        await provider.flush()
+        assert await provider.fetch_orchestration_items(LOCK) == []  # it holds the lock
+
+    async def test_flush_after_an_ack_leaves_it_visible(self, provider: Provider) -> None:
+        iid = uid()
+        await create(provider, iid)
+        item = await fetch_one(provider)
+        await provider.ack_orchestration_item(item.lock_token, commit(started()))
+        await provider.flush()
+        rec = await provider.get_instance(iid)
+        assert rec is not None and rec.state == "RUNNING" and rec.history_len == 1
 
     # ------------------------------------------------------------ instance locks
     async def test_locked_instance_is_not_fetched_again(self, provider: Provider) -> None:
