@@ -270,7 +270,7 @@ async def test_without_a_terminal_listener_nothing_is_kept(tmp_path: Path) -> No
     iid = uid()
     await create(store, iid)
     await _finish(store, iid)
-    assert store._listeners.take_final(iid) is None
+    assert store._listeners.finals.take(iid) is None
     rec = await store.get_instance(iid)
     assert rec is not None and rec.state == "COMPLETED"
     await store.close()

@@ -3,9 +3,12 @@ delete (with and without cascade) and purge."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from ..errors import ErrorDetails, LockLost
+from ..history import OrchestrationCompleted
 from ..providers.base import InstanceRecord, Provider
 from .conformance_support import (
     HOLD,
@@ -53,6 +56,44 @@ def ids(records: list[InstanceRecord]) -> list[str]:
 
 class ManagementTests(ConformanceBase):
     # ------------------------------------------------------------ get / list
+
+    # ------------------------------------------------------------ the end, as a waiter sees it
+    async def _end_while_waited_for(self, provider: Provider, iid: str) -> list[str | None]:
+        woken: list[str | None] = []
+        self._unlisten = provider.listen("terminal", woken.append)
+        await create(provider, iid, parent_instance_id="the-parent")
+        item = await fetch_one(provider)
+        await provider.ack_orchestration_item(item.lock_token, commit(
+            started(parent_instance_id="the-parent"),
+            OrchestrationCompleted(event_id=2, ts=1, output='"r"'),
+            state="COMPLETED", output='"r"', custom_status='"cs"'))
+        await provider.flush()
+        for _ in range(500):  # a store may announce the end from another thread
+            if woken:
+                break
+            await asyncio.sleep(0.01)
+        return woken
+
+    async def test_a_waiter_woken_by_the_end_reads_the_stored_record(
+            self, provider: Provider) -> None:
+        iid = uid()
+        assert await self._end_while_waited_for(provider, iid) == [iid]
+        first = await provider.get_instance(iid)
+        again = await provider.get_instance(iid)
+        self._unlisten()
+        assert first is not None and first == again, (first, again)
+        assert (first.state, first.output, first.custom_status, first.history_len,
+                first.parent_instance_id, first.execution_id) == (
+                    "COMPLETED", '"r"', '"cs"', 2, "the-parent", 1)
+        assert first.updated_at >= first.created_at
+
+    async def test_an_instance_deleted_after_its_end_is_gone(self, provider: Provider) -> None:
+        iid = uid()
+        assert await self._end_while_waited_for(provider, iid) == [iid]
+        assert await provider.delete_instance(iid) == 1
+        self._unlisten()
+        assert await provider.get_instance(iid) is None
+
     async def test_get_unknown_instance_returns_none(self, provider: Provider) -> None:
         assert await provider.get_instance(uid("unknown")) is None
 

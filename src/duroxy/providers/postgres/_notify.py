@@ -103,6 +103,10 @@ class Notifier:
 
         return unsubscribe
 
+    def listening(self, channel: Channel) -> bool:
+        with self._mutex:
+            return bool(self._listeners[channel])
+
     def has_listeners(self) -> bool:
         with self._mutex:
             return any(self._listeners.values())

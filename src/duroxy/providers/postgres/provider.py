@@ -58,6 +58,7 @@ from ...history import (
     decode_event,
     encode_message,
 )
+from .._finals import FinalRecords
 from ..base import (
     TERMINAL_STATES,
     ActivityItem,
@@ -213,6 +214,7 @@ class PostgresProvider(Provider):
         # Defaults the DSN may override: a name that shows in pg_stat_activity, and a
         # bound on connection attempts to an unreachable server.
         self._conn_kwargs = _defaults(params, application_name="duroxy", connect_timeout=10)
+        self._finals = FinalRecords()
         self._notifier = Notifier(dsn, self._channel, self._node_id, _defaults(
             params, application_name="duroxy-listen", connect_timeout=10, **_KEEPALIVE))
         # Leases handed out by this provider and not yet released: token -> (instance
@@ -557,6 +559,16 @@ class PostgresProvider(Provider):
             notes.append(("orchestrator", instance_id))
         if has_record and commit.state in TERMINAL_STATES:
             notes.append(("terminal", instance_id))
+            created_at, updated_at, parent, history_len = rows[0][9:13]
+            if self._notifier.listening("terminal") and history_len is not None:
+                # The waiter this end wakes gets the final record without a read.
+                self._finals.keep(InstanceRecord(
+                    instance_id=instance_id, name=commit.name, version=commit.version,
+                    state=commit.state, execution_id=commit.execution_id,
+                    output=commit.output, error=commit.error,
+                    custom_status=commit.custom_status, created_at=created_at,
+                    updated_at=updated_at, parent_instance_id=parent,
+                    history_len=int(history_len)))
         self._notifier.call(notes)
         return t.claimed_items(rows[0][6:9])
 
@@ -624,6 +636,9 @@ class PostgresProvider(Provider):
 
     # ------------------------------------------------------------ reads and management
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
+        final = self._finals.take(instance_id)
+        if final is not None:
+            return final
         rows = await self._rows("get_instance", {"key": _key(instance_id)})
         return record(rows[0]) if rows else None
 
@@ -654,14 +669,17 @@ class PostgresProvider(Provider):
         return [record(r) for r in rows]
 
     async def delete_instance(self, instance_id: str, *, cascade: bool = True) -> int:
-        async with self._transaction() as conn:
-            cur = await self._execute(
-                "instance_tree", {"key": _key(instance_id), "cascade": cascade}, conn)
-            # An id without a record may still have leftovers (queued messages): delete
-            # those too, counting no instance.
-            keys = [bytes(r[0]) for r in await cur.fetchall()] or [_key(instance_id)]
-            cur = await self._execute("delete_instances", {"keys": keys}, conn)
-            return max(cur.rowcount, 0)
+        try:
+            async with self._transaction() as conn:
+                cur = await self._execute(
+                    "instance_tree", {"key": _key(instance_id), "cascade": cascade}, conn)
+                # An id without a record may still have leftovers (queued messages): delete
+                # those too, counting no instance.
+                keys = [bytes(r[0]) for r in await cur.fetchall()] or [_key(instance_id)]
+                cur = await self._execute("delete_instances", {"keys": keys}, conn)
+                return max(cur.rowcount, 0)
+        finally:  # what a commit kept may be of an instance now gone
+            self._finals.clear()
 
     async def purge_instances(
         self,
@@ -671,15 +689,18 @@ class PostgresProvider(Provider):
         name: str | None = None,
         limit: int | None = None,
     ) -> int:
-        async with self._transaction() as conn:
-            cur = await self._execute("purge_candidates", {
-                "states": _states(states), "before": updated_before, "name": name,
-                "limit": None if limit is None else max(limit, 0)}, conn)
-            keys = [bytes(r[0]) for r in await cur.fetchall()]
-            if not keys:
-                return 0
-            cur = await self._execute("delete_instances", {"keys": keys}, conn)
-            return max(cur.rowcount, 0)
+        try:
+            async with self._transaction() as conn:
+                cur = await self._execute("purge_candidates", {
+                    "states": _states(states), "before": updated_before, "name": name,
+                    "limit": None if limit is None else max(limit, 0)}, conn)
+                keys = [bytes(r[0]) for r in await cur.fetchall()]
+                if not keys:
+                    return 0
+                cur = await self._execute("delete_instances", {"keys": keys}, conn)
+                return max(cur.rowcount, 0)
+        finally:  # what a commit kept may be of an instance now gone
+            self._finals.clear()
 
     # ------------------------------------------------------------ test hooks
     async def corrupt_history(self, instance_id: str) -> None:

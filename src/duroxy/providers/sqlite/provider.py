@@ -61,6 +61,7 @@ from ...history import (
     encode_event,
     encode_message,
 )
+from .._finals import FinalRecords
 from ..base import (
     TERMINAL_STATES,
     ActivityItem,
@@ -230,37 +231,17 @@ class _Config:
         return conn
 
 
-#: How long the final record of an instance that just ended answers ``get_instance``
-#: without a read (once), for a waiter woken by the end.
-_FINAL_TTL_S = 0.5
-
-
 class _Listeners:
     """Listener registry, called from the writer thread after each commit.
 
     While someone listens for instances ending, the record a terminal commit wrote is
-    kept for one ``get_instance`` of that instance shortly after: the waiter it wakes
-    gets the status without another read. A delete or purge through this store drops
-    what is kept."""
+    kept (``finals``) for the waiter it wakes."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._next = 0
         self._by_channel: dict[str, dict[int, Listener]] = {c: {} for c in _CHANNELS}
-        self._finals: dict[str, tuple[float, InstanceRecord]] = {}
-
-    def take_final(self, instance_id: str) -> InstanceRecord | None:
-        if not self._finals:
-            return None
-        with self._lock:
-            kept = self._finals.pop(instance_id, None)
-        if kept is None or time.monotonic() - kept[0] > _FINAL_TTL_S:
-            return None
-        return kept[1]
-
-    def drop_finals(self) -> None:
-        with self._lock:
-            self._finals.clear()
+        self.finals = FinalRecords()
 
     def add(self, channel: str, callback: Listener) -> Callable[[], None]:
         with self._lock:
@@ -283,13 +264,9 @@ class _Listeners:
         for channel, instance_id in dict.fromkeys(notes):
             with self._lock:
                 targets = list(self._by_channel[channel].values())
-                final = details.get((channel, instance_id))
-                if targets and instance_id is not None and isinstance(final, InstanceRecord):
-                    now = time.monotonic()
-                    if len(self._finals) > 1024:  # nobody came for these
-                        self._finals = {k: v for k, v in self._finals.items()
-                                        if now - v[0] <= _FINAL_TTL_S}
-                    self._finals[instance_id] = (now, final)
+            final = details.get((channel, instance_id))
+            if targets and isinstance(final, InstanceRecord):
+                self.finals.keep(final)
             for callback in targets:
                 try:
                     callback(instance_id)
@@ -571,7 +548,7 @@ class SqliteProvider(Provider):
 
     # ------------------------------------------------------------ reads and management
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
-        final = self._listeners.take_final(instance_id)
+        final = self._listeners.finals.take(instance_id)
         if final is not None:
             self._check_open()
             return final
@@ -603,7 +580,7 @@ class SqliteProvider(Provider):
         try:
             return await self._write(lambda tx: _ops.delete_instance(tx, instance_id, cascade))
         finally:
-            self._listeners.drop_finals()
+            self._listeners.finals.clear()
 
     async def purge_instances(
         self,
@@ -618,7 +595,7 @@ class SqliteProvider(Provider):
             return await self._write(
                 lambda tx: _ops.purge_instances(tx, wanted, updated_before, name, limit))
         finally:
-            self._listeners.drop_finals()
+            self._listeners.finals.clear()
 
     # ------------------------------------------------------------ test hooks
     def corrupt_history(self, instance_id: str) -> None:

@@ -178,7 +178,10 @@ ORDER BY d.id
 -- Returns one row (none when lk found nothing): st's findings; pending, whether messages
 -- wait that the turn did not consume (they arrived during the lease; fetches skipped
 -- them, so the instance is announced again); the claimed activities (ids, tokens, event
--- ids, in insertion order). Notifications are sent only when the turn committed: the
+-- ids, in insertion order); the record's created_at, updated_at, parent and history
+-- length after the turn (NULL without a record: with the commit's own fields they make
+-- the final record of an instance that ends). Notifications are sent only when the turn
+-- committed: the
 -- given notes, the terminal one (prefix given when the turn ends the instance) for an
 -- instance with a record, and the pending one.
 taken AS (
@@ -203,6 +206,12 @@ taken AS (
         custom_status = %(custom_status)s, updated_at = clock_timestamp()
     FROM ok
     WHERE i.ikey = ok.ikey AND ok.has_record
+    RETURNING extract(epoch FROM i.created_at)::float8 AS created_at,
+              extract(epoch FROM i.updated_at)::float8 AS updated_at,
+              i.parent_instance_id,
+              (SELECT coalesce(max(h.seq) + 1, 0) FROM history AS h
+               WHERE h.ikey = i.ikey AND h.execution_id = %(execution_id)s)
+              + cardinality(%(event_ids)s::int[]) AS history_len
 ), started AS (
     -- records for OrchestrationStarted messages to ids that have none (children,
     -- detached starts); an existing record is left alone
@@ -272,6 +281,7 @@ taken AS (
 )
 SELECT st.instance_id, st.has_record, st.alive, st.acked_held, st.acked_alive,
        pending.waiting, c.ids, c.tokens, c.events,
+       r.created_at, r.updated_at, r.parent_instance_id, r.history_len,
        (SELECT count(pg_notify(%(channel)s, n.note))
         FROM ok, unnest(%(notes)s::text[] || ARRAY[
                  CASE WHEN ok.has_record THEN %(terminal_prefix)s::text || ok.instance_id END,
@@ -283,6 +293,7 @@ FROM st, pending,
                      array_agg(w.lock_token ORDER BY w.id) AS tokens,
                      array_agg(w.event_id ORDER BY w.id) AS events
               FROM works AS w WHERE w.lock_token IS NOT NULL) AS c
+     LEFT JOIN LATERAL (SELECT * FROM rec) AS r ON true
 
 -- name: ack_turn
 -- A whole turn under the lease %(token)s, in one statement (see turn_writes). The
