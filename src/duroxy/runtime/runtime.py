@@ -3,9 +3,10 @@
 Dispatchers sleep until the provider tells them work was enqueued (in this process at
 once; from other processes through the provider's own mechanism or, as a safety net,
 a short poll). With a long-polling store (``Provider.long_poll``) the orchestration
-dispatcher sleeps inside the store's fetch instead, which also wakes it for timers. Live orchestrations are kept between turns in an LRU cache keyed by
-instance, valid only while the store's history length matches; anything unexpected
-falls back to a replay from history, which gives the same decisions.
+dispatcher sleeps inside the store's fetch instead, which also wakes it for timers.
+Live orchestrations are kept between turns in an LRU cache keyed by instance, valid only
+while the store's history length matches; anything unexpected falls back to a replay
+from history, which gives the same decisions.
 """
 
 from __future__ import annotations
