@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -393,3 +394,22 @@ async def test_trace_records_carry_instance_id(env: tuple[Runtime, Client],
     assert [(r.getMessage(), getattr(r, "instance_id", None)) for r in traces] == [
         ("plain asyncio for 1", "t1")]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_timer_fires_when_the_stores_clock_shows_it_due_not_a_poll_later() -> None:
+    """The store decides visibility on its own clock, which may lag the runtime's: a
+    fetch at the due time that finds nothing is retried at once, not after a poll."""
+    store = InMemoryProvider(clock=lambda: time.time() - 0.02)  # 20 ms behind
+    acts = ActivityRegistry.builder().build()
+
+    async def nap(ctx: OrchestrationContext, _input: None) -> str:
+        await ctx.schedule_timer(0.2)
+        return "up"
+
+    orchs = OrchestrationRegistry.builder().register("nap", nap).build()
+    opts = RuntimeOptions(poll_interval=5.0, max_poll_interval=5.0)
+    async with await Runtime.start(store, acts, orchs, opts):
+        client = Client(store)
+        await client.start_orchestration("napper", "nap")
+        status = await client.wait_for_orchestration("napper", timeout=3)
+    assert status.state is OrchestrationState.COMPLETED and status.output == "up"

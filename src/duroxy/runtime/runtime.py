@@ -57,8 +57,11 @@ logger = logging.getLogger("duroxy.runtime")
 # How long an instance whose lock-free commit was refused takes the locked path.
 _CONTENDED_S = 1.0
 
-# Wake a little after a timer's due time: the store compares with its own clock.
+# Wake a little after a timer's due time: the store compares with its own clock; an
+# empty fetch is retried every pause for a while after that.
 _TIMER_SLACK_S = 0.0005
+_TIMER_RETRY_S = 0.05
+_TIMER_RETRY_PAUSE_S = 0.001
 
 
 @dataclass(slots=True)
@@ -75,6 +78,9 @@ class _Wake:
         self._event = asyncio.Event()
         self._thread = threading.get_ident()
         self._poll = 0.0
+        # Until then (monotonic) an empty fetch is retried at once: a timer fell due, and
+        # the store, comparing with its own clock, may not show it quite yet.
+        self._due_until = 0.0
 
     def set(self, _instance_id: str | None = None) -> None:
         if threading.get_ident() == self._thread:
@@ -88,9 +94,17 @@ class _Wake:
             await asyncio.wait_for(self._event.wait(), timeout)
         self._event.clear()
 
+    def timer_due(self) -> None:
+        """A timer committed here falls due now: wake, and keep fetching for a moment."""
+        self._due_until = time.monotonic() + _TIMER_RETRY_S
+        self.set()
+
     async def idle(self, opts: RuntimeOptions) -> None:
         """Wait for news after an empty fetch; each empty fetch in a row doubles the
         safety-net poll, up to ``max_poll_interval``."""
+        if time.monotonic() < self._due_until:
+            await self.wait(_TIMER_RETRY_PAUSE_S)
+            return
         poll = max(self._poll, opts.poll_interval)
         await self.wait(poll)
         self._poll = min(poll * 2, max(opts.max_poll_interval, opts.poll_interval))
@@ -403,7 +417,7 @@ class Runtime:
         for msg in commit.messages:
             if msg.visible_at is not None and msg.visible_at > now:
                 handle = loop.call_later(msg.visible_at - now + _TIMER_SLACK_S,
-                                         self._orch_wake.set)
+                                         self._orch_wake.timer_due)
                 self._timer_wakes.add(handle)
                 if len(self._timer_wakes) > 4096:  # forget fired ones now and then
                     self._timer_wakes = {h for h in self._timer_wakes if not h.cancelled()
