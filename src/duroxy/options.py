@@ -124,7 +124,9 @@ class RuntimeOptions:
     - ``poll_interval``: safety-net poll for work enqueued by other processes; work from
       this process wakes the dispatchers at once (default 0.05 s). While nothing comes,
       the poll slows down, doubling up to ``max_poll_interval`` (default 0.25 s), so an
-      idle worker costs almost nothing.
+      idle worker costs almost nothing; on a store that announces every process's work
+      to all of them (PostgreSQL) it doubles up to four times ``max_poll_interval``, since it
+      only catches what no commit announces (an expired lock, another node's timer).
     - ``cancel_check_interval``: how often a running activity's lock is checked to learn
       that its result is no longer wanted (default 0.5 s).
     - ``not_registered_backoff``: delay before a turn or activity this worker cannot

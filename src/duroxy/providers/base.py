@@ -198,6 +198,12 @@ class Provider(abc.ABC):
         """Lock up to ``limit`` instances with visible messages, oldest message first;
         each item holds all that instance's visible messages in enqueue order."""
 
+    #: True when the store wakes the listeners of every process sharing it for work
+    #: enqueued by any of them (PostgreSQL's LISTEN/NOTIFY): a worker's poll is then
+    #: only a safety net for what no commit announces (expired locks, another
+    #: process's timers) and may run less often.
+    announces_work: bool = False
+
     #: True when :meth:`poll_orchestration_items` waits for work itself (work enqueued
     #: through this provider object, timers falling due, and at the latest its ``wait``),
     #: so the worker needs no wake-ups or timer alarms of its own.

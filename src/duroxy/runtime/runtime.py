@@ -63,6 +63,10 @@ _TIMER_SLACK_S = 0.0005
 _TIMER_RETRY_S = 0.05
 _TIMER_RETRY_PAUSE_S = 0.001
 
+# How much slower the idle safety-net poll may get on a store that announces work to
+# every process (see ``Provider.announces_work``).
+_ANNOUNCED_POLL_FACTOR = 4.0
+
 
 @dataclass(slots=True)
 class _Cached:
@@ -73,9 +77,11 @@ class _Cached:
 class _Wake:
     """A wake-up flag the provider may set from any thread."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, slow: float = 1.0) -> None:
         self._loop = loop
         self._event = asyncio.Event()
+        #: how much further than ``max_poll_interval`` the idle poll may slow down
+        self._slow = slow
         self._thread = threading.get_ident()
         self._poll = 0.0
         # Until then (monotonic) an empty fetch is retried at once: a timer fell due, and
@@ -107,7 +113,8 @@ class _Wake:
             return
         poll = max(self._poll, opts.poll_interval)
         await self.wait(poll)
-        self._poll = min(poll * 2, max(opts.max_poll_interval, opts.poll_interval))
+        self._poll = min(poll * 2, max(opts.max_poll_interval * self._slow,
+                                       opts.poll_interval))
 
     def busy(self, opts: RuntimeOptions) -> None:
         self._poll = opts.poll_interval
@@ -162,8 +169,11 @@ class Runtime:
         self._long_poll = provider.long_poll
         self._poll_task: asyncio.Task[Any] | None = None
         loop = asyncio.get_running_loop()
-        self._orch_wake = _Wake(loop)
-        self._act_wake = _Wake(loop)
+        # Work of other processes reaches a store that announces it everywhere at once;
+        # its poll only catches what no commit announces.
+        slow = _ANNOUNCED_POLL_FACTOR if provider.announces_work else 1.0
+        self._orch_wake = _Wake(loop, slow)
+        self._act_wake = _Wake(loop, slow)
 
     # ================================================================ lifecycle
     @classmethod

@@ -635,6 +635,8 @@ class PostgresProvider(Provider):
             raise LockLost("activity lock is not held (expired, taken over or cancelled)")
 
     # ------------------------------------------------------------ reads and management
+    announces_work = True
+
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
         final = self._finals.take(instance_id)
         if final is not None:
