@@ -229,19 +229,17 @@ def commit_turn(tx: Tx, instance_id: str, expected_len: int, c: PreparedCommit
                 ) -> list[ActivityItem]:
     """An ack without a fetched lock, for an instance nothing happened to meanwhile:
     no lock is taken, and no message was delivered, so there is none to delete."""
-    conn, now = tx.conn, tx.now
-    rec = _rows(conn, Q["get_instance"], (instance_id,))
-    if not rec:
+    found = _rows(tx.conn, Q["lock_free_turn_state"], (instance_id, tx.now))
+    if not found:
         raise LockLost("the instance has no record")
-    record = record_from_row(rec[0])
-    if record.execution_id != c.execution_id or record.history_len != expected_len:
+    execution_id, history_len, locked, waiting = found[0]
+    if execution_id != c.execution_id or history_len != expected_len:
         raise LockLost("the instance moved on since its last turn here")
-    lock = _rows(conn, Q["lock_expiry"], (instance_id,))
-    if lock and lock[0][0] > now:
+    if locked:
         raise LockLost("the instance is locked")
-    if _rows(conn, Q["has_visible_messages"], (instance_id, now)):
+    if waiting:
         raise LockLost("the instance has messages waiting")
-    return _apply_turn(tx, instance_id, True, record.execution_id, record.history_len, c)
+    return _apply_turn(tx, instance_id, True, execution_id, history_len, c)
 
 
 def _apply_turn(tx: Tx, instance_id: str, has_record: bool, old_execution: int | None,

@@ -165,6 +165,17 @@ DELETE FROM orchestrator_queue WHERE instance_id = ? AND lock_token = ?;
 -- (instance_id, lock_token)
 UPDATE orchestrator_queue SET lock_token = NULL WHERE instance_id = ? AND lock_token = ?;
 
+-- name: lock_free_turn_state
+-- (instance_id, now): what a turn committed without a lock checks, in one lookup: the
+-- record's execution and history length, whether a live lock (or cool-down) holds the
+-- instance, whether messages wait for it. No row: the instance has no record.
+SELECT i.execution_id, i.history_len,
+       EXISTS (SELECT 1 FROM instance_locks AS l
+               WHERE l.instance_id = i.instance_id AND l.locked_until > ?2),
+       EXISTS (SELECT 1 FROM orchestrator_queue AS q
+               WHERE q.instance_id = i.instance_id AND q.visible_at <= ?2)
+FROM instances AS i WHERE i.instance_id = ?1;
+
 -- name: has_visible_messages
 SELECT 1 FROM orchestrator_queue WHERE instance_id = ? AND visible_at <= ? LIMIT 1;
 
