@@ -118,6 +118,12 @@ def _message_params(messages: list[OrchestratorMessage], payloads: list[str]
     }
 
 
+#: The optional parts of the turn statements (see turn_writes), each by the array
+#: parameter that holds its rows (NULL when there are none).
+_PARTS = (("starts", "start_keys"), ("msgs", "msg_keys"), ("works", "work_keys"),
+          ("cancels", "cancel_keys"))
+
+
 @dataclass(slots=True)
 class Turn:
     """A commit turned into the parameters of ack_turn / commit_turn (all but token,
@@ -128,6 +134,11 @@ class Turn:
     params: dict[str, Any]
     notes: list[tuple[Channel, str]]
     claimed: list[ActivityWork]
+
+    @property
+    def parts(self) -> frozenset[str]:
+        """The statement's optional parts this turn needs: those with rows to write."""
+        return frozenset(part for part, column in _PARTS if self.params[column] is not None)
 
     def claimed_items(self, row: Row) -> list[ActivityItem]:
         """The claimed activities, from the statement's ids, tokens and event ids (in

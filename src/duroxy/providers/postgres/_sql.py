@@ -8,6 +8,14 @@ schema: every pooled connection has the tenant schema as its ``search_path``. A 
 starting at ``-- fragment: <name>`` is text that statements share: a line
 ``-- include: <name>`` in a statement stands for it.
 
+A statement may hold parts that only some calls need: lines between ``-- if: <flag>``
+and ``-- end`` are kept only when ``flag`` is on, lines between ``-- unless: <flag>``
+and ``-- end`` only when it is off. Such a statement is compiled once for every
+combination of its flags (:meth:`Statements.variant` picks one), so a call whose turn
+sends no message, say, executes a statement without the CTEs that would insert them:
+PostgreSQL sets up every node of a plan on each execution, empty or not, and for the
+turn statements that set-up costs about as much as their work.
+
 Each named statement is turned once per process into a :class:`Statement`: comments
 dropped, whitespace runs made one space, and its parameters numbered (``$1``, ``$2``
 ... in order of first use, :attr:`Statement.params` naming each) for psycopg's raw
@@ -33,6 +41,7 @@ from psycopg import sql
 __all__ = [
     "Migration",
     "Statement",
+    "Statements",
     "advisory_key",
     "channel_name",
     "load_migrations",
@@ -43,6 +52,7 @@ __all__ = [
 _MIGRATION_FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
 _NAME_LINE = re.compile(r"^--\s*(name|fragment):\s*(\w+)\s*$", re.MULTILINE)
 _INCLUDE_LINE = re.compile(r"^--\s*include:\s*(\w+)\s*$", re.MULTILINE)
+_CONDITION_LINE = re.compile(r"^\s*--\s*(?:(if|unless):\s*(\w+)|(end))\s*$")
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 _SPACE = re.compile(r"\s+")
 # A plain PostgreSQL identifier: quoting keeps its case, and the length limit (63 bytes,
@@ -136,8 +146,75 @@ def _sql_files() -> list[tuple[str, str]]:
                   for f in folder.iterdir() if f.name.endswith(".sql"))
 
 
+def _flags(name: str, text: str) -> tuple[str, ...]:
+    """The flags of ``text``'s conditional parts, checking that they are well formed
+    (not nested: each part ends before the next begins)."""
+    found: dict[str, None] = {}
+    open_flag: str | None = None
+    for line in text.splitlines():
+        m = _CONDITION_LINE.match(line)
+        if not m:
+            continue
+        if m.group(3):
+            if open_flag is None:
+                raise RuntimeError(f"statement {name!r}: '-- end' without '-- if'")
+            open_flag = None
+        elif open_flag is not None:
+            raise RuntimeError(f"statement {name!r}: part {m.group(2)!r} inside part "
+                               f"{open_flag!r}")
+        else:
+            open_flag = m.group(2)
+            found[open_flag] = None
+    if open_flag is not None:
+        raise RuntimeError(f"statement {name!r}: part {open_flag!r} has no '-- end'")
+    return tuple(found)
+
+
+def _select(text: str, on: frozenset[str]) -> str:
+    """``text`` with the parts its flags ``on`` leave out removed."""
+    kept: list[str] = []
+    keep = True
+    for line in text.splitlines():
+        m = _CONDITION_LINE.match(line)
+        if m is None:
+            if keep:
+                kept.append(line)
+        elif m.group(3):
+            keep = True
+        else:
+            keep = (m.group(2) in on) == (m.group(1) == "if")
+    return "\n".join(kept)
+
+
+class Statements(dict[str, Statement]):
+    """Named statements. A statement with conditional parts maps to its variant with
+    every flag on; :meth:`variant` gives the others."""
+
+    def __init__(self, plain: dict[str, Statement], flags: dict[str, frozenset[str]],
+                 variants: dict[tuple[str, frozenset[str]], Statement]) -> None:
+        super().__init__(plain)
+        self._flags = flags
+        self._variants = variants
+
+    def variant(self, name: str, on: frozenset[str]) -> Statement:
+        """Statement ``name`` with the flags ``on`` on and its other flags off (flags it
+        does not have are ignored)."""
+        flags = self._flags.get(name)
+        return self[name] if not flags else self._variants[(name, on & flags)]
+
+    def variants(self, name: str) -> list[Statement]:
+        """Every variant of statement ``name`` (just the one without flags)."""
+        return [st for (n, _), st in self._variants.items() if n == name] or [self[name]]
+
+    def for_schema(self, schema: str) -> Statements:
+        variants = {k: st.for_schema(schema) for k, st in self._variants.items()}
+        plain = {n: variants[(n, self._flags[n])] if n in self._flags
+                 else st.for_schema(schema) for n, st in self.items()}
+        return Statements(plain, self._flags, variants)
+
+
 @functools.cache
-def _statements() -> dict[str, Statement]:
+def _statements() -> Statements:
     bodies: dict[str, str] = {}
     fragments: dict[str, str] = {}
     for filename, text in _sql_files():
@@ -155,13 +232,26 @@ def _statements() -> dict[str, Statement]:
             raise RuntimeError(f"unknown SQL fragment {m.group(1)!r}")
         return fragments[m.group(1)]
 
-    return {name: _compact(name, _INCLUDE_LINE.sub(include, body))
-            for name, body in bodies.items()}
+    plain: dict[str, Statement] = {}
+    flags: dict[str, frozenset[str]] = {}
+    variants: dict[tuple[str, frozenset[str]], Statement] = {}
+    for name, body in bodies.items():
+        body = _INCLUDE_LINE.sub(include, body)
+        names = _flags(name, body)
+        if not names:
+            plain[name] = _compact(name, body)
+            continue
+        flags[name] = frozenset(names)
+        for bits in range(1 << len(names)):
+            on = frozenset(f for i, f in enumerate(names) if bits >> i & 1)
+            variants[(name, on)] = _compact(name, _select(body, on))
+        plain[name] = variants[(name, flags[name])]
+    return Statements(plain, flags, variants)
 
 
-def load_statements(schema: str) -> dict[str, Statement]:
+def load_statements(schema: str) -> Statements:
     """Every named statement, for the provider of ``schema``."""
-    return {name: st.for_schema(schema) for name, st in _statements().items()}
+    return _statements().for_schema(schema)
 
 
 def load_migrations(schema: str) -> list[Migration]:

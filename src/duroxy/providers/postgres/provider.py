@@ -364,13 +364,14 @@ class PostgresProvider(Provider):
         async with self._connection() as conn, conn.transaction():
             yield conn
 
-    async def _rows(self, name: str, params: dict[str, Any]) -> list[Row]:
-        """Run one named statement in its own implicit transaction (autocommit): one
-        round trip, BEGIN and COMMIT included."""
+    async def _rows(self, name: str | Statement, params: dict[str, Any]) -> list[Row]:
+        """Run one statement (named, or a variant) in its own implicit transaction
+        (autocommit): one round trip, BEGIN and COMMIT included."""
+        stmt = self._q[name] if isinstance(name, str) else name
         try:
             pool = await self._ready()
             async with pool.connection() as conn:
-                cur = await self._run(conn, self._q[name], params)
+                cur = await self._run(conn, stmt, params)
                 return await cur.fetchall()
         except psycopg.Error as e:
             raise _provider_error(e) from e
@@ -539,7 +540,7 @@ class PostgresProvider(Provider):
             raise ValueError(f"unknown instance state {commit.state!r}")
         t = turn(commit, self._node_id)  # encodes everything first: may raise, sends nothing
         t.params.update(params, channel=self._channel)
-        rows = await self._rows(statement, t.params)
+        rows = await self._rows(self._q.variant(statement, t.parts), t.params)
         if not rows:
             raise LockLost("orchestration lock is not held (released, taken over or deleted)"
                            if statement == "ack_turn" else "the instance has no record")

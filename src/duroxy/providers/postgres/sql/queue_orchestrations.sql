@@ -162,7 +162,7 @@ ORDER BY d.id
 
 -- fragment: turn_writes
 -- The writes of a turn, shared by ack_turn and commit_turn, which each start with
--- CTEs lk, acked, st and ok:
+-- CTEs lk, acked, st and ok (and ack_turn's consumed: the messages its lease delivered):
 -- lk: the instance's lock row, row-locked (a concurrent renew, abandon or fetch waits);
 -- acked: the leases of the activities whose results the turn consumed, row-locked;
 -- st: what was found, judged against the clock read after the locks were taken:
@@ -175,6 +175,9 @@ ORDER BY d.id
 -- violates the history key and fails the statement.
 -- works: the first %(claim)s activities are inserted leased to the caller for
 -- %(claim_timeout)s seconds, attempt 1, as a fetch would lease them.
+-- Parts: starts (records for started instances), msgs (messages and their lock rows),
+-- works (activities), cancels (cancelled activities), each compiled in only for a turn
+-- that has such rows (see _sql.py).
 -- Returns one row (none when lk found nothing): st's findings; pending, whether messages
 -- wait that the turn did not consume (they arrived during the lease; fetches skipped
 -- them, so the instance is announced again); the claimed activities (ids, tokens, event
@@ -212,6 +215,7 @@ taken AS (
               (SELECT coalesce(max(h.seq) + 1, 0) FROM history AS h
                WHERE h.ikey = i.ikey AND h.execution_id = %(execution_id)s)
               + cardinality(%(event_ids)s::int[]) AS history_len
+-- if: starts
 ), started AS (
     -- records for OrchestrationStarted messages to ids that have none (children,
     -- detached starts); an existing record is left alone
@@ -227,6 +231,8 @@ taken AS (
                               custom_status, parent_instance_id, n)
     ORDER BY t.n
     ON CONFLICT (ikey) DO NOTHING
+-- end
+-- if: msgs
 ), msgs AS (
     INSERT INTO orchestrator_queue (ikey, instance_id, payload, visible_at, due_at)
     SELECT t.ikey, t.instance_id, t.payload,
@@ -243,6 +249,8 @@ taken AS (
     SELECT DISTINCT m.ikey, m.instance_id FROM msgs AS m
     ORDER BY m.ikey
     ON CONFLICT (ikey) DO NOTHING
+-- end
+-- if: works
 ), works AS (
     INSERT INTO activity_queue (ikey, instance_id, execution_id, event_id, payload,
                                 visible_at, lock_token, locked_until, attempts)
@@ -259,16 +267,14 @@ taken AS (
                WITH ORDINALITY AS t(ikey, instance_id, execution_id, event_id, payload, n)
           ORDER BY t.n) AS w
     RETURNING id, lock_token, event_id
+-- end
+-- if: cancels
 ), cancelled AS (
     DELETE FROM activity_queue AS a
     USING ok, unnest(%(cancel_keys)s::bytea[], %(cancel_execs)s::int[],
                      %(cancel_events)s::int[]) AS t(ikey, execution_id, event_id)
     WHERE a.ikey = t.ikey AND a.execution_id = t.execution_id AND a.event_id = t.event_id
-), consumed AS (
-    -- exactly the messages this lease delivered
-    DELETE FROM orchestrator_queue AS q
-    USING ok
-    WHERE q.lock_token = %(token)s
+-- end
 ), released AS (
     UPDATE instance_locks AS l
     SET lock_token = NULL, locked_until = NULL
@@ -289,10 +295,15 @@ SELECT st.instance_id, st.has_record, st.alive, st.acked_held, st.acked_alive,
              AS n(note)
         WHERE n.note IS NOT NULL)
 FROM st, pending,
+-- if: works
      LATERAL (SELECT array_agg(w.id ORDER BY w.id) AS ids,
                      array_agg(w.lock_token ORDER BY w.id) AS tokens,
                      array_agg(w.event_id ORDER BY w.id) AS events
               FROM works AS w WHERE w.lock_token IS NOT NULL) AS c
+-- end
+-- unless: works
+     (SELECT NULL::bigint[] AS ids, NULL::text[] AS tokens, NULL::int[] AS events) AS c
+-- end
      LEFT JOIN LATERAL (SELECT * FROM rec) AS r ON true
 
 -- name: ack_turn
@@ -322,6 +333,11 @@ WITH lk AS (
 ), ok AS (
     SELECT st.ikey, st.instance_id, st.has_record FROM st
     WHERE st.alive AND st.acked_held = %(acked_count)s AND st.acked_alive = %(acked_count)s
+), consumed AS (
+    -- exactly the messages this lease delivered
+    DELETE FROM orchestrator_queue AS q
+    USING ok
+    WHERE q.lock_token = %(token)s
 ),
 -- include: turn_writes
 

@@ -1,0 +1,105 @@
+"""The PostgreSQL statement loader: conditional parts and their variants. The server
+test prepares every variant of every statement, so a part that leaves broken SQL
+behind fails here even when no conformance case happens to need that combination."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+pytest.importorskip("psycopg")
+
+from duroxy.providers.postgres import _sql
+
+BODY = """
+SELECT 1 AS one
+-- if: a
+, %(x)s AS x
+-- end
+-- unless: a
+, NULL AS x
+-- end
+-- if: b
+, %(y)s AS y
+-- end
+"""
+
+
+def test_every_combination_of_flags_is_compiled_with_only_its_parameters() -> None:
+    assert _sql._flags("s", BODY) == ("a", "b")
+    texts = {on: _sql._compact("s", _sql._select(BODY, on))
+             for on in (frozenset(), frozenset("a"), frozenset("b"), frozenset("ab"))}
+    assert texts[frozenset()].raw == b"SELECT 1 AS one , NULL AS x"
+    assert texts[frozenset()].params == ()
+    assert texts[frozenset("a")].raw == b"SELECT 1 AS one , $1 AS x"
+    assert texts[frozenset("b")].raw == b"SELECT 1 AS one , NULL AS x , $1 AS y"
+    assert texts[frozenset("b")].params == ("y",)
+    assert texts[frozenset("ab")].params == ("x", "y")
+
+
+@pytest.mark.parametrize("bad, problem", [
+    ("SELECT 1\n-- if: a\n, 2\n", "has no '-- end'"),
+    ("SELECT 1\n-- end\n", "'-- end' without"),
+    ("SELECT 1\n-- if: a\n-- if: b\n-- end\n-- end\n", "inside part"),
+])
+def test_malformed_parts_are_refused(bad: str, problem: str) -> None:
+    with pytest.raises(RuntimeError, match=problem):
+        _sql._flags("s", bad)
+
+
+def test_turn_statements_have_a_variant_per_combination_of_parts() -> None:
+    q = _sql.load_statements("duroxy")
+    parts = frozenset({"starts", "msgs", "works", "cancels"})
+    for name in ("ack_turn", "commit_turn"):
+        variants = q.variants(name)
+        assert len(variants) == 16
+        assert len({v.raw for v in variants}) == 16
+        assert q[name] is q.variant(name, parts)
+        lean = q.variant(name, frozenset())
+        assert b"INSERT INTO activity_queue" not in lean.raw
+        assert b"INSERT INTO orchestrator_queue" not in lean.raw
+        assert "work_keys" not in lean.params and "msg_keys" not in lean.params
+        full = q[name]
+        assert {"work_keys", "msg_keys", "start_keys", "cancel_keys"} <= set(full.params)
+        # flags the statement does not have are ignored
+        assert q.variant(name, frozenset({"works", "nonsense"})) is \
+            q.variant(name, frozenset({"works"}))
+    # only ack_turn consumes the messages its lease delivered
+    assert b"DELETE FROM orchestrator_queue" in q["ack_turn"].raw
+    assert b"DELETE FROM orchestrator_queue" not in q["commit_turn"].raw
+    # statements without parts have just themselves
+    assert q.variants("renew_orchestration") == [q["renew_orchestration"]]
+
+
+DSN = os.environ.get("DUROXY_TEST_PG_DSN")
+
+
+@pytest.mark.postgres
+def test_every_variant_of_every_statement_prepares_on_the_server() -> None:
+    if not DSN:
+        pytest.skip("DUROXY_TEST_PG_DSN not set: PostgreSQL tests need a server")
+    import psycopg
+    from psycopg import pq, sql
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    q = _sql.load_statements(schema)
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        try:
+            for m in _sql.load_migrations(schema):
+                conn.execute(b"CREATE SCHEMA IF NOT EXISTS "
+                             + sql.Identifier(schema).as_bytes(conn))
+                conn.execute(m.script)
+            conn.execute(b"SET search_path = " + sql.Identifier(schema).as_bytes(conn))
+            prepared = 0
+            for name in q:
+                for i, st in enumerate(q.variants(name)):
+                    res = conn.pgconn.prepare(f"{name}_{i}".encode(), st.raw)
+                    assert res.status == pq.ExecStatus.COMMAND_OK, (
+                        name, i, res.error_message.decode())
+                    prepared += 1
+            assert prepared == len(q) + 2 * 15
+        finally:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                sql.Identifier(schema)))
