@@ -243,11 +243,14 @@ class OrchestrationQueueTests(ConformanceBase):
 
     async def test_poll_waits_for_work_only_if_the_provider_long_polls(
             self, provider: Provider) -> None:
+        assert await provider.fetch_orchestration_items(LOCK) == []  # open, and empty
+        t0 = time.monotonic()
         poll = asyncio.ensure_future(provider.poll_orchestration_items(LOCK, 5, wait=10))
-        await asyncio.sleep(0.05)
         if not provider.long_poll:
-            assert poll.done() and poll.result() == []  # the default answers at once
+            assert await asyncio.wait_for(poll, 9) == []
+            assert time.monotonic() - t0 < 5  # the default answers at once
             return
+        await asyncio.sleep(0.05)
         assert not poll.done()
         iid = uid()
         t0 = time.monotonic()
