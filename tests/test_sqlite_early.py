@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,15 @@ def _hold_commits(store: SqliteProvider) -> tuple[threading.Event, threading.Eve
 
     store._writer.before_commit = hold
     return entered, release
+
+
+async def _parked(store: SqliteProvider, wait: float) -> asyncio.Future[list[Any]]:
+    """A poll of an open store, parked in its writer by the time this returns."""
+    await store.flush()
+    poll = asyncio.ensure_future(store.poll_orchestration_items(HOLD, 5, wait=wait))
+    await asyncio.sleep(0.05)
+    assert not poll.done()
+    return poll
 
 
 # ------------------------------------------------------------------ early results
@@ -111,10 +121,7 @@ async def test_poll_without_wait_is_a_fetch(tmp_path: Path) -> None:
 
 async def test_parked_poll_takes_a_start_in_the_same_commit(tmp_path: Path) -> None:
     store = SqliteProvider(tmp_path / "p.db")
-    await store.flush()
-    poll = asyncio.ensure_future(store.poll_orchestration_items(HOLD, 5, wait=30))
-    await asyncio.sleep(0.05)
-    assert not poll.done()
+    poll = await _parked(store, 30)
     before = store._writer.commits
     iid = uid()
     t0 = time.monotonic()
@@ -161,9 +168,7 @@ async def test_parked_poll_finds_work_of_another_process_at_its_deadline(
         tmp_path: Path) -> None:
     store = SqliteProvider(tmp_path / "o.db")
     other = SqliteProvider(tmp_path / "o.db")  # its commits do not wake our writer
-    await store.flush()
-    poll = asyncio.ensure_future(store.poll_orchestration_items(HOLD, 5, wait=0.3))
-    await asyncio.sleep(0.05)
+    poll = await _parked(store, 0.3)
     iid = uid()
     await create(other, iid)
     items = await asyncio.wait_for(poll, 5)
@@ -174,9 +179,7 @@ async def test_parked_poll_finds_work_of_another_process_at_its_deadline(
 
 async def test_cancelled_poll_takes_no_lock(tmp_path: Path) -> None:
     store = SqliteProvider(tmp_path / "c.db")
-    await store.flush()
-    poll = asyncio.ensure_future(store.poll_orchestration_items(HOLD, 5, wait=30))
-    await asyncio.sleep(0.05)
+    poll = await _parked(store, 30)
     poll.cancel()
     with pytest.raises(asyncio.CancelledError):
         await poll
@@ -190,9 +193,7 @@ async def test_cancelled_poll_takes_no_lock(tmp_path: Path) -> None:
 
 async def test_close_answers_a_parked_poll(tmp_path: Path) -> None:
     store = SqliteProvider(tmp_path / "x.db")
-    await store.flush()
-    poll = asyncio.ensure_future(store.poll_orchestration_items(HOLD, 5, wait=30))
-    await asyncio.sleep(0.05)
+    poll = await _parked(store, 30)
     await store.close()
     assert await asyncio.wait_for(poll, 5) == []
 
