@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from typing import TYPE_CHECKING, Any
 
 from .._tracing import TraceMethods
@@ -39,17 +38,18 @@ class ActivityContext(TraceMethods):
         self.worker_id = worker_id
         self._provider = provider
         self._loop = loop
-        # A threading.Event so that plain-def activities in the thread pool can poll it.
-        self._flag = threading.Event()
+        # Set on the runtime's loop only; plain-def activities in the thread pool read it
+        # (a single attribute read needs no lock).
+        self._cancelled = False
         self._waiters: list[asyncio.Future[None]] = []
 
     # ------------------------------------------------------------------ cancellation
     def is_cancelled(self) -> bool:
-        return self._flag.is_set()
+        return self._cancelled
 
     async def cancelled(self) -> None:
         """Returns once the result is no longer wanted."""
-        if self._flag.is_set():
+        if self._cancelled:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
@@ -61,9 +61,9 @@ class ActivityContext(TraceMethods):
 
     def _cancel(self) -> None:
         """Mark as no longer wanted; called on the runtime's loop."""
-        if self._flag.is_set():
+        if self._cancelled:
             return
-        self._flag.set()
+        self._cancelled = True
         for fut in self._waiters:
             if not fut.done():
                 fut.get_loop().call_soon_threadsafe(_set_done, fut)

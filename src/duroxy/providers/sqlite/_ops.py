@@ -69,6 +69,9 @@ class PreparedCommit:
     cancel_activities: list[tuple[str, int, int]]
     acked_activities: list[str]  # lock tokens of work rows this turn consumed directly
     claim: tuple[int, float] = (0, 0.0)  # (how many activities to enqueue locked, for how long)
+    #: the first claim[0] activities as objects, for the items handed back (not decoded
+    #: again on the writer thread)
+    claimed_work: tuple[ActivityWork, ...] = ()
 
 
 def new_token() -> str:
@@ -276,12 +279,12 @@ def _apply_turn(tx: Tx, instance_id: str, has_record: bool, old_execution: int |
     if claim:
         # Enqueued already locked for the committing worker, which runs them at once.
         salt = new_token()
-        for iid, ex, eid, payload in c.activities[:claim]:
+        for (iid, ex, eid, payload), work in zip(c.activities[:claim], c.claimed_work,
+                                                 strict=True):
             rows = _rows(conn, Q["enqueue_activity_returning"], (iid, ex, eid, payload, tx.now))
             if rows:
                 wid = rows[0][0]
-                claimed.append(ActivityItem(wid, f"{wid}.{salt}",
-                                            ActivityWork.from_json(payload), 1))
+                claimed.append(ActivityItem(wid, f"{wid}.{salt}", work, 1))
         conn.executemany(Q["lock_activity"], [
             (it.lock_token, tx.now + claim_timeout, it.id) for it in claimed])
     if len(c.activities) > claim:

@@ -501,6 +501,7 @@ class SqliteProvider(Provider):
     def _prepare_commit(self, commit: OrchestrationCommit) -> _ops.PreparedCommit:
         if commit.state not in _STATES:
             raise ValueError(f"unknown instance state {commit.state!r}")
+        claim = max(0, min(commit.claim_activities, len(commit.activities)))
         try:
             return _ops.PreparedCommit(
                 execution_id=commit.execution_id, state=commit.state, name=commit.name,
@@ -513,8 +514,8 @@ class SqliteProvider(Provider):
                 messages=[self._prepare(m) for m in commit.messages],
                 cancel_activities=[(i, x, e) for i, x, e in commit.cancel_activities],
                 acked_activities=list(commit.acked_activities),
-                claim=(min(commit.claim_activities, len(commit.activities)),
-                       commit.claim_lock_timeout),
+                claim=(claim, commit.claim_lock_timeout),
+                claimed_work=tuple(commit.activities[:claim]),
             )
         except (TypeError, ValueError) as e:
             if isinstance(e, PayloadError):
