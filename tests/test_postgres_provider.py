@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from duroxy.errors import InstanceAlreadyExists, LockLost, ProviderError
+from duroxy.history import OrchestratorMessage
 from duroxy.providers.base import Provider
 from duroxy.testing.conformance_support import (
     HOLD,
@@ -29,6 +30,7 @@ from duroxy.testing.conformance_support import (
     commit,
     create,
     fetch_one,
+    first_turn,
     raised,
     scheduled,
     start_message,
@@ -584,3 +586,190 @@ async def test_start_message_round_trips_exactly(
     item = await fetch_one(p)
     assert item.instance_id == iid
     assert item.messages[0].message == msg
+
+
+# ------------------------------------------------------------------ long polling
+def _counting_fetches(p: PostgresProvider) -> list[int]:
+    calls: list[int] = []
+    fetch = p.fetch_orchestration_items
+
+    async def counted(lock_timeout: float, limit: int = 1) -> list[Any]:
+        calls.append(limit)
+        return await fetch(lock_timeout, limit)
+
+    p.fetch_orchestration_items = counted  # type: ignore[method-assign]
+    return calls
+
+
+async def _parked(p: PostgresProvider, wait: float = 30) -> asyncio.Future[Any]:
+    """A poll that has found nothing and is parked by the time this returns."""
+    assert await p.fetch_orchestration_items(HOLD) == []  # open, migrated and empty
+    poll = asyncio.ensure_future(p.poll_orchestration_items(HOLD, 5, wait=wait))
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if p._parking._parked:
+            break
+    assert p._parking._parked and not poll.done()
+    return poll
+
+
+async def test_a_start_is_leased_to_a_parked_poll_in_its_own_statement(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    poll = await _parked(p)
+    fetches = _counting_fetches(p)
+    iid = uid()
+    msg = await create(p, iid)
+    (item,) = await asyncio.wait_for(poll, 5)
+    assert fetches == []  # handed over, not fetched
+    assert item.instance_id == iid and item.attempt == 1
+    assert [qm.message for qm in item.messages] == [msg]
+    assert item.instance is not None and item.instance.state == "PENDING"
+    assert item.instance.history_len == 0
+    # The lease holds, for this provider and for another node alike ...
+    other = providers(p.schema)
+    assert await p.fetch_orchestration_items(HOLD) == []
+    assert await other.fetch_orchestration_items(HOLD) == []
+    # ... and its ack consumes the start like any fetched item's.
+    await p.ack_orchestration_item(item.lock_token, commit(started()))
+    rec = await other.get_instance(iid)
+    assert rec is not None and rec.state == "RUNNING" and rec.history_len == 1
+    assert await other.fetch_orchestration_items(HOLD) == []
+
+
+async def test_the_poll_after_a_hand_off_parks_without_fetching_until_news(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    poll = await _parked(p)
+    await create(p, uid())
+    assert len(await asyncio.wait_for(poll, 5)) == 1
+    fetches = _counting_fetches(p)
+    poll = asyncio.ensure_future(p.poll_orchestration_items(HOLD, 5, wait=30))
+    await asyncio.sleep(0.05)
+    assert fetches == [] and not poll.done()
+    iid = uid()
+    await create(p, iid)  # handed over again
+    assert [i.instance_id for i in await asyncio.wait_for(poll, 5)] == [iid]
+    assert fetches == []
+    # News (here a message for an existing instance) makes the next poll fetch.
+    await p.enqueue_orchestrator_message(raised(iid))
+    assert await p.poll_orchestration_items(HOLD, 5, wait=0.2) == []  # iid is leased
+    assert fetches == [5, 5]  # fetched at once, and again at its deadline
+
+
+async def test_a_start_delayed_into_the_future_is_not_handed_over_early(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    poll = await _parked(p)
+    iid = uid()
+    due = time.time() + 0.3
+    await p.create_instance(OrchestratorMessage(iid, started(), 1, due))
+    items = await asyncio.wait_for(poll, 10)
+    assert time.time() >= due - 0.01  # woken when it fell due, not before
+    assert [i.instance_id for i in items] == [iid]
+
+
+async def test_a_parked_poll_wakes_for_a_timer_committed_here(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    iid = uid()
+    await create(p, iid)
+    item = await fetch_one(p)
+    due = time.time() + 0.3
+    await p.ack_orchestration_item(item.lock_token, commit(
+        started(), messages=[raised(iid, "later", visible_at=due)]))
+    t0 = time.monotonic()
+    items = await asyncio.wait_for(p.poll_orchestration_items(HOLD, 5, wait=20), 10)
+    assert time.monotonic() - t0 < 5  # long before the poll's own deadline
+    assert time.time() >= due - 0.01
+    assert [i.instance_id for i in items] == [iid]
+
+
+async def test_a_parked_poll_wakes_for_work_another_node_commits(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    other = providers(p.schema)
+    poll = await _parked(p)
+    await p.wait_listening()
+    iid = uid()
+    await create(other, iid)
+    items = await asyncio.wait_for(poll, 5)
+    assert [i.instance_id for i in items] == [iid]
+
+
+async def test_a_cancelled_poll_holds_no_lease(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    poll = await _parked(p)
+    poll.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await poll
+    assert p._parking._parked == []
+    iid = uid()
+    await create(p, iid)
+    assert (await fetch_one(p)).instance_id == iid
+
+
+async def test_a_poll_cancelled_during_a_hand_off_gives_the_lease_back(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    poll = await _parked(p)
+    iid = uid()
+    creating = asyncio.ensure_future(create(p, iid))
+    await asyncio.sleep(0)  # the start has taken the parked poll and is in flight
+    assert p._parking._parked == []
+    poll.cancel()
+    await creating
+    with pytest.raises(asyncio.CancelledError):
+        await poll
+    for _ in range(100):  # given back in the background
+        items = await p.fetch_orchestration_items(HOLD)
+        if items:
+            break
+        await asyncio.sleep(0.02)
+    assert [i.instance_id for i in items] == [iid]
+
+
+async def test_a_start_whose_lock_row_is_held_is_announced_instead(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    target = uid("target")
+    # A message to an id without a record gives it a lock row; a fetch leases it.
+    await first_turn(p, uid(), messages=[raised(target)])
+    held = await fetch_one(p)
+    assert held.instance_id == target and held.instance is None
+    poll = await _parked(p, wait=0.5)
+    await create(p, target)
+    assert await asyncio.wait_for(poll, 5) == []  # nothing handed over; woken, found none
+    await p.abandon_orchestration_item(held.lock_token)
+    item = await fetch_one(p)
+    assert item.instance_id == target
+    assert item.instance is not None and item.instance.state == "PENDING"
+
+
+async def test_close_answers_a_parked_poll(providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    poll = await _parked(p)
+    await p.close()
+    assert await asyncio.wait_for(poll, 5) == []
+
+
+async def test_news_during_a_fetch_that_missed_it_makes_the_poll_fetch_again(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    assert await p.fetch_orchestration_items(HOLD) == []
+    fetch = p.fetch_orchestration_items
+    iid = uid()
+    calls: list[list[Any]] = []
+
+    async def late(lock_timeout: float, limit: int = 1) -> list[Any]:
+        items = await fetch(lock_timeout, limit)
+        if not calls:  # a start commits (and is announced) after this fetch's snapshot
+            await create(p, iid)
+        calls.append(items)
+        return items
+
+    p.fetch_orchestration_items = late  # type: ignore[method-assign]
+    items = await asyncio.wait_for(p.poll_orchestration_items(HOLD, 5, wait=30), 5)
+    assert [i.instance_id for i in items] == [iid]
+    assert len(calls) == 2 and calls[0] == []

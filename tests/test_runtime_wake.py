@@ -38,6 +38,16 @@ async def test_idle_poll_doubles_up_to_its_ceiling(slow: float, ceiling: float) 
     assert waits[-1] == 0.05
 
 
+@pytest.mark.parametrize(("slow", "ceiling"), [(1.0, 0.25), (4.0, 1.0)])
+async def test_long_poll_wait_doubles_up_to_its_ceiling(slow: float, ceiling: float) -> None:
+    wake = _Wake(asyncio.get_running_loop(), slow)
+    waits = [wake.long_poll(OPTS) for _ in range(8)]
+    assert waits[:3] == [0.05, 0.1, 0.2]
+    assert max(waits) == ceiling and waits[-1] == ceiling
+    wake.busy(OPTS)
+    assert wake.long_poll(OPTS) == 0.05
+
+
 async def test_after_a_timer_falls_due_empty_fetches_are_retried_at_once() -> None:
     wake = _Wake(asyncio.get_running_loop())
     waits = _recording(wake)
@@ -52,4 +62,5 @@ async def test_after_a_timer_falls_due_empty_fetches_are_retried_at_once() -> No
 def test_which_stores_announce_work_to_every_process() -> None:
     assert PostgresProvider.announces_work
     assert not SqliteProvider.announces_work and not InMemoryProvider.announces_work
-    assert SqliteProvider.long_poll and not PostgresProvider.long_poll
+    assert SqliteProvider.long_poll and PostgresProvider.long_poll
+    assert not InMemoryProvider.long_poll

@@ -122,7 +122,8 @@ class _Wake:
     def long_poll(self, opts: RuntimeOptions) -> float:
         """How long a long-polling fetch may wait; each empty one in a row doubles it."""
         poll = max(self._poll, opts.poll_interval)
-        self._poll = min(poll * 2, max(opts.max_poll_interval, opts.poll_interval))
+        self._poll = min(poll * 2, max(opts.max_poll_interval * self._slow,
+                                       opts.poll_interval))
         return poll
 
 

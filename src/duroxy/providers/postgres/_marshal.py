@@ -28,7 +28,8 @@ from ..base import (
 )
 from ._notify import note
 
-__all__ = ["Turn", "completion_params", "key", "orchestration_items", "record", "turn"]
+__all__ = ["Turn", "completion_params", "key", "orchestration_items", "record",
+           "started_item", "turn"]
 
 Row = tuple[Any, ...]
 
@@ -92,6 +93,22 @@ def orchestration_items(rows: list[Row]) -> list[OrchestrationItem]:
                 instance=record(rec) if rec[0] is not None else None, attempt=attempt))
         i = j
     return items
+
+
+def started_item(message: OrchestratorMessage, event: OrchestrationStarted, token: str,
+                 message_id: int, created_at: float, updated_at: float) -> OrchestrationItem:
+    """The item of an instance create_instance_leased just created and leased: as a
+    fetch would return it (one message, a PENDING record, no history)."""
+    return OrchestrationItem(
+        instance_id=message.instance_id, lock_token=token,
+        messages=[QueuedMessage(message_id, message)],
+        instance=InstanceRecord(
+            instance_id=message.instance_id, name=event.name, version=event.version,
+            state="PENDING", execution_id=event.execution_id, output=None, error=None,
+            custom_status=event.custom_status, created_at=created_at,
+            updated_at=updated_at, parent_instance_id=event.parent_instance_id,
+            history_len=0),
+        attempt=1)
 
 
 def _columns(names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -69,9 +70,10 @@ from ..base import (
     OrchestrationItem,
     Provider,
 )
-from ._marshal import completion_params, orchestration_items, record, turn
+from ._marshal import completion_params, orchestration_items, record, started_item, turn
 from ._marshal import key as _key
 from ._notify import Notifier, note
+from ._parking import DUE_RETRY_PAUSE_S, Parked, Parking, in_background
 from ._sql import (
     Migration,
     Statement,
@@ -163,6 +165,9 @@ class PostgresProvider(Provider):
     pool opens, and the schema is migrated, on first use.
     """
 
+    announces_work = True
+    long_poll = True
+
     def __init__(
         self,
         dsn: str,
@@ -215,6 +220,11 @@ class PostgresProvider(Provider):
         # bound on connection attempts to an unreachable server.
         self._conn_kwargs = _defaults(params, application_name="duroxy", connect_timeout=10)
         self._finals = FinalRecords()
+        self._parking = Parking()
+        self._parking_unlisten: Callable[[], None] | None = None
+        # The notifier's mark when a poll last returned a start handed to it: until
+        # another orchestrator note, the next poll may park without fetching first.
+        self._handed_mark: int | None = None
         self._notifier = Notifier(dsn, self._channel, self._node_id, _defaults(
             params, application_name="duroxy-listen", connect_timeout=10, **_KEEPALIVE))
         # Leases handed out by this provider and not yet released: token -> (instance
@@ -242,6 +252,7 @@ class PostgresProvider(Provider):
         if self._closed:
             return
         self._closed = True
+        self._parking.close()
         self._notifier.clear()
         binding, self._binding = self._binding, None
         if binding is None:
@@ -460,7 +471,7 @@ class PostgresProvider(Provider):
         if not isinstance(event, OrchestrationStarted):
             raise ValueError(
                 f"create_instance needs an OrchestrationStarted message, got {event.kind}")
-        [(created,)] = await self._rows("create_instance", {
+        params = {
             "key": _key(message.instance_id), "instance_id": message.instance_id,
             "name": event.name, "version": event.version,
             "execution_id": event.execution_id, "custom_status": event.custom_status,
@@ -468,10 +479,42 @@ class PostgresProvider(Provider):
             "payload": encode_message(message), "due_at": message.visible_at,
             "channel": self._channel,
             "note": self._note("orchestrator", message.instance_id),
-        })
+        }
+        parked = self._parking.take() if message.visible_at is None else None
+        if parked is not None:
+            await self._create_leased(message, event, params, parked)
+            return
+        [(created,)] = await self._rows("create_instance", params)
         if created != 1:
             raise InstanceAlreadyExists(message.instance_id)
+        if message.visible_at is not None:
+            self._parking.due_at(message.visible_at)
         self._notifier.call([("orchestrator", message.instance_id)])
+
+    async def _create_leased(self, message: OrchestratorMessage, event: OrchestrationStarted,
+                             params: dict[str, Any], parked: Parked) -> None:
+        """create_instance, leasing the new instance to the parked fetch ``parked`` and
+        handing it over (see _parking.py)."""
+        token = str(uuid.uuid4())
+        mark = self._notifier.mark()
+        item: OrchestrationItem | None = None
+        try:
+            rows = await self._rows("create_instance_leased", {
+                **params, "token": token, "lock_timeout": float(parked.lock_timeout)})
+            if not rows:
+                raise InstanceAlreadyExists(message.instance_id)
+            leased, mid, created_at, updated_at = rows[0][:4]
+            if leased is None:  # the lock row was held: announced instead
+                self._notifier.call([("orchestrator", message.instance_id)])
+                return
+            item = started_item(message, event, leased, int(mid), created_at, updated_at)
+            self._leased([item], mark)
+        finally:
+            if parked.fut.done():  # its poll was cancelled: give the lease back
+                if item is not None:
+                    self._give_back([item])
+            else:
+                parked.fut.set_result([item] if item is not None else None)
 
     async def enqueue_orchestrator_message(self, message: OrchestratorMessage) -> None:
         [(enqueued,)] = await self._rows("enqueue_existing", {
@@ -481,6 +524,8 @@ class PostgresProvider(Provider):
         })
         if enqueued != 1:
             raise InstanceNotFound(message.instance_id)
+        if message.visible_at is not None:
+            self._parking.due_at(message.visible_at)
         self._notifier.call([("orchestrator", message.instance_id)])
 
     # ------------------------------------------------------------ orchestration queue
@@ -495,6 +540,42 @@ class PostgresProvider(Provider):
         rows = await self._rows("fetch_orchestrations", {
             "scan": limit * 4 + 16, "limit": limit, "lock_timeout": float(lock_timeout)})
         return self._leased(orchestration_items(rows), mark)
+
+    async def poll_orchestration_items(self, lock_timeout: float, limit: int = 1,
+                                       wait: float = 0.0) -> list[OrchestrationItem]:
+        """Fetch; finding nothing, park until an orchestrator note, a message committed
+        here falls due, a start is handed over (see _parking.py) or ``wait`` is up."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        handed, self._handed_mark = self._handed_mark, None
+        # Right after a hand-off, with no note since, a fetch would find nothing new.
+        fetch = not (wait > 0 and handed is not None and handed == self._notifier.mark())
+        while True:
+            if fetch:
+                mark = self._notifier.mark()
+                items = await self.fetch_orchestration_items(lock_timeout, limit)
+                if items or wait <= 0 or self._closed or loop.time() >= deadline:
+                    return items
+                if self._notifier.mark() != mark:
+                    continue  # news during the fetch, which may not have seen it
+            fetch = True
+            if self._parking.retrying():
+                await asyncio.sleep(DUE_RETRY_PAUSE_S)
+                continue
+            if self._parking_unlisten is None:
+                self._parking_unlisten = self.listen("orchestrator", self._parking.wake)
+            got = await self._parking.wait(lock_timeout, deadline - loop.time(),
+                                           self._give_back)
+            if got:
+                self._handed_mark = self._notifier.mark()
+                return got
+            if self._closed:
+                return []
+
+    def _give_back(self, items: list[OrchestrationItem]) -> None:
+        """Release leases nobody will use (best effort: an unreleased lease expires)."""
+        for item in items:
+            in_background(self.abandon_orchestration_item(item.lock_token))
 
     async def lock_instance(self, instance_id: str, lock_timeout: float
                             ) -> OrchestrationItem | None:
@@ -570,6 +651,10 @@ class PostgresProvider(Provider):
                     custom_status=commit.custom_status, created_at=created_at,
                     updated_at=updated_at, parent_instance_id=parent,
                     history_len=int(history_len)))
+        now = time.time()
+        for m in commit.messages:
+            if m.visible_at is not None and m.visible_at > now:
+                self._parking.due_at(m.visible_at)
         self._notifier.call(notes)
         return t.claimed_items(rows[0][6:9])
 
@@ -636,7 +721,6 @@ class PostgresProvider(Provider):
             raise LockLost("activity lock is not held (expired, taken over or cancelled)")
 
     # ------------------------------------------------------------ reads and management
-    announces_work = True
 
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
         final = self._finals.take(instance_id)

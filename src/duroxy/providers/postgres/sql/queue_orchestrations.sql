@@ -44,6 +44,46 @@ WITH inst AS (
 )
 SELECT count(pg_notify(%(channel)s, %(note)s)) FROM inst
 
+-- name: create_instance_leased
+-- create_instance for a fetch parked in this provider (long polling), leasing the new
+-- instance to it in the same statement, as fetch_orchestrations would: lock row leased
+-- with %(token)s for %(lock_timeout)s seconds (an existing lock row only if free, as a
+-- fetch finds it), the start message delivered under that token, attempt 1. Only for a
+-- start that is visible at once. Returns no row when the id was taken, else one: the
+-- token (NULL when an existing lock row was held: nothing was leased, and the start
+-- was announced as create_instance does), the message id, and the record's created_at
+-- and updated_at.
+WITH inst AS (
+    INSERT INTO instances
+        (ikey, instance_id, name, version, state, execution_id, custom_status,
+         parent_instance_id)
+    VALUES (%(key)s, %(instance_id)s, %(name)s, %(version)s, 'PENDING', %(execution_id)s,
+            %(custom_status)s, %(parent_instance_id)s)
+    ON CONFLICT (ikey) DO NOTHING
+    RETURNING ikey, instance_id, created_at, updated_at
+), lock_row AS (
+    INSERT INTO instance_locks AS l (ikey, instance_id, lock_token, locked_until, has_record)
+    SELECT ikey, instance_id, %(token)s,
+           clock_timestamp() + make_interval(secs => %(lock_timeout)s), true
+    FROM inst
+    ON CONFLICT (ikey) DO UPDATE
+    SET lock_token = excluded.lock_token, locked_until = excluded.locked_until,
+        has_record = true
+    WHERE l.locked_until IS NULL OR l.locked_until <= statement_timestamp()
+    RETURNING l.lock_token
+), msg AS (
+    INSERT INTO orchestrator_queue
+        (ikey, instance_id, payload, visible_at, due_at, lock_token, attempts)
+    SELECT i.ikey, i.instance_id, %(payload)s, statement_timestamp(), NULL, lr.lock_token,
+           CASE WHEN lr.lock_token IS NULL THEN 0 ELSE 1 END
+    FROM inst AS i LEFT JOIN lock_row AS lr ON true
+    RETURNING id, lock_token
+)
+SELECT m.lock_token, m.id, extract(epoch FROM i.created_at)::float8,
+       extract(epoch FROM i.updated_at)::float8,
+       (SELECT count(pg_notify(%(channel)s, %(note)s)) FROM msg WHERE msg.lock_token IS NULL)
+FROM inst AS i, msg AS m
+
 -- name: enqueue_existing
 -- A message for an instance that must have a record. FOR KEY SHARE keeps a concurrent
 -- delete from removing the record between the check and the insert.

@@ -1,0 +1,150 @@
+"""Long polling for the PostgreSQL store: fetches that found nothing, parked until work
+may be there.
+
+A parked fetch is woken (its future resolved with ``None``: fetch again) by every
+orchestrator note, this node's own commits and other nodes' alike (see ``_notify.py``),
+and when a message this node committed with a future ``visible_at`` falls due; after
+that it keeps fetching for a moment, since the database server's clock, which decides
+visibility, may lag this host's. A start committed through this provider while a fetch
+is parked is leased to that fetch in the start's own statement and handed over (its
+future resolved with the item): no fetch, and no wake-up, between a start and its first
+turn.
+
+Invariants: every parked fetch is in ``_parked`` exactly until its future is resolved
+or it leaves (timeout, cancellation); a fetch taken for a hand-off is out of ``_parked``
+while the start's statement runs, so nothing else resolves it meanwhile. Everything here
+runs on the event loop of the parked fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..base import OrchestrationItem
+
+__all__ = ["Parked", "Parking", "in_background"]
+
+#: Wake a little after a message's due time, and retry empty fetches this long after,
+#: this often: the server compares visible_at with its own clock.
+_DUE_SLACK_S = 0.0005
+_DUE_RETRY_S = 0.05
+DUE_RETRY_PAUSE_S = 0.001
+#: Most due-time alarms kept; older ones are dropped once fired.
+_ALARMS_KEPT = 4096
+
+
+class Parked:
+    """One parked fetch: the lease a hand-off takes for it, and its future (``None``:
+    fetch again; a list: items handed over)."""
+
+    __slots__ = ("fut", "lock_timeout", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, lock_timeout: float) -> None:
+        self.loop = loop
+        self.lock_timeout = lock_timeout
+        self.fut: asyncio.Future[list[OrchestrationItem] | None] = loop.create_future()
+
+
+class Parking:
+    def __init__(self) -> None:
+        self._parked: list[Parked] = []
+        self._alarms: set[asyncio.TimerHandle] = set()
+        self._retry_until = 0.0  # time.monotonic()
+
+    def park(self, lock_timeout: float) -> Parked:
+        p = Parked(asyncio.get_running_loop(), lock_timeout)
+        self._parked.append(p)
+        return p
+
+    def leave(self, p: Parked) -> bool:
+        """Take ``p`` out; False when something took or resolved it already."""
+        try:
+            self._parked.remove(p)
+        except ValueError:
+            return False
+        return True
+
+    async def wait(self, lock_timeout: float, timeout: float,
+                   give_back: Callable[[list[OrchestrationItem]], None]
+                   ) -> list[OrchestrationItem] | None:
+        """Wait parked for up to ``timeout``: the items handed over, or ``None`` (fetch
+        again). Items that a cancelled wait can no longer return go to ``give_back``."""
+        p = self.park(lock_timeout)
+        try:
+            await asyncio.wait({p.fut}, timeout=max(timeout, 0.0))
+        except asyncio.CancelledError:
+            if not self.leave(p):
+                if p.fut.done():  # handed over just now: nobody will take it
+                    give_back(p.fut.result() or [])
+                else:  # a start is being handed over: it gives the lease back
+                    p.fut.cancel()
+            raise
+        if self.leave(p):
+            return None  # timed out
+        return await p.fut  # resolved, or a hand-off under way
+
+    def take(self) -> Parked | None:
+        """A parked fetch of the running loop to hand a start to, out of ``_parked``."""
+        loop = asyncio.get_running_loop()
+        for i, p in enumerate(self._parked):
+            if p.loop is loop and not p.fut.done():
+                del self._parked[i]
+                return p
+        return None
+
+    def wake(self, _instance_id: str | None = None) -> None:
+        """Every parked fetch fetches again (a listener: any thread may call it)."""
+        parked, self._parked = self._parked, []
+        for p in parked:
+            if p.loop.is_closed():
+                continue
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is p.loop:
+                _resolve(p.fut, None)
+            else:
+                p.loop.call_soon_threadsafe(_resolve, p.fut, None)
+
+    def due_at(self, visible_at: float) -> None:
+        """A message committed here becomes visible at ``visible_at`` (epoch seconds)."""
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(max(visible_at - time.time(), 0.0) + _DUE_SLACK_S, self._due)
+        self._alarms.add(handle)
+        if len(self._alarms) > _ALARMS_KEPT:
+            now = loop.time()
+            self._alarms = {h for h in self._alarms if not h.cancelled() and h.when() > now}
+
+    def _due(self) -> None:
+        self._retry_until = time.monotonic() + _DUE_RETRY_S
+        self.wake()
+
+    def retrying(self) -> bool:
+        """Whether a message fell due a moment ago: an empty fetch is retried soon."""
+        return time.monotonic() < self._retry_until
+
+    def close(self) -> None:
+        for handle in self._alarms:
+            handle.cancel()
+        self._alarms.clear()
+        self.wake()
+
+
+def in_background(aw: Awaitable[Any]) -> None:
+    """Run ``aw`` on the running loop; nobody waits for it, and its failure is not
+    logged as never retrieved."""
+    asyncio.ensure_future(aw).add_done_callback(_ignore_outcome)
+
+
+def _ignore_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
