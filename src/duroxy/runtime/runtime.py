@@ -117,7 +117,9 @@ class _Wake:
                                        opts.poll_interval))
 
     def busy(self, opts: RuntimeOptions) -> None:
+        """Work came: back to the short poll, and what fell due has been found."""
         self._poll = opts.poll_interval
+        self._due_until = 0.0
 
     def long_poll(self, opts: RuntimeOptions) -> float:
         """How long a long-polling fetch may wait; each empty one in a row doubles it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,8 +189,13 @@ def turn(commit: OrchestrationCommit, node_id: str) -> Turn:
         claim -= sum(1 for w, _ in works[:claim]
                      if (w.instance_id, w.execution_id, w.event_id) in cancelled)
         works = keep
+    # Messages due later are announced by nobody: the committing node's alarm wakes its
+    # own fetch when they fall due (a note now would wake fetches that find nothing).
+    now = time.time()
     notes: list[tuple[Channel, str]] = [
-        ("orchestrator", i) for i in dict.fromkeys(m.instance_id for m in commit.messages)]
+        ("orchestrator", i) for i in dict.fromkeys(
+            m.instance_id for m in commit.messages
+            if m.visible_at is None or m.visible_at <= now)]
     # claimed work needs no wake-up: its worker has it already
     notes += [("activity", i) for i in dict.fromkeys(w.instance_id for w, _ in works[claim:])]
     acked = list(dict.fromkeys(commit.acked_activities))

@@ -70,8 +70,9 @@ class Parking:
     async def wait(self, lock_timeout: float, timeout: float,
                    give_back: Callable[[list[OrchestrationItem]], None]
                    ) -> list[OrchestrationItem] | None:
-        """Wait parked for up to ``timeout``: the items handed over, or ``None`` (fetch
-        again). Items that a cancelled wait can no longer return go to ``give_back``."""
+        """Wait parked for up to ``timeout``: the items handed over, ``None`` when woken
+        (fetch again), or ``[]`` when the time is up. Items that a cancelled wait can no
+        longer return go to ``give_back``."""
         p = self.park(lock_timeout)
         try:
             await asyncio.wait({p.fut}, timeout=max(timeout, 0.0))
@@ -83,7 +84,7 @@ class Parking:
                     p.fut.cancel()
             raise
         if self.leave(p):
-            return None  # timed out
+            return []  # timed out
         return await p.fut  # resolved, or a hand-off under way
 
     def take(self) -> Parked | None:
@@ -124,8 +125,13 @@ class Parking:
         self.wake()
 
     def retrying(self) -> bool:
-        """Whether a message fell due a moment ago: an empty fetch is retried soon."""
+        """Whether a message fell due a moment ago and no fetch has found work since:
+        an empty fetch is then retried soon."""
         return time.monotonic() < self._retry_until
+
+    def found(self) -> None:
+        """A fetch found work: whatever fell due is visible now."""
+        self._retry_until = 0.0
 
     def close(self) -> None:
         for handle in self._alarms:

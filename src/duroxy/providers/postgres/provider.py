@@ -493,8 +493,7 @@ class PostgresProvider(Provider):
 
     async def _create_leased(self, message: OrchestratorMessage, event: OrchestrationStarted,
                              params: dict[str, Any], parked: Parked) -> None:
-        """create_instance, leasing the new instance to the parked fetch ``parked`` and
-        handing it over (see _parking.py)."""
+        """create_instance, leasing the new instance to ``parked`` (see _parking.py)."""
         token = str(uuid.uuid4())
         mark = self._notifier.mark()
         item: OrchestrationItem | None = None
@@ -544,16 +543,18 @@ class PostgresProvider(Provider):
     async def poll_orchestration_items(self, lock_timeout: float, limit: int = 1,
                                        wait: float = 0.0) -> list[OrchestrationItem]:
         """Fetch; finding nothing, park until an orchestrator note, a message committed
-        here falls due, a start is handed over (see _parking.py) or ``wait`` is up."""
+        here falls due, a start is handed over (see _parking.py) or ``wait`` is up.
+        Right after a hand-off, with no note since, it parks without fetching."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         handed, self._handed_mark = self._handed_mark, None
-        # Right after a hand-off, with no note since, a fetch would find nothing new.
         fetch = not (wait > 0 and handed is not None and handed == self._notifier.mark())
         while True:
             if fetch:
                 mark = self._notifier.mark()
                 items = await self.fetch_orchestration_items(lock_timeout, limit)
+                if items:
+                    self._parking.found()
                 if items or wait <= 0 or self._closed or loop.time() >= deadline:
                     return items
                 if self._notifier.mark() != mark:
@@ -568,9 +569,9 @@ class PostgresProvider(Provider):
                                            self._give_back)
             if got:
                 self._handed_mark = self._notifier.mark()
-                return got
-            if self._closed:
-                return []
+            if got is not None or self._closed:
+                # handed over, or the time is up: the caller's next poll fetches first
+                return got or []
 
     def _give_back(self, items: list[OrchestrationItem]) -> None:
         """Release leases nobody will use (best effort: an unreleased lease expires)."""
