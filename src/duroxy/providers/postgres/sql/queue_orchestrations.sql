@@ -21,17 +21,22 @@
 -- the session default at commit; it matters only when rows were written, and a
 -- statement that wrote rows always returns at least one.
 
--- name: create_instance
--- Record, lock row and start message in one statement (one implicit transaction).
--- Returns one row when the id was free, none when it was taken.
-WITH inst AS (
+-- fragment: new_record
+-- inst, in the two statements that create an instance: its record, unless the id is
+-- taken (then no row).
     INSERT INTO instances
         (ikey, instance_id, name, version, state, execution_id, custom_status,
          parent_instance_id)
     VALUES (%(key)s, %(instance_id)s, %(name)s, %(version)s, 'PENDING', %(execution_id)s,
             %(custom_status)s, %(parent_instance_id)s)
     ON CONFLICT (ikey) DO NOTHING
-    RETURNING ikey, instance_id
+    RETURNING ikey, instance_id, created_at, updated_at
+
+-- name: create_instance
+-- Record, lock row and start message in one statement (one implicit transaction).
+-- Returns one row when the id was free, none when it was taken.
+WITH inst AS (
+-- include: new_record
 ), lock_row AS (
     INSERT INTO instance_locks (ikey, instance_id)
     SELECT ikey, instance_id FROM inst
@@ -54,13 +59,7 @@ SELECT count(pg_notify(%(channel)s, %(note)s)) FROM inst
 -- was announced as create_instance does), the message id, and the record's created_at
 -- and updated_at.
 WITH inst AS (
-    INSERT INTO instances
-        (ikey, instance_id, name, version, state, execution_id, custom_status,
-         parent_instance_id)
-    VALUES (%(key)s, %(instance_id)s, %(name)s, %(version)s, 'PENDING', %(execution_id)s,
-            %(custom_status)s, %(parent_instance_id)s)
-    ON CONFLICT (ikey) DO NOTHING
-    RETURNING ikey, instance_id, created_at, updated_at
+-- include: new_record
 ), lock_row AS (
     INSERT INTO instance_locks AS l (ikey, instance_id, lock_token, locked_until, has_record)
     SELECT ikey, instance_id, %(token)s,
