@@ -32,7 +32,7 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,10 +53,8 @@ from ...errors import (
 )
 from ...history import (
     ActivityWork,
-    HistoryEvent,
     OrchestrationStarted,
     OrchestratorMessage,
-    decode_event,
     encode_message,
 )
 from .._finals import FinalRecords
@@ -70,7 +68,8 @@ from ..base import (
     OrchestrationItem,
     Provider,
 )
-from ._marshal import completion_params, orchestration_items, record, started_item, turn
+from ._manage import Management
+from ._marshal import completion_params, orchestration_items, started_item, turn
 from ._marshal import key as _key
 from ._notify import Notifier, note
 from ._parking import DUE_RETRY_PAUSE_S, Parked, Parking, in_background
@@ -100,8 +99,6 @@ _UNPREPARED = frozenset({"list_instances", "purge_candidates", "instance_tree",
 _LEASES_REMEMBERED = 10_000
 
 _STATES = frozenset({"PENDING", "RUNNING"}) | TERMINAL_STATES
-#: What the corruption test hooks store: not JSON, so every decoder rejects it.
-_GARBAGE = "not-json{"
 #: SQLSTATE classes worth retrying: connection trouble, serialization failures and
 #: deadlocks, lock timeouts, server shutting down or out of resources.
 _RETRYABLE_SQLSTATE_PREFIXES = ("08", "40", "55P03", "57P", "53")
@@ -136,12 +133,6 @@ def _defaults(params: dict[str, Any], **defaults: Any) -> dict[str, Any]:
     return {k: v for k, v in defaults.items() if k not in params}
 
 
-def _states(state: str | Sequence[str] | None) -> list[str] | None:
-    if state is None:
-        return None
-    return [state] if isinstance(state, str) else list(state)
-
-
 @dataclass(eq=False, slots=True)
 class _Binding:
     """A pool and the tasks around it, all belonging to one event loop."""
@@ -155,7 +146,7 @@ class _Binding:
     released: bool = False
 
 
-class PostgresProvider(Provider):
+class PostgresProvider(Management, Provider):
     """A provider on PostgreSQL (``postgresql://`` DSN or libpq key/value string).
 
     ``schema`` (default ``duroxy``) holds every table; several schemas are independent
@@ -720,81 +711,3 @@ class PostgresProvider(Provider):
             "token": lock_token, "lock_timeout": float(lock_timeout)})
         if len(rows) != 1:
             raise LockLost("activity lock is not held (expired, taken over or cancelled)")
-
-    # ------------------------------------------------------------ reads and management
-
-    async def get_instance(self, instance_id: str) -> InstanceRecord | None:
-        final = self._finals.take(instance_id)
-        if final is not None:
-            return final
-        rows = await self._rows("get_instance", {"key": _key(instance_id)})
-        return record(rows[0]) if rows else None
-
-    async def read_history(
-        self, instance_id: str, execution_id: int | None = None
-    ) -> list[HistoryEvent]:
-        rows = await self._rows("read_history",
-                                {"key": _key(instance_id), "execution_id": execution_id})
-        # decode_event raises PayloadError for an undecodable stored event
-        return [decode_event(r[0]) for r in rows]
-
-    async def list_executions(self, instance_id: str) -> list[int]:
-        rows = await self._rows("list_executions", {"key": _key(instance_id)})
-        return [int(r[0]) for r in rows]
-
-    async def list_instances(
-        self,
-        *,
-        state: str | Sequence[str] | None = None,
-        name: str | None = None,
-        parent_instance_id: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[InstanceRecord]:
-        rows = await self._rows("list_instances", {
-            "states": _states(state), "name": name, "parent": parent_instance_id,
-            "limit": max(limit, 0), "offset": max(offset, 0)})
-        return [record(r) for r in rows]
-
-    async def delete_instance(self, instance_id: str, *, cascade: bool = True) -> int:
-        try:
-            async with self._transaction() as conn:
-                cur = await self._execute(
-                    "instance_tree", {"key": _key(instance_id), "cascade": cascade}, conn)
-                # An id without a record may still have leftovers (queued messages): delete
-                # those too, counting no instance.
-                keys = [bytes(r[0]) for r in await cur.fetchall()] or [_key(instance_id)]
-                cur = await self._execute("delete_instances", {"keys": keys}, conn)
-                return max(cur.rowcount, 0)
-        finally:  # what a commit kept may be of an instance now gone
-            self._finals.clear()
-
-    async def purge_instances(
-        self,
-        *,
-        states: Sequence[str] = tuple(sorted(TERMINAL_STATES)),
-        updated_before: float | None = None,
-        name: str | None = None,
-        limit: int | None = None,
-    ) -> int:
-        try:
-            async with self._transaction() as conn:
-                cur = await self._execute("purge_candidates", {
-                    "states": _states(states), "before": updated_before, "name": name,
-                    "limit": None if limit is None else max(limit, 0)}, conn)
-                keys = [bytes(r[0]) for r in await cur.fetchall()]
-                if not keys:
-                    return 0
-                cur = await self._execute("delete_instances", {"keys": keys}, conn)
-                return max(cur.rowcount, 0)
-        finally:  # what a commit kept may be of an instance now gone
-            self._finals.clear()
-
-    # ------------------------------------------------------------ test hooks
-    async def corrupt_history(self, instance_id: str) -> None:
-        """Test hook: make every stored history event of the instance undecodable."""
-        await self._execute("corrupt_history", {"key": _key(instance_id), "garbage": _GARBAGE})
-
-    async def corrupt_messages(self, instance_id: str) -> None:
-        """Test hook: make every queued message of the instance undecodable."""
-        await self._execute("corrupt_messages", {"key": _key(instance_id), "garbage": _GARBAGE})
