@@ -773,3 +773,54 @@ async def test_news_during_a_fetch_that_missed_it_makes_the_poll_fetch_again(
     items = await asyncio.wait_for(p.poll_orchestration_items(HOLD, 5, wait=30), 5)
     assert [i.instance_id for i in items] == [iid]
     assert len(calls) == 2 and calls[0] == []
+
+
+# ------------------------------------------------------------------ announcing again
+async def test_a_turn_announces_again_only_what_its_statement_may_have_missed(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    other = providers(p.schema)  # another node
+    rec = Recorder()
+    rec.bind(p.listen("orchestrator", rec))
+    await p.wait_listening()
+    # A note seen before the turn's statement is of a commit the statement sees: the
+    # start itself here, which the turn consumes. Nothing is announced again.
+    a = uid("a")
+    await create(p, a)
+    item = await fetch_one(p)
+    await p.ack_orchestration_item(item.lock_token, commit(started()))
+    assert rec.seen().count(a) == 1
+    # A message that arrives during the lease is visible to the turn's statement, which
+    # does not consume it: announced again (its own note woke fetches that skipped a).
+    b = uid("b")
+    await first_turn(p, b)
+    await p.enqueue_orchestrator_message(raised(b, "x"))
+    item = await fetch_one(p)
+    before = rec.seen().count(b)
+    await other.enqueue_orchestrator_message(raised(b, "y"))
+    for _ in range(500):  # its note reaches this node through LISTEN
+        if rec.seen().count(b) > before:
+            break
+        await asyncio.sleep(0.01)
+    before = rec.seen().count(b)
+    await p.ack_orchestration_item(item.lock_token, commit())
+    assert rec.seen().count(b) == before + 1
+    assert [qm.message.event.name for qm in (await fetch_one(p)).messages
+            if qm.message is not None] == ["y"]
+    # A note that arrives after the statement was sent may be of a message it missed.
+    c = uid("c")
+    await first_turn(p, c)
+    await p.enqueue_orchestrator_message(raised(c))
+    item = await fetch_one(p)
+    rows = p._rows
+
+    async def noted_meanwhile(name: Any, params: dict[str, Any]) -> list[Any]:
+        out = await rows(name, params)
+        if params.get("token") == item.lock_token:
+            p._notifier.call([("orchestrator", c)])
+        return out
+
+    p._rows = noted_meanwhile  # type: ignore[method-assign]
+    before = rec.seen().count(c)
+    await p.ack_orchestration_item(item.lock_token, commit())
+    assert rec.seen().count(c) == before + 2  # the injected note, and the announcement

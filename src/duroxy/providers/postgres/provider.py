@@ -94,10 +94,6 @@ _RawCursor: Any = getattr(psycopg, "AsyncRawCursor", None)
 _UNPREPARED = frozenset({"list_instances", "purge_candidates", "instance_tree",
                          "delete_instances", "corrupt_history", "corrupt_messages"})
 
-#: Most leases remembered for re-announcing (see PostgresProvider._noted_while_leased);
-#: a runtime holds at most its orchestration concurrency at once.
-_LEASES_REMEMBERED = 10_000
-
 _STATES = frozenset({"PENDING", "RUNNING"}) | TERMINAL_STATES
 #: SQLSTATE classes worth retrying: connection trouble, serialization failures and
 #: deadlocks, lock timeouts, server shutting down or out of resources.
@@ -213,14 +209,12 @@ class PostgresProvider(Management, Provider):
         self._finals = FinalRecords()
         self._parking = Parking()
         self._parking_unlisten: Callable[[], None] | None = None
-        # The notifier's mark when a poll last returned a start handed to it: until
-        # another orchestrator note, the next poll may park without fetching first.
-        self._handed_mark: int | None = None
+        # The notifier's mark when a poll last found the queue drained (it got fewer
+        # items than it asked for, or a start handed over): until another orchestrator
+        # note, a fetch would find nothing new, so the next poll parks at once.
+        self._drained_mark: int | None = None
         self._notifier = Notifier(dsn, self._channel, self._node_id, _defaults(
             params, application_name="duroxy-listen", connect_timeout=10, **_KEEPALIVE))
-        # Leases handed out by this provider and not yet released: token -> (instance
-        # id, notifier mark taken before the fetch). See ack_orchestration_item.
-        self._leases: dict[str, tuple[str, int]] = {}
         # The pool of the event loop in use (see _ready):
         self._binding: _Binding | None = None
         self._migrated = False
@@ -486,7 +480,6 @@ class PostgresProvider(Management, Provider):
                              params: dict[str, Any], parked: Parked) -> None:
         """create_instance, leasing the new instance to ``parked`` (see _parking.py)."""
         token = str(uuid.uuid4())
-        mark = self._notifier.mark()
         item: OrchestrationItem | None = None
         try:
             rows = await self._rows("create_instance_leased", {
@@ -498,7 +491,6 @@ class PostgresProvider(Management, Provider):
                 self._notifier.call([("orchestrator", message.instance_id)])
                 return
             item = started_item(message, event, leased, int(mid), created_at, updated_at)
-            self._leased([item], mark)
         finally:
             if parked.fut.done():  # its poll was cancelled: give the lease back
                 if item is not None:
@@ -526,26 +518,27 @@ class PostgresProvider(Management, Provider):
             return []
         # An instance appears once per visible message; scanning a few rows per wanted
         # instance keeps batches full unless one instance has a long backlog.
-        mark = self._notifier.mark()
         rows = await self._rows("fetch_orchestrations", {
             "scan": limit * 4 + 16, "limit": limit, "lock_timeout": float(lock_timeout)})
-        return self._leased(orchestration_items(rows), mark)
+        return orchestration_items(rows)
 
     async def poll_orchestration_items(self, lock_timeout: float, limit: int = 1,
                                        wait: float = 0.0) -> list[OrchestrationItem]:
         """Fetch; finding nothing, park until an orchestrator note, a message committed
         here falls due, a start is handed over (see _parking.py) or ``wait`` is up.
-        Right after a hand-off, with no note since, it parks without fetching."""
+        After a poll that drained the queue, with no note since, it parks at once."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        handed, self._handed_mark = self._handed_mark, None
-        fetch = not (wait > 0 and handed is not None and handed == self._notifier.mark())
+        drained, self._drained_mark = self._drained_mark, None
+        fetch = not (wait > 0 and drained is not None and drained == self._notifier.mark())
         while True:
             if fetch:
                 mark = self._notifier.mark()
                 items = await self.fetch_orchestration_items(lock_timeout, limit)
                 if items:
                     self._parking.found()
+                    if len(items) < limit:
+                        self._drained_mark = mark
                 if items or wait <= 0 or self._closed or loop.time() >= deadline:
                     return items
                 if self._notifier.mark() != mark:
@@ -559,7 +552,7 @@ class PostgresProvider(Management, Provider):
             got = await self._parking.wait(lock_timeout, deadline - loop.time(),
                                            self._give_back)
             if got:
-                self._handed_mark = self._notifier.mark()
+                self._drained_mark = self._notifier.mark()
             if got is not None or self._closed:
                 # handed over, or the time is up: the caller's next poll fetches first
                 return got or []
@@ -571,48 +564,36 @@ class PostgresProvider(Management, Provider):
 
     async def lock_instance(self, instance_id: str, lock_timeout: float
                             ) -> OrchestrationItem | None:
-        mark = self._notifier.mark()
         rows = await self._rows("lock_instance", {
             "key": _key(instance_id), "lock_timeout": float(lock_timeout)})
-        items = self._leased(orchestration_items(rows), mark)
+        items = orchestration_items(rows)
         return items[0] if items else None
-
-    def _leased(self, items: list[OrchestrationItem], mark: int) -> list[OrchestrationItem]:
-        for item in items:
-            self._leases[item.lock_token] = (item.instance_id, mark)
-        while len(self._leases) > _LEASES_REMEMBERED:  # tokens never acked or abandoned
-            del self._leases[next(iter(self._leases))]
-        return items
-
-    def _noted_while_leased(self, lease: tuple[str, int] | None) -> bool:
-        """Whether an orchestrator note named the leased instance since just before it
-        was fetched. Such a note (a message from another node or client, committed
-        while the lease was held or while this turn's commit was in flight) woke
-        fetches that had to skip the instance, and the message may not have been
-        visible to the commit that releases it; the releasing node announces the
-        instance again so the message is not left to the safety-net poll."""
-        return lease is not None and self._notifier.noted_since(*lease)
 
     async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit
                                      ) -> list[ActivityItem]:
-        lease = self._leases.pop(lock_token, None)
-        return await self._commit_turn("ack_turn", commit, {"token": lock_token}, lease)
+        return await self._commit_turn("ack_turn", commit, {"token": lock_token})
 
     async def commit_turn(self, instance_id: str, expected_history_len: int,
                           commit: OrchestrationCommit) -> list[ActivityItem]:
-        mark = self._notifier.mark()
         return await self._commit_turn("commit_turn", commit, {
             "token": None, "key": _key(instance_id),
-            "expected_len": int(expected_history_len)}, (instance_id, mark))
+            "expected_len": int(expected_history_len)})
 
     async def _commit_turn(self, statement: str, commit: OrchestrationCommit,
-                           params: dict[str, Any], lease: tuple[str, int] | None
-                           ) -> list[ActivityItem]:
-        """Run ack_turn or commit_turn (see turn_writes in queue_orchestrations.sql)."""
+                           params: dict[str, Any]) -> list[ActivityItem]:
+        """Run ack_turn or commit_turn (see turn_writes in queue_orchestrations.sql).
+
+        The instance is announced again when messages wait that the turn did not consume
+        (``pending``: visible to its statement, but delivered to nobody while the lease
+        was held), or when a note named the instance after the statement was sent: that
+        note's message may have committed too late for the statement to see it, and
+        fetches woken by it skipped the instance. A note seen before the statement was
+        sent is of a commit the statement sees, so ``pending`` covers it."""
         if commit.state not in _STATES:
             raise ValueError(f"unknown instance state {commit.state!r}")
         t = turn(commit, self._node_id)  # encodes everything first: may raise, sends nothing
         t.params.update(params, channel=self._channel)
+        mark = self._notifier.mark()
         rows = await self._rows(self._q.variant(statement, t.parts), t.params)
         if not rows:
             raise LockLost("orchestration lock is not held (released, taken over or deleted)"
@@ -628,8 +609,7 @@ class PostgresProvider(Management, Provider):
         if acked_alive != wanted:
             raise LockLost("an acknowledged activity's lock expired")
         notes = t.notes
-        if pending or self._noted_while_leased(lease):
-            # pending: messages visible to the commit wait (the statement announced them)
+        if pending or self._notifier.noted_since(instance_id, mark):
             notes.append(("orchestrator", instance_id))
         if has_record and commit.state in TERMINAL_STATES:
             notes.append(("terminal", instance_id))
@@ -651,7 +631,6 @@ class PostgresProvider(Management, Provider):
         return t.claimed_items(rows[0][6:9])
 
     async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0) -> None:
-        self._leases.pop(lock_token, None)
         rows = await self._rows("abandon_orchestration", {
             "token": lock_token, "delay": float(delay), "channel": self._channel,
             "note_prefix": self._note("orchestrator", "")})
