@@ -4,8 +4,8 @@ may be there.
 A parked fetch is woken (its future resolved with ``None``: fetch again) by every
 orchestrator note, this node's own commits and other nodes' alike (see ``_notify.py``),
 and when a message this node committed with a future ``visible_at`` falls due; after
-that it keeps fetching for a moment, since the database server's clock, which decides
-visibility, may lag this host's. A start committed through this provider while a fetch
+that, empty fetches are retried until one finds work (for a moment at most), since the
+database server's clock, which decides visibility, may lag this host's. A start committed through this provider while a fetch
 is parked is leased to that fetch in the start's own statement and handed over (its
 future resolved with the item): no fetch, and no wake-up, between a start and its first
 turn.
@@ -49,6 +49,8 @@ class Parked:
 
 
 class Parking:
+    """The parked fetches of one provider, and the alarms of messages due later."""
+
     def __init__(self) -> None:
         self._parked: list[Parked] = []
         self._alarms: set[asyncio.TimerHandle] = set()
@@ -97,7 +99,8 @@ class Parking:
         return None
 
     def wake(self, _instance_id: str | None = None) -> None:
-        """Every parked fetch fetches again (a listener: any thread may call it)."""
+        """Every parked fetch fetches again (a listener; one parked on another event loop
+        than the caller's is resolved on its own)."""
         parked, self._parked = self._parked, []
         for p in parked:
             if p.loop.is_closed():
