@@ -5,10 +5,10 @@ A parked fetch is woken (its future resolved with ``None``: fetch again) by ever
 orchestrator note, this node's own commits and other nodes' alike (see ``_notify.py``),
 and when a message this node committed with a future ``visible_at`` falls due; after
 that, empty fetches are retried until one finds work (for a moment at most), since the
-database server's clock, which decides visibility, may lag this host's. A start committed through this provider while a fetch
-is parked is leased to that fetch in the start's own statement and handed over (its
-future resolved with the item): no fetch, and no wake-up, between a start and its first
-turn.
+database server's clock, which decides visibility, may lag this host's. A start
+committed through this provider while a fetch is parked is leased to that fetch in the
+start's own statement and handed over (its future resolved with the item): no fetch,
+and no wake-up, between a start and its first turn.
 
 Invariants: every parked fetch is in ``_parked`` exactly until its future is resolved
 or it leaves (timeout, cancellation); a fetch taken for a hand-off is out of ``_parked``
