@@ -824,3 +824,139 @@ async def test_a_turn_announces_again_only_what_its_statement_may_have_missed(
     before = rec.seen().count(c)
     await p.ack_orchestration_item(item.lock_token, commit())
     assert rec.seen().count(c) == before + 2  # the injected note, and the announcement
+
+
+async def test_news_during_a_hand_off_makes_the_next_poll_fetch(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    b = uid("b")
+    await first_turn(p, b)
+    poll = await _parked(p)
+    rows = p._rows
+
+    async def news_meanwhile(name: Any, params: dict[str, Any]) -> list[Any]:
+        if name == "create_instance_leased":
+            await p.enqueue_orchestrator_message(raised(b))  # noted while taken
+        return await rows(name, params)
+
+    p._rows = news_meanwhile  # type: ignore[method-assign]
+    a = uid("a")
+    await create(p, a)
+    assert [i.instance_id for i in await asyncio.wait_for(poll, 5)] == [a]
+    items = await asyncio.wait_for(p.poll_orchestration_items(HOLD, 5, wait=30), 5)
+    assert [i.instance_id for i in items] == [b]
+
+
+async def test_an_alarm_while_nobody_is_parked_makes_the_next_poll_fetch(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    t = uid("t")
+    await create(p, t)
+    item = await fetch_one(p)
+    poll = await _parked(p)
+    a = uid("a")
+    await create(p, a)  # handed over: the next poll would park at once
+    assert [i.instance_id for i in await asyncio.wait_for(poll, 5)] == [a]
+    await p.ack_orchestration_item(item.lock_token, commit(
+        started(), messages=[raised(t, "later", visible_at=time.time() + 0.1)]))
+    await asyncio.sleep(0.3)  # it falls due, and the retry window closes, unseen
+    items = await asyncio.wait_for(p.poll_orchestration_items(HOLD, 5, wait=30), 5)
+    assert [i.instance_id for i in items] == [t]
+
+
+async def test_a_parked_poll_wakes_when_a_cool_down_ends(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    iid = uid()
+    await create(p, iid)
+    item = await fetch_one(p)
+    await p.abandon_orchestration_item(item.lock_token, delay=0.3)
+    t0 = time.monotonic()
+    items = await asyncio.wait_for(p.poll_orchestration_items(HOLD, 5, wait=30), 10)
+    assert 0.25 <= time.monotonic() - t0 < 5
+    assert [i.instance_id for i in items] == [iid]
+
+
+async def test_a_start_cancelled_after_it_was_sent_still_reaches_the_parked_poll(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    poll = await _parked(p)
+    iid = uid()
+    creating = asyncio.ensure_future(create(p, iid))
+    await asyncio.sleep(0)  # the statement is on its way
+    creating.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await creating
+    (item,) = await asyncio.wait_for(poll, 5)
+    assert item.instance_id == iid
+
+
+async def test_a_poll_cancelled_after_its_fetch_was_sent_gives_the_leases_back(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    iid = uid()
+    await create(p, iid)
+    fetch = p.fetch_orchestration_items
+    fetched = asyncio.Event()
+
+    async def slow(lock_timeout: float, limit: int = 1) -> list[Any]:
+        items = await fetch(lock_timeout, limit)
+        fetched.set()
+        await asyncio.sleep(0.2)  # the poll is cancelled meanwhile
+        return items
+
+    p.fetch_orchestration_items = slow  # type: ignore[method-assign]
+    poll = asyncio.ensure_future(p.poll_orchestration_items(HOLD, 5, wait=30))
+    await fetched.wait()
+    poll.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await poll
+    p.fetch_orchestration_items = fetch  # type: ignore[method-assign]
+    for _ in range(100):
+        items = await fetch(HOLD, 5)
+        if items:
+            break
+        await asyncio.sleep(0.02)
+    assert [i.instance_id for i in items] == [iid]
+
+
+async def test_close_waits_for_leases_being_given_back(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    other = providers(p.schema)
+    iid = uid()
+    await create(p, iid)
+    item = await fetch_one(p)
+    p._give_back([item])
+    await p.close()
+    assert (await fetch_one(other)).instance_id == iid
+
+
+async def test_news_a_turn_learns_too_late_is_announced_to_other_nodes(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    other = providers(p.schema)
+    rec = Recorder()
+    rec.bind(other.listen("orchestrator", rec))
+    await other.wait_listening()
+    c = uid("c")
+    await first_turn(p, c)
+    await p.enqueue_orchestrator_message(raised(c))
+    item = await fetch_one(p)
+    rows = p._rows
+
+    async def noted_meanwhile(name: Any, params: dict[str, Any]) -> list[Any]:
+        out = await rows(name, params)
+        if params.get("token") == item.lock_token:
+            p._notifier.call([("orchestrator", c)])
+        return out
+
+    p._rows = noted_meanwhile  # type: ignore[method-assign]
+    before = rec.seen().count(c)
+    await p.ack_orchestration_item(item.lock_token, commit())
+    await rec.wait_exact(c)
+    for _ in range(200):
+        if rec.seen().count(c) > before:
+            break
+        await asyncio.sleep(0.01)
+    assert rec.seen().count(c) == before + 1

@@ -55,6 +55,8 @@ class Parking:
         self._parked: list[Parked] = []
         self._alarms: set[asyncio.TimerHandle] = set()
         self._retry_until = 0.0  # time.monotonic()
+        #: how many alarms have fired (news for a poll that would park without fetching)
+        self.fired = 0
 
     def park(self, lock_timeout: float) -> Parked:
         p = Parked(asyncio.get_running_loop(), lock_timeout)
@@ -87,7 +89,14 @@ class Parking:
             raise
         if self.leave(p):
             return []  # timed out
-        return await p.fut  # resolved, or a hand-off under way
+        try:  # resolved, or a hand-off under way
+            return await asyncio.shield(p.fut)
+        except asyncio.CancelledError:
+            if p.fut.done():  # handed over just now: nobody will take it
+                give_back(p.fut.result() or [])
+            else:  # the hand-off gives its lease back
+                p.fut.cancel()
+            raise
 
     def take(self) -> Parked | None:
         """A parked fetch of the running loop to hand a start to, out of ``_parked``."""
@@ -124,6 +133,7 @@ class Parking:
             self._alarms = {h for h in self._alarms if not h.cancelled() and h.when() > now}
 
     def _due(self) -> None:
+        self.fired += 1
         self._retry_until = time.monotonic() + _DUE_RETRY_S
         self.wake()
 
@@ -143,10 +153,12 @@ class Parking:
         self.wake()
 
 
-def in_background(aw: Awaitable[Any]) -> None:
-    """Run ``aw`` on the running loop; nobody waits for it, and its failure is not
+def in_background(aw: Awaitable[Any]) -> asyncio.Future[Any]:
+    """Run ``aw`` on the running loop; nobody needs its outcome, and its failure is not
     logged as never retrieved."""
-    asyncio.ensure_future(aw).add_done_callback(_ignore_outcome)
+    task = asyncio.ensure_future(aw)
+    task.add_done_callback(_ignore_outcome)
+    return task
 
 
 def _ignore_outcome(task: asyncio.Future[Any]) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -209,10 +210,11 @@ class PostgresProvider(Management, Provider):
         self._finals = FinalRecords()
         self._parking = Parking()
         self._parking_unlisten: Callable[[], None] | None = None
-        # The notifier's mark when a poll last found the queue drained (it got fewer
-        # items than it asked for, or a start handed over): until another orchestrator
-        # note, a fetch would find nothing new, so the next poll parks at once.
-        self._drained_mark: int | None = None
+        # What was news (notes seen, alarms fired) when the poll that got the last start
+        # handed over had parked: with nothing new since, the next poll parks at once.
+        self._quiet: tuple[int, int] | None = None
+        # Leases being given back, awaited by close().
+        self._giving_back: set[asyncio.Future[Any]] = set()
         self._notifier = Notifier(dsn, self._channel, self._node_id, _defaults(
             params, application_name="duroxy-listen", connect_timeout=10, **_KEEPALIVE))
         # The pool of the event loop in use (see _ready):
@@ -236,6 +238,8 @@ class PostgresProvider(Management, Provider):
     async def close(self) -> None:
         if self._closed:
             return
+        if self._giving_back:
+            await asyncio.gather(*self._giving_back, return_exceptions=True)
         self._closed = True
         self._parking.close()
         self._notifier.clear()
@@ -479,24 +483,30 @@ class PostgresProvider(Management, Provider):
     async def _create_leased(self, message: OrchestratorMessage, event: OrchestrationStarted,
                              params: dict[str, Any], parked: Parked) -> None:
         """create_instance, leasing the new instance to ``parked`` (see _parking.py)."""
-        token = str(uuid.uuid4())
-        item: OrchestrationItem | None = None
-        try:
-            rows = await self._rows("create_instance_leased", {
-                **params, "token": token, "lock_timeout": float(parked.lock_timeout)})
-            if not rows:
-                raise InstanceAlreadyExists(message.instance_id)
+        task = asyncio.ensure_future(self._rows("create_instance_leased", {
+            **params, "token": str(uuid.uuid4()),
+            "lock_timeout": float(parked.lock_timeout)}))
+        # Runs once the statement is done, even if this call was cancelled meanwhile.
+        task.add_done_callback(functools.partial(self._hand_over, message, event, parked))
+        if not await asyncio.shield(task):
+            raise InstanceAlreadyExists(message.instance_id)
+
+    def _hand_over(self, message: OrchestratorMessage, event: OrchestrationStarted,
+                   parked: Parked, task: asyncio.Future[list[Row]]) -> None:
+        """Hand the start's lease to ``parked``, or give it back if that poll has gone;
+        a start that could not be leased was announced instead."""
+        rows = None if task.cancelled() or task.exception() is not None else task.result()
+        item = None
+        if rows:
             leased, mid, created_at, updated_at = rows[0][:4]
             if leased is None:  # the lock row was held: announced instead
                 self._notifier.call([("orchestrator", message.instance_id)])
-                return
-            item = started_item(message, event, leased, int(mid), created_at, updated_at)
-        finally:
-            if parked.fut.done():  # its poll was cancelled: give the lease back
-                if item is not None:
-                    self._give_back([item])
             else:
-                parked.fut.set_result([item] if item is not None else None)
+                item = started_item(message, event, leased, int(mid), created_at, updated_at)
+        if not parked.fut.done():
+            parked.fut.set_result([item] if item is not None else None)
+        elif item is not None:
+            self._give_back([item])
 
     async def enqueue_orchestrator_message(self, message: OrchestratorMessage) -> None:
         [(enqueued,)] = await self._rows("enqueue_existing", {
@@ -526,22 +536,20 @@ class PostgresProvider(Management, Provider):
                                        wait: float = 0.0) -> list[OrchestrationItem]:
         """Fetch; finding nothing, park until an orchestrator note, a message committed
         here falls due, a start is handed over (see _parking.py) or ``wait`` is up.
-        After a poll that drained the queue, with no note since, it parks at once."""
+        Right after a hand-off, with nothing new since, it parks at once."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        drained, self._drained_mark = self._drained_mark, None
-        fetch = not (wait > 0 and drained is not None and drained == self._notifier.mark())
+        quiet, self._quiet = self._quiet, None
+        fetch = not (wait > 0 and quiet is not None and quiet == self._news())
         while True:
             if fetch:
-                mark = self._notifier.mark()
-                items = await self.fetch_orchestration_items(lock_timeout, limit)
+                news = self._news()
+                items = await self._fetch_or_give_back(lock_timeout, limit)
                 if items:
                     self._parking.found()
-                    if len(items) < limit:
-                        self._drained_mark = mark
                 if items or wait <= 0 or self._closed or loop.time() >= deadline:
                     return items
-                if self._notifier.mark() != mark:
+                if self._news() != news:
                     continue  # news during the fetch, which may not have seen it
             fetch = True
             if self._parking.retrying():
@@ -549,18 +557,36 @@ class PostgresProvider(Management, Provider):
                 continue
             if self._parking_unlisten is None:
                 self._parking_unlisten = self.listen("orchestrator", self._parking.wake)
+            news = self._news()
             got = await self._parking.wait(lock_timeout, deadline - loop.time(),
                                            self._give_back)
             if got:
-                self._drained_mark = self._notifier.mark()
+                self._quiet = news
             if got is not None or self._closed:
                 # handed over, or the time is up: the caller's next poll fetches first
                 return got or []
 
+    def _news(self) -> tuple[int, int]:
+        return self._notifier.mark(), self._parking.fired
+
+    async def _fetch_or_give_back(self, lock_timeout: float, limit: int
+                                  ) -> list[OrchestrationItem]:
+        """A fetch whose leases are given back should its caller be cancelled after the
+        statement was sent (the leases may be taken by then)."""
+        task = asyncio.ensure_future(self.fetch_orchestration_items(lock_timeout, limit))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(lambda t: None if t.cancelled() or t.exception()
+                                   else self._give_back(t.result()))
+            raise
+
     def _give_back(self, items: list[OrchestrationItem]) -> None:
         """Release leases nobody will use (best effort: an unreleased lease expires)."""
         for item in items:
-            in_background(self.abandon_orchestration_item(item.lock_token))
+            task = in_background(self.abandon_orchestration_item(item.lock_token))
+            self._giving_back.add(task)
+            task.add_done_callback(self._giving_back.discard)
 
     async def lock_instance(self, instance_id: str, lock_timeout: float
                             ) -> OrchestrationItem | None:
@@ -609,8 +635,13 @@ class PostgresProvider(Management, Provider):
         if acked_alive != wanted:
             raise LockLost("an acknowledged activity's lock expired")
         notes = t.notes
-        if pending or self._notifier.noted_since(instance_id, mark):
+        if pending:  # the statement announced it to every node
             notes.append(("orchestrator", instance_id))
+        elif self._notifier.noted_since(instance_id, mark):
+            notes.append(("orchestrator", instance_id))
+            # best effort, like the note itself: the turn has committed
+            in_background(self._rows("announce", {
+                "channel": self._channel, "note": self._note("orchestrator", instance_id)}))
         if has_record and commit.state in TERMINAL_STATES:
             notes.append(("terminal", instance_id))
             created_at, updated_at, parent, history_len = rows[0][9:13]
@@ -638,6 +669,8 @@ class PostgresProvider(Management, Provider):
             raise LockLost("orchestration lock is not held or expired")
         if delay <= 0:
             self._notifier.call([("orchestrator", rows[0][0])])
+        else:  # its messages become fetchable when the cool-down ends
+            self._parking.due_at(time.time() + delay)
 
     async def renew_orchestration_lock(self, lock_token: str, lock_timeout: float) -> None:
         rows = await self._rows("renew_orchestration", {

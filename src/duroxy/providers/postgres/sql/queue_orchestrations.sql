@@ -424,6 +424,11 @@ WITH lk AS (
 ),
 -- include: turn_writes
 
+-- name: announce
+-- A note for other nodes, sent when a turn learned of news for its instance too late
+-- for its own statement to see it (see PostgresProvider._commit_turn).
+SELECT pg_notify(%(channel)s, %(note)s)
+
 -- name: abandon_orchestration
 -- Release the lease; a positive delay keeps the whole instance out of fetches until
 -- it has passed (a cool-down: no token, locked_until in the future). Without a delay

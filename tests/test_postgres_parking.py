@@ -1,0 +1,66 @@
+"""Parked polls of the PostgreSQL store (pure asyncio, no server): hand-offs and
+cancellation in the same tick, wake-ups, alarms."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+pytest.importorskip("psycopg")
+
+from duroxy.providers.postgres._parking import Parking
+
+
+async def test_a_hand_off_resolved_in_the_tick_its_poll_is_cancelled_is_given_back() -> None:
+    parking = Parking()
+    given_back: list[Any] = []
+    waiting = asyncio.ensure_future(parking.wait(5.0, 30.0, given_back.extend))
+    await asyncio.sleep(0)  # parked
+    p = parking.take()
+    assert p is not None and parking.take() is None
+    await asyncio.sleep(0)  # the poll now waits for the hand-off under way
+    p.fut.set_result(["item"])
+    waiting.cancel()  # before the poll could run again
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert given_back == ["item"]
+
+
+async def test_a_poll_cancelled_while_a_hand_off_is_under_way_leaves_it_to_the_start(
+        ) -> None:
+    parking = Parking()
+    given_back: list[Any] = []
+    waiting = asyncio.ensure_future(parking.wait(5.0, 30.0, given_back.extend))
+    await asyncio.sleep(0)
+    p = parking.take()
+    assert p is not None
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert p.fut.cancelled() and given_back == []  # the start sees it and gives back
+
+
+async def test_wake_resolves_every_parked_poll_and_an_alarm_counts_as_news() -> None:
+    parking = Parking()
+    polls = [asyncio.ensure_future(parking.wait(5.0, 30.0, list)) for _ in range(3)]
+    await asyncio.sleep(0)
+    parking.wake("x")
+    assert await asyncio.gather(*polls) == [None, None, None]
+    assert parking.take() is None
+    fired = parking.fired
+    parking.due_at(0.0)  # long due
+    poll = asyncio.ensure_future(parking.wait(5.0, 30.0, list))
+    assert await asyncio.wait_for(poll, 5) is None
+    assert parking.fired == fired + 1 and parking.retrying()
+    parking.found()
+    assert not parking.retrying()
+
+
+async def test_a_poll_answers_empty_when_its_time_is_up() -> None:
+    parking = Parking()
+    assert await parking.wait(5.0, 0.01, list) == []
+    assert parking.take() is None
+    parking.close()
