@@ -960,3 +960,17 @@ async def test_news_a_turn_learns_too_late_is_announced_to_other_nodes(
             break
         await asyncio.sleep(0.01)
     assert rec.seen().count(c) == before + 1
+
+
+async def test_concurrent_closes_both_return_once_closed(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    other = providers(p.schema)
+    iid = uid()
+    await create(p, iid)
+    item = await fetch_one(p)
+    p._give_back([item])
+    await asyncio.wait_for(asyncio.gather(p.close(), p.close()), 10)
+    with pytest.raises(ProviderError, match="closed"):
+        await p.get_instance(iid)
+    assert (await fetch_one(other)).instance_id == iid  # given back before the close

@@ -213,8 +213,10 @@ class PostgresProvider(Management, Provider):
         # What was news (notes seen, alarms fired) when the poll that got the last start
         # handed over had parked: with nothing new since, the next poll parks at once.
         self._quiet: tuple[int, int] | None = None
-        # Leases being given back, awaited by close().
-        self._giving_back: set[asyncio.Future[Any]] = set()
+        # Statements whose leases may still have to be handed over or given back, and
+        # the give-backs: close() waits for them.
+        self._lease_work: set[asyncio.Future[Any]] = set()
+        self._closing: asyncio.Future[None] | None = None
         self._notifier = Notifier(dsn, self._channel, self._node_id, _defaults(
             params, application_name="duroxy-listen", connect_timeout=10, **_KEEPALIVE))
         # The pool of the event loop in use (see _ready):
@@ -238,8 +240,19 @@ class PostgresProvider(Management, Provider):
     async def close(self) -> None:
         if self._closed:
             return
-        if self._giving_back:
-            await asyncio.gather(*self._giving_back, return_exceptions=True)
+        if self._closing is not None:  # another close() is settling the leases
+            await asyncio.shield(self._closing)
+            return
+        self._closing = asyncio.get_running_loop().create_future()
+        try:
+            await self._settle_leases()
+        finally:
+            try:
+                await self._close_now()
+            finally:
+                self._closing.set_result(None)
+
+    async def _close_now(self) -> None:
         self._closed = True
         self._parking.close()
         self._notifier.clear()
@@ -488,6 +501,7 @@ class PostgresProvider(Management, Provider):
             "lock_timeout": float(parked.lock_timeout)}))
         # Runs once the statement is done, even if this call was cancelled meanwhile.
         task.add_done_callback(functools.partial(self._hand_over, message, event, parked))
+        self._track(task)
         if not await asyncio.shield(task):
             raise InstanceAlreadyExists(message.instance_id)
 
@@ -495,18 +509,21 @@ class PostgresProvider(Management, Provider):
                    parked: Parked, task: asyncio.Future[list[Row]]) -> None:
         """Hand the start's lease to ``parked``, or give it back if that poll has gone;
         a start that could not be leased was announced instead."""
-        rows = None if task.cancelled() or task.exception() is not None else task.result()
         item = None
-        if rows:
-            leased, mid, created_at, updated_at = rows[0][:4]
-            if leased is None:  # the lock row was held: announced instead
-                self._notifier.call([("orchestrator", message.instance_id)])
-            else:
-                item = started_item(message, event, leased, int(mid), created_at, updated_at)
-        if not parked.fut.done():
-            parked.fut.set_result([item] if item is not None else None)
-        elif item is not None:
-            self._give_back([item])
+        try:
+            rows = None if task.cancelled() or task.exception() else task.result()
+            if rows:
+                leased, mid, created_at, updated_at = rows[0][:4]
+                if leased is None:  # the lock row was held: announced instead
+                    self._notifier.call([("orchestrator", message.instance_id)])
+                else:
+                    item = started_item(message, event, leased, int(mid), created_at,
+                                        updated_at)
+        finally:  # the poll waits for this without a deadline: always answer it
+            if not parked.fut.done():
+                parked.fut.set_result([item] if item is not None else None)
+            elif item is not None:
+                self._give_back([item])
 
     async def enqueue_orchestrator_message(self, message: OrchestratorMessage) -> None:
         [(enqueued,)] = await self._rows("enqueue_existing", {
@@ -574,6 +591,7 @@ class PostgresProvider(Management, Provider):
         """A fetch whose leases are given back should its caller be cancelled after the
         statement was sent (the leases may be taken by then)."""
         task = asyncio.ensure_future(self.fetch_orchestration_items(lock_timeout, limit))
+        self._track(task)
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -584,9 +602,21 @@ class PostgresProvider(Management, Provider):
     def _give_back(self, items: list[OrchestrationItem]) -> None:
         """Release leases nobody will use (best effort: an unreleased lease expires)."""
         for item in items:
-            task = in_background(self.abandon_orchestration_item(item.lock_token))
-            self._giving_back.add(task)
-            task.add_done_callback(self._giving_back.discard)
+            self._track(in_background(self.abandon_orchestration_item(item.lock_token)))
+
+    def _track(self, task: asyncio.Future[Any]) -> None:
+        self._lease_work.add(task)
+        task.add_done_callback(self._lease_work.discard)
+
+    async def _settle_leases(self, timeout: float = 5.0) -> None:
+        """Wait a while for the lease work of this loop (work of another loop cannot
+        finish; a lease that is not given back expires)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while pending := [t for t in self._lease_work if not t.done() and t.get_loop() is loop]:
+            if loop.time() >= deadline:
+                return
+            await asyncio.wait(pending, timeout=deadline - loop.time())
 
     async def lock_instance(self, instance_id: str, lock_timeout: float
                             ) -> OrchestrationItem | None:
