@@ -974,3 +974,19 @@ async def test_concurrent_closes_both_return_once_closed(
     with pytest.raises(ProviderError, match="closed"):
         await p.get_instance(iid)
     assert (await fetch_one(other)).instance_id == iid  # given back before the close
+
+
+async def test_a_lease_given_back_does_not_count_as_an_attempt(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    other = providers(p.schema)
+    iid = uid()
+    await create(p, iid)
+    item = await fetch_one(p)
+    assert item.attempt == 1
+    p._give_back([item])  # its poll was cancelled: nobody used it
+    await p._settle_leases()
+    again = await fetch_one(other)
+    assert again.instance_id == iid and again.attempt == 1
+    await other.abandon_orchestration_item(again.lock_token)  # a real abandon counts
+    assert (await fetch_one(other)).attempt == 2

@@ -275,3 +275,19 @@ async def test_without_a_terminal_listener_nothing_is_kept(tmp_path: Path) -> No
     rec = await store.get_instance(iid)
     assert rec is not None and rec.state == "COMPLETED"
     await store.close()
+
+
+async def test_a_lock_given_back_does_not_count_as_an_attempt(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "g.db")
+    iid = uid()
+    await create(store, iid)
+    (item,) = await store.fetch_orchestration_items(HOLD)
+    assert item.attempt == 1
+    store._give_back_orchestration_items([item])  # its fetch's caller went away
+    await store.flush()
+    (again,) = await store.fetch_orchestration_items(HOLD)
+    assert again.instance_id == iid and again.attempt == 1
+    await store.abandon_orchestration_item(again.lock_token)  # a real abandon counts
+    (third,) = await store.fetch_orchestration_items(HOLD)
+    assert third.attempt == 2
+    await store.close()

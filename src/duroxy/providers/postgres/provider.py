@@ -602,7 +602,8 @@ class PostgresProvider(Management, Provider):
     def _give_back(self, items: list[OrchestrationItem]) -> None:
         """Release leases nobody will use (best effort: an unreleased lease expires)."""
         for item in items:
-            self._track(in_background(self.abandon_orchestration_item(item.lock_token)))
+            self._track(in_background(
+                self.abandon_orchestration_item(item.lock_token, undo=True)))
 
     def _track(self, task: asyncio.Future[Any]) -> None:
         self._lease_work.add(task)
@@ -691,8 +692,12 @@ class PostgresProvider(Management, Provider):
         self._notifier.call(notes)
         return t.claimed_items(rows[0][6:9])
 
-    async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0) -> None:
-        rows = await self._rows("abandon_orchestration", {
+    async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0,
+                                         *, undo: bool = False) -> None:
+        """``undo`` (giving back a lease nobody used): the delivery made under it does
+        not count as an attempt of its messages."""
+        rows = await self._rows(self._q.variant(
+            "abandon_orchestration", frozenset({"undo"} if undo else ())), {
             "token": lock_token, "delay": float(delay), "channel": self._channel,
             "note_prefix": self._note("orchestrator", "")})
         if not rows:

@@ -303,9 +303,13 @@ def _apply_turn(tx: Tx, instance_id: str, has_record: bool, old_execution: int |
     return claimed
 
 
-def abandon_orchestration_item(tx: Tx, token: str, delay: float) -> None:
+def abandon_orchestration_item(tx: Tx, token: str, delay: float, undo: bool = False
+                               ) -> None:
+    """``undo``: the lock was never used (its fetch's caller went away), so the delivery
+    made under it does not count as an attempt."""
     instance_id = _held_lock(tx, token)
-    tx.conn.execute(Q["unclaim_messages"], (instance_id, token))
+    tx.conn.execute(Q["undeliver_messages" if undo else "unclaim_messages"],
+                    (instance_id, token))
     if delay > 0:
         # The whole instance waits (also messages enqueued meanwhile), so its messages
         # are never delivered out of enqueue order.

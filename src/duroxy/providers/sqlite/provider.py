@@ -390,7 +390,8 @@ class SqliteProvider(Provider):
         """A fetch whose caller went away: release its locks at once."""
         for item in items:
             self._background(functools.partial(
-                _ops.abandon_orchestration_item, token=item.lock_token, delay=0.0))
+                _ops.abandon_orchestration_item, token=item.lock_token, delay=0.0,
+                undo=True))
 
     def _give_back_activity_items(self, items: list[ActivityItem]) -> None:
         for item in items:

@@ -440,7 +440,14 @@ WITH released AS (
                             THEN clock_timestamp() + make_interval(secs => %(delay)s::float8)
                        END
     WHERE lock_token = %(token)s AND locked_until > clock_timestamp()
-    RETURNING instance_id
+    RETURNING ikey, instance_id
+-- if: undo
+), undone AS (
+    -- a lease nobody used (its poll was cancelled): its delivery was no attempt
+    UPDATE orchestrator_queue AS q SET attempts = greatest(q.attempts - 1, 0)
+    FROM released AS r
+    WHERE q.ikey = r.ikey AND q.lock_token = %(token)s
+-- end
 )
 SELECT r.instance_id,
        (SELECT count(pg_notify(%(channel)s, %(note_prefix)s || x.instance_id))

@@ -165,6 +165,12 @@ DELETE FROM orchestrator_queue WHERE instance_id = ? AND lock_token = ?;
 -- (instance_id, lock_token)
 UPDATE orchestrator_queue SET lock_token = NULL WHERE instance_id = ? AND lock_token = ?;
 
+-- name: undeliver_messages
+-- (instance_id, lock_token): as unclaim_messages, for a lock nobody used (its fetch's
+-- caller went away): the delivery does not count.
+UPDATE orchestrator_queue SET lock_token = NULL, fetch_count = max(fetch_count - 1, 0)
+WHERE instance_id = ? AND lock_token = ?;
+
 -- name: lock_free_turn_state
 -- (instance_id, now): what a turn committed without a lock checks, in one lookup: the
 -- record's execution and history length, whether a live lock (or cool-down) holds the
