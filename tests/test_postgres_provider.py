@@ -775,6 +775,24 @@ async def test_news_during_a_fetch_that_missed_it_makes_the_poll_fetch_again(
     assert len(calls) == 2 and calls[0] == []
 
 
+async def _leased_while_noted_after_sending(p: PostgresProvider, iid: str) -> Any:
+    """``iid`` with a message waiting, fetched; its ack's statement is followed, before
+    the ack returns, by a note for it (as if a message had committed too late for it)."""
+    await first_turn(p, iid)
+    await p.enqueue_orchestrator_message(raised(iid))
+    item = await fetch_one(p)
+    rows = p._rows
+
+    async def noted_meanwhile(name: Any, params: dict[str, Any]) -> list[Any]:
+        out = await rows(name, params)
+        if params.get("token") == item.lock_token:
+            p._notifier.call([("orchestrator", iid)])
+        return out
+
+    p._rows = noted_meanwhile  # type: ignore[method-assign]
+    return item
+
+
 # ------------------------------------------------------------------ announcing again
 async def test_a_turn_announces_again_only_what_its_statement_may_have_missed(
         providers: Callable[..., PostgresProvider]) -> None:
@@ -809,18 +827,7 @@ async def test_a_turn_announces_again_only_what_its_statement_may_have_missed(
             if qm.message is not None] == ["y"]
     # A note that arrives after the statement was sent may be of a message it missed.
     c = uid("c")
-    await first_turn(p, c)
-    await p.enqueue_orchestrator_message(raised(c))
-    item = await fetch_one(p)
-    rows = p._rows
-
-    async def noted_meanwhile(name: Any, params: dict[str, Any]) -> list[Any]:
-        out = await rows(name, params)
-        if params.get("token") == item.lock_token:
-            p._notifier.call([("orchestrator", c)])
-        return out
-
-    p._rows = noted_meanwhile  # type: ignore[method-assign]
+    item = await _leased_while_noted_after_sending(p, c)
     before = rec.seen().count(c)
     await p.ack_orchestration_item(item.lock_token, commit())
     assert rec.seen().count(c) == before + 2  # the injected note, and the announcement
@@ -940,18 +947,7 @@ async def test_news_a_turn_learns_too_late_is_announced_to_other_nodes(
     rec.bind(other.listen("orchestrator", rec))
     await other.wait_listening()
     c = uid("c")
-    await first_turn(p, c)
-    await p.enqueue_orchestrator_message(raised(c))
-    item = await fetch_one(p)
-    rows = p._rows
-
-    async def noted_meanwhile(name: Any, params: dict[str, Any]) -> list[Any]:
-        out = await rows(name, params)
-        if params.get("token") == item.lock_token:
-            p._notifier.call([("orchestrator", c)])
-        return out
-
-    p._rows = noted_meanwhile  # type: ignore[method-assign]
+    item = await _leased_while_noted_after_sending(p, c)
     before = rec.seen().count(c)
     await p.ack_orchestration_item(item.lock_token, commit())
     await rec.wait_exact(c)
