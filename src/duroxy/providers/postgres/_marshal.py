@@ -152,6 +152,8 @@ class Turn:
     params: dict[str, Any]
     notes: list[tuple[Channel, str]]
     claimed: list[ActivityWork]
+    #: when the messages due later fall due: they are announced by alarms, not notes
+    due: list[float]
 
     @property
     def parts(self) -> frozenset[str]:
@@ -189,9 +191,12 @@ def turn(commit: OrchestrationCommit, node_id: str) -> Turn:
         claim -= sum(1 for w, _ in works[:claim]
                      if (w.instance_id, w.execution_id, w.event_id) in cancelled)
         works = keep
-    # Messages due later are announced by nobody: the committing node's alarm wakes its
-    # own fetch when they fall due (a note now would wake fetches that find nothing).
+    # Messages due later get no note (it would wake fetches that find nothing): the
+    # committing node's alarm wakes its own fetch when they fall due. One clock reading
+    # decides both, so every message gets one or the other.
     now = time.time()
+    due = [m.visible_at for m in commit.messages
+           if m.visible_at is not None and m.visible_at > now]
     notes: list[tuple[Channel, str]] = [
         ("orchestrator", i) for i in dict.fromkeys(
             m.instance_id for m in commit.messages
@@ -220,7 +225,7 @@ def turn(commit: OrchestrationCommit, node_id: str) -> Turn:
         if commit.state in TERMINAL_STATES else None,
         **_message_params(commit.messages, payloads),
     }
-    return Turn(params, notes, [w for w, _ in works[:claim]])
+    return Turn(params, notes, [w for w, _ in works[:claim]], due)
 
 
 def completion_params(completion: OrchestratorMessage) -> dict[str, Any]:

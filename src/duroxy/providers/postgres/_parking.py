@@ -80,22 +80,15 @@ class Parking:
         p = self.park(lock_timeout)
         try:
             await asyncio.wait({p.fut}, timeout=max(timeout, 0.0))
+            if self.leave(p):
+                return []  # timed out
+            return await asyncio.shield(p.fut)  # resolved, or a hand-off under way
         except asyncio.CancelledError:
-            if not self.leave(p):
+            if not self.leave(p):  # taken or resolved
                 if p.fut.done():  # handed over just now: nobody will take it
                     give_back(p.fut.result() or [])
                 else:  # a start is being handed over: it gives the lease back
                     p.fut.cancel()
-            raise
-        if self.leave(p):
-            return []  # timed out
-        try:  # resolved, or a hand-off under way
-            return await asyncio.shield(p.fut)
-        except asyncio.CancelledError:
-            if p.fut.done():  # handed over just now: nobody will take it
-                give_back(p.fut.result() or [])
-            else:  # the hand-off gives its lease back
-                p.fut.cancel()
             raise
 
     def take(self) -> Parked | None:
@@ -111,13 +104,13 @@ class Parking:
         """Every parked fetch fetches again (a listener; one parked on another event loop
         than the caller's is resolved on its own)."""
         parked, self._parked = self._parked, []
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
         for p in parked:
             if p.loop.is_closed():
                 continue
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
             if running is p.loop:
                 _resolve(p.fut, None)
             else:

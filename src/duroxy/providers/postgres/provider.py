@@ -685,10 +685,8 @@ class PostgresProvider(Management, Provider):
                     custom_status=commit.custom_status, created_at=created_at,
                     updated_at=updated_at, parent_instance_id=parent,
                     history_len=int(history_len)))
-        now = time.time()
-        for m in commit.messages:
-            if m.visible_at is not None and m.visible_at > now:
-                self._parking.due_at(m.visible_at)
+        for visible_at in t.due:
+            self._parking.due_at(visible_at)
         self._notifier.call(notes)
         return t.claimed_items(rows[0][6:9])
 
