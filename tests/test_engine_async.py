@@ -278,3 +278,43 @@ def test_events_raised_during_compensation_still_delivered() -> None:
     d.start()
     r = d.turn([CancellationRequested(reason="r"), EventRaised(name="y", data='"late"')])
     assert r.terminal is not None and r.terminal.kind == "OrchestrationCancelled"
+
+
+def test_ending_closes_its_own_pending_tasks_and_leaves_other_loops_alone() -> None:
+    """An orchestration that returns while a task it made still waits: that task's
+    coroutine is closed with the execution (its ``finally`` runs, no "destroyed but
+    pending" report later); tasks of other loops are not touched."""
+    closed: list[str] = []
+
+    async def waiter(ctx: Ctx) -> None:
+        try:
+            await ctx.schedule_wait("never")
+        finally:
+            closed.append("waiter")
+
+    async def orch(ctx: Ctx, _: Any) -> Any:
+        asyncio.get_running_loop().create_task(waiter(ctx))
+        await ctx.schedule_timer(1)  # meanwhile the waiter parks on its event
+        return "done"
+
+    async def outside_work() -> int:
+        try:
+            await asyncio.sleep(0)
+            return 1
+        finally:
+            closed.append("outside")
+
+    outside = asyncio.new_event_loop()
+    foreign = outside.create_task(outside_work())  # pending on another loop
+    try:
+        d = Driver(orch)
+        d.start()
+        assert closed == [] and kinds(d.history)[-2:] == ["TimerCreated", "EventSubscribed"]
+        d.turn([TimerFired(source_event_id=2, fire_at=0)])
+        assert d.output == "done"
+        assert closed and set(closed) == {"waiter"}  # (once per execution the driver ran)
+        assert not foreign.done()
+        assert outside.run_until_complete(foreign) == 1
+        assert closed[-1] == "outside"
+    finally:
+        outside.close()

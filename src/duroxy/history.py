@@ -322,8 +322,12 @@ def event_from_json(data: Any) -> HistoryEvent:
         raise PayloadError(f"malformed {kind} history event: {e}") from None
 
 
+#: one encoder for every record (json.dumps with options builds a new one per call)
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def encode_event(event: HistoryEvent) -> str:
-    return json.dumps(event_to_json(event), separators=(",", ":"), ensure_ascii=False)
+    return _encode(event_to_json(event))
 
 
 def decode_event(text: str | bytes) -> HistoryEvent:
@@ -352,8 +356,7 @@ class OrchestratorMessage:
 
 
 def encode_message(msg: OrchestratorMessage) -> str:
-    return json.dumps({"execution_id": msg.execution_id, "event": event_to_json(msg.event)},
-                      separators=(",", ":"), ensure_ascii=False)
+    return _encode({"execution_id": msg.execution_id, "event": event_to_json(msg.event)})
 
 
 def decode_message(instance_id: str, text: str | bytes,
@@ -383,8 +386,7 @@ class ActivityWork:
     attempt: int = 1
 
     def to_json(self) -> str:
-        return json.dumps({f.name: getattr(self, f.name) for f in _fields(ActivityWork)},
-                          separators=(",", ":"), ensure_ascii=False)
+        return _encode({f.name: getattr(self, f.name) for f in _fields(ActivityWork)})
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ActivityWork:

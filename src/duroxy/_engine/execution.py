@@ -431,7 +431,9 @@ class OrchestrationExecution:
 
     def _close_loop(self) -> None:
         # Close never-started coroutines so dropping them raises no "never awaited" warning.
-        for task in asyncio.all_tasks(self.loop):
+        for task in list(self.loop.tasks):
+            if task.done():
+                continue
             coro = task.get_coro()
             if coro is not None and getattr(coro, "cr_frame", None) is not None:
                 if getattr(coro, "cr_running", False):

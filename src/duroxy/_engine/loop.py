@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import weakref
 from asyncio import events
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -58,6 +59,9 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         self._closed = False
         self._running = False
         self._exceptions: list[dict[str, Any]] = []
+        #: the tasks made here (``asyncio.all_tasks(loop)`` would scan every task of the
+        #: process: with many live orchestrations, that made each ending cost O(n))
+        self.tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
 
     # ------------------------------------------------------------------ driving
     def run_ready(self) -> None:
@@ -105,7 +109,9 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
 
     def create_task(self, coro: Any, *, name: str | None = None,
                     context: contextvars.Context | None = None) -> asyncio.Task[Any]:
-        return asyncio.Task(coro, loop=self, name=name, context=context)
+        task = asyncio.Task(coro, loop=self, name=name, context=context)
+        self.tasks.add(task)
+        return task
 
     def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
         pass
