@@ -55,6 +55,9 @@ from ..errors import ErrorDetails
 from ..history import ActivityWork, HistoryEvent, OrchestratorMessage
 
 __all__ = [
+    "DUE_RETRY_PAUSE_S",
+    "DUE_RETRY_S",
+    "DUE_SLACK_S",
     "TERMINAL_STATES",
     "ActivityItem",
     "Channel",
@@ -65,6 +68,13 @@ __all__ = [
     "Provider",
     "QueuedMessage",
 ]
+
+#: Whoever waits for a message's due time (a timer) wakes this much after it, and then
+#: retries empty fetches every ``DUE_RETRY_PAUSE_S`` for ``DUE_RETRY_S``: the store
+#: decides visibility by its own clock, which may lag this host's.
+DUE_SLACK_S = 0.0005
+DUE_RETRY_S = 0.05
+DUE_RETRY_PAUSE_S = 0.001
 
 #: States stored in instance records (the values of ``OrchestrationState``).
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})

@@ -39,6 +39,9 @@ from ..history import (
 )
 from ..options import RuntimeOptions
 from ..providers.base import (
+    DUE_RETRY_PAUSE_S,
+    DUE_RETRY_S,
+    DUE_SLACK_S,
     TERMINAL_STATES,
     ActivityItem,
     OrchestrationCommit,
@@ -56,12 +59,6 @@ logger = logging.getLogger("duroxy.runtime")
 
 # How long an instance whose lock-free commit was refused takes the locked path.
 _CONTENDED_S = 1.0
-
-# Wake a little after a timer's due time: the store compares with its own clock; an
-# empty fetch is retried every pause for a while after that.
-_TIMER_SLACK_S = 0.0005
-_TIMER_RETRY_S = 0.05
-_TIMER_RETRY_PAUSE_S = 0.001
 
 # How much slower the idle safety-net poll may get on a store that announces work to
 # every process (see ``Provider.announces_work``).
@@ -102,14 +99,14 @@ class _Wake:
 
     def timer_due(self) -> None:
         """A timer committed here falls due now: wake, and keep fetching for a moment."""
-        self._due_until = time.monotonic() + _TIMER_RETRY_S
+        self._due_until = time.monotonic() + DUE_RETRY_S
         self.set()
 
     async def idle(self, opts: RuntimeOptions) -> None:
         """Wait for news after an empty fetch; each empty fetch in a row doubles the
         safety-net poll, up to ``max_poll_interval``."""
         if time.monotonic() < self._due_until:
-            await self.wait(_TIMER_RETRY_PAUSE_S)
+            await self.wait(DUE_RETRY_PAUSE_S)
             return
         poll = max(self._poll, opts.poll_interval)
         await self.wait(poll)
@@ -429,7 +426,7 @@ class Runtime:
         now = time.time()
         for msg in commit.messages:
             if msg.visible_at is not None and msg.visible_at > now:
-                handle = loop.call_later(msg.visible_at - now + _TIMER_SLACK_S,
+                handle = loop.call_later(msg.visible_at - now + DUE_SLACK_S,
                                          self._orch_wake.timer_due)
                 self._timer_wakes.add(handle)
                 if len(self._timer_wakes) > 4096:  # forget fired ones now and then

@@ -23,15 +23,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..base import OrchestrationItem
+from ..base import DUE_RETRY_S, DUE_SLACK_S, OrchestrationItem
 
 __all__ = ["Parked", "Parking", "in_background"]
 
-#: Wake a little after a message's due time, and retry empty fetches this long after,
-#: this often: the server compares visible_at with its own clock.
-_DUE_SLACK_S = 0.0005
-_DUE_RETRY_S = 0.05
-DUE_RETRY_PAUSE_S = 0.001
 #: Most due-time alarms kept; older ones are dropped once fired.
 _ALARMS_KEPT = 4096
 
@@ -119,7 +114,7 @@ class Parking:
     def due_at(self, visible_at: float) -> None:
         """A message committed here becomes visible at ``visible_at`` (epoch seconds)."""
         loop = asyncio.get_running_loop()
-        handle = loop.call_later(max(visible_at - time.time(), 0.0) + _DUE_SLACK_S, self._due)
+        handle = loop.call_later(max(visible_at - time.time(), 0.0) + DUE_SLACK_S, self._due)
         self._alarms.add(handle)
         if len(self._alarms) > _ALARMS_KEPT:
             now = loop.time()
@@ -127,7 +122,7 @@ class Parking:
 
     def _due(self) -> None:
         self.fired += 1
-        self._retry_until = time.monotonic() + _DUE_RETRY_S
+        self._retry_until = time.monotonic() + DUE_RETRY_S
         self.wake()
 
     def retrying(self) -> bool:

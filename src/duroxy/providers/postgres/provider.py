@@ -60,6 +60,7 @@ from ...history import (
 )
 from .._finals import FinalRecords
 from ..base import (
+    DUE_RETRY_PAUSE_S,
     TERMINAL_STATES,
     ActivityItem,
     Channel,
@@ -73,7 +74,7 @@ from ._manage import Management
 from ._marshal import completion_params, orchestration_items, started_item, turn
 from ._marshal import key as _key
 from ._notify import Notifier, note
-from ._parking import DUE_RETRY_PAUSE_S, Parked, Parking, in_background
+from ._parking import Parked, Parking, in_background
 from ._sql import (
     Migration,
     Statement,
