@@ -38,10 +38,10 @@ from ..history import (
     OrchestratorMessage,
 )
 from ..options import RuntimeOptions
+from ..providers._alarms import DueAlarms
 from ..providers.base import (
     DUE_RETRY_PAUSE_S,
     DUE_RETRY_S,
-    DUE_SLACK_S,
     TERMINAL_STATES,
     ActivityItem,
     OrchestrationCommit,
@@ -155,7 +155,6 @@ class Runtime:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=options.activity_concurrency, thread_name_prefix="duroxy-activity")
         self._loops: list[asyncio.Task[Any]] = []
-        self._timer_wakes: set[asyncio.TimerHandle] = set()
         # Instances whose live execution a turn in this runtime is using right now.
         self._in_turn: set[str] = set()
         # Instances whose lock-free commit was refused lately: locked path until then.
@@ -174,6 +173,7 @@ class Runtime:
         slow = _ANNOUNCED_POLL_FACTOR if provider.announces_work else 1.0
         self._orch_wake = _Wake(loop, slow)
         self._act_wake = _Wake(loop, slow)
+        self._timer_wakes = DueAlarms(self._orch_wake.timer_due)
 
     # ================================================================ lifecycle
     @classmethod
@@ -228,8 +228,7 @@ class Runtime:
             task.cancel()  # activity runners abandon their item when cancelled
         if pending:
             await asyncio.wait(pending, timeout=5.0)
-        for handle in self._timer_wakes:
-            handle.cancel()
+        self._timer_wakes.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._cache.clear()
         try:  # the last turns' commits may still be syncing
@@ -422,16 +421,10 @@ class Runtime:
         store does that itself)."""
         if self._long_poll:
             return
-        loop = asyncio.get_running_loop()
         now = time.time()
         for msg in commit.messages:
             if msg.visible_at is not None and msg.visible_at > now:
-                handle = loop.call_later(msg.visible_at - now + DUE_SLACK_S,
-                                         self._orch_wake.timer_due)
-                self._timer_wakes.add(handle)
-                if len(self._timer_wakes) > 4096:  # forget fired ones now and then
-                    self._timer_wakes = {h for h in self._timer_wakes if not h.cancelled()
-                                         and h.when() > loop.time()}
+                self._timer_wakes.at(msg.visible_at)
 
     def _function_name(self, fn: Any) -> str:
         return (self.activities.name_of(fn) or self.orchestrations.name_of(fn)

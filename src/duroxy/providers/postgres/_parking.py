@@ -23,12 +23,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..base import DUE_RETRY_S, DUE_SLACK_S, OrchestrationItem
+from .._alarms import DueAlarms
+from ..base import DUE_RETRY_S, OrchestrationItem
 
 __all__ = ["Parked", "Parking", "in_background"]
-
-#: Most due-time alarms kept; older ones are dropped once fired.
-_ALARMS_KEPT = 4096
 
 
 class Parked:
@@ -48,7 +46,7 @@ class Parking:
 
     def __init__(self) -> None:
         self._parked: list[Parked] = []
-        self._alarms: set[asyncio.TimerHandle] = set()
+        self._alarms = DueAlarms(self._due)
         self._retry_until = 0.0  # time.monotonic()
         #: how many alarms have fired (news for a poll that would park without fetching)
         self.fired = 0
@@ -113,12 +111,7 @@ class Parking:
 
     def due_at(self, visible_at: float) -> None:
         """A message committed here becomes visible at ``visible_at`` (epoch seconds)."""
-        loop = asyncio.get_running_loop()
-        handle = loop.call_later(max(visible_at - time.time(), 0.0) + DUE_SLACK_S, self._due)
-        self._alarms.add(handle)
-        if len(self._alarms) > _ALARMS_KEPT:
-            now = loop.time()
-            self._alarms = {h for h in self._alarms if not h.cancelled() and h.when() > now}
+        self._alarms.at(visible_at)
 
     def _due(self) -> None:
         self.fired += 1
@@ -135,9 +128,7 @@ class Parking:
         self._retry_until = 0.0
 
     def close(self) -> None:
-        for handle in self._alarms:
-            handle.cancel()
-        self._alarms.clear()
+        self._alarms.close()
         self.wake()
 
 
