@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from duroxy.errors import LockLost
+from duroxy.errors import LockLost, ProviderError
 from duroxy.history import OrchestrationCompleted
-from duroxy.providers.sqlite import SqliteProvider
+from duroxy.providers.sqlite import SqliteProvider, _ops
+from duroxy.providers.sqlite._inline import DECLINED
 from duroxy.testing.conformance_support import HOLD, commit, create, raised, started, uid
 
 
@@ -103,6 +104,80 @@ async def test_flush_waits_for_the_commit_behind_an_early_result(tmp_path: Path)
     other = SqliteProvider(tmp_path / "f.db")
     assert await other.fetch_orchestration_items(HOLD) == []  # the lock is on disk
     await other.close()
+    await store.close()
+
+
+# ------------------------------------------------------------------ inline reads
+async def test_a_one_row_read_runs_on_the_callers_thread_when_nothing_is_pending(
+        tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "i.db")
+    iid = uid()
+    await create(store, iid)
+    rec = await store.get_instance(iid)
+    assert rec is not None and rec.state == "PENDING" and rec.instance_id == iid
+    assert await store.get_instance("nobody") is None
+    # Neither read went through the reader thread; a history read (unbounded) does.
+    assert not store._reader.started
+    assert [type(e).__name__ for e in await store.read_history(iid)] == []
+    assert store._reader.started
+    await store.close()
+    with pytest.raises(ProviderError, match="closed"):
+        await store.get_instance(iid)
+
+
+async def test_inline_reads_decline_rather_than_wait(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "j.db")
+    iid = uid()
+    await create(store, iid)
+    inline = store._inline
+    assert inline is not None
+
+    def busy(tx: Any) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    assert inline.read(busy) is DECLINED
+    # In use by this very thread (or any other): decline, never wait for the lock.
+    assert inline.read(lambda tx: inline.read(lambda tx2: 1)) is DECLINED
+    assert inline.read(lambda tx: tx.conn.execute("SELECT 7").fetchone()[0]) == 7
+
+    def broken(tx: Any) -> None:
+        tx.conn.execute("SELECT * FROM no_such_table")
+
+    with pytest.raises(ProviderError, match="no such table"):
+        inline.read(broken)
+    # A held-open early result makes the read go to the reader thread, which waits.
+    (item,) = await store.fetch_orchestration_items(HOLD)
+    entered, release = _hold_commits(store)
+    await asyncio.wait_for(store.ack_orchestration_item(item.lock_token, commit(started())), 5)
+    assert entered.wait(5)
+    assert inline.read(lambda tx: 1) is DECLINED
+    release.set()
+    rec = await asyncio.wait_for(store.get_instance(iid), 5)
+    assert rec is not None and rec.state == "RUNNING"
+    inline.close()
+    assert inline.read(lambda tx: 1) is DECLINED
+    await store.close()
+
+
+async def test_inline_reads_from_many_threads_all_answer(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "k.db")
+    ids = [uid() for _ in range(5)]
+    for iid in ids:
+        await create(store, iid)
+
+    def reads() -> list[str | None]:
+        async def go() -> list[str | None]:
+            recs = [await store.get_instance(iid) for iid in ids * 40]
+            return [r.instance_id if r else None for r in recs]
+        return asyncio.run(go())
+
+    results: list[list[str | None]] = []
+    threads = [threading.Thread(target=lambda: results.append(reads())) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == [ids * 40] * 4
     await store.close()
 
 
@@ -234,7 +309,7 @@ async def _finish(store: SqliteProvider, iid: str) -> None:
 
 
 async def test_a_waiter_woken_by_the_end_gets_the_final_record_without_a_read(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = SqliteProvider(tmp_path / "t.db")
     iid = uid()
     await create(store, iid)
@@ -242,9 +317,9 @@ async def test_a_waiter_woken_by_the_end_gets_the_final_record_without_a_read(
     unlisten = store.listen("terminal", woken.append)
     await _finish(store, iid)
     assert woken == [iid]
-    reads = []
-    submit = store._reader.submit
-    store._reader.submit = lambda op: (reads.append(op), submit(op))[1]  # type: ignore[method-assign]
+    reads: list[str] = []
+    read = _ops.get_instance
+    monkeypatch.setattr(_ops, "get_instance", lambda tx, i: (reads.append(i), read(tx, i))[1])
     rec = await store.get_instance(iid)
     assert rec is not None and rec.state == "COMPLETED" and rec.output == '"done"'
     assert rec.history_len == 2 and reads == []

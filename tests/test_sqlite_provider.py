@@ -277,6 +277,7 @@ def test_unclosed_store_does_not_keep_the_process_alive(tmp_path: Path) -> None:
             for s in stores:
                 await s.create_instance(start_message("i1"))
                 assert (await s.get_instance("i1")) is not None
+                assert (await s.read_history("i1")) == []  # on the file's reader thread
                 await s.fetch_orchestration_items(60.0)
         asyncio.run(main())
         assert sum(t.name.startswith("duroxy-sqlite") for t in threading.enumerate()) == 3
@@ -293,7 +294,7 @@ def test_unclosed_store_does_not_keep_the_process_alive(tmp_path: Path) -> None:
 async def test_close_is_idempotent_and_stops_threads(tmp_path: Path) -> None:
     store = SqliteProvider(tmp_path / "c.db")
     await create(store, uid())
-    await store.get_instance("x")
+    await store.list_executions("x")  # starts the reader thread
     threads = [store._writer.thread, store._reader.thread]
     assert all(t is not None and t.is_alive() for t in threads)
     await store.close()
@@ -326,7 +327,7 @@ async def test_close_lets_queued_work_finish(tmp_path: Path) -> None:
 async def test_garbage_collected_store_stops_its_threads(tmp_path: Path) -> None:
     store = SqliteProvider(tmp_path / "gc.db")
     await create(store, uid())
-    await store.get_instance("x")
+    await store.list_executions("x")  # starts the reader thread
     threads = [store._writer.thread, store._reader.thread]
     del store
     gc.collect()

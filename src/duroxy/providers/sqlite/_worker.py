@@ -338,6 +338,10 @@ class ConnectionWorker:
         """The latest transaction that handed out early results (any thread may read)."""
         return self._early_gen
 
+    def landed(self, gen: int) -> bool:
+        """Whether transaction ``gen`` (see :attr:`early_gen`) has landed (any thread)."""
+        return self._landed_gen >= gen
+
     def wait_landed(self, gen: int) -> None:
         """Block until transaction ``gen`` (see :attr:`early_gen`) has landed."""
         if self._landed_gen >= gen:

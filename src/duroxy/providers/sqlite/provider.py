@@ -73,6 +73,7 @@ from ..base import (
     Provider,
 )
 from . import _ops
+from ._inline import DECLINED, InlineReader
 from ._sql import migrations, queries
 from ._worker import STOP, ConnectionWorker, Details, Notes, Op, Tx, begin_immediate, is_busy
 
@@ -189,10 +190,13 @@ class _Config:
         self.memory = path == _MEMORY
         self.schema_ready = threading.Event()
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
-                               cached_statements=256)
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+    def _connect(self, busy_timeout: float | None = None) -> sqlite3.Connection:
+        timeout = self.busy_timeout if busy_timeout is None else busy_timeout
+        # Each connection is used by one thread at a time; the inline reader's by
+        # whichever thread holds its lock.
+        conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
+                               cached_statements=256, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         return conn
 
     def open_writer(self) -> sqlite3.Connection:
@@ -227,6 +231,12 @@ class _Config:
 
     def open_reader(self) -> sqlite3.Connection:
         conn = self._connect()
+        conn.execute("PRAGMA query_only = 1")
+        return conn
+
+    def open_inline_reader(self) -> sqlite3.Connection:
+        """A reader that never waits for a lock (``InlineReader`` declines instead)."""
+        conn = self._connect(busy_timeout=0.0)
         conn.execute("PRAGMA query_only = 1")
         return conn
 
@@ -328,6 +338,9 @@ class SqliteProvider(Provider):
         self._reader = self._writer if self._config.memory else ConnectionWorker(
             f"duroxy-sqlite-reader[{tag}]", self._config.open_reader, group_writes=False,
             begin_timeout=busy_timeout, barrier=self._writer)
+        # A private in-memory database has one connection: the writer's.
+        self._inline = None if self._config.memory else InlineReader(
+            self._config.open_inline_reader, self._writer)
         # An unclosed provider that is garbage-collected lets its threads close their
         # connections. Not at interpreter exit: daemon threads just stop there, and every
         # acknowledged commit is already durable.
@@ -383,6 +396,16 @@ class SqliteProvider(Provider):
         self._reader.submit(Op(fn, False, loop, fut, need=self._writer.early_gen))
         return await fut
 
+    async def _read_small(self, fn: Callable[[Tx], T]) -> T:
+        """A read of bounded size (one row): on this thread when nothing stands in the
+        way (see :class:`InlineReader`), else on the reader thread."""
+        self._check_open()
+        if self._inline is not None and self._config.schema_ready.is_set():
+            result = self._inline.read(fn)
+            if result is not DECLINED:
+                return result  # type: ignore[return-value]
+        return await self._read(fn)
+
     def _background(self, fn: Callable[[Tx], Any]) -> None:
         self._writer.submit(Op(fn, True, None, None, durable=False))
 
@@ -412,6 +435,8 @@ class SqliteProvider(Provider):
         self._closed = True
         self._listeners.clear()
         self._finalizer.detach()
+        if self._inline is not None:
+            self._inline.close()
         loop = asyncio.get_running_loop()
         waits: list[asyncio.Future[Any]] = []
         for worker in dict.fromkeys((self._reader, self._writer)):
@@ -554,7 +579,7 @@ class SqliteProvider(Provider):
         if final is not None:
             self._check_open()
             return final
-        return await self._read(lambda tx: _ops.get_instance(tx, instance_id))
+        return await self._read_small(lambda tx: _ops.get_instance(tx, instance_id))
 
     async def read_history(
         self, instance_id: str, execution_id: int | None = None
