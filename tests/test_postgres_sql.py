@@ -104,3 +104,67 @@ def test_every_variant_of_every_statement_prepares_on_the_server() -> None:
         finally:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
                 sql.Identifier(schema)))
+
+
+# ------------------------------------------------------------------ typed array parameters
+def test_array_parameters_are_sent_as_the_type_their_cast_names() -> None:
+    from duroxy.providers.postgres import _arrays
+
+    st = _sql._compact("s", "SELECT %(ids)s::text[], %(n)s::int[], %(k)s::bytea[], "
+                            "%(due)s::float8[], %(x)s, %(ids)s::text[], %(odd)s::numeric[]")
+    assert st.params == ("ids", "n", "k", "due", "x", "odd")
+    args = st.args({"ids": ["a"], "n": [1, 2], "k": [b"\x00"], "due": [None, 1.5],
+                    "x": [3], "odd": [1]})
+    assert [type(a) for a in args] == [_arrays.TextArray, _arrays.IntArray,
+                                       _arrays.ByteaArray, _arrays.Float8Array, list, list]
+    assert args[:4] == [["a"], [1, 2], [b"\x00"], [None, 1.5]]
+    # NULL stays NULL; a statement without array casts passes its values as they are
+    assert st.args({"ids": None, "n": None, "k": None, "due": None, "x": None,
+                    "odd": None}) == [None] * 6
+    plain = _sql._compact("p", "SELECT %(a)s, %(b)s::text")
+    assert plain.arrays == () and plain.args({"a": [1], "b": "t"}) == [[1], "t"]
+    # the same parameter cast to two types is left to psycopg
+    both = _sql._compact("b", "SELECT %(a)s::text[], %(a)s::int[]")
+    assert both.args({"a": [1]}) == [[1]] and type(both.args({"a": [1]})[0]) is list
+
+
+@pytest.mark.postgres
+def test_typed_arrays_round_trip_through_the_server() -> None:
+    if not DSN:
+        pytest.skip("DUROXY_TEST_PG_DSN not set: PostgreSQL tests need a server")
+    import psycopg
+    from psycopg.types.array import ListBinaryDumper
+    from psycopg.types.string import StrBinaryDumper
+
+    from duroxy.providers.postgres import _arrays
+
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.adapters.register_dumper(str, StrBinaryDumper)
+        conn.adapters.register_dumper(list, ListBinaryDumper)
+        _arrays.register(conn)
+        values = [_arrays.TextArray(["a", None, "ü\\\"{}", ""]),
+                  _arrays.IntArray([1, None, -7]),
+                  _arrays.ByteaArray([b"\x00\xff", None]),
+                  _arrays.Float8Array([None, 1.25]),
+                  _arrays.TextArray([])]
+        if not hasattr(psycopg, "RawCursor"):
+            pytest.skip("psycopg before 3.2 has no raw cursor")
+        # pg_typeof of a bare parameter names the type the client sent
+        row = psycopg.RawCursor(conn).execute(
+            "SELECT $1::text[], $2::int[], $3::bytea[], $4::float8[], $5::text[], "
+            "pg_typeof($1)::text, pg_typeof($2)::text, pg_typeof($3)::text, "
+            "pg_typeof($4)::text", values, binary=True).fetchone()
+        assert row is not None
+        assert list(row[:5]) == [["a", None, "ü\\\"{}", ""], [1, None, -7],
+                                 [b"\x00\xff", None], [None, 1.25], []]
+        assert list(row[5:]) == ["text[]", "bigint[]", "bytea[]", "double precision[]"]
+        # beyond int4: the server's cast refuses it, nothing is sent wrapped
+        with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+            psycopg.RawCursor(conn).execute("SELECT $1::int[]", [_arrays.IntArray([2**40])],
+                                            binary=True)
+        assert psycopg.RawCursor(conn).execute(
+            "SELECT $1::bigint[]", [_arrays.IntArray([2**40])], binary=True
+        ).fetchone() == ([2**40],)
+        with pytest.raises((OverflowError, psycopg.DataError)):
+            psycopg.RawCursor(conn).execute("SELECT $1::bigint[]", [_arrays.IntArray([2**70])],
+                                            binary=True)

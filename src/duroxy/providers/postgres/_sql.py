@@ -38,6 +38,8 @@ from typing import Any
 
 from psycopg import sql
 
+from ._arrays import ARRAY_TYPES, typed
+
 __all__ = [
     "Migration",
     "Statement",
@@ -54,6 +56,8 @@ _NAME_LINE = re.compile(r"^--\s*(name|fragment):\s*(\w+)\s*$", re.MULTILINE)
 _INCLUDE_LINE = re.compile(r"^--\s*include:\s*(\w+)\s*$", re.MULTILINE)
 _CONDITION_LINE = re.compile(r"^\s*--\s*(?:(if|unless):\s*(\w+)|(end))\s*$")
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+# a parameter cast to an array type, in every statement's own spelling: %(ids)s::text[]
+_ARRAY_CAST = re.compile(r"%\((\w+)\)s::(\w+)\[\]")
 _SPACE = re.compile(r"\s+")
 # A plain PostgreSQL identifier: quoting keeps its case, and the length limit (63 bytes,
 # NAMEDATALEN - 1) keeps the server from truncating it silently.
@@ -70,15 +74,22 @@ class Statement:
     raw: bytes
     params: tuple[str, ...]
     named: bytes
+    #: for each parameter cast to an array type, the list class that sends it as that
+    #: type (see ``_arrays``); None for the others
+    arrays: tuple[type[list[Any]] | None, ...] = ()
 
     def args(self, values: Mapping[str, Any]) -> list[Any]:
         """The numbered parameters from named ``values``."""
-        return [values[n] for n in self.params]
+        if not self.arrays:
+            return [values[n] for n in self.params]
+        return [typed(cls, values[n]) for n, cls in zip(self.params, self.arrays,
+                                                        strict=True)]
 
     def for_schema(self, schema: str) -> Statement:
         # schema names are validated identifiers: they cannot close the comment
         tag = f"/* duroxy {schema} */ ".encode()
-        return Statement(self.name, tag + self.raw, self.params, tag + self.named)
+        return Statement(self.name, tag + self.raw, self.params, tag + self.named,
+                         self.arrays)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +146,15 @@ def _compact(name: str, text: str) -> Statement:
         numbers.setdefault(param, len(numbers) + 1)
     if "$" in text:
         raise RuntimeError(f"statement {name!r} holds a '$' of its own")
+    casts: dict[str, set[str]] = {}
+    for param, elem in _ARRAY_CAST.findall(text):
+        casts.setdefault(param, set()).add(elem.lower())
+    arrays = tuple(ARRAY_TYPES.get(next(iter(casts[p]))) if len(casts.get(p, ())) == 1
+                   else None for p in numbers)
     raw = _PLACEHOLDER.sub(lambda m: f"${numbers[m.group(1)]}", text)
     named = _PLACEHOLDER.sub(r"%(\1)b", text)
-    return Statement(name, raw.encode(), tuple(numbers), named.encode())
+    return Statement(name, raw.encode(), tuple(numbers), named.encode(),
+                     arrays if any(arrays) else ())
 
 
 def _sql_files() -> list[tuple[str, str]]:

@@ -70,6 +70,7 @@ from ..base import (
     OrchestrationItem,
     Provider,
 )
+from . import _arrays
 from ._manage import Management
 from ._marshal import completion_params, orchestration_items, started_item, turn
 from ._marshal import key as _key
@@ -280,6 +281,7 @@ class PostgresProvider(Management, Provider):
             # type PostgreSQL could not infer.
             conn.adapters.register_dumper(str, StrBinaryDumper)
             conn.adapters.register_dumper(list, ListBinaryDumper)
+            _arrays.register(conn)
             await conn.execute(self._session_setup, prepare=False)
 
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
