@@ -149,7 +149,6 @@ class Runtime:
         self._cache: collections.OrderedDict[str, _Cached] = collections.OrderedDict()
         self._running_activities: dict[tuple[str, int, int], ActivityContext] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._activity_tasks: dict[asyncio.Task[Any], str] = {}
         self._stopping = False
         self._stopped = asyncio.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -303,11 +302,13 @@ class Runtime:
         finally:
             slots.release()
 
-    async def _turn(self, item: OrchestrationItem, acked_activity: str | None = None) -> bool:
+    async def _turn(self, item: OrchestrationItem, acked_activity: str | None = None,
+                    handoff: list[ActivityItem] | None = None) -> bool:
         """Run one turn for a locked item and commit it. With ``acked_activity`` (the lock
         token of an activity whose completion is among the item's messages) the commit
-        also deletes that activity's row. Returns whether the turn was committed with the
-        code run (False: consumed without running, failed, or put back)."""
+        also deletes that activity's row. ``handoff``: see :meth:`_after_commit`. Returns
+        whether the turn was committed with the code run (False: consumed without
+        running, failed, or put back)."""
         iid = item.instance_id
         inst = item.instance
         provider = self.provider
@@ -380,7 +381,7 @@ class Runtime:
             commit = build_commit(iid, execution.started, result)
             if acked_activity is not None:
                 commit.acked_activities.append(acked_activity)
-            self._claim(commit)
+            self._claim(commit, handoff is not None)
             try:
                 claimed = await provider.ack_orchestration_item(item.lock_token, commit)
             except BaseException:
@@ -388,21 +389,30 @@ class Runtime:
                 raise
         finally:
             self._in_turn.discard(iid)
-        await self._after_commit(iid, execution, execution_id, commit, claimed)
+        await self._after_commit(iid, execution, execution_id, commit, claimed, handoff)
         return True
 
-    def _claim(self, commit: OrchestrationCommit) -> None:
+    def _claim(self, commit: OrchestrationCommit, handoff: bool = False) -> None:
         """Ask the store to hand back the activities this turn schedules, locked, so this
-        worker runs them at once without a fetch (as many as it has free slots)."""
-        free = self._act_slots._value
+        worker runs them at once without a fetch: as many as it has free slots, and one
+        more for a turn whose activity task runs the next one (``handoff``)."""
+        free = self._act_slots._value + (1 if handoff else 0)
         if commit.activities and free and not self._stopping:
             commit.claim_activities = min(len(commit.activities), free)
             commit.claim_lock_timeout = self.options.activity_lock_timeout
 
     async def _after_commit(self, iid: str, execution: OrchestrationExecution,
                             execution_id: int, commit: OrchestrationCommit,
-                            claimed: list[ActivityItem] | None) -> None:
-        for act in claimed or ():
+                            claimed: list[ActivityItem] | None,
+                            handoff: list[ActivityItem] | None = None) -> None:
+        """Start the activities the commit claimed, each in a task of its own; with
+        ``handoff`` (a turn run by an activity's task) the first goes there instead, to
+        run next in that task, on its slot: a sequence of activities then runs in one
+        task rather than in a new task per step."""
+        acts = list(claimed or ())
+        if handoff is not None and acts:
+            handoff.append(acts.pop(0))
+        for act in acts:
             await self._act_slots.acquire()
             self._spawn(self._run_activity(act, self._act_slots))
         self._wake_for_timers(commit)
@@ -466,7 +476,24 @@ class Runtime:
         await self.provider.ack_orchestration_item(item.lock_token, commit)
 
     # ================================================================ activities
-    async def _run_activity(self, item: Any, slots: asyncio.Semaphore) -> None:
+    async def _run_activity(self, item: ActivityItem, slots: asyncio.Semaphore) -> None:
+        """Run an activity, then those its completion's turn hands off (see
+        :meth:`_after_commit`), on one slot."""
+        handoff: list[ActivityItem] = [item]
+        try:
+            while handoff:
+                await self._run_one_activity(handoff.pop(0), handoff)
+        except asyncio.CancelledError:
+            # Shutdown: what was handed off and not started goes back at once.
+            for left in handoff:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.provider.abandon_activity(left.lock_token, 0.0))
+            raise
+        finally:
+            slots.release()
+
+    async def _run_one_activity(self, item: ActivityItem, handoff: list[ActivityItem]
+                                ) -> None:
         work = item.work
         key = (work.instance_id, work.execution_id, work.event_id)
         ctx = ActivityContext(
@@ -504,7 +531,7 @@ class Runtime:
             renewal.cancel()
             for task in renewer:
                 task.cancel()
-            if not await self._feed_completion(item, event):
+            if not await self._feed_completion(item, event, handoff):
                 await self._complete_activity(item, event)
         except asyncio.CancelledError:
             # Shutdown: release the item so another worker takes it at once.
@@ -522,7 +549,6 @@ class Runtime:
                 renewal.cancel()
             for task in renewer:
                 task.cancel()
-            slots.release()
 
     async def _invoke(self, entry: Any, work: Any, ctx: ActivityContext) -> HistoryEvent:
         try:
@@ -540,7 +566,8 @@ class Runtime:
             return ActivityFailedEvent(source_event_id=work.event_id,
                                        error_type=type(e).__qualname__, message=str(e))
 
-    async def _feed_completion(self, item: ActivityItem, event: HistoryEvent) -> bool:
+    async def _feed_completion(self, item: ActivityItem, event: HistoryEvent,
+                               handoff: list[ActivityItem]) -> bool:
         """Feed an activity's result straight into its instance's next turn when the
         instance is live in this runtime and not locked elsewhere: one commit instead of
         an activity ack, a fetch and a turn ack. False: use the ordinary path."""
@@ -554,7 +581,7 @@ class Runtime:
         # instance has not lately been busy with other work.
         if (self._optimistic and cached.execution.open_activities == 1
                 and self._contended.get(work.instance_id, 0.0) < time.monotonic()):
-            return await self._commit_completion(item, cached, event)
+            return await self._commit_completion(item, cached, event, handoff)
         orch = await self.provider.lock_instance(work.instance_id,
                                                  self.options.orchestration_lock_timeout)
         if orch is None:
@@ -563,7 +590,7 @@ class Runtime:
                                                            work.execution_id))
         orch = dataclasses.replace(orch, messages=[*orch.messages, completion])
         try:
-            return await self._turn(orch, acked_activity=item.lock_token)
+            return await self._turn(orch, acked_activity=item.lock_token, handoff=handoff)
         except LockLost:
             self._cache.pop(work.instance_id, None)
         except Exception:  # a bug or store error: put the instance back, ack the usual way
@@ -574,7 +601,7 @@ class Runtime:
         return False
 
     async def _commit_completion(self, item: ActivityItem, cached: _Cached,
-                                 event: HistoryEvent) -> bool:
+                                 event: HistoryEvent, handoff: list[ActivityItem]) -> bool:
         """The completion's turn on the live execution, committed with no lock taken
         first; if anything happened to the instance meanwhile the store refuses, the live
         execution (now ahead of the store) is dropped, and the ordinary path takes over."""
@@ -587,7 +614,7 @@ class Runtime:
             assert execution.started is not None
             commit = build_commit(iid, execution.started, result)
             commit.acked_activities.append(item.lock_token)
-            self._claim(commit)
+            self._claim(commit, handoff=True)
             claimed = await self.provider.commit_turn(iid, expected, commit)
         except LockLost:
             self._cache.pop(iid, None)
@@ -602,7 +629,8 @@ class Runtime:
             return False
         finally:
             self._in_turn.discard(iid)
-        await self._after_commit(iid, execution, cached.execution_id, commit, claimed)
+        await self._after_commit(iid, execution, cached.execution_id, commit, claimed,
+                                 handoff)
         return True
 
     async def _complete_activity(self, item: Any, event: HistoryEvent) -> None:
