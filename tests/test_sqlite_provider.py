@@ -366,6 +366,65 @@ async def test_many_concurrent_acks_group_commit(tmp_path: Path) -> None:
     await store.close()
 
 
+def _hold_first_op(store: SqliteProvider, durable: bool) -> tuple[threading.Event,
+                                                                   threading.Event]:
+    """Start a write transaction whose first operation waits inside it until released;
+    returns (entered, release)."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(tx: Tx) -> None:
+        entered.set()
+        release.wait(10)
+
+    store._writer.submit(Op(hold, True, None, None, durable=durable))
+    assert entered.wait(10)
+    return entered, release
+
+
+async def _queued(store: SqliteProvider, n: int) -> None:
+    """Let the event loop run until the writer's queue holds ``n`` operations."""
+    for _ in range(1000):
+        if store._writer._queue.qsize() >= n:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("operations were not submitted")
+
+
+async def test_writes_queued_while_a_transaction_runs_join_its_commit(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "late.db")
+    await store.flush()
+    before = store._writer.commits
+    _entered, release = _hold_first_op(store, durable=True)
+    ids = [uid() for _ in range(3)]
+    first = [asyncio.ensure_future(create(store, i)) for i in ids[:2]]
+    await _queued(store, 2)
+    # a flush cannot join: it and everything after it wait for the next transaction
+    flushed = asyncio.ensure_future(store.flush())
+    await _queued(store, 3)
+    last = asyncio.ensure_future(create(store, ids[2]))
+    await _queued(store, 4)
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*first, flushed, last), 10)
+    assert store._writer.commits - before == 2  # (hold + 2 creates), (the last create)
+    assert _sql(store, "SELECT count(*) FROM instances") == [(3,)]
+    await store.close()
+
+
+async def test_a_durable_write_does_not_join_a_transaction_that_skips_the_sync(
+        tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "lazy.db")
+    await store.flush()
+    before = store._writer.commits
+    _entered, release = _hold_first_op(store, durable=False)  # a lock-only transaction
+    created = asyncio.ensure_future(create(store, uid()))
+    await _queued(store, 1)
+    release.set()
+    await asyncio.wait_for(created, 10)
+    assert store._writer.commits - before == 2  # the start got a synced commit of its own
+    assert store._writer._sync_now == "FULL"
+    await store.close()
+
+
 async def test_failing_operation_in_a_group_rolls_back_only_itself(tmp_path: Path) -> None:
     store = SqliteProvider(tmp_path / "g.db")
     good, dup = uid(), uid()
@@ -391,7 +450,8 @@ async def test_failing_operation_in_a_group_rolls_back_only_itself(tmp_path: Pat
     assert results[0] == [] and results[3] is None  # the ack claimed no activity
     assert isinstance(results[1], ProviderError) and not isinstance(results[1], LockLost)
     assert isinstance(results[2], LockLost)
-    assert store._writer.commits - before == 2  # the blocker's batch, then one group
+    # one transaction: the group, queued while the blocker ran, joined its commit
+    assert store._writer.commits - before == 1
     assert [e.event_id for e in await store.read_history(good)] == [1, 2]
     assert await store.read_history(dup) == []
     rec = await store.get_instance(dup)

@@ -9,8 +9,11 @@ and a daemon thread never keeps the process alive.
 Write operations are grouped: the thread takes every operation waiting in its queue
 and runs them in ONE ``BEGIN IMMEDIATE`` transaction (group commit), each inside its
 own ``SAVEPOINT``, so an operation that raises (``LockLost`` ...) rolls back only its own
-changes and fails only its own caller. Listeners hear of an operation's effects after
-the commit that made them durable, before its caller is resumed.
+changes and fails only its own caller. Writes queued while that transaction ran join it
+before its COMMIT (twice at most), rather than wait for the next one: a caller that
+waits for durability (a client's start) then waits for one commit, not two. Listeners
+hear of an operation's effects after the commit that made them durable, before its
+caller is resumed.
 
 Two refinements keep sequential work off the critical path of the disk:
 
@@ -44,6 +47,10 @@ from ...errors import DuroxyError, ProviderError
 __all__ = ["STOP", "ConnectionWorker", "Op", "Tx", "begin_immediate", "is_busy", "provider_error"]
 
 log = logging.getLogger("duroxy.providers.sqlite")
+
+#: How many times a transaction takes in the writes queued while it ran before it
+#: commits. Bounded, so that a steady stream of writes cannot keep it from committing.
+_LATE_ROUNDS = 2
 
 #: (channel, instance id) pairs collected by a write, announced after its commit.
 Notes = list[tuple[str, str | None]]
@@ -299,6 +306,12 @@ class ConnectionWorker:
         self._early_gen = 0
         self._landed_gen = 0
         self._in_early = False
+        #: operations taken from the queue for the next batch (they could not join the
+        #: transaction that was open when they were taken)
+        self._backlog: list[Op] = []
+        #: operations that joined the open transaction after its batch was taken (parked
+        #: fetches, late writes): a batch that fails as a whole fails them too
+        self._joined: list[Op] = []
 
     # ----------------------------------------------------------------- submission
     def submit(self, op: Op) -> None:
@@ -358,10 +371,13 @@ class ConnectionWorker:
     def _run(self) -> None:
         try:
             while True:
-                try:
-                    batch = [self._queue.get(timeout=self._park_timeout())]
-                except queue.Empty:
-                    batch = []
+                if self._backlog:
+                    batch, self._backlog = self._backlog, []
+                else:
+                    try:
+                        batch = [self._queue.get(timeout=self._park_timeout())]
+                    except queue.Empty:
+                        batch = []
                 while True:  # drain what else is waiting: one transaction for all
                     try:
                         batch.append(self._queue.get_nowait())
@@ -439,6 +455,7 @@ class ConnectionWorker:
                 work = []
         if work:
             assert self._tx is not None
+            self._joined = []
             try:
                 self._run_batch(self._tx, work)
             except Exception as e:
@@ -449,7 +466,7 @@ class ConnectionWorker:
                 log.exception("SQLite worker %s: batch failed", self._name)
                 err = ProviderError(f"SQLite store failure: {e}", retryable=True)
                 self._fail_early(err)
-                for op in work:
+                for op in [*work, *self._joined]:
                     if op not in self._parked:
                         self._out(op, None, err)
                 conn = self._tx.conn
@@ -631,8 +648,31 @@ class ConnectionWorker:
                                 if d.exc is None for ch, _iid in d.notes):
             fused = self._unpark()
             ops.extend(fused)
+            self._joined.extend(fused)
             return self._run_ops(tx, fused, outcomes, savepoints=True)
         return None
+
+    def _late_writes(self) -> list[Op]:
+        """Writes queued while the open transaction ran: they join it before its COMMIT
+        instead of waiting for the next one. The first that cannot join, and everything
+        queued after it, waits for the next batch: anything but a plain write (reads,
+        flushes, STOP, fetches that probe first), and a durable write when the open
+        transaction commits without a sync (it holds lock operations only)."""
+        if self._backlog:
+            return []
+        taken: list[Op] = []
+        while True:
+            try:
+                taken.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        lazy = self._sync_levels is not None and self._sync_now != self._sync_levels[0]
+        for i, op in enumerate(taken):
+            if (not op.write or op.fn is STOP or op.probe is not None
+                    or (lazy and op.durable)):
+                self._backlog = taken[i:]
+                return [o for o in taken[:i] if o.fut is None or not o.fut.cancelled()]
+        return [o for o in taken if o.fut is None or not o.fut.cancelled()]
 
     def _write_and_commit(self, tx: Tx, ops: list[Op]) -> None:
         conn = tx.conn
@@ -643,6 +683,18 @@ class ConnectionWorker:
         failed_alone = single and outcomes[0].exc is not None
         if aborted is None and not failed_alone:
             aborted = self._fuse_parked(tx, ops, outcomes, 0)
+        rounds = 0
+        while aborted is None and not failed_alone and rounds < _LATE_ROUNDS:
+            late = self._late_writes()
+            if not late:
+                break
+            rounds += 1
+            since = len(outcomes)
+            ops.extend(late)
+            self._joined.extend(late)
+            aborted = self._run_ops(tx, late, outcomes, savepoints=True)
+            if aborted is None:
+                aborted = self._fuse_parked(tx, ops, outcomes, since)
         handed_out = False
         if aborted is None:
             try:
