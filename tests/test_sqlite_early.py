@@ -16,7 +16,7 @@ import pytest
 from duroxy.errors import LockLost, ProviderError
 from duroxy.history import OrchestrationCompleted
 from duroxy.providers.sqlite import SqliteProvider, _ops
-from duroxy.providers.sqlite._inline import DECLINED
+from duroxy.providers.sqlite._inline import DECLINED, InlineReader
 from duroxy.testing.conformance_support import HOLD, commit, create, raised, started, uid
 
 
@@ -156,6 +156,23 @@ async def test_inline_reads_decline_rather_than_wait(tmp_path: Path) -> None:
     assert rec is not None and rec.state == "RUNNING"
     inline.close()
     assert inline.read(lambda tx: 1) is DECLINED
+    await store.close()
+
+
+async def test_an_inline_connection_that_cannot_open_declines_or_raises(
+        tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "o.db")
+    failures = [sqlite3.OperationalError("database is locked"),
+                sqlite3.OperationalError("unable to open database file")]
+
+    def opener() -> sqlite3.Connection:
+        raise failures.pop(0)
+
+    inline = InlineReader(opener, store._writer)
+    assert inline.read(lambda tx: 1) is DECLINED  # busy: the reader thread takes it
+    with pytest.raises(ProviderError, match="unable to open") as err:
+        inline.read(lambda tx: 1)
+    assert isinstance(err.value.__cause__, sqlite3.OperationalError)
     await store.close()
 
 

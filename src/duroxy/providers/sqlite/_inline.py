@@ -65,17 +65,17 @@ class InlineReader:
         try:
             if self._closed:
                 return DECLINED
-            if self._tx is None:
-                self._tx = Tx(self._opener())
-            self._tx.now = time.time()
             try:
+                if self._tx is None:
+                    self._tx = Tx(self._opener())
+                self._tx.now = time.time()
                 return fn(self._tx)
             except sqlite3.OperationalError as e:
                 if is_busy(e):
                     return DECLINED
-                raise provider_error(e) from None
+                raise provider_error(e) from e
             except sqlite3.Error as e:
-                raise provider_error(e) from None
+                raise provider_error(e) from e
         finally:
             self._lock.release()
 
