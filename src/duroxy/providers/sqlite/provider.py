@@ -4,9 +4,13 @@ Threads and connections:
 
 * one **writer** thread owns the only connection that writes. It drains its queue and
   runs every waiting operation in one ``BEGIN IMMEDIATE`` transaction (group commit),
-  each in its own savepoint. Fetches are writes too: they take locks.
+  each in its own savepoint; writes queued meanwhile join it before its COMMIT.
+  Fetches are writes too: they take locks.
 * one **reader** thread owns a second connection for reads (instance records,
   history, listings). In WAL mode readers and the writer do not block each other.
+* a one-row read (``get_instance``) runs on the caller's thread instead, on a third
+  connection, when that is free and no early result is waiting for its commit: a read
+  takes far less than the two thread wake-ups of a hand-off (see ``_inline``).
 * ``SqliteProvider.in_memory()`` has a single connection (a private ``:memory:``
   database), so its writer thread serves reads as well.
 
