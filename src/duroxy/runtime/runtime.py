@@ -93,8 +93,11 @@ class _Wake:
                 self._loop.call_soon_threadsafe(self._event.set)
 
     async def wait(self, timeout: float) -> None:
+        # In this task (wait_for would start one per wait): a wake-up resumes the
+        # dispatcher in one turn of the loop.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
         self._event.clear()
 
     def timer_due(self) -> None:
