@@ -669,6 +669,23 @@ async def test_a_start_delayed_into_the_future_is_not_handed_over_early(
     assert [i.instance_id for i in items] == [iid]
 
 
+async def test_a_message_due_later_wakes_nobody_here_before_it_falls_due(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    iid = uid()
+    await create(p, iid)
+    await fetch_one(p)  # the start is leased: only what follows counts
+    heard: list[tuple[str | None, float]] = []
+    unlisten = p.listen("orchestrator", lambda i: heard.append((i, time.time())))
+    # (its alarm wakes the parked fetches when it falls due: see the tests below)
+    due = time.time() + 0.3
+    await p.enqueue_orchestrator_message(raised(iid, "later", visible_at=due))
+    assert heard == []  # no wake-up now that would find nothing
+    await p.enqueue_orchestrator_message(raised(iid, "now"))
+    assert [i for i, _ in heard] == [iid]
+    unlisten()
+
+
 async def test_a_parked_poll_wakes_for_a_timer_committed_here(
         providers: Callable[..., PostgresProvider]) -> None:
     p = providers()

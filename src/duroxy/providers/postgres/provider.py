@@ -492,9 +492,7 @@ class PostgresProvider(Management, Provider):
         [(created,)] = await self._rows("create_instance", params)
         if created != 1:
             raise InstanceAlreadyExists(message.instance_id)
-        if message.visible_at is not None:
-            self._parking.due_at(message.visible_at)
-        self._notifier.call([("orchestrator", message.instance_id)])
+        self._announce_here(message)
 
     async def _create_leased(self, message: OrchestratorMessage, event: OrchestrationStarted,
                              params: dict[str, Any], parked: Parked) -> None:
@@ -536,9 +534,17 @@ class PostgresProvider(Management, Provider):
         })
         if enqueued != 1:
             raise InstanceNotFound(message.instance_id)
-        if message.visible_at is not None:
+        self._announce_here(message)
+
+    def _announce_here(self, message: OrchestratorMessage) -> None:
+        """News of a message this node committed, for this node: a message due later sets
+        the alarm that wakes the parked fetches when it falls due (a note now would wake
+        them to find nothing); one visible now is noted at once. One clock reading
+        decides, so the message gets one or the other."""
+        if message.visible_at is not None and message.visible_at > time.time():
             self._parking.due_at(message.visible_at)
-        self._notifier.call([("orchestrator", message.instance_id)])
+        else:
+            self._notifier.call([("orchestrator", message.instance_id)])
 
     # ------------------------------------------------------------ orchestration queue
     async def fetch_orchestration_items(
