@@ -147,6 +147,7 @@ async def test_inline_reads_decline_rather_than_wait(tmp_path: Path) -> None:
         inline.read(broken)
     # A held-open early result makes the read go to the reader thread, which waits.
     (item,) = await store.fetch_orchestration_items(HOLD)
+    await store.flush()  # the fetch's own commit has landed: the hold is for the ack's
     entered, release = _hold_commits(store)
     await asyncio.wait_for(store.ack_orchestration_item(item.lock_token, commit(started())), 5)
     assert entered.wait(5)
