@@ -29,8 +29,8 @@ from ..base import (
 )
 from ._notify import note
 
-__all__ = ["Turn", "completion_params", "key", "orchestration_items", "record",
-           "started_item", "turn"]
+__all__ = ["Turn", "completion_params", "due_or_noted", "key", "orchestration_items",
+           "record", "started_item", "turn"]
 
 Row = tuple[Any, ...]
 
@@ -172,6 +172,18 @@ class Turn:
                 for i, t, w in zip(ids, tokens, self.claimed, strict=True)]
 
 
+def due_or_noted(messages: list[OrchestratorMessage]) -> tuple[list[float], list[str]]:
+    """How the committing node learns of the messages it committed: the due times of
+    those visible later (an alarm each wakes its own fetches then; a note now would wake
+    them to find nothing), and the instances with a message visible now (noted at once,
+    each once). One clock reading decides, so every message gets one or the other."""
+    now = time.time()
+    due = [m.visible_at for m in messages if m.visible_at is not None and m.visible_at > now]
+    noted = list(dict.fromkeys(m.instance_id for m in messages
+                               if m.visible_at is None or m.visible_at <= now))
+    return due, noted
+
+
 def turn(commit: OrchestrationCommit, node_id: str) -> Turn:
     """See :class:`Turn`. Raises ``PayloadError`` for a value with no JSON form, before
     anything is sent."""
@@ -191,16 +203,8 @@ def turn(commit: OrchestrationCommit, node_id: str) -> Turn:
         claim -= sum(1 for w, _ in works[:claim]
                      if (w.instance_id, w.execution_id, w.event_id) in cancelled)
         works = keep
-    # Messages due later get no note (it would wake fetches that find nothing): the
-    # committing node's alarm wakes its own fetch when they fall due. One clock reading
-    # decides both, so every message gets one or the other.
-    now = time.time()
-    due = [m.visible_at for m in commit.messages
-           if m.visible_at is not None and m.visible_at > now]
-    notes: list[tuple[Channel, str]] = [
-        ("orchestrator", i) for i in dict.fromkeys(
-            m.instance_id for m in commit.messages
-            if m.visible_at is None or m.visible_at <= now)]
+    due, noted = due_or_noted(commit.messages)
+    notes: list[tuple[Channel, str]] = [("orchestrator", i) for i in noted]
     # claimed work needs no wake-up: its worker has it already
     notes += [("activity", i) for i in dict.fromkeys(w.instance_id for w, _ in works[claim:])]
     acked = list(dict.fromkeys(commit.acked_activities))

@@ -72,7 +72,13 @@ from ..base import (
 )
 from . import _arrays
 from ._manage import Management
-from ._marshal import completion_params, orchestration_items, started_item, turn
+from ._marshal import (
+    completion_params,
+    due_or_noted,
+    orchestration_items,
+    started_item,
+    turn,
+)
 from ._marshal import key as _key
 from ._notify import Notifier, note
 from ._parking import Parked, Parking, in_background
@@ -537,14 +543,11 @@ class PostgresProvider(Management, Provider):
         self._announce_here(message)
 
     def _announce_here(self, message: OrchestratorMessage) -> None:
-        """News of a message this node committed, for this node: a message due later sets
-        the alarm that wakes the parked fetches when it falls due (a note now would wake
-        them to find nothing); one visible now is noted at once. One clock reading
-        decides, so the message gets one or the other."""
-        if message.visible_at is not None and message.visible_at > time.time():
-            self._parking.due_at(message.visible_at)
-        else:
-            self._notifier.call([("orchestrator", message.instance_id)])
+        """News of a message this node committed, for this node (see due_or_noted)."""
+        due, noted = due_or_noted([message])
+        for visible_at in due:
+            self._parking.due_at(visible_at)
+        self._notifier.call([("orchestrator", i) for i in noted])
 
     # ------------------------------------------------------------ orchestration queue
     async def fetch_orchestration_items(

@@ -137,6 +137,11 @@ class Op:
 STOP: Callable[[Tx], Any] = lambda tx: None  # noqa: E731
 
 
+def _given_up(op: Op) -> bool:
+    """The operation's caller was cancelled before its outcome went out."""
+    return op.fut is not None and op.fut.cancelled()
+
+
 def is_busy(exc: BaseException) -> bool:
     """SQLITE_BUSY / SQLITE_LOCKED: another connection holds a lock we need."""
     if not isinstance(exc, sqlite3.OperationalError):
@@ -331,7 +336,7 @@ class ConnectionWorker:
         the batch), or park a fetch that found nothing and may still wait."""
         if (op.deadline is not None and exc is None and not result and not op.delivered
                 and op.deadline > time.monotonic() and not self._stopped
-                and not (op.fut is not None and op.fut.cancelled())):
+                and not _given_up(op)):
             if not self._parked:
                 self._due_stale = True
             self._parked.append(op)
@@ -424,7 +429,7 @@ class ConnectionWorker:
         due = self._next_due is not None and self._next_due <= now
         mono = time.monotonic()
         ready = [op for op in self._parked if due or (op.deadline or 0.0) <= mono
-                 or (op.fut is not None and op.fut.cancelled())]
+                 or _given_up(op)]
         if not ready:
             return
         self._parked = [op for op in self._parked if op not in ready]
@@ -435,7 +440,7 @@ class ConnectionWorker:
 
     def _unpark(self) -> list[Op]:
         """Take the parked fetches that someone still waits for."""
-        ops = [op for op in self._parked if op.fut is None or not op.fut.cancelled()]
+        ops = [op for op in self._parked if not _given_up(op)]
         self._parked = []
         return ops
 
@@ -445,7 +450,7 @@ class ConnectionWorker:
         stop_at = next((i for i, op in enumerate(batch) if op.fn is STOP), None)
         work = batch if stop_at is None else batch[:stop_at]
         # Operations whose caller gave up before they ran are skipped.
-        work = [op for op in work if op.fut is None or not op.fut.cancelled()]
+        work = [op for op in work if not _given_up(op)]
         if work and self._tx is None:
             try:
                 self._tx = Tx(self._opener())
@@ -670,9 +675,9 @@ class ConnectionWorker:
         for i, op in enumerate(taken):
             if (not op.write or op.fn is STOP or op.probe is not None
                     or (lazy and op.durable)):
-                self._backlog = taken[i:]
-                return [o for o in taken[:i] if o.fut is None or not o.fut.cancelled()]
-        return [o for o in taken if o.fut is None or not o.fut.cancelled()]
+                self._backlog, taken = taken[i:], taken[:i]
+                break
+        return [op for op in taken if not _given_up(op)]
 
     def _write_and_commit(self, tx: Tx, ops: list[Op]) -> None:
         conn = tx.conn
