@@ -91,6 +91,7 @@ from ._sql import (
     load_statements,
     validate_schema,
 )
+from ._warm import warm_calls
 
 __all__ = ["PostgresProvider"]
 
@@ -102,6 +103,13 @@ _RawCursor: Any = getattr(psycopg, "AsyncRawCursor", None)
 #: never prepared, so each execution is planned for its own values.
 _UNPREPARED = frozenset({"list_instances", "purge_candidates", "instance_tree",
                          "delete_instances", "corrupt_history", "corrupt_messages"})
+
+#: A connection the pool opens while it holds at most this many prepares the hot
+#: statements before it serves (see _warm.py): these few serve a lightly loaded store,
+#: where every turn's latency counts. Those a burst adds beyond them prepare only what
+#: they run, when they first run it: warming them too would plan every statement on
+#: every connection, much of it never used, while the burst waits for them.
+_WARM_CONNECTIONS = 3
 
 _STATES = frozenset({"PENDING", "RUNNING"}) | TERMINAL_STATES
 #: SQLSTATE classes worth retrying: connection trouble, serialization failures and
@@ -289,6 +297,8 @@ class PostgresProvider(Management, Provider):
             conn.adapters.register_dumper(list, ListBinaryDumper)
             _arrays.register(conn)
             await conn.execute(self._session_setup, prepare=False)
+            if len(conns) <= _WARM_CONNECTIONS:
+                await self._warm(conn)
 
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self._dsn, min_size=self._min_size, max_size=self._max_size, open=False,
@@ -301,11 +311,32 @@ class PostgresProvider(Management, Provider):
         return b
 
     async def _open(self, pool: AsyncConnectionPool[Conn]) -> None:
-        await pool.open()
         if not self._migrated:
-            async with pool.connection() as conn:
+            # On a connection of its own, before the pool opens: every pooled connection
+            # is then set up (and warmed) against the migrated schema.
+            try:
+                async with asyncio.timeout(self._pool_timeout):
+                    conn = await psycopg.AsyncConnection.connect(
+                        self._dsn, autocommit=True, **self._conn_kwargs)
+            except TimeoutError:
+                raise ProviderError(f"PostgreSQL store: no connection within "
+                                    f"{self._pool_timeout:g} s", retryable=True) from None
+            async with conn:
                 await self._migrate(conn)
             self._migrated = True
+        await pool.open()
+
+    async def _warm(self, conn: Conn) -> None:
+        """Prepare the hot statements on ``conn`` (see _warm.py). Best effort: a
+        statement that fails here is prepared by its first real call instead."""
+        for name, flags, params in warm_calls(self._node_id, self._channel):
+            stmt = self._q[name] if flags is None else self._q.variant(name, flags)
+            try:
+                await (await self._run(conn, stmt, params)).fetchall()
+            except psycopg.Error as e:
+                if conn.closed or conn.broken:
+                    raise
+                _log.debug("warming up statement %s failed: %s", name, e)
 
     async def _guard(self, b: _Binding) -> None:
         """Sleep until cancelled, then release the binding. Cancellation comes from
