@@ -657,6 +657,39 @@ async def test_the_poll_after_a_hand_off_parks_without_fetching_until_news(
     assert fetches == [5]  # fetched at once; at its deadline it answers without one
 
 
+async def test_the_poll_after_a_short_fetch_parks_without_fetching_until_news(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    a = uid("a")
+    await create(p, a)  # nobody parked: committed and noted
+    fetches = _counting_fetches(p)
+    assert [i.instance_id for i in await p.poll_orchestration_items(HOLD, 5, wait=30)] == [a]
+    assert fetches == [5]  # one instance where five would have fitted: nothing else
+    poll = asyncio.ensure_future(p.poll_orchestration_items(HOLD, 5, wait=30))
+    await asyncio.sleep(0.05)
+    assert fetches == [5] and not poll.done()  # parked at once
+    b = uid("b")
+    await create(p, b)
+    assert [i.instance_id for i in await asyncio.wait_for(poll, 5)] == [b]
+    assert fetches == [5]
+
+
+async def test_a_fetch_cut_short_by_one_instances_backlog_does_not_make_the_next_poll_park(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    busy, other = uid("busy"), uid("other")
+    await first_turn(p, busy)
+    for i in range(40):  # more than a fetch of 5 instances scans
+        await p.enqueue_orchestrator_message(raised(busy, f"e{i}"))
+    await create(p, other)
+    fetches = _counting_fetches(p)
+    (item,) = await p.poll_orchestration_items(HOLD, 5, wait=30)
+    assert item.instance_id == busy and len(item.messages) == 40
+    items = await asyncio.wait_for(p.poll_orchestration_items(HOLD, 5, wait=30), 5)
+    assert [i.instance_id for i in items] == [other]
+    assert fetches == [5, 5]  # the second poll fetched at once
+
+
 async def test_a_start_delayed_into_the_future_is_not_handed_over_early(
         providers: Callable[..., PostgresProvider]) -> None:
     p = providers()

@@ -2,8 +2,10 @@
 
 Layout: one schema per tenant (``schema`` parameter) holding the instance records, the
 history, the two queues and the per-instance orchestration locks; see
-``sql/0001_initial.sql``. Migrations run on first use, serialized across nodes by a
-transaction-level advisory lock keyed by the schema name.
+``sql/0001_initial.sql``. Migrations run on first use, on a connection of their own
+before the pool opens, serialized across nodes by a transaction-level advisory lock
+keyed by the schema name (see ``_migrate.py``). The pool's first connections prepare
+the hot statements before they serve (see ``_warm.py``).
 
 Clock: every lease and every visibility decision uses the database server's clock
 (``clock_timestamp()`` / ``statement_timestamp()``), never this host's, so clock skew
@@ -80,12 +82,12 @@ from ._marshal import (
     turn,
 )
 from ._marshal import key as _key
+from ._migrate import migrate
 from ._notify import Notifier, note
 from ._parking import Parked, Parking, in_background
 from ._sql import (
     Migration,
     Statement,
-    advisory_key,
     channel_name,
     load_migrations,
     load_statements,
@@ -118,6 +120,13 @@ _RETRYABLE_SQLSTATE_PREFIXES = ("08", "40", "55P03", "57P", "53")
 
 Row = tuple[Any, ...]
 Conn = psycopg.AsyncConnection[Row]
+
+
+def _scan(limit: int) -> int:
+    """How many visible messages a fetch of ``limit`` instances looks at. An instance
+    appears once per visible message; a few rows per wanted instance keep batches full
+    unless one instance has a long backlog."""
+    return limit * 4 + 16
 
 
 def _retryable(e: psycopg.Error) -> bool:
@@ -227,7 +236,8 @@ class PostgresProvider(Management, Provider):
         self._parking = Parking()
         self._parking_unlisten: Callable[[], None] | None = None
         # What was news (notes seen, alarms fired) when the poll that got the last start
-        # handed over had parked: with nothing new since, the next poll parks at once.
+        # handed over had parked, or when the last fetch that found less than it could
+        # take began: with nothing new since, the next poll parks at once.
         self._quiet: tuple[int, int] | None = None
         # Statements whose leases may still have to be handed over or given back, and
         # the give-backs: close() waits for them.
@@ -322,7 +332,7 @@ class PostgresProvider(Management, Provider):
                 raise ProviderError(f"PostgreSQL store: no connection within "
                                     f"{self._pool_timeout:g} s", retryable=True) from None
             async with conn:
-                await self._migrate(conn)
+                await migrate(conn, self._schema, self._migrations)
             self._migrated = True
         await pool.open()
 
@@ -448,40 +458,6 @@ class PostgresProvider(Management, Provider):
         cur: psycopg.AsyncCursor[Row] = _RawCursor(conn)
         return await cur.execute(stmt.raw, stmt.args(params), prepare=prepare, binary=True)
 
-    async def _migrate(self, conn: Conn) -> None:
-        """Apply the migrations this schema lacks, each exactly once even when several
-        nodes start together: the advisory lock serializes them and each re-reads the
-        version after taking it."""
-        schema = sql.Identifier(self._schema)
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_key(self._schema)])
-            cur = await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
-                                     [self._schema])
-            if await cur.fetchone() is None:
-                await conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
-            await conn.execute(sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {}.schema_version ("
-                " version integer PRIMARY KEY, name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT clock_timestamp())").format(schema))
-            cur = await conn.execute(sql.SQL(
-                "SELECT coalesce(max(version), 0) FROM {}.schema_version").format(schema))
-            row = await cur.fetchone()
-            current = int(row[0]) if row is not None else 0
-            latest = self._migrations[-1].version if self._migrations else 0
-            if current > latest:
-                raise ProviderError(
-                    f"schema {self._schema!r} is at version {current}, newer than this "
-                    f"duroxy knows ({latest}); upgrade duroxy")
-            for mig in self._migrations:
-                if mig.version <= current:
-                    continue
-                _log.info("applying migration %04d_%s to schema %r",
-                          mig.version, mig.name, self._schema)
-                await conn.execute(mig.script, prepare=False)
-                await conn.execute(sql.SQL(
-                    "INSERT INTO {}.schema_version (version, name) VALUES (%s, %s)"
-                ).format(schema), [mig.version, mig.name])
-
     async def wait_listening(self, timeout: float = 10.0) -> None:
         """Wait until the listening connection is subscribed, so that work other nodes
         commit from now on wakes this node's listeners. Needs a registered listener."""
@@ -586,17 +562,16 @@ class PostgresProvider(Management, Provider):
     ) -> list[OrchestrationItem]:
         if limit <= 0:
             return []
-        # An instance appears once per visible message; scanning a few rows per wanted
-        # instance keeps batches full unless one instance has a long backlog.
         rows = await self._rows("fetch_orchestrations", {
-            "scan": limit * 4 + 16, "limit": limit, "lock_timeout": float(lock_timeout)})
+            "scan": _scan(limit), "limit": limit, "lock_timeout": float(lock_timeout)})
         return orchestration_items(rows)
 
     async def poll_orchestration_items(self, lock_timeout: float, limit: int = 1,
                                        wait: float = 0.0) -> list[OrchestrationItem]:
         """Fetch; finding nothing, park until an orchestrator note, a message committed
         here falls due, a start is handed over (see _parking.py) or ``wait`` is up.
-        Right after a hand-off, with nothing new since, it parks at once."""
+        Right after a hand-off, or a fetch that found less than there was room for, with
+        nothing new since, it parks at once."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         quiet, self._quiet = self._quiet, None
@@ -607,6 +582,10 @@ class PostgresProvider(Management, Provider):
                 items = await self._fetch_or_give_back(lock_timeout, limit)
                 if items:
                     self._parking.found()
+                    if len(items) < limit and sum(len(i.messages) for i in items) < _scan(limit):
+                        # Fewer than asked, and not for want of scanning: nothing else
+                        # was visible. The next poll parks at once unless news came.
+                        self._quiet = news
                 if items or wait <= 0 or self._closed or loop.time() >= deadline:
                     return items
                 if self._news() != news:
