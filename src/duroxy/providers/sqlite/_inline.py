@@ -26,12 +26,14 @@ from typing import TypeVar
 
 from ._worker import ConnectionWorker, Tx, is_busy, provider_error
 
-__all__ = ["DECLINED", "InlineReader"]
+__all__ = ["DECLINED", "Declined", "InlineReader"]
 
 T = TypeVar("T")
 
 
-class _Declined:
+class Declined:
+    """The type of :data:`DECLINED` (one instance)."""
+
     __slots__ = ()
 
     def __repr__(self) -> str:
@@ -39,7 +41,7 @@ class _Declined:
 
 
 #: what :meth:`InlineReader.read` returns when the read must go to the reader thread
-DECLINED = _Declined()
+DECLINED = Declined()
 
 
 class InlineReader:
@@ -55,7 +57,7 @@ class InlineReader:
         self._tx: Tx | None = None
         self._closed = False
 
-    def read(self, fn: Callable[[Tx], T]) -> T | _Declined:
+    def read(self, fn: Callable[[Tx], T]) -> T | Declined:
         """``fn``'s result, or :data:`DECLINED`. Errors other than a busy file are raised
         as the reader thread would raise them."""
         if not self._writer.landed(self._writer.early_gen):

@@ -77,7 +77,7 @@ from ..base import (
     Provider,
 )
 from . import _ops
-from ._inline import DECLINED, InlineReader
+from ._inline import Declined, InlineReader
 from ._sql import migrations, queries
 from ._worker import STOP, ConnectionWorker, Details, Notes, Op, Tx, begin_immediate, is_busy
 
@@ -406,8 +406,8 @@ class SqliteProvider(Provider):
         self._check_open()
         if self._inline is not None and self._config.schema_ready.is_set():
             result = self._inline.read(fn)
-            if result is not DECLINED:
-                return result  # type: ignore[return-value]
+            if not isinstance(result, Declined):
+                return result
         return await self._read(fn)
 
     def _background(self, fn: Callable[[Tx], Any]) -> None:
