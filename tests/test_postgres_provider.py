@@ -674,6 +674,37 @@ async def test_the_poll_after_a_short_fetch_parks_without_fetching_until_news(
     assert fetches == [5]
 
 
+async def test_a_poll_parked_at_once_still_fetches_soon_what_no_news_announces(
+        dsn: str, providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    other = providers(p.schema)
+    lapsing, a = uid("lapsing"), uid("a")
+    await create(other, lapsing)
+    assert [i.instance_id for i in await other.fetch_orchestration_items(HOLD, 5)] == [lapsing]
+    await create(p, a)
+    assert [i.instance_id for i in await p.poll_orchestration_items(HOLD, 5, wait=30)] == [a]
+    poll = asyncio.ensure_future(p.poll_orchestration_items(HOLD, 5, wait=30))
+    await asyncio.sleep(0.01)  # parked at once
+    # the other node's lease lapses, which nobody announces
+    await query(dsn, f'UPDATE "{p.schema}".instance_locks SET locked_until = now() - '
+                "interval '1 second' WHERE instance_id = %s", lapsing)
+    items = await asyncio.wait_for(poll, 5)
+    assert [i.instance_id for i in items] == [lapsing]
+
+
+async def test_a_short_fetch_right_after_a_timer_fell_due_does_not_make_the_next_poll_park(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    await create(p, uid())
+    p._parking._retry_until = time.monotonic() + 30  # as an alarm that just fired leaves it
+    assert len(await p.poll_orchestration_items(HOLD, 5, wait=30)) == 1
+    assert p._quiet is None  # the store's clock may show the rest a moment later
+    p._parking.found()
+    await create(p, uid())
+    assert len(await p.poll_orchestration_items(HOLD, 5, wait=30)) == 1
+    assert p._quiet is not None
+
+
 async def test_a_fetch_cut_short_by_one_instances_backlog_does_not_make_the_next_poll_park(
         providers: Callable[..., PostgresProvider]) -> None:
     p = providers()

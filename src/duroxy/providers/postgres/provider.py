@@ -122,6 +122,10 @@ Row = tuple[Any, ...]
 Conn = psycopg.AsyncConnection[Row]
 
 
+#: The longest a poll parks without fetching first (see poll_orchestration_items).
+_QUIET_PARK_S = 0.05
+
+
 def _scan(limit: int) -> int:
     """How many visible messages a fetch of ``limit`` instances looks at. An instance
     appears once per visible message; a few rows per wanted instance keep batches full
@@ -315,15 +319,16 @@ class PostgresProvider(Management, Provider):
             timeout=self._pool_timeout, kwargs={"autocommit": True, **self._conn_kwargs},
             configure=configure, name=f"duroxy-{self._schema}")
         b = _Binding(loop, pool, conns)
-        b.opening = loop.create_task(self._open(pool), name=f"{pool.name}-open")
+        b.opening = loop.create_task(self._open(b), name=f"{pool.name}-open")
         b.guard = loop.create_task(self._guard(b), name=f"{pool.name}-guard")
         self._binding = b
         return b
 
-    async def _open(self, pool: AsyncConnectionPool[Conn]) -> None:
+    async def _open(self, b: _Binding) -> None:
         if not self._migrated:
             # On a connection of its own, before the pool opens: every pooled connection
-            # is then set up (and warmed) against the migrated schema.
+            # is then set up (and warmed) against the migrated schema. It is among the
+            # binding's connections meanwhile, so that _abandon closes it too.
             try:
                 async with asyncio.timeout(self._pool_timeout):
                     conn = await psycopg.AsyncConnection.connect(
@@ -331,10 +336,15 @@ class PostgresProvider(Management, Provider):
             except TimeoutError:
                 raise ProviderError(f"PostgreSQL store: no connection within "
                                     f"{self._pool_timeout:g} s", retryable=True) from None
-            async with conn:
-                await migrate(conn, self._schema, self._migrations)
+            b.conns.add(conn)
+            try:
+                async with conn:
+                    await migrate(conn, self._schema, self._migrations)
+            finally:
+                b.conns.discard(conn)
             self._migrated = True
-        await pool.open()
+        if not b.released:
+            await b.pool.open()
 
     async def _warm(self, conn: Conn) -> None:
         """Prepare the hot statements on ``conn`` (see _warm.py). Best effort: a
@@ -571,20 +581,27 @@ class PostgresProvider(Management, Provider):
         """Fetch; finding nothing, park until an orchestrator note, a message committed
         here falls due, a start is handed over (see _parking.py) or ``wait`` is up.
         Right after a hand-off, or a fetch that found less than there was room for, with
-        nothing new since, it parks at once."""
+        nothing new since, it parks at once, for ``_QUIET_PARK_S`` at most before it
+        fetches: work that no news announces (rows another node's fetch skipped past,
+        leases that lapsed) is then found about as soon as a fetch at once would have."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         quiet, self._quiet = self._quiet, None
         fetch = not (wait > 0 and quiet is not None and quiet == self._news())
+        quiet_until = None if fetch else loop.time() + _QUIET_PARK_S
         while True:
             if fetch:
                 news = self._news()
+                due = self._parking.retrying()
                 items = await self._fetch_or_give_back(lock_timeout, limit)
                 if items:
                     self._parking.found()
-                    if len(items) < limit and sum(len(i.messages) for i in items) < _scan(limit):
+                    if (not due and len(items) < limit
+                            and sum(len(i.messages) for i in items) < _scan(limit)):
                         # Fewer than asked, and not for want of scanning: nothing else
                         # was visible. The next poll parks at once unless news came.
+                        # Not while something just fell due: the store's clock may lag
+                        # and show the rest a moment later.
                         self._quiet = news
                 if items or wait <= 0 or self._closed or loop.time() >= deadline:
                     return items
@@ -597,8 +614,11 @@ class PostgresProvider(Management, Provider):
             if self._parking_unlisten is None:
                 self._parking_unlisten = self.listen("orchestrator", self._parking.wake)
             news = self._news()
-            got = await self._parking.wait(lock_timeout, deadline - loop.time(),
-                                           self._give_back)
+            until = deadline if quiet_until is None else min(deadline, quiet_until)
+            quiet_until = None  # however this park ends, the next one waits for news
+            got = await self._parking.wait(lock_timeout, until - loop.time(), self._give_back)
+            if got == [] and until < deadline and not self._closed:
+                continue  # the quiet moment is over: fetch, then park for the rest
             if got:
                 self._quiet = news
             if got is not None or self._closed:
