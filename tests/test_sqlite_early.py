@@ -249,6 +249,28 @@ async def test_parked_poll_wakes_when_a_delayed_message_falls_due(tmp_path: Path
     await store.close()
 
 
+async def test_a_poll_woken_by_a_message_falling_due_fetches_without_probing_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SqliteProvider(tmp_path / "t.db")
+    iid = uid()
+    await create(store, iid)
+    (item,) = await store.fetch_orchestration_items(HOLD)
+    await store.ack_orchestration_item(item.lock_token, commit(
+        started(), messages=[raised(iid, "later", visible_at=time.time() + 0.2)]))
+    probes: list[Any] = []
+    probe = _ops.probe_orchestration_items
+
+    def counted(tx: Any) -> Any:
+        probes.append(answer := probe(tx))
+        return answer
+
+    monkeypatch.setattr(_ops, "probe_orchestration_items", counted)
+    items = await asyncio.wait_for(store.poll_orchestration_items(HOLD, 5, wait=20), 10)
+    assert [i.instance_id for i in items] == [iid]
+    assert probes == [[]]  # the first look, which parked it; none once the message fell due
+    await store.close()
+
+
 async def test_parked_poll_answers_empty_at_its_deadline(tmp_path: Path) -> None:
     store = SqliteProvider(tmp_path / "d.db")
     t0 = time.monotonic()

@@ -436,7 +436,8 @@ class ConnectionWorker:
         if due:
             self._next_due = None
             self._due_stale = True
-        self._handle(ready)
+        # Woken because a message fell due, the fetches know there is work: no probe.
+        self._handle(ready, probe=not due)
 
     def _unpark(self) -> list[Op]:
         """Take the parked fetches that someone still waits for."""
@@ -445,8 +446,9 @@ class ConnectionWorker:
         return ops
 
     # ----------------------------------------------------------------- batches
-    def _handle(self, batch: list[Op]) -> bool:
-        """Run one batch; True once the worker has stopped."""
+    def _handle(self, batch: list[Op], probe: bool = True) -> bool:
+        """Run one batch; True once the worker has stopped. ``probe=False``: fetches
+        that would probe first go straight to their transaction."""
         stop_at = next((i for i, op in enumerate(batch) if op.fn is STOP), None)
         work = batch if stop_at is None else batch[:stop_at]
         # Operations whose caller gave up before they ran are skipped.
@@ -462,7 +464,7 @@ class ConnectionWorker:
             assert self._tx is not None
             self._joined = []
             try:
-                self._run_batch(self._tx, work)
+                self._run_batch(self._tx, work, probe)
             except Exception as e:
                 # Not an operation's own failure (those are delivered): the batch left
                 # the connection in an unknown state. Fail what is left, roll back, and
@@ -508,12 +510,14 @@ class ConnectionWorker:
                 self._out(op, None, ProviderError("the SQLite store is closed"))
         return True
 
-    def _run_batch(self, tx: Tx, ops: list[Op]) -> None:
+    def _run_batch(self, tx: Tx, ops: list[Op], probe: bool = True) -> None:
         reads = ops
         if self._group_writes:
             writes = [op for op in ops if op.write]
             reads = [op for op in ops if not op.write]
-            if writes and all(op.probe is not None for op in writes):
+            if not probe:
+                pass
+            elif writes and all(op.probe is not None for op in writes):
                 # Only probes when nothing else writes in this batch: a fetch after an
                 # ack in the same batch must see what that ack enqueued.
                 writes = self._run_probes(tx, writes)
