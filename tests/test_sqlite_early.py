@@ -15,7 +15,7 @@ import pytest
 
 from duroxy.errors import LockLost, ProviderError
 from duroxy.history import OrchestrationCompleted
-from duroxy.providers.sqlite import SqliteProvider, _ops
+from duroxy.providers.sqlite import SqliteProvider, _ops, _tx
 from duroxy.providers.sqlite._inline import DECLINED, InlineReader
 from duroxy.testing.conformance_support import HOLD, commit, create, raised, started, uid
 
@@ -269,6 +269,55 @@ async def test_a_poll_woken_by_a_message_falling_due_fetches_without_probing_aga
     assert [i.instance_id for i in items] == [iid]
     assert probes == [[]]  # the first look, which parked it; none once the message fell due
     await store.close()
+
+
+async def test_the_writer_warms_up_a_moment_before_a_message_falls_due(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    warmed: list[float] = []
+    warm_up = _ops.warm_up
+
+    def counted(tx: Any) -> None:
+        warmed.append(time.time())
+        warm_up(tx)
+
+    monkeypatch.setattr(_ops, "warm_up", counted)
+    store = SqliteProvider(tmp_path / "t.db")
+    iid = uid()
+    await create(store, iid)
+    (item,) = await store.fetch_orchestration_items(HOLD)
+    due = time.time() + 0.2
+    await store.ack_orchestration_item(item.lock_token, commit(
+        started(), messages=[raised(iid, "later", visible_at=due)]))
+    items = await asyncio.wait_for(store.poll_orchestration_items(HOLD, 5, wait=20), 10)
+    assert [i.instance_id for i in items] == [iid]
+    assert len(warmed) == 1 and due - 0.1 < warmed[0] < due  # once, just before
+    # nothing parked, nothing due: no more warm-ups
+    assert await store.poll_orchestration_items(HOLD, 5, wait=0.1) == []
+    assert len(warmed) == 1
+    await store.close()
+
+
+def test_a_warm_up_never_waits_for_another_writer_and_leaves_no_transaction(
+        tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE orchestrator_queue (visible_at REAL)")
+    conn.execute("PRAGMA busy_timeout = 30000")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's write lock
+    t0 = time.monotonic()
+    _ops.warm_up(_tx.Tx(conn))
+    assert time.monotonic() - t0 < 1
+    assert not conn.in_transaction
+    assert conn.execute("PRAGMA busy_timeout").fetchall() == [(30000,)]
+    other.execute("ROLLBACK")
+    _ops.warm_up(_tx.Tx(conn))  # with the lock free: taken and given back
+    assert not conn.in_transaction
+    other.execute("BEGIN IMMEDIATE")  # free again
+    other.execute("ROLLBACK")
+    conn.close()
+    other.close()
 
 
 async def test_parked_poll_answers_empty_at_its_deadline(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from duroxy.errors import ConfigurationError, LockLost, ProviderError
 from duroxy.history import OrchestrationStarted
 from duroxy.providers.sqlite import SqliteProvider
 from duroxy.providers.sqlite._sql import migrations, parse_queries, queries, split_statements
-from duroxy.providers.sqlite._worker import Op, Tx
+from duroxy.providers.sqlite._tx import Op, Tx
 from duroxy.testing.conformance_support import (
     HOLD,
     activity_completion,

@@ -24,7 +24,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from ._worker import ConnectionWorker, Tx, is_busy, provider_error
+from ._tx import Tx, is_busy, provider_error
+from ._worker import ConnectionWorker
 
 __all__ = ["DECLINED", "Declined", "InlineReader"]
 

@@ -43,8 +43,18 @@ from collections.abc import Callable
 from typing import Any
 
 from ...errors import DuroxyError, ProviderError
+from ._tx import (
+    STOP,
+    Details,
+    Notes,
+    Op,
+    Tx,
+    begin_immediate,
+    given_up,
+    provider_error,
+)
 
-__all__ = ["STOP", "ConnectionWorker", "Op", "Tx", "begin_immediate", "is_busy", "provider_error"]
+__all__ = ["ConnectionWorker"]
 
 log = logging.getLogger("duroxy.providers.sqlite")
 
@@ -52,132 +62,12 @@ log = logging.getLogger("duroxy.providers.sqlite")
 #: commits. Bounded, so that a steady stream of writes cannot keep it from committing.
 _LATE_ROUNDS = 2
 
-#: (channel, instance id) pairs collected by a write, announced after its commit.
-Notes = list[tuple[str, str | None]]
-#: what a note carries beyond its instance id (see ``Tx.notify``)
-Details = dict[tuple[str, str | None], Any]
-
-
-class Tx:
-    """What an operation sees: the connection, the time it started (provider clock)
-    and the notifications it wants sent once its changes are committed."""
-
-    __slots__ = ("conn", "details", "notes", "now", "wake_at")
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.now = 0.0
-        self.notes: Notes = []
-        self.details: Details = {}
-        #: the earliest time a delayed message enqueued by this operation falls due
-        self.wake_at: float | None = None
-
-    def notify(self, channel: str, instance_id: str | None, detail: Any = None) -> None:
-        """Announce ``(channel, instance_id)`` once committed; ``detail`` goes with it to
-        the commit listener (the final record of an instance that ended)."""
-        self.notes.append((channel, instance_id))
-        if detail is not None:
-            self.details[(channel, instance_id)] = detail
-
-    def due(self, at: float) -> None:
-        """A message enqueued now becomes visible at ``at`` (provider clock)."""
-        if self.wake_at is None or at < self.wake_at:
-            self.wake_at = at
-
-
-Future = asyncio.Future[Any] | concurrent.futures.Future[Any]
-
-
-class Op:
-    """One submitted operation. ``fn`` runs on the worker thread. ``fut`` receives the
-    outcome: an asyncio future of ``loop``, or (``loop`` None) a thread-safe
-    ``concurrent.futures.Future``; ``None`` for fire-and-forget work. ``discard`` is
-    called with a successful result nobody received (the caller was cancelled or its
-    loop closed): fetches use it to give their locks back at once."""
-
-    __slots__ = ("deadline", "delivered", "discard", "durable", "early", "fn", "fut", "loop",
-                 "need", "probe", "write")
-
-    def __init__(
-        self,
-        fn: Callable[[Tx], Any] | None,
-        write: bool,
-        loop: asyncio.AbstractEventLoop | None,
-        fut: Future | None,
-        discard: Callable[[Any], None] | None = None,
-        durable: bool = True,
-        probe: Callable[[Tx], Any] | None = None,
-        early: bool = False,
-        deadline: float | None = None,
-        need: int = 0,
-    ) -> None:
-        self.fn = fn
-        self.write = write
-        self.loop = loop
-        self.fut = fut
-        self.discard = discard
-        #: False for writes that only take, extend or give back locks (see
-        #: ``ConnectionWorker``): their commit may skip the fsync.
-        self.durable = durable
-        #: a read run before the write transaction: a result other than ``None`` is the
-        #: answer, and the write is skipped (a fetch that finds nothing to lock)
-        self.probe = probe
-        #: result handed out once the statements succeeded, before the commit syncs
-        self.early = early
-        #: a fetch that waits for work until this ``time.monotonic()``: an empty result
-        #: parks it instead of being delivered
-        self.deadline = deadline
-        #: (reads) the writer transaction that must have landed before this runs
-        self.need = need
-        #: set once the outcome went out (worker thread only): exactly one per operation
-        self.delivered = False
-
-
-#: ``fn`` of the operation that stops a worker (its future resolves once closed).
-STOP: Callable[[Tx], Any] = lambda tx: None  # noqa: E731
-
-
-def _given_up(op: Op) -> bool:
-    """The operation's caller was cancelled before its outcome went out."""
-    return op.fut is not None and op.fut.cancelled()
-
-
-def is_busy(exc: BaseException) -> bool:
-    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds a lock we need."""
-    if not isinstance(exc, sqlite3.OperationalError):
-        return False
-    msg = str(exc)
-    return "locked" in msg or "busy" in msg
-
-
-def begin_immediate(conn: sqlite3.Connection, timeout: float) -> None:
-    """``BEGIN IMMEDIATE``, retried while another process holds the write lock beyond
-    the connection's own busy timeout (SQLite skips the busy handler in some cases,
-    e.g. while another connection recovers the WAL)."""
-    deadline = time.monotonic() + timeout
-    pause = 0.001
-    while True:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as e:
-            if not is_busy(e) or time.monotonic() > deadline:
-                raise
-        time.sleep(pause)
-        pause = min(pause * 2, 0.05)
-
-
-def provider_error(exc: BaseException) -> BaseException:
-    """What the caller sees: duroxy errors as raised, SQLite errors as ProviderError."""
-    if isinstance(exc, DuroxyError):
-        return exc
-    if isinstance(exc, sqlite3.Error):
-        err = ProviderError(f"SQLite error: {type(exc).__name__}: {exc}",
-                            retryable=is_busy(exc))
-        err.__cause__ = exc
-        return err
-    return exc
-
+#: A writer about to sleep until a queued message falls due, for at least
+#: ``_WARM_UP_IDLE_S``, wakes ``_WARM_UP_AHEAD_S`` before it to warm its connection up
+#: (``warm_up``): after an idle spell the first transaction is slow, and the fetch at
+#: the due time would be that transaction.
+_WARM_UP_IDLE_S = 0.002
+_WARM_UP_AHEAD_S = 0.0006
 
 def _resolve(op: Op, result: Any, exc: BaseException | None) -> None:
     """Runs on the caller's loop."""
@@ -259,8 +149,10 @@ class ConnectionWorker:
     hands locks back, which the crash of the lock holder does anyway.
 
     ``next_due(tx)`` (writer) gives the earliest future visibility time among queued
-    orchestration messages, so parked fetches wake when a timer falls due. ``barrier``
-    (reader) is the writer whose transactions with early results a read waits for."""
+    orchestration messages, so parked fetches wake when a timer falls due; ``warm_up(tx)``
+    (writer) runs a moment before that, outside any transaction, when the thread has been
+    idle (see ``_WARM_UP_IDLE_S``). ``barrier`` (reader) is the writer whose transactions
+    with early results a read waits for."""
 
     def __init__(
         self,
@@ -273,6 +165,7 @@ class ConnectionWorker:
         sync_levels: tuple[str, str] | None = None,
         reopenable: bool = True,
         next_due: Callable[[Tx], float | None] | None = None,
+        warm_up: Callable[[Tx], None] | None = None,
         barrier: ConnectionWorker | None = None,
     ) -> None:
         self._name = name
@@ -284,6 +177,7 @@ class ConnectionWorker:
         self._sync_levels = sync_levels
         self._sync_now = sync_levels[0] if sync_levels else ""
         self._next_due_fn = next_due
+        self._warm_up_fn = warm_up
         self._barrier = barrier
         #: write transactions committed so far (statistics; tests check group commit)
         self.commits = 0
@@ -336,7 +230,7 @@ class ConnectionWorker:
         the batch), or park a fetch that found nothing and may still wait."""
         if (op.deadline is not None and exc is None and not result and not op.delivered
                 and op.deadline > time.monotonic() and not self._stopped
-                and not _given_up(op)):
+                and not given_up(op)):
             if not self._parked:
                 self._due_stale = True
             self._parked.append(op)
@@ -379,9 +273,14 @@ class ConnectionWorker:
                 if self._backlog:
                     batch, self._backlog = self._backlog, []
                 else:
+                    timeout = self._park_timeout()
+                    early = self._warm_up_wait(timeout)
                     try:
-                        batch = [self._queue.get(timeout=self._park_timeout())]
+                        batch = [self._queue.get(timeout=timeout if early is None else early)]
                     except queue.Empty:
+                        if early is not None:
+                            self._warm_up()
+                            continue
                         batch = []
                 while True:  # drain what else is waiting: one transaction for all
                     try:
@@ -422,6 +321,25 @@ class ConnectionWorker:
             wait = min(wait, self._next_due - time.time())
         return max(wait, 0.0)
 
+    def _warm_up_wait(self, timeout: float | None) -> float | None:
+        """How long to sleep before warming up for the next due message (see
+        ``warm_up``), when the sleep ``timeout`` ends at that due time and is long
+        enough for the connection to have gone cold; else ``None``."""
+        if self._warm_up_fn is None or timeout is None or self._next_due is None:
+            return None
+        until_due = self._next_due - time.time()
+        if until_due < _WARM_UP_IDLE_S or timeout < until_due - 0.0001:
+            return None
+        return until_due - _WARM_UP_AHEAD_S
+
+    def _warm_up(self) -> None:
+        if self._tx is None or self._warm_up_fn is None:
+            return
+        try:
+            self._warm_up_fn(self._tx)
+        except sqlite3.Error:
+            log.debug("warming up before a due message failed", exc_info=True)
+
     def _wake_parked(self) -> None:
         """Run the parked fetches whose deadline passed, or all of them once a queued
         message fell due; those that find nothing and may wait on park again."""
@@ -429,7 +347,7 @@ class ConnectionWorker:
         due = self._next_due is not None and self._next_due <= now
         mono = time.monotonic()
         ready = [op for op in self._parked if due or (op.deadline or 0.0) <= mono
-                 or _given_up(op)]
+                 or given_up(op)]
         if not ready:
             return
         self._parked = [op for op in self._parked if op not in ready]
@@ -441,7 +359,7 @@ class ConnectionWorker:
 
     def _unpark(self) -> list[Op]:
         """Take the parked fetches that someone still waits for."""
-        ops = [op for op in self._parked if not _given_up(op)]
+        ops = [op for op in self._parked if not given_up(op)]
         self._parked = []
         return ops
 
@@ -452,7 +370,7 @@ class ConnectionWorker:
         stop_at = next((i for i, op in enumerate(batch) if op.fn is STOP), None)
         work = batch if stop_at is None else batch[:stop_at]
         # Operations whose caller gave up before they ran are skipped.
-        work = [op for op in work if not _given_up(op)]
+        work = [op for op in work if not given_up(op)]
         if work and self._tx is None:
             try:
                 self._tx = Tx(self._opener())
@@ -681,7 +599,7 @@ class ConnectionWorker:
                     or (lazy and op.durable)):
                 self._backlog, taken = taken[i:], taken[:i]
                 break
-        return [op for op in taken if not _given_up(op)]
+        return [op for op in taken if not given_up(op)]
 
     def _write_and_commit(self, tx: Tx, ops: list[Op]) -> None:
         conn = tx.conn

@@ -79,7 +79,8 @@ from ..base import (
 from . import _ops
 from ._inline import Declined, InlineReader
 from ._sql import migrations, queries
-from ._worker import STOP, ConnectionWorker, Details, Notes, Op, Tx, begin_immediate, is_busy
+from ._tx import STOP, Details, Notes, Op, Tx, begin_immediate, is_busy
+from ._worker import ConnectionWorker
 
 __all__ = ["SqliteProvider"]
 
@@ -338,7 +339,7 @@ class SqliteProvider(Provider):
             f"duroxy-sqlite-writer[{tag}]", self._config.open_writer, group_writes=True,
             begin_timeout=busy_timeout, on_commit=self._listeners.fire,
             sync_levels=(sync, lazy), reopenable=not self._config.memory,
-            next_due=_ops.next_due)
+            next_due=_ops.next_due, warm_up=_ops.warm_up)
         self._reader = self._writer if self._config.memory else ConnectionWorker(
             f"duroxy-sqlite-reader[{tag}]", self._config.open_reader, group_writes=False,
             begin_timeout=busy_timeout, barrier=self._writer)
