@@ -69,6 +69,7 @@ _LATE_ROUNDS = 2
 _WARM_UP_IDLE_S = 0.002
 _WARM_UP_AHEAD_S = 0.0006
 
+
 def _resolve(op: Op, result: Any, exc: BaseException | None) -> None:
     """Runs on the caller's loop."""
     fut = op.fut
