@@ -118,15 +118,16 @@ def warm_up(tx: Tx) -> None:
     ((busy_ms,),) = _rows(conn, "PRAGMA busy_timeout")
     conn.execute("PRAGMA busy_timeout = 0")
     try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError:
-        return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return
+        try:
+            next_due(tx)
+        finally:
+            conn.execute("ROLLBACK")
     finally:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
-    try:
-        next_due(tx)
-    finally:
-        conn.execute("ROLLBACK")
 
 
 def _insert_record(tx: Tx, instance_id: str, start: StartInfo) -> bool:

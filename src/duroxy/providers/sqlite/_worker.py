@@ -279,7 +279,8 @@ class ConnectionWorker:
                     try:
                         batch = [self._queue.get(timeout=timeout if early is None else early)]
                     except queue.Empty:
-                        if early is not None:
+                        if (early is not None and self._next_due is not None
+                                and time.time() < self._next_due):
                             self._warm_up()
                             continue
                         batch = []
@@ -334,12 +335,17 @@ class ConnectionWorker:
         return until_due - _WARM_UP_AHEAD_S
 
     def _warm_up(self) -> None:
+        """Best effort: a warm-up that fails leaves no transaction open and is logged."""
         if self._tx is None or self._warm_up_fn is None:
             return
+        conn = self._tx.conn
         try:
             self._warm_up_fn(self._tx)
-        except sqlite3.Error:
+        except Exception:
             log.debug("warming up before a due message failed", exc_info=True)
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
 
     def _wake_parked(self) -> None:
         """Run the parked fetches whose deadline passed, or all of them once a queued
