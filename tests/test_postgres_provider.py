@@ -14,8 +14,7 @@ import random
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -45,55 +44,8 @@ pytestmark = pytest.mark.postgres
 
 if DSN:
     import psycopg
-    from psycopg import sql
 
     from duroxy.providers.postgres import PostgresProvider
-
-
-def new_schema() -> str:
-    return f"t_{uuid.uuid4().hex[:12]}"
-
-
-def drop_schemas(names: list[str]) -> None:
-    assert DSN
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        for name in names:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
-
-
-@pytest.fixture
-def dsn() -> str:
-    if not DSN:
-        pytest.skip("DUROXY_TEST_PG_DSN not set: PostgreSQL tests need a server")
-    return DSN
-
-
-@pytest.fixture
-def schemas(dsn: str) -> Iterator[Callable[[], str]]:
-    """Hands out fresh schema names; drops them all after the test."""
-    made: list[str] = []
-
-    def make() -> str:
-        made.append(new_schema())
-        return made[-1]
-
-    yield make
-    drop_schemas(made)
-
-
-@pytest.fixture
-async def providers(dsn: str, schemas: Callable[[], str]
-                    ) -> AsyncIterator[Callable[..., PostgresProvider]]:
-    """Builds providers (on a given or fresh schema) and closes them after the test."""
-    made: list[PostgresProvider] = []
-
-    def make(schema: str | None = None, **kw: Any) -> PostgresProvider:
-        made.append(PostgresProvider(dsn, schema or schemas(), **kw))
-        return made[-1]
-
-    yield make
-    for p in made:
-        await p.close()
 
 
 async def query(dsn: str, text: str, *params: Any) -> list[tuple[Any, ...]]:

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -39,25 +38,6 @@ if DSN:
     from duroxy.providers.postgres import PostgresProvider
 
 TABLES = ("instances", "instance_locks", "history", "orchestrator_queue", "activity_queue")
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[Callable[..., PostgresProvider]]:
-    if not DSN:
-        pytest.skip("DUROXY_TEST_PG_DSN not set: PostgreSQL tests need a server")
-    made: list[PostgresProvider] = []
-
-    def make(**kw: Any) -> PostgresProvider:
-        made.append(PostgresProvider(DSN, f"t_{uuid.uuid4().hex[:12]}", **kw))
-        return made[-1]
-
-    yield make
-    for p in made:
-        await p.close()
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        for p in made:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                sql.Identifier(p.schema)))
 
 
 def names_of(p: PostgresProvider, texts: Iterator[str]) -> list[str]:
@@ -95,9 +75,9 @@ def warm_failures(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
 
 
 async def test_a_new_connection_comes_with_the_hot_statements_prepared(
-        provider: Callable[..., PostgresProvider], warm_failures: Callable[[], list[str]]
+        providers: Callable[..., PostgresProvider], warm_failures: Callable[[], list[str]]
 ) -> None:
-    p = provider(min_size=1, max_size=1)
+    p = providers(min_size=1, max_size=1)
     assert await p.get_instance("nobody") is None
     assert warm_failures() == []
     names = names_of(p, iter(await prepared(p)))
@@ -110,11 +90,11 @@ async def test_a_new_connection_comes_with_the_hot_statements_prepared(
 
 
 async def test_the_turns_of_a_workflow_find_their_statements_prepared(
-        provider: Callable[..., PostgresProvider], warm_failures: Callable[[], list[str]]
+        providers: Callable[..., PostgresProvider], warm_failures: Callable[[], list[str]]
 ) -> None:
     """An activity, a timer and the end: after the warm-up, only the starts (which the
     warm-up cannot run without creating an instance) are prepared by real calls."""
-    p = provider(min_size=1, max_size=1)
+    p = providers(min_size=1, max_size=1)
     assert await p.get_instance("nobody") is None
     before = await prepared(p)
 
@@ -148,9 +128,9 @@ async def test_the_turns_of_a_workflow_find_their_statements_prepared(
 
 
 async def test_the_warm_up_writes_nothing(
-        provider: Callable[..., PostgresProvider], warm_failures: Callable[[], list[str]]
-) -> None:
-    p = provider(min_size=1, max_size=1)
+        dsn: str, providers: Callable[..., PostgresProvider],
+        warm_failures: Callable[[], list[str]]) -> None:
+    p = providers(min_size=1, max_size=1)
     # a store with something of everything: a leased instance with a waiting message,
     # an instance with a visible message, leased and unleased activity work
     await create(p, "busy")
@@ -166,8 +146,7 @@ async def test_the_warm_up_writes_nothing(
     await p.enqueue_orchestrator_message(activity_completion(work("waiting", event_id=9)))
     before = await snapshot(p)
     assert before["activity_queue"] and before["orchestrator_queue"]
-    assert DSN
-    async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as listener:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as listener:
         await listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(p.channel)))
         async with p._connection() as conn:
             await p._warm(conn)

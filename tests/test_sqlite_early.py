@@ -230,14 +230,36 @@ async def test_parked_poll_takes_a_start_in_the_same_commit(tmp_path: Path) -> N
     await store.close()
 
 
-async def test_parked_poll_wakes_when_a_delayed_message_falls_due(tmp_path: Path) -> None:
-    store = SqliteProvider(tmp_path / "t.db")
+async def _due_later(store: SqliteProvider, delay: float) -> tuple[str, float]:
+    """An instance, not locked, whose one queued message ("later") falls due ``delay``
+    seconds from now; and that due time."""
     iid = uid()
     await create(store, iid)
     (item,) = await store.fetch_orchestration_items(HOLD)
-    due = time.time() + 0.3
+    due = time.time() + delay
     await store.ack_orchestration_item(item.lock_token, commit(
         started(), messages=[raised(iid, "later", visible_at=due)]))
+    return iid, due
+
+
+def _calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[tuple[float, Any]]:
+    """Wraps ``_ops.<name>``: each call's time and result, in order (patch it before the
+    store is built: the writer takes some of these functions when it is created)."""
+    calls: list[tuple[float, Any]] = []
+    fn = getattr(_ops, name)
+
+    def recorded(tx: Any) -> Any:
+        at = time.time()
+        calls.append((at, result := fn(tx)))
+        return result
+
+    monkeypatch.setattr(_ops, name, recorded)
+    return calls
+
+
+async def test_parked_poll_wakes_when_a_delayed_message_falls_due(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "t.db")
+    iid, due = await _due_later(store, 0.3)
     t0 = time.monotonic()
     items = await asyncio.wait_for(
         store.poll_orchestration_items(HOLD, 5, wait=20), 10)
@@ -252,46 +274,24 @@ async def test_parked_poll_wakes_when_a_delayed_message_falls_due(tmp_path: Path
 async def test_a_poll_woken_by_a_message_falling_due_fetches_without_probing_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = SqliteProvider(tmp_path / "t.db")
-    iid = uid()
-    await create(store, iid)
-    (item,) = await store.fetch_orchestration_items(HOLD)
-    await store.ack_orchestration_item(item.lock_token, commit(
-        started(), messages=[raised(iid, "later", visible_at=time.time() + 0.2)]))
-    probes: list[Any] = []
-    probe = _ops.probe_orchestration_items
-
-    def counted(tx: Any) -> Any:
-        probes.append(answer := probe(tx))
-        return answer
-
-    monkeypatch.setattr(_ops, "probe_orchestration_items", counted)
+    iid, _ = await _due_later(store, 0.2)
+    probes = _calls(monkeypatch, "probe_orchestration_items")
     items = await asyncio.wait_for(store.poll_orchestration_items(HOLD, 5, wait=20), 10)
     assert [i.instance_id for i in items] == [iid]
-    assert probes == [[]]  # the first look, which parked it; none once the message fell due
+    # the first look, which parked it; none once the message fell due
+    assert [answer for _, answer in probes] == [[]]
     await store.close()
 
 
 async def test_the_writer_warms_up_a_moment_before_a_message_falls_due(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    warmed: list[float] = []
-    warm_up = _ops.warm_up
-
-    def counted(tx: Any) -> None:
-        warmed.append(time.time())
-        warm_up(tx)
-
-    monkeypatch.setattr(_ops, "warm_up", counted)
+    warmed = _calls(monkeypatch, "warm_up")
     store = SqliteProvider(tmp_path / "t.db")
-    iid = uid()
-    await create(store, iid)
-    (item,) = await store.fetch_orchestration_items(HOLD)
-    due = time.time() + 0.2
-    await store.ack_orchestration_item(item.lock_token, commit(
-        started(), messages=[raised(iid, "later", visible_at=due)]))
+    iid, due = await _due_later(store, 0.2)
     items = await asyncio.wait_for(store.poll_orchestration_items(HOLD, 5, wait=20), 10)
     assert [i.instance_id for i in items] == [iid]
     # once, just before (the bound after allows for a slow thread wake-up)
-    assert len(warmed) == 1 and due - 0.1 < warmed[0] < due + 0.05
+    assert len(warmed) == 1 and due - 0.1 < warmed[0][0] < due + 0.05
     # a poll whose deadline comes before the next due time sleeps to its deadline only
     await store.ack_orchestration_item(items[0].lock_token, commit(
         messages=[raised(iid, "much later", visible_at=time.time() + 30)]))
