@@ -80,6 +80,7 @@ from . import _ops
 from ._inline import Declined, InlineReader
 from ._sql import migrations, queries
 from ._tx import STOP, Details, Notes, Op, Tx, begin_immediate, is_busy
+from ._wal import preallocate_wal
 from ._worker import ConnectionWorker
 
 __all__ = ["SqliteProvider"]
@@ -193,6 +194,7 @@ class _Config:
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self.memory = path == _MEMORY
+        self.wal = False
         self.schema_ready = threading.Event()
 
     def _connect(self, busy_timeout: float | None = None) -> sqlite3.Connection:
@@ -221,13 +223,16 @@ class _Config:
                         if not is_busy(e) or time.monotonic() > deadline:
                             raise
                         time.sleep(0.01)
-                if str(mode).lower() != "wal":
+                self.wal = str(mode).lower() == "wal"
+                if not self.wal:
                     log.warning("SQLite file %s could not switch to WAL (journal mode %s)",
                                 self.path, mode)
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             # After a burst, truncate the WAL file back to this size once checkpointed.
             conn.execute("PRAGMA journal_size_limit = 67108864")
             migrate(conn, self.busy_timeout)
+            if self.wal and self.synchronous in ("FULL", "EXTRA"):
+                preallocate_wal(conn, self.path)
         except BaseException:
             conn.close()
             raise
