@@ -85,7 +85,8 @@ def preallocate_wal(conn: sqlite3.Connection, path: str) -> bool:
             conn.execute("INSERT INTO duroxy_wal_padding VALUES (zeroblob(?))",
                          (frames * (page - 4),))
         finally:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite rolls back by itself on some errors (full)
+                conn.execute("ROLLBACK")
         # Sync now: else the first durable commit's fdatasync would write the padding.
         fd = os.open(wal, os.O_RDONLY)
         try:
