@@ -78,7 +78,48 @@ def test_select_over_three_and_already_buffered_event() -> None:
     d.raise_event("b", 2)
     d.raise_event("a", 1)
     d.turn([TimerFired(source_event_id=2, fire_at=0)])
-    assert d.output == [1, 1]  # "a" is index 1; already-completed: lowest index wins
+    assert d.output == [2, 2]  # both were buffered: "b" was raised first in history
+
+
+def test_select_among_already_completed_takes_the_first_completed_in_history() -> None:
+    async def orch(ctx: Ctx, _: Any) -> Any:
+        slow = ctx.schedule_timer(3)
+        fast = ctx.schedule_timer(1)
+        act = ctx.schedule_activity("work", 1)
+        await ctx.schedule_timer(5)  # all three are done when the select comes
+        return list(await ctx.select(slow, act, fast))
+
+    d = Driver(orch)
+    d.start()
+    # History: the activity, then the fast timer, then the slow one, then the wait.
+    d.turn([ActivityCompleted(source_event_id=4, result='"w"')])
+    d.turn([TimerFired(source_event_id=3, fire_at=0)])
+    d.turn([TimerFired(source_event_id=2, fire_at=0)])
+    d.turn([TimerFired(source_event_id=5, fire_at=0)])
+    assert d.output == [1, "w"]
+
+
+def test_select_dates_a_finished_task_by_the_event_that_finished_it() -> None:
+    async def orch(ctx: Ctx, _: Any) -> Any:
+        async def later() -> str:
+            await ctx.schedule_timer(2)
+            return "task"
+
+        task = asyncio.ensure_future(later())
+        timer = ctx.schedule_timer(1)
+        await ctx.schedule_timer(5)
+        return list(await ctx.select(task, timer))
+
+    d = Driver(orch)
+    d.start()
+    # The timers by delay: 1 s the select's, 2 s the task's, 5 s the wait's.
+    by_fire = sorted((e.fire_at, e.event_id) for e in d.history  # type: ignore[attr-defined]
+                     if e.kind == "TimerCreated")
+    select_timer, task_timer, wait_timer = (eid for _, eid in by_fire)
+    d.turn([TimerFired(source_event_id=select_timer, fire_at=0)])
+    d.turn([TimerFired(source_event_id=task_timer, fire_at=0)])
+    d.turn([TimerFired(source_event_id=wait_timer, fire_at=0)])
+    assert d.output == [1, None]  # the timer fired before the task's own timer
 
 
 def test_join_results_in_argument_order_despite_completion_order() -> None:

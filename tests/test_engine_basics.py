@@ -364,6 +364,40 @@ def test_unrelated_external_events_after_end_are_reported_undelivered() -> None:
     assert [e.kind for e in r.undelivered] == ["EventRaised"]
 
 
+def test_events_never_waited_for_are_carried_over_by_continue_as_new() -> None:
+    async def counter(ctx: Ctx, n: int) -> None:
+        got = await ctx.schedule_wait("inc")
+        await ctx.schedule_timer(1)
+        ctx.continue_as_new(n + int(got))
+
+    d = Driver(counter)
+    d.start(0)
+    d.turn([EventRaised(name="inc", data="1")])
+    # Two more arrive while the timer runs, and one of another name: none is waited for.
+    d.turn([EventRaised(name="inc", data="2"), EventRaised(name="other", data='"x"'),
+            EventRaised(name="inc", data="3")])
+    timer = next(e for e in d.history if isinstance(e, TimerCreated))
+    r = d.turn([TimerFired(source_event_id=timer.event_id, fire_at=timer.fire_at),
+                EventRaised(name="inc", data="4")])
+    assert r.terminal is not None and r.terminal.kind == "OrchestrationContinuedAsNew"
+    # In arrival order, the ones recorded first, then the one after the decision.
+    assert [(e.name, e.data) for e in r.undelivered] == [  # type: ignore[attr-defined]
+        ("inc", "2"), ("other", '"x"'), ("inc", "3"), ("inc", "4")]
+    assert {e.event_id for e in r.undelivered} == {0}  # numbered by the next execution
+
+
+def test_events_consumed_before_continue_as_new_are_not_carried_over() -> None:
+    async def once(ctx: Ctx, _: Any) -> None:
+        await ctx.schedule_wait("go")
+        ctx.continue_as_new(None)
+
+    d = Driver(once)
+    d.start()
+    r = d.turn([EventRaised(name="go", data="1")])
+    assert r.terminal is not None and r.terminal.kind == "OrchestrationContinuedAsNew"
+    assert r.undelivered == []
+
+
 def test_start_time_of_request_is_kept_when_in_order() -> None:
     d = Driver(with_timer)
     asked_ms = START_US // 1000 - 40  # the client asked 40 ms before the turn ran

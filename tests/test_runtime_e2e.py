@@ -152,6 +152,14 @@ async def looper(ctx: OrchestrationContext, n: int) -> Any:
     return [n, ctx.execution_id]
 
 
+async def event_counter(ctx: OrchestrationContext, n: int) -> Any:
+    got = await ctx.schedule_wait("inc")
+    await ctx.schedule_activity("echo", got)
+    if n + 1 < 3:
+        ctx.continue_as_new(n + 1)
+    return [n + 1, got, ctx.execution_id]
+
+
 async def racer(ctx: OrchestrationContext, _: Any) -> Any:
     idx, _v = await ctx.select2(ctx.schedule_activity("slow", 30), ctx.schedule_timer(0.05))
     return idx
@@ -197,7 +205,7 @@ def registries() -> tuple[ActivityRegistry, OrchestrationRegistry]:
             .register("boom", boom).register("flaky", flaky).register("slow", slow).build())
     orchs = OrchestrationRegistry.builder()
     for fn in (order_flow, sync_flow, fail_flow, catch_flow, retry_flow, child, parent, waiter,
-               looper, racer, cancellable, detacher, plain_asyncio):
+               looper, event_counter, racer, cancellable, detacher, plain_asyncio):
         orchs.register(fn.__name__, fn)
     return acts, orchs.build()
 
@@ -319,6 +327,19 @@ async def test_continue_as_new(env: tuple[Runtime, Client]) -> None:
     assert hist[0].kind == "OrchestrationStarted" and hist[-1].kind == "OrchestrationCompleted"
     first = await client.read_history("c1", execution_id=1)
     assert first[-1].kind == "OrchestrationContinuedAsNew"
+
+
+async def test_events_raised_early_survive_continue_as_new(env: tuple[Runtime, Client]) -> None:
+    _, client = env
+    await client.start_orchestration("ec1", "event_counter", 0)
+    for i in range(3):  # at once: the first execution receives all three, waits for one
+        await client.raise_event("ec1", "inc", i)
+    st = await client.wait_for_orchestration("ec1", 10)
+    assert st.output == [3, 2, 3]
+    for execution_id, value in ((1, 0), (2, 1), (3, 2)):
+        hist = await client.read_history("ec1", execution_id=execution_id)
+        completed = [e for e in hist if e.kind == "ActivityCompleted"]
+        assert [e.result for e in completed] == [str(value)]  # type: ignore[attr-defined]
 
 
 async def test_select_loser_activity_is_told_to_stop(env: tuple[Runtime, Client]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -291,10 +292,16 @@ class OrchestrationContext(TraceMethods):
                     f.cancel()
 
         outer.add_done_callback(on_outer)
-        for i, f in enumerate(futs):
-            if f.done():  # lowest index wins among the already-completed
-                won(i, f)
-                return outer
+        done = [i for i, f in enumerate(futs) if f.done()]
+        if done:
+            # The one completed first in history wins; futures whose completion history
+            # does not date (a plain future) come after, and ties go by argument order.
+            def order(i: int) -> tuple[float, int]:
+                by = loop.completed_by(futs[i])
+                return (math.inf if by is None else by, i)
+            first = min(done, key=order)
+            won(first, futs[first])
+            return outer
         for i, f in enumerate(futs):
             f.add_done_callback(callbacks[i])
         return outer

@@ -85,8 +85,9 @@ class TurnResult:
 
     ``cancelled_activities`` are event ids of scheduled activities the orchestration
     abandoned; ``cancelled_children`` are instance ids of child orchestrations to cancel.
-    ``undelivered`` are message events that arrived after the execution ended (the
-    runtime carries external events over to the next execution on continue-as-new).
+    ``undelivered`` are message events that arrived after the execution ended and, when
+    it continued as new, the external events it received but never waited for, in
+    arrival order (the runtime carries external events over to the next execution).
     """
 
     new_events: list[HistoryEvent]
@@ -122,6 +123,8 @@ class DurableFuture(asyncio.Future[Any]):
         self.kind = kind
         self.event = event
         self.output_type = output_type
+        #: the id of the history event that resolved it (a select's order among the done)
+        self.completed_by: int | None = None
 
     @property
     def event_id(self) -> int:
@@ -179,7 +182,7 @@ class OrchestrationExecution:
         self._next_id = (self.history[-1].event_id + 1) if self.history else 1
         self._open: dict[int, DurableFuture] = {}
         self._waiters: dict[str, collections.deque[DurableFuture]] = {}
-        self._buffered: dict[str, collections.deque[str | None]] = {}
+        self._buffered: dict[str, collections.deque[EventRaised]] = {}
         self._known: dict[int, HistoryEvent] = {}  # scheduled work, by event id
         self._closed_ids: set[int] = set()  # work resolved or abandoned
         self._new: list[HistoryEvent] = []
@@ -191,6 +194,8 @@ class OrchestrationExecution:
         self._main: asyncio.Task[Any] | None = None
         self.now_us = 0
         self.current_time_ms = 0
+        #: the id of the history event being delivered (0 before the first)
+        self.current_event_id = 0
         self.is_replaying = False
         self.started: OrchestrationStarted | None = None
         self.custom_status: str | None = None
@@ -229,6 +234,13 @@ class OrchestrationExecution:
         if self._terminal is None and self._main is not None and self._fatal is None:
             self._check_blocked()
             self._settle()
+        if isinstance(self._terminal, OrchestrationContinuedAsNew) and self._new \
+                and self._new[-1] is self._terminal:
+            # Events raised before a wait are kept for it, and continuing as new does
+            # not drop them: the next execution receives them ahead of later ones.
+            kept = sorted((e for q in self._buffered.values() for e in q),
+                          key=lambda e: e.event_id)
+            undelivered[:0] = [dataclasses.replace(e, event_id=0) for e in kept]
         return TurnResult(list(self._new), self._cancelled_activities, self._cancelled_children,
                           undelivered, self.custom_status)
 
@@ -274,6 +286,7 @@ class OrchestrationExecution:
     # ================================================================ delivery
     def _deliver(self, event: HistoryEvent) -> None:
         self.current_time_ms = event.ts
+        self.current_event_id = event.event_id
         if isinstance(event, OrchestrationStarted):
             self._start(event)
         elif isinstance(event, _COMPLETIONS):
@@ -284,9 +297,10 @@ class OrchestrationExecution:
                 fut = waiters.popleft()
                 if not fut.done():
                     self._open.pop(fut.event_id, None)
+                    fut.completed_by = event.event_id
                     self._resolve_text(fut, event.data)
                     return
-            self._buffered.setdefault(event.name, collections.deque()).append(event.data)
+            self._buffered.setdefault(event.name, collections.deque()).append(event)
         elif isinstance(event, CancellationRequested) and self._cancel_reason is None:
             self._cancel_reason = event.reason
             if self._main is not None and not self._main.done():
@@ -317,6 +331,7 @@ class OrchestrationExecution:
         fut = self._open.pop(sid, None)
         if fut is None or fut.done():
             return
+        fut.completed_by = event.event_id
         match event:
             case ActivityCompleted(result=result) | SubOrchestrationCompleted(result=result):
                 self._resolve_text(fut, result)
@@ -525,7 +540,9 @@ class OrchestrationExecution:
         buffered = self._buffered.get(event.name)
         if buffered:
             self._open.pop(event.event_id, None)
-            self._resolve_text(fut, buffered.popleft())
+            raised = buffered.popleft()
+            fut.completed_by = raised.event_id  # raised before the wait: first in history
+            self._resolve_text(fut, raised.data)
         else:
             self._waiters.setdefault(event.name, collections.deque()).append(fut)
         return fut

@@ -62,6 +62,10 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         #: the tasks made here (``asyncio.all_tasks(loop)`` would scan every task of the
         #: process: with many live orchestrations, that made each ending cost O(n))
         self.tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        #: the id of the history event being delivered when each task here finished
+        #: (a select's order among futures already done; see ``completed_by``)
+        self.finished_at: weakref.WeakKeyDictionary[asyncio.Future[Any], int] = \
+            weakref.WeakKeyDictionary()
 
     # ------------------------------------------------------------------ driving
     def run_ready(self) -> None:
@@ -111,7 +115,16 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
                     context: contextvars.Context | None = None) -> asyncio.Task[Any]:
         task = asyncio.Task(coro, loop=self, name=name, context=context)
         self.tasks.add(task)
+        task.add_done_callback(self._finished)
         return task
+
+    def _finished(self, task: asyncio.Future[Any]) -> None:
+        self.finished_at[task] = self._execution.current_event_id
+
+    def completed_by(self, fut: asyncio.Future[Any]) -> int | None:
+        """The id of the history event at which ``fut``, done, completed, when known."""
+        by = getattr(fut, "completed_by", None)
+        return by if by is not None else self.finished_at.get(fut)
 
     def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
         pass
