@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from typing import Any
 
 import pytest
@@ -199,8 +200,8 @@ def test_asyncio_queue_between_tasks_is_fine() -> None:
 
 @pytest.mark.parametrize(("label", "body", "needle"), [
     ("executor", lambda: asyncio.get_running_loop().run_in_executor(None, print),
-     "run_in_executor"),
-    ("to_thread", lambda: asyncio.to_thread(print), "run_in_executor"),
+     "run_in_executor(print)"),
+    ("to_thread", lambda: asyncio.to_thread(time.sleep, 1), "asyncio.to_thread(time.sleep)"),
     ("open_connection", lambda: asyncio.open_connection("127.0.0.1", 9), "create_connection"),
     ("event", lambda: asyncio.Event().wait(), "Event.wait()"),
     ("bare future", lambda: asyncio.get_running_loop().create_future(), "Future"),
@@ -359,3 +360,21 @@ def test_ending_closes_its_own_pending_tasks_and_leaves_other_loops_alone() -> N
         assert closed[-1] == "outside"
     finally:
         outside.close()
+
+
+def test_create_task_and_task_group_take_the_futures_of_ctx_calls() -> None:
+    async def orch(ctx: Ctx, _: Any) -> Any:
+        task = asyncio.create_task(ctx.schedule_activity("a", 1))
+        async with asyncio.TaskGroup() as group:
+            b = group.create_task(ctx.schedule_activity("b", 2))
+            t = group.create_task(ctx.schedule_timer(1))
+        return [await task, b.result(), t.result()]
+
+    d = Driver(orch)
+    d.start()
+    assert kinds(d.history).count("ActivityScheduled") == 2
+    d.turn([ActivityCompleted(source_event_id=2, result='"A"'),
+            ActivityCompleted(source_event_id=3, result='"B"')])
+    timer = next(e for e in d.history if e.kind == "TimerCreated")
+    d.turn([TimerFired(source_event_id=timer.event_id, fire_at=0)])
+    assert d.output == ["A", "B", None]

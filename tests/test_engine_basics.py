@@ -409,3 +409,25 @@ def test_start_time_of_request_is_kept_when_in_order() -> None:
     d2 = Driver(with_timer)
     d2.turn([OrchestrationStarted(name="orch", input="null", ts=START_US // 1000 + 999)])
     assert d2.history[0].ts == START_US // 1000
+
+
+@pytest.mark.parametrize("call", [
+    lambda ctx: ctx.schedule_wait(5),
+    lambda ctx: ctx.schedule_wait(""),
+    lambda ctx: ctx.schedule_activity(3.5),
+    lambda ctx: ctx.schedule_activity("bad\x00name"),
+    lambda ctx: ctx.schedule_sub_orchestration(None),
+])
+def test_a_bad_name_raises_value_error_at_the_call(call: Any) -> None:
+    async def orch(ctx: Ctx, _: Any) -> Any:
+        try:
+            call(ctx)
+        except ValueError as e:
+            return ["ValueError", str(e)[:40]]
+        return "no error"
+
+    d = Driver(orch)
+    d.start()
+    out = d.output
+    assert out[0] == "ValueError" and out[1], out
+    assert "ActivityScheduled" not in kinds(d.history)  # nothing was recorded

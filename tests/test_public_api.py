@@ -304,3 +304,16 @@ def test_history_events_show_their_kind() -> None:
     assert event.kind == "TimerCreated"
     assert "TimerCreated" in str(event)
     assert event.timestamp.tzinfo is not None
+
+
+def test_backoff_strategies_are_backoff_strategies_and_options_take_timedeltas() -> None:
+    from datetime import timedelta
+
+    for strategy in (BackoffStrategy.Fixed(1), BackoffStrategy.Linear(),
+                     BackoffStrategy.Exponential(base=timedelta(seconds=2))):
+        assert isinstance(strategy, BackoffStrategy)
+    opts = RuntimeOptions(orchestration_lock_timeout=timedelta(seconds=7),
+                          poll_interval=timedelta(milliseconds=20))
+    assert opts.orchestration_lock_timeout == 7.0 and opts.poll_interval == 0.02
+    with pytest.raises(ValueError, match="poll_interval"):
+        RuntimeOptions(poll_interval=timedelta(0))

@@ -11,6 +11,7 @@ from duroxy import (
     ConfigurationError,
     NotRegistered,
     OrchestrationRegistry,
+    PayloadError,
 )
 from duroxy._semver import parse_semver
 
@@ -110,3 +111,49 @@ def test_semver_ordering() -> None:
     ordered = ["0.9.9", "1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-beta", "1.0.0", "1.0.1",
                "1.10.0", "2.0.0+build.5"]
     assert sorted(reversed(ordered), key=parse_semver) == ordered
+
+
+def test_string_annotations_resolve_types_local_to_the_registering_function() -> None:
+    from dataclasses import dataclass
+
+    @dataclass
+    class Loc:
+        x: int
+
+    async def by_scope(ctx: Any, loc: Loc) -> Loc:  # names Loc only in annotations
+        return loc
+
+    acts = ActivityRegistry.builder().register("scoped", by_scope).build()
+    entry = acts.get("scoped")
+    assert entry is not None
+    assert entry.input_type is Loc and entry.output_type is Loc
+
+
+def test_string_annotations_resolve_through_the_closure() -> None:
+    from dataclasses import dataclass
+
+    @dataclass
+    class Point:
+        y: int
+
+    def make() -> Any:
+        async def by_closure(ctx: Any, p: Point) -> Point:
+            return Point(p.y + 1)  # Point is a free variable of the function
+        return by_closure
+
+    acts = ActivityRegistry.builder()
+    _register_elsewhere(acts, make())  # registered from a scope where Point is unknown
+    entry = acts.build().get("closure")
+    assert entry is not None and entry.input_type is Point and entry.output_type is Point
+
+
+def _register_elsewhere(builder: Any, fn: Any) -> None:
+    builder.register("closure", fn)
+
+
+def test_an_unresolvable_string_annotation_still_fails_the_build_naming_it() -> None:
+    async def broken(ctx: Any, x: NoSuchType) -> int:  # type: ignore[name-defined]  # noqa: F821
+        return 1
+
+    with pytest.raises(PayloadError, match="NoSuchType"):
+        ActivityRegistry.builder().register("broken", broken).build()

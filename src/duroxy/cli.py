@@ -531,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="(ActivityRegistry, OrchestrationRegistry), an object or module with "
                    ".activities and .orchestrations, or a callable returning either")
     p.add_argument("--orchestration-concurrency", type=int, metavar="N",
-                   help="orchestration turns run at once (default 8)")
+                   help="orchestration turns run at once (default 32)")
     p.add_argument("--activity-concurrency", type=int, metavar="N",
                    help="activities run at once (default 32)")
     p.add_argument("--worker-id", help="name of this worker (default host:pid)")

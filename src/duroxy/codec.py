@@ -33,6 +33,7 @@ sides share (the failure carrier, type and path naming, pydantic detection) in
 from __future__ import annotations
 
 import collections.abc as cabc
+import contextlib
 import dataclasses
 import datetime as _dt
 import enum
@@ -43,7 +44,8 @@ import json
 import types
 import typing
 import uuid
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -346,11 +348,45 @@ def _hint_source(fn: Any) -> Any:
     return inspect.unwrap(obj) if inspect.isfunction(obj) else obj
 
 
+#: Names that string annotations may use and that neither a function's globals nor its
+#: closure hold: the locals of the scope that registered it (a dataclass defined in a
+#: function, under ``from __future__ import annotations``), kept while the function lives.
+_SCOPES: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _remember_scope(fn: Any, scope: Mapping[str, Any]) -> None:
+    """Resolve ``fn``'s string annotations in ``scope`` too (after its closure, before
+    its globals). Only a function with string annotations keeps it."""
+    source = _hint_source(fn)
+    annotations = getattr(source, "__annotations__", None)
+    if not isinstance(annotations, dict) or not any(
+            isinstance(v, str) for v in annotations.values()):
+        return
+    with contextlib.suppress(TypeError):  # not weakly referenceable: globals only
+        _SCOPES[source] = dict(scope)
+
+
+def _local_names(source: Any) -> dict[str, Any]:
+    """The names a string annotation of ``source`` may use besides its globals."""
+    try:
+        names = dict(_SCOPES.get(source, ()))
+    except TypeError:
+        names = {}
+    code = getattr(source, "__code__", None)
+    closure = getattr(source, "__closure__", None)
+    if code is not None and closure:
+        for var, cell in zip(code.co_freevars, closure, strict=False):
+            with contextlib.suppress(ValueError):  # a cell not yet filled
+                names[var] = cell.cell_contents
+    return names
+
+
 def _resolved(fn: Any, name: str, raw: Any) -> Any:
     """The resolved annotation ``raw`` of parameter ``name`` (or "return") of ``fn``."""
     source = _hint_source(fn)
+    local = _local_names(source)
     try:
-        hints = typing.get_type_hints(source, include_extras=True)
+        hints = typing.get_type_hints(source, localns=local or None, include_extras=True)
     except Exception:
         hints = {}  # another annotation may be unresolvable (TYPE_CHECKING imports)
     if name in hints:
@@ -359,7 +395,7 @@ def _resolved(fn: Any, name: str, raw: Any) -> Any:
         return _NoneType
     if isinstance(raw, str):
         try:
-            return eval(raw, dict(getattr(source, "__globals__", {})))
+            return eval(raw, dict(getattr(source, "__globals__", {})), local)
         except Exception as exc:
             owner = getattr(source, "__qualname__", repr(source))
             raise PayloadError(f"cannot resolve annotation {raw!r} of {name!r} in {owner}: {exc}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,14 +24,15 @@ def to_seconds(value: timedelta | float | int, what: str = "duration") -> float:
     return secs
 
 
-class BackoffStrategy:
+class BackoffStrategy(abc.ABC):
     """How long to wait after failed attempt ``n`` (1-based) before the next one.
 
     ``BackoffStrategy.Fixed(delay=)``, ``BackoffStrategy.Linear(base=, max=)``,
     ``BackoffStrategy.Exponential(base=, multiplier=, max=)``; durations are
-    ``timedelta`` or seconds.
+    ``timedelta`` or seconds. Each is an instance of ``BackoffStrategy``.
     """
 
+    @abc.abstractmethod
     def delay_after(self, attempt: int) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -66,6 +68,9 @@ class BackoffStrategy:
 
 
 Backoff = BackoffStrategy.Fixed | BackoffStrategy.Linear | BackoffStrategy.Exponential
+for _strategy in (BackoffStrategy.Fixed, BackoffStrategy.Linear, BackoffStrategy.Exponential):
+    BackoffStrategy.register(_strategy)
+del _strategy
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,8 @@ class RuntimeOptions:
       run is offered again, for a worker that has it (default 1 s).
     - ``cache_size``: live orchestrations kept between turns (default 1,000).
     - ``worker_id``: this runtime's name in ``ActivityContext.worker_id`` (default host:pid).
+
+    The durations are seconds; a ``timedelta`` is accepted too and kept as seconds.
     """
 
     orchestration_concurrency: int = 32
@@ -153,7 +160,16 @@ class RuntimeOptions:
         "cancel_check_interval",
     )
 
+    _DURATIONS: ClassVar[tuple[str, ...]] = (
+        "orchestration_lock_timeout", "activity_lock_timeout", "poll_interval",
+        "max_poll_interval", "cancel_check_interval", "not_registered_backoff",
+    )
+
     def __post_init__(self) -> None:
+        for name in self._DURATIONS:  # a timedelta is taken too, and kept as seconds
+            value = getattr(self, name)
+            if isinstance(value, timedelta):
+                object.__setattr__(self, name, value.total_seconds())
         for name in self._POSITIVE:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:

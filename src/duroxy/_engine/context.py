@@ -44,8 +44,8 @@ NameOrFn = str | Callable[..., Any]
 
 
 def _check_name(value: str, what: str) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    if not isinstance(value, str):  # ValueError, as the client raises for the same
+        raise ValueError(f"{what} must be a str, not {type(value).__name__}")
     if not 1 <= len(value) <= 1024 or "\x00" in value:
         raise ValueError(f"{what} must be 1 to 1,024 characters without NUL, got {value!r:.80}")
     return value
@@ -92,7 +92,8 @@ class OrchestrationContext(TraceMethods):
             return _check_name(name_or_fn, "activity name"), None
         if callable(name_or_fn):
             return self._x._function_name(name_or_fn), codec.output_type_of(name_or_fn)
-        raise TypeError(f"activity must be a name or a function, not {type(name_or_fn).__name__}")
+        raise ValueError(
+            f"activity must be a name or a function, not {type(name_or_fn).__name__}")
 
     def _activity(self, name: str, input_text: str, attempt: int, output_type: Any
                   ) -> DurableFuture:
@@ -198,7 +199,8 @@ class OrchestrationContext(TraceMethods):
             return _check_name(name, "orchestration name")
         if callable(name):
             return self._x._function_name(name)
-        raise TypeError(f"orchestration must be a name or a function, not {type(name).__name__}")
+        raise ValueError(
+            f"orchestration must be a name or a function, not {type(name).__name__}")
 
     def schedule_sub_orchestration(self, name: NameOrFn, input: Any = None, *,
                                    instance_id: str | None = None, version: str | None = None,

@@ -52,6 +52,16 @@ def _not_durable(what: str) -> NoReturn:
         "real waits in an activity and await ctx.schedule_activity(...) instead")
 
 
+async def _awaiting(fut: asyncio.Future[Any]) -> Any:
+    return await fut
+
+
+def _qualname(fn: Any) -> str:
+    module = getattr(fn, "__module__", None)
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    return f"{module}.{name}" if module and module != "builtins" else name
+
+
 class DeterministicLoop(asyncio.AbstractEventLoop):
     def __init__(self, execution: OrchestrationExecution) -> None:
         self._ready: collections.deque[asyncio.Handle] = collections.deque()
@@ -113,6 +123,10 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
 
     def create_task(self, coro: Any, *, name: str | None = None,
                     context: contextvars.Context | None = None) -> asyncio.Task[Any]:
+        if asyncio.isfuture(coro):
+            # ctx.schedule_*() gives futures, which asyncio.create_task and TaskGroup
+            # would refuse (they want a coroutine); a task awaiting the future composes.
+            coro = _awaiting(coro)
         task = asyncio.Task(coro, loop=self, name=name, context=context)
         self.tasks.add(task)
         task.add_done_callback(self._finished)
@@ -184,8 +198,12 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         return None
 
     def run_in_executor(self, executor: Any, func: Any, *args: Any) -> Any:
-        target = getattr(func, "func", func)  # functools.partial, as asyncio.to_thread makes
-        _not_durable(f"run_in_executor({getattr(target, '__qualname__', type(target).__name__)})")
+        target = getattr(func, "func", func)
+        args = getattr(func, "args", ())
+        if isinstance(getattr(target, "__self__", None), contextvars.Context) and args:
+            # asyncio.to_thread(f) runs partial(context.run, f): name f, not Context.run
+            _not_durable(f"asyncio.to_thread({_qualname(args[0])})")
+        _not_durable(f"run_in_executor({_qualname(target)})")
 
     def set_default_executor(self, executor: Any) -> None:
         _not_durable("loop.set_default_executor()")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
@@ -89,6 +90,17 @@ class ActivityRegistry:
         return len(self._entries)
 
 
+def _remember_caller_scope(fn: Any) -> None:
+    """Let ``fn``'s string annotations use the locals of the code that registers it
+    (the first frame outside this module): a type defined in the same function is
+    then found, as it would be without ``from __future__ import annotations``."""
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_globals.get("__name__") == __name__:
+        frame = frame.f_back
+    if frame.f_locals is not frame.f_globals:  # module level: the globals are known
+        codec._remember_scope(fn, frame.f_locals)
+
+
 class _Builder:
     """What both registry builders share: registration in call order, checked at build."""
 
@@ -103,12 +115,14 @@ class _Builder:
         function's name."""
         if fn is None and callable(name):
             fn, name = name, str(getattr(name, "__name__", ""))
+        _remember_caller_scope(fn)
         self._items.append((name, DEFAULT_VERSION, fn))  # type: ignore[arg-type]
         return self
 
     register_typed = register
 
     def register_versioned(self, name: str, version: str, fn: Callable[..., Any]) -> Self:
+        _remember_caller_scope(fn)
         self._items.append((name, version, fn))
         return self
 
