@@ -14,6 +14,7 @@ import random
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -1019,3 +1020,30 @@ async def test_a_lease_given_back_does_not_count_as_an_attempt(
     assert again.instance_id == iid and again.attempt == 1
     await other.abandon_orchestration_item(again.lock_token)  # a real abandon counts
     assert (await fetch_one(other)).attempt == 2
+
+
+def test_a_loop_ending_with_the_provider_unclosed_closes_its_connections(
+        dsn: str, schemas: Callable[[], str]) -> None:
+    import psycopg
+
+    tag = f"duroxy_unclosed_{uuid.uuid4().hex[:10]}"
+    sep = "&" if "?" in dsn else "?"
+    p = PostgresProvider(f"{dsn}{sep}application_name={tag}", schemas())
+
+    async def main() -> None:
+        p.listen("orchestrator", lambda iid: None)
+        await asyncio.gather(*(create(p, uid()) for _ in range(8)))  # several connections
+        await p.wait_listening()
+
+    asyncio.run(main())  # ends with the provider unclosed: the loop's shutdown releases it
+
+    def sessions() -> int:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            ((n,),) = c.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name"
+                                " = %s", (tag,)).fetchall()
+            return int(n)
+
+    deadline = time.monotonic() + 5
+    while (left := sessions()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the server notices a closed socket a moment later
+    assert left == 0

@@ -138,6 +138,13 @@ async def parent(ctx: OrchestrationContext, xs: list[int]) -> Any:
     return results
 
 
+async def reuses_child_id(ctx: OrchestrationContext, child_id: str) -> Any:
+    try:
+        return await ctx.schedule_sub_orchestration("waiter", None, instance_id=child_id)
+    except SubOrchestrationFailed as e:
+        return [e.error_type, e.instance_id, e.message]
+
+
 async def waiter(ctx: OrchestrationContext, _: Any) -> Any:
     ctx.set_custom_status("waiting")
     idx, value = await ctx.select2(ctx.schedule_wait("approve"), ctx.schedule_timer(30))
@@ -205,7 +212,7 @@ def registries() -> tuple[ActivityRegistry, OrchestrationRegistry]:
             .register("boom", boom).register("flaky", flaky).register("slow", slow).build())
     orchs = OrchestrationRegistry.builder()
     for fn in (order_flow, sync_flow, fail_flow, catch_flow, retry_flow, child, parent, waiter,
-               looper, event_counter, racer, cancellable, detacher, plain_asyncio):
+               looper, event_counter, reuses_child_id, racer, cancellable, detacher, plain_asyncio):
         orchs.register(fn.__name__, fn)
     return acts, orchs.build()
 
@@ -342,6 +349,28 @@ async def test_events_raised_early_survive_continue_as_new(env: tuple[Runtime, C
         assert [e.result for e in completed] == [str(value)]  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("child_state", ["finished", "running"])
+async def test_a_child_id_taken_by_an_instance_that_ran_fails_the_child(
+        env: tuple[Runtime, Client], child_state: str) -> None:
+    _, client = env
+    await client.start_orchestration("taken", "waiter")
+    if child_state == "finished":
+        await client.raise_event("taken", "approve", 1)
+        await client.wait_for_orchestration("taken", 10)
+    else:
+        for _ in range(200):  # until its first turn ran: a running instance
+            if (await client.get_orchestration_status("taken")).custom_status == "waiting":
+                break
+            await asyncio.sleep(0.01)
+    st = await run(client, "reuser", "reuses_child_id", "taken")
+    assert st.output == ["InstanceAlreadyExists", "taken", "instance 'taken' already exists"]
+    if child_state == "running":  # the instance that had the id is untouched
+        await client.raise_event("taken", "approve", 2)
+    taken = await client.wait_for_orchestration("taken", 10)
+    assert taken.output == {"idx": 0, "value": 1 if child_state == "finished" else 2}
+    assert (await client.get_instance_info("taken")).parent_instance_id is None
+
+
 async def test_select_loser_activity_is_told_to_stop(env: tuple[Runtime, Client]) -> None:
     _, client = env
     st = await run(client, "x1", "racer")
@@ -434,3 +463,39 @@ async def test_a_timer_fires_when_the_stores_clock_shows_it_due_not_a_poll_later
         await client.start_orchestration("napper", "nap")
         status = await client.wait_for_orchestration("napper", timeout=3)
     assert status.state is OrchestrationState.COMPLETED and status.output == "up"
+
+
+async def test_events_carried_over_continue_as_new_keep_arrival_order(tmp_path: Path) -> None:
+    """e1 arrives before the continue-as-new and is never waited for; e2 arrives while
+    the deciding turn runs. The next execution sees e1, then e2."""
+    path = tmp_path / "carry.db"
+
+    def raise_from_elsewhere(name: str, data: Any) -> None:
+        async def go() -> None:
+            async with SqliteProvider(path) as other:
+                await Client(other).raise_event("carry", name, data)
+        worker = threading.Thread(target=asyncio.run, args=(go(),))
+        worker.start()
+        worker.join(10)
+
+    async def carrier(ctx: OrchestrationContext, n: int) -> Any:
+        if n == 0:
+            if await ctx.schedule_wait("e") != "e0":
+                return "e0 was not first"
+            if not ctx.is_replaying:
+                raise_from_elsewhere("e", "e2")  # committed while this turn runs
+            ctx.continue_as_new(1)
+        return [await ctx.schedule_wait("e"), await ctx.schedule_wait("e")]
+
+    store = SqliteProvider(path)
+    client = Client(store)
+    await client.start_orchestration("carry", "carrier", 0)
+    await client.raise_event("carry", "e", "e0")
+    await client.raise_event("carry", "e", "e1")
+    acts, _ = registries()
+    orchs = OrchestrationRegistry.builder().register("carrier", carrier).build()
+    async with await Runtime.start(store, acts, orchs, FAST):
+        st = await client.wait_for_orchestration("carry", 10)
+    await store.close()
+    assert st.output == ["e1", "e2"]
+    assert st.state is OrchestrationState.COMPLETED

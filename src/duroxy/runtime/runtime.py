@@ -33,6 +33,7 @@ from ..errors import ErrorDetails, LockLost, NotRegistered, PayloadError
 from ..history import (
     ActivityCompleted,
     ActivityFailedEvent,
+    EventRaised,
     HistoryEvent,
     OrchestrationStarted,
     OrchestratorMessage,
@@ -44,6 +45,7 @@ from ..providers.base import (
     DUE_RETRY_S,
     TERMINAL_STATES,
     ActivityItem,
+    InstanceRecord,
     OrchestrationCommit,
     OrchestrationItem,
     Provider,
@@ -51,7 +53,7 @@ from ..providers.base import (
 )
 from .activity import ActivityContext
 from .registry import ActivityRegistry, OrchestrationRegistry
-from .turns import build_commit, failure_commit
+from .turns import build_commit, failure_commit, refuse_start
 
 __all__ = ["Runtime"]
 
@@ -316,12 +318,14 @@ class Runtime:
         inst = item.instance
         provider = self.provider
         now_us = time.time_ns() // 1000
+        messages = [m.message for m in item.messages if m.message is not None]
         if inst is None or inst.state in TERMINAL_STATES:
             # Nothing to run: messages for unknown or finished instances are consumed.
-            await provider.ack_orchestration_item(item.lock_token, _noop_commit(item))
+            noop = _noop_commit(item)
+            noop.messages.extend(_refusals(iid, inst, messages, None))
+            await provider.ack_orchestration_item(item.lock_token, noop)
             return False
         bad = next((m for m in item.messages if m.message is None), None)
-        messages = [m.message for m in item.messages if m.message is not None]
         started = next((m.event for m in messages if isinstance(m.event, OrchestrationStarted)
                         and m.event.execution_id > (inst.execution_id if inst.history_len else 0)),
                        None)
@@ -349,6 +353,7 @@ class Runtime:
                                                           self.options.not_registered_backoff)
             return False
         events: list[HistoryEvent] = []
+        head: list[HistoryEvent] = []  # the start, then the events carried over to it
         for m in messages:
             ev = m.event
             if m.execution_id is not None and m.execution_id != execution_id:
@@ -356,10 +361,15 @@ class Runtime:
             if isinstance(ev, OrchestrationStarted):
                 if ev is not started:
                     continue
-                ev = dataclasses.replace(ev, version=entry.version)
-                events.insert(0, ev)
-                continue
-            events.append(ev)
+                head.insert(0, dataclasses.replace(ev, version=entry.version))
+            elif (started is not None and m.execution_id == execution_id
+                  and isinstance(ev, EventRaised)):
+                # Carried over by a continue-as-new (see build_commit): these arrived
+                # before anything raised to the instance since, though queued after it.
+                head.append(ev)
+            else:
+                events.append(ev)
+        events[:0] = head
         execution = self._execution_for(iid, execution_id, inst.history_len
                                         if started is None else 0)
         if execution is None:
@@ -382,6 +392,7 @@ class Runtime:
                 await provider.ack_orchestration_item(item.lock_token, _noop_commit(item))
                 return False
             commit = build_commit(iid, execution.started, result)
+            commit.messages.extend(_refusals(iid, inst, messages, started))
             if acked_activity is not None:
                 commit.acked_activities.append(acked_activity)
             self._claim(commit, handoff is not None)
@@ -660,6 +671,19 @@ class Runtime:
             except Exception:
                 logger.debug("renewing an activity lock failed", exc_info=True)
             await asyncio.sleep(interval)
+
+
+def _refusals(iid: str, inst: InstanceRecord | None, messages: list[OrchestratorMessage],
+              started: OrchestrationStarted | None) -> list[OrchestratorMessage]:
+    """Replies to parents that started a child under the id of this instance, which has
+    run already (a start it is not running: a finished instance's, or a first execution's
+    while another runs). A start for an instance that never ran is its own."""
+    if inst is None or not inst.history_len:
+        return []
+    return [reply for m in messages
+            if isinstance(m.event, OrchestrationStarted) and m.event is not started
+            and m.event.execution_id == 1  # a child's start (later ones: continue-as-new)
+            and (reply := refuse_start(iid, m.event)) is not None]
 
 
 def _noop_commit(item: OrchestrationItem) -> OrchestrationCommit:

@@ -56,6 +56,16 @@ def reply_to_parent(started: OrchestrationStarted | None, terminal: HistoryEvent
     return OrchestratorMessage(started.parent_instance_id, event, started.parent_execution_id)
 
 
+def refuse_start(instance_id: str, event: OrchestrationStarted) -> OrchestratorMessage | None:
+    """The reply to a parent whose child's id is taken by an instance that has run
+    already: the child fails to start, as ``Client.start_orchestration`` would."""
+    if event.parent_instance_id is None or event.parent_event_id is None:
+        return None
+    return OrchestratorMessage(event.parent_instance_id, SubOrchestrationFailedEvent(
+        source_event_id=event.parent_event_id, error_type="InstanceAlreadyExists",
+        message=f"instance {instance_id!r} already exists"), event.parent_execution_id)
+
+
 def _state_of(terminal: HistoryEvent | None) -> str:
     if isinstance(terminal, OrchestrationCompleted):
         return "COMPLETED"
@@ -110,10 +120,12 @@ def build_commit(instance_id: str, started: OrchestrationStarted, result: TurnRe
             parent_execution_id=started.parent_execution_id,
             parent_event_id=started.parent_event_id,
             custom_status=result.custom_status), execution_id + 1))
-        # External events that arrived after the decision go to the next execution.
+        # External events this execution received and never waited for go to the next
+        # one, addressed to it: there they come first, ahead of events raised while
+        # this turn ran, which are queued already (see Runtime._run_turn).
         for event in result.undelivered:
             if isinstance(event, EventRaised):
-                commit.messages.append(OrchestratorMessage(instance_id, event))
+                commit.messages.append(OrchestratorMessage(instance_id, event, execution_id + 1))
     if terminal is not None:
         reply = reply_to_parent(started, terminal)
         if reply is not None:

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.array import ListBinaryDumper
@@ -73,6 +72,7 @@ from ..base import (
     Provider,
 )
 from . import _arrays
+from ._errors import provider_error
 from ._manage import Management
 from ._marshal import (
     completion_params,
@@ -114,9 +114,6 @@ _UNPREPARED = frozenset({"list_instances", "purge_candidates", "instance_tree",
 _WARM_CONNECTIONS = 3
 
 _STATES = frozenset({"PENDING", "RUNNING"}) | TERMINAL_STATES
-#: SQLSTATE classes worth retrying: connection trouble, serialization failures and
-#: deadlocks, lock timeouts, server shutting down or out of resources.
-_RETRYABLE_SQLSTATE_PREFIXES = ("08", "40", "55P03", "57P", "53")
 
 Row = tuple[Any, ...]
 Conn = psycopg.AsyncConnection[Row]
@@ -131,20 +128,6 @@ def _scan(limit: int) -> int:
     appears once per visible message; a few rows per wanted instance keep batches full
     unless one instance has a long backlog."""
     return limit * 4 + 16
-
-
-def _retryable(e: psycopg.Error) -> bool:
-    if isinstance(e, psycopg.OperationalError) and e.sqlstate is None:
-        return True  # connection lost, pool timeout: no server answer at all
-    state = e.sqlstate or ""
-    return state.startswith(_RETRYABLE_SQLSTATE_PREFIXES)
-
-
-def _provider_error(e: psycopg.Error) -> ProviderError:
-    if isinstance(e, pg_errors.UniqueViolation):
-        detail = e.diag.message_detail or ""
-        return ProviderError(f"PostgreSQL store: duplicate key ({detail or e})")
-    return ProviderError(f"PostgreSQL store: {type(e).__name__}: {e}", retryable=_retryable(e))
 
 
 # TCP keepalives let the listening connection notice a silently dead peer (no FIN or
@@ -170,6 +153,13 @@ class _Binding:
     opening: asyncio.Task[None] | None = None
     guard: asyncio.Task[None] | None = None
     released: bool = False
+
+
+def _finish(conns: weakref.WeakSet[Conn]) -> None:
+    """Close what is still open of ``conns`` at once, without the loop they belong to."""
+    for conn in list(conns):
+        if not conn.closed:
+            conn.pgconn.finish()
 
 
 class PostgresProvider(Management, Provider):
@@ -378,9 +368,14 @@ class PostgresProvider(Management, Provider):
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
-        if self._binding in (b, None):
-            await self._notifier.aclose()
-        await b.pool.close(timeout=1.0)
+        try:
+            if self._binding in (b, None):
+                await self._notifier.aclose()
+            await b.pool.close(timeout=1.0)
+        finally:
+            # A loop shutting down cancels the pool's own tasks as well, and the pool's
+            # close can stop at the first of them, before it closes the connections.
+            _finish(b.conns)
 
     def _abandon(self, b: _Binding) -> None:
         """Forget a binding whose loop is gone (closed, or just not the running one),
@@ -388,9 +383,7 @@ class PostgresProvider(Management, Provider):
         b.released = True
         if self._binding in (b, None):
             self._notifier.drop()
-        for conn in list(b.conns):
-            if not conn.closed:
-                conn.pgconn.finish()
+        _finish(b.conns)
 
     async def _ready(self) -> AsyncConnectionPool[Conn]:
         """The pool of the running loop, opened and migrated."""
@@ -429,7 +422,7 @@ class PostgresProvider(Management, Provider):
             async with pool.connection() as conn:
                 yield conn
         except psycopg.Error as e:
-            raise _provider_error(e) from e
+            raise provider_error(e) from e
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Conn]:
@@ -447,7 +440,7 @@ class PostgresProvider(Management, Provider):
                 cur = await self._run(conn, stmt, params)
                 return await cur.fetchall()
         except psycopg.Error as e:
-            raise _provider_error(e) from e
+            raise provider_error(e) from e
 
     async def _execute(self, name: str, params: dict[str, Any], conn: Conn | None = None
                        ) -> psycopg.AsyncCursor[Row]:

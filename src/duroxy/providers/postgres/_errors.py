@@ -1,0 +1,29 @@
+"""What a PostgreSQL error becomes for duroxy: a ``ProviderError``, retryable when trying
+again may help (connection trouble, serialization failures and deadlocks, lock timeouts,
+a server shutting down or out of resources)."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from ...errors import ProviderError
+
+__all__ = ["provider_error", "retryable"]
+
+#: SQLSTATE classes worth retrying.
+_RETRYABLE_SQLSTATE_PREFIXES = ("08", "40", "55P03", "57P", "53")
+
+
+def retryable(e: psycopg.Error) -> bool:
+    if isinstance(e, psycopg.OperationalError) and e.sqlstate is None:
+        return True  # connection lost, pool timeout: no server answer at all
+    state = e.sqlstate or ""
+    return state.startswith(_RETRYABLE_SQLSTATE_PREFIXES)
+
+
+def provider_error(e: psycopg.Error) -> ProviderError:
+    if isinstance(e, pg_errors.UniqueViolation):
+        detail = e.diag.message_detail or ""
+        return ProviderError(f"PostgreSQL store: duplicate key ({detail or e})")
+    return ProviderError(f"PostgreSQL store: {type(e).__name__}: {e}", retryable=retryable(e))
