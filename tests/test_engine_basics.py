@@ -431,3 +431,29 @@ def test_a_bad_name_raises_value_error_at_the_call(call: Any) -> None:
     out = d.output
     assert out[0] == "ValueError" and out[1], out
     assert "ActivityScheduled" not in kinds(d.history)  # nothing was recorded
+
+
+@pytest.mark.parametrize("delay", [float("inf"), float("nan"), 1e30, -1])
+def test_a_timer_that_could_never_fire_is_refused_at_the_call(delay: float) -> None:
+    async def orch(ctx: Ctx, _: Any) -> Any:
+        try:
+            ctx.schedule_timer(delay)
+        except ValueError as e:
+            return str(e)
+        return "accepted"
+
+    d = Driver(orch)
+    d.start()
+    assert "delay" in d.output
+    assert "TimerCreated" not in kinds(d.history)
+
+
+def test_asyncio_sleep_forever_fails_clearly() -> None:
+    async def orch(ctx: Ctx, _: Any) -> Any:
+        await asyncio.sleep(float("inf"))
+
+    d = Driver(orch)
+    d.start()
+    last = d.history[-1]
+    assert last.kind == "OrchestrationFailed"
+    assert "timer delay" in last.message  # type: ignore[attr-defined]

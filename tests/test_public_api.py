@@ -20,6 +20,7 @@ from duroxy import (
     ActivityRegistry,
     BackoffStrategy,
     Client,
+    ConfigurationError,
     DuroxyError,
     OrchestrationContext,
     OrchestrationRegistry,
@@ -317,3 +318,54 @@ def test_backoff_strategies_are_backoff_strategies_and_options_take_timedeltas()
     assert opts.orchestration_lock_timeout == 7.0 and opts.poll_interval == 0.02
     with pytest.raises(ValueError, match="poll_interval"):
         RuntimeOptions(poll_interval=timedelta(0))
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"orchestration_concurrency": 1.5}, {"activity_concurrency": 0}, {"max_attempts": True},
+    {"max_attempts": float("inf")}, {"cache_size": float("nan")}, {"cache_size": -1},
+    {"orchestration_lock_timeout": float("nan")}, {"activity_lock_timeout": float("inf")},
+    {"poll_interval": 0}, {"not_registered_backoff": -1}, {"worker_id": 5},
+    {"worker_id": ""},
+])
+def test_runtime_options_reject_what_would_break_the_runtime(kwargs: dict[str, Any]) -> None:
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=name):
+        RuntimeOptions(**kwargs)
+
+
+@pytest.mark.parametrize(("make", "needle"), [
+    (lambda: BackoffStrategy.Fixed(delay=-1), "Fixed.delay"),
+    (lambda: BackoffStrategy.Fixed(delay=float("nan")), "Fixed.delay"),
+    (lambda: BackoffStrategy.Fixed(delay=float("inf")), "Fixed.delay"),
+    (lambda: BackoffStrategy.Linear(max=-1), "Linear.max"),
+    (lambda: BackoffStrategy.Exponential(multiplier=float("nan")), "multiplier"),
+    (lambda: BackoffStrategy.Exponential(multiplier=-2), "multiplier"),
+    (lambda: RetryPolicy(True), "max_attempts"),  # type: ignore[arg-type]
+    (lambda: RetryPolicy(3, timeout=float("inf")), "timeout"),
+])
+def test_retry_settings_are_checked_when_made(make: Any, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        make()
+
+
+@pytest.mark.parametrize("busy", [float("inf"), float("nan"), -1, "3", True])
+def test_sqlite_busy_timeout_is_checked_when_made(busy: Any, tmp_path: Any) -> None:
+    from duroxy.providers.sqlite import SqliteProvider
+
+    with pytest.raises(ConfigurationError, match="busy_timeout"):
+        SqliteProvider(tmp_path / "x.db", busy_timeout=busy)
+    with pytest.raises(ConfigurationError, match="busy_timeout"):
+        SqliteProvider(f"sqlite:///{tmp_path}/y.db?busy_timeout=inf")
+
+
+@pytest.mark.parametrize("bad", ["\ud800", "ok\udfff"])
+async def test_ids_with_lone_surrogates_are_refused_at_the_call(bad: str) -> None:
+    from duroxy.providers.memory import InMemoryProvider
+
+    client = Client(InMemoryProvider())
+    with pytest.raises(ValueError, match=r"instance id.*surrogate"):
+        await client.start_orchestration(bad, "x")
+    with pytest.raises(ValueError, match="surrogate"):
+        await client.start_orchestration("fine", bad)
+    with pytest.raises(ConfigurationError, match="surrogate"):
+        ActivityRegistry.builder().register(bad, lambda ctx, x: x).build()

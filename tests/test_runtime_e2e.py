@@ -27,6 +27,7 @@ from duroxy import (
     OrchestrationContext,
     OrchestrationRegistry,
     OrchestrationState,
+    ProviderError,
     RetryPolicy,
     Runtime,
     RuntimeOptions,
@@ -145,6 +146,53 @@ async def reuses_child_id(ctx: OrchestrationContext, child_id: str) -> Any:
         return [e.error_type, e.instance_id, e.message]
 
 
+async def child_per_round(ctx: OrchestrationContext, n: int) -> Any:
+    got = await ctx.schedule_sub_orchestration("child", n)  # default child id
+    if n < 2:
+        ctx.continue_as_new(n + 1)
+    return [got, ctx.execution_id]
+
+
+class _BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+class _UserBase(BaseException):
+    pass
+
+
+async def misbehaving(ctx: Any, how: str) -> Any:
+    if how == "surrogate":
+        raise OSError("cannot open " + b"caf\xe9".decode("utf-8", "surrogateescape"))
+    if how == "bad str":
+        raise _BadStr()
+    if how == "exit":
+        raise SystemExit(3)
+    if how == "base":
+        raise _UserBase("custom base")
+    return how
+
+
+def misbehaving_sync(ctx: Any, how: str) -> Any:
+    if how == "exit":
+        raise SystemExit(4)
+    return how
+
+
+async def raises_oddly(ctx: OrchestrationContext, how: str) -> Any:
+    if how.startswith("activity:"):
+        what = how.split(":", 1)[1]
+        name = "misbehaving_sync" if what.endswith(" sync") else "misbehaving"
+        try:
+            await ctx.schedule_activity(name, what.removesuffix(" sync"))
+        except ActivityFailed as e:
+            return [e.error_type, e.message]
+        return "no failure"
+    await misbehaving(ctx, how)
+    return "no failure"
+
+
 async def waiter(ctx: OrchestrationContext, _: Any) -> Any:
     ctx.set_custom_status("waiting")
     idx, value = await ctx.select2(ctx.schedule_wait("approve"), ctx.schedule_timer(30))
@@ -209,10 +257,13 @@ async def plain_asyncio(ctx: OrchestrationContext, x: int) -> Any:
 def registries() -> tuple[ActivityRegistry, OrchestrationRegistry]:
     acts = (ActivityRegistry.builder().register("price", price)
             .register("sync_double", sync_double).register("echo", echo)
-            .register("boom", boom).register("flaky", flaky).register("slow", slow).build())
+            .register("boom", boom).register("flaky", flaky).register("slow", slow)
+            .register("misbehaving", misbehaving).register("misbehaving_sync", misbehaving_sync)
+            .build())
     orchs = OrchestrationRegistry.builder()
     for fn in (order_flow, sync_flow, fail_flow, catch_flow, retry_flow, child, parent, waiter,
-               looper, event_counter, reuses_child_id, racer, cancellable, detacher, plain_asyncio):
+               looper, event_counter, reuses_child_id, child_per_round, raises_oddly, racer,
+               cancellable, detacher, plain_asyncio):
         orchs.register(fn.__name__, fn)
     return acts, orchs.build()
 
@@ -371,6 +422,48 @@ async def test_a_child_id_taken_by_an_instance_that_ran_fails_the_child(
     assert (await client.get_instance_info("taken")).parent_instance_id is None
 
 
+async def test_default_child_ids_differ_across_continue_as_new(
+        env: tuple[Runtime, Client]) -> None:
+    _, client = env
+    st = await run(client, "rounds", "child_per_round", 0)
+    assert st.output == [20, 3]
+    children = await client.list_instances(parent_instance_id="rounds")
+    assert sorted(c.instance_id for c in children) == [
+        "rounds::sub::2", "rounds::sub::2.2", "rounds::sub::3.2"]
+    assert all(c.state is OrchestrationState.COMPLETED for c in children)
+
+
+@pytest.mark.parametrize(("how", "expected"), [
+    ("activity:surrogate", ["OSError", "cannot open caf\udce9"]),
+    ("activity:bad str", ["_BadStr", "<_BadStr: str() failed with RuntimeError>"]),
+    ("activity:exit", ["SystemExit", "3"]),
+    ("activity:exit sync", ["SystemExit", "4"]),
+    ("activity:base", ["_UserBase", "custom base"]),
+])
+async def test_odd_activity_failures_are_recorded_as_failures(
+        env: tuple[Runtime, Client], how: str, expected: list[str]) -> None:
+    _, client = env
+    st = await run(client, "odd", "raises_oddly", how)
+    assert st.state is OrchestrationState.COMPLETED, st.error
+    assert st.output == expected
+
+
+@pytest.mark.parametrize(("how", "error_type", "message"), [
+    ("surrogate", "OSError", "cannot open caf\udce9"),
+    ("bad str", "_BadStr", "<_BadStr: str() failed with RuntimeError>"),
+    ("exit", "SystemExit", "3"),
+])
+async def test_odd_orchestration_failures_fail_the_instance_not_the_worker(
+        env: tuple[Runtime, Client], how: str, error_type: str, message: str) -> None:
+    _, client = env
+    st = await run(client, "odd", "raises_oddly", how)
+    assert st.state is OrchestrationState.FAILED
+    assert st.error is not None and st.error.kind == "application"
+    assert (st.error.error_type, st.error.message) == (error_type, message)
+    again = await run(client, "after", "raises_oddly", "fine")  # the worker still runs
+    assert again.output == "no failure"
+
+
 async def test_select_loser_activity_is_told_to_stop(env: tuple[Runtime, Client]) -> None:
     _, client = env
     st = await run(client, "x1", "racer")
@@ -499,3 +592,16 @@ async def test_events_carried_over_continue_as_new_keep_arrival_order(tmp_path: 
     await store.close()
     assert st.output == ["e1", "e2"]
     assert st.state is OrchestrationState.COMPLETED
+
+
+async def test_runtime_start_refuses_a_store_it_cannot_use(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database" * 100)
+    acts, orchs = registries()
+    with pytest.raises(ProviderError):
+        await Runtime.start(SqliteProvider(junk), acts, orchs, FAST)
+    assert junk.read_bytes() == b"this is not a database" * 100  # left as it was
+    closed = SqliteProvider(tmp_path / "ok.db")
+    await closed.close()
+    with pytest.raises(ProviderError, match="closed"):
+        await Runtime.start(closed, acts, orchs, FAST)

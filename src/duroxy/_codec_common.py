@@ -1,4 +1,5 @@
-"""Shared pieces of the payload codec: the failure carrier and naming helpers.
+"""Shared pieces of the payload codec: the failure carrier, naming helpers, and the
+JSON writer that history records use too.
 
 :mod:`duroxy.codec` (encoding, the public API) and :mod:`duroxy._codec_decode` (the
 decoding plans) both raise :class:`_Fail` while they walk a value, and both name
@@ -11,6 +12,7 @@ class is recognised through ``sys.modules`` once its user has imported pydantic.
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 import typing
@@ -18,6 +20,30 @@ from collections.abc import Callable
 from typing import Any
 
 _NoneType = type(None)
+
+# One encoder object each: json.dumps(**kwargs) would build a new encoder per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_ASCII_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+
+
+def storable(text: str) -> bool:
+    """Whether ``text`` can be stored as it is: UTF-8 has no form for a lone surrogate
+    (as ``surrogateescape`` decoding leaves in a str)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def dump_json(obj: Any) -> str:
+    """Compact JSON text of a plain structure, unicode unescaped. Text holding lone
+    surrogates cannot be stored as UTF-8, so such text is written with escapes instead
+    (the same value once read)."""
+    text = _ENCODER.encode(obj)
+    return text if storable(text) else _ASCII_ENCODER.encode(obj)
 # One conversion step: a value in, its converted form out; raises _Fail on a misfit.
 _Conv = Callable[[Any], Any]
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import codec
+from ._codec_common import storable
 from ._semver import parse_semver
 from .errors import DuroxyError, ErrorDetails, InstanceNotFound
 from .history import (
@@ -84,6 +85,9 @@ def check_id(value: object, what: str) -> str:
         raise ValueError(f"{what} must be 1 to 1,024 characters long, got {len(value)}")
     if "\x00" in value:
         raise ValueError(f"{what} must not contain NUL characters")
+    if not storable(value):
+        raise ValueError(f"{what} must be valid Unicode text (it holds a lone surrogate), "
+                         f"got {value!r:.80}")
     return value
 
 

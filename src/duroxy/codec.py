@@ -58,6 +58,7 @@ from ._codec_common import (
     _NoneType,
     _short,
     _tname,
+    dump_json,
 )
 from ._codec_decode import _plan
 from .errors import PayloadError
@@ -71,9 +72,6 @@ __all__ = [
     "to_json_value",
 ]
 
-# One encoder object each: json.dumps(**kwargs) would build a new encoder per call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-_ASCII_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False)
 _PRIMITIVES: frozenset[type] = frozenset({str, int, float, bool, _NoneType})
 
 
@@ -110,29 +108,17 @@ def _is_plain(value: Any) -> bool:
     return True
 
 
-def _dump(obj: Any) -> str:
-    """JSON text of a plain structure. Text holding lone surrogates cannot be stored
-    as UTF-8, so such text is written with escapes instead (same value)."""
-    text = _ENCODER.encode(obj)
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            text = _ASCII_ENCODER.encode(obj)
-    return text
-
-
 def encode(value: Any, *, path: str = "") -> str:
     """Compact JSON text of ``value``, unicode unescaped. ``path`` names the value in
     error messages, e.g. ``"input"``."""
     try:
         if _is_plain(value):
-            return _dump(value)
+            return dump_json(value)
     except (ValueError, RecursionError):
         pass  # NaN, an over-long int, deep or cyclic: the conversion below says where
     converted = to_json_value(value, path=path)
     try:
-        return _dump(converted)
+        return dump_json(converted)
     except ValueError as exc:  # an int beyond sys.get_int_max_str_digits()
         raise PayloadError(f"cannot encode value{' at ' + path if path else ''}: {exc}") from None
 

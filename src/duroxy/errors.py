@@ -156,3 +156,12 @@ class ErrorDetails:
             error_type=str(data.get("error_type", "")),
             message=str(data.get("message", "")),
         )
+
+
+def message_of(exc: BaseException) -> str:
+    """``str(exc)`` for recording a failure; an exception whose ``str()`` itself fails
+    is described by its type, so that recording the failure cannot fail too."""
+    try:
+        return str(exc)
+    except Exception as e:
+        return f"<{type(exc).__qualname__}: str() failed with {type(e).__qualname__}>"

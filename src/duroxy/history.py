@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from ._codec_common import dump_json
 from .errors import ErrorDetails, PayloadError
 
 __all__ = [
@@ -322,8 +323,8 @@ def event_from_json(data: Any) -> HistoryEvent:
         raise PayloadError(f"malformed {kind} history event: {e}") from None
 
 
-#: one encoder for every record (json.dumps with options builds a new one per call)
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+#: records are written as payloads are (lone surrogates in a message stay storable)
+_encode = dump_json
 
 
 def encode_event(event: HistoryEvent) -> str:

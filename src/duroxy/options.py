@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import ClassVar
@@ -11,17 +12,29 @@ from typing import ClassVar
 __all__ = ["BackoffStrategy", "RetryPolicy", "RuntimeOptions", "to_seconds"]
 
 
-def to_seconds(value: timedelta | float | int, what: str = "duration") -> float:
-    """A ``timedelta`` or a number of seconds, as float seconds (never negative)."""
+def to_seconds(value: timedelta | float | int, what: str = "duration", *,
+               finite: bool = False) -> float:
+    """A ``timedelta`` or a number of seconds, as float seconds (never negative; with
+    ``finite``, never infinite either)."""
     if isinstance(value, timedelta):
         secs = value.total_seconds()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        secs = float(value)
+        try:
+            secs = float(value)
+        except OverflowError:  # an int beyond any float
+            secs = math.inf
     else:
         raise TypeError(f"{what} must be a timedelta or seconds, not {type(value).__name__}")
     if secs != secs or secs < 0:
         raise ValueError(f"{what} must be a non-negative duration, got {value!r}")
+    if finite and secs == math.inf:
+        raise ValueError(f"{what} must be a finite duration, got {value!r}")
     return secs
+
+
+def _count(value: object, what: str, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{what} must be an int >= {least}, got {value!r}")
 
 
 class BackoffStrategy(abc.ABC):
@@ -40,6 +53,9 @@ class BackoffStrategy(abc.ABC):
     class Fixed:
         delay: timedelta | float = 1.0
 
+        def __post_init__(self) -> None:
+            to_seconds(self.delay, "Fixed.delay", finite=True)
+
         def delay_after(self, attempt: int) -> float:
             return to_seconds(self.delay, "Fixed.delay")
 
@@ -47,6 +63,10 @@ class BackoffStrategy(abc.ABC):
     class Linear:
         base: timedelta | float = 1.0
         max: timedelta | float = 60.0
+
+        def __post_init__(self) -> None:
+            to_seconds(self.base, "Linear.base", finite=True)
+            to_seconds(self.max, "Linear.max", finite=True)
 
         def delay_after(self, attempt: int) -> float:
             return min(to_seconds(self.base, "Linear.base") * attempt,
@@ -57,6 +77,14 @@ class BackoffStrategy(abc.ABC):
         base: timedelta | float = 1.0
         multiplier: float = 2.0
         max: timedelta | float = 60.0
+
+        def __post_init__(self) -> None:
+            to_seconds(self.base, "Exponential.base", finite=True)
+            to_seconds(self.max, "Exponential.max", finite=True)
+            m = self.multiplier
+            if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 < m < math.inf:
+                raise ValueError(f"Exponential.multiplier must be a positive finite number, "
+                                 f"got {m!r}")
 
         def delay_after(self, attempt: int) -> float:
             base = to_seconds(self.base, "Exponential.base")
@@ -88,12 +116,11 @@ class RetryPolicy:
     timeout: timedelta | float | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be an int >= 1, got {self.max_attempts!r}")
+        _count(self.max_attempts, "max_attempts", 1)
         if not hasattr(self.backoff, "delay_after"):
             raise TypeError(f"backoff must be a BackoffStrategy, got {self.backoff!r}")
         if self.timeout is not None:
-            to_seconds(self.timeout, "timeout")
+            to_seconds(self.timeout, "timeout", finite=True)
 
     def with_backoff(self, backoff: Backoff) -> RetryPolicy:
         return dataclasses.replace(self, backoff=backoff)
@@ -154,10 +181,8 @@ class RuntimeOptions:
     cache_size: int = 1000
     worker_id: str | None = None
 
-    _POSITIVE: ClassVar[tuple[str, ...]] = (
-        "orchestration_concurrency", "activity_concurrency", "orchestration_lock_timeout",
-        "activity_lock_timeout", "max_attempts", "poll_interval", "max_poll_interval",
-        "cancel_check_interval",
+    _COUNTS: ClassVar[tuple[str, ...]] = (
+        "orchestration_concurrency", "activity_concurrency", "max_attempts",
     )
 
     _DURATIONS: ClassVar[tuple[str, ...]] = (
@@ -170,9 +195,17 @@ class RuntimeOptions:
             value = getattr(self, name)
             if isinstance(value, timedelta):
                 object.__setattr__(self, name, value.total_seconds())
-        for name in self._POSITIVE:
+        for name in self._COUNTS:
+            _count(getattr(self, name), f"RuntimeOptions.{name}", 1)
+        _count(self.cache_size, "RuntimeOptions.cache_size", 0)
+        for name in self._DURATIONS:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"RuntimeOptions.{name} must be a positive number, got {value!r}")
-        if self.cache_size < 0 or self.not_registered_backoff < 0:
-            raise ValueError("RuntimeOptions.cache_size and not_registered_backoff must be >= 0")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0 <= value < math.inf \
+                    or (value == 0 and name != "not_registered_backoff"):
+                raise ValueError(f"RuntimeOptions.{name} must be a positive finite number of "
+                                 f"seconds, got {value!r}")
+        if self.worker_id is not None and (not isinstance(self.worker_id, str)
+                                           or not self.worker_id):
+            raise ValueError(f"RuntimeOptions.worker_id must be a non-empty str or None, "
+                             f"got {self.worker_id!r}")

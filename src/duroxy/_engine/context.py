@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import codec
+from .._codec_common import storable
 from .._tracing import TraceMethods
 from ..errors import ActivityFailed
 from ..history import (
@@ -42,12 +43,16 @@ logger = logging.getLogger("duroxy.orchestration")
 
 NameOrFn = str | Callable[..., Any]
 
+#: A timer's fire time must be a time history can hold (a datetime, before year 9999).
+_LONGEST_TIMER_S = 1000 * 365.25 * 86400
+
 
 def _check_name(value: str, what: str) -> str:
     if not isinstance(value, str):  # ValueError, as the client raises for the same
         raise ValueError(f"{what} must be a str, not {type(value).__name__}")
-    if not 1 <= len(value) <= 1024 or "\x00" in value:
-        raise ValueError(f"{what} must be 1 to 1,024 characters without NUL, got {value!r:.80}")
+    if not 1 <= len(value) <= 1024 or "\x00" in value or not storable(value):
+        raise ValueError(f"{what} must be 1 to 1,024 characters without NUL or lone "
+                         f"surrogates, got {value!r:.80}")
     return value
 
 
@@ -170,6 +175,9 @@ class OrchestrationContext(TraceMethods):
 
     # ------------------------------------------------------------------ timers, events
     def _timer_future(self, delay: float) -> DurableFuture:
+        if not 0 <= delay <= _LONGEST_TIMER_S:  # also NaN; history times are datetimes
+            raise ValueError(f"timer delay must be 0 to {_LONGEST_TIMER_S:g} s (about "
+                             f"1,000 years), got {delay!r}")
         delay_ms = max(0, round(delay * 1000))
         fire_at = self._x.current_time_ms + delay_ms
         event = self._x.record(TimerCreated(fire_at=fire_at), lambda r: True)
@@ -212,7 +220,11 @@ class OrchestrationContext(TraceMethods):
         if instance_id is not None:
             _check_name(instance_id, "instance id")
         input_text = codec.encode(input)
-        child_id = instance_id or f"{self.instance_id}::sub::{self._x._next_id}"
+        # Event ids start again in each execution: past the first, the default id names
+        # the execution too, or a continue-as-new loop would reuse its children's ids.
+        execution_id = self.execution_id
+        at = f"{self._x._next_id}" if execution_id <= 1 else f"{execution_id}.{self._x._next_id}"
+        child_id = instance_id or f"{self.instance_id}::sub::{at}"
 
         def same(r: HistoryEvent) -> bool:
             assert isinstance(r, SubOrchestrationScheduled)

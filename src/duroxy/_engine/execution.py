@@ -35,6 +35,7 @@ from ..errors import (
     NonDurableAwait,
     PayloadError,
     SubOrchestrationFailed,
+    message_of,
 )
 from ..history import (
     ActivityCompleted,
@@ -381,9 +382,10 @@ class OrchestrationExecution:
                 return
             try:
                 output = codec.encode(main.result())
-            except PayloadError as e:
-                self._finish(OrchestrationFailed(error_type="PayloadError",
-                                                 message=f"cannot encode the output: {e}"))
+            except Exception as e:  # PayloadError, or a model's own serialiser failing
+                self._finish(OrchestrationFailed(
+                    error_type=type(e).__qualname__,
+                    message=f"cannot encode the output: {message_of(e)}"))
                 return
             self._finish(OrchestrationCompleted(output=output))
         elif isinstance(exc, ContinueAsNew):
@@ -394,7 +396,7 @@ class OrchestrationExecution:
         elif self._cancel_reason is not None and isinstance(exc, asyncio.CancelledError):
             self._finish(OrchestrationCancelled(reason=self._cancel_reason))
         else:
-            message = str(exc)
+            message = message_of(exc)
             if isinstance(exc, RuntimeError) and "attached to a different loop" in message:
                 message = ("orchestration code awaited a future of another event loop, which "
                            "is not durable; do such work in an activity")

@@ -88,7 +88,12 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
             while ready:
                 handle = ready.popleft()
                 if not handle._cancelled:
-                    handle._run()
+                    try:
+                        handle._run()
+                    except SystemExit:
+                        # A task re-raises SystemExit after recording it as its outcome:
+                        # the orchestration fails with it; the worker runs on.
+                        pass
         finally:
             self._running = False
             events._set_running_loop(previous)

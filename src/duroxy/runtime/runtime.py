@@ -29,7 +29,14 @@ from typing import Any
 
 from .. import codec
 from .._engine import OrchestrationExecution
-from ..errors import ErrorDetails, LockLost, NotRegistered, PayloadError
+from ..errors import (
+    ErrorDetails,
+    LockLost,
+    NotRegistered,
+    PayloadError,
+    ProviderError,
+    message_of,
+)
 from ..history import (
     ActivityCompleted,
     ActivityFailedEvent,
@@ -58,6 +65,9 @@ from .turns import build_commit, failure_commit, refuse_start
 __all__ = ["Runtime"]
 
 logger = logging.getLogger("duroxy.runtime")
+
+#: The id Runtime.start reads to see that the store works (whether it exists or not).
+_PROBE_ID = "duroxy-runtime-start-probe"
 
 # How long an instance whose lock-free commit was refused takes the locked path.
 _CONTENDED_S = 1.0
@@ -185,6 +195,15 @@ class Runtime:
                     orchestrations: OrchestrationRegistry,
                     options: RuntimeOptions | None = None) -> Runtime:
         rt = cls(provider, activities, orchestrations, options or RuntimeOptions())
+        # A store this runtime cannot use (closed, not a duroxy store, of a newer schema)
+        # fails the start rather than every fetch after it; one that is unreachable for
+        # now (a retryable error) is left to the dispatchers, which retry.
+        try:
+            await provider.get_instance(_PROBE_ID)
+        except ProviderError as e:
+            if not e.retryable:
+                raise
+            logger.warning("the store is not reachable yet (%s); retrying in the background", e)
         if not rt._long_poll:
             rt._unlisten.append(provider.listen("orchestrator", rt._orch_wake.set))
         rt._unlisten.append(provider.listen("activity", rt._act_wake.set))
@@ -574,11 +593,14 @@ class Runtime:
                 call = functools.partial(contextvars.copy_context().run, entry.fn, ctx, value)
                 result = await loop.run_in_executor(self._pool, call)
             return ActivityCompleted(source_event_id=work.event_id, result=codec.encode(result))
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit):
             raise
-        except Exception as e:
+        except BaseException as e:
+            # Any other exception fails the activity, not the worker: SystemExit and
+            # BaseException subclasses of the user's too (asyncio would re-raise them
+            # out of the event loop and stop every instance the process runs).
             return ActivityFailedEvent(source_event_id=work.event_id,
-                                       error_type=type(e).__qualname__, message=str(e))
+                                       error_type=type(e).__qualname__, message=message_of(e))
 
     async def _feed_completion(self, item: ActivityItem, event: HistoryEvent,
                                handoff: list[ActivityItem]) -> bool:

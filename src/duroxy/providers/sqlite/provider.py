@@ -301,6 +301,10 @@ def _stop_workers(*workers: ConnectionWorker) -> None:
 
 
 # ------------------------------------------------------------------ the provider
+#: SQLite takes its busy timeout in milliseconds as a C int.
+_LONGEST_BUSY_TIMEOUT_S = 2_000_000.0
+
+
 class SqliteProvider(Provider):
     """The embedded store. ``path_or_url``: a file path, ``sqlite:///relative.db``,
     ``sqlite:////abs/path.db`` or ``sqlite::memory:`` (see also :meth:`in_memory`).
@@ -333,8 +337,10 @@ class SqliteProvider(Provider):
         if sync not in _SYNC_MODES:
             raise ConfigurationError(
                 f"synchronous must be one of {', '.join(_SYNC_MODES)}, not {synchronous!r}")
-        if not busy_timeout >= 0:
-            raise ConfigurationError(f"busy_timeout must be >= 0 seconds, not {busy_timeout!r}")
+        if (isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float))
+                or not 0 <= busy_timeout <= _LONGEST_BUSY_TIMEOUT_S):
+            raise ConfigurationError(f"busy_timeout must be 0 to {_LONGEST_BUSY_TIMEOUT_S:g} "
+                                     f"seconds, not {busy_timeout!r}")
         self._config = _Config(path, sync, float(busy_timeout))
         self._listeners = _Listeners()
         self._closed = False
