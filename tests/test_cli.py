@@ -305,7 +305,15 @@ def test_missing_store_is_not_created(tmp_path: Path) -> None:
     assert proc.returncode == 5 and "no store at" in proc.stderr
     assert not db.exists()
     proc = duroxy("list", store="mysql://nowhere")
-    assert proc.returncode == 5 and "unsupported store URL" in proc.stderr
+    assert proc.returncode == 2 and "unsupported store URL" in proc.stderr
+
+
+def test_a_plain_path_is_a_sqlite_store(tmp_path: Path) -> None:
+    db = tmp_path / "plain.db"
+    assert duroxy("start", "hello", "--id", "p1", store=str(db)).returncode == 0
+    assert db.exists()
+    assert as_json(duroxy("status", "p1", "--json", store=f"sqlite:///{db}"))["state"] \
+        == "PENDING"
 
 
 def test_store_from_environment_and_default(store: str, tmp_path: Path) -> None:
@@ -358,3 +366,11 @@ def test_format_timeline_cuts_payloads() -> None:
                                     'result="done"']
     assert format_timeline([]) == ["(no events)"]
     assert len(format_timeline(events, width=0)[0]) > 200
+
+
+def test_json_without_a_json_form_is_a_usage_error(store: str) -> None:
+    for text, needle in (("NaN", "NaN is not a JSON value"),
+                         ("[1e999]", "1e999 is too large")):
+        proc = duroxy("start", "hello", "--id", "nan", "--input", text, store=store)
+        assert proc.returncode == 2 and needle in proc.stderr
+    assert duroxy("status", "nan", store=store).returncode == 3  # nothing was started

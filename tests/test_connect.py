@@ -48,3 +48,14 @@ def test_relative_sqlite_url_resolves_in_working_directory(
 
     asyncio.run(use())
     assert (tmp_path / "here.db").exists()
+
+
+def test_a_file_path_without_scheme_is_a_sqlite_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "relative").mkdir()
+    for path in (f"{tmp_path}/a.db", "relative/b.sqlite3", "c.db"):
+        store = duroxy.connect(path)
+        assert isinstance(store, SqliteProvider)
+        assert store.path is not None
+        assert Path(store.path).resolve() == (tmp_path / path).resolve()

@@ -457,3 +457,15 @@ def test_asyncio_sleep_forever_fails_clearly() -> None:
     last = d.history[-1]
     assert last.kind == "OrchestrationFailed"
     assert "timer delay" in last.message  # type: ignore[attr-defined]
+
+
+def test_a_plain_def_orchestration_fails_saying_it_must_be_async() -> None:
+    def not_async(ctx: Ctx, x: Any) -> str:
+        return "value"
+
+    d = Driver(not_async)
+    d.start()
+    last = d.history[-1]
+    assert last.kind == "OrchestrationFailed"
+    assert "must be an async def" in last.message  # type: ignore[attr-defined]
+    assert "not_async" in last.message  # type: ignore[attr-defined]

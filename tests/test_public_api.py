@@ -22,6 +22,7 @@ from duroxy import (
     Client,
     ConfigurationError,
     DuroxyError,
+    InstanceNotFound,
     OrchestrationContext,
     OrchestrationRegistry,
     OrchestrationState,
@@ -369,3 +370,20 @@ async def test_ids_with_lone_surrogates_are_refused_at_the_call(bad: str) -> Non
         await client.start_orchestration("fine", bad)
     with pytest.raises(ConfigurationError, match="surrogate"):
         ActivityRegistry.builder().register(bad, lambda ctx, x: x).build()
+
+
+async def test_client_counts_and_execution_ids_are_checked_at_the_call() -> None:
+    from duroxy.providers.memory import InMemoryProvider
+
+    client = Client(InMemoryProvider())
+    for bad in (2.5, "5", -1, True, 10**30):
+        with pytest.raises(ValueError, match="limit"):
+            await client.list_instances(limit=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="limit"):
+            await client.purge_instances(limit=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="offset"):
+        await client.list_instances(offset=-3)
+    with pytest.raises(ValueError, match="execution_id"):
+        await client.read_history("any", "1")  # type: ignore[arg-type]
+    with pytest.raises(InstanceNotFound):
+        await client.list_executions("nope")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -462,6 +463,20 @@ async def test_odd_orchestration_failures_fail_the_instance_not_the_worker(
     assert (st.error.error_type, st.error.message) == (error_type, message)
     again = await run(client, "after", "raises_oddly", "fine")  # the worker still runs
     assert again.output == "no failure"
+
+
+async def test_force_deleting_a_running_child_fails_it_for_its_parent(
+        env: tuple[Runtime, Client]) -> None:
+    _, client = env
+    await client.start_orchestration("kid-parent", "reuses_child_id", "kid")
+    for _ in range(500):  # until the child's first turn ran
+        with contextlib.suppress(InstanceNotFound):
+            if (await client.get_orchestration_status("kid")).custom_status == "waiting":
+                break
+        await asyncio.sleep(0.01)
+    assert await client.delete_instance("kid", force=True) == 1
+    st = await client.wait_for_orchestration("kid-parent", 10)
+    assert st.output == ["Deleted", "kid", "child instance 'kid' was deleted while it ran"]
 
 
 async def test_select_loser_activity_is_told_to_stop(env: tuple[Runtime, Client]) -> None:

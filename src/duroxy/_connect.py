@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from .errors import ConfigurationError
 from .providers.base import Provider
 
@@ -12,10 +14,15 @@ def connect(url: str) -> Provider:
     """Build a provider from a URL: ``sqlite:///relative.db``, ``sqlite:////abs/path.db``,
     ``sqlite::memory:``, ``memory://`` (the in-memory reference store) or
     ``postgresql://user@host/db`` (with ``?schema=name`` to pick the schema; needs the
-    ``postgres`` extra). Synchronous; nothing is opened until first use."""
+    ``postgres`` extra). A file path with no scheme (``/srv/app.db``, ``./app.db``,
+    ``app.sqlite3``) is a SQLite file. Synchronous; nothing is opened until first use."""
     if not isinstance(url, str) or not url:
         raise ConfigurationError(f"store URL must be a non-empty string, got {url!r}")
-    scheme = url.split(":", 1)[0].lower()
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if len(scheme) <= 1 and _looks_like_a_path(url):  # none, or a drive letter
+        from .providers.sqlite import SqliteProvider
+
+        return SqliteProvider(url)
     if scheme == "sqlite":
         from .providers.sqlite import SqliteProvider
 
@@ -37,3 +44,8 @@ def connect(url: str) -> Provider:
     raise ConfigurationError(
         f"unsupported store URL {url!r}: use sqlite:///path.db, sqlite::memory:, memory:// "
         "or postgresql://...")
+
+
+def _looks_like_a_path(text: str) -> bool:
+    return ("/" in text or os.sep in text
+            or text.lower().endswith((".db", ".sqlite", ".sqlite3", ".duroxy")))

@@ -300,10 +300,27 @@ def _parse_json(text: str | None, what: str) -> Any:
         except OSError as e:
             raise UsageError(f"{what}: cannot read {text[1:]!r}: {e.strerror}") from None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except json.JSONDecodeError as e:
         raise UsageError(f"{what} is not valid JSON ({e.msg} at line {e.lineno} column "
                          f"{e.colno}): {_short(text, 40)!r}") from None
+    except _NotJson as e:
+        raise UsageError(f"{what} is not valid JSON: {e}") from None
+
+
+class _NotJson(ValueError):
+    """What Python's json module accepts but JSON has no form for."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _NotJson(f"{text} is too large for a JSON number")
+    return value
 
 
 @dataclasses.dataclass
@@ -617,9 +634,9 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
     args.store_url = url
     try:
         provider = connect(url)
-    except ConfigurationError as e:
+    except ConfigurationError as e:  # a malformed --store: a bad argument
         _error(str(e))
-        return EXIT_ERROR
+        return EXIT_USAGE
     try:
         path = getattr(provider, "path", None)
         if args.command in _NEEDS_EXISTING and isinstance(path, str) and not os.path.exists(

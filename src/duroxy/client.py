@@ -21,6 +21,8 @@ from .history import (
     HistoryEvent,
     OrchestrationStarted,
     OrchestratorMessage,
+    SubOrchestrationFailedEvent,
+    SubOrchestrationScheduled,
 )
 from .options import to_seconds
 from .providers.base import TERMINAL_STATES, InstanceRecord, Provider
@@ -89,6 +91,15 @@ def check_id(value: object, what: str) -> str:
         raise ValueError(f"{what} must be valid Unicode text (it holds a lone surrogate), "
                          f"got {value!r:.80}")
     return value
+
+
+#: Counts beyond this are refused: the stores keep them as 64-bit integers.
+_MAX_COUNT = 2**63 - 1
+
+
+def _check_count(value: object, what: str, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= _MAX_COUNT:
+        raise ValueError(f"{what} must be an int >= {least}, got {value!r:.80}")
 
 
 def _decode_plain(text: str | None) -> Any:
@@ -226,8 +237,8 @@ class Client:
             state = OrchestrationState(state.upper()).value
         elif state is not None:
             state = [OrchestrationState(str(s).upper()).value for s in state]
-        if limit < 0 or offset < 0:
-            raise ValueError("limit and offset must be >= 0")
+        _check_count(limit, "limit", 0)
+        _check_count(offset, "offset", 0)
         records = await self.provider.list_instances(
             state=state, name=name, parent_instance_id=parent_instance_id, limit=limit,
             offset=offset)
@@ -237,13 +248,20 @@ class Client:
                            ) -> list[HistoryEvent]:
         """History events of the latest (or given) execution, in order."""
         check_id(instance_id, "instance id")
+        if execution_id is not None:
+            _check_count(execution_id, "execution_id", 1)
         if await self.provider.get_instance(instance_id) is None:
             raise InstanceNotFound(instance_id)
         return await self.provider.read_history(instance_id, execution_id)
 
     async def list_executions(self, instance_id: str) -> list[int]:
+        """The instance's execution ids, oldest first; ``InstanceNotFound`` for an
+        unknown id."""
         check_id(instance_id, "instance id")
-        return await self.provider.list_executions(instance_id)
+        executions = await self.provider.list_executions(instance_id)
+        if not executions and await self.provider.get_instance(instance_id) is None:
+            raise InstanceNotFound(instance_id)
+        return executions
 
     # ------------------------------------------------------------------ management
     async def delete_instance(self, instance_id: str, force: bool = False) -> int:
@@ -256,7 +274,27 @@ class Client:
         if rec.state not in TERMINAL_STATES and not force:
             raise DuroxyError(f"instance {instance_id!r} is {rec.state}; cancel it first or "
                               "pass force=True to delete it while it runs")
-        return await self.provider.delete_instance(instance_id, cascade=True)
+        deleted = await self.provider.delete_instance(instance_id, cascade=True)
+        if rec.state not in TERMINAL_STATES and rec.parent_instance_id is not None:
+            await self._tell_parent_child_deleted(rec.parent_instance_id, instance_id)
+        return deleted
+
+    async def _tell_parent_child_deleted(self, parent_id: str, child_id: str) -> None:
+        """A child deleted while it ran never replies: its parent, if it still waits for
+        it, is told the child failed (else it would wait forever)."""
+        parent = await self.provider.get_instance(parent_id)
+        if parent is None or parent.state in TERMINAL_STATES:
+            return
+        history = await self.provider.read_history(parent_id, parent.execution_id)
+        replied = {getattr(e, "source_event_id", None) for e in history}
+        waiting = [e.event_id for e in history if isinstance(e, SubOrchestrationScheduled)
+                   and e.instance_id == child_id and e.event_id not in replied]
+        for event_id in waiting:
+            await self.provider.enqueue_orchestrator_message(OrchestratorMessage(
+                parent_id, SubOrchestrationFailedEvent(
+                    source_event_id=event_id, error_type="Deleted",
+                    message=f"child instance {child_id!r} was deleted while it ran"),
+                parent.execution_id))
 
     async def purge_instances(self, *, state: str | Sequence[str] | None = None,
                               older_than: float | timedelta | None = None,
@@ -271,6 +309,8 @@ class Client:
             if not set(states) <= TERMINAL_STATES:
                 raise ValueError("only finished instances can be purged "
                                  f"({', '.join(sorted(TERMINAL_STATES))})")
+        if limit is not None:
+            _check_count(limit, "limit", 0)
         before = None if older_than is None else time.time() - to_seconds(older_than)
         return await self.provider.purge_instances(states=states, updated_before=before,
                                                    name=name, limit=limit)

@@ -24,6 +24,7 @@ import asyncio
 import collections
 import contextvars
 import dataclasses
+import inspect
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -324,7 +325,12 @@ class OrchestrationExecution:
                                            context=contextvars.Context())
 
     async def _run_main(self, value: Any) -> Any:
-        return await self.fn(self.ctx, value)
+        result = self.fn(self.ctx, value)
+        if not inspect.isawaitable(result):
+            raise TypeError(f"an orchestration must be an async def: "
+                            f"{getattr(self.fn, '__qualname__', self.fn)!r} returned "
+                            f"{type(result).__name__}, not a coroutine")
+        return await result
 
     def _complete(self, event: HistoryEvent) -> None:
         sid: int = event.source_event_id  # type: ignore[attr-defined]
