@@ -59,7 +59,8 @@ async def waits_then_extra(ctx: Ctx, _: Any) -> Any:
 CASES = [
     (other_kind, "expected activity 'reserve' at event 2, code scheduled timer"),
     (other_name, "expected activity 'reserve' at event 2, code scheduled activity 'create'"),
-    (other_input, "expected activity 'reserve' at event 2, code scheduled activity 'reserve'"),
+    (other_input, "expected activity 'reserve' at event 2, code scheduled activity 'reserve' "
+                  "with a different input '{\"n\":2}' (history: '{\"n\":1}')"),
     (missing_step, "history has activity 'reserve' at event 2, but the code ended before"),
     (extra_step, "expected timer at event 4, code scheduled activity 'audit'"),
 ]

@@ -139,6 +139,18 @@ class DurableFuture(asyncio.Future[Any]):
         return super().cancel(msg)
 
 
+def _difference(recorded: HistoryEvent, event: HistoryEvent) -> str:
+    """How a decision differs from the recorded one of the same kind and name."""
+    fields = [f.name for f in dataclasses.fields(event)
+              if f.name not in ("event_id", "ts")
+              and getattr(event, f.name, None) != getattr(recorded, f.name, None)]
+    if not fields:
+        return "other arguments"
+    parts = [f"{name} {getattr(event, name)!r:.60} (history: {getattr(recorded, name)!r:.60})"
+             for name in fields]
+    return "a different " + ", ".join(parts)
+
+
 def describe(event: HistoryEvent) -> str:
     """A person's name for a decision: ``activity 'reserve'``, ``timer`` ..."""
     match event:
@@ -506,9 +518,12 @@ class OrchestrationExecution:
         if self._decision_cursor < len(self._decisions):
             recorded = self._decisions[self._decision_cursor]
             if recorded.kind != event.kind or not same(recorded):
+                what = describe(event)
+                if what == describe(recorded):  # same kind and name: what differs is said
+                    what += f" with {_difference(recorded, event)}"
                 self._fail_nondeterminism(
                     f"expected {describe(recorded)} at event {recorded.event_id}, code "
-                    f"scheduled {describe(event)}")
+                    f"scheduled {what}")
                 raise _Nondeterministic(str(self._fatal))
             self._decision_cursor += 1
             return recorded
