@@ -287,9 +287,17 @@ async def test_the_writer_warms_up_a_moment_before_a_message_falls_due(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     warmed = _calls(monkeypatch, "warm_up")
     store = SqliteProvider(tmp_path / "t.db")
-    iid, due = await _due_later(store, 0.2)
-    items = await asyncio.wait_for(store.poll_orchestration_items(HOLD, 5, wait=20), 10)
-    assert [i.instance_id for i in items] == [iid]
+    # The thread wakes 0.6 ms before the due time to warm up, and skips the warm-up
+    # when it wakes after it: a loaded machine may wake it that late now and then.
+    for _attempt in range(3):
+        warmed.clear()
+        iid, due = await _due_later(store, 0.2)
+        items = await asyncio.wait_for(store.poll_orchestration_items(HOLD, 5, wait=20), 10)
+        assert [i.instance_id for i in items] == [iid]
+        assert len(warmed) <= 1  # never more than once
+        if warmed:
+            break
+        await store.ack_orchestration_item(items[0].lock_token, commit())
     # once, just before (the bound after allows for a slow thread wake-up)
     assert len(warmed) == 1 and due - 0.1 < warmed[0][0] < due + 0.05
     # a poll whose deadline comes before the next due time sleeps to its deadline only

@@ -170,7 +170,10 @@ def describe(event: HistoryEvent) -> str:
 
 
 class OrchestrationExecution:
-    """One execution of one orchestration instance (see the module docstring)."""
+    """One execution of one orchestration instance (see the module docstring).
+
+    Thousands live in a runtime's cache, so its attributes stay under CPython's limit
+    for key-sharing instance dicts (30): past it, each dict grows about fivefold."""
 
     def __init__(
         self,
@@ -208,8 +211,6 @@ class OrchestrationExecution:
         self._main: asyncio.Task[Any] | None = None
         self.now_us = 0
         self.current_time_ms = 0
-        #: the id of the history event being delivered (0 before the first)
-        self.current_event_id = 0
         self.is_replaying = False
         self.started: OrchestrationStarted | None = None
         self.custom_status: str | None = None
@@ -300,7 +301,7 @@ class OrchestrationExecution:
     # ================================================================ delivery
     def _deliver(self, event: HistoryEvent) -> None:
         self.current_time_ms = event.ts
-        self.current_event_id = event.event_id
+        self.loop.delivering = event.event_id
         if isinstance(event, OrchestrationStarted):
             self._start(event)
         elif isinstance(event, _COMPLETIONS):
@@ -331,10 +332,9 @@ class OrchestrationExecution:
             async def fail() -> Any:
                 raise err
 
-            self._main = self.loop.create_task(fail())
+            self._main = self.loop.main_task(fail())
             return
-        self._main = self.loop.create_task(self._run_main(value),
-                                           context=contextvars.Context())
+        self._main = self.loop.main_task(self._run_main(value), contextvars.Context())
 
     async def _run_main(self, value: Any) -> Any:
         result = self.fn(self.ctx, value)
@@ -494,7 +494,7 @@ class OrchestrationExecution:
             raise err
 
         main.cancel()
-        self._main = self.loop.create_task(fail())
+        self._main = self.loop.main_task(fail())
 
     # ================================================================ decisions
     def _append(self, event: HistoryEvent) -> HistoryEvent:

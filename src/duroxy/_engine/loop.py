@@ -74,8 +74,12 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         self.tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         #: the id of the history event being delivered when each task here finished
         #: (a select's order among futures already done; see ``completed_by``)
-        self.finished_at: weakref.WeakKeyDictionary[asyncio.Future[Any], int] = \
-            weakref.WeakKeyDictionary()
+        #: (made on first use: most orchestrations start no task of their own)
+        self.finished_at: weakref.WeakKeyDictionary[asyncio.Future[Any], int] | None = None
+        #: the id of the history event being delivered (0 before the first). Kept here,
+        #: not on the execution: one more attribute there would cost each live
+        #: orchestration a kilobyte (its instance dict would stop sharing keys).
+        self.delivering = 0
 
     # ------------------------------------------------------------------ driving
     def run_ready(self) -> None:
@@ -132,18 +136,28 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
             # ctx.schedule_*() gives futures, which asyncio.create_task and TaskGroup
             # would refuse (they want a coroutine); a task awaiting the future composes.
             coro = _awaiting(coro)
-        task = asyncio.Task(coro, loop=self, name=name, context=context)
-        self.tasks.add(task)
+        task = self.main_task(coro, context, name)
         task.add_done_callback(self._finished)
         return task
 
+    def main_task(self, coro: Any, context: contextvars.Context | None = None,
+                  name: str | None = None) -> asyncio.Task[Any]:
+        """A task of this loop that no select dates (the orchestration's own)."""
+        task = asyncio.Task(coro, loop=self, name=name, context=context)
+        self.tasks.add(task)
+        return task
+
     def _finished(self, task: asyncio.Future[Any]) -> None:
-        self.finished_at[task] = self._execution.current_event_id
+        if self.finished_at is None:
+            self.finished_at = weakref.WeakKeyDictionary()
+        self.finished_at[task] = self.delivering
 
     def completed_by(self, fut: asyncio.Future[Any]) -> int | None:
         """The id of the history event at which ``fut``, done, completed, when known."""
         by = getattr(fut, "completed_by", None)
-        return by if by is not None else self.finished_at.get(fut)
+        if by is None and self.finished_at is not None:
+            by = self.finished_at.get(fut)
+        return by
 
     def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
         pass
