@@ -194,7 +194,6 @@ class Runtime:
     async def start(cls, provider: Provider, activities: ActivityRegistry,
                     orchestrations: OrchestrationRegistry,
                     options: RuntimeOptions | None = None) -> Runtime:
-        rt = cls(provider, activities, orchestrations, options or RuntimeOptions())
         # A store this runtime cannot use (closed, not a duroxy store, of a newer schema)
         # fails the start rather than every fetch after it; one that is unreachable for
         # now (a retryable error) is left to the dispatchers, which retry.
@@ -204,6 +203,7 @@ class Runtime:
             if not e.retryable:
                 raise
             logger.warning("the store is not reachable yet (%s); retrying in the background", e)
+        rt = cls(provider, activities, orchestrations, options or RuntimeOptions())
         if not rt._long_poll:
             rt._unlisten.append(provider.listen("orchestrator", rt._orch_wake.set))
         rt._unlisten.append(provider.listen("activity", rt._act_wake.set))
