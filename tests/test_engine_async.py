@@ -225,11 +225,15 @@ def test_foreign_loop_future_fails_clearly() -> None:
         async def orch(ctx: Ctx, _: Any) -> Any:
             return await outer.create_future()
 
-        d = Driver(orch)
-        d.run()
-        last = d.history[-1]
-        assert last.kind == "OrchestrationFailed"
-        assert "another event loop" in last.message  # type: ignore[attr-defined]
+        async def gathers(ctx: Ctx, _: Any) -> Any:
+            return await asyncio.gather(ctx.schedule_timer(1), outer.create_future())
+
+        for fn in (orch, gathers):
+            d = Driver(fn)
+            d.run()
+            last = d.history[-1]
+            assert last.kind == "OrchestrationFailed"
+            assert "another event loop" in last.message  # type: ignore[attr-defined]
     finally:
         outer.close()
 

@@ -415,7 +415,9 @@ class OrchestrationExecution:
             self._finish(OrchestrationCancelled(reason=self._cancel_reason))
         else:
             message = message_of(exc)
-            if isinstance(exc, RuntimeError) and "attached to a different loop" in message:
+            if ((isinstance(exc, RuntimeError) and "attached to a different loop" in message)
+                    or (isinstance(exc, ValueError) and "belongs to a different loop" in message)):
+                # (the second: asyncio.gather or wait given a future of another loop)
                 message = ("orchestration code awaited a future of another event loop, which "
                            "is not durable; do such work in an activity")
             # An activity that failed for want of a worker (poison, not registered) fails
