@@ -382,3 +382,21 @@ def test_create_task_and_task_group_take_the_futures_of_ctx_calls() -> None:
     timer = next(e for e in d.history if e.kind == "TimerCreated")
     d.turn([TimerFired(source_event_id=timer.event_id, fire_at=0)])
     assert d.output == ["A", "B", None]
+
+
+def test_select_dates_a_join_by_the_event_that_completed_it() -> None:
+    async def orch(ctx: Ctx, _: Any) -> Any:
+        both = ctx.join(ctx.schedule_activity("a", 1), ctx.schedule_activity("b", 2))
+        timer = ctx.schedule_timer(1)
+        await ctx.schedule_timer(5)
+        index, _value = await ctx.select(timer, both)
+        return index
+
+    d = Driver(orch)
+    d.start()
+    # The join completes (event of "b"), then the 1 s timer fires, then the wait ends.
+    d.turn([ActivityCompleted(source_event_id=2, result='"A"')])
+    d.turn([ActivityCompleted(source_event_id=3, result='"B"')])
+    d.turn([TimerFired(source_event_id=4, fire_at=0)])
+    d.turn([TimerFired(source_event_id=5, fire_at=0)])
+    assert d.output == 1

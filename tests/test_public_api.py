@@ -387,3 +387,15 @@ async def test_client_counts_and_execution_ids_are_checked_at_the_call() -> None
         await client.read_history("any", "1")  # type: ignore[arg-type]
     with pytest.raises(InstanceNotFound):
         await client.list_executions("nope")
+
+
+def test_durations_beyond_a_thousand_years_are_refused_when_made() -> None:
+    from datetime import timedelta
+
+    with pytest.raises(ValueError, match="timeout"):
+        RetryPolicy(3, timeout=timedelta(days=400_000))
+    with pytest.raises(ValueError, match=r"Fixed\.delay"):
+        BackoffStrategy.Fixed(delay=1e12)
+    with pytest.raises(ValueError, match="orchestration_lock_timeout"):
+        RuntimeOptions(orchestration_lock_timeout=1e12)
+    assert RetryPolicy(3, timeout=timedelta(days=365)).timeout_seconds == 365 * 86400

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -157,3 +158,45 @@ def test_an_unresolvable_string_annotation_still_fails_the_build_naming_it() -> 
 
     with pytest.raises(PayloadError, match="NoSuchType"):
         ActivityRegistry.builder().register("broken", broken).build()
+
+
+@dataclass
+class Shadowed:
+    y: int
+
+
+async def shadowed_act(ctx: Any, s: Shadowed) -> Shadowed:
+    return s
+
+
+def test_the_registering_scope_never_shadows_the_function_own_globals() -> None:
+    Shadowed = dict  # noqa: F841 - a local of the same name as the module's class
+    entry = ActivityRegistry.builder().register("s", shadowed_act).build().get("s")
+    assert entry is not None and entry.input_type is globals()["Shadowed"]
+
+
+def test_a_function_registered_in_a_scope_is_freed_with_it() -> None:
+    import gc
+    import weakref
+
+    from duroxy import codec
+
+    def scope() -> weakref.ref[Any]:
+        @dataclass
+        class Local:
+            z: int
+
+        ballast = bytearray(10_000_000)  # noqa: F841 - what the scope also holds
+
+        async def local_act(ctx: Any, v: Local) -> Local:
+            return v
+
+        entry = ActivityRegistry.builder().register("l", local_act).build().get("l")
+        assert entry is not None and entry.input_type is Local
+        return weakref.ref(local_act)
+
+    ref = scope()
+    codec._cached_input_type.cache_clear()
+    codec._cached_output_type.cache_clear()
+    gc.collect()
+    assert ref() is None

@@ -41,6 +41,7 @@ import functools
 import inspect
 import itertools
 import json
+import re
 import types
 import typing
 import uuid
@@ -338,18 +339,25 @@ def _hint_source(fn: Any) -> Any:
 #: closure hold: the locals of the scope that registered it (a dataclass defined in a
 #: function, under ``from __future__ import annotations``), kept while the function lives.
 _SCOPES: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _remember_scope(fn: Any, scope: Mapping[str, Any]) -> None:
-    """Resolve ``fn``'s string annotations in ``scope`` too (after its closure, before
-    its globals). Only a function with string annotations keeps it."""
+    """Resolve ``fn``'s string annotations in ``scope`` too, for the names they use that
+    neither its globals nor its closure hold. Only those names are kept (not the scope,
+    which may hold ``fn`` itself and would then never be freed)."""
     source = _hint_source(fn)
     annotations = getattr(source, "__annotations__", None)
-    if not isinstance(annotations, dict) or not any(
-            isinstance(v, str) for v in annotations.values()):
+    if not isinstance(annotations, dict):
         return
-    with contextlib.suppress(TypeError):  # not weakly referenceable: globals only
-        _SCOPES[source] = dict(scope)
+    used = {name for v in annotations.values() if isinstance(v, str)
+            for name in _NAME.findall(v)}
+    known = getattr(source, "__globals__", {})
+    kept = {name: scope[name] for name in used
+            if name in scope and name not in known and scope[name] is not source}
+    if kept:
+        with contextlib.suppress(TypeError):  # not weakly referenceable: globals only
+            _SCOPES[source] = kept
 
 
 def _local_names(source: Any) -> dict[str, Any]:

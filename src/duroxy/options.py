@@ -12,10 +12,15 @@ from typing import ClassVar
 __all__ = ["BackoffStrategy", "RetryPolicy", "RuntimeOptions", "to_seconds"]
 
 
+#: The longest duration a timer, a retry setting or a lock may have: about 1,000 years
+#: (the times they lead to must stay datetimes, and within what the stores can hold).
+LONGEST_DURATION_S = 1000 * 365.25 * 86400
+
+
 def to_seconds(value: timedelta | float | int, what: str = "duration", *,
                finite: bool = False) -> float:
     """A ``timedelta`` or a number of seconds, as float seconds (never negative; with
-    ``finite``, never infinite either)."""
+    ``finite``, at most ``LONGEST_DURATION_S``)."""
     if isinstance(value, timedelta):
         secs = value.total_seconds()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -27,8 +32,9 @@ def to_seconds(value: timedelta | float | int, what: str = "duration", *,
         raise TypeError(f"{what} must be a timedelta or seconds, not {type(value).__name__}")
     if secs != secs or secs < 0:
         raise ValueError(f"{what} must be a non-negative duration, got {value!r}")
-    if finite and secs == math.inf:
-        raise ValueError(f"{what} must be a finite duration, got {value!r}")
+    if finite and secs > LONGEST_DURATION_S:
+        raise ValueError(f"{what} must be at most {LONGEST_DURATION_S:g} s (about 1,000 "
+                         f"years), got {value!r}")
     return secs
 
 
@@ -201,10 +207,10 @@ class RuntimeOptions:
         for name in self._DURATIONS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not 0 <= value < math.inf \
+                    or not 0 <= value <= LONGEST_DURATION_S \
                     or (value == 0 and name != "not_registered_backoff"):
-                raise ValueError(f"RuntimeOptions.{name} must be a positive finite number of "
-                                 f"seconds, got {value!r}")
+                raise ValueError(f"RuntimeOptions.{name} must be a positive number of "
+                                 f"seconds up to {LONGEST_DURATION_S:g}, got {value!r}")
         if self.worker_id is not None and (not isinstance(self.worker_id, str)
                                            or not self.worker_id):
             raise ValueError(f"RuntimeOptions.worker_id must be a non-empty str or None, "

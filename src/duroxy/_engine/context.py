@@ -31,11 +31,12 @@ from ..history import (
     TimerCreated,
     UtcNowRecorded,
 )
-from ..options import RetryPolicy, to_seconds
+from ..options import LONGEST_DURATION_S, RetryPolicy, to_seconds
 from .execution import ContinueAsNew, DurableFuture
 
 if TYPE_CHECKING:
     from .execution import OrchestrationExecution
+    from .loop import DeterministicLoop
 
 __all__ = ["OrchestrationContext"]
 
@@ -43,8 +44,6 @@ logger = logging.getLogger("duroxy.orchestration")
 
 NameOrFn = str | Callable[..., Any]
 
-#: A timer's fire time must be a time history can hold (a datetime, before year 9999).
-_LONGEST_TIMER_S = 1000 * 365.25 * 86400
 
 
 def _check_name(value: str, what: str) -> str:
@@ -54,6 +53,25 @@ def _check_name(value: str, what: str) -> str:
         raise ValueError(f"{what} must be 1 to 1,024 characters without NUL or lone "
                          f"surrogates, got {value!r:.80}")
     return value
+
+
+class _Dated(asyncio.Future[Any]):
+    """The future of a select or join: dated, like the futures it waits for, by the
+    history event being delivered when it completed (another select's order among
+    futures already done)."""
+
+    def __init__(self, loop: DeterministicLoop) -> None:
+        super().__init__(loop=loop)
+        self._dloop = loop
+        self.completed_by: int | None = None
+
+    def set_result(self, result: Any) -> None:
+        self.completed_by = self._dloop.delivering
+        super().set_result(result)
+
+    def set_exception(self, exception: type | BaseException) -> None:
+        self.completed_by = self._dloop.delivering
+        super().set_exception(exception)
 
 
 class OrchestrationContext(TraceMethods):
@@ -175,8 +193,8 @@ class OrchestrationContext(TraceMethods):
 
     # ------------------------------------------------------------------ timers, events
     def _timer_future(self, delay: float) -> DurableFuture:
-        if not 0 <= delay <= _LONGEST_TIMER_S:  # also NaN; history times are datetimes
-            raise ValueError(f"timer delay must be 0 to {_LONGEST_TIMER_S:g} s (about "
+        if not 0 <= delay <= LONGEST_DURATION_S:  # also NaN; history times are datetimes
+            raise ValueError(f"timer delay must be 0 to {LONGEST_DURATION_S:g} s (about "
                              f"1,000 years), got {delay!r}")
         delay_ms = max(0, round(delay * 1000))
         fire_at = self._x.current_time_ms + delay_ms
@@ -282,7 +300,7 @@ class OrchestrationContext(TraceMethods):
             raise ValueError("select needs at least one future")
         loop = self._x.loop
         futs = [asyncio.ensure_future(f, loop=loop) for f in futures]
-        outer: asyncio.Future[tuple[int, Any]] = loop.create_future()
+        outer = _Dated(loop)
 
         def won(index: int, fut: asyncio.Future[Any]) -> None:
             if outer.done():
@@ -330,7 +348,7 @@ class OrchestrationContext(TraceMethods):
             futures = tuple(futures[0])
         loop = self._x.loop
         futs = [asyncio.ensure_future(f, loop=loop) for f in futures]
-        outer: asyncio.Future[list[Any]] = loop.create_future()
+        outer = _Dated(loop)
         if not futs:
             outer.set_result([])
             return outer

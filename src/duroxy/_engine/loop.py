@@ -92,12 +92,9 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
             while ready:
                 handle = ready.popleft()
                 if not handle._cancelled:
-                    try:
-                        handle._run()
-                    except SystemExit:
-                        # A task re-raises SystemExit after recording it as its outcome:
-                        # the orchestration fails with it; the worker runs on.
-                        pass
+                    # SystemExit and KeyboardInterrupt propagate, as asyncio lets them:
+                    # a signal handler's sys.exit() may land in any turn.
+                    handle._run()
         finally:
             self._running = False
             events._set_running_loop(previous)

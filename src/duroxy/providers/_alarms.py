@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import logging
 import math
 import os
 import threading
@@ -31,6 +32,8 @@ from collections.abc import Callable
 from .base import DUE_SLACK_S
 
 __all__ = ["DueAlarms"]
+
+_log = logging.getLogger("duroxy.runtime")
 
 
 class DueAlarms:
@@ -121,7 +124,10 @@ class _Clock:
             # Outside the lock: waking a loop takes a system call, and an owner setting
             # an alarm meanwhile must not wait for it.
             for _due, _seq, owner, loop, gen in due.values():
-                owner._ring(loop, gen)
+                try:
+                    owner._ring(loop, gen)
+                except Exception:  # pragma: no cover - the one alarm thread must live on
+                    _log.exception("handing a due-time alarm to its event loop failed")
 
 
 _CLOCK = _Clock()

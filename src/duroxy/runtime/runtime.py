@@ -590,15 +590,20 @@ class Runtime:
                 result = await entry.fn(ctx, value)
             else:
                 loop = asyncio.get_running_loop()
-                call = functools.partial(contextvars.copy_context().run, entry.fn, ctx, value)
+                call = functools.partial(_in_thread, contextvars.copy_context(), entry.fn,
+                                         ctx, value)
                 result = await loop.run_in_executor(self._pool, call)
             return ActivityCompleted(source_event_id=work.event_id, result=codec.encode(result))
-        except (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit):
+        except _ExitInThread as e:
+            return ActivityFailedEvent(source_event_id=work.event_id, error_type="SystemExit",
+                                       message=message_of(e.exit))
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit):
+            # On this thread SystemExit may be a signal handler's sys.exit(): it stops
+            # the worker, as it would without duroxy; the activity runs again elsewhere.
             raise
         except BaseException as e:
-            # Any other exception fails the activity, not the worker: SystemExit and
-            # BaseException subclasses of the user's too (asyncio would re-raise them
-            # out of the event loop and stop every instance the process runs).
+            # Any other exception fails the activity, not the worker: a user's own
+            # BaseException subclass too (asyncio would re-raise it out of the loop).
             return ActivityFailedEvent(source_event_id=work.event_id,
                                        error_type=type(e).__qualname__, message=message_of(e))
 
@@ -695,12 +700,30 @@ class Runtime:
             await asyncio.sleep(interval)
 
 
+class _ExitInThread(Exception):
+    """A plain ``def`` activity called ``sys.exit()``: signals never reach a worker
+    thread, so that exit is the activity's own doing and fails only the activity."""
+
+    def __init__(self, exit: SystemExit) -> None:
+        super().__init__(exit)
+        self.exit = exit
+
+
+def _in_thread(context: contextvars.Context, fn: Any, ctx: ActivityContext, value: Any
+               ) -> Any:
+    try:
+        return context.run(fn, ctx, value)
+    except SystemExit as e:
+        raise _ExitInThread(e) from None
+
+
 def _refusals(iid: str, inst: InstanceRecord | None, messages: list[OrchestratorMessage],
               started: OrchestrationStarted | None) -> list[OrchestratorMessage]:
     """Replies to parents that started a child under the id of this instance, which has
-    run already (a start it is not running: a finished instance's, or a first execution's
-    while another runs). A start for an instance that never ran is its own."""
-    if inst is None or not inst.history_len:
+    run already, or is about to run another parent's start (a start it is not running:
+    a finished instance's, a first execution's while another runs or starts). With no
+    start chosen and nothing run, the start among the messages is the instance's own."""
+    if inst is None or (not inst.history_len and started is None):
         return []
     return [reply for m in messages
             if isinstance(m.event, OrchestrationStarted) and m.event is not started
