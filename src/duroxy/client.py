@@ -290,11 +290,12 @@ class Client:
         waiting = [e.event_id for e in history if isinstance(e, SubOrchestrationScheduled)
                    and e.instance_id == child_id and e.event_id not in replied]
         for event_id in waiting:
-            await self.provider.enqueue_orchestrator_message(OrchestratorMessage(
-                parent_id, SubOrchestrationFailedEvent(
-                    source_event_id=event_id, error_type="Deleted",
-                    message=f"child instance {child_id!r} was deleted while it ran"),
-                parent.execution_id))
+            with contextlib.suppress(InstanceNotFound):  # the parent went meanwhile
+                await self.provider.enqueue_orchestrator_message(OrchestratorMessage(
+                    parent_id, SubOrchestrationFailedEvent(
+                        source_event_id=event_id, error_type="Deleted",
+                        message=f"child instance {child_id!r} was deleted while it ran"),
+                    parent.execution_id))
 
     async def purge_instances(self, *, state: str | Sequence[str] | None = None,
                               older_than: float | timedelta | None = None,
