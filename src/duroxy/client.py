@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import codec
-from ._codec_common import storable
+from ._names import name_problem
 from ._semver import parse_semver
 from .errors import DuroxyError, ErrorDetails, InstanceNotFound
 from .history import (
@@ -24,7 +24,7 @@ from .history import (
     SubOrchestrationFailedEvent,
     SubOrchestrationScheduled,
 )
-from .options import to_seconds
+from .options import check_count, to_seconds
 from .providers.base import TERMINAL_STATES, InstanceRecord, Provider
 
 __all__ = ["Client", "InstanceInfo", "OrchestrationState", "OrchestrationStatus"]
@@ -81,25 +81,11 @@ class InstanceInfo:
 
 
 def check_id(value: object, what: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be a str, not {type(value).__name__}")
-    if not 1 <= len(value) <= 1024:
-        raise ValueError(f"{what} must be 1 to 1,024 characters long, got {len(value)}")
-    if "\x00" in value:
-        raise ValueError(f"{what} must not contain NUL characters")
-    if not storable(value):
-        raise ValueError(f"{what} must be valid Unicode text (it holds a lone surrogate), "
-                         f"got {value!r:.80}")
+    problem = name_problem(value)
+    if problem is not None:
+        raise ValueError(f"{what} {problem}")
+    assert isinstance(value, str)
     return value
-
-
-#: Counts beyond this are refused: the stores keep them as 64-bit integers.
-_MAX_COUNT = 2**63 - 1
-
-
-def _check_count(value: object, what: str, least: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= _MAX_COUNT:
-        raise ValueError(f"{what} must be an int >= {least}, got {value!r:.80}")
 
 
 def _decode_plain(text: str | None) -> Any:
@@ -237,8 +223,8 @@ class Client:
             state = OrchestrationState(state.upper()).value
         elif state is not None:
             state = [OrchestrationState(str(s).upper()).value for s in state]
-        _check_count(limit, "limit", 0)
-        _check_count(offset, "offset", 0)
+        check_count(limit, "limit", 0)
+        check_count(offset, "offset", 0)
         records = await self.provider.list_instances(
             state=state, name=name, parent_instance_id=parent_instance_id, limit=limit,
             offset=offset)
@@ -249,7 +235,7 @@ class Client:
         """History events of the latest (or given) execution, in order."""
         check_id(instance_id, "instance id")
         if execution_id is not None:
-            _check_count(execution_id, "execution_id", 1)
+            check_count(execution_id, "execution_id", 1)
         if await self.provider.get_instance(instance_id) is None:
             raise InstanceNotFound(instance_id)
         return await self.provider.read_history(instance_id, execution_id)
@@ -311,7 +297,7 @@ class Client:
                 raise ValueError("only finished instances can be purged "
                                  f"({', '.join(sorted(TERMINAL_STATES))})")
         if limit is not None:
-            _check_count(limit, "limit", 0)
+            check_count(limit, "limit", 0)
         before = None if older_than is None else time.time() - to_seconds(older_than)
         return await self.provider.purge_instances(states=states, updated_before=before,
                                                    name=name, limit=limit)

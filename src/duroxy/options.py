@@ -38,9 +38,14 @@ def to_seconds(value: timedelta | float | int, what: str = "duration", *,
     return secs
 
 
-def _count(value: object, what: str, least: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ValueError(f"{what} must be an int >= {least}, got {value!r}")
+#: Counts beyond this are refused: the stores keep them as 64-bit integers.
+_MAX_COUNT = 2**63 - 1
+
+
+def check_count(value: object, what: str, least: int) -> None:
+    """``ValueError`` unless ``value`` is an int (not a bool) from ``least`` up."""
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= _MAX_COUNT:
+        raise ValueError(f"{what} must be an int >= {least}, got {value!r:.80}")
 
 
 class BackoffStrategy(abc.ABC):
@@ -122,7 +127,7 @@ class RetryPolicy:
     timeout: timedelta | float | None = None
 
     def __post_init__(self) -> None:
-        _count(self.max_attempts, "max_attempts", 1)
+        check_count(self.max_attempts, "max_attempts", 1)
         if not hasattr(self.backoff, "delay_after"):
             raise TypeError(f"backoff must be a BackoffStrategy, got {self.backoff!r}")
         if self.timeout is not None:
@@ -202,8 +207,8 @@ class RuntimeOptions:
             if isinstance(value, timedelta):
                 object.__setattr__(self, name, value.total_seconds())
         for name in self._COUNTS:
-            _count(getattr(self, name), f"RuntimeOptions.{name}", 1)
-        _count(self.cache_size, "RuntimeOptions.cache_size", 0)
+            check_count(getattr(self, name), f"RuntimeOptions.{name}", 1)
+        check_count(self.cache_size, "RuntimeOptions.cache_size", 0)
         for name in self._DURATIONS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import codec
-from .._codec_common import storable
+from .._names import name_problem
 from .._tracing import TraceMethods
 from ..errors import ActivityFailed
 from ..history import (
@@ -47,11 +47,9 @@ NameOrFn = str | Callable[..., Any]
 
 
 def _check_name(value: str, what: str) -> str:
-    if not isinstance(value, str):  # ValueError, as the client raises for the same
-        raise ValueError(f"{what} must be a str, not {type(value).__name__}")
-    if not 1 <= len(value) <= 1024 or "\x00" in value or not storable(value):
-        raise ValueError(f"{what} must be 1 to 1,024 characters without NUL or lone "
-                         f"surrogates, got {value!r:.80}")
+    problem = name_problem(value)
+    if problem is not None:  # ValueError, as the client raises for the same
+        raise ValueError(f"{what} {problem}")
     return value
 
 

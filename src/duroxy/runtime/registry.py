@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
 from .. import codec
-from .._codec_common import storable
+from .._names import name_problem
 from .._semver import parse_semver
 from ..errors import ConfigurationError, NotRegistered
 
@@ -31,10 +31,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_VERSION = "1.0.0"
 
 def _check_name(name: str, what: str) -> None:
-    if (not isinstance(name, str) or not 1 <= len(name) <= 1024 or "\x00" in name
-            or not storable(name)):
-        raise ConfigurationError(f"{what} name must be a str of 1 to 1,024 characters "
-                                 f"without NUL or lone surrogates, got {name!r:.80}")
+    problem = name_problem(name)
+    if problem is not None:
+        raise ConfigurationError(f"{what} name {problem}: {name!r:.80}")
 
 
 def _check_callable(fn: Any, what: str, name: str) -> None:

@@ -52,7 +52,6 @@ from ..providers.base import (
     DUE_RETRY_S,
     TERMINAL_STATES,
     ActivityItem,
-    InstanceRecord,
     OrchestrationCommit,
     OrchestrationItem,
     Provider,
@@ -60,7 +59,7 @@ from ..providers.base import (
 )
 from .activity import ActivityContext
 from .registry import ActivityRegistry, OrchestrationRegistry
-from .turns import build_commit, failure_commit, refuse_start
+from .turns import build_commit, failure_commit, refusals
 
 __all__ = ["Runtime"]
 
@@ -341,7 +340,7 @@ class Runtime:
         if inst is None or inst.state in TERMINAL_STATES:
             # Nothing to run: messages for unknown or finished instances are consumed.
             noop = _noop_commit(item)
-            noop.messages.extend(_refusals(iid, inst, messages, None))
+            noop.messages.extend(refusals(iid, inst, messages, None))
             await provider.ack_orchestration_item(item.lock_token, noop)
             return False
         bad = next((m for m in item.messages if m.message is None), None)
@@ -411,7 +410,7 @@ class Runtime:
                 await provider.ack_orchestration_item(item.lock_token, _noop_commit(item))
                 return False
             commit = build_commit(iid, execution.started, result)
-            commit.messages.extend(_refusals(iid, inst, messages, started))
+            commit.messages.extend(refusals(iid, inst, messages, started))
             if acked_activity is not None:
                 commit.acked_activities.append(acked_activity)
             self._claim(commit, handoff is not None)
@@ -715,20 +714,6 @@ def _in_thread(context: contextvars.Context, fn: Any, ctx: ActivityContext, valu
         return context.run(fn, ctx, value)
     except SystemExit as e:
         raise _ExitInThread(e) from None
-
-
-def _refusals(iid: str, inst: InstanceRecord | None, messages: list[OrchestratorMessage],
-              started: OrchestrationStarted | None) -> list[OrchestratorMessage]:
-    """Replies to parents that started a child under the id of this instance, which has
-    run already, or is about to run another parent's start (a start it is not running:
-    a finished instance's, a first execution's while another runs or starts). With no
-    start chosen and nothing run, the start among the messages is the instance's own."""
-    if inst is None or (not inst.history_len and started is None):
-        return []
-    return [reply for m in messages
-            if isinstance(m.event, OrchestrationStarted) and m.event is not started
-            and m.event.execution_id == 1  # a child's start (later ones: continue-as-new)
-            and (reply := refuse_start(iid, m.event)) is not None]
 
 
 def _noop_commit(item: OrchestrationItem) -> OrchestrationCommit:

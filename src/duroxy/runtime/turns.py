@@ -30,7 +30,7 @@ from ..history import (
     TimerCreated,
     TimerFired,
 )
-from ..providers.base import OrchestrationCommit
+from ..providers.base import InstanceRecord, OrchestrationCommit
 
 __all__ = ["build_commit", "failure_commit", "reply_to_parent"]
 
@@ -56,14 +56,23 @@ def reply_to_parent(started: OrchestrationStarted | None, terminal: HistoryEvent
     return OrchestratorMessage(started.parent_instance_id, event, started.parent_execution_id)
 
 
-def refuse_start(instance_id: str, event: OrchestrationStarted) -> OrchestratorMessage | None:
-    """The reply to a parent whose child's id is taken by an instance that has run
-    already: the child fails to start, as ``Client.start_orchestration`` would."""
-    if event.parent_instance_id is None or event.parent_event_id is None:
-        return None
-    return OrchestratorMessage(event.parent_instance_id, SubOrchestrationFailedEvent(
-        source_event_id=event.parent_event_id, error_type="InstanceAlreadyExists",
-        message=f"instance {instance_id!r} already exists"), event.parent_execution_id)
+def refusals(instance_id: str, inst: InstanceRecord | None,
+             messages: Sequence[OrchestratorMessage], started: OrchestrationStarted | None
+             ) -> list[OrchestratorMessage]:
+    """Replies to parents that started a child under the id of this instance, which has
+    run already or is about to run another start (a start it is not running: a finished
+    instance's, a first execution's while another runs or starts): the child fails to
+    start, as ``Client.start_orchestration`` would. With no start chosen and nothing
+    run, the start among the messages is the instance's own."""
+    if inst is None or (not inst.history_len and started is None):
+        return []
+    return [OrchestratorMessage(ev.parent_instance_id, SubOrchestrationFailedEvent(
+                source_event_id=ev.parent_event_id, error_type="InstanceAlreadyExists",
+                message=f"instance {instance_id!r} already exists"), ev.parent_execution_id)
+            for m in messages if isinstance(ev := m.event, OrchestrationStarted)
+            and ev is not started
+            and ev.execution_id == 1  # a child's start (later ones: continue-as-new)
+            and ev.parent_instance_id is not None and ev.parent_event_id is not None]
 
 
 def _state_of(terminal: HistoryEvent | None) -> str:
