@@ -226,6 +226,10 @@ async def main(argv: list[str]) -> int:
     p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list of "
                    + ", ".join(WORKLOADS))
     args = p.parse_args(argv)
+    unknown = [w for w in args.workloads.split(",") if w not in WORKLOADS] + [
+        k for k in args.store.split(",") if k not in ("sqlite", "memory", "postgres")]
+    if unknown:
+        p.error(f"unknown workload or store: {', '.join(unknown)}")
     rows: list[tuple[str, str, float]] = []
     with tempfile.TemporaryDirectory(prefix="duroxy-bench-") as tmp:
         for kind in args.store.split(","):

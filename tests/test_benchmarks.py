@@ -1,0 +1,34 @@
+"""benchmarks/run.py, the user's one command for the workloads, runs and prints its table
+(the figures themselves are judged in docs/performance.md, never here)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(RUN), *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_every_workload_runs_and_lands_in_the_table(store: str) -> None:
+    proc = _run("--store", store, "--workloads", "W1,W2,W3,W4,W5")
+    assert proc.returncode == 0, proc.stderr
+    rows = re.findall(rf"^\| {store} \| (W\d) [^|]*\| ([0-9.]+) \|$", proc.stdout, re.M)
+    assert [w for w, _ in rows] == ["W1", "W2", "W3", "W4", "W5"]
+    assert all(float(v) > 0 for _, v in rows)
+
+
+def test_an_unknown_workload_or_store_is_named() -> None:
+    proc = _run("--workloads", "W1,W9")
+    assert proc.returncode == 2 and "W9" in proc.stderr
+    proc = _run("--store", "mysql")
+    assert proc.returncode == 2 and "mysql" in proc.stderr
