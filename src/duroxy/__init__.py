@@ -7,6 +7,7 @@ once. See the README for a guide and ``API.md`` for the contract.
 
 from ._connect import connect
 from ._engine import OrchestrationContext
+from ._limits import MAX_CARRY_FORWARD_EVENTS
 from .client import Client, InstanceInfo, OrchestrationState, OrchestrationStatus
 from .errors import (
     ActivityFailed,
@@ -29,6 +30,7 @@ from .runtime import ActivityContext, ActivityRegistry, OrchestrationRegistry, R
 __version__ = "0.1.0"
 
 __all__ = [
+    "MAX_CARRY_FORWARD_EVENTS",
     "ActivityContext",
     "ActivityFailed",
     "ActivityRegistry",

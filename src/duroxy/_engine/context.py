@@ -194,8 +194,11 @@ class OrchestrationContext(TraceMethods):
         if not 0 <= delay <= LONGEST_DURATION_S:  # also NaN; history times are datetimes
             raise ValueError(f"timer delay must be 0 to {LONGEST_DURATION_S:g} s (about "
                              f"1,000 years), got {delay!r}")
-        delay_ms = max(0, round(delay * 1000))
-        fire_at = self._x.current_time_ms + delay_ms
+        # Rounded up to the millisecond history keeps, never down: a timer fires no
+        # earlier than asked. (Whole microseconds first: a delay computed as a
+        # difference of loop times carries float noise far below a microsecond.)
+        delay_us = round(delay * 1_000_000)
+        fire_at = self._x.current_time_ms + -(-delay_us // 1000)
         event = self._x.record(TimerCreated(fire_at=fire_at), lambda r: True)
         return self._x.open_future("timer", event)
 
@@ -382,8 +385,11 @@ class OrchestrationContext(TraceMethods):
         return fut
 
     def utcnow(self) -> asyncio.Future[datetime]:
-        """The current time, recorded once in history and replayed after (awaitable)."""
-        value_us = self._x.now_us
+        """The current time, recorded once in history and replayed after (awaitable).
+
+        It is the orchestration's clock (see ``OrchestrationExecution._stamp``): the
+        time of the event the code resumed on, which timers and ``loop.time()`` share."""
+        value_us = self._x.current_time_ms * 1000
         event = self._x.record(UtcNowRecorded(value_us=value_us), lambda r: True)
         recorded = event.value_us  # type: ignore[attr-defined]
         return self._ready(datetime.fromtimestamp(recorded / 1_000_000, UTC))

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import codec
+from .._limits import MAX_CARRY_FORWARD_EVENTS
 from ..errors import (
     ActivityFailed,
     NondeterminismError,
@@ -89,7 +90,9 @@ class TurnResult:
     abandoned; ``cancelled_children`` are instance ids of child orchestrations to cancel.
     ``undelivered`` are message events that arrived after the execution ended and, when
     it continued as new, the external events it received but never waited for, in
-    arrival order (the runtime carries external events over to the next execution).
+    arrival order (the runtime carries external events over to the next execution), at
+    most ``MAX_CARRY_FORWARD_EVENTS`` of them: the oldest. ``dropped`` are the newer
+    ones past that cap, which the next execution never sees.
     """
 
     new_events: list[HistoryEvent]
@@ -97,6 +100,7 @@ class TurnResult:
     cancelled_children: list[str]
     undelivered: list[HistoryEvent]
     custom_status: str | None
+    dropped: list[HistoryEvent] = dataclasses.field(default_factory=list)
 
     @property
     def terminal(self) -> HistoryEvent | None:
@@ -209,7 +213,6 @@ class OrchestrationExecution:
         self._cancel_reason: str | None = None
         self._terminal: HistoryEvent | None = None
         self._main: asyncio.Task[Any] | None = None
-        self.now_us = 0
         self.current_time_ms = 0
         self.is_replaying = False
         self.started: OrchestrationStarted | None = None
@@ -224,7 +227,6 @@ class OrchestrationExecution:
         self._new = []
         self._cancelled_activities = []
         self._cancelled_children = []
-        self.now_us = now_us
         now_ms = now_us // 1000
         if self._terminal is None:
             self._replay()
@@ -234,12 +236,8 @@ class OrchestrationExecution:
                 if isinstance(event, EventRaised):
                     undelivered.append(event)
                 continue
-            # A message may carry the time it happened (a start: when the client asked);
-            # it is kept when it keeps history's times in order and is not in the
-            # future, so a first turn's timers count from the start, not from the turn.
-            last_ts = self.history[-1].ts if self.history else 0
-            ts = event.ts if event.ts and last_ts <= event.ts <= now_ms else now_ms
-            stamped = dataclasses.replace(event, event_id=self._next_id, ts=ts)
+            stamped = dataclasses.replace(event, event_id=self._next_id,
+                                          ts=self._stamp(event, now_ms))
             self._next_id += 1
             self.history.append(stamped)
             self._replayed = len(self.history)
@@ -256,8 +254,31 @@ class OrchestrationExecution:
             kept = sorted((e for q in self._buffered.values() for e in q),
                           key=lambda e: e.event_id)
             undelivered[:0] = [dataclasses.replace(e, event_id=0) for e in kept]
+            # Carried in arrival order up to the cap; an execution that never reads some
+            # event name must not carry a growing pile of them forever.
+            dropped = undelivered[MAX_CARRY_FORWARD_EVENTS:]
+            del undelivered[MAX_CARRY_FORWARD_EVENTS:]
+        else:
+            dropped = []
         return TurnResult(list(self._new), self._cancelled_activities, self._cancelled_children,
-                          undelivered, self.custom_status)
+                          undelivered, self.custom_status, dropped)
+
+    def _stamp(self, event: HistoryEvent, now_ms: int) -> int:
+        """The orchestration time at which a new event happens.
+
+        The orchestration's clock is the time of the event being delivered: ``utcnow()``,
+        ``loop.time()`` and new timers' fire times all read it, so they never disagree.
+        It never runs backwards (history's times stay in order), and a timer fires no
+        earlier than its fire time, whatever the store's clock said when it released
+        the message: so ``utcnow()`` after a timer of ``d`` is at least ``d`` later than
+        before it. A message may carry the time it happened (a start: when the client
+        asked); that time is kept when it is not in the future, so a first turn's timers
+        count from the start, not from the turn."""
+        last_ts = self.history[-1].ts if self.history else 0
+        ts = event.ts if event.ts and event.ts <= now_ms else now_ms
+        if isinstance(event, TimerFired):
+            ts = max(ts, event.fire_at)
+        return max(ts, last_ts)
 
     @property
     def finished(self) -> bool:

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import codec
-from .._engine import OrchestrationExecution
+from .._engine import OrchestrationExecution, TurnResult
+from .._limits import MAX_CARRY_FORWARD_EVENTS
 from ..errors import (
     ErrorDetails,
     LockLost,
@@ -44,6 +45,7 @@ from ..history import (
     HistoryEvent,
     OrchestrationStarted,
     OrchestratorMessage,
+    TimerFired,
 )
 from ..options import RuntimeOptions
 from ..providers._alarms import DueAlarms
@@ -64,6 +66,8 @@ from .turns import build_commit, failure_commit, refusals
 __all__ = ["Runtime"]
 
 logger = logging.getLogger("duroxy.runtime")
+# What concerns one orchestration's own behaviour is logged where its traces go.
+_orchestration_log = logging.getLogger("duroxy.orchestration")
 
 #: The id Runtime.start reads to see that the store works (whether it exists or not).
 _PROBE_ID = "duroxy-runtime-start-probe"
@@ -335,8 +339,8 @@ class Runtime:
         iid = item.instance_id
         inst = item.instance
         provider = self.provider
-        now_us = time.time_ns() // 1000
         messages = [m.message for m in item.messages if m.message is not None]
+        now_us = await self._not_before_timers(messages)
         if inst is None or inst.state in TERMINAL_STATES:
             # Nothing to run: messages for unknown or finished instances are consumed.
             noop = _noop_commit(item)
@@ -422,7 +426,22 @@ class Runtime:
         finally:
             self._in_turn.discard(iid)
         await self._after_commit(iid, execution, execution_id, commit, claimed, handoff)
+        _report_dropped(iid, result)
         return True
+
+    async def _not_before_timers(self, messages: list[OrchestratorMessage]) -> int:
+        """The turn's time (epoch µs), once every timer among ``messages`` is due by
+        this host's clock. A store that compares due times with a clock of its own may
+        release a timer a moment early; the turn then waits (briefly: within its lock)
+        so that no timer's turn runs before its fire time."""
+        now_us = time.time_ns() // 1000
+        due_us = max((m.event.fire_at * 1000 for m in messages
+                      if isinstance(m.event, TimerFired)), default=0)
+        if due_us > now_us:
+            await asyncio.sleep(min((due_us - now_us) / 1e6,
+                                    self.options.orchestration_lock_timeout / 2))
+            now_us = max(time.time_ns() // 1000, due_us)
+        return now_us
 
     def _claim(self, commit: OrchestrationCommit, handoff: bool = False) -> None:
         """Ask the store to hand back the activities this turn schedules, locked, so this
@@ -671,6 +690,7 @@ class Runtime:
             self._in_turn.discard(iid)
         await self._after_commit(iid, execution, cached.execution_id, commit, claimed,
                                  handoff)
+        _report_dropped(iid, result)
         return True
 
     async def _complete_activity(self, item: Any, event: HistoryEvent) -> None:
@@ -714,6 +734,16 @@ def _in_thread(context: contextvars.Context, fn: Any, ctx: ActivityContext, valu
         return context.run(fn, ctx, value)
     except SystemExit as e:
         raise _ExitInThread(e) from None
+
+
+def _report_dropped(instance_id: str, result: TurnResult) -> None:
+    """One warning per message a continue-as-new could not carry (past the cap)."""
+    for event in result.dropped:
+        _orchestration_log.warning(
+            "instance %r continued as new with more than %d unread messages: dropped "
+            "event %r (raised but never waited for; only the oldest %d are carried)",
+            instance_id, MAX_CARRY_FORWARD_EVENTS, getattr(event, "name", event.kind),
+            MAX_CARRY_FORWARD_EVENTS)
 
 
 def _noop_commit(item: OrchestrationItem) -> OrchestrationCommit:
