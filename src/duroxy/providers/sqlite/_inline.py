@@ -7,9 +7,6 @@ nothing stands in the way; otherwise it declines and the caller hands the read o
 usual. It declines when
 
 * another thread is using its connection (it never waits for it);
-* the writer handed out an early result whose transaction has not landed yet (a read
-  must not see a state older than a result this process was already given, and waiting
-  for the disk would stall the caller's event loop);
 * SQLite reports the file busy (the connection has no busy timeout, so it never sleeps).
 
 Only reads of bounded size belong here: the caller's event loop runs nothing else
@@ -25,7 +22,6 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from ._tx import Tx, is_busy, provider_error
-from ._worker import ConnectionWorker
 
 __all__ = ["DECLINED", "Declined", "InlineReader"]
 
@@ -47,13 +43,10 @@ DECLINED = Declined()
 
 class InlineReader:
     """A read-only connection for reads on the caller's thread, opened by ``opener`` on
-    first use (usable from any thread, with no busy timeout); ``writer`` is the store's
-    writer, whose early results it respects."""
+    first use (usable from any thread, with no busy timeout)."""
 
-    def __init__(self, opener: Callable[[], sqlite3.Connection],
-                 writer: ConnectionWorker) -> None:
+    def __init__(self, opener: Callable[[], sqlite3.Connection]) -> None:
         self._opener = opener
-        self._writer = writer
         self._lock = threading.Lock()
         self._tx: Tx | None = None
         self._closed = False
@@ -61,8 +54,6 @@ class InlineReader:
     def read(self, fn: Callable[[Tx], T]) -> T | Declined:
         """``fn``'s result, or :data:`DECLINED`. Errors other than a busy file are raised
         as the reader thread would raise them."""
-        if not self._writer.landed(self._writer.early_gen):
-            return DECLINED
         if not self._lock.acquire(blocking=False):
             return DECLINED
         try:

@@ -59,8 +59,8 @@ class Op:
     called with a successful result nobody received (the caller was cancelled or its
     loop closed): fetches use it to give their locks back at once."""
 
-    __slots__ = ("deadline", "delivered", "discard", "durable", "early", "fn", "fut", "loop",
-                 "need", "probe", "write")
+    __slots__ = ("deadline", "delivered", "discard", "durable", "fn", "fut", "loop", "probe",
+                 "write")
 
     def __init__(
         self,
@@ -71,9 +71,7 @@ class Op:
         discard: Callable[[Any], None] | None = None,
         durable: bool = True,
         probe: Callable[[Tx], Any] | None = None,
-        early: bool = False,
         deadline: float | None = None,
-        need: int = 0,
     ) -> None:
         self.fn = fn
         self.write = write
@@ -86,13 +84,9 @@ class Op:
         #: a read run before the write transaction: a result other than ``None`` is the
         #: answer, and the write is skipped (a fetch that finds nothing to lock)
         self.probe = probe
-        #: result handed out once the statements succeeded, before the commit syncs
-        self.early = early
         #: a fetch that waits for work until this ``time.monotonic()``: an empty result
         #: parks it instead of being delivered
         self.deadline = deadline
-        #: (reads) the writer transaction that must have landed before this runs
-        self.need = need
         #: set once the outcome went out (worker thread only): exactly one per operation
         self.delivered = False
 

@@ -11,22 +11,16 @@ and runs them in ONE ``BEGIN IMMEDIATE`` transaction (group commit), each inside
 own ``SAVEPOINT``, so an operation that raises (``LockLost`` ...) rolls back only its own
 changes and fails only its own caller. Writes queued while that transaction ran join it
 before its COMMIT (twice at most), rather than wait for the next one: a caller that
-waits for durability (a client's start) then waits for one commit, not two. Listeners
-hear of an operation's effects after the commit that made them durable, before its
-caller is resumed.
+waits for durability (a client's start) then waits for one commit, not two.
 
-Two refinements keep sequential work off the critical path of the disk:
+Commit first, then effects: no outcome of a transaction (a lock, a claimed activity, a
+record, a wake-up) leaves this thread before its COMMIT has returned. Listeners hear of
+an operation's effects after that commit, before its caller is resumed. A transaction
+whose COMMIT fails hands out nothing but the error.
 
-* **early results.** An operation marked ``early`` only takes, extends or hands out
-  locks (fetches, the claims of a turn's ack). Its caller gets its result as soon as its
-  statements succeeded, while the transaction syncs. Everything that uses those locks
-  is another operation, queued behind this transaction, so it runs once the commit has
-  landed or fails with ``LockLost`` if the commit did not. Reads on other connections
-  wait for such a transaction (:meth:`ConnectionWorker.settled`), so nobody reads a
-  state older than a result already handed out.
-* **parked fetches.** A fetch may wait for work (``deadline``). It is answered when a
-  transaction of this worker enqueues orchestration messages (the fetch then runs inside
-  that transaction), when a delayed message falls due, or at its deadline.
+A fetch may wait for work (``deadline``): it parks in this thread and is answered when a
+transaction of this worker enqueues orchestration messages (the fetch then runs inside
+that transaction), when a delayed message falls due, or at its deadline.
 """
 
 from __future__ import annotations
@@ -152,8 +146,7 @@ class ConnectionWorker:
     ``next_due(tx)`` (writer) gives the earliest future visibility time among queued
     orchestration messages, so parked fetches wake when a timer falls due; ``warm_up(tx)``
     (writer) runs a moment before that, outside any transaction, when the thread has been
-    idle (see ``_WARM_UP_IDLE_S``). ``barrier`` (reader) is the writer whose transactions
-    with early results a read waits for."""
+    idle (see ``_WARM_UP_IDLE_S``)."""
 
     def __init__(
         self,
@@ -167,7 +160,6 @@ class ConnectionWorker:
         reopenable: bool = True,
         next_due: Callable[[Tx], float | None] | None = None,
         warm_up: Callable[[Tx], None] | None = None,
-        barrier: ConnectionWorker | None = None,
     ) -> None:
         self._name = name
         self._reopenable = reopenable
@@ -179,11 +171,10 @@ class ConnectionWorker:
         self._sync_now = sync_levels[0] if sync_levels else ""
         self._next_due_fn = next_due
         self._warm_up_fn = warm_up
-        self._barrier = barrier
         #: write transactions committed so far (statistics; tests check group commit)
         self.commits = 0
-        #: test hook: called on the worker thread right before each COMMIT, once the
-        #: transaction's early results are out (tests use it to hold a commit open)
+        #: test hook: called on the worker thread right before each COMMIT (tests use it
+        #: to hold a commit open, or to make it fail)
         self.before_commit: Callable[[], None] | None = None
         self._queue: queue.SimpleQueue[Op] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -192,7 +183,6 @@ class ConnectionWorker:
         self._lock = threading.Lock()
         self._stopped = False
         self._outbox: Outbox = {}
-        self._early_out: Outbox = {}
         #: the thread's connection (worker thread only; None until opened)
         self._tx: Tx | None = None
         # Worker thread only: fetches waiting for work, and the earliest time a queued
@@ -200,12 +190,6 @@ class ConnectionWorker:
         self._parked: list[Op] = []
         self._next_due: float | None = None
         self._due_stale = False
-        # Transactions that handed out early results, and how many of them have landed
-        # (committed or rolled back). Reads wait until the one they follow has landed.
-        self._gen = threading.Condition()
-        self._early_gen = 0
-        self._landed_gen = 0
-        self._in_early = False
         #: operations taken from the queue for the next batch (they could not join the
         #: transaction that was open when they were taken)
         self._backlog: list[Op] = []
@@ -225,10 +209,9 @@ class ConnectionWorker:
                 return
         _deliver(op, None, ProviderError("the SQLite store is closed"))
 
-    def _out(self, op: Op, result: Any, exc: BaseException | None, *, early: bool = False
-             ) -> None:
-        """Deliver an outcome (``early``: before the open transaction commits, not with
-        the batch), or park a fetch that found nothing and may still wait."""
+    def _out(self, op: Op, result: Any, exc: BaseException | None) -> None:
+        """Deliver an outcome with the batch, or park a fetch that found nothing and may
+        still wait."""
         if (op.deadline is not None and exc is None and not result and not op.delivered
                 and op.deadline > time.monotonic() and not self._stopped
                 and not given_up(op)):
@@ -236,7 +219,7 @@ class ConnectionWorker:
                 self._due_stale = True
             self._parked.append(op)
             return
-        _deliver(op, result, exc, self._early_out if early else self._outbox)
+        _deliver(op, result, exc, self._outbox)
 
     @property
     def started(self) -> bool:
@@ -245,22 +228,6 @@ class ConnectionWorker:
     @property
     def thread(self) -> threading.Thread | None:
         return self._thread
-
-    @property
-    def early_gen(self) -> int:
-        """The latest transaction that handed out early results (any thread may read)."""
-        return self._early_gen
-
-    def landed(self, gen: int) -> bool:
-        """Whether transaction ``gen`` (see :attr:`early_gen`) has landed (any thread)."""
-        return self._landed_gen >= gen
-
-    def wait_landed(self, gen: int) -> None:
-        """Block until transaction ``gen`` (see :attr:`early_gen`) has landed."""
-        if self._landed_gen >= gen:
-            return
-        with self._gen:
-            self._gen.wait_for(lambda: self._landed_gen >= gen)
 
     def stop_nowait(self) -> None:
         """Ask the thread to close its connection after the work already queued."""
@@ -397,7 +364,6 @@ class ConnectionWorker:
                 # in-memory database lives in its connection: that one is kept).
                 log.exception("SQLite worker %s: batch failed", self._name)
                 err = ProviderError(f"SQLite store failure: {e}", retryable=True)
-                self._fail_early(err)
                 for op in [*work, *self._joined]:
                     if op not in self._parked:
                         self._out(op, None, err)
@@ -410,7 +376,6 @@ class ConnectionWorker:
                         with contextlib.suppress(Exception):
                             conn.close()
                         self._tx = None
-                self._land()
         if stop_at is None:
             return False
         with self._lock:
@@ -454,8 +419,6 @@ class ConnectionWorker:
                 writes += self._run_probes(tx, waiting)
             if writes:
                 self._run_writes(tx, writes)
-        if reads and self._barrier is not None:
-            self._barrier.wait_landed(max(op.need for op in reads))
         for op in reads:
             tx.notes = []
             tx.now = time.time()
@@ -486,39 +449,11 @@ class ConnectionWorker:
                 self._out(op, answer, None)
         return rest
 
-    def _land(self) -> None:
-        """The transaction that handed out early results has committed or rolled back."""
-        if self._in_early:
-            self._in_early = False
-            with self._gen:
-                self._landed_gen = self._early_gen
-                self._gen.notify_all()
-
-    def _hand_out_early(self, op: Op, result: Any) -> None:
-        # A fetch that found nothing parks (or answers empty): it hands out no lock.
-        if (result or op.deadline is None) and not self._in_early:
-            self._in_early = True
-            with self._gen:
-                self._early_gen += 1
-        self._out(op, result, None, early=True)
-
-    def _flush_early(self) -> None:
-        """Hand out the early results of the open transaction, just before its COMMIT:
-        their callers then run while the disk syncs, not while statements still need
-        this thread (and the GIL)."""
-        if self._early_out:
-            _flush(self._early_out)
-
-    def _fail_early(self, err: BaseException) -> None:
-        """The transaction failed before its early results went out: they fail too."""
-        for loop, outcomes in self._early_out.items():
-            self._outbox.setdefault(loop, []).extend((op, None, err) for op, _r, _e in outcomes)
-        self._early_out.clear()
-
     def _run_ops(self, tx: Tx, ops: list[Op], outcomes: list[_Done], savepoints: bool
                  ) -> BaseException | None:
         """Run operations inside the open transaction; returns what aborted it, if
-        anything did. Early results are handed out as each operation succeeds."""
+        anything did. Outcomes are collected, to be delivered once the fate of the
+        transaction is known."""
         conn = tx.conn
         for op in ops:
             tx.notes = []
@@ -547,11 +482,7 @@ class ConnectionWorker:
             else:
                 if savepoints:
                     conn.execute("RELEASE op")
-                done = _Done(op, result, None, tx.notes, tx.details, tx.wake_at)
-                if op.early:
-                    self._hand_out_early(op, result)
-                    done.handled = True
-                outcomes.append(done)
+                outcomes.append(_Done(op, result, None, tx.notes, tx.details, tx.wake_at))
         return None
 
     def _run_writes(self, tx: Tx, ops: list[Op]) -> None:
@@ -569,10 +500,7 @@ class ConnectionWorker:
             for op in ops:
                 self._out(op, None, err)
             return
-        try:
-            self._write_and_commit(tx, ops)
-        finally:
-            self._land()
+        self._write_and_commit(tx, ops)
 
     def _fuse_parked(self, tx: Tx, ops: list[Op], outcomes: list[_Done], since: int
                      ) -> BaseException | None:
@@ -629,14 +557,11 @@ class ConnectionWorker:
             aborted = self._run_ops(tx, late, outcomes, savepoints=True)
             if aborted is None:
                 aborted = self._fuse_parked(tx, ops, outcomes, since)
-        handed_out = False
         if aborted is None:
             try:
                 if failed_alone:
                     conn.execute("ROLLBACK")
                 else:
-                    handed_out = bool(self._early_out)
-                    self._flush_early()
                     if self.before_commit is not None:
                         self.before_commit()
                     conn.execute("COMMIT")
@@ -651,21 +576,13 @@ class ConnectionWorker:
                 except sqlite3.Error:  # pragma: no cover
                     pass
             err = ProviderError(f"SQLite transaction failed: {aborted}", retryable=True)
-            self._fail_early(err)
-            self._land()
-            if handed_out:
-                log.error("SQLite commit failed after handing out locks: %s; their holders "
-                          "will find them lost", aborted)
             done = {id(d.op) for d in outcomes}
             for d in outcomes:
-                if d.handled:
-                    continue
                 self._out(d.op, None, provider_error(d.exc) if d.exc is not None else err)
             for op in ops:
                 if id(op) not in done:
                     self._out(op, None, err)
             return
-        self._land()
         notes: Notes = []
         details: Details = {}
         for d in outcomes:
@@ -678,14 +595,13 @@ class ConnectionWorker:
         if notes and self._on_commit is not None:
             self._on_commit(notes, details)
         for d in outcomes:
-            if not d.handled:
-                self._out(d.op, d.result, None if d.exc is None else provider_error(d.exc))
+            self._out(d.op, d.result, None if d.exc is None else provider_error(d.exc))
 
 
 class _Done:
     """The outcome of one operation of a write transaction."""
 
-    __slots__ = ("details", "exc", "handled", "notes", "op", "result", "wake_at")
+    __slots__ = ("details", "exc", "notes", "op", "result", "wake_at")
 
     def __init__(self, op: Op, result: Any, exc: BaseException | None, notes: Notes,
                  details: Details, wake_at: float | None) -> None:
@@ -695,5 +611,3 @@ class _Done:
         self.notes = notes
         self.details = details
         self.wake_at = wake_at
-        #: delivered (or parked) already, as an early result
-        self.handled = False

@@ -9,8 +9,8 @@ Threads and connections:
 * one **reader** thread owns a second connection for reads (instance records,
   history, listings). In WAL mode readers and the writer do not block each other.
 * a one-row read (``get_instance``) runs on the caller's thread instead, on a third
-  connection, when that is free and no early result is waiting for its commit: a read
-  takes far less than the two thread wake-ups of a hand-off (see ``_inline``).
+  connection, when that is free: a read takes far less than the two thread wake-ups
+  of a hand-off (see ``_inline``).
 * ``SqliteProvider.in_memory()`` has a single connection (a private ``:memory:``
   database), so its writer thread serves reads as well.
 
@@ -29,12 +29,12 @@ durable commit syncs them all, and losing one only hands back locks, as the cras
 their holder would.
 Empty fetches are answered by a read, without a write transaction.
 
-Latency: the results of lock operations and the claims of a turn's commit are handed
-back as soon as their statements succeeded, while the commit syncs; the work they lead
-to is queued behind that commit, and reads wait for it (see ``_worker``). The runtime's
-fetch of orchestration work parks in the writer thread (``poll_orchestration_items``):
-a commit that enqueues messages (a start, an event, a reply) locks them for it in the
-same transaction, and the writer wakes it when a timer falls due.
+Commit first, then effects: nothing a transaction produced (a lock, a claimed
+activity, a record) is handed to its caller before its COMMIT has returned (see
+``_worker``). The runtime's fetch of orchestration work parks in the writer thread
+(``poll_orchestration_items``): a commit that enqueues messages (a start, an event, a
+reply) locks them for it in the same transaction, and the writer wakes it when a timer
+falls due.
 
 Requires SQLite 3.35 or newer (``RETURNING``, ``ON CONFLICT ... DO UPDATE``, JSON).
 """
@@ -353,10 +353,10 @@ class SqliteProvider(Provider):
             next_due=_ops.next_due, warm_up=_ops.warm_up)
         self._reader = self._writer if self._config.memory else ConnectionWorker(
             f"duroxy-sqlite-reader[{tag}]", self._config.open_reader, group_writes=False,
-            begin_timeout=busy_timeout, barrier=self._writer)
+            begin_timeout=busy_timeout)
         # A private in-memory database has one connection: the writer's.
         self._inline = None if self._config.memory else InlineReader(
-            self._config.open_inline_reader, self._writer)
+            self._config.open_inline_reader)
         # An unclosed provider that is garbage-collected lets its threads close their
         # connections. Not at interpreter exit: daemon threads just stop there, and every
         # acknowledged commit is already durable.
@@ -384,22 +384,20 @@ class SqliteProvider(Provider):
 
     async def _write(self, fn: Callable[[Tx], T], discard: Callable[[Any], None] | None = None,
                      *, durable: bool = True, probe: Callable[[Tx], T | None] | None = None,
-                     early: bool = False, wait: float = 0.0) -> T:
-        """Run ``fn`` in a write transaction. ``early``: its result only hands out locks
-        and may come back before the commit syncs. ``wait``: a fetch that, finding
-        nothing, waits up to that long for work."""
+                     wait: float = 0.0) -> T:
+        """Run ``fn`` in a write transaction; its result comes back once committed.
+        ``wait``: a fetch that, finding nothing, waits up to that long for work."""
         self._check_open()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         deadline = time.monotonic() + wait if wait > 0 else None
-        self._writer.submit(Op(fn, True, loop, fut, discard, durable, probe, early, deadline))
+        self._writer.submit(Op(fn, True, loop, fut, discard, durable, probe, deadline))
         return await fut
 
     async def _lock_op(self, fn: Callable[[Tx], T], discard: Callable[[Any], None] | None = None,
                        probe: Callable[[Tx], T | None] | None = None, wait: float = 0.0) -> T:
         """A write that only takes, extends or releases locks: no fsync of its own."""
-        return await self._write(fn, discard, durable=False, probe=probe, early=True,
-                                 wait=wait)
+        return await self._write(fn, discard, durable=False, probe=probe, wait=wait)
 
     async def _read(self, fn: Callable[[Tx], T]) -> T:
         self._check_open()
@@ -407,9 +405,7 @@ class SqliteProvider(Provider):
             await self._write(lambda tx: None)  # the writer creates and migrates the file
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        # A read follows whatever this process was already told: it waits for the
-        # commit behind any early result handed out so far.
-        self._reader.submit(Op(fn, False, loop, fut, need=self._writer.early_gen))
+        self._reader.submit(Op(fn, False, loop, fut))
         return await fut
 
     async def _read_small(self, fn: Callable[[Tx], T]) -> T:
@@ -529,7 +525,7 @@ class SqliteProvider(Provider):
         prepared = self._prepare_commit(commit)
         claimed = await self._write(
             lambda tx: _ops.commit_turn(tx, instance_id, expected_history_len, prepared),
-            discard=self._give_back_activity_items, early=True)
+            discard=self._give_back_activity_items)
         return claimed
 
     async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit
@@ -537,7 +533,7 @@ class SqliteProvider(Provider):
         prepared = self._prepare_commit(commit)
         claimed = await self._write(
             lambda tx: _ops.ack_orchestration_item(tx, lock_token, prepared),
-            discard=self._give_back_activity_items, early=True)
+            discard=self._give_back_activity_items)
         return claimed
 
     def _prepare_commit(self, commit: OrchestrationCommit) -> _ops.PreparedCommit:

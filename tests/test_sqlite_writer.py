@@ -1,10 +1,10 @@
-"""SQLite store latency mechanics: results handed back before the commit syncs, reads
-that wait for such a commit, and fetches parked in the writer thread (long polling)."""
+"""The SQLite writer: nothing a transaction produced leaves it before its COMMIT
+returned (commit first, then effects), reads on the caller's thread, and fetches parked
+in the writer thread (long polling)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import sqlite3
 import threading
 import time
@@ -13,16 +13,25 @@ from typing import Any
 
 import pytest
 
-from duroxy.errors import LockLost, ProviderError
+from duroxy.errors import ProviderError
 from duroxy.history import OrchestrationCompleted
 from duroxy.providers.sqlite import SqliteProvider, _ops, _tx
 from duroxy.providers.sqlite._inline import DECLINED, InlineReader
-from duroxy.testing.conformance_support import HOLD, commit, create, raised, started, uid
+from duroxy.testing.conformance_support import (
+    HOLD,
+    commit,
+    create,
+    raised,
+    scheduled,
+    started,
+    uid,
+    work,
+)
 
 
 def _hold_commits(store: SqliteProvider) -> tuple[threading.Event, threading.Event]:
-    """Hold every write transaction open right before its COMMIT (its early results are
-    out by then) until released; returns (entered, release)."""
+    """Hold every write transaction open right before its COMMIT until released;
+    returns (entered, release)."""
     entered, release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -42,31 +51,26 @@ async def _parked(store: SqliteProvider, wait: float) -> asyncio.Future[list[Any
     return poll
 
 
-# ------------------------------------------------------------------ early results
-async def test_ack_returns_before_its_transaction_commits_and_reads_wait_for_it(
-        tmp_path: Path) -> None:
+# ------------------------------------------------------------------ commit first
+async def test_an_ack_and_its_claims_come_back_only_once_committed(tmp_path: Path) -> None:
     store = SqliteProvider(tmp_path / "e.db")
     iid = uid()
     await create(store, iid)
     (item,) = await store.fetch_orchestration_items(HOLD)
-    await store.flush()
-    # The ack's result comes back while its transaction is still open.
     entered, release = _hold_commits(store)
-    ack = asyncio.ensure_future(
-        store.ack_orchestration_item(item.lock_token, commit(started())))
-    assert await asyncio.wait_for(ack, 5) == []
-    assert entered.wait(5)
-    before = store._writer.commits
-    # A read issued now follows the ack: it waits for the commit instead of reading
-    # the state from before it.
-    read = asyncio.ensure_future(store.get_instance(iid))
+    turn = commit(started(), scheduled(2), activities=[work(iid, 2)])
+    turn.claim_activities, turn.claim_lock_timeout = 1, HOLD
+    ack = asyncio.ensure_future(store.ack_orchestration_item(item.lock_token, turn))
+    assert await asyncio.to_thread(entered.wait, 5)
     await asyncio.sleep(0.05)
-    assert not read.done()
-    assert store._writer.commits == before
+    assert not ack.done()  # its claimed activity must not run before the commit
+    before = store._writer.commits
     release.set()
-    rec = await asyncio.wait_for(read, 5)
-    assert rec is not None and rec.state == "RUNNING"
+    (claimed,) = await asyncio.wait_for(ack, 5)
     assert store._writer.commits == before + 1
+    assert claimed.work.instance_id == iid
+    rec = await store.get_instance(iid)
+    assert rec is not None and rec.state == "RUNNING"
     await store.close()
 
 
@@ -88,21 +92,20 @@ async def test_client_writes_come_back_only_once_durable(tmp_path: Path) -> None
     await store.close()
 
 
-async def test_flush_waits_for_the_commit_behind_an_early_result(tmp_path: Path) -> None:
+async def test_a_fetch_comes_back_only_once_its_locks_are_committed(tmp_path: Path) -> None:
     store = SqliteProvider(tmp_path / "f.db")
     iid = uid()
     await create(store, iid)
     entered, release = _hold_commits(store)
-    (item,) = await asyncio.wait_for(store.fetch_orchestration_items(HOLD), 5)
-    assert entered.wait(5)
-    assert item.instance_id == iid
-    flushed = asyncio.ensure_future(store.flush())
+    fetch = asyncio.ensure_future(store.fetch_orchestration_items(HOLD))
+    assert await asyncio.to_thread(entered.wait, 5)
     await asyncio.sleep(0.05)
-    assert not flushed.done()
+    assert not fetch.done()
     release.set()
-    await asyncio.wait_for(flushed, 5)
+    (item,) = await asyncio.wait_for(fetch, 5)
+    assert item.instance_id == iid
     other = SqliteProvider(tmp_path / "f.db")
-    assert await other.fetch_orchestration_items(HOLD) == []  # the lock is on disk
+    assert await other.fetch_orchestration_items(HOLD) == []  # the lock is committed
     await other.close()
     await store.close()
 
@@ -145,14 +148,16 @@ async def test_inline_reads_decline_rather_than_wait(tmp_path: Path) -> None:
 
     with pytest.raises(ProviderError, match="no such table"):
         inline.read(broken)
-    # A held-open early result makes the read go to the reader thread, which waits.
+    # While a transaction is open, an inline read sees the last committed state.
     (item,) = await store.fetch_orchestration_items(HOLD)
-    await store.flush()  # the fetch's own commit has landed: the hold is for the ack's
     entered, release = _hold_commits(store)
-    await asyncio.wait_for(store.ack_orchestration_item(item.lock_token, commit(started())), 5)
-    assert entered.wait(5)
-    assert inline.read(lambda tx: 1) is DECLINED
+    ack = asyncio.ensure_future(store.ack_orchestration_item(item.lock_token,
+                                                             commit(started())))
+    assert await asyncio.to_thread(entered.wait, 5)
+    rec = inline.read(lambda tx: _ops.get_instance(tx, iid))
+    assert rec is not DECLINED and rec is not None and rec.state == "PENDING"
     release.set()
+    await asyncio.wait_for(ack, 5)
     rec = await asyncio.wait_for(store.get_instance(iid), 5)
     assert rec is not None and rec.state == "RUNNING"
     inline.close()
@@ -169,7 +174,7 @@ async def test_an_inline_connection_that_cannot_open_declines_or_raises(
     def opener() -> sqlite3.Connection:
         raise failures.pop(0)
 
-    inline = InlineReader(opener, store._writer)
+    inline = InlineReader(opener)
     assert inline.read(lambda tx: 1) is DECLINED  # busy: the reader thread takes it
     with pytest.raises(ProviderError, match="unable to open") as err:
         inline.read(lambda tx: 1)
@@ -373,29 +378,55 @@ async def test_close_answers_a_parked_poll(tmp_path: Path) -> None:
     assert await asyncio.wait_for(poll, 5) == []
 
 
-async def test_a_commit_that_fails_after_handing_out_locks_loses_only_the_locks(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def _fail_commits(store: SqliteProvider, times: int) -> list[bool]:
+    """Make the next ``times`` COMMITs fail as a full disk would; returns the record."""
+    failed: list[bool] = []
+
+    def fail() -> None:
+        if len(failed) < times:
+            failed.append(True)
+            raise sqlite3.OperationalError("database or disk is full")
+
+    store._writer.before_commit = fail
+    return failed
+
+
+async def test_a_fetch_whose_commit_fails_hands_out_no_lock(tmp_path: Path) -> None:
     store = SqliteProvider(tmp_path / "x.db")
     iid = uid()
     await create(store, iid)
-    failed = []
-
-    def fail_once() -> None:
-        if not failed:
-            failed.append(True)
-            raise sqlite3.OperationalError("disk I/O error")
-
-    store._writer.before_commit = fail_once
-    with caplog.at_level(logging.ERROR, logger="duroxy.providers.sqlite"):
-        (item,) = await store.fetch_orchestration_items(HOLD)  # handed out, then lost
-        with pytest.raises(LockLost):
-            await store.ack_orchestration_item(item.lock_token, commit(started()))
-    assert failed and "after handing out locks" in caplog.text
-    # Nothing else changed: the start message is still there for the next fetch.
+    failed = _fail_commits(store, 1)
+    with pytest.raises(ProviderError, match="disk is full") as err:
+        await store.fetch_orchestration_items(HOLD)
+    assert failed and err.value.retryable
+    # Nothing changed: the start message is still there for the next fetch.
     (again,) = await store.fetch_orchestration_items(HOLD)
-    assert again.instance_id == iid and again.lock_token != item.lock_token
+    assert again.instance_id == iid and again.attempt == 1
     rec = await store.get_instance(iid)
     assert rec is not None and rec.state == "PENDING"
+    await store.close()
+
+
+async def test_an_ack_whose_commit_fails_claims_nothing_and_keeps_the_lock(
+        tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "y.db")
+    iid = uid()
+    await create(store, iid)
+    (item,) = await store.fetch_orchestration_items(HOLD)
+    turn = commit(started(), scheduled(2), scheduled(3),
+                  activities=[work(iid, 2), work(iid, 3)])
+    turn.claim_activities, turn.claim_lock_timeout = 2, HOLD
+    _fail_commits(store, 1)
+    with pytest.raises(ProviderError, match="disk is full"):
+        await store.ack_orchestration_item(item.lock_token, turn)
+    # No activity row, no history: a worker can only ever run what was committed.
+    assert await store.fetch_activity_items(HOLD, 10) == []
+    assert await store.read_history(iid) == []
+    # The turn is still locked by its worker, which may commit it again.
+    claimed = await store.ack_orchestration_item(item.lock_token, turn)
+    assert len(claimed) == 2
+    assert [e.kind for e in await store.read_history(iid)] == [
+        "OrchestrationStarted", "ActivityScheduled", "ActivityScheduled"]
     await store.close()
 
 
