@@ -231,3 +231,17 @@ def test_no_module_longer_than_800_lines() -> None:
 def test_relative_import_beyond_the_package_is_reported() -> None:
     with pytest.raises(AssertionError, match="beyond the top-level package"):
         resolve_imports("from ..x import y", "duroxy.client", False)
+
+
+# The engine's rooms, leaf first: each may import only the rooms before it.
+ENGINE_ORDER = ("futures", "loop", "matching", "port", "context", "execution")
+
+
+def test_engine_rooms_import_one_way() -> None:
+    rooms = {f"{ENGINE}.{name}": i for i, name in enumerate(ENGINE_ORDER)}
+    present = {module_name(p) for p in source_files() if within(module_name(p), ENGINE)}
+    assert present - {ENGINE} == set(rooms), "a room of the engine is not in ENGINE_ORDER"
+    bad = [str(imp) for imp in all_imports()
+           if imp.importer in rooms and imp.target in rooms
+           and rooms[imp.target] >= rooms[imp.importer]]
+    assert bad == []

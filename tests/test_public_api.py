@@ -145,9 +145,9 @@ def test_retry_policy_spellings() -> None:
 # ======================================================================== errors
 def test_internal_control_flow_is_not_an_exception() -> None:
     from duroxy._engine import ContinueAsNew
-    from duroxy._engine.execution import _Nondeterministic
+    from duroxy._engine.futures import Nondeterministic
 
-    for cls in (ContinueAsNew, _Nondeterministic):
+    for cls in (ContinueAsNew, Nondeterministic):
         assert issubclass(cls, BaseException)
         assert not issubclass(cls, Exception), cls
 

@@ -4,6 +4,10 @@ Every ``schedule_*`` call records a decision *when called* (not when awaited), i
 call order, and returns a future that history resolves. Futures are ordinary asyncio
 futures of the orchestration's deterministic loop, so they compose with
 ``asyncio.gather``/``wait``/``TaskGroup`` as well as with ``select``/``join``.
+
+The context speaks to its execution through :class:`~.port.ExecutionPort` only. Its
+futures are typed: ``await ctx.schedule_activity(fn, x)`` is ``fn``'s return type to a
+type checker, and an ``output_type`` gives the type it names.
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ import asyncio
 import functools
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn, TypeVar, overload
 
 from .. import codec
 from .._names import name_problem
@@ -28,22 +32,22 @@ from ..history import (
     GuidRecorded,
     HistoryEvent,
     SubOrchestrationScheduled,
-    TimerCreated,
     UtcNowRecorded,
 )
-from ..options import LONGEST_DURATION_S, RetryPolicy, to_seconds
-from .execution import ContinueAsNew, DurableFuture
-
-if TYPE_CHECKING:
-    from .execution import OrchestrationExecution
-    from .loop import DeterministicLoop
+from ..options import RetryPolicy, to_seconds
+from .futures import ContinueAsNew, Dated, DurableFuture
+from .port import ExecutionPort
 
 __all__ = ["OrchestrationContext"]
 
 logger = logging.getLogger("duroxy.orchestration")
 
-NameOrFn = str | Callable[..., Any]
+R = TypeVar("R")
+T = TypeVar("T")
 
+#: an activity or orchestration function, by the value its awaiting gives
+AsyncFn = Callable[..., Coroutine[Any, Any, R]]
+NameOrFn = str | Callable[..., Any]
 
 
 def _check_name(value: str, what: str) -> str:
@@ -53,29 +57,10 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
-class _Dated(asyncio.Future[Any]):
-    """The future of a select or join: dated, like the futures it waits for, by the
-    history event being delivered when it completed (another select's order among
-    futures already done)."""
-
-    def __init__(self, loop: DeterministicLoop) -> None:
-        super().__init__(loop=loop)
-        self._dloop = loop
-        self.completed_by: int | None = None
-
-    def set_result(self, result: Any) -> None:
-        self.completed_by = self._dloop.delivering
-        super().set_result(result)
-
-    def set_exception(self, exception: type | BaseException) -> None:
-        self.completed_by = self._dloop.delivering
-        super().set_exception(exception)
-
-
 class OrchestrationContext(TraceMethods):
     """The orchestration's view of duroxy (API.md section 2)."""
 
-    def __init__(self, execution: OrchestrationExecution) -> None:
+    def __init__(self, execution: ExecutionPort) -> None:
         self._x = execution
 
     # ------------------------------------------------------------------ properties
@@ -112,12 +97,12 @@ class OrchestrationContext(TraceMethods):
         if isinstance(name_or_fn, str):
             return _check_name(name_or_fn, "activity name"), None
         if callable(name_or_fn):
-            return self._x._function_name(name_or_fn), codec.output_type_of(name_or_fn)
+            return self._x.function_name(name_or_fn), codec.output_type_of(name_or_fn)
         raise ValueError(
             f"activity must be a name or a function, not {type(name_or_fn).__name__}")
 
     def _activity(self, name: str, input_text: str, attempt: int, output_type: Any
-                  ) -> DurableFuture:
+                  ) -> DurableFuture[Any]:
         event = self._x.record(
             ActivityScheduled(name=name, input=input_text, attempt=attempt),
             lambda r: r.name == name and r.input == input_text)  # type: ignore[attr-defined]
@@ -128,19 +113,56 @@ class OrchestrationContext(TraceMethods):
             return output_type
         if fn_type is not None:
             return fn_type
-        return self._x._activity_output_type(name)
+        return self._x.activity_output_type(name)
+
+    @overload
+    def schedule_activity(self, name_or_fn: AsyncFn[R], input: Any = None, *,
+                          output_type: None = None) -> DurableFuture[R]: ...
+    @overload
+    def schedule_activity(self, name_or_fn: Callable[..., R], input: Any = None, *,
+                          output_type: None = None) -> DurableFuture[R]: ...
+    @overload
+    def schedule_activity(self, name_or_fn: NameOrFn, input: Any = None, *,
+                          output_type: type[T]) -> DurableFuture[T]: ...
+    @overload
+    def schedule_activity(self, name_or_fn: NameOrFn, input: Any = None, *,
+                          output_type: Any = None) -> DurableFuture[Any]: ...
 
     def schedule_activity(self, name_or_fn: NameOrFn, input: Any = None, *,
-                          output_type: Any = None) -> DurableFuture:
+                          output_type: Any = None) -> DurableFuture[Any]:
         """Schedule an activity; awaiting the result gives its output (or raises
         :class:`ActivityFailed`)."""
         name, fn_type = self._activity_name(name_or_fn)
         input_text = codec.encode(input)
         return self._activity(name, input_text, 1, self._output_type(name, fn_type, output_type))
 
+    @overload
+    def schedule_activity_typed(self, name_or_fn: NameOrFn, input: Any,
+                                output_type: type[T]) -> DurableFuture[T]: ...
+    @overload
     def schedule_activity_typed(self, name_or_fn: NameOrFn, input: Any = None,
-                                output_type: Any = None) -> DurableFuture:
+                                output_type: Any = None) -> DurableFuture[Any]: ...
+
+    def schedule_activity_typed(self, name_or_fn: NameOrFn, input: Any = None,
+                                output_type: Any = None) -> DurableFuture[Any]:
         return self.schedule_activity(name_or_fn, input, output_type=output_type)
+
+    @overload
+    def schedule_activity_with_retry(self, name_or_fn: AsyncFn[R], input: Any,
+                                     retry: RetryPolicy, *, output_type: None = None
+                                     ) -> asyncio.Task[R]: ...
+    @overload
+    def schedule_activity_with_retry(self, name_or_fn: Callable[..., R], input: Any,
+                                     retry: RetryPolicy, *, output_type: None = None
+                                     ) -> asyncio.Task[R]: ...
+    @overload
+    def schedule_activity_with_retry(self, name_or_fn: NameOrFn, input: Any,
+                                     retry: RetryPolicy, *, output_type: type[T]
+                                     ) -> asyncio.Task[T]: ...
+    @overload
+    def schedule_activity_with_retry(self, name_or_fn: NameOrFn, input: Any,
+                                     retry: RetryPolicy, *, output_type: Any = None
+                                     ) -> asyncio.Task[Any]: ...
 
     def schedule_activity_with_retry(self, name_or_fn: NameOrFn, input: Any,
                                      retry: RetryPolicy, *, output_type: Any = None
@@ -157,6 +179,15 @@ class OrchestrationContext(TraceMethods):
         first = self._activity(name, input_text, 1, out)
         return self._x.loop.create_task(self._retry(name, input_text, retry, out, first))
 
+    @overload
+    def schedule_activity_with_retry_typed(self, name_or_fn: NameOrFn, input: Any,
+                                           retry: RetryPolicy, output_type: type[T]
+                                           ) -> asyncio.Task[T]: ...
+    @overload
+    def schedule_activity_with_retry_typed(self, name_or_fn: NameOrFn, input: Any,
+                                           retry: RetryPolicy, output_type: Any = None
+                                           ) -> asyncio.Task[Any]: ...
+
     def schedule_activity_with_retry_typed(self, name_or_fn: NameOrFn, input: Any,
                                            retry: RetryPolicy, output_type: Any = None
                                            ) -> asyncio.Task[Any]:
@@ -164,7 +195,7 @@ class OrchestrationContext(TraceMethods):
                                                  output_type=output_type)
 
     async def _retry(self, name: str, input_text: str, retry: RetryPolicy, output_type: Any,
-                     first: DurableFuture) -> Any:
+                     first: DurableFuture[Any]) -> Any:
         timeout = retry.timeout_seconds
         fut = first
         attempt = 1
@@ -190,24 +221,18 @@ class OrchestrationContext(TraceMethods):
             fut = self._activity(name, input_text, attempt, output_type)
 
     # ------------------------------------------------------------------ timers, events
-    def _timer_future(self, delay: float) -> DurableFuture:
-        if not 0 <= delay <= LONGEST_DURATION_S:  # also NaN; history times are datetimes
-            raise ValueError(f"timer delay must be 0 to {LONGEST_DURATION_S:g} s (about "
-                             f"1,000 years), got {delay!r}")
-        # Rounded up to the millisecond history keeps, never down: a timer fires no
-        # earlier than asked. (Whole microseconds first: a delay computed as a
-        # difference of loop times carries float noise far below a microsecond.)
-        delay_us = round(delay * 1_000_000)
-        fire_at = self._x.current_time_ms + -(-delay_us // 1000)
-        event = self._x.record(TimerCreated(fire_at=fire_at), lambda r: True)
-        return self._x.open_future("timer", event)
-
-    def schedule_timer(self, delay: timedelta | float) -> DurableFuture:
+    def schedule_timer(self, delay: timedelta | float) -> DurableFuture[None]:
         """A durable timer; awaiting it returns ``None`` once ``delay`` has passed.
         The fire time is fixed when first scheduled."""
-        return self._timer_future(to_seconds(delay, "timer delay"))
+        return self._x.timer(to_seconds(delay, "timer delay"))
 
-    def schedule_wait(self, event_name: str, *, output_type: Any = None) -> DurableFuture:
+    @overload
+    def schedule_wait(self, event_name: str, *, output_type: type[T]) -> DurableFuture[T]: ...
+    @overload
+    def schedule_wait(self, event_name: str, *, output_type: Any = None
+                      ) -> DurableFuture[Any]: ...
+
+    def schedule_wait(self, event_name: str, *, output_type: Any = None) -> DurableFuture[Any]:
         """Wait for ``Client.raise_event(instance_id, event_name, data)``; gives ``data``."""
         _check_name(event_name, "event name")
         event = self._x.record(EventSubscribed(name=event_name),
@@ -217,7 +242,15 @@ class OrchestrationContext(TraceMethods):
 
     wait_for_event = schedule_wait
 
-    def schedule_wait_typed(self, event_name: str, output_type: Any = None) -> DurableFuture:
+    @overload
+    def schedule_wait_typed(self, event_name: str, output_type: type[T]
+                            ) -> DurableFuture[T]: ...
+    @overload
+    def schedule_wait_typed(self, event_name: str, output_type: Any = None
+                            ) -> DurableFuture[Any]: ...
+
+    def schedule_wait_typed(self, event_name: str, output_type: Any = None
+                            ) -> DurableFuture[Any]:
         return self.schedule_wait(event_name, output_type=output_type)
 
     # ------------------------------------------------------------------ orchestrations
@@ -225,13 +258,26 @@ class OrchestrationContext(TraceMethods):
         if isinstance(name, str):
             return _check_name(name, "orchestration name")
         if callable(name):
-            return self._x._function_name(name)
+            return self._x.function_name(name)
         raise ValueError(
             f"orchestration must be a name or a function, not {type(name).__name__}")
 
+    @overload
+    def schedule_sub_orchestration(self, name: AsyncFn[R], input: Any = None, *,
+                                   instance_id: str | None = None, version: str | None = None,
+                                   output_type: None = None) -> DurableFuture[R]: ...
+    @overload
     def schedule_sub_orchestration(self, name: NameOrFn, input: Any = None, *,
                                    instance_id: str | None = None, version: str | None = None,
-                                   output_type: Any = None) -> DurableFuture:
+                                   output_type: type[T]) -> DurableFuture[T]: ...
+    @overload
+    def schedule_sub_orchestration(self, name: NameOrFn, input: Any = None, *,
+                                   instance_id: str | None = None, version: str | None = None,
+                                   output_type: Any = None) -> DurableFuture[Any]: ...
+
+    def schedule_sub_orchestration(self, name: NameOrFn, input: Any = None, *,
+                                   instance_id: str | None = None, version: str | None = None,
+                                   output_type: Any = None) -> DurableFuture[Any]:
         """Start a child orchestration and wait for its output (or
         :class:`SubOrchestrationFailed`). The default child id derives from the parent's."""
         fn_type = None if isinstance(name, str) else codec.output_type_of(name)
@@ -242,7 +288,8 @@ class OrchestrationContext(TraceMethods):
         # Event ids start again in each execution: past the first, the default id names
         # the execution too, or a continue-as-new loop would reuse its children's ids.
         execution_id = self.execution_id
-        at = f"{self._x._next_id}" if execution_id <= 1 else f"{execution_id}.{self._x._next_id}"
+        next_id = self._x.next_event_id
+        at = f"{next_id}" if execution_id <= 1 else f"{execution_id}.{next_id}"
         child_id = instance_id or f"{self.instance_id}::sub::{at}"
 
         def same(r: HistoryEvent) -> bool:
@@ -254,17 +301,28 @@ class OrchestrationContext(TraceMethods):
             name=orch, instance_id=child_id, input=input_text, version=version), same)
         return self._x.open_future("sub_orchestration", event, output_type or fn_type)
 
+    @overload
+    def schedule_sub_orchestration_typed(self, name: NameOrFn, input: Any,
+                                         output_type: type[T], *,
+                                         instance_id: str | None = None,
+                                         version: str | None = None) -> DurableFuture[T]: ...
+    @overload
     def schedule_sub_orchestration_typed(self, name: NameOrFn, input: Any = None,
                                          output_type: Any = None, *,
                                          instance_id: str | None = None,
-                                         version: str | None = None) -> DurableFuture:
+                                         version: str | None = None) -> DurableFuture[Any]: ...
+
+    def schedule_sub_orchestration_typed(self, name: NameOrFn, input: Any = None,
+                                         output_type: Any = None, *,
+                                         instance_id: str | None = None,
+                                         version: str | None = None) -> DurableFuture[Any]:
         return self.schedule_sub_orchestration(name, input, instance_id=instance_id,
                                                version=version, output_type=output_type)
 
     def schedule_sub_orchestration_versioned(self, name: NameOrFn, version: str | None,
                                              input: Any = None, *,
                                              instance_id: str | None = None,
-                                             output_type: Any = None) -> DurableFuture:
+                                             output_type: Any = None) -> DurableFuture[Any]:
         return self.schedule_sub_orchestration(name, input, instance_id=instance_id,
                                                version=version, output_type=output_type)
 
@@ -292,7 +350,7 @@ class OrchestrationContext(TraceMethods):
         self.continue_as_new(input, version=version)
 
     # ------------------------------------------------------------------ composition
-    def select(self, *futures: Awaitable[Any]) -> asyncio.Future[tuple[int, Any]]:
+    def select(self, *futures: Awaitable[Any]) -> Dated[tuple[int, Any]]:
         """Wait for the first of ``futures`` to complete *in history*; returns
         ``(index, value)`` and cancels the others (raises the winner's exception)."""
         if len(futures) == 1 and isinstance(futures[0], (list, tuple)):
@@ -301,7 +359,7 @@ class OrchestrationContext(TraceMethods):
             raise ValueError("select needs at least one future")
         loop = self._x.loop
         futs = [asyncio.ensure_future(f, loop=loop) for f in futures]
-        outer = _Dated(loop)
+        outer: Dated[tuple[int, Any]] = Dated(loop, loop)
 
         def won(index: int, fut: asyncio.Future[Any]) -> None:
             if outer.done():
@@ -339,17 +397,17 @@ class OrchestrationContext(TraceMethods):
             f.add_done_callback(callbacks[i])
         return outer
 
-    def select2(self, a: Awaitable[Any], b: Awaitable[Any]) -> asyncio.Future[tuple[int, Any]]:
+    def select2(self, a: Awaitable[Any], b: Awaitable[Any]) -> Dated[tuple[int, Any]]:
         return self.select(a, b)
 
-    def join(self, *futures: Any) -> asyncio.Future[list[Any]]:
+    def join(self, *futures: Any) -> Dated[list[Any]]:
         """Wait for every future; returns their results in argument order, or raises the
         first failure in argument order once all have finished."""
         if len(futures) == 1 and isinstance(futures[0], (list, tuple)):
             futures = tuple(futures[0])
         loop = self._x.loop
         futs = [asyncio.ensure_future(f, loop=loop) for f in futures]
-        outer = _Dated(loop)
+        outer: Dated[list[Any]] = Dated(loop, loop)
         if not futs:
             outer.set_result([])
             return outer
@@ -379,8 +437,8 @@ class OrchestrationContext(TraceMethods):
         return outer
 
     # ------------------------------------------------------------------ values
-    def _ready(self, value: Any) -> asyncio.Future[Any]:
-        fut: asyncio.Future[Any] = self._x.loop.create_future()
+    def _ready(self, value: T) -> asyncio.Future[T]:
+        fut: asyncio.Future[T] = self._x.loop.create_future()
         fut.set_result(value)
         return fut
 
@@ -391,14 +449,16 @@ class OrchestrationContext(TraceMethods):
         time of the event the code resumed on, which timers and ``loop.time()`` share."""
         value_us = self._x.current_time_ms * 1000
         event = self._x.record(UtcNowRecorded(value_us=value_us), lambda r: True)
-        recorded = event.value_us  # type: ignore[attr-defined]
+        assert isinstance(event, UtcNowRecorded)
+        recorded = event.value_us
         return self._ready(datetime.fromtimestamp(recorded / 1_000_000, UTC))
 
     def new_guid(self) -> asyncio.Future[str]:
         """A random UUID string, recorded once in history and replayed after (awaitable)."""
         event = self._x.record(GuidRecorded(value=""), lambda r: True,
                                lambda e: GuidRecorded(value=self._x.new_guid()))
-        return self._ready(event.value)  # type: ignore[attr-defined]
+        assert isinstance(event, GuidRecorded)
+        return self._ready(event.value)
 
     # ------------------------------------------------------------------ custom status
     def set_custom_status(self, value: Any) -> None:

@@ -16,6 +16,10 @@ matched, in order, against the code's calls; every other event is *delivered* to
 future waiting for it. A code call beyond the recorded decisions is only legal once
 every persisted event has been delivered; otherwise the code is doing something the
 original run did not (nondeterminism).
+
+Everything that affects a transition lives in this file (as in h11's state machine),
+which is why it runs past 500 lines: replay, delivery (``_APPLY``), matching of
+decisions, settling and the ending of an execution.
 """
 
 from __future__ import annotations
@@ -42,9 +46,7 @@ from ..errors import (
 from ..history import (
     ActivityCompleted,
     ActivityFailedEvent,
-    ActivityScheduled,
     CancellationRequested,
-    DetachedOrchestrationScheduled,
     EventRaised,
     EventSubscribed,
     HistoryEvent,
@@ -60,26 +62,15 @@ from ..history import (
     TimerFired,
     WorkCancelled,
 )
+from ..options import LONGEST_DURATION_S
+from .context import OrchestrationContext
+from .futures import ContinueAsNew, DurableFuture, Nondeterministic
 from .loop import DeterministicLoop, DurableTimerHandle
+from .matching import describe, difference
 
-__all__ = ["ContinueAsNew", "DurableFuture", "OrchestrationExecution", "TurnResult"]
+__all__ = ["OrchestrationExecution", "TurnResult"]
 
 OrchestrationFn = Callable[[Any, Any], Any]
-
-
-class ContinueAsNew(BaseException):
-    """Raised by ``ctx.continue_as_new``: ends this execution and starts a fresh one.
-    A ``BaseException`` so that ``except Exception`` in user code cannot swallow it."""
-
-    def __init__(self, input_text: str, version: str | None) -> None:
-        super().__init__("continue_as_new")
-        self.input_text = input_text
-        self.version = version
-
-
-class _Nondeterministic(BaseException):
-    """Unwinds orchestration code once nondeterminism is found (not catchable by
-    ``except Exception``); the turn then fails the instance."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -115,64 +106,6 @@ _COMPLETIONS = (ActivityCompleted, ActivityFailedEvent, TimerFired, SubOrchestra
                 SubOrchestrationFailedEvent)
 
 
-class DurableFuture(asyncio.Future[Any]):
-    """A future resolved by a history event: an activity, timer, event wait or child.
-
-    Cancelling it (a select loser, a cancelled task) abandons the work: activities and
-    children are told to stop, subscriptions are dropped.
-    """
-
-    def __init__(self, execution: OrchestrationExecution, kind: str, event: HistoryEvent,
-                 output_type: Any = None) -> None:
-        super().__init__(loop=execution.loop)
-        self._execution = execution
-        self.kind = kind
-        self.event = event
-        self.output_type = output_type
-        #: the id of the history event that resolved it (a select's order among the done)
-        self.completed_by: int | None = None
-
-    @property
-    def event_id(self) -> int:
-        return self.event.event_id
-
-    def cancel(self, msg: Any = None) -> bool:
-        if self.done():
-            return False
-        self._execution._abandon(self)
-        return super().cancel(msg)
-
-
-def _difference(recorded: HistoryEvent, event: HistoryEvent) -> str:
-    """How a decision differs from the recorded one of the same kind and name."""
-    fields = [f.name for f in dataclasses.fields(event)
-              if f.name not in ("event_id", "ts")
-              and getattr(event, f.name, None) != getattr(recorded, f.name, None)]
-    if not fields:
-        return "other arguments"
-    parts = [f"{name} {getattr(event, name)!r:.60} (history: {getattr(recorded, name)!r:.60})"
-             for name in fields]
-    return "a different " + ", ".join(parts)
-
-
-def describe(event: HistoryEvent) -> str:
-    """A person's name for a decision: ``activity 'reserve'``, ``timer`` ..."""
-    match event:
-        case ActivityScheduled(name=name):
-            return f"activity {name!r}"
-        case TimerCreated():
-            return "timer"
-        case EventSubscribed(name=name):
-            return f"wait for event {name!r}"
-        case SubOrchestrationScheduled(name=name):
-            return f"sub-orchestration {name!r}"
-        case DetachedOrchestrationScheduled(name=name):
-            return f"detached orchestration {name!r}"
-        case WorkCancelled(source_event_id=sid):
-            return f"cancellation of the work scheduled at event {sid}"
-    return event.kind
-
-
 class OrchestrationExecution:
     """One execution of one orchestration instance (see the module docstring).
 
@@ -189,20 +122,18 @@ class OrchestrationExecution:
         function_name: Callable[[Callable[..., Any]], str] | None = None,
         new_guid: Callable[[], str] | None = None,
     ) -> None:
-        from .context import OrchestrationContext
-
         self.fn = fn
         self.instance_id = instance_id
         self.history: list[HistoryEvent] = list(history)
-        self._activity_output_type = activity_output_type or (lambda _name: None)
-        self._function_name = function_name or (lambda f: getattr(f, "__name__", repr(f)))
+        self.activity_output_type = activity_output_type or (lambda _name: None)
+        self.function_name = function_name or (lambda f: getattr(f, "__name__", repr(f)))
         self.new_guid = new_guid or (lambda: str(uuid.uuid4()))
         self._replayed = 0  # history[:_replayed] delivered
         self._decisions = [e for e in self.history if e.is_decision]
         self._decision_cursor = 0
         self._next_id = (self.history[-1].event_id + 1) if self.history else 1
-        self._open: dict[int, DurableFuture] = {}
-        self._waiters: dict[str, collections.deque[DurableFuture]] = {}
+        self._open: dict[int, DurableFuture[Any]] = {}
+        self._waiters: dict[str, collections.deque[DurableFuture[Any]]] = {}
         self._buffered: dict[str, collections.deque[EventRaised]] = {}
         self._known: dict[int, HistoryEvent] = {}  # scheduled work, by event id
         self._closed_ids: set[int] = set()  # work resolved or abandoned
@@ -321,28 +252,34 @@ class OrchestrationExecution:
 
     # ================================================================ delivery
     def _deliver(self, event: HistoryEvent) -> None:
+        """Hand a delivered (not decided) event to what waits for it: every kind that
+        affects a waiting future has its ``_apply_*`` method in ``_APPLY``; the others
+        (markers such as ``CustomStatusSet`` are decisions, never delivered) do nothing."""
         self.current_time_ms = event.ts
         self.loop.delivering = event.event_id
-        if isinstance(event, OrchestrationStarted):
-            self._start(event)
-        elif isinstance(event, _COMPLETIONS):
-            self._complete(event)
-        elif isinstance(event, EventRaised):
-            waiters = self._waiters.get(event.name)
-            while waiters:
-                fut = waiters.popleft()
-                if not fut.done():
-                    self._open.pop(fut.event_id, None)
-                    fut.completed_by = event.event_id
-                    self._resolve_text(fut, event.data)
-                    return
-            self._buffered.setdefault(event.name, collections.deque()).append(event)
-        elif isinstance(event, CancellationRequested) and self._cancel_reason is None:
-            self._cancel_reason = event.reason
-            if self._main is not None and not self._main.done():
-                self._main.cancel(event.reason or None)
+        apply = _APPLY.get(type(event))
+        if apply is not None:
+            apply(self, event)
 
-    def _start(self, event: OrchestrationStarted) -> None:
+    def _apply_event_raised(self, event: EventRaised) -> None:
+        waiters = self._waiters.get(event.name)
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                self._open.pop(fut.event_id, None)
+                fut.completed_by = event.event_id
+                self._resolve_text(fut, event.data)
+                return
+        self._buffered.setdefault(event.name, collections.deque()).append(event)
+
+    def _apply_cancellation(self, event: CancellationRequested) -> None:
+        if self._cancel_reason is not None:
+            return
+        self._cancel_reason = event.reason
+        if self._main is not None and not self._main.done():
+            self._main.cancel(event.reason or None)
+
+    def _apply_started(self, event: OrchestrationStarted) -> None:
         self.started = event
         self.custom_status = event.custom_status
         try:
@@ -365,7 +302,7 @@ class OrchestrationExecution:
                             f"{type(result).__name__}, not a coroutine")
         return await result
 
-    def _complete(self, event: HistoryEvent) -> None:
+    def _apply_completion(self, event: HistoryEvent) -> None:
         sid: int = event.source_event_id  # type: ignore[attr-defined]
         self._closed_ids.add(sid)
         fut = self._open.pop(sid, None)
@@ -388,7 +325,7 @@ class OrchestrationExecution:
                 fut.set_exception(SubOrchestrationFailed(src.name, src.instance_id,
                                                          event.error_type, event.message))
 
-    def _resolve_text(self, fut: DurableFuture, text: str | None) -> None:
+    def _resolve_text(self, fut: DurableFuture[Any], text: str | None) -> None:
         try:
             value = codec.decode(text, fut.output_type)
         except PayloadError as e:
@@ -429,7 +366,7 @@ class OrchestrationExecution:
             self._finish(OrchestrationCompleted(output=output))
         elif isinstance(exc, ContinueAsNew):
             self._finish(OrchestrationContinuedAsNew(input=exc.input_text, version=exc.version))
-        elif isinstance(exc, _Nondeterministic):  # pragma: no cover - _fatal is set first
+        elif isinstance(exc, Nondeterministic):  # pragma: no cover - _fatal is set first
             self._finish(OrchestrationFailed(error_kind="nondeterminism",
                                              error_type="NondeterminismError", message=str(exc)))
         elif self._cancel_reason is not None and isinstance(exc, asyncio.CancelledError):
@@ -537,17 +474,17 @@ class OrchestrationExecution:
         when nothing is recorded). Returns the recorded (or newly numbered) event.
         """
         if self._fatal is not None:
-            raise _Nondeterministic(str(self._fatal))
+            raise Nondeterministic(str(self._fatal))
         if self._decision_cursor < len(self._decisions):
             recorded = self._decisions[self._decision_cursor]
             if recorded.kind != event.kind or not same(recorded):
                 what = describe(event)
                 if what == describe(recorded):  # same kind and name: what differs is said
-                    what += f" with {_difference(recorded, event)}"
+                    what += f" with {difference(recorded, event)}"
                 self._fail_nondeterminism(
                     f"expected {describe(recorded)} at event {recorded.event_id}, code "
                     f"scheduled {what}")
-                raise _Nondeterministic(str(self._fatal))
+                raise Nondeterministic(str(self._fatal))
             self._decision_cursor += 1
             return recorded
         nxt = next((e for e in self.history[self._replayed:] if not e.is_decision), None)
@@ -555,7 +492,7 @@ class OrchestrationExecution:
             self._fail_nondeterminism(
                 f"code scheduled {describe(event)}, which history does not have before "
                 f"event {nxt.event_id} ({nxt.kind})")
-            raise _Nondeterministic(str(self._fatal))
+            raise Nondeterministic(str(self._fatal))
         # Past everything recorded: from here on the code runs live.
         self.is_replaying = False
         stamped = self._append(fresh(event) if fresh is not None else event)
@@ -571,9 +508,13 @@ class OrchestrationExecution:
                 f"{detail}. The orchestration code changed under a running instance; keep the "
                 "old code registered and register the change as a new version instead")
 
+    @property
+    def next_event_id(self) -> int:
+        return self._next_id
+
     def open_future(self, kind: str, event: HistoryEvent, output_type: Any = None
-                    ) -> DurableFuture:
-        fut = DurableFuture(self, kind, event, output_type)
+                    ) -> DurableFuture[Any]:
+        fut: DurableFuture[Any] = DurableFuture(self.loop, self, kind, event, output_type)
         eid = event.event_id
         if kind != "wait":
             self._known[eid] = event
@@ -581,7 +522,7 @@ class OrchestrationExecution:
             self._open[eid] = fut
         return fut
 
-    def subscribe(self, event: EventSubscribed, output_type: Any) -> DurableFuture:
+    def subscribe(self, event: EventSubscribed, output_type: Any) -> DurableFuture[Any]:
         fut = self.open_future("wait", event, output_type)
         buffered = self._buffered.get(event.name)
         if buffered:
@@ -593,23 +534,40 @@ class OrchestrationExecution:
             self._waiters.setdefault(event.name, collections.deque()).append(fut)
         return fut
 
+    def timer(self, delay: float) -> DurableFuture[None]:
+        """A durable timer of ``delay`` seconds from the orchestration's time."""
+        if not 0 <= delay <= LONGEST_DURATION_S:  # also NaN; history times are datetimes
+            raise ValueError(f"timer delay must be 0 to {LONGEST_DURATION_S:g} s (about "
+                             f"1,000 years), got {delay!r}")
+        # Rounded up to the millisecond history keeps, never down: a timer fires no
+        # earlier than asked. (Whole microseconds first: a delay computed as a
+        # difference of loop times carries float noise far below a microsecond.)
+        delay_us = round(delay * 1_000_000)
+        fire_at = self.current_time_ms + -(-delay_us // 1000)
+        event = self.record(TimerCreated(fire_at=fire_at), lambda r: True)
+        return self.open_future("timer", event)
+
     def loop_timer(self, delay: float, callback: Callable[..., object], args: tuple[Any, ...],
                    context: contextvars.Context | None) -> DurableTimerHandle:
         """A timer asked for through the loop (``asyncio.sleep``, ``wait_for``...)."""
-        fut = self.ctx._timer_future(delay)
-        when = fut.event.fire_at / 1000.0  # type: ignore[attr-defined]
+        fut = self.timer(delay)
+        assert isinstance(fut.event, TimerCreated)
+        when = fut.event.fire_at / 1000.0
 
         def fire(f: asyncio.Future[Any]) -> None:
             if not f.cancelled():
                 self.loop.call_soon(callback, *args, context=context)
 
         fut.add_done_callback(fire)
+
         def drop() -> None:
             fut.cancel()
 
         return DurableTimerHandle(when, callback, args, self.loop, context, drop)
 
-    def _abandon(self, fut: DurableFuture) -> None:
+    def abandon(self, fut: DurableFuture[Any]) -> None:
+        """A durable future was cancelled: drop its subscription, or record that its
+        work (an activity, a child) is no longer wanted."""
         eid = fut.event_id
         if self._open.pop(eid, None) is None:
             return
@@ -622,17 +580,30 @@ class OrchestrationExecution:
             try:
                 self.record(WorkCancelled(source_event_id=eid),
                             lambda r: r.source_event_id == eid)  # type: ignore[attr-defined]
-            except _Nondeterministic:
+            except Nondeterministic:
                 return  # _fatal is set; the turn fails the instance
             self._record_cancel(fut)
 
-    def _record_cancel(self, fut: DurableFuture) -> None:
+    def _record_cancel(self, fut: DurableFuture[Any]) -> None:
         if self.is_replaying:
             return  # sent when first recorded
         if fut.kind == "activity":
             self._cancelled_activities.append(fut.event_id)
         elif fut.kind == "sub_orchestration":
             self._cancelled_children.append(fut.event.instance_id)  # type: ignore[attr-defined]
+
+
+#: how each kind of delivered event is applied (see ``OrchestrationExecution._deliver``)
+_APPLY: dict[type[HistoryEvent], Callable[[OrchestrationExecution, Any], None]] = {
+    OrchestrationStarted: OrchestrationExecution._apply_started,
+    ActivityCompleted: OrchestrationExecution._apply_completion,
+    ActivityFailedEvent: OrchestrationExecution._apply_completion,
+    TimerFired: OrchestrationExecution._apply_completion,
+    SubOrchestrationCompleted: OrchestrationExecution._apply_completion,
+    SubOrchestrationFailedEvent: OrchestrationExecution._apply_completion,
+    EventRaised: OrchestrationExecution._apply_event_raised,
+    CancellationRequested: OrchestrationExecution._apply_cancellation,
+}
 
 
 def _innermost_await(task: asyncio.Task[Any]) -> str:

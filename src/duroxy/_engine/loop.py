@@ -19,14 +19,23 @@ import contextvars
 import weakref
 from asyncio import events
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from ..errors import NonDurableAwait
 
-if TYPE_CHECKING:
-    from .execution import OrchestrationExecution
+__all__ = ["DeterministicLoop", "DurableTimerHandle", "LoopHost"]
 
-__all__ = ["DeterministicLoop", "DurableTimerHandle"]
+
+class LoopHost(Protocol):
+    """What the loop asks of the execution it runs: its clock and durable timers."""
+
+    #: the orchestration's time: the time of the event being delivered (epoch ms)
+    current_time_ms: int
+
+    def loop_timer(self, delay: float, callback: Callable[..., object], args: tuple[Any, ...],
+                   context: contextvars.Context | None) -> asyncio.TimerHandle:
+        """A durable timer that calls ``callback(*args)`` in ``context`` after ``delay``."""
+        ...
 
 
 class DurableTimerHandle(asyncio.TimerHandle):
@@ -63,9 +72,9 @@ def _qualname(fn: Any) -> str:
 
 
 class DeterministicLoop(asyncio.AbstractEventLoop):
-    def __init__(self, execution: OrchestrationExecution) -> None:
+    def __init__(self, host: LoopHost) -> None:
         self._ready: collections.deque[asyncio.Handle] = collections.deque()
-        self._execution = execution
+        self._host = host
         self._closed = False
         self._running = False
         self._exceptions: list[dict[str, Any]] = []
@@ -115,14 +124,14 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
             handle = asyncio.TimerHandle(self.time(), callback, args, self, context)
             self._ready.append(handle)
             return handle
-        return self._execution.loop_timer(delay, callback, args, context)
+        return self._host.loop_timer(delay, callback, args, context)
 
     def call_at(self, when: float, callback: Callable[..., object], *args: Any,
                 context: contextvars.Context | None = None) -> asyncio.TimerHandle:
         return self.call_later(when - self.time(), callback, *args, context=context)
 
     def time(self) -> float:
-        return self._execution.current_time_ms / 1000.0
+        return self._host.current_time_ms / 1000.0
 
     def create_future(self) -> asyncio.Future[Any]:
         return asyncio.Future(loop=self)

@@ -1,0 +1,90 @@
+"""The leaf of the engine: the futures orchestration code awaits, and the exceptions
+that carry control flow out of it. Imports nothing of the rest of the engine.
+
+Control flow (continue-as-new, an unwinding after nondeterminism) travels as
+``BaseException`` subclasses, so that a user's ``except Exception`` never swallows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Generic, Protocol, TypeVar
+
+from ..history import HistoryEvent
+
+__all__ = ["ContinueAsNew", "Dated", "DurableFuture", "FutureOwner", "Nondeterministic"]
+
+T = TypeVar("T")
+
+
+class ContinueAsNew(BaseException):
+    """Raised by ``ctx.continue_as_new``: ends this execution and starts a fresh one."""
+
+    def __init__(self, input_text: str, version: str | None) -> None:
+        super().__init__("continue_as_new")
+        self.input_text = input_text
+        self.version = version
+
+
+class Nondeterministic(BaseException):
+    """Unwinds orchestration code once nondeterminism is found; the turn then fails the
+    instance."""
+
+
+class FutureOwner(Protocol):
+    """What a durable future tells when it is cancelled: its work is abandoned."""
+
+    def abandon(self, fut: DurableFuture[Any]) -> None: ...
+
+
+class DurableFuture(asyncio.Future[T], Generic[T]):
+    """A future resolved by a history event: an activity, timer, event wait or child.
+
+    ``T`` is what awaiting it gives. Cancelling it (a select loser, a cancelled task)
+    abandons the work: activities and children are told to stop, subscriptions are
+    dropped.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, owner: FutureOwner, kind: str,
+                 event: HistoryEvent, output_type: Any = None) -> None:
+        super().__init__(loop=loop)
+        self._owner = owner
+        self.kind = kind
+        self.event = event
+        self.output_type = output_type
+        #: the id of the history event that resolved it (a select's order among the done)
+        self.completed_by: int | None = None
+
+    @property
+    def event_id(self) -> int:
+        return self.event.event_id
+
+    def cancel(self, msg: Any = None) -> bool:
+        if self.done():
+            return False
+        self._owner.abandon(self)
+        return super().cancel(msg)
+
+
+class _Delivering(Protocol):
+    #: the id of the history event being delivered
+    delivering: int
+
+
+class Dated(asyncio.Future[T], Generic[T]):
+    """The future of a select or join: dated, like the futures it waits for, by the
+    history event being delivered when it completed (another select's order among
+    futures already done)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, clock: _Delivering) -> None:
+        super().__init__(loop=loop)
+        self._clock = clock
+        self.completed_by: int | None = None
+
+    def set_result(self, result: T) -> None:
+        self.completed_by = self._clock.delivering
+        super().set_result(result)
+
+    def set_exception(self, exception: type | BaseException) -> None:
+        self.completed_by = self._clock.delivering
+        super().set_exception(exception)
