@@ -33,6 +33,8 @@ def _hold_commits(store: SqliteProvider) -> tuple[threading.Event, threading.Eve
     """Hold every write transaction open right before its COMMIT until released;
     returns (entered, release)."""
     entered, release = threading.Event(), threading.Event()
+    # The held commit must block the writer thread, never the test's own event loop.
+    store._inline_writes = False
 
     def hold() -> None:
         entered.set()
@@ -496,4 +498,134 @@ async def test_a_lock_given_back_does_not_count_as_an_attempt(tmp_path: Path) ->
     await store.abandon_orchestration_item(again.lock_token)  # a real abandon counts
     (third,) = await store.fetch_orchestration_items(HOLD)
     assert third.attempt == 2
+    await store.close()
+
+
+# ------------------------------------------------------------------ writes on the caller's thread
+async def _thread_of_write(store: SqliteProvider) -> Any:
+    # Once the writer thread is asleep (it takes its lock back for a moment after each
+    # batch, and a write arriving right then is handed to it instead).
+    for _ in range(500):
+        if not store._writer._busy.locked():
+            break
+        await asyncio.sleep(0.001)
+    return await store._write(lambda tx: threading.get_ident())
+
+
+async def test_a_write_runs_on_the_callers_thread_when_the_writer_is_idle(
+        tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "w.db")
+    await create(store, uid())  # the first write opens the connection on the writer
+    writer = store._writer.thread
+    assert writer is not None
+    assert await _thread_of_write(store) == threading.get_ident()
+    # Committed like any other write: another connection sees it at once.
+    iid = uid()
+    await create(store, iid)
+    other = SqliteProvider(tmp_path / "w.db", inline_writes=False)
+    rec = await other.get_instance(iid)
+    assert rec is not None and rec.state == "PENDING"
+    await other.close()
+    # Switched off, every write goes to the writer thread.
+    store._inline_writes = False
+    assert await _thread_of_write(store) == writer.ident
+    await store.close()
+
+
+async def test_a_write_goes_to_the_writer_while_the_loop_has_other_work(
+        tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "w.db")
+    await create(store, uid())
+    writer = store._writer.thread
+    assert writer is not None
+    asyncio.get_running_loop().call_soon(lambda: None)  # something else is ready to run
+    assert await _thread_of_write(store) == writer.ident
+    await store.close()
+
+
+async def test_a_write_goes_to_the_writer_while_the_writer_works(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "w.db")
+    await create(store, uid())
+    writer = store._writer.thread
+    assert writer is not None
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(tx: Any) -> None:
+        entered.set()
+        release.wait(10)
+
+    loop = asyncio.get_running_loop()
+    held: asyncio.Future[Any] = loop.create_future()
+    store._writer.submit(_tx.Op(hold, True, loop, held))  # straight to the writer thread
+    assert await asyncio.to_thread(entered.wait, 5)
+    second = asyncio.ensure_future(store._write(lambda tx: threading.get_ident()))
+    await asyncio.sleep(0.02)
+    assert not second.done()  # queued behind the held operation, not run here
+    release.set()
+    await held
+    assert await second == writer.ident
+    await store.close()
+
+
+async def test_a_write_meeting_another_process_lock_never_blocks_the_loop(
+        tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "w.db", busy_timeout=5)
+    await create(store, uid())
+    writer = store._writer.thread
+    assert writer is not None
+    other = sqlite3.connect(tmp_path / "w.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        write = asyncio.ensure_future(_thread_of_write(store))
+        ticks = 0
+        for _ in range(10):  # the loop keeps running while the writer waits for the lock
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 10 and not write.done()
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    assert await asyncio.wait_for(write, 5) == writer.ident
+    await store.close()
+
+
+async def test_a_start_written_on_the_callers_thread_goes_to_a_parked_fetch(
+        tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "w.db")
+    poll = await _parked(store, 30)
+    iid = uid()
+    commits = store._writer.commits
+    await create(store, iid)
+    (item,) = await asyncio.wait_for(poll, 5)
+    assert item.instance_id == iid
+    assert store._writer.commits == commits + 1  # one transaction: the start and its lock
+    await store.close()
+
+
+async def test_a_timer_written_on_the_callers_thread_wakes_a_parked_fetch_on_time(
+        tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "w.db")
+    iid, due = await _due_later(store, 0.2)  # an ack on this thread, with a delayed message
+    poll = await _parked(store, 30)
+    (item,) = await asyncio.wait_for(poll, 5)
+    assert item.instance_id == iid and time.time() >= due
+    await store.close()
+
+
+async def test_writes_from_many_loops_and_threads_all_commit(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "w.db")
+    await create(store, uid())
+    ids = [uid() for _ in range(40)]
+
+    def in_thread(chunk: list[str]) -> None:
+        async def go() -> None:
+            for iid in chunk:
+                await create(store, iid)
+        asyncio.run(go())
+
+    await asyncio.gather(*(asyncio.to_thread(in_thread, ids[i::4]) for i in range(4)),
+                         *(create(store, uid()) for _ in range(10)))
+    for iid in ids:
+        rec = await store.get_instance(iid)
+        assert rec is not None and rec.state == "PENDING"
     await store.close()

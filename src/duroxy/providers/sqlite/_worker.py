@@ -45,6 +45,7 @@ from ._tx import (
     Tx,
     begin_immediate,
     given_up,
+    is_busy,
     provider_error,
 )
 
@@ -123,12 +124,26 @@ def _deliver(op: Op, result: Any, exc: BaseException | None,
 
 
 def _flush(outbox: Outbox) -> None:
+    here = asyncio.events._get_running_loop()
     for loop, outcomes in outbox.items():
+        if loop is here:  # an operation run on its caller's thread (``run_inline``)
+            _resolve_all(outcomes)
+            continue
         try:
             loop.call_soon_threadsafe(_resolve_all, outcomes)
         except RuntimeError:  # the loop is closed
             _discard_unread(outcomes)
     outbox.clear()
+
+
+class _Busy(BaseException):
+    """An operation run on its caller's thread met another process's write lock: it is
+    handed to the worker thread instead, which may wait for it. (Not an ``Exception``:
+    the batch machinery must let it through untouched.)"""
+
+
+#: wakes the worker thread to recompute how long it may sleep (no outcome)
+_POKE: Callable[[Tx], Any] = lambda tx: None  # noqa: E731
 
 
 class ConnectionWorker:
@@ -196,6 +211,12 @@ class ConnectionWorker:
         #: operations that joined the open transaction after its batch was taken (parked
         #: fetches, late writes): a batch that fails as a whole fails them too
         self._joined: list[Op] = []
+        #: held by whichever thread uses the connection and the state above: the worker
+        #: thread, except while it sleeps waiting for operations, when a caller may run
+        #: one on its own thread (``run_inline``)
+        self._busy = threading.Lock()
+        #: a transaction begun on a caller's thread must not wait for another process
+        self._inline = False
 
     # ----------------------------------------------------------------- submission
     def submit(self, op: Op) -> None:
@@ -236,41 +257,91 @@ class ConnectionWorker:
 
     # ----------------------------------------------------------------- the thread
     def _run(self) -> None:
+        # The thread holds ``_busy`` whenever it touches the connection or the state
+        # around it, and lets it go while it sleeps waiting for operations (a caller may
+        # then run one itself, see ``run_inline``) and while it hands outcomes out.
         try:
             while True:
-                if self._backlog:
-                    batch, self._backlog = self._backlog, []
-                else:
-                    timeout = self._park_timeout()
-                    early = self._warm_up_wait(timeout)
+                with self._busy:
+                    batch: list[Op] | None = None
+                    if self._backlog:
+                        batch, self._backlog = self._backlog, []
+                    else:
+                        timeout = self._park_timeout()
+                        early = self._warm_up_wait(timeout)
+                if batch is None:
                     try:
-                        batch = [self._queue.get(timeout=timeout if early is None else early)]
+                        got: Op | None = self._queue.get(
+                            timeout=timeout if early is None else early)
                     except queue.Empty:
-                        if (early is not None and self._next_due is not None
-                                and time.time() < self._next_due):
-                            self._warm_up()
-                            continue
-                        batch = []
+                        got = None
+                    if got is None and early is not None:
+                        with self._busy:
+                            if self._next_due is not None and time.time() < self._next_due:
+                                self._warm_up()
+                                continue
+                    batch = [] if got is None else [got]
                 while True:  # drain what else is waiting: one transaction for all
                     try:
                         batch.append(self._queue.get_nowait())
                     except queue.Empty:
                         break
-                try:
-                    stopped = self._handle(batch)
-                    if not stopped and self._parked:
-                        self._wake_parked()
-                finally:
-                    _flush(self._outbox)  # one wake-up per caller loop and batch
+                with self._busy:
+                    try:
+                        stopped = self._handle(batch)
+                        if not stopped and self._parked:
+                            self._wake_parked()
+                    finally:
+                        outbox, self._outbox = self._outbox, {}
+                _flush(outbox)  # one wake-up per caller loop and batch
                 if stopped:
                     return
         except BaseException:  # pragma: no cover - a bug here must not go unnoticed
             log.exception("SQLite worker thread %s failed", self._name)
             raise
         finally:
-            if self._tx is not None:
-                self._tx.conn.close()
-                self._tx = None
+            with self._busy:
+                if self._tx is not None:
+                    self._tx.conn.close()
+                    self._tx = None
+
+    # ----------------------------------------------------------------- on the caller's thread
+    def run_inline(self, op: Op) -> bool:
+        """Run the write ``op`` on the calling thread, as the worker thread would, if
+        the worker is asleep with nothing queued and its connection is open; False
+        (nothing done) otherwise, or when another process holds the write lock: the
+        caller then submits it. Its outcome is delivered before this returns (to its
+        future at once when called on that future's loop).
+
+        This saves the two thread wake-ups of a hand-off, each a sizeable part of a
+        sequential step, and costs the caller the wait for the commit: callers use it
+        only when they have nothing else to do meanwhile."""
+        if (not self._group_writes or op.deadline is not None or not self._queue.empty()
+                or not self._busy.acquire(blocking=False)):
+            return False
+        try:
+            if self._stopped or self._tx is None or self._backlog:
+                return False
+            parked, due = len(self._parked), self._next_due
+            self._inline = True
+            try:
+                self._handle([op])
+            except _Busy:
+                return False
+            finally:
+                self._inline = False
+            if self._parked:
+                self._wake_parked()
+            # The worker sleeps for as long as it computed before this ran: wake it to
+            # look again when what it sleeps for changed.
+            if self._backlog or (self._parked and (
+                    len(self._parked) != parked or self._next_due != due)):
+                self._queue.put(Op(_POKE, False, None, None))
+            return True
+        finally:
+            outbox, self._outbox = self._outbox, {}
+            self._busy.release()
+            _flush(outbox)
 
     # ----------------------------------------------------------------- parked fetches
     def _park_timeout(self) -> float | None:
@@ -494,8 +565,10 @@ class ConnectionWorker:
                 if level != self._sync_now:
                     conn.execute(f"PRAGMA synchronous = {level}")
                     self._sync_now = level
-            begin_immediate(conn, self._begin_timeout)
+            begin_immediate(conn, 0.0 if self._inline else self._begin_timeout)
         except BaseException as e:
+            if self._inline and is_busy(e):
+                raise _Busy from None
             err = provider_error(e)
             for op in ops:
                 self._out(op, None, err)

@@ -233,6 +233,10 @@ class _Config:
             migrate(conn, self.busy_timeout)
             if self.wal and self.synchronous in ("FULL", "EXTRA"):
                 preallocate_wal(conn, self.path)
+            # From here on the writer waits for another process's write lock only in
+            # ``begin_immediate``, which knows how long it may: a write run on a
+            # caller's thread never waits (see ``ConnectionWorker.run_inline``).
+            conn.execute("PRAGMA busy_timeout = 0")
         except BaseException:
             conn.close()
             raise
@@ -295,6 +299,14 @@ class _Listeners:
                     log.exception("%s listener failed", channel)
 
 
+def _idle(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` has nothing ready to run besides the caller: a write it runs on
+    its own thread then delays nobody. (asyncio's own loops keep their ready callbacks
+    in ``_ready``; a loop without one is never taken for idle.)"""
+    ready = getattr(loop, "_ready", None)
+    return ready is not None and not ready
+
+
 def _stop_workers(*workers: ConnectionWorker) -> None:
     for w in workers:
         w.stop_nowait()
@@ -320,6 +332,7 @@ class SqliteProvider(Provider):
         *,
         synchronous: str = "FULL",
         busy_timeout: float = 30.0,
+        inline_writes: bool = True,
     ) -> None:
         path, options = parse_location(path_or_url)
         for key, value in options.items():
@@ -342,6 +355,7 @@ class SqliteProvider(Provider):
             raise ConfigurationError(f"busy_timeout must be 0 to {_LONGEST_BUSY_TIMEOUT_S:g} "
                                      f"seconds, not {busy_timeout!r}")
         self._config = _Config(path, sync, float(busy_timeout))
+        self._inline_writes = inline_writes
         self._listeners = _Listeners()
         self._closed = False
         tag = "memory" if self._config.memory else os.path.basename(path)
@@ -391,7 +405,9 @@ class SqliteProvider(Provider):
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         deadline = time.monotonic() + wait if wait > 0 else None
-        self._writer.submit(Op(fn, True, loop, fut, discard, durable, probe, deadline))
+        op = Op(fn, True, loop, fut, discard, durable, probe, deadline)
+        if not (self._inline_writes and _idle(loop) and self._writer.run_inline(op)):
+            self._writer.submit(op)
         return await fut
 
     async def _lock_op(self, fn: Callable[[Tx], T], discard: Callable[[Any], None] | None = None,
