@@ -16,6 +16,11 @@ close checkpoints nothing of ours: the write-ahead log holds only what writers
 committed meanwhile, which their own last close would have checkpointed. A ``-wal``
 file that was there before (a writer running, or one that crashed) is left alone:
 checkpointing it would change the database file.
+
+Those files must be creatable, though: a WAL-mode file without them, in a folder this
+user may not write, cannot be read at all (:meth:`ReadOnlyFile.unreadable` says so).
+Reading it ``immutable`` instead would ignore the locks of a writer that starts
+meanwhile, and miss whatever it commits.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import sqlite3
 import threading
 from urllib.parse import quote
 
-from ...errors import StoreNotFound
+from ...errors import ProviderError, StoreNotFound
 
 __all__ = ["ReadOnlyFile"]
 
@@ -66,6 +71,19 @@ class ReadOnlyFile:
                 raise StoreNotFound(f"no such store file: {self.where}",
                                     store=self.where) from None
             raise
+
+    def unreadable(self, exc: sqlite3.Error) -> ProviderError | None:
+        """A clearer error than ``exc`` when the file could not be read because it is in
+        WAL mode and its ``-wal`` and ``-shm`` files, absent, cannot be created."""
+        folder = os.path.dirname(self.where)
+        if ("readonly" not in str(exc) or os.path.exists(self.path + "-wal")
+                or os.access(folder, os.W_OK)):
+            return None
+        return ProviderError(
+            f"cannot read {self.where}: it is in WAL mode, and SQLite must create its "
+            f"-wal and -shm files to read it, but {folder} is not writable for this user: "
+            "read it as a user who may write there, or while a process that has the "
+            "store open (a worker) runs")
 
     def tidy_up(self, timeout: float = 1.0) -> None:
         """Remove the ``-wal`` and ``-shm`` files that opening this store created, once

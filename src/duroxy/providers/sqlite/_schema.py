@@ -18,7 +18,8 @@ from ...errors import ProviderError, SchemaVersionError, StoreNotFound
 from ._sql import migrations, queries
 from ._tx import begin_immediate
 
-__all__ = ["check_schema", "latest_version", "migrate", "schema_version", "stored_version"]
+__all__ = ["check_schema", "latest_version", "migrate", "schema_version", "stored_version",
+           "usable_version"]
 
 log = logging.getLogger("duroxy.providers.sqlite")
 
@@ -62,17 +63,31 @@ def _foreign(where: str) -> str:
             "application's)")
 
 
+def usable_version(conn: sqlite3.Connection, where: str) -> int:
+    """For an opening for writing, before it changes anything: the duroxy schema
+    version of the file (0: none yet). Raises :class:`ProviderError` for a file duroxy
+    cannot keep a store in, :class:`SchemaVersionError` for a newer schema."""
+    try:
+        current = stored_version(conn)
+    except sqlite3.DatabaseError as e:
+        if "not a database" in str(e):
+            raise ProviderError(f"cannot keep a duroxy store in {where}: it is not a "
+                                "SQLite database") from None
+        raise
+    if current is None:
+        raise ProviderError(f"cannot keep a duroxy store in {_foreign(where)}; use "
+                            "another file")
+    if current > latest_version():
+        raise SchemaVersionError(where, current, latest_version())
+    return current
+
+
 def migrate(conn: sqlite3.Connection, busy_timeout: float, where: str) -> int:
     """Apply the migrations this file lacks, all in one ``BEGIN IMMEDIATE`` transaction
     (two processes opening a new file at once: the second waits, then finds the work
     done). Returns the schema version. ``where`` names the file in errors."""
     latest = latest_version()
-    current = stored_version(conn)  # no write lock needed when nothing is to do
-    if current is None:
-        raise ProviderError(f"cannot keep a duroxy store in {_foreign(where)}; use "
-                            "another file")
-    if current > latest:
-        raise SchemaVersionError(where, current, latest)
+    current = usable_version(conn, where)  # no write lock needed when nothing is to do
     if current == latest:
         return current
     begin_immediate(conn, busy_timeout)

@@ -80,7 +80,7 @@ from ..base import (
 from . import _ops
 from ._inline import Declined, InlineReader
 from ._readonly import ReadOnlyFile
-from ._schema import check_schema, migrate
+from ._schema import check_schema, migrate, usable_version
 from ._tx import STOP, Details, Notes, Op, Tx, is_busy
 from ._wal import preallocate_wal
 from ._worker import ConnectionWorker
@@ -179,6 +179,8 @@ class _Config:
         conn = self._connect()
         try:
             if not self.memory:
+                # A file duroxy cannot use is refused before it is switched to WAL.
+                usable_version(conn, os.path.abspath(self.path))
                 deadline = time.monotonic() + self.busy_timeout
                 while True:  # switching to WAL needs a moment of exclusive access
                     try:
@@ -212,11 +214,13 @@ class _Config:
             conn = ro.connect(self.busy_timeout)
             try:
                 check_schema(conn, ro.where)
-            except BaseException:
+            except BaseException as e:
                 conn.close()
                 # The store's first connection (the inline reader opens after a check
                 # passed): with it closed, nothing of this store uses the files.
                 ro.tidy_up()
+                if isinstance(e, sqlite3.Error) and (clear := ro.unreadable(e)) is not None:
+                    raise clear from None
                 raise
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             self.schema_ready.set()
