@@ -2,6 +2,10 @@
 reads what the writer committed (and keeps seeing what it commits), refuses every write
 with ``StoreReadOnly`` while changing nothing, and the writer keeps working meanwhile.
 
+A writer may hand back the result of a turn's acknowledgement before its commit has
+landed (reads through the writer itself wait for it, other readers do not); the tests
+``flush()`` the writer before they expect the read-only provider to see such a commit.
+
 A provider's test class supplies the read-only provider through the
 :meth:`ReadOnlyTests.open_read_only` hook (the default skips these tests, for a store
 that cannot be opened read-only, such as a private in-memory database)."""
@@ -54,6 +58,7 @@ class ReadOnlyTests(ConformanceBase):
         iid = uid()
         await first_turn(provider, iid, scheduled(2), activities=[work(iid, 2)],
                          custom_status='"busy"')
+        await provider.flush()
 
         async def body(ro: Provider) -> None:
             assert ro.read_only and not provider.read_only
@@ -79,6 +84,7 @@ class ReadOnlyTests(ConformanceBase):
         iid = uid()
         await first_turn(provider, iid, scheduled(2), activities=[work(iid, 2)])
         await provider.enqueue_orchestrator_message(raised(iid, "waiting"))
+        await provider.flush()
         item = await fetch_one(provider)  # the writer holds the instance's lock
         [act] = await provider.fetch_activity_items(HOLD)
         before = (await provider.get_instance(iid), await provider.read_history(iid))
@@ -142,6 +148,7 @@ class ReadOnlyTests(ConformanceBase):
             assert await ro.get_instance(first) is not None  # open, and reading
             item = await fetch_one(provider)
             await provider.ack_orchestration_item(item.lock_token, commit(started()))
+            await provider.flush()
             rec = await ro.get_instance(first)
             assert rec is not None and (rec.state, rec.history_len) == ("RUNNING", 1)
             later = [uid() for _ in range(3)]

@@ -93,12 +93,7 @@ def migrate(conn: sqlite3.Connection, busy_timeout: float, where: str) -> int:
     begin_immediate(conn, busy_timeout)
     try:
         conn.execute(queries()["create_schema_version"])
-        current = stored_version(conn)  # again under the write lock
-        if current is None:
-            raise ProviderError(f"cannot keep a duroxy store in {_foreign(where)}; use "
-                                "another file")
-        if current > latest:
-            raise SchemaVersionError(where, current, latest)
+        current = usable_version(conn, where)  # again, under the write lock
         for mig in migrations():
             if mig.version <= current:
                 continue
