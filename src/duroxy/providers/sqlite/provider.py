@@ -216,8 +216,9 @@ class _Config:
                 check_schema(conn, ro.where)
             except BaseException as e:
                 conn.close()
-                # The store's first connection (the inline reader opens after a check
-                # passed): with it closed, nothing of this store uses the files.
+                # Normally the store's first connection (the inline reader opens after a
+                # check passed): with it closed, nothing of this store uses the files.
+                # (If something still does, tidying up finds them in use and keeps them.)
                 ro.tidy_up()
                 if isinstance(e, sqlite3.Error) and (clear := ro.unreadable(e)) is not None:
                     raise clear from None
@@ -303,8 +304,9 @@ class SqliteProvider(Provider):
 
     ``read_only=True`` (or ``?mode=ro`` in the URL) opens an existing store for reading
     only, with SQLite's ``mode=ro``: the file is never created, migrated or changed (its
-    bytes, modification time and journal mode stay as they were, and ``close()`` leaves
-    no ``-wal``/``-shm`` file that was not there). Reads see what writers, in this
+    bytes, modification time and journal mode stay as they were, and ``close()`` removes
+    the ``-wal``/``-shm`` files a WAL-mode file needs while it is read, unless they were
+    there before or another connection uses them). Reads see what writers, in this
     process or others, commit; every write raises
     :class:`~duroxy.errors.StoreReadOnly`. The first read raises
     :class:`~duroxy.errors.StoreNotFound` for a missing file or one that holds no duroxy
