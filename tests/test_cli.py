@@ -302,7 +302,7 @@ def test_wait_timeout_exits_4(store: str) -> None:
 def test_missing_store_is_not_created(tmp_path: Path) -> None:
     db = tmp_path / "absent.db"
     proc = duroxy("status", "x", store=f"sqlite:///{db}")
-    assert proc.returncode == 5 and "no store at" in proc.stderr
+    assert proc.returncode == 5 and f"no such store file: {db}" in proc.stderr
     assert not db.exists()
     proc = duroxy("list", store="mysql://nowhere")
     assert proc.returncode == 2 and "unsupported store URL" in proc.stderr

@@ -30,6 +30,10 @@ class TestInMemoryConformance(ProviderConformance):
         assert isinstance(provider, InMemoryProvider)
         provider.corrupt_messages(instance_id)
 
+    async def open_read_only(self, provider: Provider) -> Provider:
+        assert isinstance(provider, InMemoryProvider)
+        return provider.read_only_view()
+
 
 class FakeClock:
     def __init__(self) -> None:

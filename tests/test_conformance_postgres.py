@@ -55,3 +55,9 @@ class TestPostgresConformance(ProviderConformance):
 
         assert isinstance(provider, PostgresProvider)
         await provider.corrupt_messages(instance_id)
+
+    async def open_read_only(self, provider: Provider) -> Provider:
+        from duroxy.providers.postgres import PostgresProvider
+
+        assert isinstance(provider, PostgresProvider) and DSN
+        return PostgresProvider(DSN, provider.schema, max_size=2, read_only=True)

@@ -45,6 +45,10 @@ class TestSqliteFileConformance(_SqliteHooks):
         yield store
         await store.close()
 
+    async def open_read_only(self, provider: Provider) -> Provider:
+        assert isinstance(provider, SqliteProvider) and provider.path is not None
+        return SqliteProvider(provider.path, read_only=True)
+
 
 class TestSqliteMemoryConformance(_SqliteHooks):
     @pytest.fixture

@@ -629,3 +629,18 @@ async def test_writes_from_many_loops_and_threads_all_commit(tmp_path: Path) -> 
         rec = await store.get_instance(iid)
         assert rec is not None and rec.state == "PENDING"
     await store.close()
+
+
+async def test_a_poll_cancelled_after_its_items_came_gives_them_back(tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "w.db")
+    poll = await _parked(store, 30)
+    iid = uid()
+    await create(store, iid)  # written here: the parked poll's items are already set
+    assert not poll.done()  # ... but the poll's task has not run since
+    poll.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await poll
+    await store.flush()
+    (item,) = await store.fetch_orchestration_items(HOLD)  # given back, not held
+    assert item.instance_id == iid and item.attempt == 1
+    await store.close()

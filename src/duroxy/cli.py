@@ -9,12 +9,19 @@ Exit codes (stable, for scripts):
 2     usage error: bad arguments, malformed JSON, an unloadable ``MODULE:ATTR``
 3     no instance with that id
 4     timed out waiting
-5     the store failed, or the request was refused (e.g. deleting a running
+5     the store failed, is missing or is not a duroxy store, has a schema newer than
+      this duroxy knows, or the request was refused (e.g. deleting a running
       instance without ``--force``, starting a taken id)
 ====  ==============================================================================
 
 ``status`` only reads: it exits 0 whenever it could read the instance, whatever its
 state (use ``--json`` and look at ``state``, or ``wait``, to branch on the outcome).
+
+The reading commands (``status``, ``list``, ``history``, ``wait``) open the store
+read-only (``connect(url, read_only=True)``): they never create, migrate or change it,
+so pointing them at the wrong file (another application's database) changes nothing
+and exits 5, naming the file and what is wrong with it. The other commands open it
+for writing, creating and migrating it as needed.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from .errors import (
     InstanceAlreadyExists,
     InstanceNotFound,
     ProviderError,
+    StoreNotFound,
 )
 from .history import HistoryEvent
 from .options import RuntimeOptions
@@ -614,6 +622,10 @@ _COMMANDS: dict[str, Callable[[_Env], Awaitable[int]]] = {
 }
 #: Commands that only make sense on an existing store (they never create one).
 _NEEDS_EXISTING = frozenset(_COMMANDS) - {"start"}
+#: Commands that only read: they open the store read-only (see the module docstring).
+_READING = frozenset({"status", "list", "history", "wait"})
+#: Added to the error of a store that is not there.
+_STORE_HINT = "(pass --store URL or set DUROXY_STORE)"
 
 
 def _error(message: str) -> None:
@@ -633,15 +645,16 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
     url = getattr(args, "store", None) or os.environ.get("DUROXY_STORE") or DEFAULT_STORE
     args.store_url = url
     try:
-        provider = connect(url)
+        provider = connect(url, read_only=args.command in _READING)
     except ConfigurationError as e:  # a malformed --store: a bad argument
         _error(str(e))
         return EXIT_USAGE
     try:
         path = getattr(provider, "path", None)
-        if args.command in _NEEDS_EXISTING and isinstance(path, str) and not os.path.exists(
-                path):
-            _error(f"no store at {path!r} (pass --store URL or set DUROXY_STORE)")
+        # (A store opened read-only says so itself, at its first read.)
+        if (args.command in _NEEDS_EXISTING and not provider.read_only
+                and isinstance(path, str) and not os.path.exists(path)):
+            _error(f"no such store file: {os.path.abspath(path)} {_STORE_HINT}")
             return EXIT_ERROR
         env = _Env(args, Client(provider), as_json, out)
         if args.command == "worker":
@@ -662,6 +675,9 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
     except ConfigurationError as e:  # before ValueError: it is one
         _error(str(e))
         return EXIT_USAGE if args.command == "start" else EXIT_ERROR
+    except StoreNotFound as e:  # before ProviderError: it is one
+        _error(f"{e} {_STORE_HINT}")
+        return EXIT_ERROR
     except (_Refused, InstanceAlreadyExists, ProviderError, DuroxyError) as e:
         _error(str(e))
         return EXIT_ERROR

@@ -13,7 +13,11 @@
     ├── NonDurableAwait                orchestration code awaited something not durable
     ├── ConfigurationError (ValueError) a registry, option or URL is malformed
     └── ProviderError                  the store failed; ``retryable`` says whether to retry
-        └── LockLost                   a lock token expired or its row vanished
+        ├── LockLost                   a lock token expired or its row vanished
+        ├── StoreNotFound              opened read-only: no store there (no file, schema
+        │                              or duroxy tables)
+        ├── StoreReadOnly              a write through a store opened read-only
+        └── SchemaVersionError         the store's schema is newer than this duroxy knows
 
 Timeouts are Python's own :class:`TimeoutError`; bad identifiers are :class:`ValueError`.
 
@@ -40,6 +44,9 @@ __all__ = [
     "NotRegistered",
     "PayloadError",
     "ProviderError",
+    "SchemaVersionError",
+    "StoreNotFound",
+    "StoreReadOnly",
     "SubOrchestrationFailed",
 ]
 
@@ -131,6 +138,44 @@ class LockLost(ProviderError):
     """A lock token expired, was released, or its work item was deleted (cancelled)."""
 
     def __init__(self, message: str = "lock lost") -> None:
+        super().__init__(message, retryable=False)
+
+
+class StoreNotFound(ProviderError):
+    """A store opened read-only is not there: no such file or schema, or one that holds
+    no duroxy tables. ``store`` names where it was looked for. (A store opened for
+    writing is created and migrated instead.)"""
+
+    def __init__(self, message: str, *, store: str) -> None:
+        self.store = store
+        super().__init__(message, retryable=False)
+
+
+class StoreReadOnly(ProviderError):
+    """A write through a provider opened read-only (``read_only=True``), or a runtime
+    started on one. Never retryable: open the store without ``read_only`` to write."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
+class SchemaVersionError(ProviderError):
+    """The store's schema is of a version this duroxy cannot use: newer than it knows
+    (upgrade duroxy), or, opened read-only, older and not migrated yet (reading it
+    would need the migration that a read-only opening may not run)."""
+
+    def __init__(self, store: str, store_version: int, supported_version: int) -> None:
+        self.store = store
+        self.store_version = store_version
+        self.supported_version = supported_version
+        if store_version > supported_version:
+            message = (f"{store} has schema version {store_version}, newer than this duroxy "
+                       f"knows (schema version {supported_version}): upgrade duroxy")
+        else:
+            message = (f"{store} has schema version {store_version}, older than this "
+                       f"duroxy's (schema version {supported_version}), and a read-only "
+                       "opening does not migrate: open it once for writing (a worker "
+                       "does), then read it")
         super().__init__(message, retryable=False)
 
 

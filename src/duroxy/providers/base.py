@@ -42,6 +42,12 @@ checks them):
 * After a commit that enqueues work, the provider calls the listeners registered
   with :meth:`Provider.listen` for that channel, from whatever thread committed;
   listeners must be thread-safe and quick.
+* A provider opened read-only (:attr:`Provider.read_only`) never creates, migrates or
+  changes its store. Its reads see what writers commit; every write operation raises
+  :class:`~duroxy.errors.StoreReadOnly` and changes nothing. Its first use raises
+  :class:`~duroxy.errors.StoreNotFound` when there is no duroxy store to read, and
+  :class:`~duroxy.errors.SchemaVersionError` when the store's schema is of another
+  version (a provider opened for writing raises the latter for a newer schema only).
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..errors import ErrorDetails
+from ..errors import ErrorDetails, StoreReadOnly
 from ..history import ActivityWork, HistoryEvent, OrchestratorMessage
 
 __all__ = [
@@ -67,6 +73,7 @@ __all__ = [
     "OrchestrationItem",
     "Provider",
     "QueuedMessage",
+    "read_only_refusal",
 ]
 
 #: Whoever waits for a message's due time (a timer) wakes this much after it, and then
@@ -170,9 +177,21 @@ class ActivityItem:
     attempt: int
 
 
+def read_only_refusal(store: str, operation: str) -> StoreReadOnly:
+    """The error a read-only provider raises for the write ``operation``."""
+    return StoreReadOnly(f"{operation} refused: {store} was opened read-only (open it "
+                         "without read_only to write)")
+
+
 class Provider(abc.ABC):
     """Base class of every store. All methods are coroutines unless noted; constructors
     are synchronous and open nothing that would keep the process alive."""
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this provider was opened read-only: it then reads, and refuses every
+        write with :class:`~duroxy.errors.StoreReadOnly` (see the module docstring)."""
+        return False
 
     # ------------------------------------------------------------ lifecycle
     async def close(self) -> None:  # noqa: B027 - optional override

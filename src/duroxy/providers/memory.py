@@ -29,10 +29,15 @@ Choices where the contract leaves room (the conformance suite checks them):
   (or repeated within the commit) fails the ack with ``ProviderError`` and changes
   nothing, like a primary-key violation in a database. The lock stays held.
 * ``read_history`` without an execution id reads the highest execution that has history.
+
+A fresh provider is empty, so there is nothing to open read-only; instead,
+:meth:`InMemoryProvider.read_only_view` gives a read-only provider on the data of an
+existing one, as a store opened read-only reads what its writers hold.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import threading
@@ -69,6 +74,7 @@ from .base import (
     OrchestrationItem,
     Provider,
     QueuedMessage,
+    read_only_refusal,
 )
 
 __all__ = ["InMemoryProvider"]
@@ -154,6 +160,27 @@ class InMemoryProvider(Provider):
         self._listeners: dict[Channel, dict[int, Listener]] = {
             "orchestrator": {}, "activity": {}, "terminal": {}}
         self._listener_ids = itertools.count(1)
+        self._read_only = False
+
+    def read_only_view(self) -> InMemoryProvider:
+        """A provider on this one's data that refuses every write
+        (:class:`~duroxy.errors.StoreReadOnly`): it reads what this provider holds, at
+        once and from then on. It has listeners and a ``close()`` of its own; as it
+        commits nothing, its listeners hear nothing."""
+        view = copy.copy(self)  # shares the lock and every table; nothing else
+        view._read_only = True
+        view._closed = False
+        view._listeners = {channel: {} for channel in self._listeners}
+        view._listener_ids = itertools.count(1)
+        return view
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    def _writable(self, operation: str) -> None:
+        if self._read_only:
+            raise read_only_refusal("the in-memory store view", operation)
 
     # ------------------------------------------------------------ lifecycle
     async def close(self) -> None:
@@ -251,6 +278,7 @@ class InMemoryProvider(Provider):
 
     # ------------------------------------------------------------ instances
     async def create_instance(self, message: OrchestratorMessage) -> None:
+        self._writable("create_instance")
         event = message.event
         if not isinstance(event, OrchestrationStarted):
             raise ValueError(
@@ -265,6 +293,7 @@ class InMemoryProvider(Provider):
         self._notify([("orchestrator", message.instance_id)])
 
     async def enqueue_orchestrator_message(self, message: OrchestratorMessage) -> None:
+        self._writable("enqueue_orchestrator_message")
         text = encode_message(message)
         with self._lock:
             self._check_open()
@@ -277,6 +306,7 @@ class InMemoryProvider(Provider):
     async def fetch_orchestration_items(
         self, lock_timeout: float, limit: int = 1
     ) -> list[OrchestrationItem]:
+        self._writable("fetch_orchestration_items")
         if limit <= 0:
             return []
         with self._lock:
@@ -324,6 +354,7 @@ class InMemoryProvider(Provider):
 
     async def lock_instance(self, instance_id: str, lock_timeout: float
                             ) -> OrchestrationItem | None:
+        self._writable("lock_instance")
         with self._lock:
             self._check_open()
             now = self._clock()
@@ -336,6 +367,7 @@ class InMemoryProvider(Provider):
 
     async def commit_turn(self, instance_id: str, expected_history_len: int,
                           commit: OrchestrationCommit) -> list[ActivityItem]:
+        self._writable("commit_turn")
         with self._lock:
             self._check_open()
             now = self._clock()
@@ -364,6 +396,7 @@ class InMemoryProvider(Provider):
 
     async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit
                                      ) -> list[ActivityItem]:
+        self._writable("ack_orchestration_item")
         if commit.state not in _STATES:
             raise ValueError(f"unknown instance state {commit.state!r}")
         # Encode everything before touching state: a failure here changes nothing.
@@ -439,6 +472,7 @@ class InMemoryProvider(Provider):
         return claimed
 
     async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0) -> None:
+        self._writable("abandon_orchestration_item")
         with self._lock:
             self._check_open()
             now = self._clock()
@@ -452,6 +486,7 @@ class InMemoryProvider(Provider):
             self._notify([("orchestrator", instance_id)])
 
     async def renew_orchestration_lock(self, lock_token: str, lock_timeout: float) -> None:
+        self._writable("renew_orchestration_lock")
         with self._lock:
             self._check_open()
             now = self._clock()
@@ -460,6 +495,7 @@ class InMemoryProvider(Provider):
 
     # ------------------------------------------------------------ activity queue
     async def fetch_activity_items(self, lock_timeout: float, limit: int = 1) -> list[ActivityItem]:
+        self._writable("fetch_activity_items")
         if limit <= 0:
             return []
         with self._lock:
@@ -484,6 +520,7 @@ class InMemoryProvider(Provider):
             return items
 
     async def ack_activity(self, lock_token: str, completion: OrchestratorMessage) -> None:
+        self._writable("ack_activity")
         text = encode_message(completion)
         with self._lock:
             self._check_open()
@@ -493,6 +530,7 @@ class InMemoryProvider(Provider):
         self._notify([("orchestrator", completion.instance_id)])
 
     async def abandon_activity(self, lock_token: str, delay: float = 0.0) -> None:
+        self._writable("abandon_activity")
         with self._lock:
             self._check_open()
             now = self._clock()
@@ -505,6 +543,7 @@ class InMemoryProvider(Provider):
             self._notify([("activity", row.key[0])])
 
     async def renew_activity_lock(self, lock_token: str, lock_timeout: float) -> None:
+        self._writable("renew_activity_lock")
         with self._lock:
             self._check_open()
             now = self._clock()
@@ -557,6 +596,7 @@ class InMemoryProvider(Provider):
             return [self._snapshot(r) for r in found[start:start + max(limit, 0)]]
 
     async def delete_instance(self, instance_id: str, *, cascade: bool = True) -> int:
+        self._writable("delete_instance")
         with self._lock:
             self._check_open()
             if instance_id not in self._records:
@@ -586,6 +626,7 @@ class InMemoryProvider(Provider):
         name: str | None = None,
         limit: int | None = None,
     ) -> int:
+        self._writable("purge_instances")
         wanted = {states} if isinstance(states, str) else set(states)
         with self._lock:
             self._check_open()
@@ -603,12 +644,14 @@ class InMemoryProvider(Provider):
     # ------------------------------------------------------------ test hooks
     def corrupt_history(self, instance_id: str) -> None:
         """Test hook: make every stored history event of the instance undecodable."""
+        self._writable("corrupt_history")
         with self._lock:
             for events in self._history.get(instance_id, {}).values():
                 events[:] = [(eid, _GARBAGE) for eid, _ in events]
 
     def corrupt_messages(self, instance_id: str) -> None:
         """Test hook: make every queued message of the instance undecodable."""
+        self._writable("corrupt_messages")
         with self._lock:
             for msg in self._messages.values():
                 if msg.instance_id == instance_id:

@@ -36,6 +36,7 @@ from ..errors import (
     NotRegistered,
     PayloadError,
     ProviderError,
+    StoreReadOnly,
     message_of,
 )
 from ..history import (
@@ -197,9 +198,13 @@ class Runtime:
     async def start(cls, provider: Provider, activities: ActivityRegistry,
                     orchestrations: OrchestrationRegistry,
                     options: RuntimeOptions | None = None) -> Runtime:
-        # A store this runtime cannot use (closed, not a duroxy store, of a newer schema)
-        # fails the start rather than every fetch after it; one that is unreachable for
-        # now (a retryable error) is left to the dispatchers, which retry.
+        # A store this runtime cannot use (read-only, closed, not a duroxy store, of a
+        # newer schema) fails the start rather than every fetch after it; one that is
+        # unreachable for now (a retryable error) is left to the dispatchers, which retry.
+        if provider.read_only:
+            raise StoreReadOnly(f"a runtime needs a store it can write (it fetches, locks "
+                                f"and commits work), and {provider!r} was opened "
+                                "read-only: open it without read_only")
         try:
             await provider.get_instance(_PROBE_ID)
         except ProviderError as e:

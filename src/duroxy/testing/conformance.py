@@ -16,6 +16,9 @@ Usage, in a provider's test module::
         async def corrupt_history(self, provider, instance_id): ...
         async def corrupt_messages(self, provider, instance_id): ...
 
+        # optional: a provider opened read-only on the same store (otherwise skipped)
+        async def open_read_only(self, provider): ...
+
         lock_slack = 0.05  # extra wait past lock expiry for a store with its own clock
 
 The suite uses only the provider contract (:mod:`duroxy.providers.base`) and those
@@ -31,12 +34,13 @@ from .conformance_data import DataTests
 from .conformance_fastpath import FastPathTests
 from .conformance_management import ManagementTests
 from .conformance_orchestration import OrchestrationQueueTests
+from .conformance_readonly import ReadOnlyTests
 from .conformance_support import LOCK, ConformanceBase
 
 __all__ = ["LOCK", "ConformanceBase", "ProviderConformance"]
 
 
 class ProviderConformance(OrchestrationQueueTests, ActivityQueueTests, ManagementTests,
-                          DataTests, FastPathTests):
+                          DataTests, FastPathTests, ReadOnlyTests):
     """Every conformance test. Subclass it (with a name starting with ``Test``) and
     supply the ``provider`` fixture."""

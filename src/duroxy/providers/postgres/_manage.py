@@ -30,6 +30,8 @@ class _Host(Protocol):
 
     _finals: FinalRecords
 
+    def _writable(self, operation: str) -> None: ...
+
     async def _rows(self, name: str, params: dict[str, Any]) -> list[Row]: ...
 
     async def _execute(self, name: str, params: dict[str, Any], conn: Conn | None = None
@@ -81,6 +83,7 @@ class Management:
         return [record(r) for r in rows]
 
     async def delete_instance(self: _Host, instance_id: str, *, cascade: bool = True) -> int:
+        self._writable("delete_instance")
         try:
             async with self._transaction() as conn:
                 cur = await self._execute(
@@ -101,6 +104,7 @@ class Management:
         name: str | None = None,
         limit: int | None = None,
     ) -> int:
+        self._writable("purge_instances")
         try:
             async with self._transaction() as conn:
                 cur = await self._execute("purge_candidates", {
@@ -117,8 +121,10 @@ class Management:
     # ------------------------------------------------------------ test hooks
     async def corrupt_history(self: _Host, instance_id: str) -> None:
         """Test hook: make every stored history event of the instance undecodable."""
+        self._writable("corrupt_history")
         await self._execute("corrupt_history", {"key": _key(instance_id), "garbage": _GARBAGE})
 
     async def corrupt_messages(self: _Host, instance_id: str) -> None:
         """Test hook: make every queued message of the instance undecodable."""
+        self._writable("corrupt_messages")
         await self._execute("corrupt_messages", {"key": _key(instance_id), "garbage": _GARBAGE})

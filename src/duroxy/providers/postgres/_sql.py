@@ -48,6 +48,7 @@ __all__ = [
     "channel_name",
     "load_migrations",
     "load_statements",
+    "session_setup",
     "validate_schema",
 ]
 
@@ -109,6 +110,33 @@ def validate_schema(schema: str) -> str:
         raise ValueError(f"invalid schema name {schema!r}: names starting with pg_ are "
                          "reserved by PostgreSQL")
     return schema
+
+
+def session_setup(schema: str, *, read_only: bool = False) -> bytes:
+    """The statement run once on every new pooled connection of ``schema``'s store:
+
+    - search_path: the statements name their tables without a schema (pg_temp goes last
+      so that no temporary table can shadow one);
+    - no hash or merge joins: every statement joins a few rows found by key to rows
+      found by key, for which index lookups in nested loops are right whatever the
+      statistics say. A hash join reads the whole inner table; the planner picks one
+      while tables are small, or for instance_locks (one row per instance ever) up to
+      some ten thousand rows, and a prepared statement keeps its plan until the table
+      is analyzed again;
+    - generic plans at once: the hot statements' plans do not depend on their parameter
+      values, so planning them for the first five executions on each connection, as the
+      default does, is wasted work (a turn's plan costs more to make than to run).
+      Statements whose plans do depend on their parameters (filters that may be NULL)
+      are not prepared at all (the provider's ``_UNPREPARED``);
+    - ``read_only``: every transaction read-only, so the server refuses any write.
+    """
+    ro = ", set_config('default_transaction_read_only', 'on', false)" if read_only else ""
+    return sql.SQL(
+        "SELECT set_config('search_path', {}, false),"
+        " set_config('enable_hashjoin', 'off', false),"
+        " set_config('enable_mergejoin', 'off', false),"
+        " set_config('plan_cache_mode', 'force_generic_plan', false)" + ro).format(
+        sql.Literal(sql.Identifier(schema).as_string(None) + ", pg_temp")).as_bytes(None)
 
 
 def channel_name(schema: str) -> str:

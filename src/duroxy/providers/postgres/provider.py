@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.array import ListBinaryDumper
 from psycopg.types.string import StrBinaryDumper
@@ -82,15 +81,17 @@ from ._marshal import (
     turn,
 )
 from ._marshal import key as _key
-from ._migrate import migrate
+from ._migrate import check, migrate
 from ._notify import Notifier, note
 from ._parking import Parked, Parking, in_background
+from ._readonly import ReadOnlyGuard
 from ._sql import (
     Migration,
     Statement,
     channel_name,
     load_migrations,
     load_statements,
+    session_setup,
     validate_schema,
 )
 from ._warm import warm_calls
@@ -162,7 +163,7 @@ def _finish(conns: weakref.WeakSet[Conn]) -> None:
             conn.pgconn.finish()
 
 
-class PostgresProvider(Management, Provider):
+class PostgresProvider(ReadOnlyGuard, Management, Provider):
     """A provider on PostgreSQL (``postgresql://`` DSN or libpq key/value string).
 
     ``schema`` (default ``duroxy``) holds every table; several schemas are independent
@@ -170,6 +171,12 @@ class PostgresProvider(Management, Provider):
     pool of this provider (default 1 and 10); one more connection listens for
     notifications once a listener is registered. The constructor opens nothing: the
     pool opens, and the schema is migrated, on first use.
+
+    ``read_only=True`` never creates the schema nor migrates it: first use checks that
+    the schema holds a duroxy store of this version (else
+    :class:`~duroxy.errors.StoreNotFound` or :class:`~duroxy.errors.SchemaVersionError`),
+    every pooled session is ``default_transaction_read_only``, and every write raises
+    :class:`~duroxy.errors.StoreReadOnly`. Reads see what writers on other nodes commit.
     """
 
     announces_work = True
@@ -183,6 +190,7 @@ class PostgresProvider(Management, Provider):
         min_size: int = 1,
         max_size: int = 10,
         pool_timeout: float = 30.0,
+        read_only: bool = False,
     ) -> None:
         if not isinstance(dsn, str) or not dsn:
             raise ValueError("a PostgreSQL DSN is required")
@@ -197,29 +205,11 @@ class PostgresProvider(Management, Provider):
         self._min_size = min_size
         self._max_size = max_size
         self._pool_timeout = pool_timeout
+        self._read_only = bool(read_only)
         self._q = load_statements(schema)
         assert self._q.keys() >= _UNPREPARED
-        # Run once on every new pooled connection:
-        # - search_path: the statements name their tables without a schema (pg_temp
-        #   goes last so that no temporary table can shadow one);
-        # - no hash or merge joins: every statement joins a few rows found by key to
-        #   rows found by key, for which index lookups in nested loops are right
-        #   whatever the statistics say. A hash join reads the whole inner table; the
-        #   planner picks one while tables are small, or for instance_locks (one row
-        #   per instance ever) up to some ten thousand rows, and a prepared statement
-        #   keeps its plan until the table is analyzed again;
-        # - generic plans at once: the hot statements' plans do not depend on their
-        #   parameter values, so planning them for the first five executions on each
-        #   connection, as the default does, is wasted work (a turn's plan costs more to
-        #   make than to run). Statements whose plans do depend on their parameters
-        #   (filters that may be NULL) are not prepared at all: see _UNPREPARED.
-        self._session_setup = sql.SQL(
-            "SELECT set_config('search_path', {}, false),"
-            " set_config('enable_hashjoin', 'off', false),"
-            " set_config('enable_mergejoin', 'off', false),"
-            " set_config('plan_cache_mode', 'force_generic_plan', false)").format(
-            sql.Literal(sql.Identifier(self._schema).as_string(None) + ", pg_temp")
-        ).as_bytes(None)
+        # Run once on every new pooled connection (see session_setup).
+        self._session_setup = session_setup(self._schema, read_only=self._read_only)
         self._migrations: list[Migration] = load_migrations(schema)
         self._channel = channel_name(schema)
         self._node_id = uuid.uuid4().hex[:12]
@@ -254,7 +244,8 @@ class PostgresProvider(Management, Provider):
         return self._channel
 
     def __repr__(self) -> str:
-        return f"PostgresProvider(schema={self._schema!r})"
+        ro = ", read_only=True" if self._read_only else ""
+        return f"PostgresProvider(schema={self._schema!r}{ro})"
 
     # ------------------------------------------------------------ lifecycle
     async def close(self) -> None:
@@ -301,7 +292,7 @@ class PostgresProvider(Management, Provider):
             conn.adapters.register_dumper(list, ListBinaryDumper)
             _arrays.register(conn)
             await conn.execute(self._session_setup, prepare=False)
-            if len(conns) <= _WARM_CONNECTIONS:
+            if len(conns) <= _WARM_CONNECTIONS and not self._read_only:  # no hot path
                 await self._warm(conn)
 
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
@@ -329,7 +320,8 @@ class PostgresProvider(Management, Provider):
             b.conns.add(conn)
             try:
                 async with conn:
-                    await migrate(conn, self._schema, self._migrations)
+                    prepare = check if self._read_only else migrate
+                    await prepare(conn, self._schema, self._migrations)
             finally:
                 b.conns.discard(conn)
             self._migrated = True
@@ -488,6 +480,7 @@ class PostgresProvider(Management, Provider):
 
     # ------------------------------------------------------------ instances
     async def create_instance(self, message: OrchestratorMessage) -> None:
+        self._writable("create_instance")
         event = message.event
         if not isinstance(event, OrchestrationStarted):
             raise ValueError(
@@ -543,6 +536,7 @@ class PostgresProvider(Management, Provider):
                 self._give_back([item])
 
     async def enqueue_orchestrator_message(self, message: OrchestratorMessage) -> None:
+        self._writable("enqueue_orchestrator_message")
         [(enqueued,)] = await self._rows("enqueue_existing", {
             "key": _key(message.instance_id), "payload": encode_message(message),
             "due_at": message.visible_at, "channel": self._channel,
@@ -563,6 +557,7 @@ class PostgresProvider(Management, Provider):
     async def fetch_orchestration_items(
         self, lock_timeout: float, limit: int = 1
     ) -> list[OrchestrationItem]:
+        self._writable("fetch_orchestration_items")
         if limit <= 0:
             return []
         rows = await self._rows("fetch_orchestrations", {
@@ -577,6 +572,7 @@ class PostgresProvider(Management, Provider):
         nothing new since, it parks at once, for ``_QUIET_PARK_S`` at most before it
         fetches: work that no news announces (rows another node's fetch skipped past,
         leases that lapsed) is then found about as soon as a fetch at once would have."""
+        self._writable("poll_orchestration_items")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         quiet, self._quiet = self._quiet, None
@@ -656,6 +652,7 @@ class PostgresProvider(Management, Provider):
 
     async def lock_instance(self, instance_id: str, lock_timeout: float
                             ) -> OrchestrationItem | None:
+        self._writable("lock_instance")
         rows = await self._rows("lock_instance", {
             "key": _key(instance_id), "lock_timeout": float(lock_timeout)})
         items = orchestration_items(rows)
@@ -663,10 +660,12 @@ class PostgresProvider(Management, Provider):
 
     async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit
                                      ) -> list[ActivityItem]:
+        self._writable("ack_orchestration_item")
         return await self._commit_turn("ack_turn", commit, {"token": lock_token})
 
     async def commit_turn(self, instance_id: str, expected_history_len: int,
                           commit: OrchestrationCommit) -> list[ActivityItem]:
+        self._writable("commit_turn")
         return await self._commit_turn("commit_turn", commit, {
             "token": None, "key": _key(instance_id),
             "expected_len": int(expected_history_len)})
@@ -729,6 +728,7 @@ class PostgresProvider(Management, Provider):
                                          *, undo: bool = False) -> None:
         """``undo`` (giving back a lease nobody used): the delivery made under it does
         not count as an attempt of its messages."""
+        self._writable("abandon_orchestration_item")
         rows = await self._rows(self._q.variant(
             "abandon_orchestration", frozenset({"undo"} if undo else ())), {
             "token": lock_token, "delay": float(delay), "channel": self._channel,
@@ -741,6 +741,7 @@ class PostgresProvider(Management, Provider):
             self._parking.due_at(time.time() + delay)
 
     async def renew_orchestration_lock(self, lock_token: str, lock_timeout: float) -> None:
+        self._writable("renew_orchestration_lock")
         rows = await self._rows("renew_orchestration", {
             "token": lock_token, "lock_timeout": float(lock_timeout)})
         if len(rows) != 1:
@@ -748,6 +749,7 @@ class PostgresProvider(Management, Provider):
 
     # ------------------------------------------------------------ activity queue
     async def fetch_activity_items(self, lock_timeout: float, limit: int = 1) -> list[ActivityItem]:
+        self._writable("fetch_activity_items")
         if limit <= 0:
             return []
         rows = await self._rows("fetch_activities",
@@ -767,6 +769,7 @@ class PostgresProvider(Management, Provider):
         return items
 
     async def ack_activity(self, lock_token: str, completion: OrchestratorMessage) -> None:
+        self._writable("ack_activity")
         params = completion_params(completion)
         params.update(token=lock_token, channel=self._channel,
                       note=self._note("orchestrator", completion.instance_id))
@@ -778,6 +781,7 @@ class PostgresProvider(Management, Provider):
         self._notifier.call([("orchestrator", completion.instance_id)])
 
     async def abandon_activity(self, lock_token: str, delay: float = 0.0) -> None:
+        self._writable("abandon_activity")
         rows = await self._rows("abandon_activity", {
             "token": lock_token, "delay": float(delay), "channel": self._channel,
             "note_prefix": self._note("activity", "")})
@@ -787,6 +791,7 @@ class PostgresProvider(Management, Provider):
             self._notifier.call([("activity", rows[0][0])])
 
     async def renew_activity_lock(self, lock_token: str, lock_timeout: float) -> None:
+        self._writable("renew_activity_lock")
         rows = await self._rows("renew_activity", {
             "token": lock_token, "lock_timeout": float(lock_timeout)})
         if len(rows) != 1:

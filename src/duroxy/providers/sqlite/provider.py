@@ -75,11 +75,13 @@ from ..base import (
     OrchestrationCommit,
     OrchestrationItem,
     Provider,
+    read_only_refusal,
 )
 from . import _ops
 from ._inline import Declined, InlineReader
-from ._sql import migrations, queries
-from ._tx import STOP, Details, Notes, Op, Tx, begin_immediate, is_busy
+from ._readonly import ReadOnlyFile
+from ._schema import check_schema, migrate, usable_version
+from ._tx import STOP, Details, Notes, Op, Tx, is_busy
 from ._wal import preallocate_wal
 from ._worker import ConnectionWorker
 
@@ -142,60 +144,23 @@ def parse_location(path_or_url: str | os.PathLike[str]) -> tuple[str, dict[str, 
 
 
 # ------------------------------------------------------------------ opening
-def schema_version(conn: sqlite3.Connection) -> int:
-    # fetchall, never fetchone: a statement left unfinished keeps its read snapshot, and
-    # a later BEGIN IMMEDIATE on a stale snapshot fails with SQLITE_BUSY_SNAPSHOT.
-    try:
-        ((version,),) = conn.execute(queries()["schema_version"]).fetchall()
-    except sqlite3.OperationalError as e:
-        if "no such table" in str(e):
-            return 0
-        raise
-    return int(version)
-
-
-def migrate(conn: sqlite3.Connection, busy_timeout: float) -> int:
-    """Apply the migrations this file lacks, all in one ``BEGIN IMMEDIATE`` transaction
-    (two processes opening a new file at once: the second waits, then finds the work
-    done). Returns the schema version."""
-    known = migrations()
-    latest = known[-1].version if known else 0
-    current = schema_version(conn)  # no write lock needed when nothing is to do
-    if current == latest:
-        return current
-    begin_immediate(conn, busy_timeout)
-    try:
-        conn.execute(queries()["create_schema_version"])
-        current = schema_version(conn)
-        if current > latest:
-            raise ProviderError(
-                f"the database schema (version {current}) is newer than this duroxy "
-                f"understands ({latest}); upgrade duroxy")
-        for mig in known:
-            if mig.version <= current:
-                continue
-            for stmt in mig.statements:
-                conn.execute(stmt)
-            conn.execute(queries()["record_migration"], (mig.version, mig.name, time.time()))
-            log.info("applied SQLite migration %s", mig.name)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return latest
-
-
 class _Config:
-    """How to open connections; shared by the worker threads (holds no provider)."""
+    """How to open connections; shared by the worker threads (holds no provider).
 
-    def __init__(self, path: str, synchronous: str, busy_timeout: float) -> None:
+    Read-only (``read_only`` set): no writer connection is ever opened; the reader
+    connections open with ``mode=ro`` (see ``_readonly``), and the first one checks
+    that the file holds a duroxy store of this version instead of migrating it."""
+
+    def __init__(self, path: str, synchronous: str, busy_timeout: float,
+                 read_only: bool = False) -> None:
         self.path = path
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self.memory = path == _MEMORY
         self.wal = False
+        #: set once the file holds this version's schema (created, migrated or checked)
         self.schema_ready = threading.Event()
+        self.read_only = ReadOnlyFile(path) if read_only else None
 
     def _connect(self, busy_timeout: float | None = None) -> sqlite3.Connection:
         timeout = self.busy_timeout if busy_timeout is None else busy_timeout
@@ -214,6 +179,8 @@ class _Config:
         conn = self._connect()
         try:
             if not self.memory:
+                # A file duroxy cannot use is refused before it is switched to WAL.
+                usable_version(conn, os.path.abspath(self.path))
                 deadline = time.monotonic() + self.busy_timeout
                 while True:  # switching to WAL needs a moment of exclusive access
                     try:
@@ -230,7 +197,7 @@ class _Config:
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             # After a burst, truncate the WAL file back to this size once checkpointed.
             conn.execute("PRAGMA journal_size_limit = 67108864")
-            migrate(conn, self.busy_timeout)
+            migrate(conn, self.busy_timeout, os.path.abspath(self.path))
             if self.wal and self.synchronous in ("FULL", "EXTRA"):
                 preallocate_wal(conn, self.path)
             # From here on the writer waits for another process's write lock only in
@@ -244,13 +211,34 @@ class _Config:
         return conn
 
     def open_reader(self) -> sqlite3.Connection:
-        conn = self._connect()
+        ro = self.read_only
+        if ro is None:
+            conn = self._connect()
+        else:
+            conn = ro.connect(self.busy_timeout)
+            try:
+                check_schema(conn, ro.where)
+            except BaseException as e:
+                conn.close()
+                # Normally the store's first connection (the inline reader opens after a
+                # check passed): with it closed, nothing of this store uses the files.
+                # (If something still does, tidying up finds them in use and keeps them.)
+                ro.tidy_up()
+                if isinstance(e, sqlite3.Error) and (clear := ro.unreadable(e)) is not None:
+                    raise clear from None
+                raise
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            self.schema_ready.set()
         conn.execute("PRAGMA query_only = 1")
         return conn
 
     def open_inline_reader(self) -> sqlite3.Connection:
         """A reader that never waits for a lock (``InlineReader`` declines instead)."""
-        conn = self._connect(busy_timeout=0.0)
+        if self.read_only is None:
+            conn = self._connect(busy_timeout=0.0)
+        else:  # opened once the reader thread's connection has checked the schema
+            conn = self.read_only.connect(0.0)
+            conn.execute("PRAGMA busy_timeout = 0")
         conn.execute("PRAGMA query_only = 1")
         return conn
 
@@ -324,7 +312,18 @@ class SqliteProvider(Provider):
     or ``"NORMAL"`` (faster; survives a crash of the process, not of the machine).
     ``busy_timeout``: seconds to wait for another process's write lock.
 
-    The constructor opens nothing; the file is created and migrated on first use."""
+    The constructor opens nothing; the file is created and migrated on first use.
+
+    ``read_only=True`` (or ``?mode=ro`` in the URL) opens an existing store for reading
+    only, with SQLite's ``mode=ro``: the file is never created, migrated or changed (its
+    bytes, modification time and journal mode stay as they were, and ``close()`` removes
+    the ``-wal``/``-shm`` files a WAL-mode file needs while it is read, unless they were
+    there before or another connection uses them). Reads see what writers, in this
+    process or others, commit; every write raises
+    :class:`~duroxy.errors.StoreReadOnly`. The first read raises
+    :class:`~duroxy.errors.StoreNotFound` for a missing file or one that holds no duroxy
+    store, and :class:`~duroxy.errors.SchemaVersionError` for a store of another schema
+    version."""
 
     def __init__(
         self,
@@ -332,11 +331,22 @@ class SqliteProvider(Provider):
         *,
         synchronous: str = "FULL",
         busy_timeout: float = 30.0,
+        read_only: bool = False,
         inline_writes: bool = True,
     ) -> None:
         path, options = parse_location(path_or_url)
+        mode = "ro" if read_only else None
         for key, value in options.items():
-            if key == "synchronous":
+            if key == "mode":
+                if value not in ("ro", "rwc"):
+                    raise ConfigurationError(
+                        f"mode in SQLite URL {path_or_url!r} must be ro (read-only) or rwc "
+                        f"(read, write and create: the default), not {value!r}")
+                if read_only and value != "ro":
+                    raise ConfigurationError(
+                        f"read_only=True contradicts mode={value} in {path_or_url!r}")
+                mode = value
+            elif key == "synchronous":
                 synchronous = value
             elif key == "busy_timeout":
                 try:
@@ -354,7 +364,11 @@ class SqliteProvider(Provider):
                 or not 0 <= busy_timeout <= _LONGEST_BUSY_TIMEOUT_S):
             raise ConfigurationError(f"busy_timeout must be 0 to {_LONGEST_BUSY_TIMEOUT_S:g} "
                                      f"seconds, not {busy_timeout!r}")
-        self._config = _Config(path, sync, float(busy_timeout))
+        self._read_only = mode == "ro"
+        if self._read_only and path == _MEMORY:
+            raise ConfigurationError("a private in-memory SQLite store starts empty: there "
+                                     "is nothing to open read-only")
+        self._config = _Config(path, sync, float(busy_timeout), self._read_only)
         self._inline_writes = inline_writes
         self._listeners = _Listeners()
         self._closed = False
@@ -387,14 +401,25 @@ class SqliteProvider(Provider):
         """The database file, or ``None`` for an in-memory store."""
         return None if self._config.memory else self._config.path
 
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
     def __repr__(self) -> str:
         where = "in-memory" if self._config.memory else repr(self._config.path)
-        return f"<SqliteProvider {where} synchronous={self._config.synchronous}>"
+        mode = "read-only" if self._read_only else f"synchronous={self._config.synchronous}"
+        return f"<SqliteProvider {where} {mode}>"
 
     # ------------------------------------------------------------ plumbing
     def _check_open(self) -> None:
         if self._closed:
             raise ProviderError("the SQLite store is closed")
+
+    def _writable(self, operation: str) -> None:
+        """Refuse a write of a read-only store, before anything is queued."""
+        ro = self._config.read_only
+        if ro is not None:
+            raise read_only_refusal(f"the SQLite store {ro.where}", operation)
 
     async def _write(self, fn: Callable[[Tx], T], discard: Callable[[Any], None] | None = None,
                      *, durable: bool = True, probe: Callable[[Tx], T | None] | None = None,
@@ -402,13 +427,22 @@ class SqliteProvider(Provider):
         """Run ``fn`` in a write transaction; its result comes back once committed.
         ``wait``: a fetch that, finding nothing, waits up to that long for work."""
         self._check_open()
+        self._writable("a write")  # the write operations refuse first, by name
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         deadline = time.monotonic() + wait if wait > 0 else None
         op = Op(fn, True, loop, fut, discard, durable, probe, deadline)
         if not (self._inline_writes and _idle(loop) and self._writer.run_inline(op)):
             self._writer.submit(op)
-        return await fut
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            # Cancelled after the outcome came but before this task ran again: what it
+            # holds (locks, claims) is given back, as for a cancellation that came first.
+            if (discard is not None and fut.done() and not fut.cancelled()
+                    and fut.exception() is None):
+                discard(fut.result())
+            raise
 
     async def _lock_op(self, fn: Callable[[Tx], T], discard: Callable[[Any], None] | None = None,
                        probe: Callable[[Tx], T | None] | None = None, wait: float = 0.0) -> T:
@@ -417,7 +451,8 @@ class SqliteProvider(Provider):
 
     async def _read(self, fn: Callable[[Tx], T]) -> T:
         self._check_open()
-        if self._reader is not self._writer and not self._config.schema_ready.is_set():
+        if (self._reader is not self._writer and not self._config.schema_ready.is_set()
+                and not self._read_only):  # (read-only: the reader checks the schema)
             await self._write(lambda tx: None)  # the writer creates and migrates the file
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
@@ -452,6 +487,7 @@ class SqliteProvider(Provider):
     def _run_sync(self, fn: Callable[[Tx], Any]) -> None:
         """Run a write from synchronous code (test hooks), waiting for its commit."""
         self._check_open()
+        self._writable("a write")
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._writer.submit(Op(fn, True, None, fut))
         fut.result()
@@ -474,6 +510,8 @@ class SqliteProvider(Provider):
                 waits.append(fut)
         for fut in waits:
             await fut
+        if self._config.read_only is not None:  # every connection is closed now
+            await asyncio.to_thread(self._config.read_only.tidy_up)
 
     # ------------------------------------------------------------ wake-ups
     def listen(self, channel: Channel, callback: Listener) -> Callable[[], None]:
@@ -493,6 +531,7 @@ class SqliteProvider(Provider):
                                     message.visible_at, start)
 
     async def create_instance(self, message: OrchestratorMessage) -> None:
+        self._writable("create_instance")
         if not isinstance(message.event, OrchestrationStarted):
             raise ValueError(
                 f"create_instance needs an OrchestrationStarted message, got {message.event.kind}")
@@ -500,6 +539,7 @@ class SqliteProvider(Provider):
         await self._write(lambda tx: _ops.create_instance(tx, msg))
 
     async def enqueue_orchestrator_message(self, message: OrchestratorMessage) -> None:
+        self._writable("enqueue_orchestrator_message")
         msg = self._prepare(message)
         await self._write(lambda tx: _ops.enqueue_orchestrator_message(tx, msg))
 
@@ -507,12 +547,14 @@ class SqliteProvider(Provider):
     async def fetch_orchestration_items(
         self, lock_timeout: float, limit: int = 1
     ) -> list[OrchestrationItem]:
+        self._writable("fetch_orchestration_items")
         return await self.poll_orchestration_items(lock_timeout, limit)
 
     long_poll = True
 
     async def poll_orchestration_items(self, lock_timeout: float, limit: int = 1,
                                        wait: float = 0.0) -> list[OrchestrationItem]:
+        self._writable("poll_orchestration_items")
         if limit <= 0:
             self._check_open()
             return []
@@ -532,12 +574,14 @@ class SqliteProvider(Provider):
 
     async def lock_instance(self, instance_id: str, lock_timeout: float
                             ) -> OrchestrationItem | None:
+        self._writable("lock_instance")
         return await self._lock_op(
             lambda tx: _ops.lock_instance(tx, instance_id, lock_timeout),
             lambda item: self._give_back_orchestration_items([item] if item else []))
 
     async def commit_turn(self, instance_id: str, expected_history_len: int,
                           commit: OrchestrationCommit) -> list[ActivityItem]:
+        self._writable("commit_turn")
         prepared = self._prepare_commit(commit)
         claimed = await self._write(
             lambda tx: _ops.commit_turn(tx, instance_id, expected_history_len, prepared),
@@ -546,6 +590,7 @@ class SqliteProvider(Provider):
 
     async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit
                                      ) -> list[ActivityItem]:
+        self._writable("ack_orchestration_item")
         prepared = self._prepare_commit(commit)
         claimed = await self._write(
             lambda tx: _ops.ack_orchestration_item(tx, lock_token, prepared),
@@ -577,13 +622,16 @@ class SqliteProvider(Provider):
             raise PayloadError(f"commit holds a value with no JSON form: {e}") from None
 
     async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0) -> None:
+        self._writable("abandon_orchestration_item")
         await self._lock_op(lambda tx: _ops.abandon_orchestration_item(tx, lock_token, delay))
 
     async def renew_orchestration_lock(self, lock_token: str, lock_timeout: float) -> None:
+        self._writable("renew_orchestration_lock")
         await self._lock_op(lambda tx: _ops.renew_orchestration_lock(tx, lock_token, lock_timeout))
 
     # ------------------------------------------------------------ activity queue
     async def fetch_activity_items(self, lock_timeout: float, limit: int = 1) -> list[ActivityItem]:
+        self._writable("fetch_activity_items")
         if limit <= 0:
             self._check_open()
             return []
@@ -592,13 +640,16 @@ class SqliteProvider(Provider):
             self._give_back_activity_items, _ops.probe_activity_items)
 
     async def ack_activity(self, lock_token: str, completion: OrchestratorMessage) -> None:
+        self._writable("ack_activity")
         msg = self._prepare(completion)
         await self._write(lambda tx: _ops.ack_activity(tx, lock_token, msg))
 
     async def abandon_activity(self, lock_token: str, delay: float = 0.0) -> None:
+        self._writable("abandon_activity")
         await self._lock_op(lambda tx: _ops.abandon_activity(tx, lock_token, delay))
 
     async def renew_activity_lock(self, lock_token: str, lock_timeout: float) -> None:
+        self._writable("renew_activity_lock")
         await self._lock_op(lambda tx: _ops.renew_activity_lock(tx, lock_token, lock_timeout))
 
     # ------------------------------------------------------------ reads and management
@@ -632,6 +683,7 @@ class SqliteProvider(Provider):
             lambda tx: _ops.list_instances(tx, states, name, parent_instance_id, lim, off))
 
     async def delete_instance(self, instance_id: str, *, cascade: bool = True) -> int:
+        self._writable("delete_instance")
         try:
             return await self._write(lambda tx: _ops.delete_instance(tx, instance_id, cascade))
         finally:
@@ -645,6 +697,7 @@ class SqliteProvider(Provider):
         name: str | None = None,
         limit: int | None = None,
     ) -> int:
+        self._writable("purge_instances")
         wanted = [states] if isinstance(states, str) else list(states)
         try:
             return await self._write(

@@ -16,6 +16,11 @@ SELECT coalesce(max(version), 0) FROM schema_version;
 -- name: record_migration
 INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?);
 
+-- name: first_migration
+-- The name duroxy's first migration recorded: another application's schema_version
+-- table holds some other name (or has no such columns).
+SELECT name FROM schema_version WHERE version = 1;
+
 -- ------------------------------------------------------------------ instances
 -- name: get_instance
 SELECT instance_id, name, version, state, execution_id, output, error_json, custom_status,
