@@ -27,8 +27,8 @@ RUNTIME = "duroxy.runtime"
 PROVIDERS = "duroxy.providers"
 CLIENT = "duroxy.client"
 CLI = "duroxy.cli"
-BASE_MODULES = ("duroxy.history", "duroxy.errors", "duroxy.codec", "duroxy._codec_common",
-                "duroxy._codec_decode", "duroxy._names", "duroxy._semver", "duroxy._tracing",
+BASE_MODULES = ("duroxy.history", "duroxy.errors", "duroxy.codec", "duroxy._limits",
+                "duroxy._names", "duroxy._semver", "duroxy._tracing",
                 "duroxy.options")
 
 # The one import from the runtime the client is allowed (semver validation of

@@ -196,7 +196,7 @@ def test_a_function_registered_in_a_scope_is_freed_with_it() -> None:
         return weakref.ref(local_act)
 
     ref = scope()
-    codec._cached_input_type.cache_clear()
-    codec._cached_output_type.cache_clear()
+    codec._annotations._cached_input_type.cache_clear()
+    codec._annotations._cached_output_type.cache_clear()
     gc.collect()
     assert ref() is None

@@ -5,7 +5,7 @@ context and the registries each raise their own error type for a breach."""
 
 from __future__ import annotations
 
-from ._codec_common import storable
+from .codec._common import storable
 
 __all__ = ["name_problem"]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from ._codec_common import dump_json
+from .codec._common import dump_json
 from .errors import ErrorDetails, PayloadError
 
 __all__ = [

@@ -99,7 +99,7 @@ def _remember_caller_scope(fn: Any) -> None:
     while frame.f_back is not None and frame.f_globals.get("__name__") == __name__:
         frame = frame.f_back
     if frame.f_locals is not frame.f_globals:  # module level: the globals are known
-        codec._remember_scope(fn, frame.f_locals)
+        codec.remember_scope(fn, frame.f_locals)
 
 
 class _Builder:

@@ -1,9 +1,9 @@
 """Decoding plans of the payload codec: one conversion per annotation, cached.
 
-:func:`duroxy.codec.from_json_value` asks :func:`_plan` for the plan of an annotation
+:func:`from_json_value` asks :func:`plan_for` for the plan of an annotation
 and applies it to a plain JSON value. A plan checks the value's JSON shape, rebuilds
 the annotated type (dataclass, TypedDict, NamedTuple, pydantic model, enum, date and
-time, container, union, literal ...) and raises :class:`_Fail` on a misfit; the path
+time, container, union, literal ...) and raises :class:`Fail` on a misfit; the path
 of the failure is gathered as it unwinds through the containers.
 
 Invariants:
@@ -12,7 +12,10 @@ Invariants:
   tried in the order written, so the cache keeps ``int | str`` apart from ``str | int``.
 * Plans of classes that may refer to themselves (dataclasses, TypedDicts,
   NamedTuples) resolve their fields on first use, after their own plan is cached.
-* pydantic is never imported here (see :mod:`duroxy._codec_common`).
+* pydantic is never imported here (see :mod:`._common`).
+
+One room for every annotation form, which is why it runs past 500 lines: the plans of
+containers and records call back into the one cache (``plan_for``) for their parts.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import dataclasses
 import datetime as _dt
 import enum
 import inspect
+import json
 import re
 import types
 import typing
@@ -31,16 +35,19 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ._codec_common import (
-    _Conv,
-    _Fail,
-    _ident,
-    _is_pydantic_model,
-    _key_segment,
-    _NoneType,
-    _short,
-    _tname,
+from ..errors import PayloadError
+from ._common import (
+    Conv,
+    Fail,
+    NoneType,
+    ident,
+    is_pydantic_model,
+    key_segment,
+    short,
+    tname,
 )
+
+__all__ = ["decode", "from_json_value", "plan_for"]
 
 # JSON object key text read back as an int under dict[int, T]: decimal digits with an
 # optional minus and no leading zeros or "+", the way str(int) writes them.
@@ -50,15 +57,15 @@ _INT_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)")
 # Plans are cached by annotation. Python compares unions as sets (int | str equals
 # str | int) although member order decides which member wins, so an annotation that
 # holds a union of two or more types is cached under a key that keeps the order.
-_PLANS: dict[Any, _Conv] = {}
-_ORDERED_PLANS: dict[Any, _Conv] = {}
+_PLANS: dict[Any, Conv] = {}
+_ORDERED_PLANS: dict[Any, Conv] = {}
 
 
 def _look_up_ordered(value: Any) -> Any:  # marker stored in _PLANS, never called
     raise AssertionError("marker")
 
 
-def _plan(tp: Any) -> _Conv:
+def plan_for(tp: Any) -> Conv:
     try:
         plan = _PLANS.get(tp)
     except TypeError:  # unhashable annotation (Annotated with unhashable metadata)
@@ -82,7 +89,7 @@ def _order_sensitive(tp: Any) -> bool:
         return False
     args = typing.get_args(tp)
     if (origin is typing.Union or origin is types.UnionType) and sum(
-        a is not _NoneType for a in args
+        a is not NoneType for a in args
     ) > 1:
         return True
     return any(_order_sensitive(a) for a in args)
@@ -95,23 +102,23 @@ def _ordered_key(tp: Any) -> Any:
     return (origin, tuple(_ordered_key(a) for a in typing.get_args(tp)))
 
 
-def _unsupported(tp: Any, detail: str) -> _Fail:
-    return _Fail(f"no decoding for annotation {_tname(tp)!r}", detail)
+def _unsupported(tp: Any, detail: str) -> Fail:
+    return Fail(f"no decoding for annotation {tname(tp)!r}", detail)
 
 
-def _mismatch(obj: Any, tp: Any, detail: str = "") -> _Fail:
-    return _Fail(f"cannot decode {_short(obj)} as {_tname(tp)}", detail)
+def _mismatch(obj: Any, tp: Any, detail: str = "") -> Fail:
+    return Fail(f"cannot decode {short(obj)} as {tname(tp)}", detail)
 
 
-def _build(tp: Any) -> _Conv:
+def _build(tp: Any) -> Conv:
     if tp is None or tp is Any or tp is object or tp is inspect.Parameter.empty:
-        return _ident
+        return ident
     if isinstance(tp, (str, typing.ForwardRef)):
         raise _unsupported(tp, "a string annotation must be resolved before decoding")
     if isinstance(tp, typing.TypeVar):
-        return _ident
+        return ident
     if isinstance(tp, typing.NewType):
-        return _plan(tp.__supertype__)
+        return plan_for(tp.__supertype__)
     origin = typing.get_origin(tp)
     if origin is not None:
         return _build_generic(tp, origin, typing.get_args(tp))
@@ -128,10 +135,10 @@ _LIST_ORIGINS: dict[Any, Callable[[Any], Any]] = {
 }
 
 
-def _build_generic(tp: Any, origin: Any, args: tuple[Any, ...]) -> _Conv:
+def _build_generic(tp: Any, origin: Any, args: tuple[Any, ...]) -> Conv:
     first = args[0] if args else Any
     if origin in (typing.Annotated, typing.Required, typing.NotRequired):
-        return _plan(first)  # metadata and TypedDict markers do not change the value
+        return plan_for(first)  # metadata and TypedDict markers do not change the value
     if origin is typing.Union or origin is types.UnionType:
         return _union_plan(tp, args)
     if origin is typing.Literal:
@@ -154,13 +161,13 @@ def _build_generic(tp: Any, origin: Any, args: tuple[Any, ...]) -> _Conv:
     raise _unsupported(tp, "unsupported generic type")
 
 
-def _build_class(tp: type) -> _Conv:
+def _build_class(tp: type) -> Conv:
     simple = _SIMPLE_PLANS.get(tp)
     if simple is not None:
         return simple
     if issubclass(tp, enum.Enum):
         return _enum_plan(tp)
-    if _is_pydantic_model(tp):
+    if is_pydantic_model(tp):
         return _pydantic_plan(tp)
     if dataclasses.is_dataclass(tp):
         return _dataclass_plan(tp, {})
@@ -178,7 +185,7 @@ def _build_class(tp: type) -> _Conv:
     if issubclass(tp, Decimal):
         return _scalar_plan(tp, (str, int, float), lambda o: tp(str(o)), "expected a number")
     if tp in _BARE_CONTAINERS:
-        return _plan(_BARE_CONTAINERS[tp])
+        return plan_for(_BARE_CONTAINERS[tp])
     if issubclass(tp, str):
         return _scalar_plan(tp, (str,), tp, "")
     if issubclass(tp, int) and not issubclass(tp, bool):
@@ -190,7 +197,7 @@ def _build_class(tp: type) -> _Conv:
 
 def _dec_none(obj: Any) -> None:
     if obj is not None:
-        raise _mismatch(obj, _NoneType, "expected null")
+        raise _mismatch(obj, NoneType, "expected null")
 
 
 def _dec_bool(obj: Any) -> bool:
@@ -224,8 +231,8 @@ def _dec_str(obj: Any) -> str:
     raise _mismatch(obj, str)
 
 
-_SIMPLE_PLANS: dict[Any, _Conv] = {bool: _dec_bool, int: _dec_int, float: _dec_float}
-_SIMPLE_PLANS.update({str: _dec_str, _NoneType: _dec_none})
+_SIMPLE_PLANS: dict[Any, Conv] = {bool: _dec_bool, int: _dec_int, float: _dec_float}
+_SIMPLE_PLANS.update({str: _dec_str, NoneType: _dec_none})
 _BARE_CONTAINERS: dict[Any, Any] = {list: list[Any], tuple: tuple[Any, ...], set: set[Any]}
 _BARE_CONTAINERS.update({frozenset: frozenset[Any], dict: dict[Any, Any]})
 _BARE_CONTAINERS[collections.deque] = collections.deque[Any]
@@ -233,7 +240,7 @@ _BARE_CONTAINERS[collections.deque] = collections.deque[Any]
 
 def _scalar_plan(
     tp: type, accepted: tuple[type, ...], make: Callable[[Any], Any], detail: str
-) -> _Conv:
+) -> Conv:
     """Values of the ``accepted`` JSON types (never bool) turned into ``tp`` by ``make``;
     make's ValueError, TypeError or OverflowError means the value does not fit."""
 
@@ -252,7 +259,7 @@ def _deep_tuple(obj: Any) -> Any:
     return tuple(_deep_tuple(x) for x in obj) if isinstance(obj, list) else obj
 
 
-def _enum_plan(cls: type[enum.Enum]) -> _Conv:
+def _enum_plan(cls: type[enum.Enum]) -> Conv:
     bool_values = any(type(m.value) is bool for m in cls)
 
     def plan(obj: Any) -> Any:
@@ -270,25 +277,25 @@ def _enum_plan(cls: type[enum.Enum]) -> _Conv:
     return plan
 
 
-def _union_plan(tp: Any, args: tuple[Any, ...]) -> _Conv:
-    members = [a for a in args if a is not _NoneType]
+def _union_plan(tp: Any, args: tuple[Any, ...]) -> Conv:
+    members = [a for a in args if a is not NoneType]
     if len(members) == 1:  # Optional[X]: X's own failure is the informative one
-        inner = _plan(members[0])
+        inner = plan_for(members[0])
         return lambda obj: None if obj is None else inner(obj)
-    plans = [_plan(a) for a in args]
+    plans = [plan_for(a) for a in args]
 
     def union(obj: Any) -> Any:
         for plan in plans:  # members are tried in the order written
             try:
                 return plan(obj)
-            except _Fail:
+            except Fail:
                 continue
         raise _mismatch(obj, tp, "no member of the union fits")
 
     return union
 
 
-def _literal_plan(tp: Any, args: tuple[Any, ...]) -> _Conv:
+def _literal_plan(tp: Any, args: tuple[Any, ...]) -> Conv:
     def plan(obj: Any) -> Any:
         for a in args:
             v = a.value if isinstance(a, enum.Enum) else a
@@ -299,19 +306,19 @@ def _literal_plan(tp: Any, args: tuple[Any, ...]) -> _Conv:
     return plan
 
 
-def _list_plan(tp: Any, elem: Any, make: Callable[[Any], Any]) -> _Conv:
-    inner = _plan(elem)
+def _list_plan(tp: Any, elem: Any, make: Callable[[Any], Any]) -> Conv:
+    inner = plan_for(elem)
 
     def plan(obj: Any) -> Any:
         if not isinstance(obj, (list, tuple)):
             raise _mismatch(obj, tp, "expected a JSON array")
         out = obj
-        if inner is not _ident:
+        if inner is not ident:
             out = []
             for i, x in enumerate(obj):
                 try:
                     out.append(inner(x))
-                except _Fail as fail:
+                except Fail as fail:
                     fail.segments.append(f"[{i}]")
                     raise
         try:
@@ -322,8 +329,8 @@ def _list_plan(tp: Any, elem: Any, make: Callable[[Any], Any]) -> _Conv:
     return plan
 
 
-def _tuple_plan(tp: Any, args: tuple[Any, ...]) -> _Conv:
-    plans = [_plan(a) for a in args]
+def _tuple_plan(tp: Any, args: tuple[Any, ...]) -> Conv:
+    plans = [plan_for(a) for a in args]
 
     def plan(obj: Any) -> Any:
         if not isinstance(obj, (list, tuple)) or len(obj) != len(plans):
@@ -332,7 +339,7 @@ def _tuple_plan(tp: Any, args: tuple[Any, ...]) -> _Conv:
         for i, x in enumerate(obj):
             try:
                 out.append(plans[i](x))
-            except _Fail as fail:
+            except Fail as fail:
                 fail.segments.append(f"[{i}]")
                 raise
         return tuple(out)
@@ -348,21 +355,21 @@ def _dec_int_key(key: Any) -> int:
     raise _mismatch(key, int, "dict key is not an integer")
 
 
-def _key_plan(tp: Any) -> _Conv:
+def _key_plan(tp: Any) -> Conv:
     """JSON object keys are text; int-like key types read them back as numbers."""
     base = tp
     while isinstance(base, typing.NewType) or typing.get_origin(base) is typing.Annotated:
         base = base.__supertype__ if isinstance(base, typing.NewType) else base.__origin__
     if base in (str, Any, object, None):
-        return _ident
+        return ident
     if base is int:
         return _dec_int_key
-    inner = _plan(tp)
+    inner = plan_for(tp)
 
     def plan(key: Any) -> Any:
         try:
             return inner(key)
-        except _Fail:
+        except Fail:
             if type(key) is str and _INT_TEXT.fullmatch(key):
                 return inner(int(key))  # IntEnum, Literal[1], NewType of int ...
             raise
@@ -370,21 +377,21 @@ def _key_plan(tp: Any) -> _Conv:
     return plan
 
 
-def _dict_plan(tp: Any, key_tp: Any, value_tp: Any) -> _Conv:
+def _dict_plan(tp: Any, key_tp: Any, value_tp: Any) -> Conv:
     kplan = _key_plan(key_tp)
-    vplan = _plan(value_tp)
+    vplan = plan_for(value_tp)
 
     def plan(obj: Any) -> Any:
         if not isinstance(obj, dict):
             raise _mismatch(obj, tp, "expected a JSON object")
-        if kplan is _ident and vplan is _ident:
+        if kplan is ident and vplan is ident:
             return dict(obj)
         out = {}
         for k, v in obj.items():
             try:
                 out[kplan(k)] = vplan(v)
-            except _Fail as fail:
-                fail.segments.append(_key_segment(k))
+            except Fail as fail:
+                fail.segments.append(key_segment(k))
                 raise
         return out
 
@@ -398,9 +405,9 @@ def _class_hints(cls: type) -> dict[str, Any]:
             return typing.get_type_hints(cls, localns=localns, include_extras=True)
         except NameError as exc:
             if localns is not None:
-                raise _Fail(f"cannot resolve the annotations of {cls.__qualname__}", str(exc))
+                raise Fail(f"cannot resolve the annotations of {cls.__qualname__}", str(exc))
         except Exception as exc:
-            raise _Fail(f"cannot resolve the annotations of {cls.__qualname__}", str(exc))
+            raise Fail(f"cannot resolve the annotations of {cls.__qualname__}", str(exc))
     raise AssertionError("unreachable")
 
 
@@ -412,18 +419,18 @@ def _substitute(tp: Any, subst: dict[Any, Any]) -> Any:
     return tp[tuple(subst.get(p, p) for p in params)] if params else tp
 
 
-def _field_plan(tp: Any, name: str) -> _Conv:
+def _field_plan(tp: Any, name: str) -> Conv:
     try:
-        return _plan(tp)
-    except _Fail as fail:
+        return plan_for(tp)
+    except Fail as fail:
         fail.segments.append("." + name)
         raise
 
 
-def _dataclass_plan(cls: type, subst: dict[Any, Any]) -> _Conv:
+def _dataclass_plan(cls: type, subst: dict[Any, Any]) -> Conv:
     # Field plans are built on first use, not here: a dataclass may refer to itself
     # (a tree of nodes), and its own plan must be cached before its fields' plans.
-    specs: list[tuple[str, _Conv, bool, bool]] = []
+    specs: list[tuple[str, Conv, bool, bool]] = []
     ready = False
 
     def prepare() -> None:
@@ -446,7 +453,7 @@ def _dataclass_plan(cls: type, subst: dict[Any, Any]) -> _Conv:
             if name in obj:  # keys naming no field are ignored (older or newer writers)
                 try:
                     value = fplan(obj[name])
-                except _Fail as fail:
+                except Fail as fail:
                     fail.segments.append("." + name)
                     raise
                 if init:
@@ -467,8 +474,8 @@ def _dataclass_plan(cls: type, subst: dict[Any, Any]) -> _Conv:
     return plan
 
 
-def _typeddict_plan(cls: type, subst: dict[Any, Any]) -> _Conv:
-    specs: list[tuple[str, _Conv, bool]] = []
+def _typeddict_plan(cls: type, subst: dict[Any, Any]) -> Conv:
+    specs: list[tuple[str, Conv, bool]] = []
     ready = False
 
     def prepare() -> None:
@@ -496,8 +503,8 @@ def _typeddict_plan(cls: type, subst: dict[Any, Any]) -> _Conv:
             if key in obj:
                 try:
                     out[key] = fplan(obj[key])
-                except _Fail as fail:
-                    fail.segments.append(_key_segment(key))
+                except Fail as fail:
+                    fail.segments.append(key_segment(key))
                     raise
             elif required:
                 raise _mismatch(obj, cls, f"missing required key {key!r}")
@@ -509,10 +516,10 @@ def _typeddict_plan(cls: type, subst: dict[Any, Any]) -> _Conv:
 _TYPEDDICT_WRAPPERS = (typing.Annotated, typing.Required, typing.NotRequired)
 
 
-def _namedtuple_plan(cls: type) -> _Conv:
+def _namedtuple_plan(cls: type) -> Conv:
     fields: tuple[str, ...] = getattr(cls, "_fields", ())
     least = len(fields) - len(getattr(cls, "_field_defaults", {}))
-    plans: list[_Conv] = []
+    plans: list[Conv] = []
 
     def plan(obj: Any) -> Any:
         if not isinstance(obj, (list, tuple)) or not least <= len(obj) <= len(fields):
@@ -524,7 +531,7 @@ def _namedtuple_plan(cls: type) -> _Conv:
         for i, x in enumerate(obj):
             try:
                 out.append(plans[i](x))
-            except _Fail as fail:
+            except Fail as fail:
                 fail.segments.append("." + fields[i])
                 raise
         return cls(*out)
@@ -543,7 +550,7 @@ def _pydantic_target(cls: type, loc: tuple[Any, ...]) -> Any:
     return target
 
 
-def _pydantic_plan(cls: type) -> _Conv:
+def _pydantic_plan(cls: type) -> Conv:
     validate: Callable[[Any], Any] = getattr(cls, "model_validate")  # noqa: B009
 
     def plan(obj: Any) -> Any:
@@ -561,8 +568,44 @@ def _pydantic_plan(cls: type) -> _Conv:
                 loc = loc[:-1]
             fail = _mismatch(errors[0].get("input"), _pydantic_target(cls, loc), detail)
             fail.segments.extend(
-                f"[{p}]" if isinstance(p, int) else _key_segment(p) for p in reversed(loc)
+                f"[{p}]" if isinstance(p, int) else key_segment(p) for p in reversed(loc)
             )
             raise fail from exc
 
     return plan
+
+
+# -------------------------------------------------------------------- the public side
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+
+def decode(text: str | bytes | None, tp: Any = None, *, path: str = "") -> Any:
+    """Parse JSON ``text`` and build ``tp`` from it (plain JSON when ``tp`` is None or
+    Any). ``None`` text means no value and gives None."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        text = bytes(text).decode("utf-8", "surrogatepass")
+    try:
+        obj = _DECODER.decode(text)
+    except (ValueError, RecursionError) as exc:  # bad JSON, NaN/Infinity, too deep
+        where = f" at {path}" if path else ""
+        raise PayloadError(f"invalid JSON payload{where}: {exc or 'nested too deeply'}") from None
+    return from_json_value(obj, tp, path=path)
+
+
+def from_json_value(obj: Any, tp: Any = None, *, path: str = "") -> Any:
+    """Build the annotated type ``tp`` from the plain JSON value ``obj``."""
+    if tp is None or tp is Any:
+        return obj
+    try:
+        return plan_for(tp)(obj)
+    except Fail as fail:
+        raise PayloadError(fail.message(path, f" ({tname(tp)})")) from fail.__cause__
+    except RecursionError:
+        raise PayloadError(f"cannot decode value as {tname(tp)}: nested too deeply") from None

@@ -2,7 +2,7 @@
 JSON writer that history records use too.
 
 :mod:`duroxy.codec` (encoding, the public API) and :mod:`duroxy._codec_decode` (the
-decoding plans) both raise :class:`_Fail` while they walk a value, and both name
+decoding plans) both raise :class:`Fail` while they walk a value, and both name
 types, values and path segments the same way in their messages; those pieces live
 here so that neither of the two modules depends on the other's internals.
 
@@ -19,7 +19,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-_NoneType = type(None)
+NoneType = type(None)
 
 # One encoder object each: json.dumps(**kwargs) would build a new encoder per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -44,11 +44,11 @@ def dump_json(obj: Any) -> str:
     (the same value once read)."""
     text = _ENCODER.encode(obj)
     return text if storable(text) else _ASCII_ENCODER.encode(obj)
-# One conversion step: a value in, its converted form out; raises _Fail on a misfit.
-_Conv = Callable[[Any], Any]
+# One conversion step: a value in, its converted form out; raises Fail on a misfit.
+Conv = Callable[[Any], Any]
 
 
-class _Fail(Exception):
+class Fail(Exception):
     """Internal: a conversion failed. ``segments`` gathers the path while the failure
     unwinds through the containers, innermost segment first."""
 
@@ -64,17 +64,17 @@ class _Fail(Exception):
         return f"{self.head}{at}{': ' + self.detail if self.detail else ''}"
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _tname(tp: Any) -> str:
+def tname(tp: Any) -> str:
     """A readable name for an annotation: ``int``, ``list[Order]``, ``Order | None``."""
     if tp is None or tp is Any:
         return "Any"
-    if tp is _NoneType or tp is Ellipsis:
-        return "None" if tp is _NoneType else "..."
+    if tp is NoneType or tp is Ellipsis:
+        return "None" if tp is NoneType else "..."
     if isinstance(tp, (str, typing.ForwardRef)):
         return tp if isinstance(tp, str) else tp.__forward_arg__
     if isinstance(tp, (typing.NewType, typing.TypeVar)):
@@ -84,26 +84,26 @@ def _tname(tp: Any) -> str:
         return str(tp.__qualname__) if isinstance(tp, type) else repr(tp).replace("typing.", "")
     args = typing.get_args(tp)
     if origin is typing.Annotated:
-        return _tname(args[0])
+        return tname(args[0])
     if origin is typing.Union or origin is types.UnionType:
-        return " | ".join(_tname(a) for a in args)
+        return " | ".join(tname(a) for a in args)
     if origin is typing.Literal:
         return f"Literal[{', '.join(repr(a) for a in args)}]"
     base = origin.__qualname__ if isinstance(origin, type) else repr(origin)
     base = str(base).replace("typing.", "")
-    return f"{base}[{', '.join(_tname(a) for a in args)}]" if args else base
+    return f"{base}[{', '.join(tname(a) for a in args)}]" if args else base
 
 
-def _key_segment(key: Any) -> str:
+def key_segment(key: Any) -> str:
     return f".{key}" if isinstance(key, str) and key.isidentifier() else f"[{key!r}]"
 
 
-def _is_pydantic_model(tp: type) -> bool:
+def is_pydantic_model(tp: type) -> bool:
     base = getattr(sys.modules.get("pydantic.main"), "BaseModel", None)
     return base is not None and hasattr(base, "model_validate") and issubclass(tp, base)
 
 
-def _ident(value: Any) -> Any:
+def ident(value: Any) -> Any:
     """The conversion that keeps a value as it is. Decoding plans compare against it by
     identity to skip copying containers whose elements need no conversion."""
     return value
