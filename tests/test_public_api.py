@@ -59,6 +59,7 @@ EXPECTED_ALL = [
     "Runtime",
     "RuntimeOptions",
     "SubOrchestrationFailed",
+    "WorkerInfo",
     "__version__",
     "connect",
 ]
@@ -70,7 +71,7 @@ API_MD_NAMES = [
     "OrchestrationStatus", "OrchestrationState", "InstanceInfo", "DuroxyError",
     "ActivityFailed", "SubOrchestrationFailed", "NondeterminismError",
     "InstanceAlreadyExists", "InstanceNotFound", "NotRegistered", "ProviderError",
-    "PayloadError", "connect",
+    "PayloadError", "connect", "WorkerInfo",
 ]
 
 

@@ -7,7 +7,8 @@ once. See the README for a guide and ``API.md`` for the contract.
 
 from ._connect import connect
 from ._engine import OrchestrationContext
-from .client import Client, InstanceInfo, OrchestrationState, OrchestrationStatus
+from ._version import __version__
+from .client import Client, InstanceInfo, OrchestrationState, OrchestrationStatus, WorkerInfo
 from .errors import (
     ActivityFailed,
     ConfigurationError,
@@ -25,8 +26,6 @@ from .errors import (
 )
 from .options import BackoffStrategy, RetryPolicy, RuntimeOptions
 from .runtime import ActivityContext, ActivityRegistry, OrchestrationRegistry, Runtime
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ActivityContext",
@@ -54,6 +53,7 @@ __all__ = [
     "Runtime",
     "RuntimeOptions",
     "SubOrchestrationFailed",
+    "WorkerInfo",
     "__version__",
     "connect",
 ]

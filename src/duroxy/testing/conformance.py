@@ -32,11 +32,12 @@ from .conformance_fastpath import FastPathTests
 from .conformance_management import ManagementTests
 from .conformance_orchestration import OrchestrationQueueTests
 from .conformance_support import LOCK, ConformanceBase
+from .conformance_workers import WorkerTests
 
 __all__ = ["LOCK", "ConformanceBase", "ProviderConformance"]
 
 
 class ProviderConformance(OrchestrationQueueTests, ActivityQueueTests, ManagementTests,
-                          DataTests, FastPathTests):
+                          DataTests, FastPathTests, WorkerTests):
     """Every conformance test. Subclass it (with a name starting with ``Test``) and
     supply the ``provider`` fixture."""
