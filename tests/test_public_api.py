@@ -122,6 +122,7 @@ def test_runtime_options_frozen_keyword_only_with_documented_defaults() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         opts.activity_lock_timeout = 1.0  # type: ignore[misc]
     assert RuntimeOptions(activity_lock_timeout=12.0).activity_lock_timeout == 12.0
+    assert opts.heartbeat_interval == 10.0  # API.md section 12
 
 
 def test_retry_policy_spellings() -> None:
@@ -320,6 +321,7 @@ def test_backoff_strategies_are_backoff_strategies_and_options_take_timedeltas()
     assert opts.orchestration_lock_timeout == 7.0 and opts.poll_interval == 0.02
     with pytest.raises(ValueError, match="poll_interval"):
         RuntimeOptions(poll_interval=timedelta(0))
+    assert RuntimeOptions(heartbeat_interval=timedelta(seconds=3)).heartbeat_interval == 3.0
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -327,7 +329,8 @@ def test_backoff_strategies_are_backoff_strategies_and_options_take_timedeltas()
     {"max_attempts": float("inf")}, {"cache_size": float("nan")}, {"cache_size": -1},
     {"orchestration_lock_timeout": float("nan")}, {"activity_lock_timeout": float("inf")},
     {"poll_interval": 0}, {"not_registered_backoff": -1}, {"worker_id": 5},
-    {"worker_id": ""},
+    {"worker_id": ""}, {"worker_id": "a\x00b"}, {"worker_id": "w" * 1025},
+    {"heartbeat_interval": 0}, {"heartbeat_interval": -1.0}, {"heartbeat_interval": "10"},
 ])
 def test_runtime_options_reject_what_would_break_the_runtime(kwargs: dict[str, Any]) -> None:
     name = next(iter(kwargs))

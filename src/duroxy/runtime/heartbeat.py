@@ -171,7 +171,24 @@ class Heartbeat:
 
     # ------------------------------------------------------------------ the others
     async def refresh(self) -> None:
-        """Reread the other workers' rows; on failure the view stays as it was."""
+        """Reread the other workers' rows (joining a reread under way, which may have
+        begun before the caller's news: then a fresh one follows)."""
+        if self._refreshing is not None and not self._refreshing.done():
+            await asyncio.shield(self._refreshing)
+        self._refreshing = asyncio.ensure_future(self._reread())
+        await asyncio.shield(self._refreshing)
+
+    async def refresh_soon(self) -> None:
+        """Make sure the view is recent: wait for a reread under way, else reread unless
+        the last one is less than ``REFRESH_AT_MOST_S`` old (work met without its code
+        asks for this, and much of it may come at once)."""
+        if self._refreshing is not None and not self._refreshing.done():
+            await asyncio.shield(self._refreshing)
+        elif time.monotonic() - self._refreshed_at >= REFRESH_AT_MOST_S:
+            await self.refresh()
+
+    async def _reread(self) -> None:
+        """On failure the view stays as it was."""
         try:
             rows = await self._provider.list_workers()
         except Exception as e:
@@ -179,15 +196,6 @@ class Heartbeat:
             return
         self._refreshed_at = time.monotonic()
         self._apply(rows, time.time())
-
-    async def refresh_soon(self) -> None:
-        """Refresh, unless that was done less than ``REFRESH_AT_MOST_S`` ago; callers
-        that arrive meanwhile share the one refresh."""
-        if time.monotonic() - self._refreshed_at < REFRESH_AT_MOST_S:
-            return
-        if self._refreshing is None or self._refreshing.done():
-            self._refreshing = asyncio.ensure_future(self.refresh())
-        await asyncio.shield(self._refreshing)
 
     def _apply(self, rows: list[WorkerRecord], now: float) -> None:
         others = [r for r in rows if r.worker_id != self.worker_id and r.alive_at(now)]
@@ -228,13 +236,13 @@ class Heartbeat:
         """Whether another live worker has registered activity ``name``."""
         return name in self._elsewhere[2]
 
-    def hand_back(self, key: str) -> bool:
+    def hand_back(self, key: str, now: float | None = None) -> bool:
         """Whether work ``key`` may go back to the store once more without using up an
-        attempt. Not once it has gone back again and again, with no gap as long as
-        three heartbeat intervals, for longer than that: the live worker that has its
-        code should have taken it by then (this bounds a hand-back loop between
-        workers that each think the other runs it)."""
-        now = time.monotonic()
+        attempt (at ``now``, ``time.monotonic()`` by default). Not once it has gone back
+        again and again, with no gap as long as three heartbeat intervals, for longer
+        than that: the live worker that has its code should have taken it by then (this
+        bounds a hand-back loop between workers that each think the other runs it)."""
+        now = time.monotonic() if now is None else now
         horizon = 3 * self._options.heartbeat_interval
         first, last = self._handed_back.get(key, (now, now))
         if now - last > horizon:
