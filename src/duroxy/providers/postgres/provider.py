@@ -640,7 +640,8 @@ class PostgresProvider(ActivityQueue, Management, Heartbeats, Provider):
         """A fetch whose leases are given back should its caller be cancelled after the
         statement was sent (the leases may be taken by then)."""
         task = asyncio.ensure_future(
-            self.fetch_orchestration_items(lock_timeout, limit, exclude))
+            self.fetch_orchestration_items(lock_timeout, limit) if exclude is None
+            else self.fetch_orchestration_items(lock_timeout, limit, exclude))
         self._track(task)
         try:
             return await asyncio.shield(task)
