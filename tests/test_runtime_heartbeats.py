@@ -34,7 +34,6 @@ from duroxy import (
 from duroxy.providers.base import Provider, WorkerRecord
 from duroxy.providers.memory import InMemoryProvider
 from duroxy.providers.sqlite import SqliteProvider
-from duroxy.runtime import heartbeat
 from duroxy.runtime.heartbeat import Heartbeat
 
 FAST = 0.05  # a heartbeat interval that keeps the tests short
@@ -282,6 +281,27 @@ async def test_the_view_of_the_others_leaves_to_them_what_only_they_run(
     assert hb.runs_activity("extra") and not hb.runs_activity("gone")
 
 
+async def test_work_met_without_its_code_rereads_the_workers_at_most_once_a_second(
+        ) -> None:
+    class Counting(InMemoryProvider):
+        reads = 0
+
+        async def list_workers(self, *, include_stopped: bool = False) -> list[WorkerRecord]:
+            self.reads += 1
+            await asyncio.sleep(0.01)
+            return await super().list_workers(include_stopped=include_stopped)
+
+    store = Counting()
+    hb = Heartbeat(store, "me", RuntimeOptions(), ACTS, V1, lambda: 0)
+    await asyncio.gather(*(hb.refresh_soon() for _ in range(5)))  # one reread, shared
+    assert store.reads == 1
+    for _ in range(5):
+        await hb.refresh_soon()
+    assert store.reads == 1
+    await hb.refresh()  # the heartbeat's own reread is not limited
+    assert store.reads == 2
+
+
 async def test_hand_backs_stop_after_a_streak_of_three_heartbeat_intervals() -> None:
     hb = Heartbeat(InMemoryProvider(), "me", RuntimeOptions(heartbeat_interval=1.0), ACTS,
                    V1, lambda: 0)
@@ -311,10 +331,9 @@ async def test_a_version_only_another_live_runtime_has_is_run_there(store: Provi
 
 
 async def test_work_met_before_its_worker_was_known_goes_back_without_an_attempt(
-        store: Provider, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: Provider) -> None:
     """The runtime that lacks the code learns of the live worker that has it only when
     it meets the work (its own heartbeat is far off): it hands the work back, unused."""
-    monkeypatch.setattr(heartbeat, "REFRESH_AT_MOST_S", 0.0)
     client = Client(store)
     lacking = dataclasses.replace(STRICT, heartbeat_interval=3600, worker_id="old")
     async with await Runtime.start(store, NO_ACTS, OTHER, lacking) as old:
@@ -339,8 +358,7 @@ async def test_work_met_before_its_worker_was_known_goes_back_without_an_attempt
 
 
 async def test_an_activity_met_before_its_worker_was_known_goes_back_without_an_attempt(
-        store: Provider, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(heartbeat, "REFRESH_AT_MOST_S", 0.0)
+        store: Provider) -> None:
     client = Client(store)
     lacking = dataclasses.replace(STRICT, heartbeat_interval=3600, worker_id="old")
     # "old" runs the orchestration's turns but has no activity at all.

@@ -43,8 +43,8 @@ logger = logging.getLogger("duroxy.runtime")
 
 #: Rows of workers not seen for this long are removed (by any runtime's heartbeat).
 FORGET_AFTER_S = 24 * 3600.0
-#: A view of the other workers refreshed on demand (work met without the code for it)
-#: is refreshed at most this often; the heartbeat refreshes it besides.
+#: Work met without the code for it rereads the other workers' rows at most this often
+#: (much such work may come at once); the heartbeat rereads them besides.
 REFRESH_AT_MOST_S = 1.0
 #: How long work handed back is kept from this runtime when its fetches cannot leave it
 #: alone (the instance's record names a version this runtime has): long enough for the
@@ -102,7 +102,7 @@ class Heartbeat:
         # What live other workers have registered: "name@version", bare names, activities.
         self._elsewhere: tuple[frozenset[str], frozenset[str], frozenset[str]] = (
             frozenset(), frozenset(), frozenset())
-        self._refreshed_at = -float("inf")  # time.monotonic()
+        self._demanded_at = -float("inf")  # time.monotonic() of the last refresh_soon reread
         self._refreshing: asyncio.Future[None] | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -179,12 +179,12 @@ class Heartbeat:
         await asyncio.shield(self._refreshing)
 
     async def refresh_soon(self) -> None:
-        """Make sure the view is recent: wait for a reread under way, else reread unless
-        the last one is less than ``REFRESH_AT_MOST_S`` old (work met without its code
-        asks for this, and much of it may come at once)."""
+        """For work met without its code: wait for a reread under way, else reread
+        unless this did so less than ``REFRESH_AT_MOST_S`` ago."""
         if self._refreshing is not None and not self._refreshing.done():
             await asyncio.shield(self._refreshing)
-        elif time.monotonic() - self._refreshed_at >= REFRESH_AT_MOST_S:
+        elif time.monotonic() - self._demanded_at >= REFRESH_AT_MOST_S:
+            self._demanded_at = time.monotonic()
             await self.refresh()
 
     async def _reread(self) -> None:
@@ -194,7 +194,6 @@ class Heartbeat:
         except Exception as e:
             logger.debug("reading the workers of the store failed: %s", e)
             return
-        self._refreshed_at = time.monotonic()
         self._apply(rows, time.time())
 
     def _apply(self, rows: list[WorkerRecord], now: float) -> None:
