@@ -19,6 +19,7 @@ and ends ``not_registered``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -55,7 +56,7 @@ TAG_FILTER = "DEFAULT_ONLY"
 
 # Worker ids of this process's running runtimes: a runtime without an explicit id takes
 # host:pid, or host:pid:2, host:pid:3 ... when that one is in use here.
-_ids_in_use: set[str] = set()
+_ids_in_use: collections.Counter[str] = collections.Counter()
 
 
 def claim_worker_id(explicit: str | None) -> str:
@@ -69,12 +70,14 @@ def claim_worker_id(explicit: str | None) -> str:
         while worker_id in _ids_in_use:
             n += 1
             worker_id = f"{base}:{n}"
-    _ids_in_use.add(worker_id)
+    _ids_in_use[worker_id] += 1
     return worker_id
 
 
 def release_worker_id(worker_id: str) -> None:
-    _ids_in_use.discard(worker_id)
+    _ids_in_use[worker_id] -= 1
+    if _ids_in_use[worker_id] <= 0:
+        del _ids_in_use[worker_id]
 
 
 class Heartbeat:
@@ -269,6 +272,9 @@ class Heartbeat:
         # moment, so that the worker that has the code comes first.
         left = self.exclude is not None and self.exclude.excludes_instance(inst.name,
                                                                            inst.version)
+        logger.debug("%r: orchestration %r version %s is not registered here; handed back "
+                     "to the live worker that has it", item.instance_id, inst.name,
+                     version or "(latest)")
         await self._provider.abandon_orchestration_item(
             item.lock_token, 0.0 if left else HAND_BACK_DELAY_S, ignore_attempt=True)
         return True
@@ -283,5 +289,7 @@ class Heartbeat:
         key = f"{work.instance_id}\x00{work.execution_id}\x00{work.event_id}"
         if not self.runs_activity(work.name) or not self.hand_back(key):
             return False
+        logger.debug("%r: activity %r is not registered here; handed back to the live "
+                     "worker that has it", work.instance_id, work.name)
         await self._provider.abandon_activity(item.lock_token, 0.0, ignore_attempt=True)
         return True

@@ -461,7 +461,7 @@ class Runtime:
         has not registered (nor any after it: the claim takes the first ones)."""
         free = self._act_slots._value + (1 if handoff else 0)
         known = 0
-        for work in commit.activities:
+        for work in commit.activities[:free]:
             if work.name not in self.activities:
                 break
             known += 1
