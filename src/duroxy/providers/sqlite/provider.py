@@ -514,7 +514,8 @@ class SqliteProvider(Provider):
         return await self._lock_op(
             lambda tx: _ops.fetch_orchestration_items(tx, lock_timeout, limit, skip),
             self._give_back_orchestration_items,
-            lambda tx: _ops.probe_orchestration_items(tx, skip), wait=wait)
+            _ops.probe_orchestration_items if skip is None
+            else functools.partial(_ops.probe_orchestration_items, skip=skip), wait=wait)
 
     async def flush(self) -> None:
         if self._closed or not self._writer.started:
@@ -589,7 +590,9 @@ class SqliteProvider(Provider):
         skip = _ops.skip_activities(exclude)
         return await self._lock_op(
             lambda tx: _ops.fetch_activity_items(tx, lock_timeout, limit, skip),
-            self._give_back_activity_items, lambda tx: _ops.probe_activity_items(tx, skip))
+            self._give_back_activity_items,
+            _ops.probe_activity_items if skip is None
+            else functools.partial(_ops.probe_activity_items, skip=skip))
 
     async def ack_activity(self, lock_token: str, completion: OrchestratorMessage) -> None:
         msg = self._prepare(completion)
