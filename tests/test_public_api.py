@@ -198,6 +198,12 @@ def test_status_and_info_fields() -> None:
     info = {f.name for f in dataclasses.fields(duroxy.InstanceInfo)}
     assert {"instance_id", "name", "version", "state", "execution_id", "created_at",
             "updated_at", "parent_instance_id"} <= info
+    # API.md section 12: exactly these
+    assert [f.name for f in dataclasses.fields(duroxy.WorkerInfo)] == [
+        "worker_id", "worker_node_id", "host", "pid", "duroxy_version",
+        "started_at", "last_seen_at", "stopped_at",
+        "orchestration_concurrency", "activity_concurrency", "tag_filter",
+        "sessions_owned", "active_activities", "orchestrations", "activities", "alive"]
 
 
 # ======================================================================== context
@@ -274,7 +280,7 @@ CLIENT_METHODS = [
     "start_orchestration", "start_orchestration_versioned", "raise_event", "send_signal",
     "cancel_instance", "wait_for_orchestration", "get_orchestration_status",
     "get_instance_info", "list_instances", "read_history", "delete_instance",
-    "purge_instances",
+    "purge_instances", "list_workers",
 ]
 
 
@@ -299,6 +305,10 @@ def test_client_signatures() -> None:
     assert params["limit"].default == 100
     assert params["state"].kind is inspect.Parameter.KEYWORD_ONLY
     assert "execution_id" in inspect.signature(Client.read_history).parameters
+    params = inspect.signature(Client.list_workers).parameters
+    assert list(params) == ["self", "include_stopped"]
+    assert params["include_stopped"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert params["include_stopped"].default is False
 
 
 def test_history_events_show_their_kind() -> None:
