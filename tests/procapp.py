@@ -109,13 +109,18 @@ async def clock(ctx: OrchestrationContext, _: Any) -> dict[str, Any]:
     return {"now": now.isoformat(), "guid": guid, "event": data}
 
 
-def registries() -> tuple[ActivityRegistry, OrchestrationRegistry]:
-    activities = ActivityRegistry.builder().register("step", step).build()
-    orchestrations = (OrchestrationRegistry.builder()
-                      .register("chain", chain)
-                      .register("clock", clock)
-                      .build())
-    return activities, orchestrations
+def registries(without: tuple[str, ...] = ()
+               ) -> tuple[ActivityRegistry, OrchestrationRegistry]:
+    """Every activity and orchestration but those named in ``without`` (a worker of an
+    older or newer release, in a rolling deploy)."""
+    activities = ActivityRegistry.builder()
+    if "step" not in without:
+        activities.register("step", step)
+    orchestrations = OrchestrationRegistry.builder()
+    for name, fn in (("chain", chain), ("clock", clock)):
+        if name not in without:
+            orchestrations.register(name, fn)
+    return activities.build(), orchestrations.build()
 
 
 # ------------------------------------------------------------------ worker
@@ -131,6 +136,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--act-concurrency", type=int, default=32)
     p.add_argument("--orch-concurrency", type=int, default=8)
     p.add_argument("--shutdown-timeout", type=float, default=2.0)
+    p.add_argument("--max-attempts", type=int, default=10)
+    p.add_argument("--not-registered-backoff", type=float, default=1.0)
+    p.add_argument("--heartbeat-interval", type=float, default=10.0)
+    p.add_argument("--without", action="append", default=[], metavar="NAME",
+                   help="leave this activity or orchestration unregistered (repeatable)")
     return p.parse_args(argv)
 
 
@@ -145,11 +155,13 @@ async def serve(args: argparse.Namespace) -> None:
     global _log_path
     _log_path = args.log
     store = open_store(args)
-    activities, orchestrations = registries()
+    activities, orchestrations = registries(tuple(args.without))
     options = RuntimeOptions(
         orchestration_lock_timeout=args.orch_lock, activity_lock_timeout=args.act_lock,
         activity_concurrency=args.act_concurrency,
-        orchestration_concurrency=args.orch_concurrency, worker_id=f"procapp:{os.getpid()}")
+        orchestration_concurrency=args.orch_concurrency, worker_id=f"procapp:{os.getpid()}",
+        max_attempts=args.max_attempts, not_registered_backoff=args.not_registered_backoff,
+        heartbeat_interval=args.heartbeat_interval)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

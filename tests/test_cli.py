@@ -134,6 +134,35 @@ def test_worker_serves_start_wait_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert "worker stopped" in log and "Traceback" not in log
 
 
+def test_workers_lists_running_and_stopped_workers(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'workers.db'}"
+    worker = start_worker(url, tmp_path / "workers.log")
+    try:
+        [row] = as_json(duroxy("workers", "--json", store=url))
+        assert row["pid"] == worker.proc.pid and row["alive"] is True
+        assert row["worker_id"].endswith(f":{worker.proc.pid}")
+        assert row["stopped_at"] is None and row["started_at"] <= row["last_seen_at"]
+        assert "hello@1.0.0" in row["orchestrations"] and row["activities"] == ["greet"]
+        assert (row["orchestration_concurrency"], row["activity_concurrency"],
+                row["active_activities"], row["sessions_owned"]) == (32, 32, 0, 0)
+        assert row["worker_node_id"] is None and row["tag_filter"] == "DEFAULT_ONLY"
+        people = duroxy("workers", store=url)
+        assert people.returncode == 0, people.stderr
+        header, line, orchs, acts = people.stdout.splitlines()
+        assert header.split()[:2] == ["WORKER", "STATE"]
+        assert line.split()[:2] == [row["worker_id"], "alive"]
+        assert "versioned@1.0.0, versioned@2.0.0" in orchs and acts.split() == [
+            "activities", "greet"]
+    finally:
+        assert worker.stop() == 0
+    assert as_json(duroxy("workers", "--json", store=url)) == []
+    assert "no workers running" in duroxy("workers", store=url).stdout
+    [stopped] = as_json(duroxy("workers", "--all", "--json", store=url))
+    assert stopped["worker_id"] == row["worker_id"] and stopped["alive"] is False
+    assert stopped["stopped_at"] is not None
+    assert " stopped " in duroxy("workers", "--all", store=url).stdout.splitlines()[1]
+
+
 def test_start_wait_json(store: str) -> None:
     proc = duroxy("start", "hello", "--id", "h1", "--input", '{"name": "ann"}', "--wait",
                   "--json", store=store)
@@ -301,9 +330,10 @@ def test_wait_timeout_exits_4(store: str) -> None:
 
 def test_missing_store_is_not_created(tmp_path: Path) -> None:
     db = tmp_path / "absent.db"
-    proc = duroxy("status", "x", store=f"sqlite:///{db}")
-    assert proc.returncode == 5 and f"no such store file: {db}" in proc.stderr
-    assert not db.exists()
+    for args in (["status", "x"], ["workers"]):
+        proc = duroxy(*args, store=f"sqlite:///{db}")
+        assert proc.returncode == 5 and f"no such store file: {db}" in proc.stderr
+        assert not db.exists()
     proc = duroxy("list", store="mysql://nowhere")
     assert proc.returncode == 2 and "unsupported store URL" in proc.stderr
 

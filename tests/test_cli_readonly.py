@@ -169,9 +169,15 @@ def test_reading_a_real_store_changes_nothing(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ (4) a newer schema
+#: a schema version no duroxy has yet
+FUTURE = 999
+
+
 def _newer(said: str, store: str) -> None:
-    assert said == (f"{store} has schema version 2, newer than this duroxy knows (schema "
-                    "version 1): upgrade duroxy")
+    from duroxy.providers.sqlite._schema import latest_version
+
+    assert said == (f"{store} has schema version {FUTURE}, newer than this duroxy knows "
+                    f"(schema version {latest_version()}): upgrade duroxy")
 
 
 def test_a_newer_sqlite_schema_is_named_by_reading_and_writing_commands(
@@ -179,7 +185,7 @@ def test_a_newer_sqlite_schema_is_named_by_reading_and_writing_commands(
     db = tmp_path / "future.db"
     asyncio.run(_run_hello(db))
     conn = sqlite3.connect(db)
-    conn.execute("INSERT INTO schema_version VALUES (2, '0002_future.sql', 0)")
+    conn.execute(f"INSERT INTO schema_version VALUES ({FUTURE}, 'future.sql', 0)")
     conn.commit()
     conn.close()
     time.sleep(0.01)
@@ -214,7 +220,7 @@ def test_a_newer_postgres_schema_is_named_by_reading_and_writing_commands(
     url = pg_store(schema)
     assert duroxy("start", "hello", "--id", "p1", store=url).returncode == 0
     asyncio.run(_pg(dsn, f'INSERT INTO "{schema}".schema_version (version, name) '
-                    "VALUES (2, 'future')"))
+                    f"VALUES ({FUTURE}, 'future')"))
     where = f"schema {schema!r} of PostgreSQL database 'test' on 127.0.0.1"
     for args in [*READING, ["start", "hello", "--id", "p2"], ["worker", "cli_app:registries"]]:
         _newer(refused(duroxy(*args, store=url)), where)

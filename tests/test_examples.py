@@ -427,3 +427,19 @@ def test_readme_quick_start_runs(tmp_path: Path) -> None:
     assert re.fullmatch(r"hello-[0-9a-f]{8} COMPLETED \['Hello, Ada!', 'Hello, Linus!'\]\n",
                         proc.stdout), proc.stdout
     assert (tmp_path / "quickstart.db").exists()
+
+
+def test_readme_several_workers_block_runs(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"## Running several workers\n.*?```python\n(.*?)```", readme, re.S)
+    assert match, "README's 'Running several workers' has no Python block"
+    script = tmp_path / "workers.py"
+    script.write_text(match.group(1), encoding="utf-8")
+    for _ in range(2):  # a second run on the same store works as well
+        proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == ("old True ('hello@1.0.0',)\n"
+                               "new True ('hello@1.0.0', 'hello@2.0.0')\n"
+                               "HELLO, ADA!\n"), proc.stdout
+    assert (tmp_path / "workers.db").exists()

@@ -20,13 +20,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
 import procapp
 from duroxy import Client, OrchestrationState
-from workerkit import Worker, Workers, wait_until
+from workerkit import Worker, Workers, drop_schema, store_url, wait_until
 
 DSN = os.environ.get("DUROXY_TEST_PG_DSN")
 
@@ -38,26 +37,6 @@ ACT_CONCURRENCY = 4
 
 
 # ====================================================================== helpers
-def store_url(dsn: str, schema: str) -> str:
-    """The DSN as a store URL that names ``schema`` (``duroxy.connect`` reads ``?schema=``)."""
-    parts = urlsplit(dsn)
-    if parts.scheme not in ("postgresql", "postgres"):
-        pytest.skip("DUROXY_TEST_PG_DSN must be a postgresql:// URL for the worker processes")
-    query = [*parse_qsl(parts.query), ("schema", schema)]
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def drop_schema(dsn: str, schema: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
-        # Bounded: a backend of a killed node that the server has not noticed yet must
-        # not hold the drop forever.
-        conn.execute("SET lock_timeout = '10s'")
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
 @dataclass
 class Env:
     cluster: Workers

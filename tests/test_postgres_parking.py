@@ -18,8 +18,8 @@ async def test_a_hand_off_resolved_in_the_tick_its_poll_is_cancelled_is_given_ba
     given_back: list[Any] = []
     waiting = asyncio.ensure_future(parking.wait(5.0, 30.0, given_back.extend))
     await asyncio.sleep(0)  # parked
-    p = parking.take()
-    assert p is not None and parking.take() is None
+    p = parking.take("w", None)
+    assert p is not None and parking.take("w", None) is None
     await asyncio.sleep(0)  # the poll now waits for the hand-off under way
     p.fut.set_result(["item"])
     waiting.cancel()  # before the poll could run again
@@ -34,7 +34,7 @@ async def test_a_poll_cancelled_while_a_hand_off_is_under_way_leaves_it_to_the_s
     given_back: list[Any] = []
     waiting = asyncio.ensure_future(parking.wait(5.0, 30.0, given_back.extend))
     await asyncio.sleep(0)
-    p = parking.take()
+    p = parking.take("w", None)
     assert p is not None
     await asyncio.sleep(0)
     waiting.cancel()
@@ -49,7 +49,7 @@ async def test_wake_resolves_every_parked_poll_and_an_alarm_counts_as_news() -> 
     await asyncio.sleep(0)
     parking.wake("x")
     assert await asyncio.gather(*polls) == [None, None, None]
-    assert parking.take() is None
+    assert parking.take("w", None) is None
     fired = parking.fired
     parking.due_at(0.0)  # long due
     poll = asyncio.ensure_future(parking.wait(5.0, 30.0, list))
@@ -62,5 +62,22 @@ async def test_wake_resolves_every_parked_poll_and_an_alarm_counts_as_news() -> 
 async def test_a_poll_answers_empty_when_its_time_is_up() -> None:
     parking = Parking()
     assert await parking.wait(5.0, 0.01, list) == []
-    assert parking.take() is None
+    assert parking.take("w", None) is None
     parking.close()
+
+
+async def test_a_start_is_never_handed_to_a_poll_that_leaves_its_orchestration_to_others(
+        ) -> None:
+    from duroxy.providers.base import ExcludedWork
+
+    parking = Parking()
+    skips = ExcludedWork(orchestrations=frozenset({"old"}),
+                         orchestration_versions=frozenset({("mixed", "2.0.0")}))
+    waiting = asyncio.ensure_future(parking.wait(5.0, 30.0, list, skips))
+    await asyncio.sleep(0)
+    assert parking.take("old", "1.0.0") is None
+    assert parking.take("mixed", "2.0.0") is None
+    p = parking.take("mixed", "1.0.0")
+    assert p is not None and p.exclude is skips
+    p.fut.set_result([])
+    assert await waiting == []

@@ -160,11 +160,12 @@ async def test_concurrent_first_use_migrates_once(
     # Every node's first call migrates; the script has no IF NOT EXISTS, so a second run
     # of it would fail that node.
     await asyncio.gather(*(n.get_instance("x") for n in nodes))
-    versions = await query(dsn, f'SELECT version, name FROM "{schema}".schema_version')
-    assert versions == [(1, "initial")]
+    versions = await query(
+        dsn, f'SELECT version, name FROM "{schema}".schema_version ORDER BY version')
+    assert versions == [(1, "initial"), (2, "workers")]
     tables = await query(
         dsn, "SELECT count(*) FROM pg_tables WHERE schemaname = %s", schema)
-    assert tables == [(6,)]
+    assert tables == [(7,)]
     # and a later node finds nothing to do
     late = providers(schema)
     assert await late.get_instance("x") is None
@@ -178,6 +179,53 @@ async def test_newer_schema_version_is_refused(
                 "future")
     with pytest.raises(ProviderError, match="newer"):
         await providers(schema).get_instance("x")
+
+
+async def test_a_schema_of_the_previous_version_opens_and_migrates(
+        dsn: str, schemas: Callable[[], str], providers: Callable[..., PostgresProvider]
+) -> None:
+    """A schema made by migration 1 (no workers table, no activity name column) with
+    work in it: the first use migrates it, the queued rows get their activity names, and
+    everything of the new schema works on it."""
+    from duroxy.history import ActivityWork
+    from duroxy.providers.base import ExcludedWork, WorkerRecord
+    from duroxy.providers.postgres._marshal import key
+    from duroxy.providers.postgres._migrate import migrate
+    from duroxy.providers.postgres._sql import load_migrations
+
+    schema = schemas()
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await migrate(conn, schema, load_migrations(schema)[:1])
+    q = f'"{schema}"'
+    await query(dsn, f"INSERT INTO {q}.instances (ikey, instance_id, name, version, state) "
+                "VALUES (%s, 'old', 'flow', '1.0.0', 'RUNNING')", key("old"))
+    await query(dsn, f"INSERT INTO {q}.instance_locks (ikey, instance_id) VALUES (%s, 'old')",
+                key("old"))
+    await query(dsn, f"INSERT INTO {q}.orchestrator_queue (ikey, instance_id, payload, "
+                "visible_at) VALUES (%s, 'old', '{{}}', now())", key("old"))
+    rows = [(2, ActivityWork("old", 1, 2, "lacking", '"x"', "flow", "1.0.0").to_json()),
+            (3, ActivityWork("old", 1, 3, "known", '"y"', "flow", "1.0.0").to_json()),
+            (4, '{"corrupt": ')]
+    for event_id, payload in rows:
+        await query(dsn, f"INSERT INTO {q}.activity_queue (ikey, instance_id, execution_id, "
+                    "event_id, payload, visible_at) VALUES (%s, 'old', 1, %s, %s, now())",
+                    key("old"), event_id, payload)
+
+    store = providers(schema)
+    assert await store.list_workers() == []  # the first use migrated the schema
+    assert await query(dsn, f"SELECT max(version) FROM {q}.schema_version") == [(2,)]
+    assert await query(dsn, f"SELECT event_id, name FROM {q}.activity_queue "
+                       "ORDER BY event_id") == [(2, "lacking"), (3, "known"), (4, "")]
+    skip = ExcludedWork(activities=frozenset({"lacking"}))
+    items = await store.fetch_activity_items(HOLD, limit=10, exclude=skip)
+    assert [i.work.name for i in items] == ["known"]  # the corrupt row is left leased
+    assert [i.work.name for i in await store.fetch_activity_items(HOLD, limit=10)] == [
+        "lacking"]
+    assert await store.fetch_orchestration_items(HOLD, limit=10, exclude=ExcludedWork(
+        orchestrations=frozenset({"flow"}))) == []
+    w = WorkerRecord("w", "h", 1, "0.1.0", 1.0, time.time(), 10.0, 1, 1, "DEFAULT_ONLY")
+    await store.record_heartbeat(w)
+    assert await store.list_workers() == [w]
 
 
 # ------------------------------------------------------------------ LISTEN / NOTIFY

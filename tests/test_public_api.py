@@ -60,6 +60,7 @@ EXPECTED_ALL = [
     "Runtime",
     "RuntimeOptions",
     "SubOrchestrationFailed",
+    "WorkerInfo",
     "__version__",
     "connect",
 ]
@@ -71,7 +72,7 @@ API_MD_NAMES = [
     "OrchestrationStatus", "OrchestrationState", "InstanceInfo", "DuroxyError",
     "ActivityFailed", "SubOrchestrationFailed", "NondeterminismError",
     "InstanceAlreadyExists", "InstanceNotFound", "NotRegistered", "ProviderError",
-    "PayloadError", "connect",
+    "PayloadError", "connect", "WorkerInfo",
 ]
 
 
@@ -124,6 +125,7 @@ def test_runtime_options_frozen_keyword_only_with_documented_defaults() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         opts.activity_lock_timeout = 1.0  # type: ignore[misc]
     assert RuntimeOptions(activity_lock_timeout=12.0).activity_lock_timeout == 12.0
+    assert opts.heartbeat_interval == 10.0  # API.md section 12
 
 
 def test_retry_policy_spellings() -> None:
@@ -199,6 +201,12 @@ def test_status_and_info_fields() -> None:
     info = {f.name for f in dataclasses.fields(duroxy.InstanceInfo)}
     assert {"instance_id", "name", "version", "state", "execution_id", "created_at",
             "updated_at", "parent_instance_id"} <= info
+    # API.md section 12: exactly these
+    assert [f.name for f in dataclasses.fields(duroxy.WorkerInfo)] == [
+        "worker_id", "worker_node_id", "host", "pid", "duroxy_version",
+        "started_at", "last_seen_at", "stopped_at",
+        "orchestration_concurrency", "activity_concurrency", "tag_filter",
+        "sessions_owned", "active_activities", "orchestrations", "activities", "alive"]
 
 
 # ======================================================================== context
@@ -275,7 +283,7 @@ CLIENT_METHODS = [
     "start_orchestration", "start_orchestration_versioned", "raise_event", "send_signal",
     "cancel_instance", "wait_for_orchestration", "get_orchestration_status",
     "get_instance_info", "list_instances", "read_history", "delete_instance",
-    "purge_instances",
+    "purge_instances", "list_workers",
 ]
 
 
@@ -300,6 +308,10 @@ def test_client_signatures() -> None:
     assert params["limit"].default == 100
     assert params["state"].kind is inspect.Parameter.KEYWORD_ONLY
     assert "execution_id" in inspect.signature(Client.read_history).parameters
+    params = inspect.signature(Client.list_workers).parameters
+    assert list(params) == ["self", "include_stopped"]
+    assert params["include_stopped"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert params["include_stopped"].default is False
 
 
 def test_history_events_show_their_kind() -> None:
@@ -322,6 +334,7 @@ def test_backoff_strategies_are_backoff_strategies_and_options_take_timedeltas()
     assert opts.orchestration_lock_timeout == 7.0 and opts.poll_interval == 0.02
     with pytest.raises(ValueError, match="poll_interval"):
         RuntimeOptions(poll_interval=timedelta(0))
+    assert RuntimeOptions(heartbeat_interval=timedelta(seconds=3)).heartbeat_interval == 3.0
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -329,7 +342,8 @@ def test_backoff_strategies_are_backoff_strategies_and_options_take_timedeltas()
     {"max_attempts": float("inf")}, {"cache_size": float("nan")}, {"cache_size": -1},
     {"orchestration_lock_timeout": float("nan")}, {"activity_lock_timeout": float("inf")},
     {"poll_interval": 0}, {"not_registered_backoff": -1}, {"worker_id": 5},
-    {"worker_id": ""},
+    {"worker_id": ""}, {"worker_id": "a\x00b"}, {"worker_id": "w" * 1025},
+    {"heartbeat_interval": 0}, {"heartbeat_interval": -1.0}, {"heartbeat_interval": "10"},
 ])
 def test_runtime_options_reject_what_would_break_the_runtime(kwargs: dict[str, Any]) -> None:
     name = next(iter(kwargs))

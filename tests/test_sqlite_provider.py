@@ -217,6 +217,54 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     await newer.close()
 
 
+async def test_a_store_of_the_previous_schema_opens_and_migrates(tmp_path: Path) -> None:
+    """A file made by schema 1 (no workers table, no activity name column) with work in
+    it: opening migrates it, the queued rows get their activity names, and everything
+    of the new schema works on it."""
+    from duroxy.history import ActivityWork
+    from duroxy.providers.base import ExcludedWork, WorkerRecord
+
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for stmt in migrations()[0].statements:
+        conn.execute(stmt)
+    conn.execute(queries()["create_schema_version"])
+    conn.execute(queries()["record_migration"], (1, migrations()[0].name, time.time()))
+    conn.execute("INSERT INTO instances (instance_id, name, version, state, execution_id, "
+                 "created_at, updated_at, history_len) "
+                 "VALUES ('old', 'flow', '1.0.0', 'RUNNING', 1, 0, 0, 0)")
+    rows = [(2, ActivityWork("old", 1, 2, "lacking", '"x"', "flow", "1.0.0").to_json()),
+            (3, ActivityWork("old", 1, 3, "known", '"y"', "flow", "1.0.0").to_json()),
+            (4, '{"corrupt": ')]
+    for event_id, payload in rows:
+        conn.execute("INSERT INTO activity_queue (instance_id, execution_id, event_id, "
+                     "payload, visible_at, enqueued_at) VALUES ('old', 1, ?, ?, 0, 0)",
+                     (event_id, payload))
+    conn.execute("INSERT INTO orchestrator_queue (instance_id, payload, visible_at) "
+                 "VALUES ('old', '{}', 0)")
+    conn.close()
+
+    store = SqliteProvider(path)
+    try:
+        assert await store.list_workers() == []  # opening migrated the file
+        assert _sql(store, "SELECT max(version) FROM schema_version") == [
+            (migrations()[-1].version,)]
+        assert _sql(store, "SELECT event_id, name FROM activity_queue ORDER BY event_id") == [
+            (2, "lacking"), (3, "known"), (4, "")]
+        skip = ExcludedWork(activities=frozenset({"lacking"}))
+        items = await store.fetch_activity_items(HOLD, limit=10, exclude=skip)
+        assert [i.work.name for i in items] == ["known"]  # the corrupt row is set aside
+        assert [i.work.name for i in await store.fetch_activity_items(HOLD, limit=10)] == [
+            "lacking"]
+        assert await store.fetch_orchestration_items(HOLD, limit=10, exclude=ExcludedWork(
+            orchestrations=frozenset({"flow"}))) == []
+        w = WorkerRecord("w", "h", 1, "0.1.0", 1.0, time.time(), 10.0, 1, 1, "DEFAULT_ONLY")
+        await store.record_heartbeat(w)
+        assert await store.list_workers() == [w]
+    finally:
+        await store.close()
+
+
 # ------------------------------------------------------------------ PRAGMAs
 async def test_wal_and_full_sync_by_default(tmp_path: Path) -> None:
     store = SqliteProvider(tmp_path / "p.db")
@@ -243,6 +291,21 @@ async def test_lock_only_transactions_skip_the_fsync(tmp_path: Path) -> None:
     assert level == [(1,)]
     await store.ack_orchestration_item(item.lock_token, commit(started()))
     assert await _on_writer(store, "PRAGMA synchronous") == [(2,)]
+    await store.close()
+
+
+async def test_heartbeats_skip_the_fsync(tmp_path: Path) -> None:
+    """A heartbeat is a background write: it commits at NORMAL, never at FULL."""
+    from duroxy.providers.base import WorkerRecord
+
+    store = SqliteProvider(tmp_path / "p.db")
+    await create(store, uid())  # a durable commit: the connection is at FULL
+    levels: list[str] = []
+    store._writer.before_commit = lambda: levels.append(store._writer._sync_now)
+    w = WorkerRecord("w", "h", 1, "0.1.0", 1.0, time.time(), 10.0, 1, 1, "DEFAULT_ONLY")
+    await store.record_heartbeat(w, forget_before=time.time() - 86400)
+    await store.record_heartbeat(w)
+    assert levels == ["NORMAL", "NORMAL"]
     await store.close()
 
 

@@ -12,8 +12,31 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
+
+
+def store_url(dsn: str, schema: str) -> str:
+    """The DSN as a store URL that names ``schema`` (``duroxy.connect`` reads ``?schema=``)."""
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("postgresql", "postgres"):
+        pytest.skip("DUROXY_TEST_PG_DSN must be a postgresql:// URL for the worker processes")
+    query = [*parse_qsl(parts.query), ("schema", schema)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def drop_schema(dsn: str, schema: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        # Bounded: a backend of a killed node that the server has not noticed yet must
+        # not hold the drop forever.
+        conn.execute("SET lock_timeout = '10s'")
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 async def wait_until(pred: Callable[[], bool], timeout: float, what: str,

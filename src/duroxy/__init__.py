@@ -8,7 +8,8 @@ once. See the README for a guide and ``API.md`` for the contract.
 from ._connect import connect
 from ._engine import OrchestrationContext
 from ._limits import MAX_CARRY_FORWARD_EVENTS
-from .client import Client, InstanceInfo, OrchestrationState, OrchestrationStatus
+from ._version import __version__
+from .client import Client, InstanceInfo, OrchestrationState, OrchestrationStatus, WorkerInfo
 from .errors import (
     ActivityFailed,
     ConfigurationError,
@@ -26,8 +27,6 @@ from .errors import (
 )
 from .options import BackoffStrategy, RetryPolicy, RuntimeOptions
 from .runtime import ActivityContext, ActivityRegistry, OrchestrationRegistry, Runtime
-
-__version__ = "0.1.0"
 
 __all__ = [
     "MAX_CARRY_FORWARD_EVENTS",
@@ -56,6 +55,7 @@ __all__ = [
     "Runtime",
     "RuntimeOptions",
     "SubOrchestrationFailed",
+    "WorkerInfo",
     "__version__",
     "connect",
 ]

@@ -17,7 +17,7 @@ Exit codes (stable, for scripts):
 ``status`` only reads: it exits 0 whenever it could read the instance, whatever its
 state (use ``--json`` and look at ``state``, or ``wait``, to branch on the outcome).
 
-The reading commands (``status``, ``list``, ``history``, ``wait``) open the store
+The reading commands (``status``, ``list``, ``history``, ``wait``, ``workers``) open the store
 read-only (``connect(url, read_only=True)``): they never create, migrate or change it,
 so pointing them at the wrong file (another application's database) changes nothing
 and exits 5, naming the file and what is wrong with it. The other commands open it
@@ -44,7 +44,7 @@ from typing import Any, TextIO
 
 from . import __version__
 from ._connect import connect
-from .client import Client, InstanceInfo, OrchestrationState
+from .client import Client, InstanceInfo, OrchestrationState, WorkerInfo
 from .errors import (
     ConfigurationError,
     DuroxyError,
@@ -475,6 +475,56 @@ async def cmd_delete(env: _Env) -> int:
     return EXIT_OK
 
 
+def worker_json(info: WorkerInfo) -> dict[str, Any]:
+    """A worker as a JSON object (``workers --json``): every ``WorkerInfo`` field."""
+    out = {f.name: getattr(info, f.name) for f in dataclasses.fields(info)}
+    for name in ("started_at", "last_seen_at", "stopped_at"):
+        out[name] = _iso(out[name])
+    out["orchestrations"], out["activities"] = list(info.orchestrations), list(info.activities)
+    return out
+
+
+def _worker_state(info: WorkerInfo) -> str:
+    if info.stopped_at is not None:
+        return "stopped"
+    return "alive" if info.alive else "silent"  # silent: not seen lately, maybe dead
+
+
+def _ago(dt: datetime, now: datetime) -> str:
+    secs = max((now - dt).total_seconds(), 0.0)
+    if secs < 120:
+        return f"{secs:.1f} s ago"
+    if secs < 7200:
+        return f"{secs / 60:.0f} min ago"
+    return f"{secs / 3600:.1f} h ago"
+
+
+async def cmd_workers(env: _Env) -> int:
+    infos = await env.client.list_workers(include_stopped=env.args.all)
+    if env.as_json:
+        env.show([worker_json(i) for i in infos])
+        return EXIT_OK
+    if not infos:
+        env.print("no workers" + ("" if env.args.all else " running (--all shows stopped "
+                                   "ones too)") + "; start one with: duroxy worker MODULE:ATTR")
+        return EXIT_OK
+    now = datetime.now(UTC)
+    rows = [("WORKER", "STATE", "HOST", "PID", "STARTED", "LAST SEEN", "TURNS", "ACTIVITIES",
+             "RUNNING", "DUROXY")] + [
+        (i.worker_id, _worker_state(i), i.host, str(i.pid), _human_time(i.started_at)[:-4],
+         _ago(i.last_seen_at, now), str(i.orchestration_concurrency),
+         str(i.activity_concurrency), str(i.active_activities), i.duroxy_version)
+        for i in infos]
+    widths = [min(max(len(r[c]) for r in rows), 40) for c in range(len(rows[0]))]
+    for n, r in enumerate(rows):
+        env.print("  ".join(f"{r[c]:<{widths[c]}}" for c in range(len(r))).rstrip())
+        if n:  # what the worker runs: during a rolling deploy, who runs which version
+            info = infos[n - 1]
+            env.print(f"    orchestrations  {', '.join(info.orchestrations) or '-'}")
+            env.print(f"    activities      {', '.join(info.activities) or '-'}")
+    return EXIT_OK
+
+
 class _Formatter(logging.Formatter):
     """Adds the instance id that duroxy's trace calls attach to their records."""
 
@@ -608,6 +658,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("instance_id", metavar="ID")
     p.add_argument("--force", action="store_true", help="also delete a running instance")
 
+    p = add("workers", "list the workers (runtimes) serving the store, from their heartbeats")
+    p.add_argument("--all", action="store_true",
+                   help="also the workers that shut down (kept for a day)")
+
     p = add("demo", "run the bundled provisioning example on a throwaway SQLite store "
             "(--store is ignored)")
     p.add_argument("--keep", metavar="PATH",
@@ -618,12 +672,12 @@ def build_parser() -> argparse.ArgumentParser:
 _COMMANDS: dict[str, Callable[[_Env], Awaitable[int]]] = {
     "start": cmd_start, "wait": cmd_wait, "status": cmd_status, "list": cmd_list,
     "history": cmd_history, "raise-event": cmd_raise_event, "cancel": cmd_cancel,
-    "delete": cmd_delete,
+    "delete": cmd_delete, "workers": cmd_workers,
 }
 #: Commands that only make sense on an existing store (they never create one).
 _NEEDS_EXISTING = frozenset(_COMMANDS) - {"start"}
 #: Commands that only read: they open the store read-only (see the module docstring).
-_READING = frozenset({"status", "list", "history", "wait"})
+_READING = frozenset({"status", "list", "history", "wait", "workers"})
 #: Added to the error of a store that is not there.
 _STORE_HINT = "(pass --store URL or set DUROXY_STORE)"
 

@@ -25,9 +25,9 @@ from .history import (
     SubOrchestrationScheduled,
 )
 from .options import check_count, to_seconds
-from .providers.base import TERMINAL_STATES, InstanceRecord, Provider
+from .providers.base import TERMINAL_STATES, InstanceRecord, Provider, WorkerRecord
 
-__all__ = ["Client", "InstanceInfo", "OrchestrationState", "OrchestrationStatus"]
+__all__ = ["Client", "InstanceInfo", "OrchestrationState", "OrchestrationStatus", "WorkerInfo"]
 
 # Safety-net poll while waiting for an instance finished by another process.
 _WAIT_POLL_S = 0.25
@@ -78,6 +78,47 @@ class InstanceInfo:
     output: Any = None
     error: ErrorDetails | None = None
     custom_status: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A runtime as its heartbeat row shows it (API.md section 12). Times are
+    timezone-aware (UTC); ``stopped_at`` is set once it shut down. ``orchestrations``
+    lists ``"name@version"`` for every version it has registered, ``activities`` the
+    activity names: during a rolling deploy they show which worker runs what. ``alive``:
+    not stopped, and seen within three of its own heartbeat intervals (a worker that
+    died just stops being seen). ``worker_node_id``, ``tag_filter`` and
+    ``sessions_owned`` describe activity routing."""
+
+    worker_id: str
+    worker_node_id: str | None
+    host: str
+    pid: int
+    duroxy_version: str
+    started_at: datetime
+    last_seen_at: datetime
+    stopped_at: datetime | None
+    orchestration_concurrency: int
+    activity_concurrency: int
+    tag_filter: str
+    sessions_owned: int
+    active_activities: int
+    orchestrations: tuple[str, ...]
+    activities: tuple[str, ...]
+    alive: bool
+
+
+def _worker_info(rec: WorkerRecord, now: float) -> WorkerInfo:
+    return WorkerInfo(
+        worker_id=rec.worker_id, worker_node_id=rec.worker_node_id, host=rec.host,
+        pid=rec.pid, duroxy_version=rec.duroxy_version, started_at=_to_dt(rec.started_at),
+        last_seen_at=_to_dt(rec.last_seen_at),
+        stopped_at=None if rec.stopped_at is None else _to_dt(rec.stopped_at),
+        orchestration_concurrency=rec.orchestration_concurrency,
+        activity_concurrency=rec.activity_concurrency, tag_filter=rec.tag_filter,
+        sessions_owned=rec.sessions_owned, active_activities=rec.active_activities,
+        orchestrations=tuple(rec.orchestrations), activities=tuple(rec.activities),
+        alive=rec.alive_at(now))
 
 
 def check_id(value: object, what: str) -> str:
@@ -248,6 +289,15 @@ class Client:
         if not executions and await self.provider.get_instance(instance_id) is None:
             raise InstanceNotFound(instance_id)
         return executions
+
+    async def list_workers(self, *, include_stopped: bool = False) -> list[WorkerInfo]:
+        """The runtimes whose heartbeat rows the store holds, oldest started first:
+        those running or silent (``alive`` tells them apart), and with
+        ``include_stopped`` those that shut down too. Rows of workers not seen for a
+        day are removed by the runtimes' heartbeats."""
+        records = await self.provider.list_workers(include_stopped=bool(include_stopped))
+        now = time.time()
+        return [_worker_info(r, now) for r in records]
 
     # ------------------------------------------------------------------ management
     async def delete_instance(self, instance_id: str, force: bool = False) -> int:

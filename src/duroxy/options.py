@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import ClassVar
 
+from ._names import name_problem
+
 __all__ = ["BackoffStrategy", "RetryPolicy", "RuntimeOptions", "to_seconds"]
 
 
@@ -172,10 +174,22 @@ class RuntimeOptions:
       only catches what no commit announces (an expired lock, another node's timer).
     - ``cancel_check_interval``: how often a running activity's lock is checked to learn
       that its result is no longer wanted (default 0.5 s).
-    - ``not_registered_backoff``: delay before a turn or activity this worker cannot
-      run is offered again, for a worker that has it (default 1 s).
+    - ``heartbeat_interval``: how often this runtime writes its heartbeat row to the store
+      (default 10 s; see ``Client.list_workers``). A worker counts as alive while it was
+      seen within three of its intervals. At each heartbeat the runtime also rereads
+      which other workers are alive and what they have registered, and removes the rows
+      of workers not seen for 24 hours.
+    - ``not_registered_backoff``: delay before a turn or activity that this worker cannot
+      run, and that no other live worker has registered either, is offered again
+      (default 1 s). Each such offer uses up an attempt: after ``max_attempts`` the
+      instance fails (or the activity fails) with kind ``not_registered``. Work that
+      another live worker (by its heartbeat) has registered, name and version, goes back
+      to the store at once without using up an attempt, and this worker's fetches leave
+      it alone from then on, so the worker that has it takes it (a rolling deploy).
     - ``cache_size``: live orchestrations kept between turns (default 1,000).
-    - ``worker_id``: this runtime's name in ``ActivityContext.worker_id`` (default host:pid).
+    - ``worker_id``: this runtime's name in ``ActivityContext.worker_id`` and its
+      heartbeat row, which it must not share with another live runtime (default
+      host:pid; host:pid:2, host:pid:3 ... for further runtimes of one process).
 
     The durations are seconds; a ``timedelta`` is accepted too and kept as seconds.
     """
@@ -188,6 +202,7 @@ class RuntimeOptions:
     poll_interval: float = 0.05
     max_poll_interval: float = 0.25
     cancel_check_interval: float = 0.5
+    heartbeat_interval: float = 10.0
     not_registered_backoff: float = 1.0
     cache_size: int = 1000
     worker_id: str | None = None
@@ -198,7 +213,8 @@ class RuntimeOptions:
 
     _DURATIONS: ClassVar[tuple[str, ...]] = (
         "orchestration_lock_timeout", "activity_lock_timeout", "poll_interval",
-        "max_poll_interval", "cancel_check_interval", "not_registered_backoff",
+        "max_poll_interval", "cancel_check_interval", "heartbeat_interval",
+        "not_registered_backoff",
     )
 
     def __post_init__(self) -> None:
@@ -216,7 +232,6 @@ class RuntimeOptions:
                     or (value == 0 and name != "not_registered_backoff"):
                 raise ValueError(f"RuntimeOptions.{name} must be a positive number of "
                                  f"seconds up to {LONGEST_DURATION_S:g}, got {value!r}")
-        if self.worker_id is not None and (not isinstance(self.worker_id, str)
-                                           or not self.worker_id):
-            raise ValueError(f"RuntimeOptions.worker_id must be a non-empty str or None, "
-                             f"got {self.worker_id!r}")
+        problem = None if self.worker_id is None else name_problem(self.worker_id)
+        if problem is not None:
+            raise ValueError(f"RuntimeOptions.worker_id, when given, {problem}")

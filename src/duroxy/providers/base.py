@@ -48,6 +48,14 @@ checks them):
   :class:`~duroxy.errors.StoreNotFound` when there is no duroxy store to read, and
   :class:`~duroxy.errors.SchemaVersionError` when the store's schema is of another
   version (a provider opened for writing raises the latter for a newer schema only).
+* A fetch given an :class:`ExcludedWork` locks nothing it names: no instance whose
+  record names an excluded orchestration (or version), no activity row of an excluded
+  name. Messages for an instance without a record are never excluded. An abandon with
+  ``ignore_attempt`` gives the work back as if that fetch had not happened: its attempt
+  count is what it was before.
+* Worker heartbeats (:class:`WorkerRecord`) are rows keyed by ``worker_id``, written and
+  read as given (their times come from the runtime's clock). They are background
+  writes: a store may commit them without forcing them to disk.
 """
 
 from __future__ import annotations
@@ -67,12 +75,14 @@ __all__ = [
     "TERMINAL_STATES",
     "ActivityItem",
     "Channel",
+    "ExcludedWork",
     "InstanceRecord",
     "Listener",
     "OrchestrationCommit",
     "OrchestrationItem",
     "Provider",
     "QueuedMessage",
+    "WorkerRecord",
     "read_only_refusal",
 ]
 
@@ -181,6 +191,55 @@ def read_only_refusal(store: str, operation: str) -> StoreReadOnly:
     """The error a read-only provider raises for the write ``operation``."""
     return StoreReadOnly(f"{operation} refused: {store} was opened read-only (open it "
                          "without read_only to write)")
+@dataclass(frozen=True, slots=True)
+class ExcludedWork:
+    """Work a fetch leaves alone because another live worker runs it and the fetching
+    one cannot (a rolling deploy): instances whose record names an orchestration in
+    ``orchestrations`` (any version) or a ``(name, version)`` in
+    ``orchestration_versions``, and activity rows named in ``activities``. An instance
+    without a record is never excluded: its messages only need to be consumed."""
+
+    orchestrations: frozenset[str] = frozenset()
+    orchestration_versions: frozenset[tuple[str, str]] = frozenset()
+    activities: frozenset[str] = frozenset()
+
+    def excludes_instance(self, name: str, version: str | None) -> bool:
+        """Whether an instance whose record says ``name`` and ``version`` is left alone."""
+        return name in self.orchestrations or (
+            version is not None and (name, version) in self.orchestration_versions)
+
+    @property
+    def any_orchestration(self) -> bool:
+        return bool(self.orchestrations or self.orchestration_versions)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """One runtime's heartbeat row. Times are epoch seconds on the runtime's clock.
+    ``orchestrations`` holds ``"name@version"`` for every registered version,
+    ``activities`` the registered activity names. A runtime that stopped has
+    ``stopped_at``; one that died just stops being seen."""
+
+    worker_id: str
+    host: str
+    pid: int
+    duroxy_version: str
+    started_at: float
+    last_seen_at: float
+    heartbeat_interval: float
+    orchestration_concurrency: int
+    activity_concurrency: int
+    tag_filter: str
+    orchestrations: tuple[str, ...] = ()
+    activities: tuple[str, ...] = ()
+    active_activities: int = 0
+    sessions_owned: int = 0
+    worker_node_id: str | None = None
+    stopped_at: float | None = None
+
+    def alive_at(self, now: float) -> bool:
+        """Not stopped, and seen within three of its own heartbeat intervals."""
+        return self.stopped_at is None and now - self.last_seen_at <= 3 * self.heartbeat_interval
 
 
 class Provider(abc.ABC):
@@ -224,10 +283,11 @@ class Provider(abc.ABC):
     # ------------------------------------------------------------ orchestration queue
     @abc.abstractmethod
     async def fetch_orchestration_items(
-        self, lock_timeout: float, limit: int = 1
+        self, lock_timeout: float, limit: int = 1, exclude: ExcludedWork | None = None
     ) -> list[OrchestrationItem]:
         """Lock up to ``limit`` instances with visible messages, oldest message first;
-        each item holds all that instance's visible messages in enqueue order."""
+        each item holds all that instance's visible messages in enqueue order. Instances
+        that ``exclude`` names are left alone (see :class:`ExcludedWork`)."""
 
     #: True when the store wakes the listeners of every process sharing it for work
     #: enqueued by any of them (PostgreSQL's LISTEN/NOTIFY): a worker's poll is then
@@ -241,12 +301,15 @@ class Provider(abc.ABC):
     long_poll: bool = False
 
     async def poll_orchestration_items(self, lock_timeout: float, limit: int = 1,
-                                       wait: float = 0.0) -> list[OrchestrationItem]:
+                                       wait: float = 0.0, exclude: ExcludedWork | None = None
+                                       ) -> list[OrchestrationItem]:
         """A fetch that, finding nothing, may wait up to ``wait`` seconds for work and
         returns as soon as some is there (long polling). Cancelling the call gives back
         whatever it had locked meanwhile. The default fetches once and returns at once;
         ``long_poll`` tells whether a provider waits."""
-        return await self.fetch_orchestration_items(lock_timeout, limit)
+        if exclude is None:
+            return await self.fetch_orchestration_items(lock_timeout, limit)
+        return await self.fetch_orchestration_items(lock_timeout, limit, exclude)
 
     async def flush(self) -> None:  # noqa: B027 - optional override
         """Return once every commit this provider object has acknowledged is durable.
@@ -292,9 +355,12 @@ class Provider(abc.ABC):
         claimed for the caller (``commit.claim_activities``), or ``None``/``[]``."""
 
     @abc.abstractmethod
-    async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0) -> None:
+    async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0, *,
+                                         ignore_attempt: bool = False) -> None:
         """Release the lock without consuming; messages are visible again after
-        ``delay`` seconds. Raises ``LockLost`` if the lock is no longer held."""
+        ``delay`` seconds. Raises ``LockLost`` if the lock is no longer held. With
+        ``ignore_attempt`` the fetch that delivered them does not count as an attempt
+        (the worker could not run them, and another can)."""
 
     @abc.abstractmethod
     async def renew_orchestration_lock(self, lock_token: str, lock_timeout: float) -> None:
@@ -302,10 +368,12 @@ class Provider(abc.ABC):
 
     # ------------------------------------------------------------ activity queue
     @abc.abstractmethod
-    async def fetch_activity_items(self, lock_timeout: float, limit: int = 1) -> list[ActivityItem]:
-        """Lock up to ``limit`` visible activity work rows, oldest first. A row whose
-        stored form does not decode is logged and set aside, never delivered, so it
-        cannot block the rest of the queue."""
+    async def fetch_activity_items(self, lock_timeout: float, limit: int = 1,
+                                   exclude: ExcludedWork | None = None) -> list[ActivityItem]:
+        """Lock up to ``limit`` visible activity work rows, oldest first, except rows
+        of the activity names ``exclude`` lists. A row whose stored form does not decode
+        is logged and set aside, never delivered, so it cannot block the rest of the
+        queue."""
 
     @abc.abstractmethod
     async def ack_activity(self, lock_token: str, completion: OrchestratorMessage) -> None:
@@ -313,8 +381,10 @@ class Provider(abc.ABC):
         nothing enqueued) when the lock expired or the row was deleted (cancelled)."""
 
     @abc.abstractmethod
-    async def abandon_activity(self, lock_token: str, delay: float = 0.0) -> None:
-        """Unlock the row; it is visible again after ``delay`` seconds."""
+    async def abandon_activity(self, lock_token: str, delay: float = 0.0, *,
+                               ignore_attempt: bool = False) -> None:
+        """Unlock the row; it is visible again after ``delay`` seconds. With
+        ``ignore_attempt`` the fetch that delivered it does not count as an attempt."""
 
     @abc.abstractmethod
     async def renew_activity_lock(self, lock_token: str, lock_timeout: float) -> None:
@@ -365,3 +435,18 @@ class Provider(abc.ABC):
     ) -> int:
         """Delete instances in ``states`` last updated before ``updated_before`` (epoch
         seconds, provider clock); returns how many were deleted."""
+
+    # ------------------------------------------------------------ workers
+    @abc.abstractmethod
+    async def record_heartbeat(self, worker: WorkerRecord, *,
+                               forget_before: float | None = None) -> None:
+        """Write ``worker``'s row as given (insert or replace), except that a row marked
+        stopped is never revived by a heartbeat of the same runtime (same ``worker_id``
+        and ``started_at``). With ``forget_before``, first delete the rows of other
+        workers last seen before then (epoch seconds). A background write: it need not
+        be forced to disk."""
+
+    @abc.abstractmethod
+    async def list_workers(self, *, include_stopped: bool = False) -> list[WorkerRecord]:
+        """Heartbeat rows, oldest started first (ties by ``worker_id``); without
+        ``include_stopped``, only those not marked stopped."""

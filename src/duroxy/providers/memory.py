@@ -29,6 +29,8 @@ Choices where the contract leaves room (the conformance suite checks them):
   (or repeated within the commit) fails the ack with ``ProviderError`` and changes
   nothing, like a primary-key violation in a database. The lock stays held.
 * ``read_history`` without an execution id reads the highest execution that has history.
+* Worker heartbeat rows are kept as the :class:`~duroxy.providers.base.WorkerRecord` s
+  given.
 
 A fresh provider is empty, so there is nothing to open read-only; instead,
 :meth:`InMemoryProvider.read_only_view` gives a read-only provider on the data of an
@@ -68,12 +70,14 @@ from .base import (
     TERMINAL_STATES,
     ActivityItem,
     Channel,
+    ExcludedWork,
     InstanceRecord,
     Listener,
     OrchestrationCommit,
     OrchestrationItem,
     Provider,
     QueuedMessage,
+    WorkerRecord,
     read_only_refusal,
 )
 
@@ -128,6 +132,7 @@ class _OrchLock:
 class _Work:
     id: int
     key: tuple[str, int, int]  # (instance_id, execution_id, event_id)
+    name: str  # the activity's name, for fetches that exclude some
     text: str  # ActivityWork.to_json form
     visible_at: float | None
     fetch_count: int = 0
@@ -156,6 +161,7 @@ class InMemoryProvider(Provider):
         self._orch_tokens: dict[str, str] = {}  # token -> instance id
         self._work: dict[int, _Work] = {}
         self._work_tokens: dict[str, int] = {}  # token -> work id
+        self._workers: dict[str, WorkerRecord] = {}
         self._ids = itertools.count(1)
         self._listeners: dict[Channel, dict[int, Listener]] = {
             "orchestrator": {}, "activity": {}, "terminal": {}}
@@ -304,7 +310,7 @@ class InMemoryProvider(Provider):
 
     # ------------------------------------------------------------ orchestration queue
     async def fetch_orchestration_items(
-        self, lock_timeout: float, limit: int = 1
+        self, lock_timeout: float, limit: int = 1, exclude: ExcludedWork | None = None
     ) -> list[OrchestrationItem]:
         self._writable("fetch_orchestration_items")
         if limit <= 0:
@@ -322,7 +328,11 @@ class InMemoryProvider(Provider):
                 ok = fetchable.get(msg.instance_id)
                 if ok is None:
                     lock = self._orch_locks.get(msg.instance_id)
-                    ok = fetchable[msg.instance_id] = lock is None or lock.expires_at <= now
+                    rec = self._records.get(msg.instance_id)
+                    ok = fetchable[msg.instance_id] = (
+                        (lock is None or lock.expires_at <= now)
+                        and not (exclude is not None and rec is not None
+                                 and exclude.excludes_instance(rec.name, rec.version)))
                 if ok:
                     batches.setdefault(msg.instance_id, []).append(msg)
             return [self._lock_batch(instance_id, batch, now, lock_timeout)
@@ -444,7 +454,8 @@ class InMemoryProvider(Provider):
             for n, (work, text) in enumerate(works):
                 wid = next(self._ids)
                 row = self._work[wid] = _Work(
-                    wid, (work.instance_id, work.execution_id, work.event_id), text, None)
+                    wid, (work.instance_id, work.execution_id, work.event_id), work.name,
+                    text, None)
                 if n < commit.claim_activities:
                     row.token = uuid.uuid4().hex
                     row.expires_at = now + commit.claim_lock_timeout
@@ -471,13 +482,19 @@ class InMemoryProvider(Provider):
         self._notify(notify)
         return claimed
 
-    async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0) -> None:
+    async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0, *,
+                                         ignore_attempt: bool = False) -> None:
         self._writable("abandon_orchestration_item")
         with self._lock:
             self._check_open()
             now = self._clock()
             instance_id, lock = self._held_orch(lock_token, now)
             del self._orch_tokens[lock_token]
+            if ignore_attempt:
+                for mid in lock.message_ids:
+                    msg = self._messages.get(mid)
+                    if msg is not None:
+                        msg.fetch_count = max(msg.fetch_count - 1, 0)
             if delay > 0:
                 self._orch_locks[instance_id] = _OrchLock(None, now + delay, (), lock.had_record)
             else:
@@ -494,10 +511,12 @@ class InMemoryProvider(Provider):
             lock.expires_at = now + lock_timeout
 
     # ------------------------------------------------------------ activity queue
-    async def fetch_activity_items(self, lock_timeout: float, limit: int = 1) -> list[ActivityItem]:
+    async def fetch_activity_items(self, lock_timeout: float, limit: int = 1,
+                                   exclude: ExcludedWork | None = None) -> list[ActivityItem]:
         self._writable("fetch_activity_items")
         if limit <= 0:
             return []
+        skip = exclude.activities if exclude is not None else frozenset()
         with self._lock:
             self._check_open()
             now = self._clock()
@@ -505,7 +524,7 @@ class InMemoryProvider(Provider):
             for row in self._work.values():  # id order: oldest first
                 if len(items) >= limit:
                     break
-                if not _visible(row.visible_at, now):
+                if not _visible(row.visible_at, now) or row.name in skip:
                     continue
                 if row.token is not None and row.expires_at > now:
                     continue
@@ -529,13 +548,16 @@ class InMemoryProvider(Provider):
             self._enqueue(completion, text)
         self._notify([("orchestrator", completion.instance_id)])
 
-    async def abandon_activity(self, lock_token: str, delay: float = 0.0) -> None:
+    async def abandon_activity(self, lock_token: str, delay: float = 0.0, *,
+                               ignore_attempt: bool = False) -> None:
         self._writable("abandon_activity")
         with self._lock:
             self._check_open()
             now = self._clock()
             row = self._held_work(lock_token, now)
             del self._work_tokens[lock_token]
+            if ignore_attempt:
+                row.fetch_count = max(row.fetch_count - 1, 0)
             row.token = None
             row.expires_at = 0.0
             row.visible_at = now + delay if delay > 0 else None
@@ -640,6 +662,30 @@ class InMemoryProvider(Provider):
             for r in found:
                 self._drop_instance_data(r.instance_id)
             return len(found)
+
+    # ------------------------------------------------------------ workers
+    async def record_heartbeat(self, worker: WorkerRecord, *,
+                               forget_before: float | None = None) -> None:
+        self._writable("record_heartbeat")
+        with self._lock:
+            self._check_open()
+            if forget_before is not None:
+                for wid in [w.worker_id for w in self._workers.values()
+                            if w.last_seen_at < forget_before
+                            and w.worker_id != worker.worker_id]:
+                    del self._workers[wid]
+            old = self._workers.get(worker.worker_id)
+            if old is not None and old.stopped_at is not None \
+                    and old.started_at == worker.started_at:
+                return  # a late heartbeat of a runtime that has stopped
+            self._workers[worker.worker_id] = worker
+
+    async def list_workers(self, *, include_stopped: bool = False) -> list[WorkerRecord]:
+        with self._lock:
+            self._check_open()
+            found = [w for w in self._workers.values()
+                     if include_stopped or w.stopped_at is None]
+        return sorted(found, key=lambda w: (w.started_at, w.worker_id))
 
     # ------------------------------------------------------------ test hooks
     def corrupt_history(self, instance_id: str) -> None:

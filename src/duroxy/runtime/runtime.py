@@ -6,7 +6,9 @@ a short poll). With a long-polling store (``Provider.long_poll``) the orchestrat
 dispatcher sleeps inside the store's fetch instead, which also wakes it for timers.
 Live orchestrations are kept between turns in an LRU cache keyed by instance, valid only
 while the store's history length matches; anything unexpected falls back to a replay
-from history, which gives the same decisions.
+from history, which gives the same decisions. The runtime's heartbeat (``heartbeat.py``)
+tells it which work other live workers run that it cannot: its fetches leave that work
+alone, and what it meets anyway goes back without using up an attempt.
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ import contextvars
 import dataclasses
 import functools
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -61,6 +61,7 @@ from ..providers.base import (
     QueuedMessage,
 )
 from .activity import ActivityContext
+from .heartbeat import Heartbeat, claim_worker_id, release_worker_id
 from .registry import ActivityRegistry, OrchestrationRegistry
 from .turns import build_commit, failure_commit, refusals
 
@@ -164,7 +165,7 @@ class Runtime:
         self.activities = activities
         self.orchestrations = orchestrations
         self.options = options
-        self.worker_id = options.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.worker_id = claim_worker_id(options.worker_id)
         self._cache: collections.OrderedDict[str, _Cached] = collections.OrderedDict()
         self._running_activities: dict[tuple[str, int, int], ActivityContext] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -192,6 +193,8 @@ class Runtime:
         self._orch_wake = _Wake(loop, slow)
         self._act_wake = _Wake(loop, slow)
         self._timer_wakes = DueAlarms(self._orch_wake.timer_due)
+        self._heartbeat = Heartbeat(provider, self.worker_id, options, activities,
+                                    orchestrations, lambda: len(self._running_activities))
 
     # ================================================================ lifecycle
     @classmethod
@@ -212,25 +215,43 @@ class Runtime:
                 raise
             logger.warning("the store is not reachable yet (%s); retrying in the background", e)
         rt = cls(provider, activities, orchestrations, options or RuntimeOptions())
+        try:
+            # The first heartbeat, and what the others run, before any fetch.
+            await rt._heartbeat.start()
+        except BaseException:
+            release_worker_id(rt.worker_id)
+            raise
         if not rt._long_poll:
             rt._unlisten.append(provider.listen("orchestrator", rt._orch_wake.set))
         rt._unlisten.append(provider.listen("activity", rt._act_wake.set))
-        lock_timeout = rt.options.orchestration_lock_timeout
         rt._loops = [
             asyncio.create_task(rt._dispatch(
-                "orchestration",
-                lambda n, wait: provider.poll_orchestration_items(lock_timeout, n, wait),
-                rt._run_turn, rt._orch_wake,
+                "orchestration", rt._fetch_turns, rt._run_turn, rt._orch_wake,
                 asyncio.Semaphore(rt.options.orchestration_concurrency), rt._long_poll),
                 name="duroxy-orchestrations"),
             asyncio.create_task(rt._dispatch(
-                "activity",
-                lambda n, _wait: provider.fetch_activity_items(
-                    rt.options.activity_lock_timeout, n),
-                rt._run_activity, rt._act_wake, rt._act_slots, False),
+                "activity", rt._fetch_activities, rt._run_activity, rt._act_wake,
+                rt._act_slots, False),
                 name="duroxy-activities"),
         ]
         return rt
+
+    def _fetch_turns(self, limit: int, wait: float) -> Awaitable[list[OrchestrationItem]]:
+        """A fetch of orchestration work that leaves alone what other live workers run
+        and this one cannot (without anything to leave, the store's plain fetch)."""
+        lock_timeout = self.options.orchestration_lock_timeout
+        exclude = self._heartbeat.exclude
+        if exclude is None or not exclude.any_orchestration:
+            return self.provider.poll_orchestration_items(lock_timeout, limit, wait)
+        return self.provider.poll_orchestration_items(lock_timeout, limit, wait,
+                                                      exclude=exclude)
+
+    def _fetch_activities(self, limit: int, _wait: float) -> Awaitable[list[ActivityItem]]:
+        lock_timeout = self.options.activity_lock_timeout
+        exclude = self._heartbeat.exclude
+        if exclude is None or not exclude.activities:
+            return self.provider.fetch_activity_items(lock_timeout, limit)
+        return self.provider.fetch_activity_items(lock_timeout, limit, exclude=exclude)
 
     async def __aenter__(self) -> Runtime:
         return self
@@ -245,6 +266,12 @@ class Runtime:
             await self._stopped.wait()
             return
         self._stopping = True
+        # Marked stopped first: this runtime takes no more work, and the other workers
+        # stop leaving work to it at their next heartbeat.
+        try:
+            await asyncio.wait_for(self._heartbeat.stop(), 5.0)
+        except Exception:
+            logger.debug("marking the worker stopped took too long", exc_info=True)
         for unlisten in self._unlisten:
             unlisten()
         self._orch_wake.set()
@@ -266,6 +293,7 @@ class Runtime:
             await self.provider.flush()
         except Exception:
             logger.debug("flushing the store at shutdown failed", exc_info=True)
+        release_worker_id(self.worker_id)
         self._stopped.set()
 
     # ================================================================ orchestrations
@@ -372,6 +400,8 @@ class Runtime:
         try:
             entry = self.orchestrations.resolve(inst.name, version)
         except NotRegistered as e:
+            if await self._heartbeat.hand_back_turn(item, version):
+                return False
             if item.attempt >= self.options.max_attempts:
                 await self._fail(item, started, execution_id,
                                  ErrorDetails("not_registered", "NotRegistered", str(e)), now_us)
@@ -451,10 +481,16 @@ class Runtime:
     def _claim(self, commit: OrchestrationCommit, handoff: bool = False) -> None:
         """Ask the store to hand back the activities this turn schedules, locked, so this
         worker runs them at once without a fetch: as many as it has free slots, and one
-        more for a turn whose activity task runs the next one (``handoff``)."""
+        more for a turn whose activity task runs the next one (``handoff``); never one it
+        has not registered (nor any after it: the claim takes the first ones)."""
         free = self._act_slots._value + (1 if handoff else 0)
-        if commit.activities and free and not self._stopping:
-            commit.claim_activities = min(len(commit.activities), free)
+        known = 0
+        for work in commit.activities[:free]:
+            if work.name not in self.activities:
+                break
+            known += 1
+        if known and free and not self._stopping:
+            commit.claim_activities = min(known, free)
             commit.claim_lock_timeout = self.options.activity_lock_timeout
 
     async def _after_commit(self, iid: str, execution: OrchestrationExecution,
@@ -563,6 +599,8 @@ class Runtime:
         try:
             entry = self.activities.get(work.name)
             if entry is None:
+                if await self._heartbeat.hand_back_activity(item):
+                    return
                 if item.attempt >= self.options.max_attempts:
                     await self._complete_activity(item, ActivityFailedEvent(
                         source_event_id=work.event_id, error_type="NotRegistered",

@@ -36,11 +36,12 @@ from .conformance_management import ManagementTests
 from .conformance_orchestration import OrchestrationQueueTests
 from .conformance_readonly import ReadOnlyTests
 from .conformance_support import LOCK, ConformanceBase
+from .conformance_workers import WorkerTests
 
 __all__ = ["LOCK", "ConformanceBase", "ProviderConformance"]
 
 
 class ProviderConformance(OrchestrationQueueTests, ActivityQueueTests, ManagementTests,
-                          DataTests, FastPathTests, ReadOnlyTests):
+                          DataTests, FastPathTests, ReadOnlyTests, WorkerTests):
     """Every conformance test. Subclass it (with a name starting with ``Test``) and
     supply the ``provider`` fixture."""

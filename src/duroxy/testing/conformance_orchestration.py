@@ -424,6 +424,8 @@ class OrchestrationQueueTests(ConformanceBase):
     async def test_ack_timer_message_is_invisible_until_visible_at(
             self, provider: Provider) -> None:
         iid = uid()
+        # The store's first call opens (and migrates) it: not inside the LOCK window.
+        assert await provider.get_instance(iid) is None
         fire = OrchestratorMessage(iid, TimerFired(ts=TS, source_event_id=2, fire_at=TS), 1,
                                    time.time() + LOCK)
         await first_turn(provider, iid, TimerCreated(event_id=2, ts=TS, fire_at=TS),

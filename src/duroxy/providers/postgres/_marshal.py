@@ -217,8 +217,9 @@ def turn(commit: OrchestrationCommit, node_id: str) -> Turn:
         "output": commit.output,
         "error": json.dumps(commit.error.to_json()) if commit.error is not None else None,
         "custom_status": commit.custom_status,
-        **_columns(("work_keys", "work_ids", "work_execs", "work_events", "work_payloads"), [
-            (key(w.instance_id), w.instance_id, w.execution_id, w.event_id, p)
+        **_columns(("work_keys", "work_ids", "work_execs", "work_events", "work_names",
+                    "work_payloads"), [
+            (key(w.instance_id), w.instance_id, w.execution_id, w.event_id, w.name, p)
             for w, p in works]),
         "claim": claim, "claim_timeout": float(commit.claim_lock_timeout),
         **_columns(("cancel_keys", "cancel_execs", "cancel_events"), [

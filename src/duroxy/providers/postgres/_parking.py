@@ -8,7 +8,8 @@ that, empty fetches are retried until one finds work (for a moment at most), sin
 database server's clock, which decides visibility, may lag this host's. A start
 committed through this provider while a fetch is parked is leased to that fetch in the
 start's own statement and handed over (its future resolved with the item): no fetch,
-and no wake-up, between a start and its first turn.
+and no wake-up, between a start and its first turn; never to a fetch that leaves the
+start's orchestration to other workers (its ``ExcludedWork``).
 
 Invariants: every parked fetch is in ``_parked`` exactly until its future is resolved
 or it leaves (timeout, cancellation); a fetch taken for a hand-off is out of ``_parked``
@@ -24,20 +25,22 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .._alarms import DueAlarms
-from ..base import DUE_RETRY_S, OrchestrationItem
+from ..base import DUE_RETRY_S, ExcludedWork, OrchestrationItem
 
 __all__ = ["Parked", "Parking", "in_background"]
 
 
 class Parked:
-    """One parked fetch: the lease a hand-off takes for it, and its future (``None``:
-    fetch again; a list: items handed over)."""
+    """One parked fetch: the lease a hand-off takes for it, what it leaves to other
+    workers, and its future (``None``: fetch again; a list: items handed over)."""
 
-    __slots__ = ("fut", "lock_timeout", "loop")
+    __slots__ = ("exclude", "fut", "lock_timeout", "loop")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, lock_timeout: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, lock_timeout: float,
+                 exclude: ExcludedWork | None = None) -> None:
         self.loop = loop
         self.lock_timeout = lock_timeout
+        self.exclude = exclude
         self.fut: asyncio.Future[list[OrchestrationItem] | None] = loop.create_future()
 
 
@@ -51,8 +54,8 @@ class Parking:
         #: how many alarms have fired (news for a poll that would park without fetching)
         self.fired = 0
 
-    def park(self, lock_timeout: float) -> Parked:
-        p = Parked(asyncio.get_running_loop(), lock_timeout)
+    def park(self, lock_timeout: float, exclude: ExcludedWork | None = None) -> Parked:
+        p = Parked(asyncio.get_running_loop(), lock_timeout, exclude)
         self._parked.append(p)
         return p
 
@@ -65,12 +68,12 @@ class Parking:
         return True
 
     async def wait(self, lock_timeout: float, timeout: float,
-                   give_back: Callable[[list[OrchestrationItem]], None]
-                   ) -> list[OrchestrationItem] | None:
+                   give_back: Callable[[list[OrchestrationItem]], None],
+                   exclude: ExcludedWork | None = None) -> list[OrchestrationItem] | None:
         """Wait parked for up to ``timeout``: the items handed over, ``None`` when woken
         (fetch again), or ``[]`` when the time is up. Items that a cancelled wait can no
         longer return go to ``give_back``."""
-        p = self.park(lock_timeout)
+        p = self.park(lock_timeout, exclude)
         try:
             await asyncio.wait({p.fut}, timeout=max(timeout, 0.0))
             if self.leave(p):
@@ -84,11 +87,14 @@ class Parking:
                     p.fut.cancel()
             raise
 
-    def take(self) -> Parked | None:
-        """A parked fetch of the running loop to hand a start to, out of ``_parked``."""
+    def take(self, name: str, version: str | None) -> Parked | None:
+        """A parked fetch of the running loop to hand the start of an instance of
+        orchestration ``name`` (at ``version``) to, out of ``_parked``; none that leaves
+        that orchestration to other workers."""
         loop = asyncio.get_running_loop()
         for i, p in enumerate(self._parked):
-            if p.loop is loop and not p.fut.done():
+            if p.loop is loop and not p.fut.done() and not (
+                    p.exclude is not None and p.exclude.excludes_instance(name, version)):
                 del self._parked[i]
                 return p
         return None

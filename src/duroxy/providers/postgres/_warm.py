@@ -81,9 +81,9 @@ def warm_calls(node_id: str, channel: str) -> list[Call]:
     token = f"warm-up-{uuid.uuid4()}"  # held by no row
     nobody = key(_NOBODY)
     calls: list[Call] = [
-        ("fetch_orchestrations", None, {"scan": 0, "limit": 0, "lock_timeout": 30.0}),
+        ("fetch_orchestrations", frozenset(), {"scan": 0, "limit": 0, "lock_timeout": 30.0}),
         ("lock_instance", None, {"key": nobody, "lock_timeout": 30.0}),
-        ("fetch_activities", None, {"limit": 0, "lock_timeout": 30.0}),
+        ("fetch_activities", frozenset(), {"limit": 0, "lock_timeout": 30.0}),
         ("get_instance", None, {"key": nobody}),
     ]
     completion = completion_params(OrchestratorMessage(

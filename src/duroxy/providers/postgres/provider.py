@@ -49,11 +49,9 @@ from ...errors import (
     InstanceAlreadyExists,
     InstanceNotFound,
     LockLost,
-    PayloadError,
     ProviderError,
 )
 from ...history import (
-    ActivityWork,
     OrchestrationStarted,
     OrchestratorMessage,
     encode_message,
@@ -64,6 +62,7 @@ from ..base import (
     TERMINAL_STATES,
     ActivityItem,
     Channel,
+    ExcludedWork,
     InstanceRecord,
     Listener,
     OrchestrationCommit,
@@ -71,10 +70,10 @@ from ..base import (
     Provider,
 )
 from . import _arrays
+from ._activities import ActivityQueue
 from ._errors import provider_error
 from ._manage import Management
 from ._marshal import (
-    completion_params,
     due_or_noted,
     orchestration_items,
     started_item,
@@ -95,6 +94,7 @@ from ._sql import (
     validate_schema,
 )
 from ._warm import warm_calls
+from ._workers import Heartbeats
 
 __all__ = ["PostgresProvider"]
 
@@ -105,7 +105,10 @@ _RawCursor: Any = getattr(psycopg, "AsyncRawCursor", None)
 #: Management statements whose best plan depends on which of their filters are NULL:
 #: never prepared, so each execution is planned for its own values.
 _UNPREPARED = frozenset({"list_instances", "purge_candidates", "instance_tree",
-                         "delete_instances", "corrupt_history", "corrupt_messages"})
+                         "delete_instances", "corrupt_history", "corrupt_messages",
+                         "record_heartbeat", "list_workers"})
+_PLAIN: frozenset[str] = frozenset()  # a statement's variant without its optional parts
+_SKIP = frozenset({"skip"})
 
 #: A connection the pool opens while it holds at most this many prepares the hot
 #: statements before it serves (see _warm.py): these few serve a lightly loaded store,
@@ -163,7 +166,7 @@ def _finish(conns: weakref.WeakSet[Conn]) -> None:
             conn.pgconn.finish()
 
 
-class PostgresProvider(ReadOnlyGuard, Management, Provider):
+class PostgresProvider(ReadOnlyGuard, ActivityQueue, Management, Heartbeats, Provider):
     """A provider on PostgreSQL (``postgresql://`` DSN or libpq key/value string).
 
     ``schema`` (default ``duroxy``) holds every table; several schemas are independent
@@ -494,7 +497,8 @@ class PostgresProvider(ReadOnlyGuard, Management, Provider):
             "channel": self._channel,
             "note": self._note("orchestrator", message.instance_id),
         }
-        parked = self._parking.take() if message.visible_at is None else None
+        parked = (self._parking.take(event.name, event.version)
+                  if message.visible_at is None else None)
         if parked is not None:
             await self._create_leased(message, event, params, parked)
             return
@@ -555,17 +559,26 @@ class PostgresProvider(ReadOnlyGuard, Management, Provider):
 
     # ------------------------------------------------------------ orchestration queue
     async def fetch_orchestration_items(
-        self, lock_timeout: float, limit: int = 1
+        self, lock_timeout: float, limit: int = 1, exclude: ExcludedWork | None = None
     ) -> list[OrchestrationItem]:
         self._writable("fetch_orchestration_items")
         if limit <= 0:
             return []
-        rows = await self._rows("fetch_orchestrations", {
-            "scan": _scan(limit), "limit": limit, "lock_timeout": float(lock_timeout)})
-        return orchestration_items(rows)
+        params: dict[str, Any] = {
+            "scan": _scan(limit), "limit": limit, "lock_timeout": float(lock_timeout)}
+        if exclude is None or not exclude.any_orchestration:
+            statement = self._q.variant("fetch_orchestrations", _PLAIN)
+        else:
+            statement = self._q.variant("fetch_orchestrations", _SKIP)
+            pairs = sorted(exclude.orchestration_versions)
+            params.update(skip_names=sorted(exclude.orchestrations) or None,
+                          skip_pair_names=[n for n, _ in pairs] or None,
+                          skip_pair_versions=[v for _, v in pairs] or None)
+        return orchestration_items(await self._rows(statement, params))
 
     async def poll_orchestration_items(self, lock_timeout: float, limit: int = 1,
-                                       wait: float = 0.0) -> list[OrchestrationItem]:
+                                       wait: float = 0.0, exclude: ExcludedWork | None = None
+                                       ) -> list[OrchestrationItem]:
         """Fetch; finding nothing, park until an orchestrator note, a message committed
         here falls due, a start is handed over (see _parking.py) or ``wait`` is up.
         Right after a hand-off, or a fetch that found less than there was room for, with
@@ -582,7 +595,7 @@ class PostgresProvider(ReadOnlyGuard, Management, Provider):
             if fetch:
                 news = self._news()
                 due = self._parking.retrying()
-                items = await self._fetch_or_give_back(lock_timeout, limit)
+                items = await self._fetch_or_give_back(lock_timeout, limit, exclude)
                 if items:
                     self._parking.found()
                     if (not due and len(items) < limit
@@ -605,7 +618,8 @@ class PostgresProvider(ReadOnlyGuard, Management, Provider):
             news = self._news()
             until = deadline if quiet_until is None else min(deadline, quiet_until)
             quiet_until = None  # however this park ends, the next one waits for news
-            got = await self._parking.wait(lock_timeout, until - loop.time(), self._give_back)
+            got = await self._parking.wait(lock_timeout, until - loop.time(), self._give_back,
+                                           exclude)
             if got == [] and until < deadline and not self._closed:
                 continue  # the quiet moment is over: fetch, then park for the rest
             if got:
@@ -617,11 +631,13 @@ class PostgresProvider(ReadOnlyGuard, Management, Provider):
     def _news(self) -> tuple[int, int]:
         return self._notifier.mark(), self._parking.fired
 
-    async def _fetch_or_give_back(self, lock_timeout: float, limit: int
-                                  ) -> list[OrchestrationItem]:
+    async def _fetch_or_give_back(self, lock_timeout: float, limit: int,
+                                  exclude: ExcludedWork | None) -> list[OrchestrationItem]:
         """A fetch whose leases are given back should its caller be cancelled after the
         statement was sent (the leases may be taken by then)."""
-        task = asyncio.ensure_future(self.fetch_orchestration_items(lock_timeout, limit))
+        task = asyncio.ensure_future(
+            self.fetch_orchestration_items(lock_timeout, limit) if exclude is None
+            else self.fetch_orchestration_items(lock_timeout, limit, exclude))
         self._track(task)
         try:
             return await asyncio.shield(task)
@@ -634,7 +650,7 @@ class PostgresProvider(ReadOnlyGuard, Management, Provider):
         """Release leases nobody will use (best effort: an unreleased lease expires)."""
         for item in items:
             self._track(in_background(
-                self.abandon_orchestration_item(item.lock_token, undo=True)))
+                self.abandon_orchestration_item(item.lock_token, ignore_attempt=True)))
 
     def _track(self, task: asyncio.Future[Any]) -> None:
         self._lease_work.add(task)
@@ -724,13 +740,11 @@ class PostgresProvider(ReadOnlyGuard, Management, Provider):
         self._notifier.call(notes)
         return t.claimed_items(rows[0][6:9])
 
-    async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0,
-                                         *, undo: bool = False) -> None:
-        """``undo`` (giving back a lease nobody used): the delivery made under it does
-        not count as an attempt of its messages."""
+    async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0, *,
+                                         ignore_attempt: bool = False) -> None:
         self._writable("abandon_orchestration_item")
         rows = await self._rows(self._q.variant(
-            "abandon_orchestration", frozenset({"undo"} if undo else ())), {
+            "abandon_orchestration", frozenset({"undo"} if ignore_attempt else ())), {
             "token": lock_token, "delay": float(delay), "channel": self._channel,
             "note_prefix": self._note("orchestrator", "")})
         if not rows:
@@ -746,53 +760,3 @@ class PostgresProvider(ReadOnlyGuard, Management, Provider):
             "token": lock_token, "lock_timeout": float(lock_timeout)})
         if len(rows) != 1:
             raise LockLost("orchestration lock is not held or expired")
-
-    # ------------------------------------------------------------ activity queue
-    async def fetch_activity_items(self, lock_timeout: float, limit: int = 1) -> list[ActivityItem]:
-        self._writable("fetch_activity_items")
-        if limit <= 0:
-            return []
-        rows = await self._rows("fetch_activities",
-                                {"limit": limit, "lock_timeout": float(lock_timeout)})
-        rows.sort(key=lambda r: int(r[0]))
-        items: list[ActivityItem] = []
-        for rid, token, payload, attempts, _ in rows:
-            try:
-                items.append(ActivityItem(int(rid), token, ActivityWork.from_json(payload),
-                                          int(attempts)))
-            except PayloadError as e:
-                # Only tampering produces this. Raising would strand the rest of the
-                # batch until its leases lapse; the bad row stays leased (out of the
-                # way) and comes back, with its attempt count growing, after the lease.
-                _log.error("activity work row %s does not decode (attempt %s): %s",
-                           rid, attempts, e)
-        return items
-
-    async def ack_activity(self, lock_token: str, completion: OrchestratorMessage) -> None:
-        self._writable("ack_activity")
-        params = completion_params(completion)
-        params.update(token=lock_token, channel=self._channel,
-                      note=self._note("orchestrator", completion.instance_id))
-        rows = await self._rows("ack_activity", params)
-        if not rows:
-            raise LockLost("activity lock is not held (released, taken over or cancelled)")
-        if not rows[0][0]:
-            raise LockLost("activity lock expired")
-        self._notifier.call([("orchestrator", completion.instance_id)])
-
-    async def abandon_activity(self, lock_token: str, delay: float = 0.0) -> None:
-        self._writable("abandon_activity")
-        rows = await self._rows("abandon_activity", {
-            "token": lock_token, "delay": float(delay), "channel": self._channel,
-            "note_prefix": self._note("activity", "")})
-        if not rows:
-            raise LockLost("activity lock is not held (released, taken over or cancelled)")
-        if delay <= 0:
-            self._notifier.call([("activity", rows[0][0])])
-
-    async def renew_activity_lock(self, lock_token: str, lock_timeout: float) -> None:
-        self._writable("renew_activity_lock")
-        rows = await self._rows("renew_activity", {
-            "token": lock_token, "lock_timeout": float(lock_timeout)})
-        if len(rows) != 1:
-            raise LockLost("activity lock is not held (expired, taken over or cancelled)")

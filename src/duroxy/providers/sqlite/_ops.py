@@ -20,14 +20,25 @@ from typing import Any
 
 from ...errors import ErrorDetails, InstanceAlreadyExists, InstanceNotFound, LockLost, PayloadError
 from ...history import ActivityWork, HistoryEvent, decode_event, decode_message
-from ..base import TERMINAL_STATES, ActivityItem, InstanceRecord, OrchestrationItem, QueuedMessage
+from ..base import (
+    TERMINAL_STATES,
+    ActivityItem,
+    ExcludedWork,
+    InstanceRecord,
+    OrchestrationItem,
+    QueuedMessage,
+    WorkerRecord,
+)
 from ._sql import queries
 from ._tx import Tx
 
 __all__ = [
     "PreparedCommit",
     "PreparedMessage",
+    "Skip",
     "StartInfo",
+    "skip_activities",
+    "skip_orchestrations",
 ]
 
 log = logging.getLogger("duroxy.providers.sqlite")
@@ -64,7 +75,8 @@ class PreparedCommit:
     error_json: str | None
     custom_status: str | None
     history: list[tuple[int, str]]  # (event_id, encode_event text)
-    activities: list[tuple[str, int, int, str]]  # (instance, execution, event id, payload)
+    #: (instance, execution, event id, activity name, payload)
+    activities: list[tuple[str, int, int, str, str]]
     messages: list[PreparedMessage]
     cancel_activities: list[tuple[str, int, int]]
     acked_activities: list[str]  # lock tokens of work rows this turn consumed directly
@@ -72,6 +84,26 @@ class PreparedCommit:
     #: the first claim[0] activities as objects, for the items handed back (not decoded
     #: again on the writer thread)
     claimed_work: tuple[ActivityWork, ...] = ()
+
+
+#: What a fetch leaves to other workers, as its statement's JSON parameters (``None``:
+#: nothing, and the plain statement runs).
+Skip = tuple[str, ...] | None
+
+
+def skip_orchestrations(exclude: ExcludedWork | None) -> Skip:
+    """(JSON array of names, JSON array of [name, version] pairs), or ``None``."""
+    if exclude is None or not exclude.any_orchestration:
+        return None
+    return (json.dumps(sorted(exclude.orchestrations)),
+            json.dumps(sorted([n, v] for n, v in exclude.orchestration_versions)))
+
+
+def skip_activities(exclude: ExcludedWork | None) -> Skip:
+    """(JSON array of activity names,), or ``None``."""
+    if exclude is None or not exclude.activities:
+        return None
+    return (json.dumps(sorted(exclude.activities)),)
 
 
 def new_token() -> str:
@@ -154,8 +186,15 @@ def enqueue_orchestrator_message(tx: Tx, msg: PreparedMessage) -> None:
 
 
 # ------------------------------------------------------------------ orchestration queue
-def fetch_orchestration_items(tx: Tx, lock_timeout: float, limit: int) -> list[OrchestrationItem]:
-    conn, now = tx.conn, tx.now
+def _candidates(tx: Tx, cap: int, skip: Skip) -> list[Any]:
+    if skip is None:
+        return _rows(tx.conn, Q["orchestration_candidates"], (tx.now, cap))
+    return _rows(tx.conn, Q["orchestration_candidates_excluding"], (tx.now, cap, *skip))
+
+
+def fetch_orchestration_items(tx: Tx, lock_timeout: float, limit: int, skip: Skip = None
+                              ) -> list[OrchestrationItem]:
+    now = tx.now
     until = now + lock_timeout
     items: list[OrchestrationItem] = []
     taken: set[str] = set()
@@ -164,7 +203,7 @@ def fetch_orchestration_items(tx: Tx, lock_timeout: float, limit: int) -> list[O
     # scan again: the instances just locked no longer match.
     cap = 1 if limit == 1 else limit * 8
     while len(items) < limit:
-        found = _rows(conn, Q["orchestration_candidates"], (now, cap))
+        found = _candidates(tx, cap, skip)
         fresh = [i for i in dict.fromkeys(r[0] for r in found) if i not in taken]
         for instance_id in fresh[:limit - len(items)]:
             taken.add(instance_id)
@@ -211,14 +250,18 @@ def _lock_instance(tx: Tx, instance_id: str, until: float,
         attempt=max((r[3] for r in claimed), default=1))
 
 
-def probe_orchestration_items(tx: Tx) -> list[OrchestrationItem] | None:
+def probe_orchestration_items(tx: Tx, skip: Skip = None) -> list[OrchestrationItem] | None:
     """Outside any transaction: ``[]`` when a fetch would find nothing (no write lock
     taken, no commit), ``None`` when the fetch must run."""
-    return None if _rows(tx.conn, Q["orchestration_candidates"], (tx.now, 1)) else []
+    return None if _candidates(tx, 1, skip) else []
 
 
-def probe_activity_items(tx: Tx) -> list[ActivityItem] | None:
-    return None if _rows(tx.conn, Q["any_activity_visible"], (tx.now,)) else []
+def probe_activity_items(tx: Tx, skip: Skip = None) -> list[ActivityItem] | None:
+    if skip is None:
+        found = _rows(tx.conn, Q["any_activity_visible"], (tx.now,))
+    else:
+        found = _rows(tx.conn, Q["any_activity_visible_excluding"], (tx.now, *skip))
+    return None if found else []
 
 
 def _check_lock(tx: Tx, found: list[Any]) -> None:
@@ -301,9 +344,10 @@ def _apply_turn(tx: Tx, instance_id: str, has_record: bool, old_execution: int |
     if claim:
         # Enqueued already locked for the committing worker, which runs them at once.
         salt = new_token()
-        for (iid, ex, eid, payload), work in zip(c.activities[:claim], c.claimed_work,
-                                                 strict=True):
-            rows = _rows(conn, Q["enqueue_activity_returning"], (iid, ex, eid, payload, tx.now))
+        for (iid, ex, eid, name, payload), work in zip(c.activities[:claim], c.claimed_work,
+                                                       strict=True):
+            rows = _rows(conn, Q["enqueue_activity_returning"],
+                         (iid, ex, eid, name, payload, tx.now))
             if rows:
                 wid = rows[0][0]
                 claimed.append(ActivityItem(wid, f"{wid}.{salt}", work, 1))
@@ -311,7 +355,7 @@ def _apply_turn(tx: Tx, instance_id: str, has_record: bool, old_execution: int |
             (it.lock_token, tx.now + claim_timeout, it.id) for it in claimed])
     if len(c.activities) > claim:
         conn.executemany(Q["enqueue_activity"], [
-            (iid, ex, eid, payload, tx.now) for iid, ex, eid, payload in c.activities[claim:]])
+            (*row, tx.now) for row in c.activities[claim:]])
     if c.cancel_activities:
         conn.executemany(Q["cancel_activity"], c.cancel_activities)
     for target in dict.fromkeys(m.instance_id for m in c.messages):
@@ -349,12 +393,17 @@ def renew_orchestration_lock(tx: Tx, token: str, lock_timeout: float) -> None:
 
 
 # ------------------------------------------------------------------ activity queue
-def fetch_activity_items(tx: Tx, lock_timeout: float, limit: int) -> list[ActivityItem]:
+def fetch_activity_items(tx: Tx, lock_timeout: float, limit: int, skip: Skip = None
+                         ) -> list[ActivityItem]:
     conn, now = tx.conn, tx.now
     until = now + lock_timeout
     salt = new_token()
     items: list[ActivityItem] = []
-    for wid, payload, count in _rows(conn, Q["next_activities"], (now, limit)):
+    if skip is None:
+        found = _rows(conn, Q["next_activities"], (now, limit))
+    else:
+        found = _rows(conn, Q["next_activities_excluding"], (now, limit, *skip))
+    for wid, payload, count in found:
         try:
             work = ActivityWork.from_json(payload)
         except PayloadError as e:
@@ -390,10 +439,12 @@ def ack_activity(tx: Tx, token: str, completion: PreparedMessage) -> None:
     tx.notify("orchestrator", completion.instance_id)
 
 
-def abandon_activity(tx: Tx, token: str, delay: float) -> None:
+def abandon_activity(tx: Tx, token: str, delay: float, ignore_attempt: bool = False) -> None:
+    """``ignore_attempt``: the fetch that delivered the row does not count."""
     wid = _work_id(token)
     visible = tx.now + delay if delay > 0 else None
-    found = _rows(tx.conn, Q["abandon_activity"], (visible, wid, token, tx.now))
+    found = _rows(tx.conn, Q["abandon_activity"],
+                  (visible, wid, token, tx.now, 0 if ignore_attempt else 1))
     if not found:
         raise _activity_lock_lost(tx, wid, token)
     if delay <= 0:
@@ -470,6 +521,35 @@ def purge_instances(tx: Tx, states: list[str], updated_before: float | None,
         "states": json.dumps(states), "before": updated_before, "name": name,
         "limit": -1 if limit is None else max(limit, 0)})
     return sum(_drop_instance_data(tx, iid) for (iid,) in found)
+
+
+# ------------------------------------------------------------------ workers
+def record_heartbeat(tx: Tx, worker: WorkerRecord, forget_before: float | None) -> None:
+    if forget_before is not None:
+        tx.conn.execute(Q["forget_workers"], (forget_before, worker.worker_id))
+    tx.conn.execute(Q["record_heartbeat"], {
+        "worker_id": worker.worker_id, "worker_node_id": worker.worker_node_id,
+        "host": worker.host, "pid": worker.pid, "duroxy_version": worker.duroxy_version,
+        "started_at": worker.started_at, "last_seen_at": worker.last_seen_at,
+        "stopped_at": worker.stopped_at, "heartbeat_interval": worker.heartbeat_interval,
+        "orchestration_concurrency": worker.orchestration_concurrency,
+        "activity_concurrency": worker.activity_concurrency,
+        "tag_filter": worker.tag_filter, "sessions_owned": worker.sessions_owned,
+        "active_activities": worker.active_activities,
+        "orchestrations": json.dumps(list(worker.orchestrations)),
+        "activities": json.dumps(list(worker.activities))})
+
+
+def list_workers(tx: Tx, include_stopped: bool) -> list[WorkerRecord]:
+    return [WorkerRecord(
+        worker_id=wid, worker_node_id=node, host=host, pid=pid, duroxy_version=version,
+        started_at=started, last_seen_at=seen, stopped_at=stopped, heartbeat_interval=every,
+        orchestration_concurrency=orch_n, activity_concurrency=act_n, tag_filter=tags,
+        sessions_owned=sessions, active_activities=active,
+        orchestrations=tuple(json.loads(orchs)), activities=tuple(json.loads(acts)))
+        for (wid, node, host, pid, version, started, seen, stopped, every, orch_n, act_n,
+             tags, sessions, active, orchs, acts)
+        in _rows(tx.conn, Q["list_workers"], {"all": 1 if include_stopped else 0})]
 
 
 # ------------------------------------------------------------------ test hooks

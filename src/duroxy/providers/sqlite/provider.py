@@ -27,7 +27,9 @@ extend or give back locks (fetches, ``lock_instance``, renewals, abandons) commi
 without an fsync even under FULL: WAL recovery keeps a prefix of the commits, the next
 durable commit syncs them all, and losing one only hands back locks, as the crash of
 their holder would.
-Empty fetches are answered by a read, without a write transaction.
+Empty fetches are answered by a read, without a write transaction. Worker heartbeats
+commit without an fsync too: one is written per runtime and heartbeat interval, and a
+heartbeat lost to a power cut only makes its worker look silent until the next one.
 
 Commit first, then effects: nothing a transaction produced (a lock, a claimed
 activity, a record) is handed to its caller before its COMMIT has returned (see
@@ -70,11 +72,13 @@ from ..base import (
     TERMINAL_STATES,
     ActivityItem,
     Channel,
+    ExcludedWork,
     InstanceRecord,
     Listener,
     OrchestrationCommit,
     OrchestrationItem,
     Provider,
+    WorkerRecord,
     read_only_refusal,
 )
 from . import _ops
@@ -545,22 +549,27 @@ class SqliteProvider(Provider):
 
     # ------------------------------------------------------------ orchestration queue
     async def fetch_orchestration_items(
-        self, lock_timeout: float, limit: int = 1
+        self, lock_timeout: float, limit: int = 1, exclude: ExcludedWork | None = None
     ) -> list[OrchestrationItem]:
         self._writable("fetch_orchestration_items")
-        return await self.poll_orchestration_items(lock_timeout, limit)
+        return await self.poll_orchestration_items(lock_timeout, limit, exclude=exclude)
 
     long_poll = True
 
     async def poll_orchestration_items(self, lock_timeout: float, limit: int = 1,
-                                       wait: float = 0.0) -> list[OrchestrationItem]:
+                                       wait: float = 0.0, exclude: ExcludedWork | None = None
+                                       ) -> list[OrchestrationItem]:
         self._writable("poll_orchestration_items")
         if limit <= 0:
             self._check_open()
             return []
+        # A parked fetch that a commit wakes runs this same filtered fetch.
+        skip = _ops.skip_orchestrations(exclude)
         return await self._lock_op(
-            lambda tx: _ops.fetch_orchestration_items(tx, lock_timeout, limit),
-            self._give_back_orchestration_items, _ops.probe_orchestration_items, wait=wait)
+            lambda tx: _ops.fetch_orchestration_items(tx, lock_timeout, limit, skip),
+            self._give_back_orchestration_items,
+            _ops.probe_orchestration_items if skip is None
+            else functools.partial(_ops.probe_orchestration_items, skip=skip), wait=wait)
 
     async def flush(self) -> None:
         if self._closed or not self._writer.started:
@@ -608,7 +617,7 @@ class SqliteProvider(Provider):
                 error_json=json.dumps(commit.error.to_json()) if commit.error else None,
                 custom_status=commit.custom_status,
                 history=[(e.event_id, encode_event(e)) for e in commit.history],
-                activities=[(w.instance_id, w.execution_id, w.event_id, w.to_json())
+                activities=[(w.instance_id, w.execution_id, w.event_id, w.name, w.to_json())
                             for w in commit.activities],
                 messages=[self._prepare(m) for m in commit.messages],
                 cancel_activities=[(i, x, e) for i, x, e in commit.cancel_activities],
@@ -621,32 +630,40 @@ class SqliteProvider(Provider):
                 raise
             raise PayloadError(f"commit holds a value with no JSON form: {e}") from None
 
-    async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0) -> None:
+    async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0, *,
+                                         ignore_attempt: bool = False) -> None:
         self._writable("abandon_orchestration_item")
-        await self._lock_op(lambda tx: _ops.abandon_orchestration_item(tx, lock_token, delay))
+        await self._lock_op(lambda tx: _ops.abandon_orchestration_item(
+            tx, lock_token, delay, undo=ignore_attempt))
 
     async def renew_orchestration_lock(self, lock_token: str, lock_timeout: float) -> None:
         self._writable("renew_orchestration_lock")
         await self._lock_op(lambda tx: _ops.renew_orchestration_lock(tx, lock_token, lock_timeout))
 
     # ------------------------------------------------------------ activity queue
-    async def fetch_activity_items(self, lock_timeout: float, limit: int = 1) -> list[ActivityItem]:
+    async def fetch_activity_items(self, lock_timeout: float, limit: int = 1,
+                                   exclude: ExcludedWork | None = None) -> list[ActivityItem]:
         self._writable("fetch_activity_items")
         if limit <= 0:
             self._check_open()
             return []
+        skip = _ops.skip_activities(exclude)
         return await self._lock_op(
-            lambda tx: _ops.fetch_activity_items(tx, lock_timeout, limit),
-            self._give_back_activity_items, _ops.probe_activity_items)
+            lambda tx: _ops.fetch_activity_items(tx, lock_timeout, limit, skip),
+            self._give_back_activity_items,
+            _ops.probe_activity_items if skip is None
+            else functools.partial(_ops.probe_activity_items, skip=skip))
 
     async def ack_activity(self, lock_token: str, completion: OrchestratorMessage) -> None:
         self._writable("ack_activity")
         msg = self._prepare(completion)
         await self._write(lambda tx: _ops.ack_activity(tx, lock_token, msg))
 
-    async def abandon_activity(self, lock_token: str, delay: float = 0.0) -> None:
+    async def abandon_activity(self, lock_token: str, delay: float = 0.0, *,
+                               ignore_attempt: bool = False) -> None:
         self._writable("abandon_activity")
-        await self._lock_op(lambda tx: _ops.abandon_activity(tx, lock_token, delay))
+        await self._lock_op(
+            lambda tx: _ops.abandon_activity(tx, lock_token, delay, ignore_attempt))
 
     async def renew_activity_lock(self, lock_token: str, lock_timeout: float) -> None:
         self._writable("renew_activity_lock")
@@ -704,6 +721,17 @@ class SqliteProvider(Provider):
                 lambda tx: _ops.purge_instances(tx, wanted, updated_before, name, limit))
         finally:
             self._listeners.finals.clear()
+
+    # ------------------------------------------------------------ workers
+    async def record_heartbeat(self, worker: WorkerRecord, *,
+                               forget_before: float | None = None) -> None:
+        self._writable("record_heartbeat")
+        # Not durable: no fsync of its own (see the module's docstring).
+        await self._write(lambda tx: _ops.record_heartbeat(tx, worker, forget_before),
+                          durable=False)
+
+    async def list_workers(self, *, include_stopped: bool = False) -> list[WorkerRecord]:
+        return await self._read(lambda tx: _ops.list_workers(tx, include_stopped))
 
     # ------------------------------------------------------------ test hooks
     def corrupt_history(self, instance_id: str) -> None:

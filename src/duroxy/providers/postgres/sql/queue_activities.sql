@@ -10,10 +10,15 @@
 -- The rows visible longest first (in enqueue order among rows that became visible
 -- together), as the orchestration queue is claimed: the (visible_at, id) index yields
 -- them in that order and never reaches the leased rows, however many there are. Rows
--- another fetch is claiming are skipped, not waited for.
+-- another fetch is claiming are skipped, not waited for. Part skip: rows of the
+-- activity names in %(skip_activities)s are left to other workers (the same scan, the
+-- name checked on each row).
 WITH picked AS (
     SELECT id FROM activity_queue
     WHERE visible_at <= statement_timestamp()
+-- if: skip
+      AND name <> ALL(%(skip_activities)s::text[])
+-- end
     ORDER BY visible_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -81,10 +86,14 @@ WHERE a.lock_token = %(token)s AND a.locked_until > clock_timestamp()
 RETURNING set_config('synchronous_commit', 'off', true)
 
 -- name: abandon_activity
--- Without a delay the row is visible again at once: notify.
+-- Without a delay the row is visible again at once: notify. Part undo: the fetch that
+-- delivered the row does not count as an attempt.
 WITH released AS (
     UPDATE activity_queue
     SET lock_token = NULL, locked_until = NULL,
+-- if: undo
+        attempts = greatest(attempts - 1, 0),
+-- end
         visible_at = clock_timestamp() + make_interval(secs => greatest(%(delay)s::float8, 0))
     WHERE lock_token = %(token)s AND locked_until > clock_timestamp()
     RETURNING instance_id

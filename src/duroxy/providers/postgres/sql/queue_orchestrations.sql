@@ -118,12 +118,27 @@ SELECT count(pg_notify(%(channel)s, %(note)s)) FROM inst
 -- One row per delivered message (plus one per picked instance that got none, with
 -- NULL token), with the instance record alongside, ordered by oldest visible message
 -- then message id.
+-- Part skip (a worker that leaves some orchestrations to others, see ExcludedWork):
+-- cand leaves out instances whose record names an orchestration in %(skip_names)s, or
+-- a (name, version) pair of %(skip_pair_names)s and %(skip_pair_versions)s; messages
+-- for ids without a record are never left out. Without it (the common case) the
+-- statement has no such check at all.
 WITH cand AS (
     SELECT l.ikey, q.visible_at, q.id
     FROM orchestrator_queue AS q
     JOIN instance_locks AS l ON l.ikey = q.ikey
     WHERE q.visible_at <= statement_timestamp()
       AND (l.locked_until IS NULL OR l.locked_until <= statement_timestamp())
+-- if: skip
+      AND NOT EXISTS (
+          SELECT 1 FROM instances AS i
+          WHERE i.ikey = q.ikey
+            AND (i.name = ANY(%(skip_names)s::text[])
+                 OR EXISTS (SELECT 1
+                            FROM unnest(%(skip_pair_names)s::text[],
+                                        %(skip_pair_versions)s::text[]) AS s(name, version)
+                            WHERE s.name = i.name AND s.version = i.version)))
+-- end
     ORDER BY q.visible_at, q.id
     LIMIT %(scan)s
     FOR UPDATE OF l SKIP LOCKED
@@ -291,9 +306,9 @@ taken AS (
 -- end
 -- if: works
 ), works AS (
-    INSERT INTO activity_queue (ikey, instance_id, execution_id, event_id, payload,
+    INSERT INTO activity_queue (ikey, instance_id, execution_id, event_id, name, payload,
                                 visible_at, lock_token, locked_until, attempts)
-    SELECT w.ikey, w.instance_id, w.execution_id, w.event_id, w.payload,
+    SELECT w.ikey, w.instance_id, w.execution_id, w.event_id, w.name, w.payload,
            coalesce(w.until, statement_timestamp()), w.token, w.until,
            CASE WHEN w.token IS NULL THEN 0 ELSE 1 END
     FROM (SELECT t.*, CASE WHEN t.n <= %(claim)s THEN gen_random_uuid()::text END AS token,
@@ -302,8 +317,9 @@ taken AS (
                      AS until
           FROM ok, unnest(%(work_keys)s::bytea[], %(work_ids)s::text[],
                           %(work_execs)s::int[], %(work_events)s::int[],
-                          %(work_payloads)s::text[])
-               WITH ORDINALITY AS t(ikey, instance_id, execution_id, event_id, payload, n)
+                          %(work_names)s::text[], %(work_payloads)s::text[])
+               WITH ORDINALITY AS t(ikey, instance_id, execution_id, event_id, name,
+                                    payload, n)
           ORDER BY t.n) AS w
     RETURNING id, lock_token, event_id
 -- end
@@ -432,7 +448,9 @@ SELECT pg_notify(%(channel)s, %(note)s)
 -- name: abandon_orchestration
 -- Release the lease; a positive delay keeps the whole instance out of fetches until
 -- it has passed (a cool-down: no token, locked_until in the future). Without a delay
--- the messages are visible again at once: notify.
+-- the messages are visible again at once: notify. Part undo: the delivery does not
+-- count as an attempt (a lease nobody used, or work handed back to a worker that has
+-- the code for it).
 WITH released AS (
     UPDATE instance_locks
     SET lock_token = NULL,
@@ -443,7 +461,6 @@ WITH released AS (
     RETURNING ikey, instance_id
 -- if: undo
 ), undone AS (
-    -- a lease nobody used (its poll was cancelled): its delivery was no attempt
     UPDATE orchestrator_queue AS q SET attempts = greatest(q.attempts - 1, 0)
     FROM released AS r
     WHERE q.ikey = r.ikey AND q.lock_token = %(token)s

@@ -116,6 +116,25 @@ WHERE q.visible_at <= ?1
 ORDER BY q.visible_at, q.id
 LIMIT ?2;
 
+-- name: orchestration_candidates_excluding
+-- orchestration_candidates (now, row cap), leaving out instances whose record names an
+-- orchestration in ?3 (a JSON array of names) or a [name, version] pair in ?4 (a JSON
+-- array of pairs): another worker runs those (see ExcludedWork). Messages for ids
+-- without a record are never left out. Still one range scan of
+-- orchestrator_queue_visible, with a record lookup by key per row.
+SELECT q.instance_id FROM orchestrator_queue AS q
+WHERE q.visible_at <= ?1
+  AND NOT EXISTS (SELECT 1 FROM instance_locks AS l
+                  WHERE l.instance_id = q.instance_id AND l.locked_until > ?1)
+  AND NOT EXISTS (SELECT 1 FROM instances AS i
+                  WHERE i.instance_id = q.instance_id
+                    AND (i.name IN (SELECT value FROM json_each(?3))
+                         OR EXISTS (SELECT 1 FROM json_each(?4) AS p
+                                    WHERE json_extract(p.value, '$[0]') = i.name
+                                      AND json_extract(p.value, '$[1]') = i.version)))
+ORDER BY q.visible_at, q.id
+LIMIT ?2;
+
 -- name: next_due
 -- (now): the earliest time a queued message becomes visible, among those not visible
 -- yet (delayed messages: timers, backoff waits); NULL when there is none.
@@ -157,6 +176,12 @@ UPDATE instance_locks SET lock_token = ?, locked_until = ? WHERE instance_id = ?
 -- name: any_activity_visible
 SELECT 1 FROM activity_queue WHERE visible_at <= ? LIMIT 1;
 
+-- name: any_activity_visible_excluding
+-- (now, JSON array of activity names left to other workers)
+SELECT 1 FROM activity_queue
+WHERE visible_at <= ?1 AND name NOT IN (SELECT value FROM json_each(?2))
+LIMIT 1;
+
 -- name: renew_lock
 UPDATE instance_locks SET locked_until = ? WHERE lock_token = ? AND locked_until > ?;
 
@@ -192,18 +217,18 @@ SELECT 1 FROM orchestrator_queue WHERE instance_id = ? AND visible_at <= ? LIMIT
 
 -- ------------------------------------------------------------------ activity queue
 -- name: enqueue_activity
--- (instance_id, execution_id, event_id, payload, visible_at); scheduling the same work
--- twice keeps the first row.
-INSERT INTO activity_queue (instance_id, execution_id, event_id, payload, visible_at,
+-- (instance_id, execution_id, event_id, activity name, payload, visible_at); scheduling
+-- the same work twice keeps the first row.
+INSERT INTO activity_queue (instance_id, execution_id, event_id, name, payload, visible_at,
                             enqueued_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
 ON CONFLICT (instance_id, execution_id, event_id) DO NOTHING;
 
 -- name: enqueue_activity_returning
 -- enqueue_activity, answering the new row's id (nothing when the work already exists).
-INSERT INTO activity_queue (instance_id, execution_id, event_id, payload, visible_at,
+INSERT INTO activity_queue (instance_id, execution_id, event_id, name, payload, visible_at,
                             enqueued_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
 ON CONFLICT (instance_id, execution_id, event_id) DO NOTHING
 RETURNING id;
 
@@ -212,6 +237,14 @@ SELECT id, payload, fetch_count FROM activity_queue
 WHERE visible_at <= ?
 ORDER BY visible_at, id
 LIMIT ?;
+
+-- name: next_activities_excluding
+-- next_activities (now, limit), leaving out the activity names in ?3 (a JSON array):
+-- the same range scan, the names checked on each row.
+SELECT id, payload, fetch_count FROM activity_queue
+WHERE visible_at <= ?1 AND name NOT IN (SELECT value FROM json_each(?3))
+ORDER BY visible_at, id
+LIMIT ?2;
 
 -- name: lock_activity
 -- (lock_token, locked_until, id)
@@ -228,8 +261,10 @@ UPDATE activity_queue SET visible_at = ?
 WHERE id = ? AND lock_token = ? AND visible_at > ?;
 
 -- name: abandon_activity
--- (visible_at or NULL: back to its place in the queue, id, lock_token, now)
-UPDATE activity_queue SET lock_token = NULL, visible_at = coalesce(?1, enqueued_at)
+-- (visible_at or NULL: back to its place in the queue, id, lock_token, now, whether the
+-- fetch that delivered it counts as an attempt: 1 or 0)
+UPDATE activity_queue SET lock_token = NULL, visible_at = coalesce(?1, enqueued_at),
+                          fetch_count = max(fetch_count - 1 + ?5, 0)
 WHERE id = ?2 AND lock_token = ?3 AND visible_at > ?4
 RETURNING instance_id;
 
@@ -242,6 +277,41 @@ UPDATE activity_queue SET lock_token = NULL, visible_at = 1e300 WHERE id = ?;
 
 -- name: cancel_activity
 DELETE FROM activity_queue WHERE instance_id = ? AND execution_id = ? AND event_id = ?;
+
+-- ------------------------------------------------------------------ workers
+-- name: forget_workers
+-- (before, worker_id): rows of other workers last seen before then.
+DELETE FROM workers WHERE last_seen_at < ?1 AND worker_id <> ?2;
+
+-- name: record_heartbeat
+-- Insert or replace a worker's row; a stopped row is not revived by a late heartbeat of
+-- the same runtime (same started_at).
+INSERT INTO workers (worker_id, worker_node_id, host, pid, duroxy_version, started_at,
+                     last_seen_at, stopped_at, heartbeat_interval,
+                     orchestration_concurrency, activity_concurrency, tag_filter,
+                     sessions_owned, active_activities, orchestrations, activities)
+VALUES (:worker_id, :worker_node_id, :host, :pid, :duroxy_version, :started_at,
+        :last_seen_at, :stopped_at, :heartbeat_interval, :orchestration_concurrency,
+        :activity_concurrency, :tag_filter, :sessions_owned, :active_activities,
+        :orchestrations, :activities)
+ON CONFLICT (worker_id) DO UPDATE
+SET worker_node_id = excluded.worker_node_id, host = excluded.host, pid = excluded.pid,
+    duroxy_version = excluded.duroxy_version, started_at = excluded.started_at,
+    last_seen_at = excluded.last_seen_at, stopped_at = excluded.stopped_at,
+    heartbeat_interval = excluded.heartbeat_interval,
+    orchestration_concurrency = excluded.orchestration_concurrency,
+    activity_concurrency = excluded.activity_concurrency, tag_filter = excluded.tag_filter,
+    sessions_owned = excluded.sessions_owned, active_activities = excluded.active_activities,
+    orchestrations = excluded.orchestrations, activities = excluded.activities
+WHERE workers.stopped_at IS NULL OR workers.started_at <> excluded.started_at;
+
+-- name: list_workers
+SELECT worker_id, worker_node_id, host, pid, duroxy_version, started_at, last_seen_at,
+       stopped_at, heartbeat_interval, orchestration_concurrency, activity_concurrency,
+       tag_filter, sessions_owned, active_activities, orchestrations, activities
+FROM workers
+WHERE :all OR stopped_at IS NULL
+ORDER BY started_at, worker_id;
 
 -- ------------------------------------------------------------------ test hooks
 -- name: corrupt_history
