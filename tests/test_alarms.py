@@ -7,7 +7,7 @@ import multiprocessing
 import threading
 import time
 
-from duroxy.providers._alarms import DueAlarms
+from duroxy._alarms import DueAlarms
 from duroxy.providers.base import DUE_SLACK_S
 
 

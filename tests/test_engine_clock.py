@@ -156,7 +156,7 @@ def test_a_finished_execution_drops_nothing_into_the_carry() -> None:
 
 
 def test_dropped_events_are_logged_one_warning_each(caplog: pytest.LogCaptureFixture) -> None:
-    from duroxy.runtime.runtime import _report_dropped
+    from duroxy.runtime.orchestrations import _report_dropped
 
     d = Driver(never_reads, check_cold=False)
     events = [EventRaised(name=f"e{i}", data="1") for i in range(103)]

@@ -61,7 +61,7 @@ async def test_sequential_activities_run_in_one_task_without_fetches(
     # turn, all handed to the same task; even with one slot, nothing goes through a fetch
     assert len(tasks) == 6 and len(set(map(id, tasks))) == 1
     assert sum(fetched) == 0
-    assert rt._act_slots._value == slots  # the slot was given back once, at the end
+    assert rt._workers.slots.free == slots  # the slot was given back once, at the end
     kinds = [e.kind for e in await client.read_history("s")]
     assert kinds.count("ActivityScheduled") == 6 and kinds.count("ActivityCompleted") == 6
 
@@ -83,11 +83,12 @@ async def test_a_cancelled_task_gives_back_the_activities_handed_to_it() -> None
         raise asyncio.CancelledError  # ... and then shutdown cancelled the task
 
     store.abandon_activity = abandon  # type: ignore[method-assign]
-    rt._run_one_activity = run_one  # type: ignore[method-assign]
-    slots = asyncio.Semaphore(1)
-    await slots.acquire()
+    workers = rt._workers
+    workers._run_one = run_one  # type: ignore[method-assign]
+    size = workers.slots.free
+    await workers.slots.acquire()
     with pytest.raises(asyncio.CancelledError):
-        await rt._run_activity(first, slots)
+        await workers.run(first)
     assert given_back == [("t2", 0.0)]
-    assert slots._value == 1
+    assert workers.slots.free == size
     await rt.shutdown()

@@ -73,7 +73,7 @@ async def test_activity_that_keeps_crashing_fails_instance_as_poison() -> None:
     rt = await Runtime.start(store, hanging, orchs)
     await client.start_orchestration("p2", "flow", 1)
     for _ in range(500):
-        if rt._running_activities:  # the activity is in flight
+        if rt._workers.active:  # the activity is in flight
             break
         await asyncio.sleep(0.01)
     await rt.shutdown(timeout=0.05)  # releases the activity: its first attempt

@@ -10,12 +10,12 @@ from duroxy import RuntimeOptions
 from duroxy.providers.memory import InMemoryProvider
 from duroxy.providers.postgres import PostgresProvider
 from duroxy.providers.sqlite import SqliteProvider
-from duroxy.runtime.runtime import _Wake
+from duroxy.runtime.wake import Wake
 
 OPTS = RuntimeOptions(poll_interval=0.05, max_poll_interval=0.25)
 
 
-def _recording(wake: _Wake) -> list[float]:
+def _recording(wake: Wake) -> list[float]:
     waits: list[float] = []
 
     async def wait(timeout: float) -> None:
@@ -27,7 +27,7 @@ def _recording(wake: _Wake) -> list[float]:
 
 @pytest.mark.parametrize(("slow", "ceiling"), [(1.0, 0.25), (4.0, 1.0)])
 async def test_idle_poll_doubles_up_to_its_ceiling(slow: float, ceiling: float) -> None:
-    wake = _Wake(asyncio.get_running_loop(), slow)
+    wake = Wake(asyncio.get_running_loop(), slow)
     waits = _recording(wake)
     for _ in range(8):
         await wake.idle(OPTS)
@@ -40,7 +40,7 @@ async def test_idle_poll_doubles_up_to_its_ceiling(slow: float, ceiling: float) 
 
 @pytest.mark.parametrize(("slow", "ceiling"), [(1.0, 0.25), (4.0, 1.0)])
 async def test_long_poll_wait_doubles_up_to_its_ceiling(slow: float, ceiling: float) -> None:
-    wake = _Wake(asyncio.get_running_loop(), slow)
+    wake = Wake(asyncio.get_running_loop(), slow)
     waits = [wake.long_poll(OPTS) for _ in range(8)]
     assert waits[:3] == [0.05, 0.1, 0.2]
     assert max(waits) == ceiling and waits[-1] == ceiling
@@ -49,7 +49,7 @@ async def test_long_poll_wait_doubles_up_to_its_ceiling(slow: float, ceiling: fl
 
 
 async def test_after_a_timer_falls_due_empty_fetches_are_retried_at_once() -> None:
-    wake = _Wake(asyncio.get_running_loop())
+    wake = Wake(asyncio.get_running_loop())
     waits = _recording(wake)
     for _ in range(4):
         await wake.idle(OPTS)

@@ -65,6 +65,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .._alarms import DUE_RETRY_PAUSE_S, DUE_RETRY_S, DUE_SLACK_S
 from ..errors import ErrorDetails, StoreReadOnly
 from ..history import ActivityWork, HistoryEvent, OrchestratorMessage
 
@@ -76,6 +77,7 @@ __all__ = [
     "ActivityItem",
     "Channel",
     "ExcludedWork",
+    "FastPath",
     "InstanceRecord",
     "Listener",
     "OrchestrationCommit",
@@ -85,15 +87,6 @@ __all__ = [
     "WorkerRecord",
     "read_only_refusal",
 ]
-
-#: Whoever waits for a message's due time (a timer) wakes this much after it, and then
-#: retries empty fetches every ``DUE_RETRY_PAUSE_S`` for ``DUE_RETRY_S``: the store
-#: decides visibility by its own clock, which may lag this host's. The slack is small:
-#: the alarm's thread then wakes the loop, and the fetch travels to the store, so a
-#: store on this host, reading this clock, sees the message at once.
-DUE_SLACK_S = 0.0001
-DUE_RETRY_S = 0.05
-DUE_RETRY_PAUSE_S = 0.001
 
 #: States stored in instance records (the values of ``OrchestrationState``).
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
@@ -152,13 +145,15 @@ class OrchestrationCommit:
     ``messages`` for an id with no record and holding an ``OrchestrationStarted`` event
     create that record (state PENDING, ``parent_instance_id`` from the event).
     ``cancel_activities`` are ``(instance_id, execution_id, event_id)`` of work rows to
-    delete. ``acked_activities`` are lock tokens of activity work rows whose completions
+    delete. ``acked_activities`` (a :class:`FastPath` store's) are lock tokens of
+    activity work rows whose completions
     this turn consumed directly (its ``history`` records them): their rows are deleted
     in the same transaction, no completion message is enqueued, and if any of those
     locks is no longer held the whole ack raises ``LockLost`` and changes nothing.
-    ``claim_activities`` lets the worker that scheduled activities run them without a
-    fetch: the ack enqueues that many of them locked (as a fetch would, attempt 1) and
-    returns them as :class:`ActivityItem` s. A provider may claim fewer, or none.
+    ``claim_activities`` (honoured by a :class:`FastPath` store) lets the worker that
+    scheduled activities run them without a fetch: the ack enqueues that many of them
+    locked (as a fetch would, attempt 1) and returns them as :class:`ActivityItem` s. A
+    provider may claim fewer, or none.
     """
 
     execution_id: int
@@ -295,58 +290,6 @@ class Provider(abc.ABC):
     #: process's timers) and may run less often.
     announces_work: bool = False
 
-    #: True when :meth:`poll_orchestration_items` waits for work itself (work enqueued
-    #: through this provider object, timers falling due, and at the latest its ``wait``),
-    #: so the worker needs no wake-ups or timer alarms of its own.
-    long_poll: bool = False
-
-    async def poll_orchestration_items(self, lock_timeout: float, limit: int = 1,
-                                       wait: float = 0.0, exclude: ExcludedWork | None = None
-                                       ) -> list[OrchestrationItem]:
-        """A fetch that, finding nothing, may wait up to ``wait`` seconds for work and
-        returns as soon as some is there (long polling). Cancelling the call gives back
-        whatever it had locked meanwhile. The default fetches once and returns at once;
-        ``long_poll`` tells whether a provider waits."""
-        if exclude is None:
-            return await self.fetch_orchestration_items(lock_timeout, limit)
-        return await self.fetch_orchestration_items(lock_timeout, limit, exclude)
-
-    async def flush(self) -> None:  # noqa: B027 - optional override
-        """Return once every commit this provider object has acknowledged is durable.
-
-        A store may hand a turn's locks and claims back before the commit that holds
-        them is on disk, since whatever uses them is ordered behind that commit; a worker
-        that shuts down calls this so that its last turns are durable when it returns.
-        The default has nothing to wait for."""
-
-    async def lock_instance(self, instance_id: str, lock_timeout: float
-                            ) -> OrchestrationItem | None:
-        """Lock one instance for a turn, as a fetch would, even if it has no visible
-        message (the item then holds none). ``None`` when the instance has no record or
-        is locked (or cooling down after a delayed abandon). Lock-only: a store may skip
-        forcing it to disk, since a lost lock only means the work is fetched again.
-
-        With ``OrchestrationCommit.acked_activities`` this lets a worker that just ran an
-        activity feed its result straight into the instance's next turn: one commit
-        instead of an activity ack, a fetch and a turn ack. A provider that does not offer
-        this keeps the default, which always answers ``None`` (and so never sees
-        ``acked_activities``)."""
-        return None
-
-    async def commit_turn(self, instance_id: str, expected_history_len: int,
-                          commit: OrchestrationCommit) -> list[ActivityItem] | None:
-        """Commit a turn without having locked the instance, when nothing happened to it
-        meanwhile: atomically, if the instance has a record whose execution is
-        ``commit.execution_id`` with exactly ``expected_history_len`` events, no live lock
-        and no visible message, apply ``commit`` as ``ack_orchestration_item`` would;
-        otherwise raise ``LockLost`` and change nothing.
-
-        A worker that holds an instance live in memory uses it to feed an activity's
-        result into the next turn in one transaction (``acked_activities``), with no lock
-        taken first. A store that does not offer it keeps this default, which raises
-        ``NotImplementedError``; the worker then locks first (``lock_instance``)."""
-        raise NotImplementedError
-
     @abc.abstractmethod
     async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit
                                      ) -> list[ActivityItem] | None:
@@ -450,3 +393,57 @@ class Provider(abc.ABC):
     async def list_workers(self, *, include_stopped: bool = False) -> list[WorkerRecord]:
         """Heartbeat rows, oldest started first (ties by ``worker_id``); without
         ``include_stopped``, only those not marked stopped."""
+
+
+class FastPath(abc.ABC):
+    """A capability a store may offer beside the :class:`Provider` contract: shortcuts
+    a worker takes with work it already holds. The runtime discovers it with
+    ``isinstance(store, FastPath)``; a store without it runs everything through the
+    peek-lock contract alone, correctly and with more round trips.
+
+    * **Claims.** An ack (or :meth:`commit_turn`) honours
+      ``OrchestrationCommit.claim_activities``: it enqueues that many of the turn's
+      activities already locked for the committing worker and returns them, so the
+      worker runs them without a fetch. (A store without the capability ignores claims.)
+    * **Completion fed into the next turn.** :meth:`lock_instance` locks an instance
+      without a message, and ``OrchestrationCommit.acked_activities`` deletes the work
+      rows whose completions the turn consumed directly: one commit instead of an
+      activity ack, a fetch and a turn ack.
+    * **Lock-free commit.** :meth:`commit_turn` commits a turn on an instance held live
+      in memory when nothing happened to it meanwhile.
+    * **Long polling.** :meth:`poll_orchestration_items` may wait in the store for work.
+
+    Every shortcut keeps the contract's rule: nothing a commit produced (a claim, a
+    lock, a wake-up) reaches the worker before that commit has returned.
+    """
+
+    #: True when :meth:`poll_orchestration_items` waits for work itself (work enqueued
+    #: through this provider object, timers falling due, and at the latest its ``wait``),
+    #: so the worker needs no wake-ups or timer alarms of its own.
+    long_poll: bool = False
+
+    @abc.abstractmethod
+    async def poll_orchestration_items(self, lock_timeout: float, limit: int = 1,
+                                       wait: float = 0.0, exclude: ExcludedWork | None = None
+                                       ) -> list[OrchestrationItem]:
+        """A fetch that, finding nothing, may wait up to ``wait`` seconds for work and
+        returns as soon as some is there (long polling). Cancelling the call gives back
+        whatever it had locked meanwhile. A store that does not wait (``long_poll``
+        false) fetches once and returns at once."""
+
+    @abc.abstractmethod
+    async def lock_instance(self, instance_id: str, lock_timeout: float
+                            ) -> OrchestrationItem | None:
+        """Lock one instance for a turn, as a fetch would, even if it has no visible
+        message (the item then holds none). ``None`` when the instance has no record or
+        is locked (or cooling down after a delayed abandon). Lock-only: a store may skip
+        forcing it to disk, since a lost lock only means the work is fetched again."""
+
+    @abc.abstractmethod
+    async def commit_turn(self, instance_id: str, expected_history_len: int,
+                          commit: OrchestrationCommit) -> list[ActivityItem] | None:
+        """Commit a turn without having locked the instance, when nothing happened to it
+        meanwhile: atomically, if the instance has a record whose execution is
+        ``commit.execution_id`` with exactly ``expected_history_len`` events, no live lock
+        and no visible message, apply ``commit`` as ``ack_orchestration_item`` would;
+        otherwise raise ``LockLost`` and change nothing."""

@@ -71,6 +71,7 @@ from .base import (
     ActivityItem,
     Channel,
     ExcludedWork,
+    FastPath,
     InstanceRecord,
     Listener,
     OrchestrationCommit,
@@ -144,7 +145,7 @@ def _visible(visible_at: float | None, now: float) -> bool:
     return visible_at is None or visible_at <= now
 
 
-class InMemoryProvider(Provider):
+class InMemoryProvider(Provider, FastPath):
     """The reference provider. ``clock`` returns epoch seconds (default ``time.time``);
     tests may inject a fake one to drive lock expiry and visibility."""
 
@@ -337,6 +338,12 @@ class InMemoryProvider(Provider):
                     batches.setdefault(msg.instance_id, []).append(msg)
             return [self._lock_batch(instance_id, batch, now, lock_timeout)
                     for instance_id, batch in itertools.islice(batches.items(), limit)]
+
+    async def poll_orchestration_items(self, lock_timeout: float, limit: int = 1,
+                                       wait: float = 0.0, exclude: ExcludedWork | None = None
+                                       ) -> list[OrchestrationItem]:
+        """Fetches once: this store does not wait for work (``long_poll`` is false)."""
+        return await self.fetch_orchestration_items(lock_timeout, limit, exclude)
 
     def _lock_batch(self, instance_id: str, batch: list[_Message], now: float,
                     lock_timeout: float) -> OrchestrationItem:

@@ -9,7 +9,7 @@ import pytest
 
 from ..errors import LockLost
 from ..history import ActivityCompleted
-from ..providers.base import Provider
+from ..providers.base import FastPath, Provider
 from .conformance_activity import fetch_activity, scheduled_work
 from .conformance_support import (
     HOLD,
@@ -31,66 +31,67 @@ from .conformance_support import (
 __all__ = ["FastPathTests"]
 
 
-def _supported(provider: Provider) -> None:
-    if type(provider).lock_instance is Provider.lock_instance:
-        pytest.skip(f"{type(provider).__name__} does not offer lock_instance")
+def _supported(provider: Provider) -> FastPath:
+    if not isinstance(provider, FastPath):
+        pytest.skip(f"{type(provider).__name__} offers no FastPath")
+    return provider
 
 
 class FastPathTests(ConformanceBase):
     async def test_lock_instance_without_messages(self, provider: Provider) -> None:
-        _supported(provider)
+        fast = _supported(provider)
         iid = uid()
         await scheduled_work(provider, iid)
-        item = await provider.lock_instance(iid, HOLD)
+        item = await fast.lock_instance(iid, HOLD)
         assert item is not None and item.instance_id == iid and item.messages == []
         assert item.instance is not None and item.instance.history_len == 2
         # held: neither a second lock nor a fetch gets it
-        assert await provider.lock_instance(iid, HOLD) is None
+        assert await fast.lock_instance(iid, HOLD) is None
         await provider.enqueue_orchestrator_message(raised(iid))
         assert await provider.fetch_orchestration_items(HOLD, limit=10) == []
         await provider.abandon_orchestration_item(item.lock_token)
 
     async def test_lock_instance_delivers_visible_messages(self, provider: Provider) -> None:
-        _supported(provider)
+        fast = _supported(provider)
         iid = uid()
         await scheduled_work(provider, iid)
         await provider.enqueue_orchestrator_message(raised(iid, "a"))
         await provider.enqueue_orchestrator_message(raised(iid, "later", visible_at=9e12))
-        item = await provider.lock_instance(iid, HOLD)
+        item = await fast.lock_instance(iid, HOLD)
         assert item is not None
         assert [e.name for e in events_of(item)] == ["a"]  # type: ignore[attr-defined]
         assert item.attempt == 1
         await provider.ack_orchestration_item(item.lock_token, commit(execution_id=1))
         # the consumed message is gone, the invisible one stays
-        assert await provider.lock_instance(iid, HOLD) is not None
+        assert await fast.lock_instance(iid, HOLD) is not None
 
     async def test_lock_instance_refuses_unknown_and_locked(self, provider: Provider) -> None:
-        _supported(provider)
-        assert await provider.lock_instance(uid("nobody"), HOLD) is None
+        fast = _supported(provider)
+        assert await fast.lock_instance(uid("nobody"), HOLD) is None
         iid = uid()
         await create(provider, iid)
         item = await fetch_one(provider)
-        assert await provider.lock_instance(iid, HOLD) is None
+        assert await fast.lock_instance(iid, HOLD) is None
         await provider.abandon_orchestration_item(item.lock_token, delay=60)
-        assert await provider.lock_instance(iid, HOLD) is None  # cooling down
+        assert await fast.lock_instance(iid, HOLD) is None  # cooling down
 
     async def test_lock_instance_takes_an_expired_lock(self, provider: Provider) -> None:
-        _supported(provider)
+        fast = _supported(provider)
         iid = uid()
         await create(provider, iid)
         old = await fetch_one(provider, LOCK)
         await self.expire()
-        item = await provider.lock_instance(iid, HOLD)
+        item = await fast.lock_instance(iid, HOLD)
         assert item is not None and item.attempt == 2
         with pytest.raises(LockLost):
             await provider.ack_orchestration_item(old.lock_token, commit(execution_id=1))
 
     async def test_acked_activities_deleted_with_the_turn(self, provider: Provider) -> None:
-        _supported(provider)
+        fast = _supported(provider)
         iid = uid()
         [w] = await scheduled_work(provider, iid)
         act = await fetch_activity(provider)
-        item = await provider.lock_instance(iid, HOLD)
+        item = await fast.lock_instance(iid, HOLD)
         assert item is not None
         done = ActivityCompleted(event_id=3, ts=TS, source_event_id=w.event_id, result='"r"')
         nxt = work(iid, 4, name="next")
@@ -108,12 +109,12 @@ class FastPathTests(ConformanceBase):
             await provider.ack_activity(act.lock_token, raised(iid))
 
     async def test_acked_activity_lost_fails_whole_ack(self, provider: Provider) -> None:
-        _supported(provider)
+        fast = _supported(provider)
         iid = uid()
         [w] = await scheduled_work(provider, iid)
         act = await fetch_activity(provider, LOCK)
         await self.expire()
-        item = await provider.lock_instance(iid, HOLD)
+        item = await fast.lock_instance(iid, HOLD)
         assert item is not None
         done = ActivityCompleted(event_id=3, ts=TS, source_event_id=w.event_id, result='"r"')
         c = commit(done, scheduled(4, "next"), activities=[work(iid, 4, name="next")])
@@ -147,15 +148,14 @@ class FastPathTests(ConformanceBase):
         assert again.work == works[1] and again.attempt == 2
 
     async def test_commit_turn_when_nothing_happened(self, provider: Provider) -> None:
-        if type(provider).commit_turn is Provider.commit_turn:
-            pytest.skip(f"{type(provider).__name__} does not offer commit_turn")
+        fast = _supported(provider)
         iid = uid()
         [w] = await scheduled_work(provider, iid)
         act = await fetch_activity(provider)
         done = ActivityCompleted(event_id=3, ts=TS, source_event_id=w.event_id, result='"r"')
         c = commit(done, scheduled(4, "next"), activities=[work(iid, 4, name="next")])
         c.acked_activities.append(act.lock_token)
-        await provider.commit_turn(iid, 2, c)
+        await fast.commit_turn(iid, 2, c)
         rec = await provider.get_instance(iid)
         assert rec is not None and rec.history_len == 4
         assert [e.kind for e in await provider.read_history(iid)][2:] == [
@@ -168,8 +168,7 @@ class FastPathTests(ConformanceBase):
     @pytest.mark.parametrize("obstacle", ["moved_on", "locked", "message_waiting"])
     async def test_commit_turn_refuses_when_something_happened(
             self, provider: Provider, obstacle: str) -> None:
-        if type(provider).commit_turn is Provider.commit_turn:
-            pytest.skip(f"{type(provider).__name__} does not offer commit_turn")
+        fast = _supported(provider)
         iid = uid()
         [w] = await scheduled_work(provider, iid)
         act = await fetch_activity(provider)
@@ -177,14 +176,14 @@ class FastPathTests(ConformanceBase):
         if obstacle == "moved_on":
             expected = 1  # this worker's view of the history is stale
         elif obstacle == "locked":
-            assert await provider.lock_instance(iid, HOLD) is not None
+            assert await fast.lock_instance(iid, HOLD) is not None
         else:
             await provider.enqueue_orchestrator_message(raised(iid))
         done = ActivityCompleted(event_id=3, ts=TS, source_event_id=w.event_id, result='"r"')
         c = commit(done)
         c.acked_activities.append(act.lock_token)
         with pytest.raises(LockLost):
-            await provider.commit_turn(iid, expected, c)
+            await fast.commit_turn(iid, expected, c)
         assert len(await provider.read_history(iid)) == 2
         # the activity is still held by its worker: its ordinary ack works
         await provider.ack_activity(act.lock_token, activity_completion(w))

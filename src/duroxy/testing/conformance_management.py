@@ -67,7 +67,6 @@ class ManagementTests(ConformanceBase):
             started(parent_instance_id="the-parent"),
             OrchestrationCompleted(event_id=2, ts=1, output='"r"'),
             state="COMPLETED", output='"r"', custom_status='"cs"'))
-        await provider.flush()
         for _ in range(500):  # a store may announce the end from another thread
             if woken:
                 break

@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .._alarms import DueAlarms
+from ..._alarms import DueAlarms
 from ..base import DUE_RETRY_S, ExcludedWork, OrchestrationItem
 
 __all__ = ["Parked", "Parking", "in_background"]

@@ -63,6 +63,7 @@ from ..base import (
     ActivityItem,
     Channel,
     ExcludedWork,
+    FastPath,
     InstanceRecord,
     Listener,
     OrchestrationCommit,
@@ -166,7 +167,8 @@ def _finish(conns: weakref.WeakSet[Conn]) -> None:
             conn.pgconn.finish()
 
 
-class PostgresProvider(ReadOnlyGuard, ActivityQueue, Management, Heartbeats, Provider):
+class PostgresProvider(ReadOnlyGuard, ActivityQueue, Management, Heartbeats, Provider,
+                       FastPath):
     """A provider on PostgreSQL (``postgresql://`` DSN or libpq key/value string).
 
     ``schema`` (default ``duroxy``) holds every table; several schemas are independent

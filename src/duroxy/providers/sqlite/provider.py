@@ -73,6 +73,7 @@ from ..base import (
     ActivityItem,
     Channel,
     ExcludedWork,
+    FastPath,
     InstanceRecord,
     Listener,
     OrchestrationCommit,
@@ -309,7 +310,7 @@ def _stop_workers(*workers: ConnectionWorker) -> None:
 _LONGEST_BUSY_TIMEOUT_S = 2_000_000.0
 
 
-class SqliteProvider(Provider):
+class SqliteProvider(Provider, FastPath):
     """The embedded store. ``path_or_url``: a file path, ``sqlite:///relative.db``,
     ``sqlite:////abs/path.db`` or ``sqlite::memory:`` (see also :meth:`in_memory`).
     ``synchronous``: ``"FULL"`` (default: an acknowledged commit survives power loss)
@@ -572,10 +573,12 @@ class SqliteProvider(Provider):
             else functools.partial(_ops.probe_orchestration_items, skip=skip), wait=wait)
 
     async def flush(self) -> None:
+        """Return once everything handed to the writer thread before this call has run
+        (the locks given back in the background by a cancelled fetch, say). Every write
+        this store acknowledged is committed already."""
         if self._closed or not self._writer.started:
             return
-        # The writer runs operations in order: this one runs once every transaction
-        # queued before it has landed.
+        # The writer runs operations in order: this one runs after those queued before.
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._writer.submit(Op(lambda tx: None, False, loop, fut))

@@ -29,9 +29,16 @@ import threading
 import time
 from collections.abc import Callable
 
-from .base import DUE_SLACK_S
+__all__ = ["DUE_RETRY_PAUSE_S", "DUE_RETRY_S", "DUE_SLACK_S", "DueAlarms"]
 
-__all__ = ["DueAlarms"]
+#: Whoever waits for a message's due time (a timer) wakes this much after it, and then
+#: retries empty fetches every ``DUE_RETRY_PAUSE_S`` for ``DUE_RETRY_S``: the store
+#: decides visibility by its own clock, which may lag this host's. The slack is small:
+#: the alarm's thread then wakes the loop, and the fetch travels to the store, so a
+#: store on this host, reading this clock, sees the message at once.
+DUE_SLACK_S = 0.0001
+DUE_RETRY_S = 0.05
+DUE_RETRY_PAUSE_S = 0.001
 
 _log = logging.getLogger("duroxy.runtime")
 

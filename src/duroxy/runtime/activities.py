@@ -1,0 +1,260 @@
+"""The activity dispatcher: runs activities, keeps their locks, tells them when they
+are no longer wanted, and hands their results on.
+
+Architecture:
+
+* **Fetch.** A :class:`~.dispatch.FetchLoop` takes as many visible work rows as there
+  are free activity slots (the slots a turn's claims use too, see the orchestration
+  dispatcher) and runs each in a task of its own.
+* **Run.** An ``async def`` activity runs on the loop, a plain ``def`` one in a thread
+  pool, in its own copy of the caller's context. An activity that raises fails; one
+  that returns completes. While it runs, its lock is renewed (one interval in, since most
+  are done by then), and a renewal refused with ``LockLost`` (its row was deleted: the
+  orchestration no longer wants the result) sets its cancellation.
+* **Hand on.** The result goes first to ``feed`` (the orchestration dispatcher feeds it
+  straight into the instance's next turn when the instance is live here); otherwise it
+  is acknowledged the ordinary way, which enqueues the completion for the instance.
+  A turn fed that way may claim the next activity and *hand it off* to the task that
+  ran this one, which runs it next on the same slot: a sequence of activities runs in
+  one task.
+* **Shutdown.** A cancelled task gives back what it holds (its item, and the items
+  handed to it and not started) at once, for another worker to take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .. import codec
+from ..errors import LockLost, message_of
+from ..history import (
+    ActivityCompleted,
+    ActivityFailedEvent,
+    ActivityWork,
+    HistoryEvent,
+    OrchestratorMessage,
+)
+from ..options import RuntimeOptions
+from ..providers.base import ActivityItem, Provider
+from .activity import ActivityContext
+from .dispatch import Slots, TaskSet
+from .heartbeat import Heartbeat
+from .registry import ActivityRegistry
+
+__all__ = ["ActivityDispatcher", "Feed"]
+
+logger = logging.getLogger("duroxy.runtime")
+
+#: ``(item, result event, hand-off list)`` -> whether the result was committed with its
+#: instance's next turn (the activity's row with it)
+Feed = Callable[[ActivityItem, HistoryEvent, list[ActivityItem]], Awaitable[bool]]
+
+#: (instance id, execution id, event id): an activity's identity in its instance
+ActivityKey = tuple[str, int, int]
+
+
+async def _not_fed(_item: ActivityItem, _event: HistoryEvent, _handoff: list[ActivityItem]
+                   ) -> bool:
+    return False
+
+
+class ActivityDispatcher:
+    def __init__(self, provider: Provider, activities: ActivityRegistry,
+                 options: RuntimeOptions, heartbeat: Heartbeat, worker_id: str,
+                 tasks: TaskSet) -> None:
+        self.provider = provider
+        self.activities = activities
+        self.options = options
+        self.worker_id = worker_id
+        self._heartbeat = heartbeat
+        self._tasks = tasks
+        #: shared with turns that claim the activities they schedule
+        self.slots = Slots(options.activity_concurrency)
+        #: set by the runtime to the orchestration dispatcher's
+        self.feed: Feed = _not_fed
+        self._running: dict[ActivityKey, ActivityContext] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=options.activity_concurrency, thread_name_prefix="duroxy-activity")
+
+    @property
+    def active(self) -> int:
+        """Activities running now."""
+        return len(self._running)
+
+    def fetch(self, limit: int, _wait: float) -> Awaitable[list[ActivityItem]]:
+        """A fetch that leaves alone what other live workers run and this one cannot."""
+        lock_timeout = self.options.activity_lock_timeout
+        exclude = self._heartbeat.exclude
+        if exclude is None or not exclude.activities:
+            return self.provider.fetch_activity_items(lock_timeout, limit)
+        return self.provider.fetch_activity_items(lock_timeout, limit, exclude=exclude)
+
+    async def start(self, items: list[ActivityItem]) -> None:
+        """Run activities claimed by a turn, each in a task of its own, on a slot."""
+        for item in items:
+            await self.slots.acquire()
+            self._tasks.spawn(self.run(item))
+
+    def cancel(self, keys: list[ActivityKey]) -> None:
+        """Tell running activities their result is no longer wanted."""
+        for key in keys:
+            ctx = self._running.get(key)
+            if ctx is not None:
+                ctx._cancel()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def run(self, item: ActivityItem) -> None:
+        """Run an activity, then those its completion's turn hands off, on one slot
+        (which this releases)."""
+        handoff: list[ActivityItem] = [item]
+        try:
+            while handoff:
+                await self._run_one(handoff.pop(0), handoff)
+        except asyncio.CancelledError:
+            # Shutdown: what was handed off and not started goes back at once.
+            for left in handoff:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.provider.abandon_activity(left.lock_token, 0.0))
+            raise
+        finally:
+            self.slots.release()
+
+    async def _run_one(self, item: ActivityItem, handoff: list[ActivityItem]) -> None:
+        work = item.work
+        key = (work.instance_id, work.execution_id, work.event_id)
+        ctx = ActivityContext(
+            instance_id=work.instance_id, execution_id=work.execution_id,
+            orchestration_name=work.orchestration_name,
+            orchestration_version=work.orchestration_version, activity_name=work.name,
+            attempt=work.attempt, worker_id=self.worker_id, provider=self.provider,
+            loop=asyncio.get_running_loop())
+        renewer: list[asyncio.Task[None]] = []
+        renewal: asyncio.TimerHandle | None = None
+        try:
+            entry = self.activities.get(work.name)
+            if entry is None:
+                await self._not_registered(item)
+                return
+            if item.attempt > self.options.max_attempts:
+                await self._complete(item, ActivityFailedEvent(
+                    source_event_id=work.event_id, error_type="Poison",
+                    message=f"activity {work.name!r} did not complete after "
+                    f"{item.attempt - 1} attempts (its worker crashed or lost its lock "
+                    "each time)", error_kind="poison"))
+                return
+            self._running[key] = ctx
+            renewal = asyncio.get_running_loop().call_later(
+                self._renew_interval(),
+                lambda: renewer.append(asyncio.ensure_future(self._renew(item, ctx))))
+            event = await self._invoke(entry, work, ctx)
+            renewal.cancel()
+            for task in renewer:
+                task.cancel()
+            if not await self.feed(item, event, handoff):
+                await self._complete(item, event)
+        except asyncio.CancelledError:
+            # Shutdown: release the item so another worker takes it at once.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.provider.abandon_activity(item.lock_token, 0.0))
+            raise
+        except LockLost:
+            pass  # cancelled (row deleted) or lock expired: the result is not wanted
+        except Exception:
+            logger.exception("activity %r of %r could not be completed", work.name,
+                             work.instance_id)
+        finally:
+            self._running.pop(key, None)
+            if renewal is not None:
+                renewal.cancel()
+            for task in renewer:
+                task.cancel()
+
+    async def _not_registered(self, item: ActivityItem) -> None:
+        """Work for an activity this runtime lacks: back to a live worker that has it,
+        or, when none has, failed ``not_registered`` once its attempts are used up."""
+        work = item.work
+        if await self._heartbeat.hand_back_activity(item):
+            return
+        if item.attempt >= self.options.max_attempts:
+            await self._complete(item, ActivityFailedEvent(
+                source_event_id=work.event_id, error_type="NotRegistered",
+                message=f"activity {work.name!r} is not registered on any worker that "
+                f"took it ({item.attempt} attempts)", error_kind="not_registered"))
+        else:
+            await self.provider.abandon_activity(item.lock_token,
+                                                 self.options.not_registered_backoff)
+
+    async def _invoke(self, entry: Any, work: ActivityWork, ctx: ActivityContext
+                      ) -> HistoryEvent:
+        try:
+            value = codec.decode(work.input, entry.input_type)
+            if entry.is_async:
+                result = await entry.fn(ctx, value)
+            else:
+                loop = asyncio.get_running_loop()
+                call = functools.partial(_in_thread, contextvars.copy_context(), entry.fn,
+                                         ctx, value)
+                result = await loop.run_in_executor(self._pool, call)
+            return ActivityCompleted(source_event_id=work.event_id, result=codec.encode(result))
+        except _ExitInThread as e:
+            return ActivityFailedEvent(source_event_id=work.event_id, error_type="SystemExit",
+                                       message=message_of(e.exit))
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit):
+            # On this thread SystemExit may be a signal handler's sys.exit(): it stops
+            # the worker, as it would without duroxy; the activity runs again elsewhere.
+            raise
+        except BaseException as e:
+            # Any other exception fails the activity, not the worker: a user's own
+            # BaseException subclass too (asyncio would re-raise it out of the loop).
+            return ActivityFailedEvent(source_event_id=work.event_id,
+                                       error_type=type(e).__qualname__, message=message_of(e))
+
+    async def _complete(self, item: ActivityItem, event: HistoryEvent) -> None:
+        work = item.work
+        await self.provider.ack_activity(item.lock_token, OrchestratorMessage(
+            work.instance_id, event, work.execution_id))
+
+    def _renew_interval(self) -> float:
+        opts = self.options
+        return min(opts.cancel_check_interval, opts.activity_lock_timeout / 3)
+
+    async def _renew(self, item: ActivityItem, ctx: ActivityContext) -> None:
+        """Keep the lock while the activity runs; learn of cancellation from LockLost."""
+        opts = self.options
+        interval = self._renew_interval()
+        while True:
+            try:
+                await self.provider.renew_activity_lock(item.lock_token,
+                                                        opts.activity_lock_timeout)
+            except LockLost:
+                ctx._cancel()
+                return
+            except Exception:
+                logger.debug("renewing an activity lock failed", exc_info=True)
+            await asyncio.sleep(interval)
+
+
+class _ExitInThread(Exception):
+    """A plain ``def`` activity called ``sys.exit()``: signals never reach a worker
+    thread, so that exit is the activity's own doing and fails only the activity."""
+
+    def __init__(self, exit: SystemExit) -> None:
+        super().__init__(exit)
+        self.exit = exit
+
+
+def _in_thread(context: contextvars.Context, fn: Any, ctx: ActivityContext, value: Any
+               ) -> Any:
+    try:
+        return context.run(fn, ctx, value)
+    except SystemExit as e:
+        raise _ExitInThread(e) from None

@@ -1,0 +1,443 @@
+"""The orchestration dispatcher: turns, the cache of live executions, and the ways a
+turn is committed.
+
+Architecture:
+
+* **Fetch.** A :class:`~.dispatch.FetchLoop` takes as many instances with visible
+  messages as there are free turn slots, leaving alone what other live workers run and
+  this one cannot (the heartbeat's :class:`~..providers.base.ExcludedWork`). With a
+  long-polling store (:class:`~..providers.base.FastPath`) the fetch itself waits for
+  work; otherwise a :class:`~.wake.Wake` does, set by the store's listeners and by an
+  alarm for each timer committed here.
+* **Turn.** An item's messages become the turn's new events; the engine's execution for
+  the instance comes from the cache when its history length still matches the store's,
+  else it is rebuilt by replaying the stored history (both give the same decisions).
+  The engine decides; :mod:`.turns` turns its decisions into one commit.
+* **Commit.** Every turn is one store commit: the ordinary ack of a fetched item; or,
+  for an activity's result arriving in this runtime while its instance is live here,
+  the result fed straight into the next turn (a :class:`FastPath` store's
+  ``lock_instance``, or ``commit_turn`` with no lock at all when this is the one
+  activity the instance waits for). A turn may *claim* the activities it schedules: the
+  commit hands them back locked and they run here at once (see :mod:`.activities`).
+* **After the commit**, and only then, the claimed activities start, activities the
+  turn abandoned are told to stop, and the execution is kept for the next turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+from .._alarms import DueAlarms
+from .._engine import OrchestrationExecution, TurnResult
+from .._limits import MAX_CARRY_FORWARD_EVENTS
+from ..errors import ErrorDetails, LockLost, NotRegistered, PayloadError
+from ..history import (
+    EventRaised,
+    HistoryEvent,
+    OrchestrationStarted,
+    OrchestratorMessage,
+    TimerFired,
+)
+from ..options import RuntimeOptions
+from ..providers.base import (
+    TERMINAL_STATES,
+    ActivityItem,
+    FastPath,
+    OrchestrationCommit,
+    OrchestrationItem,
+    Provider,
+    QueuedMessage,
+)
+from .activities import ActivityDispatcher
+from .dispatch import Slots
+from .heartbeat import Heartbeat
+from .registry import ActivityRegistry, OrchestrationRegistry
+from .turns import build_commit, failure_commit, refusals
+from .wake import Wake
+
+__all__ = ["OrchestrationDispatcher"]
+
+logger = logging.getLogger("duroxy.runtime")
+# What concerns one orchestration's own behaviour is logged where its traces go.
+_orchestration_log = logging.getLogger("duroxy.orchestration")
+
+# How long an instance whose lock-free commit was refused takes the locked path.
+_CONTENDED_S = 1.0
+
+
+@dataclass(slots=True)
+class _Cached:
+    execution: OrchestrationExecution
+    execution_id: int
+
+
+class OrchestrationDispatcher:
+    def __init__(self, provider: Provider, orchestrations: OrchestrationRegistry,
+                 activities: ActivityRegistry, options: RuntimeOptions,
+                 heartbeat: Heartbeat, workers: ActivityDispatcher, wake: Wake) -> None:
+        self.provider = provider
+        #: the store's shortcuts, when it offers them
+        self.fast = provider if isinstance(provider, FastPath) else None
+        #: the store's fetch waits for work (and for timers) itself
+        self.long_poll = self.fast is not None and self.fast.long_poll
+        self.orchestrations = orchestrations
+        self.activities = activities
+        self.options = options
+        self.slots = Slots(options.orchestration_concurrency)
+        self._heartbeat = heartbeat
+        self._workers = workers
+        self._cache: collections.OrderedDict[str, _Cached] = collections.OrderedDict()
+        # Instances whose live execution a turn in this runtime is using right now.
+        self._in_turn: set[str] = set()
+        # Instances whose lock-free commit was refused lately: locked path until then.
+        self._contended: dict[str, float] = {}
+        self._timer_wakes = DueAlarms(wake.timer_due)
+        self.stopping = False
+
+    def close(self) -> None:
+        self.stopping = True
+        self._timer_wakes.close()
+        self._cache.clear()
+
+    def fetch(self, limit: int, wait: float) -> Awaitable[list[OrchestrationItem]]:
+        """A fetch of orchestration work that leaves alone what other live workers run
+        and this one cannot (without anything to leave, the store's plain fetch)."""
+        lock_timeout = self.options.orchestration_lock_timeout
+        exclude = self._heartbeat.exclude
+        if exclude is not None and not exclude.any_orchestration:
+            exclude = None
+        if self.fast is not None:
+            if exclude is None:
+                return self.fast.poll_orchestration_items(lock_timeout, limit, wait)
+            return self.fast.poll_orchestration_items(lock_timeout, limit, wait,
+                                                      exclude=exclude)
+        if exclude is None:
+            return self.provider.fetch_orchestration_items(lock_timeout, limit)
+        return self.provider.fetch_orchestration_items(lock_timeout, limit, exclude)
+
+    # ================================================================ a fetched turn
+    async def run(self, item: OrchestrationItem) -> None:
+        """Run the turn of a fetched item on its slot (which this releases)."""
+        try:
+            await self._turn(item)
+        except LockLost:
+            self._cache.pop(item.instance_id, None)
+            logger.warning("lost the lock on %r during a turn; another worker takes it over",
+                           item.instance_id)
+        except Exception:
+            self._cache.pop(item.instance_id, None)
+            logger.exception("turn for %r failed; releasing it", item.instance_id)
+            with contextlib.suppress(Exception):
+                await self.provider.abandon_orchestration_item(item.lock_token, 1.0)
+        finally:
+            self.slots.release()
+
+    async def _turn(self, item: OrchestrationItem, acked_activity: str | None = None,
+                    handoff: list[ActivityItem] | None = None) -> bool:
+        """Run one turn for a locked item and commit it. With ``acked_activity`` (the lock
+        token of an activity whose completion is among the item's messages) the commit
+        also deletes that activity's row. ``handoff``: see :meth:`_after_commit`. Returns
+        whether the turn was committed with the code run (False: consumed without
+        running, failed, or put back)."""
+        iid = item.instance_id
+        inst = item.instance
+        provider = self.provider
+        messages = [m.message for m in item.messages if m.message is not None]
+        now_us = await self._not_before_timers(messages)
+        if inst is None or inst.state in TERMINAL_STATES:
+            # Nothing to run: messages for unknown or finished instances are consumed.
+            noop = _noop_commit(item)
+            noop.messages.extend(refusals(iid, inst, messages, None))
+            await provider.ack_orchestration_item(item.lock_token, noop)
+            return False
+        bad = next((m for m in item.messages if m.message is None), None)
+        started = next((m.event for m in messages if isinstance(m.event, OrchestrationStarted)
+                        and m.event.execution_id > (inst.execution_id if inst.history_len else 0)),
+                       None)
+        execution_id = started.execution_id if started is not None else inst.execution_id
+        if bad is not None:
+            await self._fail(item, None, execution_id, ErrorDetails(
+                "poison", "PayloadError", f"a queued message does not decode: {bad.decode_error}"),
+                now_us)
+            return False
+        if item.attempt > self.options.max_attempts:
+            await self._fail(item, started, execution_id, ErrorDetails(
+                "poison", "Poison", f"orchestration turn for {iid!r} failed to complete after "
+                f"{item.attempt - 1} attempts"), now_us)
+            return False
+        # Resolve the code: the version recorded for this execution, else the latest.
+        version = started.version if started is not None else inst.version
+        try:
+            entry = self.orchestrations.resolve(inst.name, version)
+        except NotRegistered as e:
+            if await self._heartbeat.hand_back_turn(item, version):
+                return False
+            if item.attempt >= self.options.max_attempts:
+                await self._fail(item, started, execution_id,
+                                 ErrorDetails("not_registered", "NotRegistered", str(e)), now_us)
+            else:
+                await provider.abandon_orchestration_item(item.lock_token,
+                                                          self.options.not_registered_backoff)
+            return False
+        events = _turn_events(messages, started, execution_id, entry.version)
+        execution = self._execution_for(iid, execution_id, inst.history_len
+                                        if started is None else 0)
+        if execution is None:
+            try:
+                history = (await provider.read_history(iid, execution_id)
+                           if started is None and inst.history_len else [])
+            except PayloadError as e:
+                await self._fail(item, None, execution_id, ErrorDetails(
+                    "poison", "PayloadError", f"stored history does not decode: {e}"), now_us,
+                    next_event_id=inst.history_len + 1)
+                return False
+            execution = OrchestrationExecution(
+                entry.fn, instance_id=iid, history=history,
+                activity_output_type=self.activities.output_type,
+                function_name=self._function_name)
+        self._in_turn.add(iid)
+        try:
+            result = execution.turn(events, now_us)
+            if execution.started is None:
+                await provider.ack_orchestration_item(item.lock_token, _noop_commit(item))
+                return False
+            commit = build_commit(iid, execution.started, result)
+            commit.messages.extend(refusals(iid, inst, messages, started))
+            if acked_activity is not None:
+                commit.acked_activities.append(acked_activity)
+            self._claim(commit, handoff is not None)
+            try:
+                claimed = await provider.ack_orchestration_item(item.lock_token, commit)
+            except BaseException:
+                self._cache.pop(iid, None)
+                raise
+        finally:
+            self._in_turn.discard(iid)
+        await self._after_commit(iid, execution, execution_id, commit, claimed, handoff)
+        _report_dropped(iid, result)
+        return True
+
+    async def _not_before_timers(self, messages: list[OrchestratorMessage]) -> int:
+        """The turn's time (epoch µs), once every timer among ``messages`` is due by
+        this host's clock. A store that compares due times with a clock of its own may
+        release a timer a moment early; the turn then waits (briefly: within its lock)
+        so that no timer's turn runs before its fire time."""
+        now_us = time.time_ns() // 1000
+        due_us = max((m.event.fire_at * 1000 for m in messages
+                      if isinstance(m.event, TimerFired)), default=0)
+        if due_us > now_us:
+            await asyncio.sleep(min((due_us - now_us) / 1e6,
+                                    self.options.orchestration_lock_timeout / 2))
+            now_us = max(time.time_ns() // 1000, due_us)
+        return now_us
+
+    def _claim(self, commit: OrchestrationCommit, handoff: bool = False) -> None:
+        """Ask the store to hand back the activities this turn schedules, locked, so this
+        worker runs them at once without a fetch: as many as it has free slots, and one
+        more for a turn whose activity task runs the next one (``handoff``); never one it
+        has not registered (nor any after it: the claim takes the first ones)."""
+        if self.fast is None or self.stopping:
+            return
+        free = self._workers.slots.free + (1 if handoff else 0)
+        known = 0
+        for work in commit.activities[:free]:
+            if work.name not in self.activities:
+                break
+            known += 1
+        if known:
+            commit.claim_activities = known
+            commit.claim_lock_timeout = self.options.activity_lock_timeout
+
+    async def _after_commit(self, iid: str, execution: OrchestrationExecution,
+                            execution_id: int, commit: OrchestrationCommit,
+                            claimed: list[ActivityItem] | None,
+                            handoff: list[ActivityItem] | None = None) -> None:
+        """Start the activities the commit claimed, each in a task of its own; with
+        ``handoff`` (a turn run by an activity's task) the first goes there instead, to
+        run next in that task, on its slot: a sequence of activities then runs in one
+        task rather than in a new task per step."""
+        acts = list(claimed or ())
+        if handoff is not None and acts:
+            handoff.append(acts.pop(0))
+        await self._workers.start(acts)
+        self._wake_for_timers(commit)
+        self._workers.cancel(commit.cancel_activities)
+        if execution.finished:
+            self._cache.pop(iid, None)
+        else:
+            self._remember(iid, execution, execution_id)
+
+    def _wake_for_timers(self, commit: OrchestrationCommit) -> None:
+        """Wake the dispatcher when a timer this process just committed comes due, so a
+        timer fires on time rather than on the next safety-net poll (a long-polling
+        store does that itself)."""
+        if self.long_poll:
+            return
+        now = time.time()
+        for msg in commit.messages:
+            if msg.visible_at is not None and msg.visible_at > now:
+                self._timer_wakes.at(msg.visible_at)
+
+    def _function_name(self, fn: Any) -> str:
+        return (self.activities.name_of(fn) or self.orchestrations.name_of(fn)
+                or str(getattr(fn, "__name__", repr(fn))))
+
+    # ================================================================ the cache
+    def _execution_for(self, iid: str, execution_id: int, history_len: int
+                       ) -> OrchestrationExecution | None:
+        cached = self._cache.get(iid)
+        if cached is None:
+            return None
+        ex = cached.execution
+        if cached.execution_id != execution_id or len(ex.history) != history_len or ex.finished:
+            del self._cache[iid]
+            return None
+        self._cache.move_to_end(iid)
+        return ex
+
+    def _remember(self, iid: str, execution: OrchestrationExecution, execution_id: int) -> None:
+        if self.options.cache_size == 0:
+            return
+        self._cache[iid] = _Cached(execution, execution_id)
+        self._cache.move_to_end(iid)
+        while len(self._cache) > self.options.cache_size:
+            self._cache.popitem(last=False)
+
+    async def _fail(self, item: OrchestrationItem, started: OrchestrationStarted | None,
+                    execution_id: int, error: ErrorDetails, now_us: int,
+                    next_event_id: int | None = None) -> None:
+        inst = item.instance
+        assert inst is not None
+        self._cache.pop(item.instance_id, None)
+        if next_event_id is None:
+            next_event_id = 1 if started is not None else inst.history_len + 1
+        commit = failure_commit(item.instance_id, started, inst.name,
+                                started.version if started else inst.version, execution_id,
+                                next_event_id, error, now_us // 1000)
+        commit.custom_status = inst.custom_status
+        logger.error("instance %r failed: %s", item.instance_id, error.message)
+        await self.provider.ack_orchestration_item(item.lock_token, commit)
+
+    # ================================================================ an activity's result
+    async def feed_completion(self, item: ActivityItem, event: HistoryEvent,
+                              handoff: list[ActivityItem]) -> bool:
+        """Feed an activity's result straight into its instance's next turn when the
+        instance is live in this runtime and not locked elsewhere: one commit instead of
+        an activity ack, a fetch and a turn ack. False: use the ordinary path."""
+        work = item.work
+        fast = self.fast
+        cached = self._cache.get(work.instance_id)
+        if (fast is None or cached is None or cached.execution_id != work.execution_id
+                or self.stopping or work.instance_id in self._in_turn):
+            return False
+        # Without a lock only when this is the one activity the instance waits for (a
+        # fan-in gathers many completions per turn on the locked path instead) and the
+        # instance has not lately been busy with other work.
+        if (cached.execution.open_activities == 1
+                and self._contended.get(work.instance_id, 0.0) < time.monotonic()):
+            return await self._commit_completion(fast, item, cached, event, handoff)
+        orch = await fast.lock_instance(work.instance_id,
+                                        self.options.orchestration_lock_timeout)
+        if orch is None:
+            return False
+        completion = QueuedMessage(-1, OrchestratorMessage(work.instance_id, event,
+                                                           work.execution_id))
+        orch = dataclasses.replace(orch, messages=[*orch.messages, completion])
+        try:
+            return await self._turn(orch, acked_activity=item.lock_token, handoff=handoff)
+        except LockLost:
+            self._cache.pop(work.instance_id, None)
+        except Exception:  # a bug or store error: put the instance back, ack the usual way
+            self._cache.pop(work.instance_id, None)
+            logger.exception("turn for %r failed; releasing it", work.instance_id)
+        with contextlib.suppress(Exception):
+            await self.provider.abandon_orchestration_item(orch.lock_token)
+        return False
+
+    async def _commit_completion(self, fast: FastPath, item: ActivityItem, cached: _Cached,
+                                 event: HistoryEvent, handoff: list[ActivityItem]) -> bool:
+        """The completion's turn on the live execution, committed with no lock taken
+        first; if anything happened to the instance meanwhile the store refuses, the live
+        execution (now ahead of the store) is dropped, and the ordinary path takes over."""
+        iid = item.work.instance_id
+        execution = cached.execution
+        expected = len(execution.history)
+        self._in_turn.add(iid)
+        try:
+            result = execution.turn([event], time.time_ns() // 1000)
+            assert execution.started is not None
+            commit = build_commit(iid, execution.started, result)
+            commit.acked_activities.append(item.lock_token)
+            self._claim(commit, handoff=True)
+            claimed = await fast.commit_turn(iid, expected, commit)
+        except LockLost:
+            self._cache.pop(iid, None)
+            self._contended[iid] = time.monotonic() + _CONTENDED_S
+            if len(self._contended) > 4096:
+                now = time.monotonic()
+                self._contended = {k: v for k, v in self._contended.items() if v > now}
+            return False
+        except Exception:  # a bug or store error: ack the usual way
+            self._cache.pop(iid, None)
+            logger.exception("turn for %r failed; acknowledging the activity instead", iid)
+            return False
+        finally:
+            self._in_turn.discard(iid)
+        await self._after_commit(iid, execution, cached.execution_id, commit, claimed,
+                                 handoff)
+        _report_dropped(iid, result)
+        return True
+
+
+def _turn_events(messages: list[OrchestratorMessage], started: OrchestrationStarted | None,
+                 execution_id: int, version: str) -> list[HistoryEvent]:
+    """The events a turn feeds its execution: the start first (with the version that
+    runs it), then the events a continue-as-new carried over to it, then the rest in
+    arrival order; messages for an execution that has ended are left out."""
+    events: list[HistoryEvent] = []
+    head: list[HistoryEvent] = []
+    for m in messages:
+        ev = m.event
+        if m.execution_id is not None and m.execution_id != execution_id:
+            continue
+        if isinstance(ev, OrchestrationStarted):
+            if ev is not started:
+                continue
+            head.insert(0, dataclasses.replace(ev, version=version))
+        elif (started is not None and m.execution_id == execution_id
+              and isinstance(ev, EventRaised)):
+            # Carried over by a continue-as-new (see build_commit): these arrived
+            # before anything raised to the instance since, though queued after it.
+            head.append(ev)
+        else:
+            events.append(ev)
+    return head + events
+
+
+def _report_dropped(instance_id: str, result: TurnResult) -> None:
+    """One warning per message a continue-as-new could not carry (past the cap)."""
+    for event in result.dropped:
+        _orchestration_log.warning(
+            "instance %r continued as new with more than %d unread messages: dropped "
+            "event %r (raised but never waited for; only the oldest %d are carried)",
+            instance_id, MAX_CARRY_FORWARD_EVENTS, getattr(event, "name", event.kind),
+            MAX_CARRY_FORWARD_EVENTS)
+
+
+def _noop_commit(item: OrchestrationItem) -> OrchestrationCommit:
+    """Consume the delivered messages and change nothing else."""
+    inst = item.instance
+    if inst is None:
+        return OrchestrationCommit(execution_id=0, state="PENDING", name="", version=None)
+    return OrchestrationCommit(
+        execution_id=inst.execution_id, state=inst.state, name=inst.name, version=inst.version,
+        output=inst.output, error=inst.error, custom_status=inst.custom_status)
+
