@@ -11,8 +11,8 @@ import pytest
 from duroxy.errors import LockLost, ProviderError
 from duroxy.providers.base import Provider
 from duroxy.providers.memory import InMemoryProvider
-from duroxy.testing.conformance import ProviderConformance
-from duroxy.testing.conformance_support import commit, raised, start_message, started
+from duroxy.testing.provider_suite import ProviderConformance
+from duroxy.testing.provider_suite.support import commit, raised, start_message, started
 
 
 class TestInMemoryConformance(ProviderConformance):

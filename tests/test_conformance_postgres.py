@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from duroxy.providers.base import Provider
-from duroxy.testing.conformance import ProviderConformance
+from duroxy.testing.provider_suite import ProviderConformance
 
 DSN = os.environ.get("DUROXY_TEST_PG_DSN")
 

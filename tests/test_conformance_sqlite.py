@@ -15,8 +15,8 @@ from duroxy.history import ActivityWork, HistoryEvent, OrchestratorMessage
 from duroxy.providers.base import InstanceRecord, OrchestrationItem, Provider
 from duroxy.providers.memory import InMemoryProvider
 from duroxy.providers.sqlite import SqliteProvider
-from duroxy.testing.conformance import ProviderConformance
-from duroxy.testing.conformance_support import (
+from duroxy.testing.provider_suite import ProviderConformance
+from duroxy.testing.provider_suite.support import (
     HOLD,
     activity_completion,
     commit,

@@ -23,7 +23,7 @@ import pytest
 from duroxy.errors import InstanceAlreadyExists, LockLost, ProviderError
 from duroxy.history import OrchestratorMessage
 from duroxy.providers.base import Provider
-from duroxy.testing.conformance_support import (
+from duroxy.testing.provider_suite.support import (
     HOLD,
     Recorder,
     activity_completion,
@@ -507,7 +507,7 @@ def test_unclosed_provider_does_not_keep_the_process_alive(
     code = f"""
 import asyncio
 from duroxy.providers.postgres import PostgresProvider
-from duroxy.testing.conformance_support import create
+from duroxy.testing.provider_suite.support import create
 p = PostgresProvider({dsn!r}, {schemas()!r})
 async def main():
     p.listen("orchestrator", lambda iid: None)

@@ -16,7 +16,7 @@ import pytest
 import duroxy
 from duroxy import ActivityRegistry, Client, OrchestrationRegistry, Runtime
 from duroxy.errors import ProviderError, SchemaVersionError, StoreNotFound, StoreReadOnly
-from duroxy.testing.conformance_support import commit, create, fetch_one, started, uid
+from duroxy.testing.provider_suite.support import commit, create, fetch_one, started, uid
 
 if TYPE_CHECKING:
     from duroxy.providers.postgres import PostgresProvider

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from duroxy import ActivityRegistry, Client, OrchestrationRegistry, Runtime
-from duroxy.testing.conformance_support import (
+from duroxy.testing.provider_suite.support import (
     HOLD,
     activity_completion,
     commit,

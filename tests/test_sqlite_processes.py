@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from duroxy.providers.sqlite import SqliteProvider
-from duroxy.testing.conformance_support import create
+from duroxy.testing.provider_suite.support import create
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ WORKER = textwrap.dedent("""
     import asyncio, json, os, random, sys, time
     from duroxy.history import ActivityCompleted, OrchestrationCompleted
     from duroxy.providers.sqlite import SqliteProvider
-    from duroxy.testing.conformance_support import (
+    from duroxy.testing.provider_suite.support import (
         activity_completion, commit, scheduled, started, work)
 
     path, go, total, me = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -130,7 +130,8 @@ async def test_two_processes_consume_every_message_exactly_once(tmp_path: Path) 
 CRASHER = textwrap.dedent("""
     import asyncio, sys
     from duroxy.providers.sqlite import SqliteProvider
-    from duroxy.testing.conformance_support import commit, scheduled, start_message, started, work
+    from duroxy.testing.provider_suite.support import (
+        commit, scheduled, start_message, started, work)
 
     async def main():
         store = SqliteProvider(sys.argv[1])

@@ -22,7 +22,7 @@ from duroxy.history import OrchestrationStarted
 from duroxy.providers.sqlite import SqliteProvider
 from duroxy.providers.sqlite._sql import migrations, parse_queries, queries, split_statements
 from duroxy.providers.sqlite._tx import Op, Tx
-from duroxy.testing.conformance_support import (
+from duroxy.testing.provider_suite.support import (
     HOLD,
     activity_completion,
     commit,
@@ -334,7 +334,7 @@ def test_unclosed_store_does_not_keep_the_process_alive(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import asyncio, threading
         from duroxy.providers.sqlite import SqliteProvider
-        from duroxy.testing.conformance_support import start_message
+        from duroxy.testing.provider_suite.support import start_message
         stores = [SqliteProvider({str(tmp_path / "alive.db")!r}), SqliteProvider.in_memory()]
         async def main():
             for s in stores:

@@ -32,7 +32,7 @@ from duroxy.errors import (
     StoreReadOnly,
 )
 from duroxy.providers.sqlite import SqliteProvider, _schema
-from duroxy.testing.conformance_support import create, uid
+from duroxy.testing.provider_suite.support import create, uid
 
 
 @dataclass(frozen=True)
@@ -299,7 +299,7 @@ def test_read_only_options_and_their_conflicts(tmp_path: Path) -> None:
 WRITER = textwrap.dedent("""
     import asyncio, sys
     from duroxy.providers.sqlite import SqliteProvider
-    from duroxy.testing.conformance_support import create
+    from duroxy.testing.provider_suite.support import create
 
     async def main():
         store = SqliteProvider(sys.argv[1])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from duroxy.providers.sqlite import SqliteProvider
 from duroxy.providers.sqlite._wal import preallocate_wal, wal_target_bytes
-from duroxy.testing.conformance_support import HOLD, commit, create, started, uid
+from duroxy.testing.provider_suite.support import HOLD, commit, create, started, uid
 
 
 def _wal_db(path: Path) -> sqlite3.Connection:

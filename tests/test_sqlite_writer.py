@@ -17,7 +17,7 @@ from duroxy.errors import ProviderError
 from duroxy.history import OrchestrationCompleted
 from duroxy.providers.sqlite import SqliteProvider, _ops, _tx
 from duroxy.providers.sqlite._inline import DECLINED, InlineReader
-from duroxy.testing.conformance_support import (
+from duroxy.testing.provider_suite.support import (
     HOLD,
     commit,
     create,

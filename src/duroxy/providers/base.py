@@ -18,8 +18,8 @@ A provider is two peek-lock queues and the instance records around them:
   ack, so the running worker's renew or ack raises ``LockLost``: that is how it
   learns its result is no longer wanted.
 
-Invariants every provider keeps (the conformance suite in :mod:`duroxy.testing`
-checks them):
+Invariants every provider keeps (the conformance suite in
+:mod:`duroxy.testing.provider_suite` checks them):
 
 * ``attempt`` of a fetched item counts how often it has been fetched without being
   acknowledged (1 on the first fetch); abandon keeps the count.

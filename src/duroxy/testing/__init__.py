@@ -1,23 +1,9 @@
-"""Helpers for testing duroxy stores and applications.
+"""Helpers for testing with duroxy.
 
-:class:`ProviderConformance` (in :mod:`duroxy.testing.conformance`) is the pytest
-suite every provider passes. It is imported lazily so that ``import duroxy.testing``
-does not need pytest.
+:mod:`duroxy.testing.provider_suite` holds the conformance suite every store passes
+(for authors of stores; it needs pytest and is imported only when asked for).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .conformance import ProviderConformance
-
-__all__ = ["ProviderConformance"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "ProviderConformance":
-        from .conformance import ProviderConformance
-
-        return ProviderConformance
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__: list[str] = []

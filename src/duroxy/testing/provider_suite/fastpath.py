@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from ..errors import LockLost
-from ..history import ActivityCompleted
-from ..providers.base import FastPath, Provider
-from .conformance_activity import fetch_activity, scheduled_work
-from .conformance_support import (
+from ...errors import LockLost
+from ...history import ActivityCompleted
+from ...providers.base import FastPath, Provider
+from .activity import fetch_activity, scheduled_work
+from .support import (
     HOLD,
     LOCK,
     TS,

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from ..providers.base import ExcludedWork, FastPath, Provider, WorkerRecord
-from .conformance_support import (
+from ...providers.base import ExcludedWork, FastPath, Provider, WorkerRecord
+from .support import (
     HOLD,
     LOCK,
     ConformanceBase,

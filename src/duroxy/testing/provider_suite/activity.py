@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from ..errors import LockLost
-from ..history import ActivityCompleted, ActivityFailedEvent, ActivityWork, OrchestratorMessage
-from ..providers.base import ActivityItem, Provider
-from .conformance_support import (
+from ...errors import LockLost
+from ...history import ActivityCompleted, ActivityFailedEvent, ActivityWork, OrchestratorMessage
+from ...providers.base import ActivityItem, Provider
+from .support import (
     HOLD,
     LOCK,
     TS,

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from ..errors import ErrorDetails
-from ..history import (
+from ...errors import ErrorDetails
+from ...history import (
     ActivityCompleted,
     ActivityScheduled,
     ActivityWork,
@@ -27,7 +27,7 @@ from ..history import (
     OrchestrationStarted,
     OrchestratorMessage,
 )
-from ..providers.base import Channel, OrchestrationCommit, OrchestrationItem, Provider
+from ...providers.base import Channel, OrchestrationCommit, OrchestrationItem, Provider
 
 __all__ = [
     "HOLD",

@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 
-from ..errors import ErrorDetails, LockLost
-from ..history import OrchestrationCompleted
-from ..providers.base import InstanceRecord, Provider
-from .conformance_support import (
+from ...errors import ErrorDetails, LockLost
+from ...history import OrchestrationCompleted
+from ...providers.base import InstanceRecord, Provider
+from .support import (
     HOLD,
     NAME,
     ConformanceBase,

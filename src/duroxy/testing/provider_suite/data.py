@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from ..errors import ErrorDetails, LockLost, PayloadError
-from ..history import (
+from ...errors import ErrorDetails, LockLost, PayloadError
+from ...history import (
     ActivityCompleted,
     ActivityFailedEvent,
     ActivityScheduled,
@@ -34,8 +34,8 @@ from ..history import (
     UtcNowRecorded,
     WorkCancelled,
 )
-from ..providers.base import Provider
-from .conformance_support import (
+from ...providers.base import Provider
+from .support import (
     HOLD,
     TS,
     ConformanceBase,

@@ -3,7 +3,7 @@
 Usage, in a provider's test module::
 
     import pytest
-    from duroxy.testing.conformance import ProviderConformance
+    from duroxy.testing.provider_suite import ProviderConformance
 
     class TestMyStore(ProviderConformance):
         @pytest.fixture
@@ -22,21 +22,22 @@ Usage, in a provider's test module::
         lock_slack = 0.05  # extra wait past lock expiry for a store with its own clock
 
 The suite uses only the provider contract (:mod:`duroxy.providers.base`) and those
-hooks. Waits are real but short: lock expiry and visibility tests use 0.2 s locks.
+hooks; a store that offers the :class:`~duroxy.providers.base.FastPath` capability is
+tested on it too. Waits are real but short: lock expiry and visibility tests use 0.2 s locks.
 Every test builds its own instance ids and, where it lists or purges, its own
 orchestration names.
 """
 
 from __future__ import annotations
 
-from .conformance_activity import ActivityQueueTests
-from .conformance_data import DataTests
-from .conformance_fastpath import FastPathTests
-from .conformance_management import ManagementTests
-from .conformance_orchestration import OrchestrationQueueTests
-from .conformance_readonly import ReadOnlyTests
-from .conformance_support import LOCK, ConformanceBase
-from .conformance_workers import WorkerTests
+from .activity import ActivityQueueTests
+from .data import DataTests
+from .fastpath import FastPathTests
+from .management import ManagementTests
+from .orchestration import OrchestrationQueueTests
+from .readonly import ReadOnlyTests
+from .support import LOCK, ConformanceBase
+from .workers import WorkerTests
 
 __all__ = ["LOCK", "ConformanceBase", "ProviderConformance"]
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from ..errors import ProviderError, StoreReadOnly
-from ..providers.base import FastPath, Provider
-from .conformance_support import (
+from ...errors import ProviderError, StoreReadOnly
+from ...providers.base import FastPath, Provider
+from .support import (
     HOLD,
     NAME,
     ConformanceBase,

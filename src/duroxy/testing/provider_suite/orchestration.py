@@ -8,14 +8,14 @@ import time
 
 import pytest
 
-from ..errors import (
+from ...errors import (
     ErrorDetails,
     InstanceAlreadyExists,
     InstanceNotFound,
     LockLost,
     ProviderError,
 )
-from ..history import (
+from ...history import (
     EventRaised,
     OrchestrationCompleted,
     OrchestrationContinuedAsNew,
@@ -24,8 +24,8 @@ from ..history import (
     TimerCreated,
     TimerFired,
 )
-from ..providers.base import FastPath, Provider
-from .conformance_support import (
+from ...providers.base import FastPath, Provider
+from .support import (
     HOLD,
     LOCK,
     NAME,
