@@ -245,3 +245,46 @@ def test_engine_rooms_import_one_way() -> None:
            if imp.importer in rooms and imp.target in rooms
            and rooms[imp.target] >= rooms[imp.importer]]
     assert bad == []
+
+
+def test_no_import_circles() -> None:
+    """No module of the package reaches itself through imports (lazy ones included):
+    rooms import one way. A package counts as its ``__init__`` module."""
+    graph: dict[str, set[str]] = {}
+    for imp in all_imports():
+        # (Edges into the facade itself are the layer rules' business: it imports every
+        # layer, and only the CLI, above them all, may use it.)
+        if within(imp.target, ROOT) and imp.target not in (imp.importer, ROOT):
+            graph.setdefault(imp.importer, set()).add(imp.target)
+    # Tarjan's strongly connected components
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    assert circles == []

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from duroxy import Client, InstanceInfo, InstanceNotFound, Runtime, RuntimeOptions
-from duroxy.cli import event_json, format_timeline, instance_json
+from duroxy._render import event_json, format_timeline, instance_json
 from duroxy.providers.sqlite import SqliteProvider
 
 from . import registry

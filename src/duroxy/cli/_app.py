@@ -1,0 +1,226 @@
+"""Parsing the command line and running one command (see the package docstring)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TextIO
+
+from .. import __version__
+from .._connect import connect
+from ..client import Client
+from ..errors import (
+    ConfigurationError,
+    DuroxyError,
+    InstanceAlreadyExists,
+    InstanceNotFound,
+    ProviderError,
+    StoreNotFound,
+)
+from ._commands import (
+    cmd_cancel,
+    cmd_delete,
+    cmd_history,
+    cmd_list,
+    cmd_raise_event,
+    cmd_start,
+    cmd_status,
+    cmd_wait,
+    cmd_worker,
+    cmd_workers,
+)
+from ._common import (
+    DEFAULT_STORE,
+    EXIT_ERROR,
+    EXIT_NOT_FOUND,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    STATES,
+    Env,
+    NotFound,
+    Refused,
+    UsageError,
+)
+
+__all__ = ["build_parser", "main"]
+
+
+# ====================================================================== parser
+def build_parser() -> argparse.ArgumentParser:
+    # Global options live on a parent parser added to every subcommand too, with
+    # SUPPRESS defaults, so they may come before or after the command name.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", metavar="URL", default=argparse.SUPPRESS,
+                        help="store URL: sqlite:///relative.db, sqlite:////abs/path.db, "
+                        "postgresql://... (default: $DUROXY_STORE, else "
+                        f"{DEFAULT_STORE})")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable JSON output")
+    parser = argparse.ArgumentParser(
+        prog="duroxy", parents=[common],
+        description="Run and manage duroxy orchestrations.",
+        epilog="exit codes: 0 ok, 1 instance FAILED/CANCELLED (start --wait, wait) or "
+        "demo mismatch, 2 usage, 3 not found, 4 timeout, 5 store or refused request")
+    parser.add_argument("--version", action="version", version=f"duroxy {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help, description=help)
+
+    p = add("worker", "run a runtime for the registries in MODULE:ATTR until Ctrl-C/SIGTERM")
+    p.add_argument("target", metavar="MODULE:ATTR",
+                   help="(ActivityRegistry, OrchestrationRegistry), an object or module with "
+                   ".activities and .orchestrations, or a callable returning either")
+    p.add_argument("--orchestration-concurrency", type=int, metavar="N",
+                   help="orchestration turns run at once (default 32)")
+    p.add_argument("--activity-concurrency", type=int, metavar="N",
+                   help="activities run at once (default 32)")
+    p.add_argument("--worker-id", help="name of this worker (default host:pid)")
+    p.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds in-flight work may take to finish on shutdown (default 10)")
+    p.add_argument("--log-level", default="INFO",
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning",
+                            "error"], help="default INFO")
+
+    p = add("start", "start an orchestration instance")
+    p.add_argument("name", help="registered orchestration name")
+    p.add_argument("--id", help="instance id (default: a random UUID)")
+    p.add_argument("--input", metavar="JSON", help="input as JSON (or @file.json)")
+    p.add_argument("--version", help="run this version instead of the latest")
+    p.add_argument("--wait", action="store_true", help="wait for the outcome (needs a worker)")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                   help="with --wait: seconds to wait (default 60)")
+
+    p = add("wait", "wait for an instance to finish and show its outcome")
+    p.add_argument("instance_id", metavar="ID")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                   help="seconds to wait (default 60)")
+
+    p = add("status", "show an instance's state, output or error")
+    p.add_argument("instance_id", metavar="ID")
+
+    p = add("list", "list instances, oldest first")
+    p.add_argument("--state", type=str.upper, choices=STATES)
+    p.add_argument("--name", help="only this orchestration name")
+    p.add_argument("--limit", type=int, default=100, metavar="N", help="default 100")
+    p.add_argument("--offset", type=int, default=0, metavar="N")
+
+    p = add("history", "show an instance's history as a timeline")
+    p.add_argument("instance_id", metavar="ID")
+    p.add_argument("--execution", type=int, metavar="N",
+                   help="this execution (default: the latest)")
+    p.add_argument("--full", action="store_true", help="do not shorten payloads")
+
+    p = add("raise-event", "deliver an external event to an instance")
+    p.add_argument("instance_id", metavar="ID")
+    p.add_argument("event_name", metavar="NAME")
+    p.add_argument("data", metavar="JSON", nargs="?", help="event data (default null)")
+
+    p = add("cancel", "cancel a running instance")
+    p.add_argument("instance_id", metavar="ID")
+    p.add_argument("--reason", default="", help="recorded with the cancellation")
+
+    p = add("delete", "delete an instance, its history and its children")
+    p.add_argument("instance_id", metavar="ID")
+    p.add_argument("--force", action="store_true", help="also delete a running instance")
+
+    p = add("workers", "list the workers (runtimes) serving the store, from their heartbeats")
+    p.add_argument("--all", action="store_true",
+                   help="also the workers that shut down (kept for a day)")
+
+    p = add("demo", "run the bundled provisioning example on a throwaway SQLite store "
+            "(--store is ignored)")
+    p.add_argument("--keep", metavar="PATH",
+                   help="keep the store in this SQLite file for a look afterwards")
+    return parser
+
+
+_COMMANDS: dict[str, Callable[[Env], Awaitable[int]]] = {
+    "start": cmd_start, "wait": cmd_wait, "status": cmd_status, "list": cmd_list,
+    "history": cmd_history, "raise-event": cmd_raise_event, "cancel": cmd_cancel,
+    "delete": cmd_delete, "workers": cmd_workers,
+}
+#: Commands that only make sense on an existing store (they never create one).
+_NEEDS_EXISTING = frozenset(_COMMANDS) - {"start"}
+#: Commands that only read: they open the store read-only (see the module docstring).
+_READING = frozenset({"status", "list", "history", "wait", "workers"})
+#: Added to the error of a store that is not there.
+_STORE_HINT = "(pass --store URL or set DUROXY_STORE)"
+
+
+def _error(message: str) -> None:
+    print(f"duroxy: error: {message}", file=sys.stderr, flush=True)
+
+
+async def _run(args: argparse.Namespace, out: TextIO) -> int:
+    as_json = bool(getattr(args, "json", False))
+    if args.command == "demo":
+        from ..examples.provisioning.demo import run_demo
+
+        try:
+            return await run_demo(json_output=as_json, keep=args.keep, out=out)
+        except TimeoutError as e:
+            _error(f"the demo got stuck: {e}")
+            return EXIT_TIMEOUT
+    url = getattr(args, "store", None) or os.environ.get("DUROXY_STORE") or DEFAULT_STORE
+    args.store_url = url
+    try:
+        provider = connect(url, read_only=args.command in _READING)
+    except ConfigurationError as e:  # a malformed --store: a bad argument
+        _error(str(e))
+        return EXIT_USAGE
+    try:
+        path = getattr(provider, "path", None)
+        # (A store opened read-only says so itself, at its first read.)
+        if (args.command in _NEEDS_EXISTING and not provider.read_only
+                and isinstance(path, str) and not os.path.exists(path)):
+            _error(f"no such store file: {os.path.abspath(path)} {_STORE_HINT}")
+            return EXIT_ERROR
+        env = Env(args, Client(provider), as_json, out)
+        if args.command == "worker":
+            return await cmd_worker(env, provider)
+        return await _COMMANDS[args.command](env)
+    except UsageError as e:
+        _error(str(e))
+        return EXIT_USAGE
+    except InstanceNotFound as e:
+        _error(str(e))
+        return EXIT_NOT_FOUND
+    except NotFound as e:
+        _error(str(e))
+        return EXIT_NOT_FOUND
+    except TimeoutError as e:
+        _error(str(e) or "timed out")
+        return EXIT_TIMEOUT
+    except ConfigurationError as e:  # before ValueError: it is one
+        _error(str(e))
+        return EXIT_USAGE if args.command == "start" else EXIT_ERROR
+    except StoreNotFound as e:  # before ProviderError: it is one
+        _error(f"{e} {_STORE_HINT}")
+        return EXIT_ERROR
+    except (Refused, InstanceAlreadyExists, ProviderError, DuroxyError) as e:
+        _error(str(e))
+        return EXIT_ERROR
+    except ValueError as e:  # a malformed id or name
+        _error(str(e))
+        return EXIT_USAGE
+    finally:
+        await provider.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``duroxy`` console script and ``python -m duroxy``."""
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(_run(args, sys.stdout))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # an unexpected failure: one line, the traceback on request
+        if os.environ.get("DUROXY_DEBUG"):
+            raise
+        _error(f"{type(e).__name__}: {e} (set DUROXY_DEBUG=1 for the traceback)")
+        return EXIT_ERROR
+

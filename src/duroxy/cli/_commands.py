@@ -1,0 +1,241 @@
+"""The commands of the ``duroxy`` command line, one coroutine each (``cmd_<name>``),
+given the parsed arguments and a client on the store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import uuid
+from datetime import UTC, datetime
+
+from .._render import (
+    ago,
+    event_json,
+    format_instance,
+    format_timeline,
+    human_time,
+    instance_json,
+    name_at,
+    worker_json,
+    worker_state,
+)
+from ..client import OrchestrationState
+from ..options import RuntimeOptions
+from ..providers.base import Provider
+from ..runtime import Runtime
+from ._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Env,
+    NotFound,
+    Refused,
+    UsageError,
+    load_registries,
+    parse_json,
+)
+
+
+def _outcome_code(state: OrchestrationState) -> int:
+    return EXIT_OK if state is OrchestrationState.COMPLETED else EXIT_FAILED
+
+
+async def _show_final(env: Env, instance_id: str, timeout: float) -> int:
+    await env.client.wait_for_orchestration(instance_id, timeout)
+    info = await env.client.get_instance_info(instance_id)
+    if env.as_json:
+        env.show(instance_json(info))
+    else:
+        for line in format_instance(info):
+            env.print(line)
+    return _outcome_code(info.state)
+
+
+async def cmd_start(env: Env) -> int:
+    a = env.args
+    data = parse_json(a.input, "--input")
+    instance_id = str(uuid.uuid4()) if a.id is None else a.id
+    if a.version:
+        await env.client.start_orchestration_versioned(instance_id, a.name, a.version, data)
+    else:
+        await env.client.start_orchestration(instance_id, a.name, data)
+    if a.wait:
+        if not env.as_json:
+            env.print(f"started {instance_id} ({name_at(a.name, a.version)}); waiting...")
+        return await _show_final(env, instance_id, a.timeout)
+    if env.as_json:
+        env.show({"instance_id": instance_id, "name": a.name, "version": a.version,
+                  "state": OrchestrationState.PENDING.value})
+    else:
+        env.print(f"started {instance_id} ({name_at(a.name, a.version)})")
+    return EXIT_OK
+
+
+async def cmd_wait(env: Env) -> int:
+    return await _show_final(env, env.args.instance_id, env.args.timeout)
+
+
+async def cmd_status(env: Env) -> int:
+    info = await env.client.get_instance_info(env.args.instance_id)
+    if env.as_json:
+        env.show(instance_json(info))
+    else:
+        for line in format_instance(info):
+            env.print(line)
+    return EXIT_OK
+
+
+async def cmd_list(env: Env) -> int:
+    a = env.args
+    infos = await env.client.list_instances(state=a.state, name=a.name, limit=a.limit,
+                                            offset=a.offset)
+    if env.as_json:
+        env.show([instance_json(i) for i in infos])
+        return EXIT_OK
+    if not infos:
+        env.print("no instances")
+        return EXIT_OK
+    rows = [("INSTANCE", "NAME", "STATE", "EXEC", "UPDATED")] + [
+        (i.instance_id, name_at(i.name, i.version), i.state.value, str(i.execution_id),
+         human_time(i.updated_at)) for i in infos]
+    widths = [min(max(len(r[c]) for r in rows), 60) for c in range(4)]
+    for r in rows:
+        env.print("  ".join(f"{r[c]:<{widths[c]}}" for c in range(4)) + "  " + r[4])
+    return EXIT_OK
+
+
+async def cmd_history(env: Env) -> int:
+    a = env.args
+    info = await env.client.get_instance_info(a.instance_id)
+    execution = a.execution or info.execution_id
+    events = await env.client.read_history(a.instance_id, execution)
+    if not events and a.execution and a.execution != info.execution_id:
+        executions = await env.client.list_executions(a.instance_id)
+        raise NotFound(f"instance {a.instance_id!r} has no execution {a.execution} "
+                        f"(executions: {', '.join(map(str, executions)) or 'none'})")
+    if env.as_json:
+        env.show({"instance_id": a.instance_id, "execution_id": execution,
+                  "events": [event_json(e) for e in events]})
+        return EXIT_OK
+    started = human_time(events[0].timestamp) if events else "-"
+    env.print(f"{a.instance_id}  {name_at(info.name, info.version)}  {info.state.value}  "
+              f"execution {execution} of {info.execution_id}, started {started}")
+    for line in format_timeline(events, width=0 if a.full else 72, indent="  "):
+        env.print(line)
+    return EXIT_OK
+
+
+async def cmd_raise_event(env: Env) -> int:
+    a = env.args
+    data = parse_json(a.data, "event data")
+    await env.client.raise_event(a.instance_id, a.event_name, data)
+    if env.as_json:
+        env.show({"instance_id": a.instance_id, "event_name": a.event_name, "raised": True})
+    else:
+        env.print(f"raised {a.event_name!r} on {a.instance_id}")
+    return EXIT_OK
+
+
+async def cmd_cancel(env: Env) -> int:
+    a = env.args
+    info = await env.client.get_instance_info(a.instance_id)
+    requested = not info.state.is_terminal
+    await env.client.cancel_instance(a.instance_id, a.reason)
+    if env.as_json:
+        env.show({"instance_id": a.instance_id, "cancel_requested": requested,
+                  "state": info.state.value})
+    elif requested:
+        env.print(f"cancellation requested for {a.instance_id}")
+    else:
+        env.print(f"{a.instance_id} already ended {info.state.value}; nothing to cancel")
+    return EXIT_OK
+
+
+async def cmd_delete(env: Env) -> int:
+    a = env.args
+    info = await env.client.get_instance_info(a.instance_id)
+    if not info.state.is_terminal and not a.force:
+        raise Refused(f"instance {a.instance_id!r} is {info.state.value}; cancel it first, "
+                       "or pass --force to delete it while it runs")
+    deleted = await env.client.delete_instance(a.instance_id, force=a.force)
+    if env.as_json:
+        env.show({"instance_id": a.instance_id, "deleted": deleted})
+    else:
+        env.print(f"deleted {a.instance_id}" + (f" and {deleted - 1} child instance(s)"
+                                                if deleted > 1 else ""))
+    return EXIT_OK
+
+
+async def cmd_workers(env: Env) -> int:
+    infos = await env.client.list_workers(include_stopped=env.args.all)
+    if env.as_json:
+        env.show([worker_json(i) for i in infos])
+        return EXIT_OK
+    if not infos:
+        env.print("no workers" + ("" if env.args.all else " running (--all shows stopped "
+                                   "ones too)") + "; start one with: duroxy worker MODULE:ATTR")
+        return EXIT_OK
+    now = datetime.now(UTC)
+    rows = [("WORKER", "STATE", "HOST", "PID", "STARTED", "LAST SEEN", "TURNS", "ACTIVITIES",
+             "RUNNING", "DUROXY")] + [
+        (i.worker_id, worker_state(i), i.host, str(i.pid), human_time(i.started_at)[:-4],
+         ago(i.last_seen_at, now), str(i.orchestration_concurrency),
+         str(i.activity_concurrency), str(i.active_activities), i.duroxy_version)
+        for i in infos]
+    widths = [min(max(len(r[c]) for r in rows), 40) for c in range(len(rows[0]))]
+    for n, r in enumerate(rows):
+        env.print("  ".join(f"{r[c]:<{widths[c]}}" for c in range(len(r))).rstrip())
+        if n:  # what the worker runs: during a rolling deploy, who runs which version
+            info = infos[n - 1]
+            env.print(f"    orchestrations  {', '.join(info.orchestrations) or '-'}")
+            env.print(f"    activities      {', '.join(info.activities) or '-'}")
+    return EXIT_OK
+
+
+class _Formatter(logging.Formatter):
+    """Adds the instance id that duroxy's trace calls attach to their records."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        iid = getattr(record, "instance_id", None)
+        return f"{text} [{iid}]" if iid else text
+
+
+async def cmd_worker(env: Env, provider: Provider) -> int:
+    a = env.args
+    acts, orchs = load_registries(a.target)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=a.log_level.upper(), handlers=[handler], force=True)
+    try:
+        options = RuntimeOptions(**{k: v for k, v in (
+            ("orchestration_concurrency", a.orchestration_concurrency),
+            ("activity_concurrency", a.activity_concurrency),
+            ("worker_id", a.worker_id)) if v is not None})
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # not on this platform / thread
+            pass
+    rt = await Runtime.start(provider, acts, orchs, options)
+    print(f"duroxy worker {rt.worker_id}: {len(orchs)} orchestration version(s), "
+          f"{len(acts)} activities on {a.store_url}; Ctrl-C stops", file=sys.stderr,
+          flush=True)
+    try:
+        await stop.wait()
+    finally:
+        print("stopping: finishing in-flight work...", file=sys.stderr, flush=True)
+        await rt.shutdown(timeout=a.shutdown_timeout)
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    print("worker stopped", file=sys.stderr, flush=True)
+    return EXIT_OK
+
+
