@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 import sqlite3
 import subprocess
 import sys
@@ -746,3 +747,17 @@ def test_migrations_are_numbered_from_one() -> None:
     found = migrations()
     assert [m.version for m in found] == list(range(1, len(found) + 1))
     assert found[0].name == "0001_initial.sql" and found[0].statements
+
+
+def test_statements_bind_plain_or_named_parameters_never_numbered() -> None:
+    """Numbered placeholders (``?1``) bound to a tuple draw a DeprecationWarning on
+    Python 3.12 (an error from 3.14); plain ``?`` bound to a tuple and ``:name`` bound
+    to a dict work on every version. A statement uses one of the two."""
+    statements = dict(queries())
+    for mig in migrations():
+        statements.update({f"{mig.name}#{i}": s for i, s in enumerate(mig.statements)})
+    for name, sql in statements.items():
+        code = re.sub(r"'(?:[^']|'')*'", "''", sql)  # string literals hold no parameter
+        assert not re.search(r"\?\d|[$@][A-Za-z_]", code), f"{name}: {sql}"
+        assert "?" not in code or not re.search(r"(?<![:\w]):[A-Za-z_]", code), \
+            f"{name} mixes ? and :name parameters"

@@ -164,7 +164,7 @@ def fetch_orchestration_items(tx: Tx, lock_timeout: float, limit: int) -> list[O
     # scan again: the instances just locked no longer match.
     cap = 1 if limit == 1 else limit * 8
     while len(items) < limit:
-        found = _rows(conn, Q["orchestration_candidates"], (now, cap))
+        found = _rows(conn, Q["orchestration_candidates"], (now, now, cap))
         fresh = [i for i in dict.fromkeys(r[0] for r in found) if i not in taken]
         for instance_id in fresh[:limit - len(items)]:
             taken.add(instance_id)
@@ -214,7 +214,7 @@ def _lock_instance(tx: Tx, instance_id: str, until: float,
 def probe_orchestration_items(tx: Tx) -> list[OrchestrationItem] | None:
     """Outside any transaction: ``[]`` when a fetch would find nothing (no write lock
     taken, no commit), ``None`` when the fetch must run."""
-    return None if _rows(tx.conn, Q["orchestration_candidates"], (tx.now, 1)) else []
+    return None if _rows(tx.conn, Q["orchestration_candidates"], (tx.now, tx.now, 1)) else []
 
 
 def probe_activity_items(tx: Tx) -> list[ActivityItem] | None:
@@ -254,7 +254,7 @@ def commit_turn(tx: Tx, instance_id: str, expected_len: int, c: PreparedCommit
                 ) -> list[ActivityItem]:
     """An ack without a fetched lock, for an instance nothing happened to meanwhile:
     no lock is taken, and no message was delivered, so there is none to delete."""
-    found = _rows(tx.conn, Q["lock_free_turn_state"], (instance_id, tx.now))
+    found = _rows(tx.conn, Q["lock_free_turn_state"], (tx.now, tx.now, instance_id))
     if not found:
         raise LockLost("the instance has no record")
     execution_id, history_len, locked, waiting = found[0]
@@ -303,7 +303,8 @@ def _apply_turn(tx: Tx, instance_id: str, has_record: bool, old_execution: int |
         salt = new_token()
         for (iid, ex, eid, payload), work in zip(c.activities[:claim], c.claimed_work,
                                                  strict=True):
-            rows = _rows(conn, Q["enqueue_activity_returning"], (iid, ex, eid, payload, tx.now))
+            rows = _rows(conn, Q["enqueue_activity_returning"],
+                         (iid, ex, eid, payload, tx.now, tx.now))
             if rows:
                 wid = rows[0][0]
                 claimed.append(ActivityItem(wid, f"{wid}.{salt}", work, 1))
@@ -311,7 +312,8 @@ def _apply_turn(tx: Tx, instance_id: str, has_record: bool, old_execution: int |
             (it.lock_token, tx.now + claim_timeout, it.id) for it in claimed])
     if len(c.activities) > claim:
         conn.executemany(Q["enqueue_activity"], [
-            (iid, ex, eid, payload, tx.now) for iid, ex, eid, payload in c.activities[claim:]])
+            (iid, ex, eid, payload, tx.now, tx.now)
+            for iid, ex, eid, payload in c.activities[claim:]])
     if c.cancel_activities:
         conn.executemany(Q["cancel_activity"], c.cancel_activities)
     for target in dict.fromkeys(m.instance_id for m in c.messages):
@@ -415,7 +417,7 @@ def get_instance(tx: Tx, instance_id: str) -> InstanceRecord | None:
 
 def read_history(tx: Tx, instance_id: str, execution_id: int | None) -> list[HistoryEvent]:
     if execution_id is None:
-        texts = _rows(tx.conn, Q["read_latest_history"], (instance_id,))
+        texts = _rows(tx.conn, Q["read_latest_history"], (instance_id, instance_id))
     else:
         texts = _rows(tx.conn, Q["read_history"], (instance_id, execution_id))
     return [decode_event(t) for (t,) in texts]

@@ -1,6 +1,8 @@
 -- Named statements of the SQLite store. Each starts with a "-- name: NAME" line; the
 -- statement runs to the next name line. Comment lines are dropped when loading.
--- Hot-path statements take positional (?) parameters; the rest take named ones.
+-- Statements take plain positional parameters (?, bound to a tuple in the order they
+-- appear: the cheapest form) or named ones (:name, bound to a dict). Never numbered
+-- ones (?1): Python 3.12 warns when they are bound to a sequence, 3.14 refuses it.
 
 -- ------------------------------------------------------------------ migrations
 -- name: create_schema_version
@@ -83,9 +85,10 @@ INSERT INTO history (instance_id, execution_id, event_id, event_json) VALUES (?,
 SELECT event_json FROM history WHERE instance_id = ? AND execution_id = ? ORDER BY event_id;
 
 -- name: read_latest_history
+-- (instance_id, instance_id)
 SELECT event_json FROM history
-WHERE instance_id = ?1
-  AND execution_id = (SELECT max(execution_id) FROM history WHERE instance_id = ?1)
+WHERE instance_id = ?
+  AND execution_id = (SELECT max(execution_id) FROM history WHERE instance_id = ?)
 ORDER BY event_id;
 
 -- name: list_executions
@@ -101,15 +104,15 @@ INSERT INTO orchestrator_queue (instance_id, payload, visible_at, msg_visible_at
 VALUES (?, ?, ?, ?);
 
 -- name: orchestration_candidates
--- (now, row cap): the oldest visible messages whose instance holds no live lock, a
+-- (now, now, row cap): the oldest visible messages whose instance holds no live lock, a
 -- range scan of orchestrator_queue_visible that stops after the cap. The caller keeps
 -- the first distinct instances.
 SELECT q.instance_id FROM orchestrator_queue AS q
-WHERE q.visible_at <= ?1
+WHERE q.visible_at <= ?
   AND NOT EXISTS (SELECT 1 FROM instance_locks AS l
-                  WHERE l.instance_id = q.instance_id AND l.locked_until > ?1)
+                  WHERE l.instance_id = q.instance_id AND l.locked_until > ?)
 ORDER BY q.visible_at, q.id
-LIMIT ?2;
+LIMIT ?;
 
 -- name: next_due
 -- (now): the earliest time a queued message becomes visible, among those not visible
@@ -128,8 +131,8 @@ SET lock_token = excluded.lock_token, locked_until = excluded.locked_until,
 -- name: claim_messages
 -- (lock_token, instance_id, now): marks every visible message of the instance as
 -- delivered under the lock.
-UPDATE orchestrator_queue SET lock_token = ?1, fetch_count = fetch_count + 1
-WHERE instance_id = ?2 AND visible_at <= ?3
+UPDATE orchestrator_queue SET lock_token = ?, fetch_count = fetch_count + 1
+WHERE instance_id = ? AND visible_at <= ?
 RETURNING id, payload, msg_visible_at, fetch_count;
 
 -- name: lock_expiry
@@ -172,33 +175,33 @@ UPDATE orchestrator_queue SET lock_token = NULL, fetch_count = max(fetch_count -
 WHERE instance_id = ? AND lock_token = ?;
 
 -- name: lock_free_turn_state
--- (instance_id, now): what a turn committed without a lock checks, in one lookup: the
+-- (now, now, instance_id): what a turn committed without a lock checks, in one lookup: the
 -- record's execution and history length, whether a live lock (or cool-down) holds the
 -- instance, whether messages wait for it. No row: the instance has no record.
 SELECT i.execution_id, i.history_len,
        EXISTS (SELECT 1 FROM instance_locks AS l
-               WHERE l.instance_id = i.instance_id AND l.locked_until > ?2),
+               WHERE l.instance_id = i.instance_id AND l.locked_until > ?),
        EXISTS (SELECT 1 FROM orchestrator_queue AS q
-               WHERE q.instance_id = i.instance_id AND q.visible_at <= ?2)
-FROM instances AS i WHERE i.instance_id = ?1;
+               WHERE q.instance_id = i.instance_id AND q.visible_at <= ?)
+FROM instances AS i WHERE i.instance_id = ?;
 
 -- name: has_visible_messages
 SELECT 1 FROM orchestrator_queue WHERE instance_id = ? AND visible_at <= ? LIMIT 1;
 
 -- ------------------------------------------------------------------ activity queue
 -- name: enqueue_activity
--- (instance_id, execution_id, event_id, payload, visible_at); scheduling the same work
--- twice keeps the first row.
+-- (instance_id, execution_id, event_id, payload, visible_at, enqueued_at: the same
+-- time); scheduling the same work twice keeps the first row.
 INSERT INTO activity_queue (instance_id, execution_id, event_id, payload, visible_at,
                             enqueued_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (instance_id, execution_id, event_id) DO NOTHING;
 
 -- name: enqueue_activity_returning
 -- enqueue_activity, answering the new row's id (nothing when the work already exists).
 INSERT INTO activity_queue (instance_id, execution_id, event_id, payload, visible_at,
                             enqueued_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (instance_id, execution_id, event_id) DO NOTHING
 RETURNING id;
 
@@ -224,8 +227,8 @@ WHERE id = ? AND lock_token = ? AND visible_at > ?;
 
 -- name: abandon_activity
 -- (visible_at or NULL: back to its place in the queue, id, lock_token, now)
-UPDATE activity_queue SET lock_token = NULL, visible_at = coalesce(?1, enqueued_at)
-WHERE id = ?2 AND lock_token = ?3 AND visible_at > ?4
+UPDATE activity_queue SET lock_token = NULL, visible_at = coalesce(?, enqueued_at)
+WHERE id = ? AND lock_token = ? AND visible_at > ?
 RETURNING instance_id;
 
 -- name: activity_lock_token
