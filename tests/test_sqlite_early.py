@@ -8,6 +8,7 @@ import logging
 import sqlite3
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -311,24 +312,22 @@ async def test_the_writer_warms_up_a_moment_before_a_message_falls_due(
 def test_a_warm_up_never_waits_for_another_writer_and_leaves_no_transaction(
         tmp_path: Path) -> None:
     path = tmp_path / "t.db"
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("CREATE TABLE orchestrator_queue (visible_at REAL)")
-    conn.execute("PRAGMA busy_timeout = 30000")
-    other = sqlite3.connect(path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")  # another process's write lock
-    t0 = time.monotonic()
-    _ops.warm_up(_tx.Tx(conn))
-    assert time.monotonic() - t0 < 1
-    assert not conn.in_transaction
-    assert conn.execute("PRAGMA busy_timeout").fetchall() == [(30000,)]
-    other.execute("ROLLBACK")
-    _ops.warm_up(_tx.Tx(conn))  # with the lock free: taken and given back
-    assert not conn.in_transaction
-    other.execute("BEGIN IMMEDIATE")  # free again
-    other.execute("ROLLBACK")
-    conn.close()
-    other.close()
+    with (closing(sqlite3.connect(path, isolation_level=None, timeout=30)) as conn,
+          closing(sqlite3.connect(path, isolation_level=None)) as other):
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE orchestrator_queue (visible_at REAL)")
+        conn.execute("PRAGMA busy_timeout = 30000")
+        other.execute("BEGIN IMMEDIATE")  # another process's write lock
+        t0 = time.monotonic()
+        _ops.warm_up(_tx.Tx(conn))
+        assert time.monotonic() - t0 < 1
+        assert not conn.in_transaction
+        assert conn.execute("PRAGMA busy_timeout").fetchall() == [(30000,)]
+        other.execute("ROLLBACK")
+        _ops.warm_up(_tx.Tx(conn))  # with the lock free: taken and given back
+        assert not conn.in_transaction
+        other.execute("BEGIN IMMEDIATE")  # free again
+        other.execute("ROLLBACK")
 
 
 async def test_parked_poll_answers_empty_at_its_deadline(tmp_path: Path) -> None:

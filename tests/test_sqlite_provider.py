@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +42,8 @@ from duroxy.testing.conformance_support import (
 def _sql(store: SqliteProvider, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
     """Run a statement on a separate connection to the store's file."""
     assert store.path is not None
-    conn = sqlite3.connect(store.path)
-    try:
+    with closing(sqlite3.connect(store.path)) as conn:
         return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 async def _on_writer(store: SqliteProvider, sql: str) -> Any:
@@ -208,10 +206,9 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     store = SqliteProvider(path)
     await create(store, uid())
     await store.close()
-    conn = sqlite3.connect(path)
-    conn.execute("INSERT INTO schema_version VALUES (999, '0999_future.sql', 0)")
-    conn.commit()
-    conn.close()
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("INSERT INTO schema_version VALUES (999, '0999_future.sql', 0)")
+        conn.commit()
     newer = SqliteProvider(path)
     with pytest.raises(ProviderError, match="newer"):
         await newer.get_instance("x")
@@ -627,29 +624,27 @@ async def test_ack_announces_messages_that_arrived_during_the_lock(tmp_path: Pat
 async def test_waits_for_another_writer_instead_of_failing(tmp_path: Path) -> None:
     store = SqliteProvider(tmp_path / "busy.db", busy_timeout=5)
     await create(store, uid())
-    other = sqlite3.connect(tmp_path / "busy.db", isolation_level=None,
-                            check_same_thread=False)
-    other.execute("BEGIN IMMEDIATE")
-    threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
-    t0 = time.monotonic()
-    await create(store, uid())
-    assert time.monotonic() - t0 >= 0.25
-    other.close()
+    with closing(sqlite3.connect(tmp_path / "busy.db", isolation_level=None,
+                                 check_same_thread=False)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+        release.start()
+        t0 = time.monotonic()
+        await create(store, uid())
+        assert time.monotonic() - t0 >= 0.25
+        release.join()
     await store.close()
 
 
 async def test_busy_beyond_the_timeout_is_a_retryable_provider_error(tmp_path: Path) -> None:
     store = SqliteProvider(tmp_path / "busy.db", busy_timeout=0.1)
     await create(store, uid())
-    other = sqlite3.connect(tmp_path / "busy.db", isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    try:
+    with closing(sqlite3.connect(tmp_path / "busy.db", isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")
         with pytest.raises(ProviderError) as info:
             await create(store, uid())
         assert info.value.retryable
-    finally:
         other.execute("ROLLBACK")
-        other.close()
     await create(store, uid())  # works again once the lock is gone
     await store.close()
 
@@ -736,9 +731,9 @@ def test_scripts_split_into_complete_statements() -> None:
     """)
     stmts = split_statements(script)
     assert len(stmts) == 2 and stmts[1].startswith("CREATE TRIGGER")
-    conn = sqlite3.connect(":memory:")
-    for s in stmts:
-        conn.execute(s)
+    with closing(sqlite3.connect(":memory:")) as conn:
+        for s in stmts:
+            conn.execute(s)
     with pytest.raises(ValueError, match="incomplete"):
         split_statements("SELECT 1")
 
