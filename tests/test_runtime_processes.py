@@ -103,14 +103,22 @@ async def test_sigkilled_worker_is_taken_over_and_only_in_flight_work_reruns(
     pairs = Counter(step_key(r) for r in finished)
     # Every step of every instance ran to its end at least once.
     assert set(pairs) == {(iid, k) for iid in ids for k in range(steps)}
-    # Steps the killed worker had started that the new worker ran again: exactly the
-    # work it held at the kill, which its activity concurrency bounds.
+    # Steps the killed worker had started that the new worker ran again: the work it
+    # held at the kill. That is the activities it was running, at most one per slot of
+    # its activity concurrency, and those it had finished whose completion was not
+    # durable yet. The SQLite store hands a turn's claims back before its COMMIT syncs
+    # (docs/performance.md, "Early results"), so a slot may already run (or have run)
+    # an instance's next step while the commit recording the previous step's end dies
+    # with the process: two steps per slot at most, since the next step's completion
+    # commits only after that commit.
     started_by_a = {step_key(r) for r in log if r["phase"] == "start" and r["pid"] == a.pid}
     started_by_b = {step_key(r) for r in log if r["phase"] == "start" and r["pid"] == b.pid}
+    ended_by_a = {step_key(r) for r in finished if r["pid"] == a.pid}
     rerun = started_by_a & started_by_b
-    assert len(rerun) <= concurrency, sorted(rerun)
+    assert len(rerun - ended_by_a) <= concurrency, sorted(rerun)
+    assert len(rerun) <= 2 * concurrency, sorted(rerun)
     duplicates = sum(pairs.values()) - len(pairs)
-    assert duplicates <= len(rerun) <= concurrency
+    assert duplicates <= len(rerun & ended_by_a)
     # A step finished twice only if the killed worker finished it but had not yet
     # acknowledged it; the new worker never repeats its own work.
     for key, n in pairs.items():
