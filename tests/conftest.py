@@ -2,16 +2,22 @@
 
 PostgreSQL: ``dsn`` (skips the test when ``DUROXY_TEST_PG_DSN`` is not set), ``schemas``
 (fresh schema names, dropped after the test) and ``providers`` (PostgreSQL providers on
-a given or fresh schema, closed after the test)."""
+a given or fresh schema, closed after the test).
+
+SQLite: every connection a test opens (its own or a store's) must be closed; a test
+that leaves one open fails (see ``sqlitekit``)."""
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+import sqlitekit
 
 if TYPE_CHECKING:
     from duroxy.providers.postgres import PostgresProvider
@@ -63,3 +69,37 @@ async def providers(dsn: str, schemas: Callable[[], str]
     yield make
     for p in made:
         await p.close()
+
+
+# ------------------------------------------------------------------ unclosed SQLite connections
+sqlitekit.install()
+
+
+def _leak_report(leaks: list[str]) -> str:
+    return ("SQLite connections were garbage-collected without close() (close every "
+            "connection where it is opened, also when the code using it fails):\n  "
+            + "\n  ".join(leaks))
+
+
+@pytest.fixture(autouse=True)
+def _sqlite_connections_closed(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails the test when a SQLite connection was dropped open. The collector runs
+    after every test that left one of its connections open, so that one kept only by
+    a reference cycle is found here rather than in whichever later test the collector
+    happens to run in."""
+    test = sqlitekit.current_test = request.node.nodeid
+    yield
+    if sqlitekit.still_open(test):
+        gc.collect()
+    leaks = sqlitekit.take_leaks()
+    sqlitekit.current_test = "(between tests)"
+    if leaks:
+        pytest.fail(_leak_report(leaks), pytrace=False)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    gc.collect()
+    leaks = sqlitekit.take_leaks()
+    if leaks:
+        print("\n" + _leak_report(leaks))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

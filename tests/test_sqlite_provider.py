@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +42,8 @@ from duroxy.testing.provider_suite.support import (
 def _sql(store: SqliteProvider, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
     """Run a statement on a separate connection to the store's file."""
     assert store.path is not None
-    conn = sqlite3.connect(store.path)
-    try:
+    with closing(sqlite3.connect(store.path)) as conn:
         return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 async def _on_writer(store: SqliteProvider, sql: str) -> Any:
@@ -207,10 +206,9 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     store = SqliteProvider(path)
     await create(store, uid())
     await store.close()
-    conn = sqlite3.connect(path)
-    conn.execute("INSERT INTO schema_version VALUES (999, '0999_future.sql', 0)")
-    conn.commit()
-    conn.close()
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("INSERT INTO schema_version VALUES (999, '0999_future.sql', 0)")
+        conn.commit()
     newer = SqliteProvider(path)
     with pytest.raises(ProviderError, match="newer"):
         await newer.get_instance("x")
@@ -689,29 +687,27 @@ async def test_ack_announces_messages_that_arrived_during_the_lock(tmp_path: Pat
 async def test_waits_for_another_writer_instead_of_failing(tmp_path: Path) -> None:
     store = SqliteProvider(tmp_path / "busy.db", busy_timeout=5)
     await create(store, uid())
-    other = sqlite3.connect(tmp_path / "busy.db", isolation_level=None,
-                            check_same_thread=False)
-    other.execute("BEGIN IMMEDIATE")
-    threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
-    t0 = time.monotonic()
-    await create(store, uid())
-    assert time.monotonic() - t0 >= 0.25
-    other.close()
+    with closing(sqlite3.connect(tmp_path / "busy.db", isolation_level=None,
+                                 check_same_thread=False)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+        release.start()
+        t0 = time.monotonic()
+        await create(store, uid())
+        assert time.monotonic() - t0 >= 0.25
+        release.join()
     await store.close()
 
 
 async def test_busy_beyond_the_timeout_is_a_retryable_provider_error(tmp_path: Path) -> None:
     store = SqliteProvider(tmp_path / "busy.db", busy_timeout=0.1)
     await create(store, uid())
-    other = sqlite3.connect(tmp_path / "busy.db", isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    try:
+    with closing(sqlite3.connect(tmp_path / "busy.db", isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")
         with pytest.raises(ProviderError) as info:
             await create(store, uid())
         assert info.value.retryable
-    finally:
         other.execute("ROLLBACK")
-        other.close()
     await create(store, uid())  # works again once the lock is gone
     await store.close()
 
@@ -798,9 +794,9 @@ def test_scripts_split_into_complete_statements() -> None:
     """)
     stmts = split_statements(script)
     assert len(stmts) == 2 and stmts[1].startswith("CREATE TRIGGER")
-    conn = sqlite3.connect(":memory:")
-    for s in stmts:
-        conn.execute(s)
+    with closing(sqlite3.connect(":memory:")) as conn:
+        for s in stmts:
+            conn.execute(s)
     with pytest.raises(ValueError, match="incomplete"):
         split_statements("SELECT 1")
 
@@ -809,3 +805,17 @@ def test_migrations_are_numbered_from_one() -> None:
     found = migrations()
     assert [m.version for m in found] == list(range(1, len(found) + 1))
     assert found[0].name == "0001_initial.sql" and found[0].statements
+
+
+def test_statements_bind_plain_or_named_parameters_never_numbered() -> None:
+    """Numbered placeholders (``?1``) bound to a tuple draw a DeprecationWarning on
+    Python 3.12 (an error from 3.14); plain ``?`` bound to a tuple and ``:name`` bound
+    to a dict work on every version. A statement uses one of the two."""
+    statements = dict(queries())
+    for mig in migrations():
+        statements.update({f"{mig.name}#{i}": s for i, s in enumerate(mig.statements)})
+    for name, sql in statements.items():
+        code = re.sub(r"'(?:[^']|'')*'", "''", sql)  # string literals hold no parameter
+        assert not re.search(r"\?\d|[$@][A-Za-z_]", code), f"{name}: {sql}"
+        assert "?" not in code or not re.search(r"(?<![:\w]):[A-Za-z_]", code), \
+            f"{name} mixes ? and :name parameters"

@@ -6,6 +6,7 @@ writer in another process commits meanwhile."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
@@ -270,8 +271,8 @@ async def test_writes_and_runtimes_are_refused(tmp_path: Path) -> None:
     assert (await client.get_instance_info("a")).state.value == "PENDING"
     await store.flush()  # nothing to make durable: returns
     await store.close()
-    assert [r[0] for r in sqlite3.connect(db).execute("SELECT instance_id FROM instances")] \
-        == ["a"]
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert [r[0] for r in conn.execute("SELECT instance_id FROM instances")] == ["a"]
 
 
 def test_read_only_options_and_their_conflicts(tmp_path: Path) -> None:

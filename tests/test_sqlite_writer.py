@@ -8,6 +8,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 
 from duroxy.errors import ProviderError
 from duroxy.history import OrchestrationCompleted
-from duroxy.providers.sqlite import SqliteProvider, _ops, _tx
+from duroxy.providers.sqlite import SqliteProvider, _ops, _tx, _worker
 from duroxy.providers.sqlite._inline import DECLINED, InlineReader
 from duroxy.testing.provider_suite.support import (
     HOLD,
@@ -293,9 +294,13 @@ async def test_a_poll_woken_by_a_message_falling_due_fetches_without_probing_aga
 async def test_the_writer_warms_up_a_moment_before_a_message_falls_due(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     warmed = _calls(monkeypatch, "warm_up")
-    store = SqliteProvider(tmp_path / "t.db")
     # The thread wakes 0.6 ms before the due time to warm up, and skips the warm-up
-    # when it wakes after it: a loaded machine may wake it that late now and then.
+    # when it wakes after the due time. A thread on a busy machine often wakes more
+    # than 0.6 ms late: here it wakes 50 ms ahead (after an idle spell of 100 ms), so
+    # that only a wake-up later than that misses the warm-up.
+    monkeypatch.setattr(_worker, "_WARM_UP_AHEAD_S", 0.05)
+    monkeypatch.setattr(_worker, "_WARM_UP_IDLE_S", 0.1)
+    store = SqliteProvider(tmp_path / "t.db")
     for _attempt in range(3):
         warmed.clear()
         iid, due = await _due_later(store, 0.2)
@@ -318,24 +323,22 @@ async def test_the_writer_warms_up_a_moment_before_a_message_falls_due(
 def test_a_warm_up_never_waits_for_another_writer_and_leaves_no_transaction(
         tmp_path: Path) -> None:
     path = tmp_path / "t.db"
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("CREATE TABLE orchestrator_queue (visible_at REAL)")
-    conn.execute("PRAGMA busy_timeout = 30000")
-    other = sqlite3.connect(path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")  # another process's write lock
-    t0 = time.monotonic()
-    _ops.warm_up(_tx.Tx(conn))
-    assert time.monotonic() - t0 < 1
-    assert not conn.in_transaction
-    assert conn.execute("PRAGMA busy_timeout").fetchall() == [(30000,)]
-    other.execute("ROLLBACK")
-    _ops.warm_up(_tx.Tx(conn))  # with the lock free: taken and given back
-    assert not conn.in_transaction
-    other.execute("BEGIN IMMEDIATE")  # free again
-    other.execute("ROLLBACK")
-    conn.close()
-    other.close()
+    with (closing(sqlite3.connect(path, isolation_level=None, timeout=30)) as conn,
+          closing(sqlite3.connect(path, isolation_level=None)) as other):
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE orchestrator_queue (visible_at REAL)")
+        conn.execute("PRAGMA busy_timeout = 30000")
+        other.execute("BEGIN IMMEDIATE")  # another process's write lock
+        t0 = time.monotonic()
+        _ops.warm_up(_tx.Tx(conn))
+        assert time.monotonic() - t0 < 1
+        assert not conn.in_transaction
+        assert conn.execute("PRAGMA busy_timeout").fetchall() == [(30000,)]
+        other.execute("ROLLBACK")
+        _ops.warm_up(_tx.Tx(conn))  # with the lock free: taken and given back
+        assert not conn.in_transaction
+        other.execute("BEGIN IMMEDIATE")  # free again
+        other.execute("ROLLBACK")
 
 
 async def test_parked_poll_answers_empty_at_its_deadline(tmp_path: Path) -> None:

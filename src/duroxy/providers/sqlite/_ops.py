@@ -188,8 +188,9 @@ def enqueue_orchestrator_message(tx: Tx, msg: PreparedMessage) -> None:
 # ------------------------------------------------------------------ orchestration queue
 def _candidates(tx: Tx, cap: int, skip: Skip) -> list[Any]:
     if skip is None:
-        return _rows(tx.conn, Q["orchestration_candidates"], (tx.now, cap))
-    return _rows(tx.conn, Q["orchestration_candidates_excluding"], (tx.now, cap, *skip))
+        return _rows(tx.conn, Q["orchestration_candidates"], (tx.now, tx.now, cap))
+    return _rows(tx.conn, Q["orchestration_candidates_excluding"],
+                 (tx.now, tx.now, *skip, cap))
 
 
 def fetch_orchestration_items(tx: Tx, lock_timeout: float, limit: int, skip: Skip = None
@@ -297,7 +298,7 @@ def commit_turn(tx: Tx, instance_id: str, expected_len: int, c: PreparedCommit
                 ) -> list[ActivityItem]:
     """An ack without a fetched lock, for an instance nothing happened to meanwhile:
     no lock is taken, and no message was delivered, so there is none to delete."""
-    found = _rows(tx.conn, Q["lock_free_turn_state"], (instance_id, tx.now))
+    found = _rows(tx.conn, Q["lock_free_turn_state"], (tx.now, tx.now, instance_id))
     if not found:
         raise LockLost("the instance has no record")
     execution_id, history_len, locked, waiting = found[0]
@@ -347,7 +348,7 @@ def _apply_turn(tx: Tx, instance_id: str, has_record: bool, old_execution: int |
         for (iid, ex, eid, name, payload), work in zip(c.activities[:claim], c.claimed_work,
                                                        strict=True):
             rows = _rows(conn, Q["enqueue_activity_returning"],
-                         (iid, ex, eid, name, payload, tx.now))
+                         (iid, ex, eid, name, payload, tx.now, tx.now))
             if rows:
                 wid = rows[0][0]
                 claimed.append(ActivityItem(wid, f"{wid}.{salt}", work, 1))
@@ -355,7 +356,7 @@ def _apply_turn(tx: Tx, instance_id: str, has_record: bool, old_execution: int |
             (it.lock_token, tx.now + claim_timeout, it.id) for it in claimed])
     if len(c.activities) > claim:
         conn.executemany(Q["enqueue_activity"], [
-            (*row, tx.now) for row in c.activities[claim:]])
+            (*row, tx.now, tx.now) for row in c.activities[claim:]])
     if c.cancel_activities:
         conn.executemany(Q["cancel_activity"], c.cancel_activities)
     for target in dict.fromkeys(m.instance_id for m in c.messages):
@@ -402,7 +403,7 @@ def fetch_activity_items(tx: Tx, lock_timeout: float, limit: int, skip: Skip = N
     if skip is None:
         found = _rows(conn, Q["next_activities"], (now, limit))
     else:
-        found = _rows(conn, Q["next_activities_excluding"], (now, limit, *skip))
+        found = _rows(conn, Q["next_activities_excluding"], (now, *skip, limit))
     for wid, payload, count in found:
         try:
             work = ActivityWork.from_json(payload)
@@ -444,7 +445,7 @@ def abandon_activity(tx: Tx, token: str, delay: float, ignore_attempt: bool = Fa
     wid = _work_id(token)
     visible = tx.now + delay if delay > 0 else None
     found = _rows(tx.conn, Q["abandon_activity"],
-                  (visible, wid, token, tx.now, 0 if ignore_attempt else 1))
+                  (visible, 0 if ignore_attempt else 1, wid, token, tx.now))
     if not found:
         raise _activity_lock_lost(tx, wid, token)
     if delay <= 0:
@@ -466,7 +467,7 @@ def get_instance(tx: Tx, instance_id: str) -> InstanceRecord | None:
 
 def read_history(tx: Tx, instance_id: str, execution_id: int | None) -> list[HistoryEvent]:
     if execution_id is None:
-        texts = _rows(tx.conn, Q["read_latest_history"], (instance_id,))
+        texts = _rows(tx.conn, Q["read_latest_history"], (instance_id, instance_id))
     else:
         texts = _rows(tx.conn, Q["read_history"], (instance_id, execution_id))
     return [decode_event(t) for (t,) in texts]

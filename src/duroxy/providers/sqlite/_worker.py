@@ -255,6 +255,15 @@ class ConnectionWorker:
         if self._thread is not None:
             self.submit(Op(STOP, False, None, None))
 
+    def refuse_if_unstarted(self) -> bool:
+        """If the thread never started, refuse all later work (so that no thread, and no
+        connection, is opened after the store closed) and return True."""
+        with self._lock:
+            if self._thread is None:
+                self._stopped = True
+                return True
+            return False
+
     # ----------------------------------------------------------------- the thread
     def _run(self) -> None:
         # The thread holds ``_busy`` whenever it touches the connection or the state

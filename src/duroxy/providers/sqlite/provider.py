@@ -167,13 +167,20 @@ class _Config:
         self.schema_ready = threading.Event()
         self.read_only = ReadOnlyFile(path) if read_only else None
 
-    def _connect(self, busy_timeout: float | None = None) -> sqlite3.Connection:
+    def _connect(self, busy_timeout: float | None = None, query_only: bool = False
+                 ) -> sqlite3.Connection:
         timeout = self.busy_timeout if busy_timeout is None else busy_timeout
         # Each connection is used by one thread at a time; the inline reader's by
         # whichever thread holds its lock.
         conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
                                cached_statements=256, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            if query_only:
+                conn.execute("PRAGMA query_only = 1")
+        except BaseException:
+            conn.close()  # a connection nobody will own is closed here, not left to gc
+            raise
         return conn
 
     def open_writer(self) -> sqlite3.Connection:
@@ -218,33 +225,40 @@ class _Config:
     def open_reader(self) -> sqlite3.Connection:
         ro = self.read_only
         if ro is None:
-            conn = self._connect()
-        else:
-            conn = ro.connect(self.busy_timeout)
-            try:
-                check_schema(conn, ro.where)
-            except BaseException as e:
-                conn.close()
-                # Normally the store's first connection (the inline reader opens after a
-                # check passed): with it closed, nothing of this store uses the files.
-                # (If something still does, tidying up finds them in use and keeps them.)
-                ro.tidy_up()
-                if isinstance(e, sqlite3.Error) and (clear := ro.unreadable(e)) is not None:
-                    raise clear from None
-                raise
+            return self._connect(query_only=True)
+        conn = ro.connect(self.busy_timeout)
+        try:
+            check_schema(conn, ro.where)
+        except BaseException as e:
+            conn.close()
+            # Normally the store's first connection (the inline reader opens after a
+            # check passed): with it closed, nothing of this store uses the files.
+            # (If something still does, tidying up finds them in use and keeps them.)
+            ro.tidy_up()
+            if isinstance(e, sqlite3.Error) and (clear := ro.unreadable(e)) is not None:
+                raise clear from None
+            raise
+        try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            self.schema_ready.set()
-        conn.execute("PRAGMA query_only = 1")
+            conn.execute("PRAGMA query_only = 1")
+        except BaseException:
+            conn.close()  # a connection nobody will own is closed here, not left to gc
+            raise
+        self.schema_ready.set()
         return conn
 
     def open_inline_reader(self) -> sqlite3.Connection:
         """A reader that never waits for a lock (``InlineReader`` declines instead)."""
         if self.read_only is None:
-            conn = self._connect(busy_timeout=0.0)
-        else:  # opened once the reader thread's connection has checked the schema
-            conn = self.read_only.connect(0.0)
+            return self._connect(busy_timeout=0.0, query_only=True)
+        # (opened once the reader thread's connection has checked the schema)
+        conn = self.read_only.connect(0.0)
+        try:
             conn.execute("PRAGMA busy_timeout = 0")
-        conn.execute("PRAGMA query_only = 1")
+            conn.execute("PRAGMA query_only = 1")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
 
@@ -300,7 +314,13 @@ def _idle(loop: asyncio.AbstractEventLoop) -> bool:
     return ready is not None and not ready
 
 
-def _stop_workers(*workers: ConnectionWorker) -> None:
+def _release(inline: InlineReader | None, *workers: ConnectionWorker) -> None:
+    """What a provider garbage-collected unclosed gives back: the inline reader's
+    connection (closed here), the worker threads' (each closes its own, after the work
+    already queued). Never blocks on a read: a thread inside ``InlineReader.read``
+    holds the provider, so the provider cannot be collected meanwhile."""
+    if inline is not None:
+        inline.close()
     for w in workers:
         w.stop_nowait()
 
@@ -390,10 +410,12 @@ class SqliteProvider(Provider, FastPath):
         # A private in-memory database has one connection: the writer's.
         self._inline = None if self._config.memory else InlineReader(
             self._config.open_inline_reader)
-        # An unclosed provider that is garbage-collected lets its threads close their
-        # connections. Not at interpreter exit: daemon threads just stop there, and every
-        # acknowledged commit is already durable.
-        self._finalizer = weakref.finalize(self, _stop_workers, self._writer, self._reader)
+        # An unclosed provider that is garbage-collected closes its connections: the
+        # inline reader's at once, the threads' on their threads. Not at interpreter
+        # exit: daemon threads just stop there, and every acknowledged commit is
+        # already durable.
+        self._finalizer = weakref.finalize(self, _release, self._inline, self._writer,
+                                           self._reader)
         self._finalizer.atexit = False
 
     @classmethod
@@ -509,7 +531,9 @@ class SqliteProvider(Provider, FastPath):
         loop = asyncio.get_running_loop()
         waits: list[asyncio.Future[Any]] = []
         for worker in dict.fromkeys((self._reader, self._writer)):
-            if worker.started:
+            # A read already past its open check may still submit to a reader that
+            # never started: it is refused instead of starting a thread nobody stops.
+            if not worker.refuse_if_unstarted():
                 fut: asyncio.Future[Any] = loop.create_future()
                 worker.submit(Op(STOP, False, loop, fut))
                 waits.append(fut)

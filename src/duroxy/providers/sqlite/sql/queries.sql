@@ -1,6 +1,8 @@
 -- Named statements of the SQLite store. Each starts with a "-- name: NAME" line; the
 -- statement runs to the next name line. Comment lines are dropped when loading.
--- Hot-path statements take positional (?) parameters; the rest take named ones.
+-- Statements take plain positional parameters (?, bound to a tuple in the order they
+-- appear: the cheapest form) or named ones (:name, bound to a dict). Never numbered
+-- ones (?1): Python 3.12 warns when they are bound to a sequence, 3.14 refuses it.
 
 -- ------------------------------------------------------------------ migrations
 -- name: create_schema_version
@@ -88,9 +90,10 @@ INSERT INTO history (instance_id, execution_id, event_id, event_json) VALUES (?,
 SELECT event_json FROM history WHERE instance_id = ? AND execution_id = ? ORDER BY event_id;
 
 -- name: read_latest_history
+-- (instance_id, instance_id)
 SELECT event_json FROM history
-WHERE instance_id = ?1
-  AND execution_id = (SELECT max(execution_id) FROM history WHERE instance_id = ?1)
+WHERE instance_id = ?
+  AND execution_id = (SELECT max(execution_id) FROM history WHERE instance_id = ?)
 ORDER BY event_id;
 
 -- name: list_executions
@@ -106,34 +109,34 @@ INSERT INTO orchestrator_queue (instance_id, payload, visible_at, msg_visible_at
 VALUES (?, ?, ?, ?);
 
 -- name: orchestration_candidates
--- (now, row cap): the oldest visible messages whose instance holds no live lock, a
+-- (now, now, row cap): the oldest visible messages whose instance holds no live lock, a
 -- range scan of orchestrator_queue_visible that stops after the cap. The caller keeps
 -- the first distinct instances.
 SELECT q.instance_id FROM orchestrator_queue AS q
-WHERE q.visible_at <= ?1
+WHERE q.visible_at <= ?
   AND NOT EXISTS (SELECT 1 FROM instance_locks AS l
-                  WHERE l.instance_id = q.instance_id AND l.locked_until > ?1)
+                  WHERE l.instance_id = q.instance_id AND l.locked_until > ?)
 ORDER BY q.visible_at, q.id
-LIMIT ?2;
+LIMIT ?;
 
 -- name: orchestration_candidates_excluding
--- orchestration_candidates (now, row cap), leaving out instances whose record names an
--- orchestration in ?3 (a JSON array of names) or a [name, version] pair in ?4 (a JSON
--- array of pairs): another worker runs those (see ExcludedWork). Messages for ids
--- without a record are never left out. Still one range scan of
+-- orchestration_candidates (now, now, names, pairs, row cap), leaving out instances whose
+-- record names an orchestration in names (a JSON array) or a [name, version] pair in
+-- pairs (a JSON array of pairs): another worker runs those (see ExcludedWork). Messages
+-- for ids without a record are never left out. Still one range scan of
 -- orchestrator_queue_visible, with a record lookup by key per row.
 SELECT q.instance_id FROM orchestrator_queue AS q
-WHERE q.visible_at <= ?1
+WHERE q.visible_at <= ?
   AND NOT EXISTS (SELECT 1 FROM instance_locks AS l
-                  WHERE l.instance_id = q.instance_id AND l.locked_until > ?1)
+                  WHERE l.instance_id = q.instance_id AND l.locked_until > ?)
   AND NOT EXISTS (SELECT 1 FROM instances AS i
                   WHERE i.instance_id = q.instance_id
-                    AND (i.name IN (SELECT value FROM json_each(?3))
-                         OR EXISTS (SELECT 1 FROM json_each(?4) AS p
+                    AND (i.name IN (SELECT value FROM json_each(?))
+                         OR EXISTS (SELECT 1 FROM json_each(?) AS p
                                     WHERE json_extract(p.value, '$[0]') = i.name
                                       AND json_extract(p.value, '$[1]') = i.version)))
 ORDER BY q.visible_at, q.id
-LIMIT ?2;
+LIMIT ?;
 
 -- name: next_due
 -- (now): the earliest time a queued message becomes visible, among those not visible
@@ -152,8 +155,8 @@ SET lock_token = excluded.lock_token, locked_until = excluded.locked_until,
 -- name: claim_messages
 -- (lock_token, instance_id, now): marks every visible message of the instance as
 -- delivered under the lock.
-UPDATE orchestrator_queue SET lock_token = ?1, fetch_count = fetch_count + 1
-WHERE instance_id = ?2 AND visible_at <= ?3
+UPDATE orchestrator_queue SET lock_token = ?, fetch_count = fetch_count + 1
+WHERE instance_id = ? AND visible_at <= ?
 RETURNING id, payload, msg_visible_at, fetch_count;
 
 -- name: lock_expiry
@@ -179,7 +182,7 @@ SELECT 1 FROM activity_queue WHERE visible_at <= ? LIMIT 1;
 -- name: any_activity_visible_excluding
 -- (now, JSON array of activity names left to other workers)
 SELECT 1 FROM activity_queue
-WHERE visible_at <= ?1 AND name NOT IN (SELECT value FROM json_each(?2))
+WHERE visible_at <= ? AND name NOT IN (SELECT value FROM json_each(?))
 LIMIT 1;
 
 -- name: renew_lock
@@ -202,33 +205,33 @@ UPDATE orchestrator_queue SET lock_token = NULL, fetch_count = max(fetch_count -
 WHERE instance_id = ? AND lock_token = ?;
 
 -- name: lock_free_turn_state
--- (instance_id, now): what a turn committed without a lock checks, in one lookup: the
+-- (now, now, instance_id): what a turn committed without a lock checks, in one lookup: the
 -- record's execution and history length, whether a live lock (or cool-down) holds the
 -- instance, whether messages wait for it. No row: the instance has no record.
 SELECT i.execution_id, i.history_len,
        EXISTS (SELECT 1 FROM instance_locks AS l
-               WHERE l.instance_id = i.instance_id AND l.locked_until > ?2),
+               WHERE l.instance_id = i.instance_id AND l.locked_until > ?),
        EXISTS (SELECT 1 FROM orchestrator_queue AS q
-               WHERE q.instance_id = i.instance_id AND q.visible_at <= ?2)
-FROM instances AS i WHERE i.instance_id = ?1;
+               WHERE q.instance_id = i.instance_id AND q.visible_at <= ?)
+FROM instances AS i WHERE i.instance_id = ?;
 
 -- name: has_visible_messages
 SELECT 1 FROM orchestrator_queue WHERE instance_id = ? AND visible_at <= ? LIMIT 1;
 
 -- ------------------------------------------------------------------ activity queue
 -- name: enqueue_activity
--- (instance_id, execution_id, event_id, activity name, payload, visible_at); scheduling
--- the same work twice keeps the first row.
+-- (instance_id, execution_id, event_id, activity name, payload, visible_at, enqueued_at:
+-- the same time); scheduling the same work twice keeps the first row.
 INSERT INTO activity_queue (instance_id, execution_id, event_id, name, payload, visible_at,
                             enqueued_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (instance_id, execution_id, event_id) DO NOTHING;
 
 -- name: enqueue_activity_returning
 -- enqueue_activity, answering the new row's id (nothing when the work already exists).
 INSERT INTO activity_queue (instance_id, execution_id, event_id, name, payload, visible_at,
                             enqueued_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (instance_id, execution_id, event_id) DO NOTHING
 RETURNING id;
 
@@ -239,12 +242,12 @@ ORDER BY visible_at, id
 LIMIT ?;
 
 -- name: next_activities_excluding
--- next_activities (now, limit), leaving out the activity names in ?3 (a JSON array):
--- the same range scan, the names checked on each row.
+-- next_activities (now, JSON array of activity names to leave out, limit): the same
+-- range scan, the names checked on each row.
 SELECT id, payload, fetch_count FROM activity_queue
-WHERE visible_at <= ?1 AND name NOT IN (SELECT value FROM json_each(?3))
+WHERE visible_at <= ? AND name NOT IN (SELECT value FROM json_each(?))
 ORDER BY visible_at, id
-LIMIT ?2;
+LIMIT ?;
 
 -- name: lock_activity
 -- (lock_token, locked_until, id)
@@ -261,11 +264,11 @@ UPDATE activity_queue SET visible_at = ?
 WHERE id = ? AND lock_token = ? AND visible_at > ?;
 
 -- name: abandon_activity
--- (visible_at or NULL: back to its place in the queue, id, lock_token, now, whether the
--- fetch that delivered it counts as an attempt: 1 or 0)
-UPDATE activity_queue SET lock_token = NULL, visible_at = coalesce(?1, enqueued_at),
-                          fetch_count = max(fetch_count - 1 + ?5, 0)
-WHERE id = ?2 AND lock_token = ?3 AND visible_at > ?4
+-- (visible_at or NULL: back to its place in the queue, whether the fetch that delivered
+-- it counts as an attempt: 1 or 0, id, lock_token, now)
+UPDATE activity_queue SET lock_token = NULL, visible_at = coalesce(?, enqueued_at),
+                          fetch_count = max(fetch_count - 1 + ?, 0)
+WHERE id = ? AND lock_token = ? AND visible_at > ?
 RETURNING instance_id;
 
 -- name: activity_lock_token
@@ -281,7 +284,7 @@ DELETE FROM activity_queue WHERE instance_id = ? AND execution_id = ? AND event_
 -- ------------------------------------------------------------------ workers
 -- name: forget_workers
 -- (before, worker_id): rows of other workers last seen before then.
-DELETE FROM workers WHERE last_seen_at < ?1 AND worker_id <> ?2;
+DELETE FROM workers WHERE last_seen_at < ? AND worker_id <> ?;
 
 -- name: record_heartbeat
 -- Insert or replace a worker's row; a stopped row is not revived by a late heartbeat of
