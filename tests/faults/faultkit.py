@@ -66,9 +66,10 @@ def receipt(key: str) -> str:
 
 
 def keyed_app(effects: Effects) -> tuple[ActivityRegistry, OrchestrationRegistry]:
-    """``pay``: two steps, each drawing an idempotency key with ``ctx.new_guid()`` and
-    passing it to ``charge``, which records the key it was called with (the side effect)
-    and returns a receipt naming it. Its output is ``{"n": n, "receipts": [...]}``.
+    """``pay`` (input ``{"n": n}``): two steps, each drawing an idempotency key with
+    ``ctx.new_guid()`` and passing it to ``charge``, which records the key it was called
+    with (the side effect) and returns a receipt naming it. Its output is
+    ``{"n": n, "receipts": [...]}``.
 
     The promise under test: a key an activity received is a key the instance's history
     recorded, so a charge made under it is one the workflow knows of."""
@@ -78,7 +79,8 @@ def keyed_app(effects: Effects) -> tuple[ActivityRegistry, OrchestrationRegistry
         await asyncio.sleep(0)
         return receipt(inp["key"])
 
-    async def pay(ctx: OrchestrationContext, n: int) -> dict[str, Any]:
+    async def pay(ctx: OrchestrationContext, inp: dict[str, Any]) -> dict[str, Any]:
+        n = inp["n"]  # "pad", when given, only makes the start bigger
         receipts = []
         for step in range(2):
             key = await ctx.new_guid()
