@@ -196,7 +196,8 @@ class OrchestrationDispatcher:
                            if started is None and inst.history_len else [])
             except PayloadError as e:
                 await self._fail(item, None, execution_id, ErrorDetails(
-                    "poison", "PayloadError", f"stored history does not decode: {e}"), now_us,
+                    "poison", "PayloadError", f"stored history of instance {iid!r} "
+                    f"(execution {execution_id}) does not decode: {e}"), now_us,
                     next_event_id=inst.history_len + 1)
                 return False
             execution = OrchestrationExecution(
