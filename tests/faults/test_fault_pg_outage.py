@@ -176,3 +176,48 @@ async def test_backends_terminated_and_server_restarted_under_load(
     finally:
         await node.close()
         await client_store.close()
+
+
+#: Long enough for psycopg_pool's own reconnection delay (1, 2, 4, 8, 16 s ...) to have
+#: grown past 10 s by the time the server is back.
+OUTAGE_S = 17.0
+
+
+@pytest.mark.timeout(240)
+async def test_after_a_long_outage_work_resumes_as_soon_as_the_server_is_back(
+        private_pg: PrivatePg, schema: str, tmp_path: Path) -> None:
+    from duroxy.providers.postgres import PostgresProvider
+    from duroxy.providers.postgres._pool import RECONNECT_MAX_DELAY_S
+
+    effects = Effects(tmp_path / "effects.log")
+    acts, orchs = chain_app(effects)
+    node = PostgresProvider(private_pg.dsn, schema)
+    client = Client(node)
+    opts = RuntimeOptions(orchestration_lock_timeout=LOCK, activity_lock_timeout=LOCK,
+                          activity_concurrency=ACT_CONCURRENCY, cancel_check_interval=0.2)
+    try:
+        async with await Runtime.start(node, acts, orchs, opts):
+            ids = [f"long-{n}" for n in range(INSTANCES // 3)]
+            for n, iid in enumerate(ids):
+                await client.start_orchestration(iid, "chain", n)
+            await wait_until(lambda: len(effects.read()) >= 3 * ACT_CONCURRENCY, 60,
+                             "work to start")
+            await asyncio.to_thread(private_pg.stop)
+            await asyncio.sleep(OUTAGE_S)
+            await asyncio.to_thread(private_pg.start)
+            back, at = len(effects.read()), time.monotonic()
+            assert back < len(ids) * STEPS, "everything finished before the outage"
+            # More activities start than were in hand at the outage: the pool connected
+            # again, and the runtime fetched new work.
+            await wait_until(lambda: len(effects.read()) >= back + 2 * ACT_CONCURRENCY, 60,
+                             "work to resume after the outage")
+            resumed = time.monotonic() - at
+            statuses = await wait_all(client, ids, 120)
+        for n, iid in enumerate(ids):
+            assert statuses[iid].state is OrchestrationState.COMPLETED, statuses[iid]
+            assert statuses[iid].output == chain_output(n), iid
+        # Generous: the pool tries every RECONNECT_MAX_DELAY_S at least; left to its own
+        # doubling it would try next some 10 s after the server's return.
+        assert resumed < RECONNECT_MAX_DELAY_S + 3.0, f"work resumed {resumed:.1f} s late"
+    finally:
+        await node.close()
