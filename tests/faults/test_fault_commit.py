@@ -57,9 +57,14 @@ class Fault:
 
     seen = 0
 
-    async def on(self) -> None: ...
+    async def on(self) -> None:
+        raise NotImplementedError
 
-    async def off(self) -> None: ...
+    async def off(self) -> None:
+        raise NotImplementedError
+
+    def refused(self) -> None:
+        """A client's start failed: faults that cannot count their own failures do here."""
 
     def enough(self) -> bool:
         return self.seen >= 12
@@ -118,6 +123,9 @@ class FullDisk(Fault):
     async def off(self) -> None:
         self.filler.unlink(missing_ok=True)
 
+    def refused(self) -> None:
+        self.seen += 1
+
     def enough(self) -> bool:
         return self.seen >= 3
 
@@ -151,8 +159,7 @@ async def run_through(store: Provider, client: Client, effects: Effects, fault: 
             except ProviderError as e:
                 assert e.retryable or "full" in str(e) or "I/O" in str(e), e
                 run.refused[iid] = n
-                if isinstance(fault, FullDisk):
-                    fault.seen += 1
+                fault.refused()
             else:
                 run.acked[iid] = n
             n += 1
