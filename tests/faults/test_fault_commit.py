@@ -42,14 +42,6 @@ OPTS = RuntimeOptions(orchestration_lock_timeout=1.0, activity_lock_timeout=1.0,
                       cancel_check_interval=0.2, orchestration_concurrency=8,
                       activity_concurrency=8)
 
-#: The SQLite writer hands a turn's claimed activities to the runtime before its COMMIT
-#: (``_flush_early`` in providers/sqlite/_worker.py): when that COMMIT fails, the activity
-#: has already run with a key the history never recorded. Fixed when claims are handed
-#: out only after COMMIT.
-SQLITE_EARLY_CLAIMS = pytest.mark.xfail(
-    strict=True, reason="the SQLite writer hands out a turn's claimed activities before "
-    "its COMMIT: a failed commit leaks an activity run with a key no history recorded")
-
 
 # ====================================================================== faults
 class Fault:
@@ -240,11 +232,13 @@ async def test_sqlite_failing_commits_lose_no_acknowledged_start(
     check_effects_follow_history(run, effects)
 
 
-@SQLITE_EARLY_CLAIMS
 @pytest.mark.timeout(120)
 async def test_sqlite_failing_commits_leak_no_effect(
         tmp_path: Path, sqlite_fault: tuple[Path, Callable[[SqliteProvider], Fault], int]
         ) -> None:
+    """A store hands out nothing a transaction produced before its COMMIT returned: a
+    writer that handed a turn's claimed activities to the runtime just before a COMMIT
+    that then failed ran them with keys no history recorded (fails on such a writer)."""
     run, effects = await _sqlite_run(tmp_path, sqlite_fault)
     check_no_effect_leaked(run, effects)
 
