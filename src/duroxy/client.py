@@ -14,7 +14,7 @@ from typing import Any
 from . import codec
 from ._names import name_problem
 from ._semver import parse_semver
-from .errors import DuroxyError, ErrorDetails, InstanceNotFound
+from .errors import DuroxyError, ErrorDetails, InstanceNotFound, PayloadError
 from .history import (
     CancellationRequested,
     EventRaised,
@@ -273,13 +273,19 @@ class Client:
 
     async def read_history(self, instance_id: str, execution_id: int | None = None
                            ) -> list[HistoryEvent]:
-        """History events of the latest (or given) execution, in order."""
+        """History events of the latest (or given) execution, in order. Raises
+        ``PayloadError`` naming the instance when a stored event does not decode."""
         check_id(instance_id, "instance id")
         if execution_id is not None:
             check_count(execution_id, "execution_id", 1)
         if await self.provider.get_instance(instance_id) is None:
             raise InstanceNotFound(instance_id)
-        return await self.provider.read_history(instance_id, execution_id)
+        try:
+            return await self.provider.read_history(instance_id, execution_id)
+        except PayloadError as e:
+            which = "" if execution_id is None else f" (execution {execution_id})"
+            raise PayloadError(f"stored history of instance {instance_id!r}{which} does not "
+                               f"decode: {e}") from e
 
     async def list_executions(self, instance_id: str) -> list[int]:
         """The instance's execution ids, oldest first; ``InstanceNotFound`` for an

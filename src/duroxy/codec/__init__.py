@@ -18,6 +18,8 @@ Invariants:
 * A value without a JSON form (an object, a function, bytes, NaN) raises
   :class:`PayloadError` naming its type and its path inside the value; so does a
   value that does not fit its annotation, naming the expected type and the path.
+* No payload is bigger than ``MAX_PAYLOAD_BYTES`` (16 MiB) of UTF-8 JSON: ``encode``
+  refuses a bigger one with :class:`PayloadError`, before anything is stored.
 * pydantic is never imported here: a pydantic model exists only once its user has
   imported pydantic, so the codec finds it in ``sys.modules``.
 
@@ -30,11 +32,13 @@ what they share (the failure carrier, type and path naming, pydantic detection, 
 JSON writer that history records use too).
 """
 
+from .._limits import MAX_PAYLOAD_BYTES
 from ._annotations import input_type_of, output_type_of, remember_scope
 from ._decode import decode, from_json_value
 from ._encode import encode, to_json_value
 
 __all__ = [
+    "MAX_PAYLOAD_BYTES",
     "decode",
     "encode",
     "from_json_value",

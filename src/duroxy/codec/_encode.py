@@ -15,6 +15,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+from .. import _limits
 from ..errors import PayloadError
 from ._common import (
     Conv,
@@ -60,17 +61,34 @@ def _is_plain(value: Any) -> bool:
 
 def encode(value: Any, *, path: str = "") -> str:
     """Compact JSON text of ``value``, unicode unescaped. ``path`` names the value in
-    error messages, e.g. ``"input"``."""
+    error messages, e.g. ``"input"``. Raises :class:`PayloadError` for a value without
+    a JSON form or one bigger than ``MAX_PAYLOAD_BYTES``."""
     try:
         if _is_plain(value):
-            return dump_json(value)
+            return _sized(dump_json(value), path)
     except (ValueError, RecursionError):
         pass  # NaN, an over-long int, deep or cyclic: the conversion below says where
     converted = to_json_value(value, path=path)
     try:
-        return dump_json(converted)
+        text = dump_json(converted)
     except ValueError as exc:  # an int beyond sys.get_int_max_str_digits()
         raise PayloadError(f"cannot encode value{' at ' + path if path else ''}: {exc}") from None
+    return _sized(text, path)
+
+
+def _sized(text: str, path: str) -> str:
+    """``text``, unless its UTF-8 form is over the payload limit (read here at every
+    call, so that a test may lower it)."""
+    limit = _limits.MAX_PAYLOAD_BYTES
+    if len(text) <= limit // 4:  # no character takes more than 4 bytes
+        return text
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise PayloadError(
+            f"value{' at ' + path if path else ''} is {size:,} bytes of JSON, over the "
+            f"{limit:,}-byte payload limit (duroxy.codec.MAX_PAYLOAD_BYTES): store large "
+            "data elsewhere and pass a reference to it")
+    return text
 
 
 def to_json_value(value: Any, *, path: str = "") -> Any:

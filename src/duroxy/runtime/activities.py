@@ -17,6 +17,11 @@ Architecture:
   A turn fed that way may claim the next activity and *hand it off* to the task that
   ran this one, which runs it next on the same slot: a sequence of activities runs in
   one task.
+* **Leases.** An item waits between the fetch or claim that leased it and its start
+  only while a slot is busy (turns claim what they schedule, several at once may claim
+  the same free slot) or the process is paused. One that waited longer than a renewal
+  interval renews its lease before it starts, and is dropped if the lease is gone:
+  another worker may run it already, and a result made under a lost lease is refused.
 * **Shutdown.** A cancelled task gives back what it holds (its item, and the items
   handed to it and not started) at once, for another worker to take.
 """
@@ -29,6 +34,7 @@ import contextlib
 import contextvars
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -80,6 +86,9 @@ class ActivityDispatcher:
         #: set by the runtime to the orchestration dispatcher's
         self.feed: Feed = _not_fed
         self._running: dict[ActivityKey, ActivityContext] = {}
+        # When (time.monotonic()) the store was asked for each item not yet started, by
+        # lock token: see _lease_lapsed.
+        self._asked_at: dict[str, float] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=options.activity_concurrency, thread_name_prefix="duroxy-activity")
 
@@ -88,13 +97,24 @@ class ActivityDispatcher:
         """Activities running now."""
         return len(self._running)
 
-    def fetch(self, limit: int, _wait: float) -> Awaitable[list[ActivityItem]]:
+    async def fetch(self, limit: int, _wait: float) -> list[ActivityItem]:
         """A fetch that leaves alone what other live workers run and this one cannot."""
         lock_timeout = self.options.activity_lock_timeout
         exclude = self._heartbeat.exclude
+        asked = time.monotonic()
         if exclude is None or not exclude.activities:
-            return self.provider.fetch_activity_items(lock_timeout, limit)
-        return self.provider.fetch_activity_items(lock_timeout, limit, exclude=exclude)
+            items = await self.provider.fetch_activity_items(lock_timeout, limit)
+        else:
+            items = await self.provider.fetch_activity_items(lock_timeout, limit,
+                                                             exclude=exclude)
+        self.leased(items, asked)
+        return items
+
+    def leased(self, items: list[ActivityItem] | None, asked: float) -> None:
+        """Note that the store was asked at ``asked`` (``time.monotonic()``) for ``items``,
+        fetched or claimed by a turn: their leases began after that."""
+        for item in items or ():
+            self._asked_at[item.lock_token] = asked
 
     async def start(self, items: list[ActivityItem]) -> None:
         """Run activities claimed by a turn, each in a task of its own, on a slot."""
@@ -111,6 +131,7 @@ class ActivityDispatcher:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._asked_at.clear()
 
     async def run(self, item: ActivityItem) -> None:
         """Run an activity, then those its completion's turn hands off, on one slot
@@ -122,6 +143,7 @@ class ActivityDispatcher:
         except asyncio.CancelledError:
             # Shutdown: what was handed off and not started goes back at once.
             for left in handoff:
+                self._asked_at.pop(left.lock_token, None)
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.provider.abandon_activity(left.lock_token, 0.0))
             raise
@@ -140,6 +162,8 @@ class ActivityDispatcher:
         renewer: list[asyncio.Task[None]] = []
         renewal: asyncio.TimerHandle | None = None
         try:
+            if await self._lease_lapsed(item):
+                return
             entry = self.activities.get(work.name)
             if entry is None:
                 await self._not_registered(item)
@@ -222,6 +246,25 @@ class ActivityDispatcher:
         work = item.work
         await self.provider.ack_activity(item.lock_token, OrchestratorMessage(
             work.instance_id, event, work.execution_id))
+
+    async def _lease_lapsed(self, item: ActivityItem) -> bool:
+        """Whether an activity about to start lost its lease while it waited: it waited
+        longer than a renewal interval since it was leased, and renewing the lease now
+        finds it lost. Then another worker may be running it already: starting it here
+        would only add a side effect whose result nobody can accept."""
+        asked = self._asked_at.pop(item.lock_token, None)
+        if asked is None or time.monotonic() - asked <= self._renew_interval():
+            return False
+        try:
+            await self.provider.renew_activity_lock(item.lock_token,
+                                                    self.options.activity_lock_timeout)
+        except LockLost:
+            logger.warning("activity %r of %r not started: its lease lapsed while it waited "
+                           "to start", item.work.name, item.work.instance_id)
+            return True
+        except Exception:  # the store could not tell: run it, its ack will
+            logger.debug("renewing a waiting activity's lease failed", exc_info=True)
+        return False
 
     def _renew_interval(self) -> float:
         opts = self.options

@@ -196,7 +196,8 @@ class OrchestrationDispatcher:
                            if started is None and inst.history_len else [])
             except PayloadError as e:
                 await self._fail(item, None, execution_id, ErrorDetails(
-                    "poison", "PayloadError", f"stored history does not decode: {e}"), now_us,
+                    "poison", "PayloadError", f"stored history of instance {iid!r} "
+                    f"(execution {execution_id}) does not decode: {e}"), now_us,
                     next_event_id=inst.history_len + 1)
                 return False
             execution = OrchestrationExecution(
@@ -214,8 +215,10 @@ class OrchestrationDispatcher:
             if acked_activity is not None:
                 commit.acked_activities.append(acked_activity)
             self._claim(commit, handoff is not None)
+            asked = time.monotonic()
             try:
                 claimed = await provider.ack_orchestration_item(item.lock_token, commit)
+                self._workers.leased(claimed, asked)
             except BaseException:
                 self._cache.pop(iid, None)
                 raise
@@ -377,7 +380,9 @@ class OrchestrationDispatcher:
             commit = build_commit(iid, execution.started, result)
             commit.acked_activities.append(item.lock_token)
             self._claim(commit, handoff=True)
+            asked = time.monotonic()
             claimed = await fast.commit_turn(iid, expected, commit)
+            self._workers.leased(claimed, asked)
         except LockLost:
             self._cache.pop(iid, None)
             self._contended[iid] = time.monotonic() + _CONTENDED_S

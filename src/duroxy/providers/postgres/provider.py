@@ -84,6 +84,7 @@ from ._marshal import key as _key
 from ._migrate import check, migrate
 from ._notify import Notifier, note
 from ._parking import Parked, Parking, in_background
+from ._pool import Pool
 from ._readonly import ReadOnlyGuard
 from ._sql import (
     Migration,
@@ -300,7 +301,7 @@ class PostgresProvider(ReadOnlyGuard, ActivityQueue, Management, Heartbeats, Pro
             if len(conns) <= _WARM_CONNECTIONS and not self._read_only:  # no hot path
                 await self._warm(conn)
 
-        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+        pool: AsyncConnectionPool[Conn] = Pool(
             self._dsn, min_size=self._min_size, max_size=self._max_size, open=False,
             timeout=self._pool_timeout, kwargs={"autocommit": True, **self._conn_kwargs},
             configure=configure, name=f"duroxy-{self._schema}")

@@ -1,0 +1,306 @@
+"""Commits that fail: a full disk under a SQLite store (a small tmpfs, filled), an error
+injected right before SQLite's COMMIT, and failures injected into the PostgreSQL
+provider's statements (some before they run, some after they committed with the reply
+lost, as when a connection is cut at commit time).
+
+The promises: a start the client saw succeed is never lost, and completes once the fault
+is gone; the runtime keeps running through the failures (nothing hangs, no instance
+fails); and no effect leaks: every idempotency key an activity was ever called with
+(``key = await ctx.new_guid()``, passed to the activity) is a key its instance's history
+recorded. Side effects are counted in a file outside the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faultkit import (
+    Effects,
+    check_keyed_outcome,
+    keyed_app,
+    recorded_guids,
+    wait_all,
+)
+
+from duroxy import Client, OrchestrationState, Runtime, RuntimeOptions
+from duroxy.errors import InstanceAlreadyExists, ProviderError
+from duroxy.providers.base import Provider
+from duroxy.providers.sqlite import SqliteProvider
+
+# Short leases: work whose commit failed comes back within a second.
+OPTS = RuntimeOptions(orchestration_lock_timeout=1.0, activity_lock_timeout=1.0,
+                      cancel_check_interval=0.2, orchestration_concurrency=8,
+                      activity_concurrency=8)
+
+
+# ====================================================================== faults
+class Fault:
+    """A fault switched on and off by the test; ``seen`` counts the failures it caused."""
+
+    seen = 0
+
+    async def on(self) -> None:
+        raise NotImplementedError
+
+    async def off(self) -> None:
+        raise NotImplementedError
+
+    def refused(self) -> None:
+        """A client's start failed: faults that cannot count their own failures do here."""
+
+    def enough(self) -> bool:
+        return self.seen >= 12
+
+
+class FailingCommits(Fault):
+    """Every ``every``-th COMMIT of the SQLite writer fails (SQLite's own error type, as a
+    failing disk gives), through the writer's ``before_commit`` test hook."""
+
+    def __init__(self, store: SqliteProvider, every: int = 3) -> None:
+        self.every = every
+        self.active = False
+        self.commits = 0
+        self._lock = threading.Lock()
+        store._writer.before_commit = self._hook
+
+    def _hook(self) -> None:  # on the writer thread
+        with self._lock:
+            if not self.active:
+                return
+            self.commits += 1
+            if self.commits % self.every:
+                return
+            self.seen += 1
+        raise sqlite3.OperationalError("disk I/O error (injected before COMMIT)")
+
+    async def on(self) -> None:
+        self.active = True
+
+    async def off(self) -> None:
+        self.active = False
+
+
+class FullDisk(Fault):
+    """The filesystem holding the store filled to the last byte by a filler file."""
+
+    def __init__(self, mnt: Path) -> None:
+        self.filler = mnt / "filler"
+
+    async def on(self) -> None:
+        chunk = b"\0" * (1 << 16)
+        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            while True:
+                try:
+                    os.write(fd, chunk)
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+                    if len(chunk) == 1:
+                        break
+                    chunk = chunk[:len(chunk) // 2]
+        finally:
+            os.close(fd)
+
+    async def off(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+    def refused(self) -> None:
+        self.seen += 1
+
+    def enough(self) -> bool:
+        return self.seen >= 3
+
+
+# ====================================================================== the run
+@dataclass
+class Run:
+    acked: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)
+    histories: dict[str, list[Any]] = field(default_factory=dict)
+
+
+async def run_through(store: Provider, client: Client, effects: Effects, fault: Fault,
+                      tag: str, *, pad: int = 0, starts: int = 40,
+                      max_starts: int = 400, refusal_is_final: bool = True) -> Run:
+    """Start instances of ``pay`` while ``fault`` makes commits fail, until it has caused
+    enough failures; then end the fault and let everything finish. ``pad`` makes each
+    start's input that much bigger (a full disk fills faster). ``refusal_is_final``: a
+    start the client saw fail was not committed (False where a reply may be lost after
+    the commit: such a start may exist)."""
+    acts, orchs = keyed_app(effects)
+    run = Run()
+    rt = await Runtime.start(store, acts, orchs, OPTS)
+    try:
+        await fault.on()
+        n = 0
+        while n < max_starts and (n < starts or not fault.enough()):
+            iid = f"{tag}-{n}"
+            try:
+                await client.start_orchestration(iid, "pay", {"n": n, "pad": "x" * pad})
+            except ProviderError as e:
+                assert e.retryable or "full" in str(e) or "I/O" in str(e), e
+                run.refused[iid] = n
+                fault.refused()
+            else:
+                run.acked[iid] = n
+            n += 1
+        assert fault.enough(), f"the fault caused only {fault.seen} failures"
+        # The runtime meets the fault too for a moment: fetches, turns and activity acks
+        # fail, and it keeps going.
+        await asyncio.sleep(1.0)
+        assert not any(t.done() for t in rt._loops), "a dispatcher stopped"
+        await fault.off()
+        statuses = await wait_all(client, run.acked, 90)
+        for iid, n in run.acked.items():
+            run.histories[iid] = await client.read_history(iid)
+            check_keyed_outcome(iid, n, statuses[iid], run.histories[iid])
+        assert run.acked, "no start was acknowledged"
+        # A start that was refused left nothing half done: it can be made again.
+        for iid, n in run.refused.items():
+            if refusal_is_final:
+                st = await client.get_orchestration_status(iid)
+                assert st.state is OrchestrationState.NOT_FOUND, (iid, st.state)
+            with contextlib.suppress(InstanceAlreadyExists):
+                await client.start_orchestration(iid, "pay", {"n": n})
+        again = await wait_all(client, run.refused, 60)
+        for iid, n in run.refused.items():
+            run.histories[iid] = await client.read_history(iid)
+            check_keyed_outcome(iid, n, again[iid], run.histories[iid])
+    finally:
+        await fault.off()
+        await rt.shutdown(timeout=5)
+    return run
+
+
+def check_effects_follow_history(run: Run, effects: Effects) -> None:
+    """Each key the history recorded was charged at least once (at-least-once), and each
+    charge made under it happened for that instance."""
+    charged = effects.keys_by_instance()
+    for iid, history in run.histories.items():
+        assert set(recorded_guids(history)) <= charged.get(iid, set()), iid
+
+
+def check_no_effect_leaked(run: Run, effects: Effects) -> None:
+    """No key an activity was called with is missing from its instance's history."""
+    leaked = {iid: sorted(keys - set(recorded_guids(run.histories.get(iid, []))))
+              for iid, keys in effects.keys_by_instance().items()}
+    leaked = {iid: keys for iid, keys in leaked.items() if keys}
+    assert not leaked, f"activities ran with keys no history recorded: {leaked}"
+
+
+# ====================================================================== SQLite
+@pytest.fixture(params=["before_commit", pytest.param("full_disk", marks=pytest.mark.slow)])
+def sqlite_fault(request: pytest.FixtureRequest, tmp_path: Path
+                 ) -> tuple[Path, Callable[[SqliteProvider], Fault], int]:
+    """Where the store lives, the fault that fails its commits, and how big the starts
+    are: an error injected right before COMMIT, or a full disk (the store on a small
+    tmpfs, filled; padded starts fill the write-ahead log sooner)."""
+    if request.param == "before_commit":
+        return tmp_path, FailingCommits, 0
+    mnt = request.getfixturevalue("tmpfs")
+    return mnt, lambda _store: FullDisk(mnt), 20_000
+
+
+async def _sqlite_run(tmp_path: Path, fault: tuple[Path, Callable[[SqliteProvider], Fault], int]
+                      ) -> tuple[Run, Effects]:
+    where, make_fault, pad = fault
+    effects = Effects(tmp_path / "effects.log")  # outside the store's filesystem
+    store = SqliteProvider(where / "store.db")
+    async with store:
+        run = await run_through(store, Client(store), effects, make_fault(store), "c",
+                                pad=pad)
+    assert run.refused, "no start met a failing commit"
+    return run, effects
+
+
+@pytest.mark.timeout(120)
+async def test_sqlite_failing_commits_lose_no_acknowledged_start(
+        tmp_path: Path, sqlite_fault: tuple[Path, Callable[[SqliteProvider], Fault], int]
+        ) -> None:
+    run, effects = await _sqlite_run(tmp_path, sqlite_fault)
+    check_effects_follow_history(run, effects)
+
+
+@pytest.mark.timeout(120)
+async def test_sqlite_failing_commits_leak_no_effect(
+        tmp_path: Path, sqlite_fault: tuple[Path, Callable[[SqliteProvider], Fault], int]
+        ) -> None:
+    """A store hands out nothing a transaction produced before its COMMIT returned: a
+    writer that handed a turn's claimed activities to the runtime just before a COMMIT
+    that then failed ran them with keys no history recorded (fails on such a writer)."""
+    run, effects = await _sqlite_run(tmp_path, sqlite_fault)
+    check_no_effect_leaked(run, effects)
+
+
+# ====================================================================== PostgreSQL
+#: The statements that change the store (every hot call is one statement, committed
+#: on its own): the injection fails these.
+PG_WRITES = frozenset({
+    "create_instance", "create_instance_leased", "enqueue_existing", "fetch_orchestrations",
+    "lock_instance", "ack_turn", "commit_turn", "abandon_orchestration",
+    "renew_orchestration", "fetch_activities", "ack_activity", "renew_activity",
+    "abandon_activity"})
+
+
+class FailingStatements(Fault):
+    """Every ``every``-th write statement of a PostgreSQL provider fails: alternately
+    before it reaches the server (nothing changes), and after the server committed it
+    with its reply lost (as when the connection drops at commit time). Either way the
+    caller sees a retryable ``ProviderError``, as for a real cut."""
+
+    def __init__(self, store: Any, every: int = 4) -> None:
+        import psycopg
+
+        self.every = every
+        self.active = False
+        self.statements = 0
+        self.lost_replies = 0
+        real = store._run
+
+        async def run(conn: Any, stmt: Any, params: dict[str, Any]) -> Any:
+            if not self.active or stmt.name not in PG_WRITES:
+                return await real(conn, stmt, params)
+            self.statements += 1
+            if self.statements % self.every:
+                return await real(conn, stmt, params)
+            self.seen += 1
+            if self.seen % 2:
+                raise psycopg.OperationalError("injected: connection lost before the statement")
+            cur = await real(conn, stmt, params)
+            await cur.fetchall()
+            self.lost_replies += 1
+            raise psycopg.OperationalError("injected: connection lost at commit, reply lost")
+
+        store._run = run
+
+    async def on(self) -> None:
+        self.active = True
+
+    async def off(self) -> None:
+        self.active = False
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+async def test_postgres_failing_statements_lose_nothing_and_leak_no_effect(
+        tmp_path: Path, providers: Callable[..., Any]) -> None:
+    effects = Effects(tmp_path / "effects.log")
+    store = providers()
+    fault = FailingStatements(store)
+    # A reply lost after the commit leaves the client unsure: such a start may exist.
+    run = await run_through(store, Client(store), effects, fault, "pg",
+                            refusal_is_final=False)
+    assert fault.lost_replies > 0 and run.refused
+    check_effects_follow_history(run, effects)
+    check_no_effect_leaked(run, effects)
