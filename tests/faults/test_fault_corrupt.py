@@ -6,6 +6,7 @@ store (whose stored history is its wire text too)."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         provider = SqliteProvider(db)
 
         def corrupt(iid: str, event_id: int) -> None:
-            with sqlite3.connect(db) as conn:
+            with contextlib.closing(sqlite3.connect(db)) as conn, conn:
                 cur = conn.execute("UPDATE history SET event_json = ? WHERE instance_id = ? "
                                    "AND event_id = ?", (BROKEN, iid, event_id))
                 assert cur.rowcount == 1
