@@ -17,6 +17,7 @@ import pytest
 from duroxy.errors import ProviderError
 from duroxy.history import OrchestrationCompleted
 from duroxy.providers.sqlite import SqliteProvider, _ops, _tx, _worker
+from duroxy.providers.sqlite import provider as sqlite_provider
 from duroxy.providers.sqlite._inline import DECLINED, InlineReader
 from duroxy.testing.provider_suite.support import (
     HOLD,
@@ -541,7 +542,11 @@ async def test_a_write_goes_to_the_writer_while_the_loop_has_other_work(
     await create(store, uid())
     writer = store._writer.thread
     assert writer is not None
-    asyncio.get_running_loop().call_soon(lambda: None)  # something else is ready to run
+    # A burst of other work ready to run (a fan-in's completions, say): the write goes
+    # to the writer thread, where it may share a commit with theirs.
+    loop = asyncio.get_running_loop()
+    for _ in range(sqlite_provider.IDLE_READY + 1):
+        loop.call_soon(lambda: None)
     assert await _thread_of_write(store) == writer.ident
     await store.close()
 
@@ -646,4 +651,28 @@ async def test_a_poll_cancelled_after_its_items_came_gives_them_back(tmp_path: P
     await store.flush()
     (item,) = await store.fetch_orchestration_items(HOLD)  # given back, not held
     assert item.instance_id == iid and item.attempt == 1
+    await store.close()
+
+
+async def test_a_fetch_parked_on_the_callers_thread_is_answered_at_its_deadline(
+        tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "w.db")
+    await create(store, uid())
+    (item,) = await store.fetch_orchestration_items(HOLD)  # nothing left to fetch
+    await _thread_of_write(store)  # the writer thread is asleep
+    t0 = time.monotonic()
+    assert await asyncio.wait_for(store.poll_orchestration_items(HOLD, 5, wait=0.3), 5) == []
+    assert 0.3 <= time.monotonic() - t0 < 3
+    await store.close()
+
+
+async def test_a_message_falling_due_wakes_a_fetch_parked_on_the_callers_thread(
+        tmp_path: Path) -> None:
+    store = SqliteProvider(tmp_path / "w.db")
+    iid, due = await _due_later(store, 0.4)
+    await _thread_of_write(store)
+    t0 = time.monotonic()
+    (item,) = await asyncio.wait_for(store.poll_orchestration_items(HOLD, 5, wait=30), 5)
+    assert item.instance_id == iid and time.time() >= due
+    assert time.monotonic() - t0 < 3  # woken when it fell due, not at its deadline
     await store.close()

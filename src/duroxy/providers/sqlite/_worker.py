@@ -325,13 +325,13 @@ class ConnectionWorker:
         This saves the two thread wake-ups of a hand-off, each a sizeable part of a
         sequential step, and costs the caller the wait for the commit: callers use it
         only when they have nothing else to do meanwhile."""
-        if (not self._group_writes or op.deadline is not None or not self._queue.empty()
+        if (not self._group_writes or not self._queue.empty()
                 or not self._busy.acquire(blocking=False)):
             return False
         try:
             if self._stopped or self._tx is None or self._backlog:
                 return False
-            parked, due = len(self._parked), self._next_due
+            due = self._next_due
             self._inline = True
             try:
                 self._handle([op])
@@ -341,16 +341,41 @@ class ConnectionWorker:
                 self._inline = False
             if self._parked:
                 self._wake_parked()
-            # The worker sleeps for as long as it computed before this ran: wake it to
-            # look again when what it sleeps for changed.
-            if self._backlog or (self._parked and (
-                    len(self._parked) != parked or self._next_due != due)):
-                self._queue.put(Op(_POKE, False, None, None))
+            # The worker sleeps for as long as it computed before this ran. A message
+            # falling due sooner (a timer committed here), or work left for it, wakes it
+            # now to look again. A fetch parked here wakes it at its deadline instead,
+            # from the fetch's own loop: not now, while its caller goes on writing.
+            if op in self._parked and op.loop is not None and op.deadline is not None:
+                wait = op.deadline - time.monotonic()
+                until_due = self._until_due()
+                if until_due is None or until_due > wait:
+                    op.loop.call_later(max(wait, 0.0), self.poke)
+                    return True
+                self.poke()  # a message falls due before the deadline: the worker's
+            elif self._backlog or (self._parked and self._next_due != due):
+                self.poke()
             return True
         finally:
             outbox, self._outbox = self._outbox, {}
             self._busy.release()
             _flush(outbox)
+
+    def _until_due(self) -> float | None:
+        """Seconds until the next queued message falls due (``None``: none is known),
+        reading the store when that is not known (``_busy`` held)."""
+        if self._due_stale and self._tx is not None and self._next_due_fn is not None:
+            self._due_stale = False
+            try:
+                self._next_due = self._next_due_fn(self._tx)
+            except sqlite3.Error:
+                self._next_due = None
+        return None if self._next_due is None else self._next_due - time.time()
+
+    def poke(self) -> None:
+        """Wake the worker thread to look again at what it waits for (parked fetches'
+        deadlines, messages falling due); any thread may call it."""
+        if not self._stopped:
+            self._queue.put(Op(_POKE, False, None, None))
 
     # ----------------------------------------------------------------- parked fetches
     def _park_timeout(self) -> float | None:
@@ -358,16 +383,11 @@ class ConnectionWorker:
         due message; ``None`` (forever) with nothing parked."""
         if not self._parked:
             return None
-        if self._due_stale and self._tx is not None and self._next_due_fn is not None:
-            self._due_stale = False
-            try:
-                self._next_due = self._next_due_fn(self._tx)
-            except sqlite3.Error:
-                self._next_due = None
+        until_due = self._until_due()
         wait = min(op.deadline for op in self._parked if op.deadline is not None) \
             - time.monotonic()
-        if self._next_due is not None:
-            wait = min(wait, self._next_due - time.time())
+        if until_due is not None:
+            wait = min(wait, until_due)
         return max(wait, 0.0)
 
     def _warm_up_wait(self, timeout: float | None) -> float | None:

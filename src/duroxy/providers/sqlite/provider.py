@@ -306,12 +306,19 @@ class _Listeners:
                     log.exception("%s listener failed", channel)
 
 
+#: At most this many callbacks ready to run besides the caller, and ``loop`` counts as
+#: idle (see ``_idle``): a runtime's loop nearly always holds a callback or two of
+#: housekeeping (a task's wake-up, a finished task's removal), and a burst of work holds
+#: far more (W3's fan-in: hundreds), which the writer thread then commits in groups.
+IDLE_READY = 4
+
+
 def _idle(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether ``loop`` has nothing ready to run besides the caller: a write it runs on
-    its own thread then delays nobody. (asyncio's own loops keep their ready callbacks
-    in ``_ready``; a loop without one is never taken for idle.)"""
+    """Whether ``loop`` has next to nothing ready to run besides the caller: a write it
+    runs on its own thread then delays nobody. (asyncio's own loops keep their ready
+    callbacks in ``_ready``; a loop without one is never taken for idle.)"""
     ready = getattr(loop, "_ready", None)
-    return ready is not None and not ready
+    return ready is not None and len(ready) <= IDLE_READY
 
 
 def _release(inline: InlineReader | None, *workers: ConnectionWorker) -> None:
