@@ -107,8 +107,7 @@ _RawCursor: Any = getattr(psycopg, "AsyncRawCursor", None)
 #: Management statements whose best plan depends on which of their filters are NULL:
 #: never prepared, so each execution is planned for its own values.
 _UNPREPARED = frozenset({"list_instances", "purge_candidates", "instance_tree",
-                         "delete_instances", "corrupt_history", "corrupt_messages",
-                         "record_heartbeat", "list_workers"})
+                         "delete_instances", "record_heartbeat", "list_workers"})
 _PLAIN: frozenset[str] = frozenset()  # a statement's variant without its optional parts
 _SKIP = frozenset({"skip"})
 

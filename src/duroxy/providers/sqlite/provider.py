@@ -44,7 +44,6 @@ Requires SQLite 3.35 or newer (``RETURNING``, ``ON CONFLICT ... DO UPDATE``, JSO
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import json
 import logging
@@ -518,13 +517,6 @@ class SqliteProvider(Provider, FastPath):
             self._background(
                 functools.partial(_ops.abandon_activity, token=item.lock_token, delay=0.0))
 
-    def _run_sync(self, fn: Callable[[Tx], Any]) -> None:
-        """Run a write from synchronous code (test hooks), waiting for its commit."""
-        self._check_open()
-        self._writable("a write")
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._writer.submit(Op(fn, True, None, fut))
-        fut.result()
 
     # ------------------------------------------------------------ lifecycle
     async def close(self) -> None:
@@ -766,12 +758,3 @@ class SqliteProvider(Provider, FastPath):
 
     async def list_workers(self, *, include_stopped: bool = False) -> list[WorkerRecord]:
         return await self._read(lambda tx: _ops.list_workers(tx, include_stopped))
-
-    # ------------------------------------------------------------ test hooks
-    def corrupt_history(self, instance_id: str) -> None:
-        """Test hook: make every stored history event of the instance undecodable."""
-        self._run_sync(lambda tx: _ops.corrupt_history(tx, instance_id))
-
-    def corrupt_messages(self, instance_id: str) -> None:
-        """Test hook: make every queued message of the instance undecodable."""
-        self._run_sync(lambda tx: _ops.corrupt_messages(tx, instance_id))
