@@ -75,7 +75,7 @@ class _Busy(BaseException):
 
 
 #: wakes the worker thread to recompute how long it may sleep (no outcome)
-_POKE: Callable[[Tx], Any] = lambda tx: None  # noqa: E731
+_POKE: Callable[[Tx], Any] = lambda tx: None  # noqa: E731 - a sentinel, by identity
 
 
 class ConnectionWorker:
