@@ -82,8 +82,9 @@ class Config:
     that the file holds a duroxy store of this version instead of migrating it."""
 
     def __init__(self, path: str, synchronous: str, busy_timeout: float,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, *, preallocate_wal: bool = True) -> None:
         self.path = path
+        self.preallocate_wal = preallocate_wal
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self.memory = path == MEMORY
@@ -135,7 +136,7 @@ class Config:
             # After a burst, truncate the WAL file back to this size once checkpointed.
             conn.execute("PRAGMA journal_size_limit = 67108864")
             migrate(conn, self.busy_timeout, os.path.abspath(self.path))
-            if self.wal and self.synchronous in ("FULL", "EXTRA"):
+            if self.preallocate_wal and self.wal and self.synchronous in ("FULL", "EXTRA"):
                 preallocate_wal(conn, self.path)
             # From here on the writer waits for another process's write lock only in
             # ``begin_immediate``, which knows how long it may: a write run on a

@@ -140,7 +140,21 @@ class SqliteProvider(Provider, FastPath):
     :class:`~duroxy.errors.StoreReadOnly`. The first read raises
     :class:`~duroxy.errors.StoreNotFound` for a missing file or one that holds no duroxy
     store, and :class:`~duroxy.errors.SchemaVersionError` for a store of another schema
-    version."""
+    version.
+
+    Latency switches, each on by default (what each gains is measured on the performance
+    page); turning one off changes speed only, never what is committed or when:
+
+    * ``inline_writes``: a write issued while the caller's event loop has next to nothing
+      else to run runs on the caller's thread, sparing two thread wake-ups (the event
+      loop then waits for that commit's disk sync);
+    * ``inline_reads``: a one-row read (an instance's record) runs on the caller's thread
+      when its connection is free;
+    * ``preallocate_wal``: the write-ahead log is grown to its working size when the store
+      opens, so that commits overwrite blocks instead of growing the file;
+    * ``warm_up``: a moment before a queued message (a timer) falls due, after an idle
+      spell, the writer takes and gives back the write lock, so that the fetch at the due
+      time finds its connection warm."""
 
     def __init__(
         self,
@@ -150,6 +164,9 @@ class SqliteProvider(Provider, FastPath):
         busy_timeout: float = 30.0,
         read_only: bool = False,
         inline_writes: bool = True,
+        inline_reads: bool = True,
+        preallocate_wal: bool = True,
+        warm_up: bool = True,
     ) -> None:
         path, options = parse_location(path_or_url)
         mode = "ro" if read_only else None
@@ -185,7 +202,8 @@ class SqliteProvider(Provider, FastPath):
         if self._read_only and path == MEMORY:
             raise ConfigurationError("a private in-memory SQLite store starts empty: there "
                                      "is nothing to open read-only")
-        self._config = Config(path, sync, float(busy_timeout), self._read_only)
+        self._config = Config(path, sync, float(busy_timeout), self._read_only,
+                              preallocate_wal=preallocate_wal)
         self._inline_writes = inline_writes
         self._listeners = Listeners()
         self._closed = False
@@ -195,12 +213,12 @@ class SqliteProvider(Provider, FastPath):
             f"duroxy-sqlite-writer[{tag}]", self._config.open_writer, group_writes=True,
             begin_timeout=busy_timeout, on_commit=self._listeners.fire,
             sync_levels=(sync, lazy), reopenable=not self._config.memory,
-            next_due=_ops.next_due, warm_up=_ops.warm_up)
+            next_due=_ops.next_due, warm_up=_ops.warm_up if warm_up else None)
         self._reader = self._writer if self._config.memory else ConnectionWorker(
             f"duroxy-sqlite-reader[{tag}]", self._config.open_reader, group_writes=False,
             begin_timeout=busy_timeout)
         # A private in-memory database has one connection: the writer's.
-        self._inline = None if self._config.memory else InlineReader(
+        self._inline = None if self._config.memory or not inline_reads else InlineReader(
             self._config.open_inline_reader)
         # An unclosed provider that is garbage-collected closes its connections: the
         # inline reader's at once, the threads' on their threads. Not at interpreter
