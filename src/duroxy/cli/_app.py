@@ -20,6 +20,7 @@ from ..errors import (
     ProviderError,
     StoreNotFound,
 )
+from . import _lint
 from ._commands import (
     cmd_cancel,
     cmd_delete,
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true",
                    help="also the workers that shut down (kept for a day)")
 
+    _lint.add_parser(add)
+
     p = add("demo", "run the bundled provisioning example on a throwaway SQLite store "
             "(--store is ignored)")
     p.add_argument("--keep", metavar="PATH",
@@ -157,6 +160,8 @@ def _error(message: str) -> None:
 
 async def _run(args: argparse.Namespace, out: TextIO) -> int:
     as_json = bool(getattr(args, "json", False))
+    if args.command == "lint":  # reads source code: no store
+        return _lint.run(args, out, as_json, _error)
     if args.command == "demo":
         from ..examples.provisioning.demo import run_demo
 

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
-import inspect
 import json
-import os
-import sys
 from typing import Any, TextIO
 
 from .._render import (
@@ -18,6 +14,8 @@ from .._render import (
 )
 from ..client import Client, OrchestrationState
 from ..runtime import ActivityRegistry, OrchestrationRegistry
+from ..runtime.registry import RegistriesNotFound
+from ..runtime.registry import load_registries as _load_registries
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -46,65 +44,13 @@ class Refused(Exception):
 
 
 # ====================================================================== registries
-def _as_registries(obj: Any, where: str) -> tuple[ActivityRegistry, OrchestrationRegistry]:
-    def build(value: Any) -> Any:
-        return value.build() if hasattr(value, "build") and not isinstance(
-            value, (ActivityRegistry, OrchestrationRegistry)) else value
-
-    if isinstance(obj, (tuple, list)):
-        items = [build(x) for x in obj]
-        acts = [x for x in items if isinstance(x, ActivityRegistry)]
-        orchs = [x for x in items if isinstance(x, OrchestrationRegistry)]
-        if len(items) == 2 and len(acts) == 1 and len(orchs) == 1:
-            return acts[0], orchs[0]
-        raise UsageError(f"{where} is a sequence but not (ActivityRegistry, "
-                         "OrchestrationRegistry)")
-    if hasattr(obj, "activities") and hasattr(obj, "orchestrations"):
-        acts_obj, orchs_obj = build(obj.activities), build(obj.orchestrations)
-        if callable(acts_obj) and not isinstance(acts_obj, ActivityRegistry):
-            acts_obj = build(acts_obj())
-        if callable(orchs_obj) and not isinstance(orchs_obj, OrchestrationRegistry):
-            orchs_obj = build(orchs_obj())
-        if isinstance(acts_obj, ActivityRegistry) and isinstance(
-                orchs_obj, OrchestrationRegistry):
-            return acts_obj, orchs_obj
-        raise UsageError(f"{where}.activities/.orchestrations are not an ActivityRegistry "
-                         "and an OrchestrationRegistry")
-    raise UsageError(f"{where} is neither (ActivityRegistry, OrchestrationRegistry) nor an "
-                     "object with .activities and .orchestrations")
-
-
 def load_registries(target: str) -> tuple[ActivityRegistry, OrchestrationRegistry]:
-    """Resolve ``MODULE[:ATTR]``: a tuple ``(activities, orchestrations)``, an object or
-    module with ``activities`` and ``orchestrations`` attributes, or a callable returning
-    either. The working directory is importable, as with ``python -m``."""
-    module_name, _, attr = target.partition(":")
-    if not module_name:
-        raise UsageError(f"worker target {target!r} must look like MODULE:ATTR")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    """The registries ``MODULE[:ATTR]`` names (see
+    :func:`duroxy.runtime.registry.load_registries`); a bad target is a usage error."""
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
-            raise UsageError(f"cannot import module {module_name!r}: {e}") from None
-        raise
-    obj: Any = module
-    for part in attr.split(".") if attr else []:
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise UsageError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if callable(obj) and not isinstance(obj, (type, ActivityRegistry, OrchestrationRegistry)):
-        try:
-            inspect.signature(obj).bind()
-        except TypeError:
-            raise UsageError(f"{target} is a callable that needs arguments; point at "
-                             "the registries or at a function without parameters") from None
-        except ValueError:  # no signature to inspect (a builtin): just call it
-            pass
-        obj = obj()
-    return _as_registries(obj, target)
+        return _load_registries(target)
+    except RegistriesNotFound as e:
+        raise UsageError(str(e)) from None
 
 
 

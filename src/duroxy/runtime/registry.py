@@ -8,7 +8,9 @@ runs the highest registered version unless told otherwise.
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -237,3 +239,71 @@ class OrchestrationRegistryBuilder(_Builder):
         entries = {name: {v: OrchestrationEntry(name, v, fn) for v, fn in by_version.items()}
                    for name, by_version in self._versions().items()}
         return OrchestrationRegistry(entries)
+
+
+# ====================================================================== finding registries
+class RegistriesNotFound(ValueError):
+    """A ``MODULE[:ATTR]`` target that names no registries (the module cannot be
+    imported, the attribute is missing, or it is not registries)."""
+
+
+def _as_registries(obj: Any, where: str) -> tuple[ActivityRegistry, OrchestrationRegistry]:
+    def build(value: Any) -> Any:
+        return value.build() if hasattr(value, "build") and not isinstance(
+            value, (ActivityRegistry, OrchestrationRegistry)) else value
+
+    if isinstance(obj, (tuple, list)):
+        items = [build(x) for x in obj]
+        acts = [x for x in items if isinstance(x, ActivityRegistry)]
+        orchs = [x for x in items if isinstance(x, OrchestrationRegistry)]
+        if len(items) == 2 and len(acts) == 1 and len(orchs) == 1:
+            return acts[0], orchs[0]
+        raise RegistriesNotFound(f"{where} is a sequence but not (ActivityRegistry, "
+                         "OrchestrationRegistry)")
+    if hasattr(obj, "activities") and hasattr(obj, "orchestrations"):
+        acts_obj, orchs_obj = build(obj.activities), build(obj.orchestrations)
+        if callable(acts_obj) and not isinstance(acts_obj, ActivityRegistry):
+            acts_obj = build(acts_obj())
+        if callable(orchs_obj) and not isinstance(orchs_obj, OrchestrationRegistry):
+            orchs_obj = build(orchs_obj())
+        if isinstance(acts_obj, ActivityRegistry) and isinstance(
+                orchs_obj, OrchestrationRegistry):
+            return acts_obj, orchs_obj
+        raise RegistriesNotFound(f"{where}.activities/.orchestrations are not an ActivityRegistry "
+                         "and an OrchestrationRegistry")
+    raise RegistriesNotFound(f"{where} is neither (ActivityRegistry, OrchestrationRegistry) nor an "
+                     "object with .activities and .orchestrations")
+
+
+def load_registries(target: str) -> tuple[ActivityRegistry, OrchestrationRegistry]:
+    """Resolve ``MODULE[:ATTR]``: a tuple ``(activities, orchestrations)``, an object or
+    module with ``activities`` and ``orchestrations`` attributes, or a callable returning
+    either. The working directory is importable, as with ``python -m``. Raises
+    :class:`RegistriesNotFound` naming what is wrong with ``target``."""
+    module_name, _, attr = target.partition(":")
+    if not module_name:
+        raise RegistriesNotFound(f"worker target {target!r} must look like MODULE:ATTR")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
+            raise RegistriesNotFound(f"cannot import module {module_name!r}: {e}") from None
+        raise
+    obj: Any = module
+    for part in attr.split(".") if attr else []:
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise RegistriesNotFound(f"module {module_name!r} has no attribute {attr!r}") from None
+    if callable(obj) and not isinstance(obj, (type, ActivityRegistry, OrchestrationRegistry)):
+        try:
+            inspect.signature(obj).bind()
+        except TypeError:
+            raise RegistriesNotFound(f"{target} is a callable that needs arguments; point at "
+                             "the registries or at a function without parameters") from None
+        except ValueError:  # no signature to inspect (a builtin): just call it
+            pass
+        obj = obj()
+    return _as_registries(obj, target)

@@ -1,9 +1,13 @@
 """Helpers for testing with duroxy.
 
-:mod:`duroxy.testing.provider_suite` holds the conformance suite every store passes
-(for authors of stores; it needs pytest and is imported only when asked for).
+* :func:`lint` finds calls that make an orchestration nondeterministic, by reading its
+  source (``duroxy lint`` on the command line);
+* :mod:`duroxy.testing.provider_suite` holds the conformance suite every store passes
+  (for authors of stores; it needs pytest and is imported only when asked for).
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._lint import LintFinding, lint
+
+__all__ = ["LintFinding", "lint"]
