@@ -52,9 +52,9 @@ from ..providers.base import ActivityItem, Provider
 from .activity import ActivityContext
 from .dispatch import Slots, TaskSet
 from .heartbeat import Heartbeat
-from .registry import ActivityRegistry
+from .registry import ActivityEntry, ActivityRegistry
 
-__all__ = ["ActivityDispatcher", "Feed"]
+__all__ = ["ActivityDispatcher", "Feed", "call_activity"]
 
 logger = logging.getLogger("duroxy.runtime")
 
@@ -217,17 +217,11 @@ class ActivityDispatcher:
             await self.provider.abandon_activity(item.lock_token,
                                                  self.options.not_registered_backoff)
 
-    async def _invoke(self, entry: Any, work: ActivityWork, ctx: ActivityContext
+    async def _invoke(self, entry: ActivityEntry, work: ActivityWork, ctx: ActivityContext
                       ) -> HistoryEvent:
         try:
             value = codec.decode(work.input, entry.input_type)
-            if entry.is_async:
-                result = await entry.fn(ctx, value)
-            else:
-                loop = asyncio.get_running_loop()
-                call = functools.partial(_in_thread, contextvars.copy_context(), entry.fn,
-                                         ctx, value)
-                result = await loop.run_in_executor(self._pool, call)
+            result = await call_activity(entry, ctx, value, self._pool)
             return ActivityCompleted(source_event_id=work.event_id, result=codec.encode(result))
         except _ExitInThread as e:
             return ActivityFailedEvent(source_event_id=work.event_id, error_type="SystemExit",
@@ -284,6 +278,19 @@ class ActivityDispatcher:
             except Exception:
                 logger.debug("renewing an activity lock failed", exc_info=True)
             await asyncio.sleep(interval)
+
+
+async def call_activity(entry: ActivityEntry, ctx: ActivityContext, value: Any,
+                        pool: concurrent.futures.Executor | None) -> Any:
+    """Run an activity function with its context and decoded input: an ``async def`` on
+    this loop, a plain ``def`` in ``pool`` (the loop's default executor when ``None``) in
+    a copy of the caller's context variables. Raises what the activity raised, except
+    that ``sys.exit()`` in a thread arrives as :class:`_ExitInThread`."""
+    if entry.is_async:
+        return await entry.fn(ctx, value)
+    loop = asyncio.get_running_loop()
+    call = functools.partial(_in_thread, contextvars.copy_context(), entry.fn, ctx, value)
+    return await loop.run_in_executor(pool, call)
 
 
 class _ExitInThread(Exception):

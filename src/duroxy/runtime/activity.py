@@ -28,7 +28,9 @@ class ActivityContext(TraceMethods):
     def __init__(self, *, instance_id: str, execution_id: int, orchestration_name: str,
                  orchestration_version: str | None, activity_name: str, attempt: int,
                  worker_id: str, provider: Provider | None = None,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 session_id: str | None = None, tag: str | None = None,
+                 client: Client | None = None) -> None:
         self.instance_id = instance_id
         self.execution_id = execution_id
         self.orchestration_name = orchestration_name
@@ -36,7 +38,12 @@ class ActivityContext(TraceMethods):
         self.activity_name = activity_name
         self.attempt = attempt
         self.worker_id = worker_id
+        #: the session the activity was scheduled on, or ``None``
+        self.session_id = session_id
+        #: the tag the activity was scheduled with, or ``None``
+        self.tag = tag
         self._provider = provider
+        self._client = client
         self._loop = loop
         # Set on the runtime's loop only; plain-def activities in the thread pool read it
         # (a single attribute read needs no lock).
@@ -60,7 +67,7 @@ class ActivityContext(TraceMethods):
                 self._waiters.remove(fut)
 
     def _cancel(self) -> None:
-        """Mark as no longer wanted; called on the runtime's loop."""
+        """Mark as no longer wanted; from any thread."""
         if self._cancelled:
             return
         self._cancelled = True
@@ -81,6 +88,8 @@ class ActivityContext(TraceMethods):
         """A :class:`~duroxy.Client` on the same store (to start or signal instances)."""
         from ..client import Client
 
+        if self._client is not None:
+            return self._client
         if self._provider is None:
             raise RuntimeError("this ActivityContext is not attached to a store")
         return Client(self._provider)
