@@ -3,6 +3,13 @@
     python benchmarks/run.py                       # SQLite file store, every workload
     python benchmarks/run.py --store postgres      # DSN from DUROXY_BENCH_PG_DSN
     python benchmarks/run.py --workloads W1,W2 --store sqlite,memory
+    python benchmarks/run.py --store postgres --workers 1,2,4    # scale-out (see below)
+
+With ``--workers N,...`` the script runs no runtime of its own: for each N it starts N
+worker processes (``duroxy worker``) on one fresh store and, as a client only, runs W4
+with activities that burn some CPU each (``--burn-ms``, default 2), so that the
+workers' CPU is what limits throughput; it prints orchestrations per second and the
+speedup over one worker.
 
 Every workload runs on a fresh store with one untimed warm-up orchestration first;
 the activity is trivial (returns its input) and every result is checked. Prints a
@@ -13,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +46,26 @@ PG_DSN = os.environ.get("DUROXY_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:
 
 async def noop(ctx: Any, x: Any) -> Any:
     return x
+
+
+#: CPU each Burn activity uses, in ms (set by --burn-ms, passed to worker processes).
+BURN_MS = float(os.environ.get("DUROXY_BENCH_BURN_MS", "2"))
+
+
+async def burn(ctx: Any, x: Any) -> Any:
+    """Work that holds the worker's CPU (hashing) for about ``BURN_MS``."""
+    deadline = time.thread_time() + BURN_MS / 1000
+    digest = b"duroxy"
+    while time.thread_time() < deadline:
+        for _ in range(200):
+            digest = hashlib.sha256(digest).digest()
+    return x
+
+
+async def seq_burn(ctx: Any, n: int) -> int:
+    for i in range(n):
+        await ctx.schedule_activity("Burn", i)
+    return n
 
 
 async def one(ctx: Any, x: Any) -> Any:
@@ -65,10 +94,10 @@ async def timer(ctx: Any, seconds: float) -> str:
 
 
 def registries() -> tuple[ActivityRegistry, OrchestrationRegistry]:
-    acts = ActivityRegistry.builder().register("Noop", noop).build()
+    acts = ActivityRegistry.builder().register("Noop", noop).register("Burn", burn).build()
     orchs = (OrchestrationRegistry.builder().register("One", one).register("Seq", seq)
              .register("Fan", fan).register("Timer", timer).register("Waiter", waiter)
-             .build())
+             .register("SeqBurn", seq_burn).build())
     return acts, orchs
 
 
@@ -203,7 +232,7 @@ async def waiting(b: Bench, n: int = 10_000) -> dict[str, Any]:
         while (await b.client.get_orchestration_status(iid)).state.value != "RUNNING":
             await asyncio.sleep(0.01)
     parked = _rss_mb()
-    cached = len(b.rt._cache)
+    cached = len(b.rt._turns._cache)
     t = time.perf_counter()
     for iid in ids:
         await b.client.raise_event(iid, "go", iid)
@@ -220,12 +249,76 @@ WORKLOADS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
 }
 
 
+async def scale_out(kind: str, workers: list[int], m: int = 200, k: int = 5
+                    ) -> list[tuple[str, str, float]]:
+    """W4 with CPU-burning activities, run by N worker processes on one store each."""
+    if kind == "memory":
+        raise SystemExit("--workers needs a store that processes share: sqlite or postgres")
+    rows: list[tuple[str, str, float]] = []
+    base: float | None = None
+    here = os.path.dirname(os.path.abspath(__file__))
+    for n in workers:
+        with tempfile.TemporaryDirectory(prefix="duroxy-bench-") as tmp:
+            store, cleanup = make_store(kind, tmp)
+            url = (f"sqlite:///{store.path}" if kind == "sqlite"  # type: ignore[attr-defined]
+                   else f"{PG_DSN}?schema={store.schema}")  # type: ignore[attr-defined]
+            client = Client(store)
+            await client.list_workers()  # the store exists before the workers open it
+            env = {**os.environ, "DUROXY_BENCH_BURN_MS": str(BURN_MS)}
+            procs = [subprocess.Popen(
+                [sys.executable, "-m", "duroxy", "--store", url, "worker", "run:registries",
+                 "--worker-id", f"bench-{i}"], cwd=here, env=env,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(n)]
+            try:
+                while len(await client.list_workers()) < n:
+                    await asyncio.sleep(0.1)
+                bench = Bench(store)
+                bench.client = client
+                await bench.run("SeqBurn", 1)  # every worker warm enough to start
+                t = time.perf_counter()
+                ids = [await bench.start("SeqBurn", k) for _ in range(m)]
+                for iid in ids:
+                    assert await bench.wait(iid) == k
+                rate = m / (time.perf_counter() - t)
+            finally:
+                for proc in procs:
+                    proc.terminate()
+                for proc in procs:
+                    proc.wait(timeout=30)
+                await store.close()
+                await cleanup()
+        base = base or rate
+        label = f"X W4 {m}x{k}, {BURN_MS:g} ms CPU/activity, {n} worker(s)"
+        rows.append((kind, f"{label} (orch/s)", rate))
+        rows.append((kind, f"{label}: speedup over 1", rate / base))
+        print(f"{kind:9} {label:45} {rate:10.2f} orch/s  x{rate / base:.2f}",
+              file=sys.stderr, flush=True)
+    return rows
+
+
 async def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--store", default="sqlite", help="comma list: sqlite, memory, postgres")
     p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list of "
                    + ", ".join(WORKLOADS))
+    p.add_argument("--workers", help="comma list of worker process counts: runs the "
+                   "scale-out benchmark instead (W4 with CPU-burning activities)")
+    p.add_argument("--burn-ms", type=float, default=None,
+                   help="CPU per activity in the scale-out benchmark, ms (default 2)")
+    p.add_argument("--orchestrations", type=int, default=200, metavar="M",
+                   help="orchestrations of the scale-out benchmark (default 200)")
     args = p.parse_args(argv)
+    if args.workers:
+        if args.burn_ms is not None:
+            global BURN_MS
+            BURN_MS = args.burn_ms
+        counts = [int(n) for n in args.workers.split(",")]
+        rows = [r for kind in args.store.split(",")
+                for r in await scale_out(kind, counts, m=args.orchestrations)]
+        print("| store | workload | value |\n|---|---|---|")
+        for kind, key, value in rows:
+            print(f"| {kind} | {key} | {value:.2f} |")
+        return 0
     unknown = [w for w in args.workloads.split(",") if w not in WORKLOADS] + [
         k for k in args.store.split(",") if k not in ("sqlite", "memory", "postgres")]
     if unknown:

@@ -32,3 +32,12 @@ def test_an_unknown_workload_or_store_is_named() -> None:
     assert proc.returncode == 2 and "W9" in proc.stderr
     proc = _run("--store", "mysql")
     assert proc.returncode == 2 and "mysql" in proc.stderr
+
+
+def test_the_scale_out_benchmark_runs_worker_processes() -> None:
+    proc = _run("--store", "sqlite", "--workers", "1,2", "--burn-ms", "0.2",
+                "--orchestrations", "8")
+    assert proc.returncode == 0, proc.stderr
+    rates = re.findall(r"^\| sqlite \| X W4 8x5, 0.2 ms CPU/activity, (\d) worker\(s\) "
+                       r"\(orch/s\) \| ([0-9.]+) \|$", proc.stdout, re.M)
+    assert [n for n, _ in rates] == ["1", "2"] and all(float(v) > 0 for _, v in rates)
