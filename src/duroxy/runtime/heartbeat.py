@@ -27,6 +27,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from .._names import did_you_mean
 from .._version import __version__
 from ..options import RuntimeOptions
 from ..providers.base import (
@@ -105,6 +106,8 @@ class Heartbeat:
         # What live other workers have registered: "name@version", bare names, activities.
         self._elsewhere: tuple[frozenset[str], frozenset[str], frozenset[str]] = (
             frozenset(), frozenset(), frozenset())
+        #: ids of the other live workers, as of the last reread
+        self._others: tuple[str, ...] = ()
         self._demanded_at = -float("inf")  # time.monotonic() of the last refresh_soon reread
         self._refreshing: asyncio.Future[None] | None = None
         self._stop = asyncio.Event()
@@ -213,6 +216,7 @@ class Heartbeat:
         names = frozenset(k.rpartition("@")[0] for k in keys)
         acts = frozenset(a for r in others for a in r.activities)
         self._elsewhere = (keys, names, acts)
+        self._others = tuple(r.worker_id for r in others)
         skip_names: set[str] = set()
         skip_versions: set[tuple[str, str]] = set()
         for key in keys:
@@ -254,6 +258,27 @@ class Heartbeat:
             self._handed_back = {k: v for k, v in self._handed_back.items()
                                  if now - v[1] <= horizon}
         return now - first <= horizon
+
+    # ------------------------------------------------------------------ telling users
+    def missing(self, kind: str, name: str, version: str | None = None) -> str:
+        """Why work for ``kind`` (``"activity"`` or ``"orchestration"``) ``name`` finds
+        no worker, for a person: the names registered on the live workers closest to it
+        (a typo), and which workers lack it (this one and every other live one, or it
+        would have been handed to that one)."""
+        if kind == "activity":
+            known: set[str] = set(self._activities) | set(self._elsewhere[2])
+        else:
+            known = set(self._our_names) | set(self._elsewhere[1])
+        what = f"{kind} {name!r}"
+        if version is not None and name in known:
+            what = f"version {version} of {what}"
+        guess = "" if name in known else did_you_mean(name, known)
+        workers = ", ".join([f"{self.worker_id} (this one)", *self._others])
+        shown = sorted(known)
+        listed = ", ".join(repr(n) for n in shown[:20]) + (
+            f" and {len(shown) - 20} more" if len(shown) > 20 else "") if shown else "none"
+        return (f"{what} is not registered on any running worker{guess}; the workers "
+                f"without it: {workers}; the {kind} names they have: {listed}")
 
     # ------------------------------------------------------------------ handing back
     async def hand_back_turn(self, item: OrchestrationItem, version: str | None) -> bool:
