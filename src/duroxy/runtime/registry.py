@@ -228,13 +228,16 @@ def _check_orchestration_fn(name: str | Callable[..., Any], fn: Any) -> None:
     fail when an instance first runs it. Refused at registration, naming the function."""
     if fn is None or not callable(fn) or _is_async(fn):
         return  # not callable: build() says so, with the other registration errors
-    what = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    module = getattr(fn, "__module__", None)
+    target = fn
+    while isinstance(target, functools.partial):  # name the function inside
+        target = target.func
+    what = getattr(target, "__qualname__", None) or type(target).__qualname__
+    module = getattr(target, "__module__", None)
     where = f"{module}.{what}" if module and module != "__main__" else what
     shown = name if isinstance(name, str) and name else what
     raise TypeError(
         f"orchestration {shown!r}: {where} is a plain function, not an async def; an "
-        f"orchestration must be declared `async def {getattr(fn, '__name__', what)}(ctx, "
+        f"orchestration must be declared `async def {getattr(target, '__name__', what)}(ctx, "
         "input)` (a functools.partial of one, or an object with an async __call__, works "
         "too). Blocking work belongs in an activity")
 
