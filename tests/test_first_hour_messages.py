@@ -44,15 +44,15 @@ async def greet(ctx: ActivityContext, name: str) -> str:
 
 
 async def hello(ctx: Ctx, name: str) -> str:
-    return await ctx.schedule_activity("greet", name)
+    return str(await ctx.schedule_activity("greet", name))
 
 
 async def typo_activity(ctx: Ctx, name: str) -> str:
-    return await ctx.schedule_activity("gret", name)
+    return str(await ctx.schedule_activity("gret", name))
 
 
 async def typo_child(ctx: Ctx, name: str) -> str:
-    return await ctx.schedule_sub_orchestration("helo", name)
+    return str(await ctx.schedule_sub_orchestration("helo", name))
 
 
 ACTIVITIES = ActivityRegistry.builder().register("greet", greet).build()

@@ -58,7 +58,19 @@ def _check_name(value: str, what: str) -> str:
 
 
 class OrchestrationContext(TraceMethods):
-    """The orchestration's view of duroxy (API.md section 2)."""
+    """The orchestration's view of duroxy, passed as its first argument.
+
+    Every ``schedule_*`` call records a decision in the instance's history when it is
+    called (not when awaited), in call order, and returns a future that a later history
+    event resolves: activities (``schedule_activity``, ``schedule_activity_with_retry``),
+    durable timers (``schedule_timer``, or ``asyncio.sleep``), external events
+    (``schedule_wait``), children (``schedule_sub_orchestration``) and detached
+    instances (``schedule_orchestration``). ``select``/``select2`` and ``join`` combine
+    futures by their order in history. ``utcnow()`` and ``new_guid()`` give values
+    recorded once and replayed after; ``continue_as_new`` ends this execution and starts
+    a fresh one; ``set_custom_status`` publishes progress; ``trace_*`` log only when not
+    replaying. On replay every call returns what history recorded, so the code must ask
+    for the same things in the same order (see the determinism rules)."""
 
     def __init__(self, execution: ExecutionPort) -> None:
         self._x = execution

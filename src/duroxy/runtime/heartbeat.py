@@ -1,5 +1,5 @@
-"""A runtime's heartbeat row, and what it knows of the other live workers (API.md
-section 12).
+"""A runtime's heartbeat row, and what it knows of the other live workers (what
+``Client.list_workers`` and ``duroxy workers`` show).
 
 Every runtime writes its row when it starts, then every ``heartbeat_interval``, and
 marks it stopped when it shuts down; each heartbeat also removes the rows of workers not

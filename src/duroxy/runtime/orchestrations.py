@@ -330,9 +330,9 @@ class OrchestrationDispatcher:
             return
         if item.attempt == 1:
             logger.warning(
-                "instance %r%s cannot run on any running worker: %s. It is offered again every %g s and fails with kind "
-                "not_registered after %d attempts: register it and restart the workers, or "
-                "correct the name", item.instance_id, parent, why,
+                "instance %r%s cannot run on any running worker: %s. It is offered again "
+                "every %g s and fails with kind not_registered after %d attempts: register "
+                "it and restart the workers, or correct the name", item.instance_id, parent, why,
                 opts.not_registered_backoff, opts.max_attempts,
                 extra={"instance_id": item.instance_id})
         await self.provider.abandon_orchestration_item(item.lock_token,
