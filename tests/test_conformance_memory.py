@@ -14,6 +14,9 @@ from duroxy.providers.memory import InMemoryProvider
 from duroxy.testing.provider_suite import ProviderConformance
 from duroxy.testing.provider_suite.support import commit, raised, start_message, started
 
+#: What the corruption hooks store: not JSON, so every decoder rejects it.
+GARBAGE = "\x00not-json{"
+
 
 class TestInMemoryConformance(ProviderConformance):
     @pytest.fixture
@@ -24,11 +27,16 @@ class TestInMemoryConformance(ProviderConformance):
 
     async def corrupt_history(self, provider: Provider, instance_id: str) -> None:
         assert isinstance(provider, InMemoryProvider)
-        provider.corrupt_history(instance_id)
+        with provider._lock:  # the store keeps each event's JSON text: replace it
+            for events in provider._history.get(instance_id, {}).values():
+                events[:] = [(eid, GARBAGE) for eid, _ in events]
 
     async def corrupt_messages(self, provider: Provider, instance_id: str) -> None:
         assert isinstance(provider, InMemoryProvider)
-        provider.corrupt_messages(instance_id)
+        with provider._lock:
+            for msg in provider._messages.values():
+                if msg.instance_id == instance_id:
+                    msg.text = GARBAGE
 
     async def open_read_only(self, provider: Provider) -> Provider:
         assert isinstance(provider, InMemoryProvider)

@@ -44,17 +44,25 @@ class TestPostgresConformance(ProviderConformance):
             await store.close()
             await drop_schema(DSN, schema)
 
-    async def corrupt_history(self, provider: Provider, instance_id: str) -> None:
-        from duroxy.providers.postgres import PostgresProvider
+    async def _corrupt(self, provider: Provider, table: str, instance_id: str) -> None:
+        """Store a row the provider cannot decode (not JSON), straight in the table."""
+        import psycopg
+        from psycopg import sql
 
-        assert isinstance(provider, PostgresProvider)
-        await provider.corrupt_history(instance_id)
+        from duroxy.providers.postgres import PostgresProvider
+        from duroxy.providers.postgres._marshal import key
+
+        assert isinstance(provider, PostgresProvider) and DSN
+        async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as conn:
+            await conn.execute(sql.SQL("UPDATE {}.{} SET payload = %s WHERE ikey = %s").format(
+                sql.Identifier(provider.schema), sql.Identifier(table)),
+                ("not-json{", key(instance_id)))
+
+    async def corrupt_history(self, provider: Provider, instance_id: str) -> None:
+        await self._corrupt(provider, "history", instance_id)
 
     async def corrupt_messages(self, provider: Provider, instance_id: str) -> None:
-        from duroxy.providers.postgres import PostgresProvider
-
-        assert isinstance(provider, PostgresProvider)
-        await provider.corrupt_messages(instance_id)
+        await self._corrupt(provider, "orchestrator_queue", instance_id)
 
     async def open_read_only(self, provider: Provider) -> Provider:
         from duroxy.providers.postgres import PostgresProvider

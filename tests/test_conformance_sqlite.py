@@ -27,15 +27,24 @@ from duroxy.testing.provider_suite.support import (
     work,
 )
 
+#: What the corruption hooks store: not JSON, so every decoder rejects it.
+GARBAGE = '{"corrupt": '
+
 
 class _SqliteHooks(ProviderConformance):
+    """Undecodable rows written on the store's own write connection (a private in-memory
+    store has no other)."""
+
     async def corrupt_history(self, provider: Provider, instance_id: str) -> None:
         assert isinstance(provider, SqliteProvider)
-        provider.corrupt_history(instance_id)
+        await provider._write(lambda tx: tx.conn.execute(
+            "UPDATE history SET event_json = ? WHERE instance_id = ?", (GARBAGE, instance_id)))
 
     async def corrupt_messages(self, provider: Provider, instance_id: str) -> None:
         assert isinstance(provider, SqliteProvider)
-        provider.corrupt_messages(instance_id)
+        await provider._write(lambda tx: tx.conn.execute(
+            "UPDATE orchestrator_queue SET payload = ? WHERE instance_id = ?",
+            (GARBAGE, instance_id)))
 
 
 class TestSqliteFileConformance(_SqliteHooks):

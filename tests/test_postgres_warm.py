@@ -89,6 +89,14 @@ async def test_a_new_connection_comes_with_the_hot_statements_prepared(
     assert "?" not in names
 
 
+async def test_with_warm_connections_off_a_new_connection_prepares_nothing_ahead(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers(min_size=1, max_size=1, warm_connections=False)
+    assert await p.get_instance("nobody") is None
+    names = names_of(p, iter(await prepared(p)))
+    assert "ack_turn" not in names and "fetch_activities" not in names, names
+
+
 async def test_the_turns_of_a_workflow_find_their_statements_prepared(
         providers: Callable[..., PostgresProvider], warm_failures: Callable[[], list[str]]
 ) -> None:

@@ -20,7 +20,7 @@ import pytest
 import sqlitekit
 from duroxy.errors import ProviderError
 from duroxy.providers.sqlite import SqliteProvider
-from duroxy.providers.sqlite import provider as sqlite_provider
+from duroxy.providers.sqlite import _open as sqlite_open
 from duroxy.providers.sqlite._tx import Op, Tx
 from duroxy.testing.provider_suite.support import create, uid
 
@@ -99,8 +99,8 @@ def test_a_connection_whose_setup_fails_is_closed(
         opened.append(conn)
         return conn
 
-    monkeypatch.setattr(sqlite_provider.sqlite3, "connect", connect)
-    config = sqlite_provider._Config(str(tmp_path / "s.db"), "FULL", 1.0)
+    monkeypatch.setattr(sqlite_open.sqlite3, "connect", connect)
+    config = sqlite_open.Config(str(tmp_path / "s.db"), "FULL", 1.0)
     for open_reader in (config.open_reader, config.open_inline_reader):
         with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
             open_reader()

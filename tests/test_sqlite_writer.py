@@ -658,7 +658,7 @@ async def test_a_fetch_parked_on_the_callers_thread_is_answered_at_its_deadline(
         tmp_path: Path) -> None:
     store = SqliteProvider(tmp_path / "w.db")
     await create(store, uid())
-    (item,) = await store.fetch_orchestration_items(HOLD)  # nothing left to fetch
+    (_item,) = await store.fetch_orchestration_items(HOLD)  # nothing left to fetch
     await _thread_of_write(store)  # the writer thread is asleep
     t0 = time.monotonic()
     assert await asyncio.wait_for(store.poll_orchestration_items(HOLD, 5, wait=0.3), 5) == []
@@ -676,3 +676,45 @@ async def test_a_message_falling_due_wakes_a_fetch_parked_on_the_callers_thread(
     assert item.instance_id == iid and time.time() >= due
     assert time.monotonic() - t0 < 3  # woken when it fell due, not at its deadline
     await store.close()
+
+
+# ------------------------------------------------------------------ the latency switches
+async def test_every_latency_switch_off_changes_speed_not_results(tmp_path: Path) -> None:
+    from duroxy import ActivityRegistry, Client, OrchestrationRegistry, Runtime
+
+    async def step(ctx: Any, x: int) -> int:
+        return x + 1
+
+    async def flow(ctx: Any, n: int) -> int:
+        for _ in range(n):
+            n = await ctx.schedule_activity("step", n)
+        await ctx.schedule_timer(0.05)
+        return n
+
+    store = SqliteProvider(tmp_path / "off.db", inline_writes=False, inline_reads=False,
+                           preallocate_wal=False, warm_up=False)
+    calls = _calls_of(store)
+    acts = ActivityRegistry.builder().register("step", step).build()
+    orchs = OrchestrationRegistry.builder().register("flow", flow).build()
+    async with store, await Runtime.start(store, acts, orchs):
+        client = Client(store)
+        await client.start_orchestration("f", "flow", 3)
+        status = await client.wait_for_orchestration("f", 10)
+        wal = (tmp_path / "off.db-wal").stat().st_size
+    assert status.output == 6
+    assert store._inline is None  # no read on the caller's thread
+    assert calls == {"inline": 0}  # no write on the caller's thread
+    assert store._writer._warm_up_fn is None  # no warm-up before the timer fell due
+    assert wal < 1 << 20  # not preallocated (padded, it holds 1.25 x wal_autocheckpoint)
+
+
+def _calls_of(store: SqliteProvider) -> dict[str, int]:
+    calls = {"inline": 0}
+    run_inline = store._writer.run_inline
+
+    def counting(op: _tx.Op) -> bool:
+        calls["inline"] += 1
+        return run_inline(op)
+
+    store._writer.run_inline = counting  # type: ignore[method-assign]
+    return calls

@@ -31,7 +31,7 @@ def _hint_source(fn: Any) -> Any:
         elif isinstance(obj, (types.MethodType, staticmethod, classmethod)):
             obj = obj.__func__
         elif not inspect.isfunction(obj) and not isinstance(obj, type) and callable(obj):
-            call = getattr(type(obj), "__call__", None)  # noqa: B004
+            call = getattr(type(obj), "__call__", None)  # noqa: B004 - the class's own
             if not inspect.isfunction(call):
                 break
             obj = call

@@ -176,7 +176,7 @@ def _build_class(tp: type) -> Conv:
     if issubclass(tp, tuple) and hasattr(tp, "_fields"):
         return _namedtuple_plan(tp)
     if issubclass(tp, (_dt.date, _dt.time)):
-        parse = getattr(tp, "fromisoformat")  # noqa: B009
+        parse = getattr(tp, "fromisoformat")  # noqa: B009 - any date/time subclass
         return _scalar_plan(tp, (str,), parse, "expected an ISO 8601 string")
     if issubclass(tp, _dt.timedelta):
         return _scalar_plan(tp, (int, float), lambda o: tp(seconds=o), "expected seconds")
@@ -551,7 +551,7 @@ def _pydantic_target(cls: type, loc: tuple[Any, ...]) -> Any:
 
 
 def _pydantic_plan(cls: type) -> Conv:
-    validate: Callable[[Any], Any] = getattr(cls, "model_validate")  # noqa: B009
+    validate: Callable[[Any], Any] = getattr(cls, "model_validate")  # noqa: B009 - untyped
 
     def plan(obj: Any) -> Any:
         try:

@@ -7,9 +7,8 @@ from any event loop and any thread. Listeners are called after the lock is relea
 Stored payloads are kept in their wire form (history events via
 :func:`~duroxy.history.encode_event`, queued messages via
 :func:`~duroxy.history.encode_message`, activity work as JSON), exactly as a database
-would keep them, so decoding failures are real and the test hooks
-:meth:`InMemoryProvider.corrupt_history` and :meth:`InMemoryProvider.corrupt_messages`
-can exercise them.
+would keep them, so decoding failures are real (the conformance suite's fixtures store
+undecodable rows to exercise them).
 
 Choices where the contract leaves room (the conformance suite checks them):
 
@@ -87,8 +86,6 @@ __all__ = ["InMemoryProvider"]
 _log = logging.getLogger(__name__)
 
 _STATES = frozenset({"PENDING", "RUNNING"}) | TERMINAL_STATES
-#: What the corruption hooks store: not JSON, so every decoder rejects it.
-_GARBAGE = "\x00not-json{"
 
 
 @dataclass(slots=True)
@@ -695,17 +692,3 @@ class InMemoryProvider(Provider, FastPath):
         return sorted(found, key=lambda w: (w.started_at, w.worker_id))
 
     # ------------------------------------------------------------ test hooks
-    def corrupt_history(self, instance_id: str) -> None:
-        """Test hook: make every stored history event of the instance undecodable."""
-        self._writable("corrupt_history")
-        with self._lock:
-            for events in self._history.get(instance_id, {}).values():
-                events[:] = [(eid, _GARBAGE) for eid, _ in events]
-
-    def corrupt_messages(self, instance_id: str) -> None:
-        """Test hook: make every queued message of the instance undecodable."""
-        self._writable("corrupt_messages")
-        with self._lock:
-            for msg in self._messages.values():
-                if msg.instance_id == instance_id:
-                    msg.text = _GARBAGE

@@ -7,8 +7,8 @@ Needs psycopg 3 and psycopg_pool, installed with the ``postgres`` extra
 from __future__ import annotations
 
 try:
-    import psycopg  # noqa: F401
-    import psycopg_pool  # noqa: F401
+    import psycopg  # noqa: F401 - only to fail early, with the hint below
+    import psycopg_pool  # noqa: F401 - likewise
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(
         "duroxy.providers.postgres needs psycopg 3 and psycopg_pool: "

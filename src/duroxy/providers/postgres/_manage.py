@@ -21,8 +21,6 @@ __all__ = ["Management"]
 Row = tuple[Any, ...]
 Conn = psycopg.AsyncConnection[Row]
 
-#: What the corruption test hooks store: not JSON, so every decoder rejects it.
-_GARBAGE = "not-json{"
 
 
 class _Host(Protocol):
@@ -119,12 +117,3 @@ class Management:
             self._finals.clear()
 
     # ------------------------------------------------------------ test hooks
-    async def corrupt_history(self: _Host, instance_id: str) -> None:
-        """Test hook: make every stored history event of the instance undecodable."""
-        self._writable("corrupt_history")
-        await self._execute("corrupt_history", {"key": _key(instance_id), "garbage": _GARBAGE})
-
-    async def corrupt_messages(self: _Host, instance_id: str) -> None:
-        """Test hook: make every queued message of the instance undecodable."""
-        self._writable("corrupt_messages")
-        await self._execute("corrupt_messages", {"key": _key(instance_id), "garbage": _GARBAGE})

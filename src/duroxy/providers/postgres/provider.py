@@ -108,8 +108,7 @@ _RawCursor: Any = getattr(psycopg, "AsyncRawCursor", None)
 #: Management statements whose best plan depends on which of their filters are NULL:
 #: never prepared, so each execution is planned for its own values.
 _UNPREPARED = frozenset({"list_instances", "purge_candidates", "instance_tree",
-                         "delete_instances", "corrupt_history", "corrupt_messages",
-                         "record_heartbeat", "list_workers"})
+                         "delete_instances", "record_heartbeat", "list_workers"})
 _PLAIN: frozenset[str] = frozenset()  # a statement's variant without its optional parts
 _SKIP = frozenset({"skip"})
 
@@ -184,6 +183,11 @@ class PostgresProvider(ReadOnlyGuard, ActivityQueue, Management, Heartbeats, Pro
     :class:`~duroxy.errors.StoreNotFound` or :class:`~duroxy.errors.SchemaVersionError`),
     every pooled session is ``default_transaction_read_only``, and every write raises
     :class:`~duroxy.errors.StoreReadOnly`. Reads see what writers on other nodes commit.
+
+    ``warm_connections`` (a latency switch, on by default; its gain is on the performance
+    page): the pool's first connections run the hot statements once, with arguments that
+    match no row, before they serve, so that the first turns after a start do not pay
+    for planning them.
     """
 
     announces_work = True
@@ -198,6 +202,7 @@ class PostgresProvider(ReadOnlyGuard, ActivityQueue, Management, Heartbeats, Pro
         max_size: int = 10,
         pool_timeout: float = 30.0,
         read_only: bool = False,
+        warm_connections: bool = True,
     ) -> None:
         if not isinstance(dsn, str) or not dsn:
             raise ValueError("a PostgreSQL DSN is required")
@@ -213,6 +218,7 @@ class PostgresProvider(ReadOnlyGuard, ActivityQueue, Management, Heartbeats, Pro
         self._max_size = max_size
         self._pool_timeout = pool_timeout
         self._read_only = bool(read_only)
+        self._warm_connections = warm_connections
         self._q = load_statements(schema)
         assert self._q.keys() >= _UNPREPARED
         # Run once on every new pooled connection (see session_setup).
@@ -299,7 +305,8 @@ class PostgresProvider(ReadOnlyGuard, ActivityQueue, Management, Heartbeats, Pro
             conn.adapters.register_dumper(list, ListBinaryDumper)
             _arrays.register(conn)
             await conn.execute(self._session_setup, prepare=False)
-            if len(conns) <= _WARM_CONNECTIONS and not self._read_only:  # no hot path
+            if (self._warm_connections and len(conns) <= _WARM_CONNECTIONS
+                    and not self._read_only):  # no hot path
                 await self._warm(conn)
 
         pool: AsyncConnectionPool[Conn] = Pool(

@@ -554,9 +554,3 @@ def list_workers(tx: Tx, include_stopped: bool) -> list[WorkerRecord]:
 
 
 # ------------------------------------------------------------------ test hooks
-def corrupt_history(tx: Tx, instance_id: str) -> None:
-    tx.conn.execute(Q["corrupt_history"], (instance_id,))
-
-
-def corrupt_messages(tx: Tx, instance_id: str) -> None:
-    tx.conn.execute(Q["corrupt_messages"], (instance_id,))

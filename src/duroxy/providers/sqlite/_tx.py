@@ -92,7 +92,7 @@ class Op:
 
 
 #: ``fn`` of the operation that stops a worker (its future resolves once closed).
-STOP: Callable[[Tx], Any] = lambda tx: None  # noqa: E731
+STOP: Callable[[Tx], Any] = lambda tx: None  # noqa: E731 - a sentinel, by identity
 
 
 def given_up(op: Op) -> bool:

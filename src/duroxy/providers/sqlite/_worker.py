@@ -21,12 +21,14 @@ whose COMMIT fails hands out nothing but the error.
 A fetch may wait for work (``deadline``): it parks in this thread and is answered when a
 transaction of this worker enqueues orchestration messages (the fetch then runs inside
 that transaction), when a delayed message falls due, or at its deadline.
+
+One class holds the thread's state (its connection, the batch in progress, the parked
+fetches, the due times) under one lock, shared by the thread and by callers that run a
+write themselves; that is why this module runs past 500 lines.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import queue
@@ -36,7 +38,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ...errors import DuroxyError, ProviderError
+from ...errors import ProviderError
+from ._outcomes import Outbox, deliver, flush
 from ._tx import (
     STOP,
     Details,
@@ -65,77 +68,6 @@ _WARM_UP_IDLE_S = 0.002
 _WARM_UP_AHEAD_S = 0.0006
 
 
-def _resolve(op: Op, result: Any, exc: BaseException | None) -> None:
-    """Runs on the caller's loop."""
-    fut = op.fut
-    assert isinstance(fut, asyncio.Future)
-    if fut.done():  # cancelled while the thread worked
-        if exc is None and op.discard is not None:
-            op.discard(result)
-        return
-    if exc is None:
-        fut.set_result(result)
-    else:
-        fut.set_exception(exc)
-
-
-Outcome = tuple[Op, Any, BaseException | None]
-#: outcomes waiting to be handed to their loops, one wake-up per loop and batch
-Outbox = dict[asyncio.AbstractEventLoop, list[Outcome]]
-
-
-def _resolve_all(outcomes: list[Outcome]) -> None:
-    for op, result, exc in outcomes:
-        _resolve(op, result, exc)
-
-
-def _discard_unread(outcomes: list[Outcome]) -> None:
-    """The caller's loop is closed: nobody will read these results."""
-    for op, result, exc in outcomes:
-        if exc is None and op.discard is not None:
-            try:
-                op.discard(result)
-            except Exception:  # pragma: no cover - best effort
-                log.exception("discarding an unread SQLite result failed")
-
-
-def _deliver(op: Op, result: Any, exc: BaseException | None,
-             outbox: Outbox | None = None) -> None:
-    """Hand an outcome to its caller, now or (with ``outbox``) at the next flush."""
-    if op.delivered:  # pragma: no cover - guards the recovery path in ConnectionWorker
-        return
-    op.delivered = True
-    if op.fut is None:
-        if exc is not None and not isinstance(exc, DuroxyError):
-            log.warning("background SQLite operation failed: %s", exc)
-        return
-    if op.loop is None:
-        assert isinstance(op.fut, concurrent.futures.Future)
-        if op.fut.set_running_or_notify_cancel():
-            if exc is None:
-                op.fut.set_result(result)
-            else:
-                op.fut.set_exception(exc)
-        return
-    if outbox is not None:
-        outbox.setdefault(op.loop, []).append((op, result, exc))
-    else:
-        _flush({op.loop: [(op, result, exc)]})
-
-
-def _flush(outbox: Outbox) -> None:
-    here = asyncio.events._get_running_loop()
-    for loop, outcomes in outbox.items():
-        if loop is here:  # an operation run on its caller's thread (``run_inline``)
-            _resolve_all(outcomes)
-            continue
-        try:
-            loop.call_soon_threadsafe(_resolve_all, outcomes)
-        except RuntimeError:  # the loop is closed
-            _discard_unread(outcomes)
-    outbox.clear()
-
-
 class _Busy(BaseException):
     """An operation run on its caller's thread met another process's write lock: it is
     handed to the worker thread instead, which may wait for it. (Not an ``Exception``:
@@ -143,7 +75,7 @@ class _Busy(BaseException):
 
 
 #: wakes the worker thread to recompute how long it may sleep (no outcome)
-_POKE: Callable[[Tx], Any] = lambda tx: None  # noqa: E731
+_POKE: Callable[[Tx], Any] = lambda tx: None  # noqa: E731 - a sentinel, by identity
 
 
 class ConnectionWorker:
@@ -228,7 +160,7 @@ class ConnectionWorker:
                     self._thread = t
                 self._queue.put(op)
                 return
-        _deliver(op, None, ProviderError("the SQLite store is closed"))
+        deliver(op, None, ProviderError("the SQLite store is closed"))
 
     def _out(self, op: Op, result: Any, exc: BaseException | None) -> None:
         """Deliver an outcome with the batch, or park a fetch that found nothing and may
@@ -240,7 +172,7 @@ class ConnectionWorker:
                 self._due_stale = True
             self._parked.append(op)
             return
-        _deliver(op, result, exc, self._outbox)
+        deliver(op, result, exc, self._outbox)
 
     @property
     def started(self) -> bool:
@@ -302,7 +234,7 @@ class ConnectionWorker:
                             self._wake_parked()
                     finally:
                         outbox, self._outbox = self._outbox, {}
-                _flush(outbox)  # one wake-up per caller loop and batch
+                flush(outbox)  # one wake-up per caller loop and batch
                 if stopped:
                     return
         except BaseException:  # pragma: no cover - a bug here must not go unnoticed
@@ -358,7 +290,7 @@ class ConnectionWorker:
         finally:
             outbox, self._outbox = self._outbox, {}
             self._busy.release()
-            _flush(outbox)
+            flush(outbox)
 
     def _until_due(self) -> float | None:
         """Seconds until the next queued message falls due (``None``: none is known),
@@ -490,7 +422,7 @@ class ConnectionWorker:
             self._tx.conn.close()
             self._tx = None
         for op in self._parked:  # nothing came for them
-            _deliver(op, [], None, self._outbox)
+            deliver(op, [], None, self._outbox)
         self._parked = []
         self._out(batch[stop_at], None, None)
         for op in late:

@@ -44,20 +44,14 @@ Requires SQLite 3.35 or newer (``RETURNING``, ``ON CONFLICT ... DO UPDATE``, JSO
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import json
 import logging
 import os
-import re
-import sqlite3
-import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote
 
 from ...errors import ConfigurationError, PayloadError, ProviderError
 from ...history import (
@@ -67,7 +61,6 @@ from ...history import (
     encode_event,
     encode_message,
 )
-from .._finals import FinalRecords
 from ..base import (
     TERMINAL_STATES,
     ActivityItem,
@@ -84,10 +77,9 @@ from ..base import (
 )
 from . import _ops
 from ._inline import Declined, InlineReader
-from ._readonly import ReadOnlyFile
-from ._schema import check_schema, migrate, usable_version
-from ._tx import STOP, Details, Notes, Op, Tx, is_busy
-from ._wal import preallocate_wal
+from ._listeners import CHANNELS, Listeners
+from ._open import MEMORY, SYNC_MODES, Config, parse_location
+from ._tx import STOP, Op, Tx
 from ._worker import ConnectionWorker
 
 __all__ = ["SqliteProvider"]
@@ -97,213 +89,6 @@ log = logging.getLogger("duroxy.providers.sqlite")
 T = TypeVar("T")
 
 _STATES = frozenset({"PENDING", "RUNNING"}) | TERMINAL_STATES
-_CHANNELS: frozenset[str] = frozenset({"orchestrator", "activity", "terminal"})
-_SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
-_MEMORY = ":memory:"
-_OTHER_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
-
-
-# ------------------------------------------------------------------ locations
-def parse_location(path_or_url: str | os.PathLike[str]) -> tuple[str, dict[str, str]]:
-    """``(path, options)`` for a file path or ``sqlite:`` URL; path ``":memory:"`` for
-    an in-memory store. URL query parameters (``?synchronous=NORMAL``) become options.
-    Raises :class:`~duroxy.errors.ConfigurationError` (a ``ValueError``) naming the
-    input when it is neither."""
-    if isinstance(path_or_url, os.PathLike):
-        path_or_url = os.fspath(path_or_url)
-    if not isinstance(path_or_url, str):
-        raise ConfigurationError(
-            f"SQLite location must be a path or a sqlite: URL, not {path_or_url!r}")
-    text = path_or_url
-    if not text or "\x00" in text:
-        raise ConfigurationError(f"invalid SQLite path {text!r}")
-    options: dict[str, str] = {}
-    if text.startswith("sqlite:"):
-        rest = text[len("sqlite:"):]
-        rest, _, query = rest.partition("?")
-        if query:
-            try:
-                options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=True))
-            except ValueError:
-                raise ConfigurationError(f"malformed query in SQLite URL {text!r}") from None
-        if rest in (":memory:", "//", "///:memory:", "//:memory:"):
-            return _MEMORY, options
-        if not rest.startswith("///") or len(rest) == 3:
-            raise ConfigurationError(
-                f"malformed SQLite URL {text!r}: use sqlite:///relative/path.db, "
-                "sqlite:////absolute/path.db or sqlite::memory:")
-        path = unquote(rest[3:])
-    elif _OTHER_URL.match(text):
-        raise ConfigurationError(f"not a SQLite location: {text!r}")
-    else:
-        path = text
-    if path == _MEMORY:
-        return _MEMORY, options
-    parent = Path(path).parent
-    if Path(path).is_dir():
-        raise ConfigurationError(f"SQLite path {path!r} is a directory")
-    if not parent.is_dir():
-        raise ConfigurationError(
-            f"SQLite path {path!r}: directory {str(parent)!r} does not exist")
-    return path, options
-
-
-# ------------------------------------------------------------------ opening
-class _Config:
-    """How to open connections; shared by the worker threads (holds no provider).
-
-    Read-only (``read_only`` set): no writer connection is ever opened; the reader
-    connections open with ``mode=ro`` (see ``_readonly``), and the first one checks
-    that the file holds a duroxy store of this version instead of migrating it."""
-
-    def __init__(self, path: str, synchronous: str, busy_timeout: float,
-                 read_only: bool = False) -> None:
-        self.path = path
-        self.synchronous = synchronous
-        self.busy_timeout = busy_timeout
-        self.memory = path == _MEMORY
-        self.wal = False
-        #: set once the file holds this version's schema (created, migrated or checked)
-        self.schema_ready = threading.Event()
-        self.read_only = ReadOnlyFile(path) if read_only else None
-
-    def _connect(self, busy_timeout: float | None = None, query_only: bool = False
-                 ) -> sqlite3.Connection:
-        timeout = self.busy_timeout if busy_timeout is None else busy_timeout
-        # Each connection is used by one thread at a time; the inline reader's by
-        # whichever thread holds its lock.
-        conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
-                               cached_statements=256, check_same_thread=False)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            if query_only:
-                conn.execute("PRAGMA query_only = 1")
-        except BaseException:
-            conn.close()  # a connection nobody will own is closed here, not left to gc
-            raise
-        return conn
-
-    def open_writer(self) -> sqlite3.Connection:
-        if sqlite3.sqlite_version_info < (3, 35, 0):
-            raise ProviderError(
-                f"the SQLite store needs SQLite 3.35 or newer; this Python links "
-                f"{sqlite3.sqlite_version}")
-        conn = self._connect()
-        try:
-            if not self.memory:
-                # A file duroxy cannot use is refused before it is switched to WAL.
-                usable_version(conn, os.path.abspath(self.path))
-                deadline = time.monotonic() + self.busy_timeout
-                while True:  # switching to WAL needs a moment of exclusive access
-                    try:
-                        ((mode,),) = conn.execute("PRAGMA journal_mode = WAL").fetchall()
-                        break
-                    except sqlite3.OperationalError as e:
-                        if not is_busy(e) or time.monotonic() > deadline:
-                            raise
-                        time.sleep(0.01)
-                self.wal = str(mode).lower() == "wal"
-                if not self.wal:
-                    log.warning("SQLite file %s could not switch to WAL (journal mode %s)",
-                                self.path, mode)
-            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            # After a burst, truncate the WAL file back to this size once checkpointed.
-            conn.execute("PRAGMA journal_size_limit = 67108864")
-            migrate(conn, self.busy_timeout, os.path.abspath(self.path))
-            if self.wal and self.synchronous in ("FULL", "EXTRA"):
-                preallocate_wal(conn, self.path)
-            # From here on the writer waits for another process's write lock only in
-            # ``begin_immediate``, which knows how long it may: a write run on a
-            # caller's thread never waits (see ``ConnectionWorker.run_inline``).
-            conn.execute("PRAGMA busy_timeout = 0")
-        except BaseException:
-            conn.close()
-            raise
-        self.schema_ready.set()
-        return conn
-
-    def open_reader(self) -> sqlite3.Connection:
-        ro = self.read_only
-        if ro is None:
-            return self._connect(query_only=True)
-        conn = ro.connect(self.busy_timeout)
-        try:
-            check_schema(conn, ro.where)
-        except BaseException as e:
-            conn.close()
-            # Normally the store's first connection (the inline reader opens after a
-            # check passed): with it closed, nothing of this store uses the files.
-            # (If something still does, tidying up finds them in use and keeps them.)
-            ro.tidy_up()
-            if isinstance(e, sqlite3.Error) and (clear := ro.unreadable(e)) is not None:
-                raise clear from None
-            raise
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            conn.execute("PRAGMA query_only = 1")
-        except BaseException:
-            conn.close()  # a connection nobody will own is closed here, not left to gc
-            raise
-        self.schema_ready.set()
-        return conn
-
-    def open_inline_reader(self) -> sqlite3.Connection:
-        """A reader that never waits for a lock (``InlineReader`` declines instead)."""
-        if self.read_only is None:
-            return self._connect(busy_timeout=0.0, query_only=True)
-        # (opened once the reader thread's connection has checked the schema)
-        conn = self.read_only.connect(0.0)
-        try:
-            conn.execute("PRAGMA busy_timeout = 0")
-            conn.execute("PRAGMA query_only = 1")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-
-class _Listeners:
-    """Listener registry, called from the writer thread after each commit.
-
-    While someone listens for instances ending, the record a terminal commit wrote is
-    kept (``finals``) for the waiter it wakes."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._next = 0
-        self._by_channel: dict[str, dict[int, Listener]] = {c: {} for c in _CHANNELS}
-        self.finals = FinalRecords()
-
-    def add(self, channel: str, callback: Listener) -> Callable[[], None]:
-        with self._lock:
-            self._next += 1
-            key = self._next
-            self._by_channel[channel][key] = callback
-
-        def unsubscribe() -> None:
-            with self._lock:
-                self._by_channel[channel].pop(key, None)
-
-        return unsubscribe
-
-    def clear(self) -> None:
-        with self._lock:
-            for d in self._by_channel.values():
-                d.clear()
-
-    def fire(self, notes: Notes, details: Details) -> None:
-        for channel, instance_id in dict.fromkeys(notes):
-            with self._lock:
-                targets = list(self._by_channel[channel].values())
-            final = details.get((channel, instance_id))
-            if targets and isinstance(final, InstanceRecord):
-                self.finals.keep(final)
-            for callback in targets:
-                try:
-                    callback(instance_id)
-                except Exception:
-                    # The commit is durable; a broken listener must not look like a failure.
-                    log.exception("%s listener failed", channel)
 
 
 #: At most this many callbacks ready to run besides the caller, and ``loop`` counts as
@@ -355,7 +140,21 @@ class SqliteProvider(Provider, FastPath):
     :class:`~duroxy.errors.StoreReadOnly`. The first read raises
     :class:`~duroxy.errors.StoreNotFound` for a missing file or one that holds no duroxy
     store, and :class:`~duroxy.errors.SchemaVersionError` for a store of another schema
-    version."""
+    version.
+
+    Latency switches, each on by default (what each gains is measured on the performance
+    page); turning one off changes speed only, never what is committed or when:
+
+    * ``inline_writes``: a write issued while the caller's event loop has next to nothing
+      else to run runs on the caller's thread, sparing two thread wake-ups (the event
+      loop then waits for that commit's disk sync);
+    * ``inline_reads``: a one-row read (an instance's record) runs on the caller's thread
+      when its connection is free;
+    * ``preallocate_wal``: the write-ahead log is grown to its working size when the store
+      opens, so that commits overwrite blocks instead of growing the file;
+    * ``warm_up``: a moment before a queued message (a timer) falls due, after an idle
+      spell, the writer takes and gives back the write lock, so that the fetch at the due
+      time finds its connection warm."""
 
     def __init__(
         self,
@@ -365,6 +164,9 @@ class SqliteProvider(Provider, FastPath):
         busy_timeout: float = 30.0,
         read_only: bool = False,
         inline_writes: bool = True,
+        inline_reads: bool = True,
+        preallocate_wal: bool = True,
+        warm_up: bool = True,
     ) -> None:
         path, options = parse_location(path_or_url)
         mode = "ro" if read_only else None
@@ -389,33 +191,34 @@ class SqliteProvider(Provider, FastPath):
             else:
                 raise ConfigurationError(f"unknown option {key!r} in SQLite URL {path_or_url!r}")
         sync = str(synchronous).upper()
-        if sync not in _SYNC_MODES:
+        if sync not in SYNC_MODES:
             raise ConfigurationError(
-                f"synchronous must be one of {', '.join(_SYNC_MODES)}, not {synchronous!r}")
+                f"synchronous must be one of {', '.join(SYNC_MODES)}, not {synchronous!r}")
         if (isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float))
                 or not 0 <= busy_timeout <= _LONGEST_BUSY_TIMEOUT_S):
             raise ConfigurationError(f"busy_timeout must be 0 to {_LONGEST_BUSY_TIMEOUT_S:g} "
                                      f"seconds, not {busy_timeout!r}")
         self._read_only = mode == "ro"
-        if self._read_only and path == _MEMORY:
+        if self._read_only and path == MEMORY:
             raise ConfigurationError("a private in-memory SQLite store starts empty: there "
                                      "is nothing to open read-only")
-        self._config = _Config(path, sync, float(busy_timeout), self._read_only)
+        self._config = Config(path, sync, float(busy_timeout), self._read_only,
+                              preallocate_wal=preallocate_wal)
         self._inline_writes = inline_writes
-        self._listeners = _Listeners()
+        self._listeners = Listeners()
         self._closed = False
         tag = "memory" if self._config.memory else os.path.basename(path)
-        lazy = "NORMAL" if _SYNC_MODES.index(sync) > _SYNC_MODES.index("NORMAL") else sync
+        lazy = "NORMAL" if SYNC_MODES.index(sync) > SYNC_MODES.index("NORMAL") else sync
         self._writer = ConnectionWorker(
             f"duroxy-sqlite-writer[{tag}]", self._config.open_writer, group_writes=True,
             begin_timeout=busy_timeout, on_commit=self._listeners.fire,
             sync_levels=(sync, lazy), reopenable=not self._config.memory,
-            next_due=_ops.next_due, warm_up=_ops.warm_up)
+            next_due=_ops.next_due, warm_up=_ops.warm_up if warm_up else None)
         self._reader = self._writer if self._config.memory else ConnectionWorker(
             f"duroxy-sqlite-reader[{tag}]", self._config.open_reader, group_writes=False,
             begin_timeout=busy_timeout)
         # A private in-memory database has one connection: the writer's.
-        self._inline = None if self._config.memory else InlineReader(
+        self._inline = None if self._config.memory or not inline_reads else InlineReader(
             self._config.open_inline_reader)
         # An unclosed provider that is garbage-collected closes its connections: the
         # inline reader's at once, the threads' on their threads. Not at interpreter
@@ -428,7 +231,7 @@ class SqliteProvider(Provider, FastPath):
     @classmethod
     def in_memory(cls, *, synchronous: str = "FULL") -> SqliteProvider:
         """A private in-memory database, gone when the provider is closed."""
-        return cls(_MEMORY, synchronous=synchronous)
+        return cls(MEMORY, synchronous=synchronous)
 
     @property
     def path(self) -> str | None:
@@ -518,13 +321,6 @@ class SqliteProvider(Provider, FastPath):
             self._background(
                 functools.partial(_ops.abandon_activity, token=item.lock_token, delay=0.0))
 
-    def _run_sync(self, fn: Callable[[Tx], Any]) -> None:
-        """Run a write from synchronous code (test hooks), waiting for its commit."""
-        self._check_open()
-        self._writable("a write")
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._writer.submit(Op(fn, True, None, fut))
-        fut.result()
 
     # ------------------------------------------------------------ lifecycle
     async def close(self) -> None:
@@ -551,7 +347,7 @@ class SqliteProvider(Provider, FastPath):
 
     # ------------------------------------------------------------ wake-ups
     def listen(self, channel: Channel, callback: Listener) -> Callable[[], None]:
-        if channel not in _CHANNELS:
+        if channel not in CHANNELS:
             raise ValueError(f"unknown channel {channel!r}")
         return self._listeners.add(channel, callback)
 
@@ -766,12 +562,3 @@ class SqliteProvider(Provider, FastPath):
 
     async def list_workers(self, *, include_stopped: bool = False) -> list[WorkerRecord]:
         return await self._read(lambda tx: _ops.list_workers(tx, include_stopped))
-
-    # ------------------------------------------------------------ test hooks
-    def corrupt_history(self, instance_id: str) -> None:
-        """Test hook: make every stored history event of the instance undecodable."""
-        self._run_sync(lambda tx: _ops.corrupt_history(tx, instance_id))
-
-    def corrupt_messages(self, instance_id: str) -> None:
-        """Test hook: make every queued message of the instance undecodable."""
-        self._run_sync(lambda tx: _ops.corrupt_messages(tx, instance_id))

@@ -89,9 +89,3 @@ WITH h AS (
     DELETE FROM instance_locks WHERE ikey = ANY(%(keys)s::bytea[])
 )
 DELETE FROM instances WHERE ikey = ANY(%(keys)s::bytea[])
-
--- name: corrupt_history
-UPDATE history SET payload = %(garbage)s WHERE ikey = %(key)s
-
--- name: corrupt_messages
-UPDATE orchestrator_queue SET payload = %(garbage)s WHERE ikey = %(key)s

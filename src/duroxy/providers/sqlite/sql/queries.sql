@@ -315,10 +315,3 @@ SELECT worker_id, worker_node_id, host, pid, duroxy_version, started_at, last_se
 FROM workers
 WHERE :all OR stopped_at IS NULL
 ORDER BY started_at, worker_id;
-
--- ------------------------------------------------------------------ test hooks
--- name: corrupt_history
-UPDATE history SET event_json = '{"corrupt": ' WHERE instance_id = ?;
-
--- name: corrupt_messages
-UPDATE orchestrator_queue SET payload = '{"corrupt": ' WHERE instance_id = ?;
