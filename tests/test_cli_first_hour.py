@@ -183,6 +183,8 @@ def test_store_passwords_never_show(tmp_path: Path) -> None:
         proc = duroxy(*args, store=url)
         assert proc.returncode == 5, (args, proc.stderr)
         assert "s3cret-pw" not in proc.stderr + proc.stdout, proc.stderr
+        if args[-1] == "list":  # the error names the store, its password masked
+            assert "postgresql://app:***@127.0.0.1:1/prod" in proc.stderr, proc.stderr
     dsn = "host=127.0.0.1 port=1 password=s3cret-pw dbname='unterminated"
     proc = duroxy("--json", "list", store=f"postgresql://x/y?options={dsn}")
     assert "s3cret-pw" not in proc.stderr + proc.stdout, proc.stderr

@@ -250,7 +250,12 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
     except StoreNotFound as e:  # before ProviderError: it is one
         return fail(f"{e} {_STORE_HINT}", EXIT_ERROR, "store")
     except ProviderError as e:
-        return fail(str(e), EXIT_ERROR, "store", retryable=e.retryable)
+        # A file store's errors name its file, and the specific ones (schema version,
+        # read-only) their store; a server's failure does not: name it (its password
+        # masked by fail()).
+        named = isinstance(getattr(provider, "path", None), str) or type(e) is not ProviderError
+        return fail(str(e) if named else f"{e} (store: {url})", EXIT_ERROR, "store",
+                    retryable=e.retryable)
     except (Refused, InstanceAlreadyExists, DuroxyError) as e:
         return fail(str(e), EXIT_ERROR, "refused")
     except ValueError as e:  # a malformed id or name
