@@ -89,7 +89,8 @@ class _Watcher:
                                        "execution_id": execution, **event_json(ev)}))
         else:
             width = 0 if env.args.full else 72
-            for line in format_timeline(events, width=width, indent="  ")[self.shown:]:
+            lines = format_timeline(events, width=width, indent="  ", id_width=4)
+            for line in lines[self.shown:]:
                 env.print(line)
         env.out.flush()  # a reader at the other end of a pipe sees each event at once
         self.shown = len(events)
