@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 
 from .._names import did_you_mean
+from .._semver import parse_semver
 from .._version import __version__
 from ..options import RuntimeOptions
 from ..providers.base import (
@@ -79,6 +80,13 @@ def release_worker_id(worker_id: str) -> None:
     _ids_in_use[worker_id] -= 1
     if _ids_in_use[worker_id] <= 0:
         del _ids_in_use[worker_id]
+
+
+def _semver_key(version: str) -> tuple[object, ...]:
+    try:
+        return (0, parse_semver(version))
+    except ValueError:  # a version another worker wrote that this one cannot read
+        return (1, version)
 
 
 class Heartbeat:
@@ -270,9 +278,13 @@ class Heartbeat:
         else:
             known = set(self._our_names) | set(self._elsewhere[1])
         what = f"{kind} {name!r}"
-        if version is not None and name in known:
-            what = f"version {version} of {what}"
         guess = "" if name in known else did_you_mean(name, known)
+        if version is not None and name in known:
+            what = f"version {version!r} of {what}"
+            keys = {k for k in self._elsewhere[0] if k.rpartition("@")[0] == name}
+            keys |= {f"{n}@{v}" for n, v in self._our_versions if n == name}
+            versions = sorted((k.rpartition("@")[2] for k in keys), key=_semver_key)
+            guess = f" (registered versions: {', '.join(versions)})"
         workers = ", ".join([f"{self.worker_id} (this one)", *self._others])
         shown = sorted(known)
         listed = ", ".join(repr(n) for n in shown[:20]) + (
