@@ -26,6 +26,12 @@ async def waits(ctx: OrchestrationContext, input: Any) -> dict[str, Any]:
     return {"got": data}
 
 
+async def parent(ctx: OrchestrationContext, input: Any) -> dict[str, Any]:
+    child: dict[str, Any] = await ctx.schedule_sub_orchestration(
+        "hello", {"name": "child"}, instance_id=f"{ctx.instance_id}::child")
+    return child
+
+
 async def versioned_1(ctx: OrchestrationContext, input: Any) -> str:
     return "v1"
 
@@ -39,6 +45,7 @@ orchestrations = (OrchestrationRegistry.builder()
                   .register("hello", hello)
                   .register("fails", fails)
                   .register("waits", waits)
+                  .register("parent", parent)
                   .register_versioned("versioned", "2.0.0", versioned_2)
                   .register_versioned("versioned", "1.0.0", versioned_1)
                   .build())

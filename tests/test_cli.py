@@ -217,7 +217,7 @@ def test_status_and_list(store: str) -> None:
     page = as_json(duroxy("list", "--json", "--limit", "2", "--offset", "1", store=store))
     assert [i["instance_id"] for i in page] == ids[1:3]
     table = duroxy("list", store=store).stdout.splitlines()
-    assert table[0].split() == ["INSTANCE", "NAME", "STATE", "EXEC", "UPDATED"]
+    assert table[0].split() == ["INSTANCE", "NAME", "STATE", "EXEC", "PARENT", "UPDATED"]
     assert any(line.startswith("s1 ") and "COMPLETED" in line for line in table)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import sqlite3
 import subprocess
@@ -44,11 +45,17 @@ def duroxy(*args: str, store: str, cwd: Path | None = None
 
 
 def refused(proc: subprocess.CompletedProcess[str]) -> str:
-    """The one error line of a command that exited 5 (no traceback, nothing on stdout)."""
+    """The message of the one error line of a command that exited 5 (no traceback,
+    nothing on stdout): ``duroxy: error: ...``, or under ``--json`` a JSON object."""
     assert proc.returncode == EXIT_ERROR, (proc.returncode, proc.stdout, proc.stderr)
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("duroxy: error: "), proc.stderr
+    assert len(lines) == 1, proc.stderr
+    if "--json" in proc.args:
+        error = json.loads(lines[0])["error"]
+        assert error["kind"] == "store" and error["exit_code"] == EXIT_ERROR, error
+        return str(error["message"])
+    assert lines[0].startswith("duroxy: error: "), proc.stderr
     return lines[0].removeprefix("duroxy: error: ")
 
 

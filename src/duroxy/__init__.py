@@ -2,7 +2,9 @@
 
 Orchestrations are ``async def (ctx, input)`` functions replayed from a recorded
 history; activities are ``async def``/``def (ctx, input)`` functions that run at least
-once. See the README for a guide and ``API.md`` for the contract.
+once. Every name in ``__all__`` is public and importable from ``duroxy``; the README
+and the documentation site are the guide, and each name's docstring states what it
+promises.
 """
 
 from ._connect import connect

@@ -5,9 +5,12 @@ context and the registries each raise their own error type for a breach."""
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 from .codec._common import storable
 
-__all__ = ["name_problem"]
+__all__ = ["did_you_mean", "name_problem", "suggestions"]
 
 
 def name_problem(value: object) -> str | None:
@@ -21,3 +24,26 @@ def name_problem(value: object) -> str | None:
     if not storable(value):
         return f"must be valid Unicode text (it holds a lone surrogate), got {value!r:.80}"
     return None
+
+
+def suggestions(name: str, known: Iterable[str], n: int = 3) -> list[str]:
+    """The known names closest to ``name`` (a typo's likely intent), best first. A long
+    namespaced name (``pkg::activity::reserve``) is also compared by its last part, so a
+    typo there is not drowned by the shared prefix."""
+    known = sorted(set(known) - {name})
+    close = difflib.get_close_matches(name, known, n=n, cutoff=0.6)
+    tail = name.rsplit("::", 1)[-1]
+    if len(close) < n and tail != name:
+        tails = {k.rsplit("::", 1)[-1]: k for k in known}
+        for t in difflib.get_close_matches(tail, list(tails), n=n, cutoff=0.6):
+            if tails[t] not in close:
+                close.append(tails[t])
+    return close[:n]
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'greet'?)`` for the closest known names, or ``""``."""
+    close = suggestions(name, known)
+    if not close:
+        return ""
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)"

@@ -170,13 +170,14 @@ def event_details(ev: HistoryEvent, width: int) -> str:
 
 
 def format_timeline(events: Sequence[HistoryEvent], *, width: int = 60,
-                    indent: str = "") -> list[str]:
+                    indent: str = "", id_width: int = 0) -> list[str]:
     """One line per event: id, time since the first event, kind, interesting fields
-    (payloads cut to ``width`` characters; 0 keeps them whole)."""
+    (payloads cut to ``width`` characters; 0 keeps them whole). Ids take at least
+    ``id_width`` columns (a timeline printed as it grows keeps its columns)."""
     if not events:
         return [f"{indent}(no events)"]
     t0 = events[0].ts
-    id_width = len(str(events[-1].event_id))
+    id_width = max(len(str(events[-1].event_id)), id_width)
     return [f"{indent}{ev.event_id:>{id_width}}  {f'+{(ev.ts - t0) / 1000:.3f}s':>9}  "
             f"{ev.kind:<30} {event_details(ev, width)}".rstrip() for ev in events]
 

@@ -82,7 +82,7 @@ class InstanceInfo:
 
 @dataclass(frozen=True, slots=True)
 class WorkerInfo:
-    """A runtime as its heartbeat row shows it (API.md section 12). Times are
+    """A runtime as its heartbeat row shows it (``Client.list_workers``). Times are
     timezone-aware (UTC); ``stopped_at`` is set once it shut down. ``orchestrations``
     lists ``"name@version"`` for every version it has registered, ``activities`` the
     activity names: during a rolling deploy they show which worker runs what. ``alive``:
@@ -147,7 +147,9 @@ def _info(rec: InstanceRecord) -> InstanceInfo:
 
 
 class Client:
-    """Talks to a store on behalf of an application (API.md section 4). Every method is
+    """Talks to a store on behalf of an application: starts instances, raises events,
+    cancels, waits for and reads their status and history, lists instances and
+    workers, deletes and purges. It needs no running runtime. Every method is
     a coroutine; a client holds no connection of its own beyond the provider's."""
 
     def __init__(self, provider: Provider) -> None:

@@ -72,10 +72,12 @@ class ActivityFailed(DuroxyError):
         self.message = message
         self.attempts = attempts
         self.kind = kind
-        super().__init__(
-            f"activity {activity_name!r} failed after {attempts} attempt"
-            f"{'s' if attempts != 1 else ''}: {error_type}: {message}"
-        )
+        if kind == "application":
+            head = (f"activity {activity_name!r} failed after {attempts} attempt"
+                    f"{'s' if attempts != 1 else ''}")
+        else:  # it never ran to its end (not registered, poison): no attempt to count
+            head = f"activity {activity_name!r} could not run ({kind})"
+        super().__init__(f"{head}: {error_type}: {message}")
 
 
 class SubOrchestrationFailed(DuroxyError):

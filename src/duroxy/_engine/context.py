@@ -35,7 +35,7 @@ from ..history import (
     UtcNowRecorded,
 )
 from ..options import RetryPolicy, to_seconds
-from .futures import ContinueAsNew, Dated, DurableFuture
+from .futures import ContinueAsNew, Dated, DurableFuture, Ready
 from .port import ExecutionPort
 
 __all__ = ["OrchestrationContext"]
@@ -58,7 +58,19 @@ def _check_name(value: str, what: str) -> str:
 
 
 class OrchestrationContext(TraceMethods):
-    """The orchestration's view of duroxy (API.md section 2)."""
+    """The orchestration's view of duroxy, passed as its first argument.
+
+    Every ``schedule_*`` call records a decision in the instance's history when it is
+    called (not when awaited), in call order, and returns a future that a later history
+    event resolves: activities (``schedule_activity``, ``schedule_activity_with_retry``),
+    durable timers (``schedule_timer``, or ``asyncio.sleep``), external events
+    (``schedule_wait``), children (``schedule_sub_orchestration``) and detached
+    instances (``schedule_orchestration``). ``select``/``select2`` and ``join`` combine
+    futures by their order in history. ``utcnow()`` and ``new_guid()`` give values
+    recorded once and replayed after; ``continue_as_new`` ends this execution and starts
+    a fresh one; ``set_custom_status`` publishes progress; ``trace_*`` log only when not
+    replaying. On replay every call returns what history recorded, so the code must ask
+    for the same things in the same order (see the determinism rules)."""
 
     def __init__(self, execution: ExecutionPort) -> None:
         self._x = execution
@@ -177,7 +189,8 @@ class OrchestrationContext(TraceMethods):
         out = self._output_type(name, fn_type, output_type)
         # The first attempt is recorded now, in call order, like any other schedule call.
         first = self._activity(name, input_text, 1, out)
-        return self._x.loop.create_task(self._retry(name, input_text, retry, out, first))
+        return self._x.loop.create_task(self._retry(name, input_text, retry, out, first),
+                                        name=f"ctx.schedule_activity_with_retry({name!r})")
 
     @overload
     def schedule_activity_with_retry_typed(self, name_or_fn: NameOrFn, input: Any,
@@ -437,10 +450,8 @@ class OrchestrationContext(TraceMethods):
         return outer
 
     # ------------------------------------------------------------------ values
-    def _ready(self, value: T) -> asyncio.Future[T]:
-        fut: asyncio.Future[T] = self._x.loop.create_future()
-        fut.set_result(value)
-        return fut
+    def _ready(self, call: str, value: T) -> asyncio.Future[T]:
+        return Ready(self._x.loop, call, value)
 
     def utcnow(self) -> asyncio.Future[datetime]:
         """The current time, recorded once in history and replayed after (awaitable).
@@ -451,14 +462,14 @@ class OrchestrationContext(TraceMethods):
         event = self._x.record(UtcNowRecorded(value_us=value_us), lambda r: True)
         assert isinstance(event, UtcNowRecorded)
         recorded = event.value_us
-        return self._ready(datetime.fromtimestamp(recorded / 1_000_000, UTC))
+        return self._ready("ctx.utcnow()", datetime.fromtimestamp(recorded / 1_000_000, UTC))
 
     def new_guid(self) -> asyncio.Future[str]:
         """A random UUID string, recorded once in history and replayed after (awaitable)."""
         event = self._x.record(GuidRecorded(value=""), lambda r: True,
                                lambda e: GuidRecorded(value=self._x.new_guid()))
         assert isinstance(event, GuidRecorded)
-        return self._ready(event.value)
+        return self._ready("ctx.new_guid()", event.value)
 
     # ------------------------------------------------------------------ custom status
     def set_custom_status(self, value: Any) -> None:

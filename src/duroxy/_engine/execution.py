@@ -71,6 +71,18 @@ from .matching import describe, difference
 
 __all__ = ["OrchestrationExecution", "TurnResult"]
 
+#: What a nondeterminism message tells the user after the difference it found: replay
+#: cannot tell a code change from code that reads something that changes between runs.
+NONDETERMINISM_CAUSES = (
+    "Either the code reads something that differs between runs, which is not allowed in "
+    "an orchestration: wall-clock time (datetime.now(), time.time(): use "
+    "`await ctx.utcnow()`), random numbers (random, secrets) or uuid.uuid4() (use "
+    "`await ctx.new_guid()`, or draw the value in an activity), environment variables or "
+    "other changing configuration (pass them in the input, or read them in an activity), "
+    "or the iteration order of a set (use sorted(...)); or the orchestration's code "
+    "changed while this instance ran: keep the old code registered and register the "
+    "change as a new version")
+
 OrchestrationFn = Callable[[Any, Any], Any]
 
 
@@ -509,8 +521,7 @@ class OrchestrationExecution:
             name = self.ctx.orchestration_name
             self._fatal = NondeterminismError(
                 f"nondeterministic orchestration {name!r} (instance {self.instance_id!r}): "
-                f"{detail}. The orchestration code changed under a running instance; keep the "
-                "old code registered and register the change as a new version instead")
+                f"{detail}. {NONDETERMINISM_CAUSES}")
 
     @property
     def next_event_id(self) -> int:

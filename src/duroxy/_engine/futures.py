@@ -12,7 +12,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from ..history import HistoryEvent
 
-__all__ = ["ContinueAsNew", "Dated", "DurableFuture", "FutureOwner", "Nondeterministic"]
+__all__ = ["ContinueAsNew", "Dated", "DurableFuture", "FutureOwner", "Nondeterministic",
+           "Ready"]
 
 T = TypeVar("T")
 
@@ -37,6 +38,15 @@ class FutureOwner(Protocol):
     def abandon(self, fut: DurableFuture[Any]) -> None: ...
 
 
+#: The context method behind each kind of durable future, for messages.
+_CALLS = {
+    "activity": "ctx.schedule_activity",
+    "timer": "ctx.schedule_timer",
+    "wait": "ctx.schedule_wait",
+    "sub_orchestration": "ctx.schedule_sub_orchestration",
+}
+
+
 class DurableFuture(asyncio.Future[T], Generic[T]):
     """A future resolved by a history event: an activity, timer, event wait or child.
 
@@ -59,11 +69,34 @@ class DurableFuture(asyncio.Future[T], Generic[T]):
     def event_id(self) -> int:
         return self.event.event_id
 
+    def describe(self) -> str:
+        """The call that made this future, as the code wrote it (for messages about a
+        future used where its value was meant): ``ctx.schedule_activity('greet')``."""
+        name = getattr(self.event, "name", None)
+        call = _CALLS.get(self.kind, f"ctx.schedule_{self.kind}")
+        return f"{call}({name!r})" if name is not None else f"{call}(...)"
+
+    def __repr__(self) -> str:
+        return f"<DurableFuture {self.describe()} {self._state.lower()}>"
+
     def cancel(self, msg: Any = None) -> bool:
         if self.done():
             return False
         self._owner.abandon(self)
         return super().cancel(msg)
+
+
+class Ready(asyncio.Future[T], Generic[T]):
+    """A future resolved at once with a recorded value (``ctx.utcnow()``,
+    ``ctx.new_guid()``); ``call`` names the call for messages about it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, call: str, value: T) -> None:
+        super().__init__(loop=loop)
+        self.call = call
+        self.set_result(value)
+
+    def describe(self) -> str:
+        return self.call
 
 
 class _Delivering(Protocol):

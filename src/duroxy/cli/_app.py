@@ -7,10 +7,12 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TextIO
+from typing import Any, NoReturn, TextIO
 
 from .. import __version__
 from .._connect import connect
+from .._redact import redact
+from .._render import dumps
 from ..client import Client
 from ..errors import (
     ConfigurationError,
@@ -37,6 +39,7 @@ from ._common import (
     DEFAULT_STORE,
     EXIT_ERROR,
     EXIT_NOT_FOUND,
+    EXIT_OK,
     EXIT_TIMEOUT,
     EXIT_USAGE,
     STATES,
@@ -45,22 +48,38 @@ from ._common import (
     Refused,
     UsageError,
 )
+from ._watch import cmd_watch
 
 __all__ = ["build_parser", "main"]
 
 
 # ====================================================================== parser
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors given as a JSON object under ``--json``."""
+
+    #: set by :func:`main` from the raw arguments (an error may come before ``--json``
+    #: is parsed); shared by the subcommands' parsers, which argparse makes of this class
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if _Parser.json_errors:
+            _report_error(message, kind="usage", code=EXIT_USAGE, as_json=True,
+                          usage=self.format_usage().strip())
+            sys.exit(EXIT_USAGE)
+        super().error(redact(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Global options live on a parent parser added to every subcommand too, with
     # SUPPRESS defaults, so they may come before or after the command name.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--store", metavar="URL", default=argparse.SUPPRESS,
                         help="store URL: sqlite:///relative.db, sqlite:////abs/path.db, "
                         "postgresql://... (default: $DUROXY_STORE, else "
                         f"{DEFAULT_STORE})")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="machine-readable JSON output")
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="duroxy", parents=[common],
         description="Run and manage duroxy orchestrations.",
         epilog="exit codes: 0 ok, 1 instance FAILED/CANCELLED (start --wait, wait) or "
@@ -115,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="this execution (default: the latest)")
     p.add_argument("--full", action="store_true", help="do not shorten payloads")
 
+    p = add("watch", "follow an instance's history live: print each event as it is "
+            "recorded, exit when the instance ends (0 COMPLETED, 1 FAILED/CANCELLED)")
+    p.add_argument("instance_id", metavar="ID")
+    p.add_argument("--interval", type=float, default=1.0, metavar="S",
+                   help="longest time between two looks at the store while nothing "
+                   "happens (default 1)")
+    p.add_argument("--full", action="store_true", help="do not shorten payloads")
+
     p = add("raise-event", "deliver an external event to an instance")
     p.add_argument("instance_id", metavar="ID")
     p.add_argument("event_name", metavar="NAME")
@@ -144,88 +171,131 @@ def build_parser() -> argparse.ArgumentParser:
 _COMMANDS: dict[str, Callable[[Env], Awaitable[int]]] = {
     "start": cmd_start, "wait": cmd_wait, "status": cmd_status, "list": cmd_list,
     "history": cmd_history, "raise-event": cmd_raise_event, "cancel": cmd_cancel,
-    "delete": cmd_delete, "workers": cmd_workers,
+    "delete": cmd_delete, "workers": cmd_workers, "watch": cmd_watch,
 }
 #: Commands that only make sense on an existing store (they never create one).
 _NEEDS_EXISTING = frozenset(_COMMANDS) - {"start"}
 #: Commands that only read: they open the store read-only (see the module docstring).
-_READING = frozenset({"status", "list", "history", "wait", "workers"})
+_READING = frozenset({"status", "list", "history", "wait", "workers", "watch"})
 #: Added to the error of a store that is not there.
 _STORE_HINT = "(pass --store URL or set DUROXY_STORE)"
 
 
-def _error(message: str) -> None:
-    print(f"duroxy: error: {message}", file=sys.stderr, flush=True)
+#: The ``kind`` of a ``--json`` error object, by what went wrong.
+ERROR_KINDS = {
+    EXIT_USAGE: "usage",
+    EXIT_NOT_FOUND: "not_found",
+    EXIT_TIMEOUT: "timeout",
+}
+
+
+def _report_error(message: str, *, kind: str, code: int, as_json: bool, **extra: Any) -> int:
+    """Say what went wrong on stderr and give the exit code: one line of text, or under
+    ``--json`` one JSON object ``{"error": {"kind", "message", "exit_code", ...}}``.
+    Passwords of store URLs and DSNs never show (see ``duroxy._redact``)."""
+    message = redact(message)
+    if as_json:
+        body = {"kind": kind, "message": message, "exit_code": code,
+                **{k: redact(v) if isinstance(v, str) else v for k, v in extra.items()}}
+        print(dumps({"error": body}), file=sys.stderr, flush=True)
+    else:
+        print(f"duroxy: error: {message}", file=sys.stderr, flush=True)
+    return code
 
 
 async def _run(args: argparse.Namespace, out: TextIO) -> int:
     as_json = bool(getattr(args, "json", False))
+    def fail(message: str, code: int, kind: str | None = None, **extra: Any) -> int:
+        return _report_error(message, kind=kind or ERROR_KINDS.get(code, "error"), code=code,
+                             as_json=as_json, **extra)
+
     if args.command == "lint":  # reads source code: no store
-        return _lint.run(args, out, as_json, _error)
+        return _lint.run(args, out, as_json, lambda message: fail(message, EXIT_USAGE))
     if args.command == "demo":
         from ..examples.provisioning.demo import run_demo
 
+        if args.keep and os.path.exists(args.keep):
+            return fail(f"{args.keep!r} exists; --keep wants a new file", EXIT_USAGE)
         try:
             return await run_demo(json_output=as_json, keep=args.keep, out=out)
         except TimeoutError as e:
-            _error(f"the demo got stuck: {e}")
-            return EXIT_TIMEOUT
+            return fail(f"the demo got stuck: {e}", EXIT_TIMEOUT)
     url = getattr(args, "store", None) or os.environ.get("DUROXY_STORE") or DEFAULT_STORE
     args.store_url = url
     try:
         provider = connect(url, read_only=args.command in _READING)
     except ConfigurationError as e:  # a malformed --store: a bad argument
-        _error(str(e))
-        return EXIT_USAGE
+        return fail(str(e), EXIT_USAGE)
+    except ValueError as e:  # a malformed DSN
+        return fail(f"bad store URL {url}: {e}", EXIT_USAGE)
     try:
         path = getattr(provider, "path", None)
         # (A store opened read-only says so itself, at its first read.)
         if (args.command in _NEEDS_EXISTING and not provider.read_only
                 and isinstance(path, str) and not os.path.exists(path)):
-            _error(f"no such store file: {os.path.abspath(path)} {_STORE_HINT}")
-            return EXIT_ERROR
+            return fail(f"no such store file: {os.path.abspath(path)} {_STORE_HINT}",
+                        EXIT_ERROR, "store")
         env = Env(args, Client(provider), as_json, out)
         if args.command == "worker":
             return await cmd_worker(env, provider)
         return await _COMMANDS[args.command](env)
     except UsageError as e:
-        _error(str(e))
-        return EXIT_USAGE
+        return fail(str(e), EXIT_USAGE)
     except InstanceNotFound as e:
-        _error(str(e))
-        return EXIT_NOT_FOUND
+        return fail(str(e), EXIT_NOT_FOUND, instance_id=e.instance_id)
     except NotFound as e:
-        _error(str(e))
-        return EXIT_NOT_FOUND
+        return fail(str(e), EXIT_NOT_FOUND)
     except TimeoutError as e:
-        _error(str(e) or "timed out")
-        return EXIT_TIMEOUT
+        return fail(str(e) or "timed out", EXIT_TIMEOUT)
     except ConfigurationError as e:  # before ValueError: it is one
-        _error(str(e))
-        return EXIT_USAGE if args.command == "start" else EXIT_ERROR
+        if args.command == "start":
+            return fail(str(e), EXIT_USAGE)
+        return fail(str(e), EXIT_ERROR, "store")
     except StoreNotFound as e:  # before ProviderError: it is one
-        _error(f"{e} {_STORE_HINT}")
-        return EXIT_ERROR
-    except (Refused, InstanceAlreadyExists, ProviderError, DuroxyError) as e:
-        _error(str(e))
-        return EXIT_ERROR
+        return fail(f"{e} {_STORE_HINT}", EXIT_ERROR, "store")
+    except ProviderError as e:
+        # A file store's errors name its file, and the specific ones (schema version,
+        # read-only) their store; a server's failure does not: name it (its password
+        # masked by fail()).
+        named = isinstance(getattr(provider, "path", None), str) or type(e) is not ProviderError
+        return fail(str(e) if named else f"{e} (store: {url})", EXIT_ERROR, "store",
+                    retryable=e.retryable)
+    except (Refused, InstanceAlreadyExists, DuroxyError) as e:
+        return fail(str(e), EXIT_ERROR, "refused")
     except ValueError as e:  # a malformed id or name
-        _error(str(e))
-        return EXIT_USAGE
+        return fail(str(e), EXIT_USAGE)
     finally:
         await provider.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``duroxy`` console script and ``python -m duroxy``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _Parser.json_errors = "--json" in argv
     args = build_parser().parse_args(argv)
+    as_json = bool(getattr(args, "json", False))
     try:
         return asyncio.run(_run(args, sys.stdout))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`duroxy history ID | head`): what it read is all it
+        # wanted. Nothing more can reach it, not even at exit, so stdout goes nowhere.
+        _quiet_stdout()
+        return EXIT_OK
     except Exception as e:  # an unexpected failure: one line, the traceback on request
         if os.environ.get("DUROXY_DEBUG"):
             raise
-        _error(f"{type(e).__name__}: {e} (set DUROXY_DEBUG=1 for the traceback)")
-        return EXIT_ERROR
+        return _report_error(f"{type(e).__name__}: {e} (set DUROXY_DEBUG=1 for the "
+                             "traceback)", kind="internal", code=EXIT_ERROR, as_json=as_json)
 
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's flush at exit finds no
+    broken pipe to complain about."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no file descriptor behind stdout (embedded use)
+        pass

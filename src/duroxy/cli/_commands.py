@@ -4,12 +4,17 @@ given the parsed arguments and a client on the store."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
 import uuid
 from datetime import UTC, datetime
+from shlex import quote as shell_quote
 
+from .._names import did_you_mean
+from .._redact import redact
 from .._render import (
     ago,
     event_json,
@@ -26,6 +31,7 @@ from ..options import RuntimeOptions
 from ..providers.base import Provider
 from ..runtime import Runtime
 from ._common import (
+    DEFAULT_STORE,
     EXIT_FAILED,
     EXIT_OK,
     Env,
@@ -41,8 +47,20 @@ def _outcome_code(state: OrchestrationState) -> int:
     return EXIT_OK if state is OrchestrationState.COMPLETED else EXIT_FAILED
 
 
-async def _show_final(env: Env, instance_id: str, timeout: float) -> int:
-    await env.client.wait_for_orchestration(instance_id, timeout)
+#: How long ``start --wait`` and ``wait`` wait before they look for a worker that can
+#: run the instance (one that is running finishes most instances well before).
+WORKER_HINT_AFTER_S = 1.0
+
+
+async def _show_final(env: Env, instance_id: str, timeout: float,
+                      name: str | None = None, version: str | None = None) -> int:
+    hint = asyncio.ensure_future(_worker_hint(env, instance_id, name, version))
+    try:
+        await env.client.wait_for_orchestration(instance_id, timeout)
+    finally:
+        hint.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await hint
     info = await env.client.get_instance_info(instance_id)
     if env.as_json:
         env.show(instance_json(info))
@@ -50,6 +68,51 @@ async def _show_final(env: Env, instance_id: str, timeout: float) -> int:
         for line in format_instance(info):
             env.print(line)
     return _outcome_code(info.state)
+
+
+async def _worker_hint(env: Env, instance_id: str, name: str | None,
+                       version: str | None) -> None:
+    """After ``WORKER_HINT_AFTER_S``, if the instance is still waiting, say on stderr
+    when no live worker could run it (from the workers' heartbeats), and how to start
+    one; the wait goes on (a worker started meanwhile serves the instance)."""
+    await asyncio.sleep(WORKER_HINT_AFTER_S)
+    if name is None:
+        info = await env.client.get_instance_info(instance_id)
+        if info.state.is_terminal:
+            return
+        name, version = info.name, info.version
+    message = await worker_problem(env, name, version)
+    if message is not None:
+        env.warn(message, kind="no_worker")
+
+
+async def worker_problem(env: Env, name: str, version: str | None) -> str | None:
+    """Why no live worker will run orchestration ``name`` (at ``version``), or None."""
+    workers = [w for w in await env.client.list_workers() if w.alive]
+    url = env.args.store_url
+    store = "" if url == DEFAULT_STORE and "DUROXY_STORE" not in os.environ \
+        else f" --store {shell_quote(redact(url))}"
+    start = (f"start one in another terminal with: duroxy{store} worker MODULE:ATTR "
+             "(MODULE:ATTR names your registries, e.g. "
+             "duroxy.examples.provisioning.registry)")
+    if not workers:
+        return (f"no worker is running on this store ({redact(url)}), so nothing runs "
+                f"{name_at(name, version)!r} yet; {start}")
+    key = f"{name}@{version}" if version else None
+    if any((key in w.orchestrations) if key else any(o.rpartition("@")[0] == name
+                                                     for o in w.orchestrations)
+           for w in workers):
+        return None
+    registered = sorted({o.rpartition("@")[0] for w in workers for o in w.orchestrations})
+    has_name = name in registered
+    what = (f"version {version} of orchestration {name!r}" if has_name and version
+            else f"orchestration {name!r}")
+    running = "; ".join(f"{w.worker_id} has {', '.join(w.orchestrations) or 'none'}"
+                        for w in workers[:5])
+    guess = "" if has_name else did_you_mean(name, registered)
+    return (f"no running worker registers {what}{guess} (running: {running}); the "
+            "instance waits for a worker that has it: "
+            f"register it and restart the worker, or {start}")
 
 
 async def cmd_start(env: Env) -> int:
@@ -63,7 +126,7 @@ async def cmd_start(env: Env) -> int:
     if a.wait:
         if not env.as_json:
             env.print(f"started {instance_id} ({name_at(a.name, a.version)}); waiting...")
-        return await _show_final(env, instance_id, a.timeout)
+        return await _show_final(env, instance_id, a.timeout, a.name, a.version)
     if env.as_json:
         env.show({"instance_id": instance_id, "name": a.name, "version": a.version,
                   "state": OrchestrationState.PENDING.value})
@@ -96,12 +159,13 @@ async def cmd_list(env: Env) -> int:
     if not infos:
         env.print("no instances")
         return EXIT_OK
-    rows = [("INSTANCE", "NAME", "STATE", "EXEC", "UPDATED")] + [
+    # PARENT: the instance that started this one as its sub-orchestration ("-": none).
+    rows = [("INSTANCE", "NAME", "STATE", "EXEC", "PARENT", "UPDATED")] + [
         (i.instance_id, name_at(i.name, i.version), i.state.value, str(i.execution_id),
-         human_time(i.updated_at)) for i in infos]
-    widths = [min(max(len(r[c]) for r in rows), 60) for c in range(4)]
+         i.parent_instance_id or "-", human_time(i.updated_at)) for i in infos]
+    widths = [min(max(len(r[c]) for r in rows), 60) for c in range(5)]
     for r in rows:
-        env.print("  ".join(f"{r[c]:<{widths[c]}}" for c in range(4)) + "  " + r[4])
+        env.print("  ".join(f"{r[c]:<{widths[c]}}" for c in range(5)) + "  " + r[5])
     return EXIT_OK
 
 
@@ -194,12 +258,13 @@ async def cmd_workers(env: Env) -> int:
 
 
 class _Formatter(logging.Formatter):
-    """Adds the instance id that duroxy's trace calls attach to their records."""
+    """Adds the instance id that duroxy's trace calls attach to their records, and masks
+    the passwords of store URLs and DSNs in every line (a driver's error may quote one)."""
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         iid = getattr(record, "instance_id", None)
-        return f"{text} [{iid}]" if iid else text
+        return redact(f"{text} [{iid}]" if iid else text)
 
 
 async def cmd_worker(env: Env, provider: Provider) -> int:
@@ -226,7 +291,7 @@ async def cmd_worker(env: Env, provider: Provider) -> int:
             pass
     rt = await Runtime.start(provider, acts, orchs, options)
     print(f"duroxy worker {rt.worker_id}: {len(orchs)} orchestration version(s), "
-          f"{len(acts)} activities on {a.store_url}; Ctrl-C stops", file=sys.stderr,
+          f"{len(acts)} activities on {redact(a.store_url)}; Ctrl-C stops", file=sys.stderr,
           flush=True)
     try:
         await stop.wait()

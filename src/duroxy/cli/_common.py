@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from typing import Any, TextIO
 
+from .._redact import redact
 from .._render import (
     dumps,
     short,
@@ -102,5 +104,15 @@ class Env:
 
     def show(self, value: Any) -> None:
         print(dumps(value, indent=2), file=self.out)
+
+    def warn(self, message: str, *, kind: str) -> None:
+        """A warning on stderr (the command goes on): a line of text, or under ``--json``
+        one JSON object ``{"warning": {"kind", "message"}}``. Passwords never show."""
+        message = redact(message)
+        if self.as_json:
+            print(dumps({"warning": {"kind": kind, "message": message}}), file=sys.stderr,
+                  flush=True)
+        else:
+            print(f"duroxy: warning: {message}", file=sys.stderr, flush=True)
 
 

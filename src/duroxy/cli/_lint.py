@@ -26,7 +26,7 @@ def add_parser(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace, out: TextIO, as_json: bool,
-        error: Callable[[str], None]) -> int:
+        error: Callable[[str], object]) -> int:
     """Exit code 0: nothing found; 1: findings; 2: a target or a rule id that is wrong."""
     try:
         findings = lint(*args.targets, select=args.select, ignore=args.ignore)

@@ -10,6 +10,7 @@ import collections.abc as cabc
 import dataclasses
 import datetime as _dt
 import enum
+import inspect
 import itertools
 import uuid
 from decimal import Decimal
@@ -119,6 +120,38 @@ def _no_form(value: Any, detail: str = "no JSON form") -> Fail:
 
 def _no_json_form(value: Any) -> Any:
     raise _no_form(value)
+
+
+def _describe_awaitable(value: Any) -> str:
+    """What made an awaitable, in the words of the code that made it: a durable future
+    names its ``ctx.schedule_*`` call, a task its name, a coroutine its function."""
+    describe = getattr(value, "describe", None)
+    if callable(describe):
+        try:
+            return str(describe())
+        except Exception:
+            pass
+    get_name = getattr(value, "get_name", None)  # an asyncio.Task
+    if callable(get_name):
+        name = str(get_name())
+        if name.startswith("ctx."):
+            return name
+        coro = getattr(value, "get_coro", lambda: None)()
+        if coro is not None:
+            return f"task running {getattr(coro, '__qualname__', name)}()"
+        return f"task {name!r}"
+    qualname = getattr(value, "__qualname__", None)  # a coroutine object
+    if isinstance(qualname, str) and inspect.iscoroutine(value):
+        return f"coroutine {qualname}()"
+    return type(value).__qualname__
+
+
+def _enc_awaitable(value: Any) -> Any:
+    # An awaitable is never a payload: it is the result of a call whose value was
+    # meant, e.g. `return ctx.schedule_activity(...)` without `await`.
+    raise Fail(f"cannot encode the un-awaited {_describe_awaitable(value)}",
+               "did you forget `await`? A value is expected here, and this is what the "
+               "call returned, not its result (write `await` before the call)")
 
 
 def _enc_float(value: float) -> float:
@@ -247,6 +280,8 @@ def _encoder_for(t: type) -> Conv:
         return _enc_set
     if issubclass(t, cabc.Sequence):  # list, tuple, NamedTuple, deque, range
         return _enc_sequence
+    if issubclass(t, cabc.Awaitable):  # a future, task or coroutine
+        return _enc_awaitable
     return _no_json_form
 
 

@@ -204,18 +204,33 @@ class ActivityDispatcher:
 
     async def _not_registered(self, item: ActivityItem) -> None:
         """Work for an activity this runtime lacks: back to a live worker that has it,
-        or, when none has, failed ``not_registered`` once its attempts are used up."""
+        or, when none has, offered again after ``not_registered_backoff`` and failed
+        ``not_registered`` once its attempts are used up. The first time no live worker
+        has it, a WARNING says so at once, with the registered names closest to it."""
         work = item.work
         if await self._heartbeat.hand_back_activity(item):
             return
-        if item.attempt >= self.options.max_attempts:
+        why = self._heartbeat.missing("activity", work.name)
+        opts = self.options
+        if item.attempt >= opts.max_attempts:
             await self._complete(item, ActivityFailedEvent(
                 source_event_id=work.event_id, error_type="NotRegistered",
-                message=f"activity {work.name!r} is not registered on any worker that "
-                f"took it ({item.attempt} attempts)", error_kind="not_registered"))
-        else:
-            await self.provider.abandon_activity(item.lock_token,
-                                                 self.options.not_registered_backoff)
+                message=f"{why}. It was offered {item.attempt} times, "
+                f"{opts.not_registered_backoff:g} s apart (RuntimeOptions.max_attempts, "
+                "not_registered_backoff), and never ran: register it under this name and "
+                "restart the workers, or correct the name in the orchestration",
+                error_kind="not_registered"))
+            return
+        if item.attempt == 1:
+            logger.warning(
+                "instance %r (orchestration %r) scheduled an activity that no running worker "
+                "can run: %s. It is offered again every %g s and "
+                "fails with kind not_registered after %d attempts: register it under this "
+                "name and restart the workers, or correct the name in the orchestration",
+                work.instance_id, work.orchestration_name, why,
+                opts.not_registered_backoff, opts.max_attempts,
+                extra={"instance_id": work.instance_id})
+        await self.provider.abandon_activity(item.lock_token, opts.not_registered_backoff)
 
     async def _invoke(self, entry: ActivityEntry, work: ActivityWork, ctx: ActivityContext
                       ) -> HistoryEvent:

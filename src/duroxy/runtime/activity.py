@@ -18,7 +18,11 @@ logger = logging.getLogger("duroxy.activity")
 
 
 class ActivityContext(TraceMethods):
-    """Passed to every activity as its first argument (API.md section 1).
+    """Passed to every activity as its first argument: which instance, execution,
+    orchestration and attempt the activity runs for (``instance_id``, ``execution_id``,
+    ``orchestration_name``, ``orchestration_version``, ``activity_name``, ``attempt``,
+    ``worker_id``), trace methods that log with the instance id attached, and its
+    cancellation.
 
     ``is_cancelled()`` becomes true, and ``await cancelled()`` returns, once the
     orchestration no longer wants the result: it lost a select, the instance was

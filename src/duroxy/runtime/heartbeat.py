@@ -1,5 +1,5 @@
-"""A runtime's heartbeat row, and what it knows of the other live workers (API.md
-section 12).
+"""A runtime's heartbeat row, and what it knows of the other live workers (what
+``Client.list_workers`` and ``duroxy workers`` show).
 
 Every runtime writes its row when it starts, then every ``heartbeat_interval``, and
 marks it stopped when it shuts down; each heartbeat also removes the rows of workers not
@@ -27,6 +27,8 @@ import socket
 import time
 from collections.abc import Callable
 
+from .._names import did_you_mean
+from .._semver import parse_semver
 from .._version import __version__
 from ..options import RuntimeOptions
 from ..providers.base import (
@@ -80,6 +82,13 @@ def release_worker_id(worker_id: str) -> None:
         del _ids_in_use[worker_id]
 
 
+def _semver_key(version: str) -> tuple[object, ...]:
+    try:
+        return (0, parse_semver(version))
+    except ValueError:  # a version another worker wrote that this one cannot read
+        return (1, version)
+
+
 class Heartbeat:
     """The heartbeat of one runtime and its view of the others. ``active`` counts the
     runtime's running activities (read at each heartbeat)."""
@@ -105,6 +114,8 @@ class Heartbeat:
         # What live other workers have registered: "name@version", bare names, activities.
         self._elsewhere: tuple[frozenset[str], frozenset[str], frozenset[str]] = (
             frozenset(), frozenset(), frozenset())
+        #: ids of the other live workers, as of the last reread
+        self._others: tuple[str, ...] = ()
         self._demanded_at = -float("inf")  # time.monotonic() of the last refresh_soon reread
         self._refreshing: asyncio.Future[None] | None = None
         self._stop = asyncio.Event()
@@ -213,6 +224,7 @@ class Heartbeat:
         names = frozenset(k.rpartition("@")[0] for k in keys)
         acts = frozenset(a for r in others for a in r.activities)
         self._elsewhere = (keys, names, acts)
+        self._others = tuple(r.worker_id for r in others)
         skip_names: set[str] = set()
         skip_versions: set[tuple[str, str]] = set()
         for key in keys:
@@ -254,6 +266,31 @@ class Heartbeat:
             self._handed_back = {k: v for k, v in self._handed_back.items()
                                  if now - v[1] <= horizon}
         return now - first <= horizon
+
+    # ------------------------------------------------------------------ telling users
+    def missing(self, kind: str, name: str, version: str | None = None) -> str:
+        """Why work for ``kind`` (``"activity"`` or ``"orchestration"``) ``name`` finds
+        no worker, for a person: the names registered on the live workers closest to it
+        (a typo), and which workers lack it (this one and every other live one, or it
+        would have been handed to that one)."""
+        if kind == "activity":
+            known: set[str] = set(self._activities) | set(self._elsewhere[2])
+        else:
+            known = set(self._our_names) | set(self._elsewhere[1])
+        what = f"{kind} {name!r}"
+        guess = "" if name in known else did_you_mean(name, known)
+        if version is not None and name in known:
+            what = f"version {version!r} of {what}"
+            keys = {k for k in self._elsewhere[0] if k.rpartition("@")[0] == name}
+            keys |= {f"{n}@{v}" for n, v in self._our_versions if n == name}
+            versions = sorted((k.rpartition("@")[2] for k in keys), key=_semver_key)
+            guess = f" (registered versions: {', '.join(versions)})"
+        workers = ", ".join([f"{self.worker_id} (this one)", *self._others])
+        shown = sorted(known)
+        listed = ", ".join(repr(n) for n in shown[:20]) + (
+            f" and {len(shown) - 20} more" if len(shown) > 20 else "") if shown else "none"
+        return (f"{what} is not registered on any running worker{guess}; the workers "
+                f"without it: {workers}; the {kind} names they have: {listed}")
 
     # ------------------------------------------------------------------ handing back
     async def hand_back_turn(self, item: OrchestrationItem, version: str | None) -> bool:

@@ -177,15 +177,10 @@ class OrchestrationDispatcher:
         version = started.version if started is not None else inst.version
         try:
             entry = self.orchestrations.resolve(inst.name, version)
-        except NotRegistered as e:
+        except NotRegistered:
             if await self._heartbeat.hand_back_turn(item, version):
                 return False
-            if item.attempt >= self.options.max_attempts:
-                await self._fail(item, started, execution_id,
-                                 ErrorDetails("not_registered", "NotRegistered", str(e)), now_us)
-            else:
-                await provider.abandon_orchestration_item(item.lock_token,
-                                                          self.options.not_registered_backoff)
+            await self._not_registered(item, started, execution_id, version, now_us)
             return False
         events = _turn_events(messages, started, execution_id, entry.version)
         execution = self._execution_for(iid, execution_id, inst.history_len
@@ -313,6 +308,35 @@ class OrchestrationDispatcher:
         self._cache.move_to_end(iid)
         while len(self._cache) > self.options.cache_size:
             self._cache.popitem(last=False)
+
+    async def _not_registered(self, item: OrchestrationItem,
+                              started: OrchestrationStarted | None, execution_id: int,
+                              version: str | None, now_us: int) -> None:
+        """A turn whose orchestration (or version) no live worker has: a WARNING the
+        first time, then offered again after ``not_registered_backoff``, and the instance
+        failed ``not_registered`` once its attempts are used up."""
+        inst = item.instance
+        assert inst is not None
+        opts = self.options
+        why = self._heartbeat.missing("orchestration", inst.name, version)
+        parent = f" (a child of {inst.parent_instance_id!r})" if inst.parent_instance_id else ""
+        if item.attempt >= opts.max_attempts:
+            await self._fail(item, started, execution_id, ErrorDetails(
+                "not_registered", "NotRegistered",
+                f"{why}. Instance {item.instance_id!r}{parent} was offered "
+                f"{item.attempt} times, {opts.not_registered_backoff:g} s apart "
+                "(RuntimeOptions.max_attempts, not_registered_backoff), and never ran: "
+                "register it and restart the workers, or correct the name"), now_us)
+            return
+        if item.attempt == 1:
+            logger.warning(
+                "instance %r%s cannot run on any running worker: %s. It is offered again "
+                "every %g s and fails with kind not_registered after %d attempts: register "
+                "it and restart the workers, or correct the name", item.instance_id, parent, why,
+                opts.not_registered_backoff, opts.max_attempts,
+                extra={"instance_id": item.instance_id})
+        await self.provider.abandon_orchestration_item(item.lock_token,
+                                                       opts.not_registered_backoff)
 
     async def _fail(self, item: OrchestrationItem, started: OrchestrationStarted | None,
                     execution_id: int, error: ErrorDetails, now_us: int,

@@ -224,8 +224,46 @@ class OrchestrationRegistry:
         return sum(len(v) for v in self._entries.values())
 
 
+def _check_orchestration_fn(name: str | Callable[..., Any], fn: Any) -> None:
+    """An orchestration must be ``async def`` (or a partial of one, or an object whose
+    ``__call__`` is): the engine awaits what it returns, and a plain ``def`` would only
+    fail when an instance first runs it. Refused at registration, naming the function."""
+    if fn is None or not callable(fn) or _is_async(fn):
+        return  # not callable: build() says so, with the other registration errors
+    target = fn
+    while isinstance(target, functools.partial):  # name the function inside
+        target = target.func
+    what = getattr(target, "__qualname__", None) or type(target).__qualname__
+    module = getattr(target, "__module__", None)
+    where = f"{module}.{what}" if module and module != "__main__" else what
+    shown = name if isinstance(name, str) and name else what
+    raise TypeError(
+        f"orchestration {shown!r}: {where} is a plain function, not an async def; an "
+        f"orchestration must be declared `async def {getattr(target, '__name__', what)}(ctx, "
+        "input)` (a functools.partial of one, or an object with an async __call__, works "
+        "too). Blocking work belongs in an activity")
+
+
 class OrchestrationRegistryBuilder(_Builder):
     _kind = "orchestration"
+
+    def register(self, name: str | Callable[..., Any], fn: Callable[..., Any] | None = None
+                 ) -> Self:
+        """``register(name, fn)`` (version ``1.0.0``), or ``register(fn)`` to use the
+        function's name. ``fn`` must be an ``async def`` (or a partial of one, or an
+        object with an ``async def __call__``): a plain function raises ``TypeError``."""
+        _check_orchestration_fn(name, name if fn is None and callable(name) else fn)
+        return super().register(name, fn)
+
+    register_typed = register
+
+    def register_versioned(self, name: str, version: str, fn: Callable[..., Any]) -> Self:
+        """Register ``fn`` as ``version`` of ``name`` (a semver string); ``TypeError``
+        for a plain function, as :meth:`register`."""
+        _check_orchestration_fn(name, fn)
+        return super().register_versioned(name, version, fn)
+
+    register_versioned_typed = register_versioned
 
     def orchestration(self, name: str | None = None, *, version: str = DEFAULT_VERSION
                       ) -> Callable[[F], F]:

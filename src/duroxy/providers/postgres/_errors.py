@@ -7,6 +7,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import errors as pg_errors
 
+from ..._redact import redact
 from ...errors import ProviderError
 
 __all__ = ["provider_error", "retryable"]
@@ -25,5 +26,7 @@ def retryable(e: psycopg.Error) -> bool:
 def provider_error(e: psycopg.Error) -> ProviderError:
     if isinstance(e, pg_errors.UniqueViolation):
         detail = e.diag.message_detail or ""
-        return ProviderError(f"PostgreSQL store: duplicate key ({detail or e})")
-    return ProviderError(f"PostgreSQL store: {type(e).__name__}: {e}", retryable=retryable(e))
+        return ProviderError(redact(f"PostgreSQL store: duplicate key ({detail or e})"))
+    # A driver's message may quote the connection string: its password never shows.
+    return ProviderError(redact(f"PostgreSQL store: {type(e).__name__}: {e}"),
+                         retryable=retryable(e))

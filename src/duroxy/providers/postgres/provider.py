@@ -45,6 +45,7 @@ from psycopg.types.array import ListBinaryDumper
 from psycopg.types.string import StrBinaryDumper
 from psycopg_pool import AsyncConnectionPool
 
+from ..._redact import redact
 from ...errors import (
     InstanceAlreadyExists,
     InstanceNotFound,
@@ -208,7 +209,7 @@ class PostgresProvider(ReadOnlyGuard, ActivityQueue, Management, Heartbeats, Pro
         try:
             params = conninfo_to_dict(dsn)  # parses only; connects to nothing
         except psycopg.Error as e:
-            raise ValueError(f"malformed PostgreSQL DSN: {e}") from None
+            raise ValueError(redact(f"malformed PostgreSQL DSN: {e}")) from None
         if min_size < 0 or max_size < 1 or min_size > max_size:
             raise ValueError(f"bad pool size: min_size={min_size}, max_size={max_size}")
         self._dsn = dsn
