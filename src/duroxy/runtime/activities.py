@@ -179,9 +179,11 @@ class ActivityDispatcher:
         try:
             if await self._lease_lapsed(item):
                 return
+            entry = self.activities.get(work.name)
+            if entry is None and await self._heartbeat.hand_back_activity(item):
+                return  # a live worker that has it runs it: no attempt of ours
             self.hooks.activity_start(attempt)
             hooked = True
-            entry = self.activities.get(work.name)
             if entry is None:
                 committed = await self._not_registered(item, attempt)
                 return
@@ -232,12 +234,10 @@ class ActivityDispatcher:
                 self.hooks.activity_end(attempt, committed, failure)
 
     async def _not_registered(self, item: ActivityItem, attempt: ActivityAttempt) -> bool:
-        """Work for an activity this runtime lacks: back to a live worker that has it,
-        or, when none has, failed ``not_registered`` once its attempts are used up.
-        Returns whether an attempt was used up here (and committed)."""
+        """Work for an activity no live worker has (the caller handed it back to one
+        that has it, if any): offered again later, failed ``not_registered`` once its
+        attempts are used up. Returns once that is committed."""
         work = item.work
-        if await self._heartbeat.hand_back_activity(item):
-            return False
         failed = ActivityFailedEvent(
             source_event_id=work.event_id, error_type="NotRegistered",
             message=f"activity {work.name!r} is not registered on any worker that "
