@@ -205,3 +205,12 @@ def test_ui_serves_its_pages_from_the_command(tmp_path: Path) -> None:
     finally:
         ui.stop()
     assert "127.0.0.1" in (tmp_path / "ui.log").read_text()
+
+
+def test_screenshots_are_referenced_by_the_docs() -> None:
+    """The browser tests write the screenshots that docs/dashboard.md shows."""
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    text = (docs / "dashboard.md").read_text()
+    for name in ("ui-instances.png", "ui-instance.png"):
+        assert f"images/{name}" in text
+        assert (docs / "images" / name).is_file()
