@@ -38,12 +38,11 @@ from typing import Any
 
 from .._alarms import DueAlarms
 from .._engine import OrchestrationExecution, TurnResult
-from .._hooks import Turn
+from .._hooks import Turn, installed_runtime_hooks
 from .._limits import MAX_CARRY_FORWARD_EVENTS
 from ..errors import ErrorDetails, LockLost, NotRegistered, PayloadError
 from ..history import (
     HistoryEvent,
-    OrchestrationContinuedAsNew,
     OrchestrationStarted,
     OrchestratorMessage,
     TimerFired,
@@ -59,11 +58,18 @@ from ..providers.base import (
     QueuedMessage,
 )
 from .activities import ActivityDispatcher
-from .dispatch import Slots
+from .dispatch import Slots, renew_while
 from .heartbeat import Heartbeat
 from .hooks import HookSet
 from .registry import ActivityRegistry, OrchestrationRegistry
-from .turns import build_commit, failure_commit, noop_commit, refusals, turn_events
+from .turns import (
+    build_commit,
+    failure_commit,
+    noop_commit,
+    refusals,
+    turn_events,
+    turn_outcome,
+)
 from .wake import Wake
 
 __all__ = ["OrchestrationDispatcher"]
@@ -166,27 +172,9 @@ class OrchestrationDispatcher:
         and the turn is replayed (the slow-turn warning names it). Renewing from another
         thread would need the store's connections there, which belong to this loop."""
         timeout = self.options.orchestration_lock_timeout
-        renewing: list[asyncio.Task[None]] = []
-
-        async def renew() -> None:
-            while True:
-                try:
-                    await self.provider.renew_orchestration_lock(lock_token, timeout)
-                except LockLost:
-                    return  # the commit will tell
-                except Exception as e:
-                    self.hooks.store_failed(e)
-                await asyncio.sleep(timeout / 2)
-
-        handle = asyncio.get_running_loop().call_later(
-            timeout / 2, lambda: renewing.append(asyncio.ensure_future(renew())))
-
-        def stop() -> None:
-            handle.cancel()
-            for task in renewing:
-                task.cancel()
-
-        return stop
+        return renew_while(
+            lambda: self.provider.renew_orchestration_lock(lock_token, timeout),
+            timeout / 2, self.hooks.store_failed)
 
     async def _turn(self, item: OrchestrationItem, acked_activity: str | None = None,
                     handoff: list[ActivityItem] | None = None) -> bool:
@@ -286,7 +274,7 @@ class OrchestrationDispatcher:
             if acked_activity is not None:
                 commit.acked_activities.append(acked_activity)
             self._claim(commit, handoff is not None)
-            _outcome(turn, commit, result)
+            turn_outcome(turn, commit, result)
             self.hooks.turn_committing(turn)
             asked = time.monotonic()
             try:
@@ -417,9 +405,9 @@ class OrchestrationDispatcher:
         commit.custom_status = inst.custom_status
         logger.error("instance %r failed: %s", item.instance_id, error.message)
         origin = started
-        if origin is None and inst.history_len:
-            # (the stored start, for its trace context; a history that does not decode
-            # has none to give)
+        if origin is None and inst.history_len and installed_runtime_hooks():
+            # (the stored start, for its trace context, when an integration may want it;
+            # a history that does not decode has none to give)
             with contextlib.suppress(Exception):
                 head = await self.provider.read_history(item.instance_id, execution_id)
                 origin = head[0] if head and isinstance(head[0], OrchestrationStarted) else None
@@ -506,7 +494,7 @@ class OrchestrationDispatcher:
             commit = build_commit(iid, started, result)
             commit.acked_activities.append(item.lock_token)
             self._claim(commit, handoff=True)
-            _outcome(turn, commit, result)
+            turn_outcome(turn, commit, result)
             self.hooks.turn_committing(turn)
             asked = time.monotonic()
             try:
@@ -546,10 +534,3 @@ def _report_dropped(instance_id: str, result: TurnResult) -> None:
             instance_id, MAX_CARRY_FORWARD_EVENTS, getattr(event, "name", event.kind),
             MAX_CARRY_FORWARD_EVENTS)
 
-
-def _outcome(turn: Turn, commit: OrchestrationCommit, result: TurnResult) -> None:
-    """What the turn's commit does to its execution, for the hooks."""
-    turn.state = ("CONTINUED_AS_NEW" if isinstance(result.terminal, OrchestrationContinuedAsNew)
-                  else commit.state)
-    turn.error = commit.error
-    turn.dropped = len(result.dropped)

@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from .._engine import TurnResult
+from .._hooks import Turn
 from ..errors import ErrorDetails
 from ..history import (
     ActivityScheduled,
@@ -33,7 +34,7 @@ from ..history import (
 from ..providers.base import InstanceRecord, OrchestrationCommit, OrchestrationItem
 
 __all__ = ["build_commit", "failure_commit", "noop_commit", "refusals", "reply_to_parent",
-           "turn_events"]
+           "turn_events", "turn_outcome"]
 
 
 def reply_to_parent(started: OrchestrationStarted | None, terminal: HistoryEvent
@@ -201,3 +202,11 @@ def noop_commit(item: OrchestrationItem) -> OrchestrationCommit:
     return OrchestrationCommit(
         execution_id=inst.execution_id, state=inst.state, name=inst.name, version=inst.version,
         output=inst.output, error=inst.error, custom_status=inst.custom_status)
+
+
+def turn_outcome(turn: Turn, commit: OrchestrationCommit, result: TurnResult) -> None:
+    """What the turn's commit does to its execution, for the hooks."""
+    turn.state = ("CONTINUED_AS_NEW" if isinstance(result.terminal, OrchestrationContinuedAsNew)
+                  else commit.state)
+    turn.error = commit.error
+    turn.dropped = len(result.dropped)
