@@ -263,3 +263,30 @@ def test_metrics_snapshot_is_public_and_has_duroxides_names() -> None:
         "activity_config_errors", "activity_infra_errors", "activity_poison",
         "orch_dispatcher_items_fetched", "worker_dispatcher_items_fetched",
         "suborchestration_calls", "provider_errors", "carry_forward_dropped"]
+
+
+class SlowCommits(InMemoryProvider):
+    """An in-memory store whose commits of turns take longer than the lock lasts."""
+
+    delay = 0.0
+
+    async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit
+                                     ) -> Any:
+        await asyncio.sleep(self.delay)
+        return await super().ack_orchestration_item(lock_token, commit)
+
+
+async def test_a_turn_keeps_its_lock_while_it_waits_for_its_commit() -> None:
+    """A turn renews its instance lock while it waits (here for a slow commit), so the
+    commit lands under the lock it was fetched with instead of being refused."""
+    store = SlowCommits()
+    store.delay = 0.7  # more than the lock timeout below
+    client = Client(store)
+    acts, orchs = registries()
+    options = RuntimeOptions(orchestration_lock_timeout=0.4, max_attempts=2)
+    async with await Runtime.start(store, acts, orchs, options) as rt:
+        await client.start_orchestration("slow", "eternal", 4)
+        status = await client.wait_for_orchestration("slow", 10)
+        snap = rt.metrics_snapshot()
+    assert status.state is OrchestrationState.COMPLETED and status.output == 4
+    assert snap.orch_completions == 1 and snap.orch_dispatcher_items_fetched == 1
