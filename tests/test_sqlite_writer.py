@@ -658,7 +658,7 @@ async def test_a_fetch_parked_on_the_callers_thread_is_answered_at_its_deadline(
         tmp_path: Path) -> None:
     store = SqliteProvider(tmp_path / "w.db")
     await create(store, uid())
-    (item,) = await store.fetch_orchestration_items(HOLD)  # nothing left to fetch
+    (_item,) = await store.fetch_orchestration_items(HOLD)  # nothing left to fetch
     await _thread_of_write(store)  # the writer thread is asleep
     t0 = time.monotonic()
     assert await asyncio.wait_for(store.poll_orchestration_items(HOLD, 5, wait=0.3), 5) == []
