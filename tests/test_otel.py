@@ -217,6 +217,27 @@ async def test_a_failed_instance_marks_its_turn_as_an_error(telemetry: Telemetry
     assert sum(v for _a, v in telemetry.metrics()["duroxy.orchestration.failures"]) == 1
 
 
+async def again(ctx: OrchestrationContext, n: int) -> int:
+    if n < 2:
+        ctx.continue_as_new(n + 1)
+    return n
+
+
+async def test_continue_as_new_executions_continue_the_trace(telemetry: Telemetry) -> None:
+    store = InMemoryProvider()
+    client = Client(store)
+    orchs = OrchestrationRegistry.builder().register("again", again).build()
+    async with await Runtime.start(store, ActivityRegistry.builder().build(), orchs):
+        await client.start_orchestration("a", "again", 0)
+        assert (await client.wait_for_orchestration("a", 10)).output == 2
+    spans = telemetry.spans()
+    (start,) = [s for s in spans if s["name"] == "StartOrchestration:again"]
+    turns = [s for s in spans if s["name"] == "OrchestrationTurn:again"]
+    assert sorted(t["attributes"]["duroxy.execution_id"] for t in turns) == [1, 2, 3]
+    assert {t["trace_id"] for t in turns} == {start["trace_id"]}
+    assert {t["parent_id"] for t in turns} == {start["span_id"]}
+
+
 async def test_uninstrument_stops_every_span(telemetry: Telemetry) -> None:
     DuroxyInstrumentor().uninstrument()
     store = InMemoryProvider()
