@@ -29,7 +29,7 @@ CLIENT = "duroxy.client"
 CLI = "duroxy.cli"
 BASE_MODULES = ("duroxy.history", "duroxy.errors", "duroxy.codec", "duroxy._limits",
                 "duroxy._names", "duroxy._semver", "duroxy._tracing",
-                "duroxy.options")
+                "duroxy.options", "duroxy._hooks")
 
 # The one import from the runtime the client is allowed (semver validation of
 # start_orchestration_versioned), by module and by name.
@@ -199,7 +199,7 @@ def test_cli_testing_and_examples_use_no_private_module_of_other_layers() -> Non
     """DESIGN.md: the cli and the testing helpers know the public API, never private
     modules of other layers (the engine package, or an ``_underscore`` module of the
     providers or the runtime). The bundled example application is held to the same."""
-    users = ("duroxy.cli", "duroxy.__main__", "duroxy.testing", "duroxy.examples")
+    users = ("duroxy.cli", "duroxy.__main__", "duroxy.testing", "duroxy.examples", "duroxy.ui")
     bad = []
     for imp in all_imports():
         if not any(within(imp.importer, u) for u in users):
@@ -288,3 +288,18 @@ def test_no_import_circles() -> None:
         if node not in index:
             visit(node)
     assert circles == []
+
+
+def test_integrations_stand_apart() -> None:
+    """DESIGN.md "Hooks, then integrations": OpenTelemetry (duroxy.otel) is built on the
+    hooks alone, knows no engine, runtime, store or client, and nothing imports it; the
+    dashboard (duroxy.ui) is imported by the command line only (lazily)."""
+    otel = violations(("duroxy.otel",), (ENGINE, RUNTIME, PROVIDERS, CLIENT, CLI, ROOT,
+                                         "duroxy.ui"))
+    assert otel == []
+    users = {imp.importer for imp in all_imports()
+             if within(imp.target, "duroxy.otel") and imp.importer != "duroxy.otel"}
+    assert users == set()
+    ui_users = {imp.importer for imp in all_imports()
+                if within(imp.target, "duroxy.ui") and not within(imp.importer, "duroxy.ui")}
+    assert ui_users <= {"duroxy.cli._commands"}

@@ -47,6 +47,7 @@ EXPECTED_ALL = [
     "InstanceInfo",
     "InstanceNotFound",
     "LockLost",
+    "MetricsSnapshot",
     "NonDurableAwait",
     "NondeterminismError",
     "NotRegistered",

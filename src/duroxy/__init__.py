@@ -28,7 +28,13 @@ from .errors import (
     SubOrchestrationFailed,
 )
 from .options import BackoffStrategy, RetryPolicy, RuntimeOptions
-from .runtime import ActivityContext, ActivityRegistry, OrchestrationRegistry, Runtime
+from .runtime import (
+    ActivityContext,
+    ActivityRegistry,
+    MetricsSnapshot,
+    OrchestrationRegistry,
+    Runtime,
+)
 
 __all__ = [
     "MAX_CARRY_FORWARD_EVENTS",
@@ -44,6 +50,7 @@ __all__ = [
     "InstanceInfo",
     "InstanceNotFound",
     "LockLost",
+    "MetricsSnapshot",
     "NonDurableAwait",
     "NondeterminismError",
     "NotRegistered",

@@ -99,6 +99,8 @@ def event_json(event: HistoryEvent) -> dict[str, Any]:
         if f.name in ("event_id", "ts"):
             continue
         value = getattr(event, f.name)
+        if value is None and f.name == "trace_context":
+            continue  # shown only when tracing recorded one
         if f.name in PAYLOAD_FIELDS and isinstance(value, str):
             with contextlib.suppress(ValueError):
                 value = json.loads(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import time
 from collections.abc import Sequence
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import codec
+from . import _hooks, codec
 from ._names import name_problem
 from ._semver import parse_semver
 from .errors import DuroxyError, ErrorDetails, InstanceNotFound, PayloadError
@@ -176,15 +177,26 @@ class Client:
         # Stamped with the time of the request: the orchestration's clock starts here.
         event = OrchestrationStarted(name=name, version=version, input=codec.encode(input),
                                      ts=time.time_ns() // 1_000_000)
-        await self.provider.create_instance(OrchestratorMessage(instance_id, event, 1))
+        if not _hooks.client_hooks():  # (no integration installed: no hook code runs)
+            await self.provider.create_instance(OrchestratorMessage(instance_id, event, 1))
+            return
+        with _hooks.client_call("start", name, instance_id) as trace:
+            if trace is not None:  # the instance continues the caller's trace
+                event = dataclasses.replace(event, trace_context=trace)
+            await self.provider.create_instance(OrchestratorMessage(instance_id, event, 1))
 
     # ------------------------------------------------------------------ signals
     async def raise_event(self, instance_id: str, event_name: str, data: Any = None) -> None:
         """Deliver an external event; raises :class:`InstanceNotFound` for an unknown id."""
         check_id(instance_id, "instance id")
         check_id(event_name, "event name")
-        await self.provider.enqueue_orchestrator_message(OrchestratorMessage(
-            instance_id, EventRaised(name=event_name, data=codec.encode(data))))
+        message = OrchestratorMessage(instance_id,
+                                      EventRaised(name=event_name, data=codec.encode(data)))
+        if not _hooks.client_hooks():
+            await self.provider.enqueue_orchestrator_message(message)
+            return
+        with _hooks.client_call("raise_event", event_name, instance_id):
+            await self.provider.enqueue_orchestrator_message(message)
 
     send_signal = raise_event
 

@@ -62,6 +62,13 @@ FORMAT_VERSION = 1
 
 _KINDS: dict[str, type[HistoryEvent]] = {}
 
+#: Optional fields written only when set: a history that does not use them stays
+#: byte-identical to one written before they existed (no FORMAT_VERSION bump).
+_WRITTEN_WHEN_SET = frozenset({"trace_context"})
+
+# A trace context is metadata about a run, not a decision: its field takes no part in
+# equality (so never in replay matching) nor in hashing (it is a mapping).
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HistoryEvent:
@@ -80,7 +87,7 @@ class HistoryEvent:
 
     def __str__(self) -> str:
         parts = [f"{f.name}={getattr(self, f.name)!r}" for f in _fields(type(self))
-                 if f.name not in ("event_id", "ts")]
+                 if f.name not in ("event_id", "ts") and not _unset_optional(self, f.name)]
         return f"{self.kind}#{self.event_id}(" + ", ".join(parts) + ")"
 
 
@@ -97,6 +104,9 @@ class OrchestrationStarted(HistoryEvent):
     parent_event_id: int | None = None
     #: custom status carried over from the previous execution (JSON text)
     custom_status: str | None = None
+    #: the W3C trace context (``traceparent``/``tracestate``) the instance continues,
+    #: when tracing is on: never part of replay matching (``compare=False``)
+    trace_context: dict[str, str] | None = dataclasses.field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,6 +158,8 @@ class ActivityScheduled(HistoryEvent):
     name: str
     input: str | None = None
     attempt: int = 1
+    #: the trace context of the schedule call (every attempt of a retry has the first's)
+    trace_context: dict[str, str] | None = dataclasses.field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -205,6 +217,8 @@ class SubOrchestrationScheduled(HistoryEvent):
     instance_id: str
     input: str | None = None
     version: str | None = None
+    #: the trace context the child continues
+    trace_context: dict[str, str] | None = dataclasses.field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -292,12 +306,29 @@ def _fields(cls: type[Any]) -> tuple[dataclasses.Field[Any], ...]:
     return f
 
 
+def _unset_optional(obj: object, name: str) -> bool:
+    return name in _WRITTEN_WHEN_SET and getattr(obj, name) is None
+
+
+def _trace_context(value: Any) -> dict[str, str] | None:
+    """A stored trace context as read back: a mapping of strings, else nothing (it is
+    only ever a hint for tracing, so a malformed one is dropped, not an error)."""
+    if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                       for k, v in value.items()):
+        return value
+    return None
+
+
 def event_to_json(event: HistoryEvent) -> dict[str, Any]:
     out: dict[str, Any] = {"v": FORMAT_VERSION, "k": event.kind, "id": event.event_id,
                            "ts": event.ts}
     for f in _fields(type(event)):
-        if f.name not in ("event_id", "ts"):
-            out[f.name] = getattr(event, f.name)
+        name = f.name
+        if name not in ("event_id", "ts"):
+            value = getattr(event, name)
+            if value is None and name in _WRITTEN_WHEN_SET:
+                continue
+            out[name] = value
     return out
 
 
@@ -317,6 +348,8 @@ def event_from_json(data: Any) -> HistoryEvent:
     for f in _fields(cls):
         if f.name in data and f.name not in ("event_id", "ts"):
             kwargs[f.name] = data[f.name]
+    if "trace_context" in kwargs:
+        kwargs["trace_context"] = _trace_context(kwargs["trace_context"])
     try:
         return cls(**kwargs)
     except TypeError as e:
@@ -385,13 +418,20 @@ class ActivityWork:
     orchestration_name: str
     orchestration_version: str | None
     attempt: int = 1
+    #: the trace context of the schedule call, so that the attempt continues its trace
+    #: wherever it runs (written only when set)
+    trace_context: dict[str, str] | None = dataclasses.field(default=None, compare=False)
 
     def to_json(self) -> str:
-        return _encode({f.name: getattr(self, f.name) for f in _fields(ActivityWork)})
+        return _encode({f.name: getattr(self, f.name) for f in _fields(ActivityWork)
+                        if not _unset_optional(self, f.name)})
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ActivityWork:
         try:
-            return cls(**json.loads(text))
+            data = json.loads(text)
+            if "trace_context" in data:
+                data["trace_context"] = _trace_context(data["trace_context"])
+            return cls(**data)
         except (ValueError, TypeError) as e:
             raise PayloadError(f"malformed activity work item: {e}") from None

@@ -187,6 +187,11 @@ class RuntimeOptions:
       to the store at once without using up an attempt, and this worker's fetches leave
       it alone from then on, so the worker that has it takes it (a rolling deploy).
     - ``cache_size``: live orchestrations kept between turns (default 1,000).
+    - ``slow_turn_threshold``: an orchestration turn whose code (and replay) runs longer
+      than this logs a warning on the ``duroxy.runtime`` logger naming the instance,
+      the orchestration and the time, and counts in ``metrics_snapshot().slow_turns``
+      (default 1 s). Orchestration code runs on the runtime's event loop: while it
+      runs, nothing else of the runtime does (other turns, lock renewals).
     - ``worker_id``: this runtime's name in ``ActivityContext.worker_id`` and its
       heartbeat row, which it must not share with another live runtime (default
       host:pid; host:pid:2, host:pid:3 ... for further runtimes of one process).
@@ -206,6 +211,7 @@ class RuntimeOptions:
     not_registered_backoff: float = 1.0
     cache_size: int = 1000
     worker_id: str | None = None
+    slow_turn_threshold: float = 1.0
 
     _COUNTS: ClassVar[tuple[str, ...]] = (
         "orchestration_concurrency", "activity_concurrency", "max_attempts",
@@ -214,7 +220,7 @@ class RuntimeOptions:
     _DURATIONS: ClassVar[tuple[str, ...]] = (
         "orchestration_lock_timeout", "activity_lock_timeout", "poll_interval",
         "max_poll_interval", "cancel_check_interval", "heartbeat_interval",
-        "not_registered_backoff",
+        "not_registered_backoff", "slow_turn_threshold",
     )
 
     def __post_init__(self) -> None:

@@ -13,6 +13,7 @@ type checker, and an ``output_type`` gives the type it names.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import math
@@ -113,12 +114,25 @@ class OrchestrationContext(TraceMethods):
         raise ValueError(
             f"activity must be a name or a function, not {type(name_or_fn).__name__}")
 
-    def _activity(self, name: str, input_text: str, attempt: int, output_type: Any
-                  ) -> DurableFuture[Any]:
-        event = self._x.record(
+    def _activity(self, name: str, input_text: str, attempt: int, output_type: Any,
+                  retry_of: HistoryEvent | None = None) -> DurableFuture[Any]:
+        x = self._x
+
+        def fresh(event: HistoryEvent) -> HistoryEvent:
+            # A new schedule call is told to the runtime's hooks (which may give it a
+            # trace context); a retry's later attempts keep the first attempt's.
+            if retry_of is None:
+                trace = x.scheduled("activity", name)
+            else:
+                trace = getattr(retry_of, "trace_context", None)
+            assert isinstance(event, ActivityScheduled)
+            return event if trace is None else dataclasses.replace(event, trace_context=trace)
+
+        event = x.record(
             ActivityScheduled(name=name, input=input_text, attempt=attempt),
-            lambda r: r.name == name and r.input == input_text)  # type: ignore[attr-defined]
-        return self._x.open_future("activity", event, output_type)
+            lambda r: r.name == name and r.input == input_text,  # type: ignore[attr-defined]
+            fresh)
+        return x.open_future("activity", event, output_type)
 
     def _output_type(self, name: str, fn_type: Any, output_type: Any) -> Any:
         if output_type is not None:
@@ -231,7 +245,7 @@ class OrchestrationContext(TraceMethods):
             if delay > 0:
                 await self.schedule_timer(delay)
             attempt += 1
-            fut = self._activity(name, input_text, attempt, output_type)
+            fut = self._activity(name, input_text, attempt, output_type, first.event)
 
     # ------------------------------------------------------------------ timers, events
     def schedule_timer(self, delay: timedelta | float) -> DurableFuture[None]:
@@ -310,8 +324,13 @@ class OrchestrationContext(TraceMethods):
             return (r.name == orch and r.input == input_text
                     and (instance_id is None or r.instance_id == instance_id))
 
+        def fresh(event: HistoryEvent) -> HistoryEvent:
+            trace = self._x.scheduled("sub_orchestration", orch)
+            assert isinstance(event, SubOrchestrationScheduled)
+            return event if trace is None else dataclasses.replace(event, trace_context=trace)
+
         event = self._x.record(SubOrchestrationScheduled(
-            name=orch, instance_id=child_id, input=input_text, version=version), same)
+            name=orch, instance_id=child_id, input=input_text, version=version), same, fresh)
         return self._x.open_future("sub_orchestration", event, output_type or fn_type)
 
     @overload

@@ -161,6 +161,9 @@ class OrchestrationExecution:
         self.is_replaying = False
         self.started: OrchestrationStarted | None = None
         self.custom_status: str | None = None
+        #: told of each new schedule call (set by the runtime for each turn); what it
+        #: returns is recorded with the decision as its trace context
+        self.on_schedule: Callable[[str, str], dict[str, str] | None] | None = None
         self.loop = DeterministicLoop(self)
         self.ctx = OrchestrationContext(self)
 
@@ -515,6 +518,10 @@ class OrchestrationExecution:
         self._decisions.append(stamped)
         self._decision_cursor += 1
         return stamped
+
+    def scheduled(self, kind: str, name: str) -> dict[str, str] | None:
+        hook = self.on_schedule
+        return None if hook is None else hook(kind, name)
 
     def _fail_nondeterminism(self, detail: str) -> None:
         if self._fatal is None:

@@ -21,7 +21,7 @@ __all__ = ["describe", "difference"]
 def difference(recorded: HistoryEvent, event: HistoryEvent) -> str:
     """How a decision differs from the recorded one of the same kind and name."""
     fields = [f.name for f in dataclasses.fields(event)
-              if f.name not in ("event_id", "ts")
+              if f.name not in ("event_id", "ts") and f.compare
               and getattr(event, f.name, None) != getattr(recorded, f.name, None)]
     if not fields:
         return "other arguments"

@@ -39,6 +39,11 @@ class ExecutionPort(Protocol):
         """The id the next new event of this execution gets."""
         ...
 
+    def scheduled(self, kind: str, name: str) -> dict[str, str] | None:
+        """A new schedule call (``activity``, ``sub_orchestration``), never a replayed
+        one: told to the runtime, which may give a trace context to record with it."""
+        ...
+
     def record(self, event: HistoryEvent, same: Callable[[HistoryEvent], bool],
                fresh: Callable[[HistoryEvent], HistoryEvent] | None = None) -> HistoryEvent:
         """Match a decision against history, or record it as new (see the execution)."""

@@ -31,9 +31,11 @@ from ._commands import (
     cmd_raise_event,
     cmd_start,
     cmd_status,
+    cmd_ui,
     cmd_wait,
     cmd_worker,
     cmd_workers,
+    ui_refusal,
 )
 from ._common import (
     DEFAULT_STORE,
@@ -160,6 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also the workers that shut down (kept for a day)")
 
     _lint.add_parser(add)
+    p = add("ui", "serve a web dashboard of the store (needs duroxy[ui]); Ctrl-C stops it")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only); "
+                   "another host needs --token, or --read-only")
+    p.add_argument("--port", type=int, default=8079, help="default 8079")
+    p.add_argument("--read-only", action="store_true",
+                   help="open the store read-only and serve no actions at all")
+    p.add_argument("--token", help="token every request must carry (Authorization: Bearer, "
+                   "or the login form); default $DUROXY_UI_TOKEN")
+    p.add_argument("--open", action="store_true", help="open the dashboard in a browser")
 
     p = add("demo", "run the bundled provisioning example on a throwaway SQLite store "
             "(--store is ignored)")
@@ -174,7 +186,7 @@ _COMMANDS: dict[str, Callable[[Env], Awaitable[int]]] = {
     "delete": cmd_delete, "workers": cmd_workers, "watch": cmd_watch,
 }
 #: Commands that only make sense on an existing store (they never create one).
-_NEEDS_EXISTING = frozenset(_COMMANDS) - {"start"}
+_NEEDS_EXISTING = frozenset(_COMMANDS) - {"start"} | {"ui"}
 #: Commands that only read: they open the store read-only (see the module docstring).
 _READING = frozenset({"status", "list", "history", "wait", "workers", "watch"})
 #: Added to the error of a store that is not there.
@@ -222,8 +234,14 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
             return fail(f"the demo got stuck: {e}", EXIT_TIMEOUT)
     url = getattr(args, "store", None) or os.environ.get("DUROXY_STORE") or DEFAULT_STORE
     args.store_url = url
+    if args.command == "ui":
+        args.token = args.token or os.environ.get("DUROXY_UI_TOKEN") or None
+        problem = ui_refusal(args)
+        if problem is not None:
+            return fail(problem, EXIT_USAGE)
     try:
-        provider = connect(url, read_only=args.command in _READING)
+        provider = connect(url, read_only=args.command in _READING
+                           or (args.command == "ui" and args.read_only))
     except ConfigurationError as e:  # a malformed --store: a bad argument
         return fail(str(e), EXIT_USAGE)
     except ValueError as e:  # a malformed DSN
@@ -238,6 +256,8 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
         env = Env(args, Client(provider), as_json, out)
         if args.command == "worker":
             return await cmd_worker(env, provider)
+        if args.command == "ui":
+            return await cmd_ui(env)
         return await _COMMANDS[args.command](env)
     except UsageError as e:
         return fail(str(e), EXIT_USAGE)

@@ -3,6 +3,7 @@ given the parsed arguments and a client on the store."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -303,4 +304,25 @@ async def cmd_worker(env: Env, provider: Provider) -> int:
     print("worker stopped", file=sys.stderr, flush=True)
     return EXIT_OK
 
+
+# ====================================================================== ui
+def ui_refusal(args: argparse.Namespace) -> str | None:
+    """Why ``duroxy ui`` must not start as asked (checked before the store is opened)."""
+    if not 0 < args.port < 65536:
+        return f"--port must be 1 to 65535, got {args.port}"
+    try:
+        from ..ui import check_settings
+    except ImportError as e:
+        return f"duroxy ui needs the ui extra: pip install 'duroxy[ui]' ({e})"
+    return check_settings(args.host, args.token, args.read_only)
+
+
+async def cmd_ui(env: Env) -> int:
+    from ..ui import UiSettings, serve
+
+    args = env.args
+    settings = UiSettings(read_only=args.read_only, token=args.token,
+                          store=redact(args.store_url))
+    await serve(env.client, settings, host=args.host, port=args.port, open_browser=args.open)
+    return EXIT_OK
 

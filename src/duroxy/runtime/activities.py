@@ -39,7 +39,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import codec
-from ..errors import LockLost, message_of
+from .._hooks import ActivityAttempt
+from ..errors import ErrorDetails, LockLost, message_of
 from ..history import (
     ActivityCompleted,
     ActivityFailedEvent,
@@ -52,6 +53,7 @@ from ..providers.base import ActivityItem, Provider
 from .activity import ActivityContext
 from .dispatch import Slots, TaskSet
 from .heartbeat import Heartbeat
+from .hooks import HookSet
 from .registry import ActivityEntry, ActivityRegistry
 
 __all__ = ["ActivityDispatcher", "Feed", "call_activity"]
@@ -74,8 +76,9 @@ async def _not_fed(_item: ActivityItem, _event: HistoryEvent, _handoff: list[Act
 class ActivityDispatcher:
     def __init__(self, provider: Provider, activities: ActivityRegistry,
                  options: RuntimeOptions, heartbeat: Heartbeat, worker_id: str,
-                 tasks: TaskSet) -> None:
+                 tasks: TaskSet, hooks: HookSet) -> None:
         self.provider = provider
+        self.hooks = hooks
         self.activities = activities
         self.options = options
         self.worker_id = worker_id
@@ -102,18 +105,25 @@ class ActivityDispatcher:
         lock_timeout = self.options.activity_lock_timeout
         exclude = self._heartbeat.exclude
         asked = time.monotonic()
-        if exclude is None or not exclude.activities:
-            items = await self.provider.fetch_activity_items(lock_timeout, limit)
-        else:
-            items = await self.provider.fetch_activity_items(lock_timeout, limit,
-                                                             exclude=exclude)
+        try:
+            if exclude is None or not exclude.activities:
+                items = await self.provider.fetch_activity_items(lock_timeout, limit)
+            else:
+                items = await self.provider.fetch_activity_items(lock_timeout, limit,
+                                                                 exclude=exclude)
+        except Exception as e:
+            self.hooks.store_failed(e)
+            raise
         self.leased(items, asked)
         return items
 
     def leased(self, items: list[ActivityItem] | None, asked: float) -> None:
         """Note that the store was asked at ``asked`` (``time.monotonic()``) for ``items``,
         fetched or claimed by a turn: their leases began after that."""
-        for item in items or ():
+        if not items:
+            return
+        self.hooks.fetched("activity", len(items))
+        for item in items:
             self._asked_at[item.lock_token] = asked
 
     async def start(self, items: list[ActivityItem]) -> None:
@@ -161,38 +171,57 @@ class ActivityDispatcher:
             loop=asyncio.get_running_loop())
         renewer: list[asyncio.Task[None]] = []
         renewal: asyncio.TimerHandle | None = None
+        attempt = ActivityAttempt(work.instance_id, work.execution_id,
+                                  work.orchestration_name, work.orchestration_version,
+                                  work.name, work.attempt, self.worker_id, work.trace_context)
+        hooked = committed = False
+        failure: BaseException | None = None
         try:
             if await self._lease_lapsed(item):
                 return
             entry = self.activities.get(work.name)
+            if entry is None and await self._heartbeat.hand_back_activity(item):
+                return  # a live worker that has it runs it: no attempt of ours
+            self.hooks.activity_start(attempt)
+            hooked = True
             if entry is None:
-                await self._not_registered(item)
+                committed = await self._not_registered(item, attempt)
                 return
             if item.attempt > self.options.max_attempts:
-                await self._complete(item, ActivityFailedEvent(
+                poison = ActivityFailedEvent(
                     source_event_id=work.event_id, error_type="Poison",
                     message=f"activity {work.name!r} did not complete after "
                     f"{item.attempt - 1} attempts (its worker crashed or lost its lock "
-                    "each time)", error_kind="poison"))
+                    "each time)", error_kind="poison")
+                _outcome(attempt, poison, None)
+                self.hooks.activity_committing(attempt)
+                await self._complete(item, poison)
+                committed = True
                 return
             self._running[key] = ctx
             renewal = asyncio.get_running_loop().call_later(
                 self._renew_interval(),
                 lambda: renewer.append(asyncio.ensure_future(self._renew(item, ctx))))
-            event = await self._invoke(entry, work, ctx)
+            began = time.perf_counter()
+            event, raised = await self._invoke(entry, work, ctx)
+            attempt.duration = time.perf_counter() - began
             renewal.cancel()
             for task in renewer:
                 task.cancel()
+            _outcome(attempt, event, raised)
+            self.hooks.activity_committing(attempt)
             if not await self.feed(item, event, handoff):
                 await self._complete(item, event)
+            committed = True
         except asyncio.CancelledError:
             # Shutdown: release the item so another worker takes it at once.
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.provider.abandon_activity(item.lock_token, 0.0))
             raise
-        except LockLost:
-            pass  # cancelled (row deleted) or lock expired: the result is not wanted
-        except Exception:
+        except LockLost as e:
+            failure = e  # cancelled (row deleted) or lock expired: the result is not wanted
+        except Exception as e:
+            failure = e
             logger.exception("activity %r of %r could not be completed", work.name,
                              work.instance_id)
         finally:
@@ -201,26 +230,30 @@ class ActivityDispatcher:
                 renewal.cancel()
             for task in renewer:
                 task.cancel()
+            if hooked:
+                self.hooks.activity_end(attempt, committed, failure)
 
-    async def _not_registered(self, item: ActivityItem) -> None:
-        """Work for an activity this runtime lacks: back to a live worker that has it,
-        or, when none has, offered again after ``not_registered_backoff`` and failed
-        ``not_registered`` once its attempts are used up. The first time no live worker
-        has it, a WARNING says so at once, with the registered names closest to it."""
+    async def _not_registered(self, item: ActivityItem, attempt: ActivityAttempt) -> bool:
+        """Work for an activity no live worker has (the caller handed it back to one
+        that has it, if any): offered again after ``not_registered_backoff``, failed
+        ``not_registered`` once its attempts are used up. The first time, a WARNING says
+        so at once, with the registered names closest to it. Returns once that is
+        committed."""
         work = item.work
-        if await self._heartbeat.hand_back_activity(item):
-            return
         why = self._heartbeat.missing("activity", work.name)
         opts = self.options
+        failed = ActivityFailedEvent(
+            source_event_id=work.event_id, error_type="NotRegistered",
+            message=f"{why}. It was offered {item.attempt} times, "
+            f"{opts.not_registered_backoff:g} s apart (RuntimeOptions.max_attempts, "
+            "not_registered_backoff), and never ran: register it under this name and "
+            "restart the workers, or correct the name in the orchestration",
+            error_kind="not_registered")
+        _outcome(attempt, failed, None)
+        self.hooks.activity_committing(attempt)
         if item.attempt >= opts.max_attempts:
-            await self._complete(item, ActivityFailedEvent(
-                source_event_id=work.event_id, error_type="NotRegistered",
-                message=f"{why}. It was offered {item.attempt} times, "
-                f"{opts.not_registered_backoff:g} s apart (RuntimeOptions.max_attempts, "
-                "not_registered_backoff), and never ran: register it under this name and "
-                "restart the workers, or correct the name in the orchestration",
-                error_kind="not_registered"))
-            return
+            await self._complete(item, failed)
+            return True
         if item.attempt == 1:
             logger.warning(
                 "instance %r (orchestration %r) scheduled an activity that no running worker "
@@ -231,16 +264,19 @@ class ActivityDispatcher:
                 opts.not_registered_backoff, opts.max_attempts,
                 extra={"instance_id": work.instance_id})
         await self.provider.abandon_activity(item.lock_token, opts.not_registered_backoff)
+        return True
 
     async def _invoke(self, entry: ActivityEntry, work: ActivityWork, ctx: ActivityContext
-                      ) -> HistoryEvent:
+                      ) -> tuple[HistoryEvent, BaseException | None]:
+        """The attempt's result event, and the exception it raised (if it did)."""
         try:
             value = codec.decode(work.input, entry.input_type)
             result = await call_activity(entry, ctx, value, self._pool)
-            return ActivityCompleted(source_event_id=work.event_id, result=codec.encode(result))
+            return ActivityCompleted(source_event_id=work.event_id,
+                                     result=codec.encode(result)), None
         except _ExitInThread as e:
             return ActivityFailedEvent(source_event_id=work.event_id, error_type="SystemExit",
-                                       message=message_of(e.exit))
+                                       message=message_of(e.exit)), e.exit
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit):
             # On this thread SystemExit may be a signal handler's sys.exit(): it stops
             # the worker, as it would without duroxy; the activity runs again elsewhere.
@@ -249,7 +285,8 @@ class ActivityDispatcher:
             # Any other exception fails the activity, not the worker: a user's own
             # BaseException subclass too (asyncio would re-raise it out of the loop).
             return ActivityFailedEvent(source_event_id=work.event_id,
-                                       error_type=type(e).__qualname__, message=message_of(e))
+                                       error_type=type(e).__qualname__,
+                                       message=message_of(e)), e
 
     async def _complete(self, item: ActivityItem, event: HistoryEvent) -> None:
         work = item.work
@@ -271,7 +308,8 @@ class ActivityDispatcher:
             logger.warning("activity %r of %r not started: its lease lapsed while it waited "
                            "to start", item.work.name, item.work.instance_id)
             return True
-        except Exception:  # the store could not tell: run it, its ack will
+        except Exception as e:  # the store could not tell: run it, its ack will
+            self.hooks.store_failed(e)
             logger.debug("renewing a waiting activity's lease failed", exc_info=True)
         return False
 
@@ -290,22 +328,10 @@ class ActivityDispatcher:
             except LockLost:
                 ctx._cancel()
                 return
-            except Exception:
+            except Exception as e:
+                self.hooks.store_failed(e)
                 logger.debug("renewing an activity lock failed", exc_info=True)
             await asyncio.sleep(interval)
-
-
-async def call_activity(entry: ActivityEntry, ctx: ActivityContext, value: Any,
-                        pool: concurrent.futures.Executor | None) -> Any:
-    """Run an activity function with its context and decoded input: an ``async def`` on
-    this loop, a plain ``def`` in ``pool`` (the loop's default executor when ``None``) in
-    a copy of the caller's context variables. Raises what the activity raised, except
-    that ``sys.exit()`` in a thread arrives as :class:`_ExitInThread`."""
-    if entry.is_async:
-        return await entry.fn(ctx, value)
-    loop = asyncio.get_running_loop()
-    call = functools.partial(_in_thread, contextvars.copy_context(), entry.fn, ctx, value)
-    return await loop.run_in_executor(pool, call)
 
 
 class _ExitInThread(Exception):
@@ -323,3 +349,28 @@ def _in_thread(context: contextvars.Context, fn: Any, ctx: ActivityContext, valu
         return context.run(fn, ctx, value)
     except SystemExit as e:
         raise _ExitInThread(e) from None
+
+
+def _outcome(attempt: ActivityAttempt, event: HistoryEvent, raised: BaseException | None
+             ) -> None:
+    """An attempt's outcome, from the result event it commits."""
+    if isinstance(event, ActivityFailedEvent):
+        attempt.outcome = {"poison": "poison", "not_registered": "config_error"}.get(
+            event.error_kind, "app_error")
+        attempt.error = ErrorDetails(event.error_kind, event.error_type, event.message)
+        attempt.exception = raised
+    else:
+        attempt.outcome = "success"
+
+
+async def call_activity(entry: ActivityEntry, ctx: ActivityContext, value: Any,
+                        pool: concurrent.futures.Executor | None) -> Any:
+    """Run an activity function with its context and decoded input: an ``async def`` on
+    this loop, a plain ``def`` in ``pool`` (the loop's default executor when ``None``) in
+    a copy of the caller's context variables. Raises what the activity raised, except
+    that ``sys.exit()`` in a thread arrives as :class:`_ExitInThread`."""
+    if entry.is_async:
+        return await entry.fn(ctx, value)
+    loop = asyncio.get_running_loop()
+    call = functools.partial(_in_thread, contextvars.copy_context(), entry.fn, ctx, value)
+    return await loop.run_in_executor(pool, call)

@@ -12,10 +12,11 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
+from ..errors import LockLost
 from ..options import RuntimeOptions
 from .wake import Wake
 
-__all__ = ["FetchLoop", "Slots", "TaskSet"]
+__all__ = ["FetchLoop", "Slots", "TaskSet", "renew_while"]
 
 logger = logging.getLogger("duroxy.runtime")
 
@@ -122,3 +123,31 @@ class FetchLoop(Generic[Item]):
                 # The store had less than we could take: wait for news rather than ask
                 # again at once (a wake-up that came meanwhile is kept by the flag).
                 await wake.wait(opts.poll_interval)
+
+
+def renew_while(renew: Callable[[], Awaitable[None]], interval: float,
+                failed: Callable[[BaseException], None]) -> Callable[[], None]:
+    """Call ``renew`` every ``interval`` seconds, the first time one interval from now,
+    until the returned stop is called or ``renew`` raises ``LockLost`` (the commit
+    that follows will tell). Other failures go to ``failed`` and renewal goes on."""
+    renewing: list[asyncio.Task[None]] = []
+
+    async def loop() -> None:
+        while True:
+            try:
+                await renew()
+            except LockLost:
+                return
+            except Exception as e:
+                failed(e)
+            await asyncio.sleep(interval)
+
+    handle = asyncio.get_running_loop().call_later(
+        interval, lambda: renewing.append(asyncio.ensure_future(loop())))
+
+    def stop() -> None:
+        handle.cancel()
+        for task in renewing:
+            task.cancel()
+
+    return stop

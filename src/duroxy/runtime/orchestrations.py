@@ -29,18 +29,19 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .._alarms import DueAlarms
 from .._engine import OrchestrationExecution, TurnResult
+from .._hooks import Turn, installed_runtime_hooks
 from .._limits import MAX_CARRY_FORWARD_EVENTS
 from ..errors import ErrorDetails, LockLost, NotRegistered, PayloadError
 from ..history import (
-    EventRaised,
     HistoryEvent,
     OrchestrationStarted,
     OrchestratorMessage,
@@ -57,10 +58,18 @@ from ..providers.base import (
     QueuedMessage,
 )
 from .activities import ActivityDispatcher
-from .dispatch import Slots
+from .dispatch import Slots, renew_while
 from .heartbeat import Heartbeat
+from .hooks import HookSet
 from .registry import ActivityRegistry, OrchestrationRegistry
-from .turns import build_commit, failure_commit, refusals
+from .turns import (
+    build_commit,
+    failure_commit,
+    noop_commit,
+    refusals,
+    turn_events,
+    turn_outcome,
+)
 from .wake import Wake
 
 __all__ = ["OrchestrationDispatcher"]
@@ -82,8 +91,11 @@ class _Cached:
 class OrchestrationDispatcher:
     def __init__(self, provider: Provider, orchestrations: OrchestrationRegistry,
                  activities: ActivityRegistry, options: RuntimeOptions,
-                 heartbeat: Heartbeat, workers: ActivityDispatcher, wake: Wake) -> None:
+                 heartbeat: Heartbeat, workers: ActivityDispatcher, wake: Wake,
+                 hooks: HookSet, worker_id: str) -> None:
         self.provider = provider
+        self.hooks = hooks
+        self.worker_id = worker_id
         #: the store's shortcuts, when it offers them
         self.fast = provider if isinstance(provider, FastPath) else None
         #: the store's fetch waits for work (and for timers) itself
@@ -107,7 +119,16 @@ class OrchestrationDispatcher:
         self._timer_wakes.close()
         self._cache.clear()
 
-    def fetch(self, limit: int, wait: float) -> Awaitable[list[OrchestrationItem]]:
+    async def fetch(self, limit: int, wait: float) -> list[OrchestrationItem]:
+        try:
+            items = await self._fetch(limit, wait)
+        except Exception as e:
+            self.hooks.store_failed(e)
+            raise
+        self.hooks.fetched("orchestration", len(items))
+        return items
+
+    def _fetch(self, limit: int, wait: float) -> Awaitable[list[OrchestrationItem]]:
         """A fetch of orchestration work that leaves alone what other live workers run
         and this one cannot (without anything to leave, the store's plain fetch)."""
         lock_timeout = self.options.orchestration_lock_timeout
@@ -132,13 +153,28 @@ class OrchestrationDispatcher:
             self._cache.pop(item.instance_id, None)
             logger.warning("lost the lock on %r during a turn; another worker takes it over",
                            item.instance_id)
-        except Exception:
+        except Exception as e:
+            self.hooks.store_failed(e)
             self._cache.pop(item.instance_id, None)
             logger.exception("turn for %r failed; releasing it", item.instance_id)
-            with contextlib.suppress(Exception):
+            try:
                 await self.provider.abandon_orchestration_item(item.lock_token, 1.0)
+            except Exception as again:
+                self.hooks.store_failed(again)
         finally:
             self.slots.release()
+
+    def _keep_lock(self, lock_token: str) -> Callable[[], None]:
+        """Renew a turn's instance lock while the turn waits (for its history, a timer
+        a moment early, its commit), from half the lock timeout on; returns the stop.
+        A turn whose code blocks the event loop cannot be helped from the loop: its
+        lock lapses after ``orchestration_lock_timeout``, the store refuses its commit
+        and the turn is replayed (the slow-turn warning names it). Renewing from another
+        thread would need the store's connections there, which belong to this loop."""
+        timeout = self.options.orchestration_lock_timeout
+        return renew_while(
+            lambda: self.provider.renew_orchestration_lock(lock_token, timeout),
+            timeout / 2, self.hooks.store_failed)
 
     async def _turn(self, item: OrchestrationItem, acked_activity: str | None = None,
                     handoff: list[ActivityItem] | None = None) -> bool:
@@ -147,6 +183,14 @@ class OrchestrationDispatcher:
         also deletes that activity's row. ``handoff``: see :meth:`_after_commit`. Returns
         whether the turn was committed with the code run (False: consumed without
         running, failed, or put back)."""
+        stop_renewing = self._keep_lock(item.lock_token)
+        try:
+            return await self._locked_turn(item, acked_activity, handoff)
+        finally:
+            stop_renewing()
+
+    async def _locked_turn(self, item: OrchestrationItem, acked_activity: str | None,
+                           handoff: list[ActivityItem] | None) -> bool:
         iid = item.instance_id
         inst = item.instance
         provider = self.provider
@@ -154,7 +198,7 @@ class OrchestrationDispatcher:
         now_us = await self._not_before_timers(messages)
         if inst is None or inst.state in TERMINAL_STATES:
             # Nothing to run: messages for unknown or finished instances are consumed.
-            noop = _noop_commit(item)
+            noop = noop_commit(item)
             noop.messages.extend(refusals(iid, inst, messages, None))
             await provider.ack_orchestration_item(item.lock_token, noop)
             return False
@@ -182,9 +226,10 @@ class OrchestrationDispatcher:
                 return False
             await self._not_registered(item, started, execution_id, version, now_us)
             return False
-        events = _turn_events(messages, started, execution_id, entry.version)
+        events = turn_events(messages, started, execution_id, entry.version)
         execution = self._execution_for(iid, execution_id, inst.history_len
                                         if started is None else 0)
+        replayed = 0
         if execution is None:
             try:
                 history = (await provider.read_history(iid, execution_id)
@@ -199,29 +244,61 @@ class OrchestrationDispatcher:
                 entry.fn, instance_id=iid, history=history,
                 activity_output_type=self.activities.output_type,
                 function_name=self._function_name)
+            replayed = len(history)
+        origin = started or execution.started or (
+            execution.history[0] if execution.history else None)
+        turn = self._turn_info(iid, execution_id, inst.name, entry.version, origin)
+        turn.replayed = replayed > 0
+        turn.replayed_events = replayed
+        turn.first = started is not None
+        committed, failure = False, None
         self._in_turn.add(iid)
+        self.hooks.turn_start(turn)
+        execution.on_schedule = functools.partial(self.hooks.schedule, turn)
         try:
+            began = time.perf_counter()
             result = execution.turn(events, now_us)
+            turn.duration = time.perf_counter() - began
+            execution.on_schedule = None
             if execution.started is None:
-                await provider.ack_orchestration_item(item.lock_token, _noop_commit(item))
+                await provider.ack_orchestration_item(item.lock_token, noop_commit(item))
+                committed = True
                 return False
             commit = build_commit(iid, execution.started, result)
             commit.messages.extend(refusals(iid, inst, messages, started))
             if acked_activity is not None:
                 commit.acked_activities.append(acked_activity)
             self._claim(commit, handoff is not None)
+            turn_outcome(turn, commit, result)
+            self.hooks.turn_committing(turn)
             asked = time.monotonic()
             try:
                 claimed = await provider.ack_orchestration_item(item.lock_token, commit)
+                committed = True
                 self._workers.leased(claimed, asked)
             except BaseException:
                 self._cache.pop(iid, None)
                 raise
+        except BaseException as e:
+            failure = e
+            raise
         finally:
+            execution.on_schedule = None
             self._in_turn.discard(iid)
+            self.hooks.turn_end(turn, committed, failure)
         await self._after_commit(iid, execution, execution_id, commit, claimed, handoff)
         _report_dropped(iid, result)
         return True
+
+    def _turn_info(self, iid: str, execution_id: int, name: str, version: str | None,
+                   origin: HistoryEvent | None) -> Turn:
+        """A turn as the hooks see it; ``origin`` is the execution's start, whose trace
+        context the turn continues."""
+        turn = Turn(iid, execution_id, name, version, self.worker_id)
+        if isinstance(origin, OrchestrationStarted):
+            turn.trace_context = origin.trace_context
+            turn.execution_started_ms = origin.ts
+        return turn
 
     async def _not_before_timers(self, messages: list[OrchestratorMessage]) -> int:
         """The turn's time (epoch µs), once every timer among ``messages`` is due by
@@ -346,12 +423,32 @@ class OrchestrationDispatcher:
         self._cache.pop(item.instance_id, None)
         if next_event_id is None:
             next_event_id = 1 if started is not None else inst.history_len + 1
-        commit = failure_commit(item.instance_id, started, inst.name,
-                                started.version if started else inst.version, execution_id,
+        version = started.version if started else inst.version
+        commit = failure_commit(item.instance_id, started, inst.name, version, execution_id,
                                 next_event_id, error, now_us // 1000)
         commit.custom_status = inst.custom_status
         logger.error("instance %r failed: %s", item.instance_id, error.message)
-        await self.provider.ack_orchestration_item(item.lock_token, commit)
+        origin = started
+        if origin is None and inst.history_len and installed_runtime_hooks():
+            # (the stored start, for its trace context, when an integration may want it;
+            # a history that does not decode has none to give)
+            with contextlib.suppress(Exception):
+                head = await self.provider.read_history(item.instance_id, execution_id)
+                origin = head[0] if head and isinstance(head[0], OrchestrationStarted) else None
+        turn = self._turn_info(item.instance_id, execution_id, inst.name, version, origin)
+        turn.first = started is not None
+        turn.state, turn.error = "FAILED", error
+        committed, failure = False, None
+        self.hooks.turn_start(turn)
+        try:
+            self.hooks.turn_committing(turn)
+            await self.provider.ack_orchestration_item(item.lock_token, commit)
+            committed = True
+        except BaseException as e:
+            failure = e
+            raise
+        finally:
+            self.hooks.turn_end(turn, committed, failure)
 
     # ================================================================ an activity's result
     async def feed_completion(self, item: ActivityItem, event: HistoryEvent,
@@ -371,10 +468,15 @@ class OrchestrationDispatcher:
         if (cached.execution.open_activities == 1
                 and self._contended.get(work.instance_id, 0.0) < time.monotonic()):
             return await self._commit_completion(fast, item, cached, event, handoff)
-        orch = await fast.lock_instance(work.instance_id,
-                                        self.options.orchestration_lock_timeout)
+        try:
+            orch = await fast.lock_instance(work.instance_id,
+                                            self.options.orchestration_lock_timeout)
+        except Exception as e:
+            self.hooks.store_failed(e)
+            raise
         if orch is None:
             return False
+        self.hooks.fetched("orchestration", 1)
         completion = QueuedMessage(-1, OrchestratorMessage(work.instance_id, event,
                                                            work.execution_id))
         orch = dataclasses.replace(orch, messages=[*orch.messages, completion])
@@ -382,11 +484,14 @@ class OrchestrationDispatcher:
             return await self._turn(orch, acked_activity=item.lock_token, handoff=handoff)
         except LockLost:
             self._cache.pop(work.instance_id, None)
-        except Exception:  # a bug or store error: put the instance back, ack the usual way
+        except Exception as e:  # a bug or store error: put the instance back, ack the usual way
+            self.hooks.store_failed(e)
             self._cache.pop(work.instance_id, None)
             logger.exception("turn for %r failed; releasing it", work.instance_id)
-        with contextlib.suppress(Exception):
+        try:
             await self.provider.abandon_orchestration_item(orch.lock_token)
+        except Exception as e:
+            self.hooks.store_failed(e)
         return False
 
     async def _commit_completion(self, fast: FastPath, item: ActivityItem, cached: _Cached,
@@ -397,15 +502,31 @@ class OrchestrationDispatcher:
         iid = item.work.instance_id
         execution = cached.execution
         expected = len(execution.history)
+        started = execution.started
+        assert started is not None
+        turn = self._turn_info(iid, cached.execution_id, started.name, started.version,
+                               started)
+        committed, failure = False, None
         self._in_turn.add(iid)
+        self.hooks.turn_start(turn)
+        execution.on_schedule = functools.partial(self.hooks.schedule, turn)
         try:
+            began = time.perf_counter()
             result = execution.turn([event], time.time_ns() // 1000)
-            assert execution.started is not None
-            commit = build_commit(iid, execution.started, result)
+            turn.duration = time.perf_counter() - began
+            execution.on_schedule = None
+            commit = build_commit(iid, started, result)
             commit.acked_activities.append(item.lock_token)
             self._claim(commit, handoff=True)
+            turn_outcome(turn, commit, result)
+            self.hooks.turn_committing(turn)
             asked = time.monotonic()
-            claimed = await fast.commit_turn(iid, expected, commit)
+            try:
+                claimed = await fast.commit_turn(iid, expected, commit)
+            except BaseException as e:
+                failure = e
+                raise
+            committed = True
             self._workers.leased(claimed, asked)
         except LockLost:
             self._cache.pop(iid, None)
@@ -419,36 +540,13 @@ class OrchestrationDispatcher:
             logger.exception("turn for %r failed; acknowledging the activity instead", iid)
             return False
         finally:
+            execution.on_schedule = None
             self._in_turn.discard(iid)
+            self.hooks.turn_end(turn, committed, failure)
         await self._after_commit(iid, execution, cached.execution_id, commit, claimed,
                                  handoff)
         _report_dropped(iid, result)
         return True
-
-
-def _turn_events(messages: list[OrchestratorMessage], started: OrchestrationStarted | None,
-                 execution_id: int, version: str) -> list[HistoryEvent]:
-    """The events a turn feeds its execution: the start first (with the version that
-    runs it), then the events a continue-as-new carried over to it, then the rest in
-    arrival order; messages for an execution that has ended are left out."""
-    events: list[HistoryEvent] = []
-    head: list[HistoryEvent] = []
-    for m in messages:
-        ev = m.event
-        if m.execution_id is not None and m.execution_id != execution_id:
-            continue
-        if isinstance(ev, OrchestrationStarted):
-            if ev is not started:
-                continue
-            head.insert(0, dataclasses.replace(ev, version=version))
-        elif (started is not None and m.execution_id == execution_id
-              and isinstance(ev, EventRaised)):
-            # Carried over by a continue-as-new (see build_commit): these arrived
-            # before anything raised to the instance since, though queued after it.
-            head.append(ev)
-        else:
-            events.append(ev)
-    return head + events
 
 
 def _report_dropped(instance_id: str, result: TurnResult) -> None:
@@ -459,14 +557,4 @@ def _report_dropped(instance_id: str, result: TurnResult) -> None:
             "event %r (raised but never waited for; only the oldest %d are carried)",
             instance_id, MAX_CARRY_FORWARD_EVENTS, getattr(event, "name", event.kind),
             MAX_CARRY_FORWARD_EVENTS)
-
-
-def _noop_commit(item: OrchestrationItem) -> OrchestrationCommit:
-    """Consume the delivered messages and change nothing else."""
-    inst = item.instance
-    if inst is None:
-        return OrchestrationCommit(execution_id=0, state="PENDING", name="", version=None)
-    return OrchestrationCommit(
-        execution_id=inst.execution_id, state=inst.state, name=inst.name, version=inst.version,
-        output=inst.output, error=inst.error, custom_status=inst.custom_status)
 

@@ -23,6 +23,8 @@ from ..providers.base import Provider
 from .activities import ActivityDispatcher
 from .dispatch import FetchLoop, TaskSet
 from .heartbeat import Heartbeat, claim_worker_id, release_worker_id
+from .hooks import HookSet
+from .metrics import Metrics, MetricsSnapshot
 from .orchestrations import OrchestrationDispatcher
 from .registry import ActivityRegistry, OrchestrationRegistry
 from .wake import ANNOUNCED_POLL_FACTOR, Wake
@@ -67,10 +69,14 @@ class Runtime:
         # (The heartbeat reports the activities running: it asks once both exist.)
         self._heartbeat = Heartbeat(provider, self.worker_id, options, activities,
                                     orchestrations, lambda: self._workers.active)
+        # Its own counters first, then the hooks integrations installed (duroxy._hooks).
+        self._metrics = Metrics(options.slow_turn_threshold)
+        self._hooks = HookSet((self._metrics,), self.worker_id, self._held)
         self._workers = ActivityDispatcher(provider, activities, options, self._heartbeat,
-                                           self.worker_id, self._tasks)
+                                           self.worker_id, self._tasks, self._hooks)
         self._turns = OrchestrationDispatcher(provider, orchestrations, activities, options,
-                                              self._heartbeat, self._workers, self._orch_wake)
+                                              self._heartbeat, self._workers, self._orch_wake,
+                                              self._hooks, self.worker_id)
         self._workers.feed = self._turns.feed_completion
         self._fetch_loops: list[FetchLoop[Any]] = [
             FetchLoop("orchestration", self._turns.fetch, self._turns.run, self._orch_wake,
@@ -109,10 +115,23 @@ class Runtime:
         if not rt._turns.long_poll:
             rt._unlisten.append(provider.listen("orchestrator", rt._orch_wake.set))
         rt._unlisten.append(provider.listen("activity", rt._act_wake.set))
+        rt._hooks.started()
         rt._loops = [asyncio.create_task(fl.run(), name=f"duroxy-{name}")
                      for fl, name in zip(rt._fetch_loops, ("orchestrations", "activities"),
                                          strict=True)]
         return rt
+
+    def metrics_snapshot(self) -> MetricsSnapshot:
+        """This runtime's counters since it started (never reset): see
+        :class:`MetricsSnapshot`. A turn's or an activity attempt's counts are in
+        before its commit returns, so a client that saw a result sees its count."""
+        return self._metrics.snapshot()
+
+    def _held(self) -> tuple[int, int]:
+        """The turns and the activities this runtime holds now (read by metric
+        exporters, from any thread: two int reads)."""
+        turns, acts = self._turns.slots, self._workers.slots
+        return turns.size - turns.free, acts.size - acts.free
 
     async def __aenter__(self) -> Runtime:
         return self
@@ -148,5 +167,6 @@ class Runtime:
             await asyncio.wait(pending, timeout=5.0)
         self._turns.close()
         self._workers.close()
+        self._hooks.stopped()
         release_worker_id(self.worker_id)
         self._stopped.set()

@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from .._engine import TurnResult
+from .._hooks import Turn
 from ..errors import ErrorDetails
 from ..history import (
     ActivityScheduled,
@@ -30,9 +31,10 @@ from ..history import (
     TimerCreated,
     TimerFired,
 )
-from ..providers.base import InstanceRecord, OrchestrationCommit
+from ..providers.base import InstanceRecord, OrchestrationCommit, OrchestrationItem
 
-__all__ = ["build_commit", "failure_commit", "reply_to_parent"]
+__all__ = ["build_commit", "failure_commit", "noop_commit", "refusals", "reply_to_parent",
+           "turn_events", "turn_outcome"]
 
 
 def reply_to_parent(started: OrchestrationStarted | None, terminal: HistoryEvent
@@ -95,7 +97,7 @@ def build_commit(instance_id: str, started: OrchestrationStarted, result: TurnRe
         if isinstance(event, ActivityScheduled):
             commit.activities.append(ActivityWork(
                 instance_id, execution_id, event.event_id, event.name, event.input,
-                started.name, started.version, event.attempt))
+                started.name, started.version, event.attempt, event.trace_context))
         elif isinstance(event, TimerCreated):
             commit.messages.append(OrchestratorMessage(
                 instance_id, TimerFired(source_event_id=event.event_id, fire_at=event.fire_at),
@@ -104,7 +106,7 @@ def build_commit(instance_id: str, started: OrchestrationStarted, result: TurnRe
             commit.messages.append(OrchestratorMessage(event.instance_id, OrchestrationStarted(
                 name=event.name, version=event.version, input=event.input,
                 parent_instance_id=instance_id, parent_execution_id=execution_id,
-                parent_event_id=event.event_id), 1))
+                parent_event_id=event.event_id, trace_context=event.trace_context), 1))
         elif isinstance(event, DetachedOrchestrationScheduled):
             commit.messages.append(OrchestratorMessage(event.instance_id, OrchestrationStarted(
                 name=event.name, version=event.version, input=event.input), 1))
@@ -128,7 +130,9 @@ def build_commit(instance_id: str, started: OrchestrationStarted, result: TurnRe
             execution_id=execution_id + 1, parent_instance_id=started.parent_instance_id,
             parent_execution_id=started.parent_execution_id,
             parent_event_id=started.parent_event_id,
-            custom_status=result.custom_status), execution_id + 1))
+            custom_status=result.custom_status,
+            # (every execution of an instance continues the instance's one trace)
+            trace_context=started.trace_context), execution_id + 1))
         # External events this execution received and never waited for go to the next
         # one, addressed to it: there they come first, ahead of events raised while
         # this turn ran, which are queued already (see Runtime._run_turn).
@@ -163,3 +167,46 @@ def failure_commit(instance_id: str, started: OrchestrationStarted | None, name:
     if reply is not None:
         commit.messages.append(reply)
     return commit
+
+
+def turn_events(messages: list[OrchestratorMessage], started: OrchestrationStarted | None,
+                 execution_id: int, version: str) -> list[HistoryEvent]:
+    """The events a turn feeds its execution: the start first (with the version that
+    runs it), then the events a continue-as-new carried over to it, then the rest in
+    arrival order; messages for an execution that has ended are left out."""
+    events: list[HistoryEvent] = []
+    head: list[HistoryEvent] = []
+    for m in messages:
+        ev = m.event
+        if m.execution_id is not None and m.execution_id != execution_id:
+            continue
+        if isinstance(ev, OrchestrationStarted):
+            if ev is not started:
+                continue
+            head.insert(0, dataclasses.replace(ev, version=version))
+        elif (started is not None and m.execution_id == execution_id
+              and isinstance(ev, EventRaised)):
+            # Carried over by a continue-as-new (see build_commit): these arrived
+            # before anything raised to the instance since, though queued after it.
+            head.append(ev)
+        else:
+            events.append(ev)
+    return head + events
+
+
+def noop_commit(item: OrchestrationItem) -> OrchestrationCommit:
+    """Consume the delivered messages and change nothing else."""
+    inst = item.instance
+    if inst is None:
+        return OrchestrationCommit(execution_id=0, state="PENDING", name="", version=None)
+    return OrchestrationCommit(
+        execution_id=inst.execution_id, state=inst.state, name=inst.name, version=inst.version,
+        output=inst.output, error=inst.error, custom_status=inst.custom_status)
+
+
+def turn_outcome(turn: Turn, commit: OrchestrationCommit, result: TurnResult) -> None:
+    """What the turn's commit does to its execution, for the hooks."""
+    turn.state = ("CONTINUED_AS_NEW" if isinstance(result.terminal, OrchestrationContinuedAsNew)
+                  else commit.state)
+    turn.error = commit.error
+    turn.dropped = len(result.dropped)
