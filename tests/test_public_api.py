@@ -35,17 +35,23 @@ from duroxy import (
 # Pinned: adding or removing a top-level name is a contract change.
 EXPECTED_ALL = [
     "MAX_CARRY_FORWARD_EVENTS",
+    "MAX_KV_KEYS",
+    "MAX_KV_VALUE_BYTES",
     "ActivityContext",
     "ActivityFailed",
     "ActivityRegistry",
     "BackoffStrategy",
     "Client",
     "ConfigurationError",
+    "DeleteResult",
     "DuroxyError",
     "ErrorDetails",
+    "ExecutionInfo",
     "InstanceAlreadyExists",
     "InstanceInfo",
     "InstanceNotFound",
+    "InstancePage",
+    "InstanceTree",
     "LockLost",
     "NonDurableAwait",
     "NondeterminismError",
@@ -53,9 +59,11 @@ EXPECTED_ALL = [
     "OrchestrationContext",
     "OrchestrationRegistry",
     "OrchestrationState",
+    "OrchestrationStats",
     "OrchestrationStatus",
     "PayloadError",
     "ProviderError",
+    "PruneResult",
     "RetryPolicy",
     "Runtime",
     "RuntimeOptions",
@@ -63,6 +71,7 @@ EXPECTED_ALL = [
     "WorkerInfo",
     "__version__",
     "connect",
+    "init_tracing",
 ]
 
 # Every name API.md says is importable from top-level duroxy.
@@ -284,6 +293,12 @@ CLIENT_METHODS = [
     "cancel_instance", "wait_for_orchestration", "get_orchestration_status",
     "get_instance_info", "list_instances", "read_history", "delete_instance",
     "purge_instances", "list_workers",
+    # API.md sections 7, 8 and 10
+    "enqueue_event", "enqueue_event_typed", "raise_event_typed", "get_kv_value",
+    "get_kv_all_values", "wait_for_kv_value", "wait_for_status_change", "list_executions",
+    "get_execution_info", "prune_executions", "prune_executions_bulk", "get_instance_tree",
+    "get_orchestration_stats", "delete_instances", "delete_instance_bulk",
+    "list_instances_page",
 ]
 
 
@@ -305,8 +320,9 @@ def test_client_signatures() -> None:
     assert "timeout" in inspect.signature(Client.wait_for_orchestration).parameters
     assert inspect.signature(Client.delete_instance).parameters["force"].default is False
     params = inspect.signature(Client.list_instances).parameters
-    assert params["limit"].default == 100
+    assert params["limit"].default is None  # every match unless a limit is given
     assert params["state"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert {"parent_instance_id", "created_after", "created_before", "offset"} <= set(params)
     assert "execution_id" in inspect.signature(Client.read_history).parameters
     params = inspect.signature(Client.list_workers).parameters
     assert list(params) == ["self", "include_stopped"]

@@ -5,11 +5,20 @@ history; activities are ``async def``/``def (ctx, input)`` functions that run at
 once. See the README for a guide and ``API.md`` for the contract.
 """
 
+from ._admin import DeleteResult, ExecutionInfo, InstanceTree, OrchestrationStats, PruneResult
 from ._connect import connect
 from ._engine import OrchestrationContext
-from ._limits import MAX_CARRY_FORWARD_EVENTS
+from ._limits import MAX_CARRY_FORWARD_EVENTS, MAX_KV_KEYS, MAX_KV_VALUE_BYTES
+from ._tracing import init_tracing
 from ._version import __version__
-from .client import Client, InstanceInfo, OrchestrationState, OrchestrationStatus, WorkerInfo
+from .client import (
+    Client,
+    InstanceInfo,
+    InstancePage,
+    OrchestrationState,
+    OrchestrationStatus,
+    WorkerInfo,
+)
 from .errors import (
     ActivityFailed,
     ConfigurationError,
@@ -30,17 +39,23 @@ from .runtime import ActivityContext, ActivityRegistry, OrchestrationRegistry, R
 
 __all__ = [
     "MAX_CARRY_FORWARD_EVENTS",
+    "MAX_KV_KEYS",
+    "MAX_KV_VALUE_BYTES",
     "ActivityContext",
     "ActivityFailed",
     "ActivityRegistry",
     "BackoffStrategy",
     "Client",
     "ConfigurationError",
+    "DeleteResult",
     "DuroxyError",
     "ErrorDetails",
+    "ExecutionInfo",
     "InstanceAlreadyExists",
     "InstanceInfo",
     "InstanceNotFound",
+    "InstancePage",
+    "InstanceTree",
     "LockLost",
     "NonDurableAwait",
     "NondeterminismError",
@@ -48,9 +63,11 @@ __all__ = [
     "OrchestrationContext",
     "OrchestrationRegistry",
     "OrchestrationState",
+    "OrchestrationStats",
     "OrchestrationStatus",
     "PayloadError",
     "ProviderError",
+    "PruneResult",
     "RetryPolicy",
     "Runtime",
     "RuntimeOptions",
@@ -58,4 +75,5 @@ __all__ = [
     "WorkerInfo",
     "__version__",
     "connect",
+    "init_tracing",
 ]

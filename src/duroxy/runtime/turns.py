@@ -15,22 +15,28 @@ from ..history import (
     ActivityScheduled,
     ActivityWork,
     CancellationRequested,
+    CustomStatusSet,
     DetachedOrchestrationScheduled,
     EventRaised,
     HistoryEvent,
+    KeyValueCleared,
+    KeyValueReadScheduled,
+    KeyValuesCleared,
+    KeyValueSet,
     OrchestrationCancelled,
     OrchestrationCompleted,
     OrchestrationContinuedAsNew,
     OrchestrationFailed,
     OrchestrationStarted,
     OrchestratorMessage,
+    QueueEventDelivered,
     SubOrchestrationCompleted,
     SubOrchestrationFailedEvent,
     SubOrchestrationScheduled,
     TimerCreated,
     TimerFired,
 )
-from ..providers.base import InstanceRecord, OrchestrationCommit
+from ..providers.base import InstanceRecord, KvEntry, OrchestrationCommit
 
 __all__ = ["build_commit", "failure_commit", "reply_to_parent"]
 
@@ -90,7 +96,8 @@ def build_commit(instance_id: str, started: OrchestrationStarted, result: TurnRe
     execution_id = started.execution_id
     commit = OrchestrationCommit(
         execution_id=execution_id, state="RUNNING", name=started.name, version=started.version,
-        history=result.new_events, custom_status=result.custom_status)
+        history=result.new_events, custom_status=result.custom_status, unread=result.unread)
+    kv: dict[str, tuple[str, int] | None] | None = None  # key -> value set, or None: gone
     for event in result.new_events:
         if isinstance(event, ActivityScheduled):
             commit.activities.append(ActivityWork(
@@ -108,6 +115,25 @@ def build_commit(instance_id: str, started: OrchestrationStarted, result: TurnRe
         elif isinstance(event, DetachedOrchestrationScheduled):
             commit.messages.append(OrchestratorMessage(event.instance_id, OrchestrationStarted(
                 name=event.name, version=event.version, input=event.input), 1))
+        elif isinstance(event, CustomStatusSet):
+            commit.custom_status_changed = True
+        elif isinstance(event, KeyValueSet):
+            kv = {} if kv is None else kv
+            kv[event.key] = (event.value, event.updated_at)
+        elif isinstance(event, KeyValueCleared):
+            kv = {} if kv is None else kv
+            kv[event.key] = None
+        elif isinstance(event, KeyValuesCleared):
+            commit.kv_clear = True
+            kv = {}  # what came before is cleared anyway
+        elif isinstance(event, KeyValueReadScheduled):
+            # The read itself happens after this commit: this message, to the instance
+            # itself, makes the dispatcher read and answer it in a turn of its own (and
+            # survives a crash in between, as any queued message does).
+            commit.messages.append(OrchestratorMessage(instance_id, event, execution_id))
+    if kv:
+        commit.kv_delete = [k for k, v in kv.items() if v is None]
+        commit.kv_set = [(k, v[0], v[1]) for k, v in kv.items() if v is not None]
     for eid in result.cancelled_activities:
         commit.cancel_activities.append((instance_id, execution_id, eid))
     for child in result.cancelled_children:
@@ -129,12 +155,15 @@ def build_commit(instance_id: str, started: OrchestrationStarted, result: TurnRe
             parent_execution_id=started.parent_execution_id,
             parent_event_id=started.parent_event_id,
             custom_status=result.custom_status), execution_id + 1))
-        # External events this execution received and never waited for go to the next
-        # one, addressed to it: there they come first, ahead of events raised while
-        # this turn ran, which are queued already (see Runtime._run_turn).
+        # External events and queue messages this execution received and never took go
+        # to the next one, addressed to it: there they come first, ahead of those sent
+        # while this turn ran, which are queued already (see _turn_events).
         for event in result.undelivered:
-            if isinstance(event, EventRaised):
+            if isinstance(event, (EventRaised, QueueEventDelivered)):
                 commit.messages.append(OrchestratorMessage(instance_id, event, execution_id + 1))
+        # The next execution starts with the KV this one ended with.
+        commit.replace_kv_base = True
+        commit.kv_base = {k: KvEntry(v, at) for k, (v, at) in (result.kv_final or {}).items()}
     if terminal is not None:
         reply = reply_to_parent(started, terminal)
         if reply is not None:
