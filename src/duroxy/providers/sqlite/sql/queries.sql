@@ -24,10 +24,12 @@ INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?);
 SELECT name FROM schema_version WHERE version = 1;
 
 -- ------------------------------------------------------------------ instances
+-- Records end with whether the instance holds a kv_base, asked with typeof(): unlike
+-- IS NOT NULL, it does not read the (possibly large) value itself.
 -- name: get_instance
 SELECT instance_id, name, version, state, execution_id, output, error_json, custom_status,
        created_at, updated_at, parent_instance_id, history_len, custom_status_version,
-       kv_base IS NOT NULL
+       typeof(kv_base) = 'text'
 FROM instances WHERE instance_id = ?;
 
 -- name: instance_exists
@@ -57,7 +59,7 @@ WHERE instance_id = ?;
 -- read) start past that record (keyset paging); :limit -1 is no limit.
 SELECT instance_id, name, version, state, execution_id, output, error_json, custom_status,
        created_at, updated_at, parent_instance_id, history_len, custom_status_version,
-       kv_base IS NOT NULL
+       typeof(kv_base) = 'text'
 FROM instances
 WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
   AND (:name IS NULL OR name = :name)
