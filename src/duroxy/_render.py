@@ -85,7 +85,7 @@ def format_instance(info: InstanceInfo) -> list[str]:
     if info.custom_status is not None:
         rows.append(("custom", dumps(info.custom_status)))
     if info.custom_status_version:
-        rows.append(("custom v", str(info.custom_status_version)))
+        rows.append(("custom-v", str(info.custom_status_version)))  # its version
     if info.state is OrchestrationState.COMPLETED:
         rows.append(("output", dumps(info.output)))
     if info.error is not None:
