@@ -327,5 +327,7 @@ async def test_listing_filters(store: Provider) -> None:
     rest = await client.list_instances_page(state="PENDING", limit=1,
                                             page_token=page.next_page_token)
     assert [i.instance_id for i in rest.items] == ["b"] and rest.next_page_token is None
+    assert [i.instance_id for i in await client.list_instances(
+        created_after=cut.timestamp())] == ["b"]  # epoch seconds too
     with pytest.raises(TypeError):
-        await client.list_instances(created_after=datetime(2024, 1, 1))  # naive
+        await client.list_instances(created_after="2024-01-01")

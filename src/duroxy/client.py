@@ -167,13 +167,11 @@ def _info(rec: InstanceRecord) -> InstanceInfo:
 
 
 def _epoch(value: datetime | float | None, what: str) -> float | None:
-    """A creation-time bound as epoch seconds: an aware ``datetime`` or a number."""
+    """A creation-time bound as epoch seconds: a ``datetime`` (a naive one is local
+    time, as ``datetime.timestamp`` takes it) or a number."""
     if value is None:
         return None
     if isinstance(value, datetime):
-        if value.utcoffset() is None:
-            raise TypeError(f"{what} must be a timezone-aware datetime (or epoch seconds), "
-                            f"not the naive {value!r}")
         return value.timestamp()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -357,7 +355,7 @@ class Client(KeyValueCalls, AdminCalls):
                              created_before: datetime | float | None = None,
                              limit: int | None = None, offset: int = 0) -> list[InstanceInfo]:
         """Every instance matching the filters (``created_after``/``created_before``:
-        exclusive bounds of the creation time, aware ``datetime`` s or epoch seconds),
+        exclusive bounds of the creation time, ``datetime`` s or epoch seconds),
         oldest created first, ties by id; only the first ``limit`` when given (a store
         too large for one list: ``iter_instances``). ``offset`` skips that many."""
         if limit is not None:

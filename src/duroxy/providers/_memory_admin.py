@@ -28,6 +28,15 @@ class _Host(Protocol):
     def _writable(self, operation: str) -> None: ...
 
 
+def _ended_before(last_event: str, before_ms: int) -> bool:
+    """Whether an execution whose last stored event is ``last_event`` ended before
+    ``before_ms`` (an event that does not decode: not known to have ended)."""
+    try:
+        return decode_event(last_event).ts < before_ms
+    except PayloadError:
+        return False
+
+
 class MemoryAdmin:
     """Mixed into InMemoryProvider."""
 
@@ -53,8 +62,7 @@ class MemoryAdmin:
             past = sorted(e for e, evs in execs.items() if evs and e < rec.execution_id)
             doomed = past[:max(len(past) - max(keep_last - 1, 0), 0)]
             if ended_before_ms is not None:
-                doomed = [e for e in doomed
-                          if decode_event(execs[e][-1][1]).ts < ended_before_ms]
+                doomed = [e for e in doomed if _ended_before(execs[e][-1][1], ended_before_ms)]
             events = 0
             for e in doomed:
                 events += len(execs.pop(e))
