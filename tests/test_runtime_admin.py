@@ -330,4 +330,4 @@ async def test_listing_filters(store: Provider) -> None:
     assert [i.instance_id for i in await client.list_instances(
         created_after=cut.timestamp())] == ["b"]  # epoch seconds too
     with pytest.raises(TypeError):
-        await client.list_instances(created_after="2024-01-01")
+        await client.list_instances(created_after="2024-01-01")  # type: ignore[arg-type]
