@@ -18,6 +18,7 @@ from duroxy.history import (
     EventRaised,
     HistoryEvent,
     OrchestrationStarted,
+    QueueEventDelivered,
     SubOrchestrationCompleted,
     SubOrchestrationScheduled,
     TimerCreated,
@@ -50,6 +51,8 @@ class Driver:
     now_us: int = START_US
     execution: OrchestrationExecution | None = None
     results: list[TurnResult] = field(default_factory=list)
+    #: the key-value state the execution starts with (key -> (JSON text, updated_at ms))
+    kv: dict[str, tuple[str, int]] = field(default_factory=dict)
     _guids: Any = field(default_factory=lambda: itertools.count(1))
 
     def _guid(self) -> str:
@@ -59,7 +62,7 @@ class Driver:
         counter = itertools.count(sum(1 for e in history if e.kind == "GuidRecorded") + 1)
         return OrchestrationExecution(
             self.fn, instance_id=self.instance_id, history=history,
-            new_guid=lambda: f"00000000-0000-4000-8000-{next(counter):012d}")
+            new_guid=lambda: f"00000000-0000-4000-8000-{next(counter):012d}", kv=self.kv)
 
     def turn(self, events: Sequence[HistoryEvent], advance_ms: int = 0) -> TurnResult:
         self.now_us += advance_ms * 1000
@@ -133,6 +136,10 @@ class Driver:
 
     def raise_event(self, name: str, data: Any = None) -> TurnResult:
         return self.turn([EventRaised(name=name, data=codec.encode(data))], advance_ms=1)
+
+    def enqueue(self, queue: str, data: Any = None) -> TurnResult:
+        return self.turn([QueueEventDelivered(name=queue, data=codec.encode(data))],
+                         advance_ms=1)
 
     @property
     def output(self) -> Any:

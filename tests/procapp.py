@@ -109,6 +109,26 @@ async def clock(ctx: OrchestrationContext, _: Any) -> dict[str, Any]:
     return {"now": now.isoformat(), "guid": guid, "event": data}
 
 
+async def kv_step(ctx: ActivityContext, input: dict[str, Any]) -> None:
+    """The work between a KV read and its write: sleeps so that work is in flight."""
+    record(ctx, "start", input)
+    await asyncio.sleep(input.get("sleep", 0.03))
+    record(ctx, "end", input)
+
+
+async def kv_counter(ctx: OrchestrationContext, input: dict[str, Any]) -> int:
+    """A read-modify-write loop on a KV counter with an activity between the read and
+    the write, continuing as new every ``every`` increments (so the counter crosses
+    executions too) until it reaches ``target``."""
+    for _ in range(int(input["every"])):
+        count = ctx.get_kv_value("count", 0)
+        if count >= int(input["target"]):
+            return int(count)
+        await ctx.schedule_activity("kv_step", {"v": count})
+        ctx.set_kv_value("count", count + 1)
+    ctx.continue_as_new(input)
+
+
 def registries(without: tuple[str, ...] = ()
                ) -> tuple[ActivityRegistry, OrchestrationRegistry]:
     """Every activity and orchestration but those named in ``without`` (a worker of an
@@ -116,8 +136,10 @@ def registries(without: tuple[str, ...] = ()
     activities = ActivityRegistry.builder()
     if "step" not in without:
         activities.register("step", step)
+    if "kv_step" not in without:
+        activities.register("kv_step", kv_step)
     orchestrations = OrchestrationRegistry.builder()
-    for name, fn in (("chain", chain), ("clock", clock)):
+    for name, fn in (("chain", chain), ("clock", clock), ("kv_counter", kv_counter)):
         if name not in without:
             orchestrations.register(name, fn)
     return activities.build(), orchestrations.build()

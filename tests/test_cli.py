@@ -207,8 +207,11 @@ def test_status_and_list(store: str) -> None:
     assert json.loads(lines["output"]) == {"greeting": "hello cy"}
     assert lines["custom"] == '"greeting"'
 
-    everything = as_json(duroxy("list", "--json", "--limit", "1000", store=store))
+    everything = as_json(duroxy("list", "--json", store=store))  # every match
     ids = [i["instance_id"] for i in everything]
+    page = as_json(duroxy("list", "--json", "--limit", "1000", store=store))
+    assert [i["instance_id"] for i in page["items"]] == ids
+    assert page["next_page_token"] is None
     assert "s1" in ids and len(ids) == len(set(ids))
     failed = as_json(duroxy("list", "--state", "failed", "--json", store=store))
     assert failed and {i["state"] for i in failed} == {"FAILED"}

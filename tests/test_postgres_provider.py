@@ -162,10 +162,10 @@ async def test_concurrent_first_use_migrates_once(
     await asyncio.gather(*(n.get_instance("x") for n in nodes))
     versions = await query(
         dsn, f'SELECT version, name FROM "{schema}".schema_version ORDER BY version')
-    assert versions == [(1, "initial"), (2, "workers")]
+    assert versions == [(1, "initial"), (2, "workers"), (3, "kv_and_status")]
     tables = await query(
         dsn, "SELECT count(*) FROM pg_tables WHERE schemaname = %s", schema)
-    assert tables == [(7,)]
+    assert tables == [(8,)]
     # and a later node finds nothing to do
     late = providers(schema)
     assert await late.get_instance("x") is None
@@ -213,7 +213,8 @@ async def test_a_schema_of_the_previous_version_opens_and_migrates(
 
     store = providers(schema)
     assert await store.list_workers() == []  # the first use migrated the schema
-    assert await query(dsn, f"SELECT max(version) FROM {q}.schema_version") == [(2,)]
+    assert await query(dsn, f"SELECT max(version) FROM {q}.schema_version") == [
+        (len(load_migrations(schema)),)]
     assert await query(dsn, f"SELECT event_id, name FROM {q}.activity_queue "
                        "ORDER BY event_id") == [(2, "lacking"), (3, "known"), (4, "")]
     skip = ExcludedWork(activities=frozenset({"lacking"}))

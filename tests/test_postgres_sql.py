@@ -51,15 +51,17 @@ def test_malformed_parts_are_refused(bad: str, problem: str) -> None:
 
 def test_turn_statements_have_a_variant_per_combination_of_parts() -> None:
     q = _sql.load_statements("duroxy")
-    parts = frozenset({"starts", "msgs", "works", "cancels"})
+    parts = frozenset({"starts", "msgs", "works", "cancels", "kv"})
     for name in ("ack_turn", "commit_turn"):
         variants = q.variants(name)
-        assert len(variants) == 16
-        assert len({v.raw for v in variants}) == 16
+        assert len(variants) == 32
+        assert len({v.raw for v in variants}) == 32
         assert q[name] is q.variant(name, parts)
         lean = q.variant(name, frozenset())
         assert b"INSERT INTO activity_queue" not in lean.raw
         assert b"INSERT INTO orchestrator_queue" not in lean.raw
+        # a turn that changes no key-value state carries no statement part for it
+        assert b"kv" not in lean.raw.replace(b"kv_base", b"")
         assert "work_keys" not in lean.params and "msg_keys" not in lean.params
         full = q[name]
         assert {"work_keys", "msg_keys", "start_keys", "cancel_keys"} <= set(full.params)
@@ -100,8 +102,8 @@ def test_every_variant_of_every_statement_prepares_on_the_server() -> None:
                         name, i, res.error_message.decode())
                     prepared += 1
             assert prepared == sum(len(q.variants(n)) for n in q)
-            # turns: 16 variants; both abandons (undo) and both fetches (skip): 2
-            assert prepared == len(q) + 2 * 15 + 4
+            # turns: 32 variants; both abandons (undo) and both fetches (skip): 2
+            assert prepared == len(q) + 2 * 31 + 4
         finally:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
                 sql.Identifier(schema)))

@@ -35,17 +35,23 @@ from duroxy import (
 # Pinned: adding or removing a top-level name is a contract change.
 EXPECTED_ALL = [
     "MAX_CARRY_FORWARD_EVENTS",
+    "MAX_KV_KEYS",
+    "MAX_KV_VALUE_BYTES",
     "ActivityContext",
     "ActivityFailed",
     "ActivityRegistry",
     "BackoffStrategy",
     "Client",
     "ConfigurationError",
+    "DeleteResult",
     "DuroxyError",
     "ErrorDetails",
+    "ExecutionInfo",
     "InstanceAlreadyExists",
     "InstanceInfo",
     "InstanceNotFound",
+    "InstancePage",
+    "InstanceTree",
     "LockLost",
     "MetricsSnapshot",
     "NonDurableAwait",
@@ -54,9 +60,11 @@ EXPECTED_ALL = [
     "OrchestrationContext",
     "OrchestrationRegistry",
     "OrchestrationState",
+    "OrchestrationStats",
     "OrchestrationStatus",
     "PayloadError",
     "ProviderError",
+    "PruneResult",
     "RetryPolicy",
     "Runtime",
     "RuntimeOptions",
@@ -64,6 +72,7 @@ EXPECTED_ALL = [
     "WorkerInfo",
     "__version__",
     "connect",
+    "init_tracing",
 ]
 
 # Every name API.md says is importable from top-level duroxy.
@@ -198,10 +207,29 @@ def test_orchestration_state_members() -> None:
 
 def test_status_and_info_fields() -> None:
     status = {f.name for f in dataclasses.fields(duroxy.OrchestrationStatus)}
-    assert {"state", "output", "error", "custom_status"} <= status
+    assert {"state", "output", "error", "custom_status", "custom_status_version"} <= status
+    assert isinstance(duroxy.OrchestrationStatus.is_terminal, property)
     info = {f.name for f in dataclasses.fields(duroxy.InstanceInfo)}
     assert {"instance_id", "name", "version", "state", "execution_id", "created_at",
-            "updated_at", "parent_instance_id"} <= info
+            "updated_at", "parent_instance_id", "custom_status_version"} <= info
+    # API.md section 10: the admin values
+    fields = {cls: [f.name for f in dataclasses.fields(cls)] for cls in (
+        duroxy.ExecutionInfo, duroxy.PruneResult, duroxy.DeleteResult,
+        duroxy.OrchestrationStats, duroxy.InstancePage)}
+    assert fields[duroxy.ExecutionInfo] == ["execution_id", "state", "started_at",
+                                            "completed_at", "event_count", "output", "error"]
+    assert fields[duroxy.PruneResult] == ["instances_processed", "executions_deleted",
+                                          "events_deleted"]
+    assert fields[duroxy.DeleteResult] == ["instances_deleted", "executions_deleted",
+                                           "events_deleted", "queue_messages_deleted",
+                                           "skipped", "not_found"]
+    assert set(fields[duroxy.OrchestrationStats]) == {
+        "history_event_count", "history_size_bytes", "queue_pending_count",
+        "kv_user_key_count", "kv_total_value_bytes", "execution_count"}
+    assert fields[duroxy.InstancePage] == ["items", "next_page_token"]
+    tree = duroxy.InstanceTree("r", ("r", "c"), {"c": "r"})
+    assert (tree.root_id, tree.size, tree.children("r")) == ("r", 2, ("c",))
+    assert (duroxy.MAX_KV_KEYS, duroxy.MAX_KV_VALUE_BYTES) == (150, 65_536)
     # API.md section 12: exactly these
     assert [f.name for f in dataclasses.fields(duroxy.WorkerInfo)] == [
         "worker_id", "worker_node_id", "host", "pid", "duroxy_version",
@@ -217,6 +245,11 @@ CONTEXT_METHODS = [
     "continue_as_new", "select2", "select", "join", "utcnow", "new_guid", "trace_info",
     "trace_warn", "trace_error", "trace_debug", "set_custom_status", "get_custom_status",
     "schedule_activity_typed", "schedule_sub_orchestration_typed",
+    # API.md sections 7, 8 and 10
+    "dequeue_event", "dequeue_event_typed", "wait_for_event_typed", "set_kv_value",
+    "get_kv_value", "clear_kv_value", "clear_all_kv_values", "get_kv_all_keys",
+    "get_kv_all_values", "get_kv_length", "prune_kv_values_updated_before",
+    "get_kv_value_from_instance", "reset_custom_status",
 ]
 CONTEXT_PROPERTIES = ["instance_id", "execution_id", "orchestration_name",
                       "orchestration_version", "is_replaying", "parent_instance_id"]
@@ -234,6 +267,9 @@ def test_context_property(name: str) -> None:
 
 def test_context_aliases() -> None:
     assert OrchestrationContext.wait_for_event is OrchestrationContext.schedule_wait
+    assert OrchestrationContext.wait_for_event_typed is OrchestrationContext.schedule_wait_typed
+    assert Client.enqueue_event_typed is Client.enqueue_event
+    assert Client.delete_instance_bulk is Client.delete_instances
 
 
 @pytest.mark.parametrize("name", ["trace_info", "trace_warn", "trace_error", "trace_debug",
@@ -285,6 +321,12 @@ CLIENT_METHODS = [
     "cancel_instance", "wait_for_orchestration", "get_orchestration_status",
     "get_instance_info", "list_instances", "read_history", "delete_instance",
     "purge_instances", "list_workers",
+    # API.md sections 7, 8 and 10
+    "enqueue_event", "enqueue_event_typed", "raise_event_typed", "get_kv_value",
+    "get_kv_all_values", "wait_for_kv_value", "wait_for_status_change", "list_executions",
+    "get_execution_info", "prune_executions", "prune_executions_bulk", "get_instance_tree",
+    "get_orchestration_stats", "delete_instances", "delete_instance_bulk",
+    "list_instances_page",
 ]
 
 
@@ -306,8 +348,9 @@ def test_client_signatures() -> None:
     assert "timeout" in inspect.signature(Client.wait_for_orchestration).parameters
     assert inspect.signature(Client.delete_instance).parameters["force"].default is False
     params = inspect.signature(Client.list_instances).parameters
-    assert params["limit"].default == 100
+    assert params["limit"].default is None  # every match unless a limit is given
     assert params["state"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert {"parent_instance_id", "created_after", "created_before", "offset"} <= set(params)
     assert "execution_id" in inspect.signature(Client.read_history).parameters
     params = inspect.signature(Client.list_workers).parameters
     assert list(params) == ["self", "include_stopped"]

@@ -7,11 +7,20 @@ and the documentation site are the guide, and each name's docstring states what 
 promises.
 """
 
+from ._admin import DeleteResult, ExecutionInfo, InstanceTree, OrchestrationStats, PruneResult
 from ._connect import connect
 from ._engine import OrchestrationContext
-from ._limits import MAX_CARRY_FORWARD_EVENTS
+from ._limits import MAX_CARRY_FORWARD_EVENTS, MAX_KV_KEYS, MAX_KV_VALUE_BYTES
+from ._tracing import init_tracing
 from ._version import __version__
-from .client import Client, InstanceInfo, OrchestrationState, OrchestrationStatus, WorkerInfo
+from .client import (
+    Client,
+    InstanceInfo,
+    InstancePage,
+    OrchestrationState,
+    OrchestrationStatus,
+    WorkerInfo,
+)
 from .errors import (
     ActivityFailed,
     ConfigurationError,
@@ -38,17 +47,23 @@ from .runtime import (
 
 __all__ = [
     "MAX_CARRY_FORWARD_EVENTS",
+    "MAX_KV_KEYS",
+    "MAX_KV_VALUE_BYTES",
     "ActivityContext",
     "ActivityFailed",
     "ActivityRegistry",
     "BackoffStrategy",
     "Client",
     "ConfigurationError",
+    "DeleteResult",
     "DuroxyError",
     "ErrorDetails",
+    "ExecutionInfo",
     "InstanceAlreadyExists",
     "InstanceInfo",
     "InstanceNotFound",
+    "InstancePage",
+    "InstanceTree",
     "LockLost",
     "MetricsSnapshot",
     "NonDurableAwait",
@@ -57,9 +72,11 @@ __all__ = [
     "OrchestrationContext",
     "OrchestrationRegistry",
     "OrchestrationState",
+    "OrchestrationStats",
     "OrchestrationStatus",
     "PayloadError",
     "ProviderError",
+    "PruneResult",
     "RetryPolicy",
     "Runtime",
     "RuntimeOptions",
@@ -67,4 +84,5 @@ __all__ = [
     "WorkerInfo",
     "__version__",
     "connect",
+    "init_tracing",
 ]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["MAX_CARRY_FORWARD_EVENTS", "MAX_PAYLOAD_BYTES"]
+__all__ = ["MAX_CARRY_FORWARD_EVENTS", "MAX_KV_KEYS", "MAX_KV_VALUE_BYTES", "MAX_PAYLOAD_BYTES"]
 
-#: How many unread messages (events raised and never waited for) ``continue_as_new``
-#: carries to the next execution, oldest first; newer ones are dropped with a warning.
-#: Duroxide carries the same number (v0.1.29 ``limits.rs``), in history order.
+#: How many unread messages (queue messages never dequeued and events raised and never
+#: waited for, counted together in arrival order) ``continue_as_new`` carries to the next
+#: execution, oldest first; newer ones are dropped with a warning each. Duroxide carries
+#: the same number (v0.1.29 ``limits.rs``), in history order.
 MAX_CARRY_FORWARD_EVENTS = 100
 
 #: The largest payload duroxy stores (an input, output, event's data or custom status, as
@@ -16,3 +17,11 @@ MAX_CARRY_FORWARD_EVENTS = 100
 #: must commit within ``orchestration_lock_timeout``; at 16 MiB a turn takes a second or
 #: two on PostgreSQL, at 64 MiB it outlasts the default 5 s lock and never commits.
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+
+#: The most keys an instance's key-value state holds: ``ctx.set_kv_value`` of a new key
+#: past it raises ``ValueError`` at the call (Duroxide v0.1.29 ``limits.rs``).
+MAX_KV_KEYS = 150
+
+#: The largest KV value, as UTF-8 bytes of its JSON text: ``ctx.set_kv_value`` of a
+#: bigger one raises ``ValueError`` at the call (Duroxide v0.1.29 ``limits.rs``).
+MAX_KV_VALUE_BYTES = 65_536

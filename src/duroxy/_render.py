@@ -32,7 +32,7 @@ __all__ = [
     "worker_state",
 ]
 
-PAYLOAD_FIELDS = frozenset({"input", "output", "result", "data", "status"})
+PAYLOAD_FIELDS = frozenset({"input", "output", "result", "data", "status", "value"})
 
 
 def dumps(value: Any, *, indent: int | None = None) -> str:
@@ -61,7 +61,8 @@ def instance_json(info: InstanceInfo) -> dict[str, Any]:
         "state": info.state.value, "execution_id": info.execution_id,
         "created_at": iso(info.created_at), "updated_at": iso(info.updated_at),
         "parent_instance_id": info.parent_instance_id, "custom_status": info.custom_status,
-        "output": info.output, "error": None if info.error is None else info.error.to_json(),
+        "custom_status_version": info.custom_status_version, "output": info.output,
+        "error": None if info.error is None else info.error.to_json(),
     }
 
 
@@ -83,6 +84,8 @@ def format_instance(info: InstanceInfo) -> list[str]:
         rows.append(("parent", info.parent_instance_id))
     if info.custom_status is not None:
         rows.append(("custom", dumps(info.custom_status)))
+    if info.custom_status_version:
+        rows.append(("custom-v", str(info.custom_status_version)))  # its version
     if info.state is OrchestrationState.COMPLETED:
         rows.append(("output", dumps(info.output)))
     if info.error is not None:
@@ -99,8 +102,8 @@ def event_json(event: HistoryEvent) -> dict[str, Any]:
         if f.name in ("event_id", "ts"):
             continue
         value = getattr(event, f.name)
-        if value is None and f.name == "trace_context":
-            continue  # shown only when tracing recorded one
+        if f.metadata.get("optional") and value == f.default:
+            continue  # a field added later and not set (a trace context too): left out
         if f.name in PAYLOAD_FIELDS and isinstance(value, str):
             with contextlib.suppress(ValueError):
                 value = json.loads(value)
@@ -145,6 +148,9 @@ def event_details(ev: HistoryEvent, width: int) -> str:
         parts = [get("name"), payload("input")]
         if get("attempt") != 1:
             parts.append(f"attempt={get('attempt')}")
+        for optional in ("session_id", "tag"):
+            if get(optional) is not None:
+                parts.append(f"{optional}={get(optional)}")
     elif kind in ("ActivityCompleted", "SubOrchestrationCompleted"):
         parts = [src, payload("result")]
     elif kind == "TimerCreated":
@@ -156,6 +162,20 @@ def event_details(ev: HistoryEvent, width: int) -> str:
         parts = [str(get("name"))]
     elif kind == "EventRaised":
         parts = [str(get("name")), payload("data")]
+    elif kind == "QueueSubscribed":
+        parts = [f"queue={get('name')}"]
+    elif kind == "QueueEventDelivered":
+        parts = [f"queue={get('name')}", payload("data")]
+    elif kind == "KeyValueSet":
+        parts = [str(get("key")), payload("value")]
+    elif kind == "KeyValueCleared":
+        parts = [str(get("key"))]
+    elif kind == "KeyValueReadScheduled":
+        parts = [f"{get('instance_id')}:{get('key')}"]
+    elif kind == "KeyValueReadCompleted":
+        parts = [src, payload("value") if get("found") else "(not found)"]
+    elif kind == "PatchRecorded":
+        parts = [str(get("change_id"))] + (["deprecated"] if get("deprecated") else [])
     elif kind in ("SubOrchestrationScheduled", "DetachedOrchestrationScheduled"):
         parts = [name_at(get("name"), get("version")), f"id={get('instance_id')}",
                  payload("input")]

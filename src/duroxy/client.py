@@ -7,14 +7,18 @@ import contextlib
 import dataclasses
 import enum
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import _hooks, codec
+from ._admin import decode_page_token, encode_page_token, filters_digest
+from ._client_admin import AdminCalls
+from ._client_kv import KeyValueCalls
 from ._names import name_problem
 from ._semver import parse_semver
+from ._waiting import wait_for_news
 from .errors import DuroxyError, ErrorDetails, InstanceNotFound, PayloadError
 from .history import (
     CancellationRequested,
@@ -22,13 +26,15 @@ from .history import (
     HistoryEvent,
     OrchestrationStarted,
     OrchestratorMessage,
+    QueueEventDelivered,
     SubOrchestrationFailedEvent,
     SubOrchestrationScheduled,
 )
 from .options import check_count, to_seconds
 from .providers.base import TERMINAL_STATES, InstanceRecord, Provider, WorkerRecord
 
-__all__ = ["Client", "InstanceInfo", "OrchestrationState", "OrchestrationStatus", "WorkerInfo"]
+__all__ = ["Client", "InstanceInfo", "InstancePage", "OrchestrationState",
+           "OrchestrationStatus", "WorkerInfo"]
 
 # Safety-net poll while waiting for an instance finished by another process.
 _WAIT_POLL_S = 0.25
@@ -60,9 +66,12 @@ class OrchestrationStatus:
     name: str | None = None
     version: str | None = None
     execution_id: int | None = None
+    #: committed turns that set the custom status (0 until the first set)
+    custom_status_version: int = 0
 
     @property
     def is_terminal(self) -> bool:
+        """COMPLETED, FAILED or CANCELLED."""
         return self.state.is_terminal
 
 
@@ -79,6 +88,16 @@ class InstanceInfo:
     output: Any = None
     error: ErrorDetails | None = None
     custom_status: Any = None
+    custom_status_version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InstancePage:
+    """One page of ``Client.list_instances_page``: ``next_page_token`` is set whenever
+    more instances match (pass it back, with the same filters, for the next page)."""
+
+    items: tuple[InstanceInfo, ...]
+    next_page_token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,14 +163,28 @@ def _info(rec: InstanceRecord) -> InstanceInfo:
         state=OrchestrationState(rec.state), execution_id=rec.execution_id,
         created_at=_to_dt(rec.created_at), updated_at=_to_dt(rec.updated_at),
         parent_instance_id=rec.parent_instance_id, output=_decode_plain(rec.output),
-        error=rec.error, custom_status=_decode_plain(rec.custom_status))
+        error=rec.error, custom_status=_decode_plain(rec.custom_status),
+        custom_status_version=rec.custom_status_version)
 
 
-class Client:
-    """Talks to a store on behalf of an application: starts instances, raises events,
-    cancels, waits for and reads their status and history, lists instances and
-    workers, deletes and purges. It needs no running runtime. Every method is
-    a coroutine; a client holds no connection of its own beyond the provider's."""
+def _epoch(value: datetime | float | None, what: str) -> float | None:
+    """A creation-time bound as epoch seconds: a ``datetime`` (a naive one is local
+    time, as ``datetime.timestamp`` takes it) or a number."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise TypeError(f"{what} must be a datetime or epoch seconds, not {type(value).__name__}")
+
+
+class Client(KeyValueCalls, AdminCalls):
+    """Talks to a store on behalf of an application: starts instances, raises and
+    enqueues events, cancels, waits for and reads their status, history and key-value
+    state, lists instances and workers, prunes, deletes and purges. It needs no running
+    runtime. Every method is a coroutine; a client holds no connection of its own beyond
+    the provider's."""
 
     def __init__(self, provider: Provider) -> None:
         if not isinstance(provider, Provider):
@@ -199,6 +232,24 @@ class Client:
             await self.provider.enqueue_orchestrator_message(message)
 
     send_signal = raise_event
+    raise_event_typed = raise_event
+
+    async def enqueue_event(self, instance_id: str, queue: str, data: Any = None) -> None:
+        """Send a message to the instance's queue ``queue`` (``ctx.dequeue_event``);
+        raises :class:`InstanceNotFound` for an unknown id. Not idempotent: a retried
+        call sends a second message. A message for a finished instance is accepted and
+        discarded."""
+        check_id(instance_id, "instance id")
+        check_id(queue, "queue name")
+        message = OrchestratorMessage(
+            instance_id, QueueEventDelivered(name=queue, data=codec.encode(data)))
+        if not _hooks.client_hooks():
+            await self.provider.enqueue_orchestrator_message(message)
+            return
+        with _hooks.client_call("enqueue_event", queue, instance_id):
+            await self.provider.enqueue_orchestrator_message(message)
+
+    enqueue_event_typed = enqueue_event
 
     async def cancel_instance(self, instance_id: str, reason: str = "") -> None:
         """Ask the instance to stop: ``asyncio.CancelledError`` arrives at its current
@@ -222,7 +273,8 @@ class Client:
             instance_id=instance_id, state=OrchestrationState(rec.state),
             output=_decode_plain(rec.output), error=rec.error,
             custom_status=_decode_plain(rec.custom_status), name=rec.name,
-            version=rec.version, execution_id=rec.execution_id)
+            version=rec.version, execution_id=rec.execution_id,
+            custom_status_version=rec.custom_status_version)
 
     async def wait_for_orchestration(self, instance_id: str, timeout: float | timedelta
                                      ) -> OrchestrationStatus:
@@ -263,6 +315,32 @@ class Client:
         finally:
             unlisten()
 
+    async def wait_for_status_change(self, instance_id: str, last_version: int,
+                                     timeout: float | timedelta) -> OrchestrationStatus:
+        """The status once ``custom_status_version`` exceeds ``last_version``, or the
+        instance is COMPLETED, FAILED or CANCELLED (a finished instance returns at
+        once). Woken by the commits that change it. ``TimeoutError`` when ``timeout``
+        passes first, ``InstanceNotFound`` for an unknown id."""
+        check_id(instance_id, "instance id")
+        if isinstance(last_version, bool) or not isinstance(last_version, int):
+            raise TypeError(f"last_version must be an int, not {type(last_version).__name__}")
+        seconds = to_seconds(timeout, "timeout")
+        seen: list[OrchestrationStatus] = []
+
+        async def check() -> tuple[bool, OrchestrationStatus]:
+            status = await self.get_orchestration_status(instance_id)
+            if status.state is OrchestrationState.NOT_FOUND:
+                raise InstanceNotFound(instance_id)
+            seen[:] = [status]
+            return (status.custom_status_version > last_version or status.is_terminal,
+                    status)
+
+        return await wait_for_news(
+            self.provider, instance_id, ("updated", "terminal"), check, seconds,
+            lambda: f"instance {instance_id!r} custom status still at version "
+                    f"{seen[0].custom_status_version if seen else last_version} "
+                    f"(not past {last_version}) after {seconds:g} s")
+
     async def get_instance_info(self, instance_id: str) -> InstanceInfo:
         check_id(instance_id, "instance id")
         rec = await self.provider.get_instance(instance_id)
@@ -270,20 +348,85 @@ class Client:
             raise InstanceNotFound(instance_id)
         return _info(rec)
 
+    @staticmethod
+    def _states(state: str | Sequence[str] | None) -> list[str] | None:
+        """A state filter as stored state names (``ValueError`` for an unknown one)."""
+        if state is None:
+            return None
+        names = [state] if isinstance(state, str) else list(state)
+        return [OrchestrationState(str(s).upper()).value for s in names]
+
+    def _filters(self, state: str | Sequence[str] | None, name: str | None,
+                 parent_instance_id: str | None, created_after: datetime | float | None,
+                 created_before: datetime | float | None) -> dict[str, Any]:
+        if name is not None:
+            check_id(name, "orchestration name")
+        if parent_instance_id is not None:
+            check_id(parent_instance_id, "parent_instance_id")
+        return {"state": self._states(state), "name": name,
+                "parent_instance_id": parent_instance_id,
+                "created_after": _epoch(created_after, "created_after"),
+                "created_before": _epoch(created_before, "created_before")}
+
     async def list_instances(self, *, state: str | Sequence[str] | None = None,
                              name: str | None = None, parent_instance_id: str | None = None,
-                             limit: int = 100, offset: int = 0) -> list[InstanceInfo]:
-        """Instances matching every filter, oldest first; page with ``limit``/``offset``."""
-        if isinstance(state, str):
-            state = OrchestrationState(state.upper()).value
-        elif state is not None:
-            state = [OrchestrationState(str(s).upper()).value for s in state]
-        check_count(limit, "limit", 0)
+                             created_after: datetime | float | None = None,
+                             created_before: datetime | float | None = None,
+                             limit: int | None = None, offset: int = 0) -> list[InstanceInfo]:
+        """Every instance matching the filters (``created_after``/``created_before``:
+        exclusive bounds of the creation time, ``datetime`` s or epoch seconds),
+        oldest created first, ties by id; only the first ``limit`` when given (a store
+        too large for one list: ``iter_instances``). ``offset`` skips that many."""
+        if limit is not None:
+            check_count(limit, "limit", 0)
         check_count(offset, "offset", 0)
         records = await self.provider.list_instances(
-            state=state, name=name, parent_instance_id=parent_instance_id, limit=limit,
-            offset=offset)
+            **self._filters(state, name, parent_instance_id, created_after, created_before),
+            limit=limit, offset=offset)
         return [_info(r) for r in records]
+
+    async def list_instances_page(self, *, state: str | Sequence[str] | None = None,
+                                  name: str | None = None,
+                                  parent_instance_id: str | None = None,
+                                  created_after: datetime | float | None = None,
+                                  created_before: datetime | float | None = None,
+                                  limit: int = 100, page_token: str | None = None
+                                  ) -> InstancePage:
+        """One page of ``list_instances`` (``limit`` 1 to 1,000). Its
+        ``next_page_token`` is set whenever more instances match; tokens name a position
+        (not an offset), so an instance that exists throughout the paging is returned
+        exactly once, and a token reused with other filters raises ``ValueError``."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise ValueError(f"limit must be an int from 1 to 1,000, got {limit!r:.40}")
+        filters = self._filters(state, name, parent_instance_id, created_after,
+                                created_before)
+        digest = filters_digest([filters[k] for k in sorted(filters)])
+        after = None if page_token is None else decode_page_token(page_token, digest)
+        records = await self.provider.list_instances(**filters, limit=limit + 1, after=after)
+        more = len(records) > limit
+        records = records[:limit]
+        token = encode_page_token(digest, records[-1].created_at, records[-1].instance_id) \
+            if more else None
+        return InstancePage(tuple(_info(r) for r in records), token)
+
+    async def iter_instances(self, *, state: str | Sequence[str] | None = None,
+                             name: str | None = None, parent_instance_id: str | None = None,
+                             created_after: datetime | float | None = None,
+                             created_before: datetime | float | None = None,
+                             page_size: int = 500) -> AsyncIterator[InstanceInfo]:
+        """Every instance matching the filters, as ``list_instances`` orders them, read
+        page by page (``page_size`` at a time) for stores too large for one list."""
+        token: str | None = None
+        while True:
+            page = await self.list_instances_page(
+                state=state, name=name, parent_instance_id=parent_instance_id,
+                created_after=created_after, created_before=created_before,
+                limit=page_size, page_token=token)
+            for info in page.items:
+                yield info
+            token = page.next_page_token
+            if token is None:
+                return
 
     async def read_history(self, instance_id: str, execution_id: int | None = None
                            ) -> list[HistoryEvent]:

@@ -11,6 +11,11 @@ their own; unknown kinds and newer versions fail to decode with :class:`PayloadE
 
 Correlation: a completion (``ActivityCompleted``, ``TimerFired`` ...) names the
 ``event_id`` of the event that scheduled its work in ``source_event_id``.
+
+Optional fields added after a kind was first stored (``ActivityScheduled.session_id``
+...) are marked ``optional`` (see :func:`optional`): they are written only when they
+differ from their default, so a history that does not use them stays byte-identical,
+and a history written before them reads unchanged. They do not bump ``FORMAT_VERSION``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from .codec import decode as _decode_payload
 from .codec._common import dump_json
 from .errors import ErrorDetails, PayloadError
 
@@ -37,12 +43,20 @@ __all__ = [
     "EventSubscribed",
     "GuidRecorded",
     "HistoryEvent",
+    "KeyValueCleared",
+    "KeyValueReadCompleted",
+    "KeyValueReadScheduled",
+    "KeyValueSet",
+    "KeyValuesCleared",
     "OrchestrationCancelled",
     "OrchestrationCompleted",
     "OrchestrationContinuedAsNew",
     "OrchestrationFailed",
     "OrchestrationStarted",
     "OrchestratorMessage",
+    "PatchRecorded",
+    "QueueEventDelivered",
+    "QueueSubscribed",
     "SubOrchestrationCompleted",
     "SubOrchestrationFailedEvent",
     "SubOrchestrationScheduled",
@@ -62,12 +76,17 @@ FORMAT_VERSION = 1
 
 _KINDS: dict[str, type[HistoryEvent]] = {}
 
-#: Optional fields written only when set: a history that does not use them stays
-#: byte-identical to one written before they existed (no FORMAT_VERSION bump).
-_WRITTEN_WHEN_SET = frozenset({"trace_context"})
+#: Field metadata of an optional field: written only when it differs from its default.
+_OPTIONAL = {"optional": True}
 
-# A trace context is metadata about a run, not a decision: its field takes no part in
-# equality (so never in replay matching) nor in hashing (it is a mapping).
+
+def optional(default: Any) -> Any:
+    """A field added to a kind after it was first stored: omitted from the wire form
+    while it holds ``default``, so histories that do not use it keep their bytes (no
+    FORMAT_VERSION bump). A trace context is such a field too, and metadata about a run
+    rather than a decision: declared with ``compare=False``, it takes no part in
+    equality (so never in replay matching) nor in hashing."""
+    return dataclasses.field(default=default, metadata=_OPTIONAL)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +96,8 @@ class HistoryEvent:
     kind: ClassVar[str] = ""
     #: True for events produced by the orchestration's own decisions (matched on replay).
     is_decision: ClassVar[bool] = False
+    #: the field holding the kind's main payload (JSON text), which ``payload`` decodes
+    payload_field: ClassVar[str | None] = None
 
     event_id: int = 0
     ts: int = 0
@@ -85,9 +106,21 @@ class HistoryEvent:
     def timestamp(self) -> datetime:
         return datetime.fromtimestamp(self.ts / 1000.0, UTC)
 
+    @property
+    def payload(self) -> Any:
+        """The decoded JSON value of the kind's payload field (``None`` when the kind
+        has none, or the field holds nothing). Raises ``PayloadError`` for text that is
+        not JSON."""
+        name = self.payload_field
+        text = getattr(self, name) if name is not None else None
+        return None if text is None else _decode_payload(text)
+
     def __str__(self) -> str:
-        parts = [f"{f.name}={getattr(self, f.name)!r}" for f in _fields(type(self))
-                 if f.name not in ("event_id", "ts") and not _unset_optional(self, f.name)]
+        parts = []
+        for name, is_optional, default in _wire(type(self)):
+            value = getattr(self, name)
+            if not (is_optional and value == default):  # unset optional fields: left out
+                parts.append(f"{name}={value!r}")
         return f"{self.kind}#{self.event_id}(" + ", ".join(parts) + ")"
 
 
@@ -95,6 +128,7 @@ class HistoryEvent:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OrchestrationStarted(HistoryEvent):
     kind: ClassVar[str] = "OrchestrationStarted"
+    payload_field: ClassVar[str | None] = "input"
     name: str
     version: str | None = None
     input: str | None = None
@@ -106,12 +140,14 @@ class OrchestrationStarted(HistoryEvent):
     custom_status: str | None = None
     #: the W3C trace context (``traceparent``/``tracestate``) the instance continues,
     #: when tracing is on: never part of replay matching (``compare=False``)
-    trace_context: dict[str, str] | None = dataclasses.field(default=None, compare=False)
+    trace_context: dict[str, str] | None = dataclasses.field(
+        default=None, compare=False, metadata=_OPTIONAL)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OrchestrationCompleted(HistoryEvent):
     kind: ClassVar[str] = "OrchestrationCompleted"
+    payload_field: ClassVar[str | None] = "output"
     is_decision: ClassVar[bool] = True
     output: str | None = None
 
@@ -139,6 +175,7 @@ class OrchestrationCancelled(HistoryEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OrchestrationContinuedAsNew(HistoryEvent):
     kind: ClassVar[str] = "OrchestrationContinuedAsNew"
+    payload_field: ClassVar[str | None] = "input"
     is_decision: ClassVar[bool] = True
     input: str | None = None
     version: str | None = None
@@ -154,17 +191,24 @@ class CancellationRequested(HistoryEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ActivityScheduled(HistoryEvent):
     kind: ClassVar[str] = "ActivityScheduled"
+    payload_field: ClassVar[str | None] = "input"
     is_decision: ClassVar[bool] = True
     name: str
     input: str | None = None
     attempt: int = 1
     #: the trace context of the schedule call (every attempt of a retry has the first's)
-    trace_context: dict[str, str] | None = dataclasses.field(default=None, compare=False)
+    trace_context: dict[str, str] | None = dataclasses.field(
+        default=None, compare=False, metadata=_OPTIONAL)
+    #: the activity session it runs in (one worker runs a session's activities)
+    session_id: str | None = optional(None)
+    #: the worker tag it needs (only workers whose filter accepts it run it)
+    tag: str | None = optional(None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ActivityCompleted(HistoryEvent):
     kind: ClassVar[str] = "ActivityCompleted"
+    payload_field: ClassVar[str | None] = "result"
     source_event_id: int
     result: str | None = None
 
@@ -176,6 +220,8 @@ class ActivityFailedEvent(HistoryEvent):
     error_type: str = ""
     message: str = ""
     error_kind: str = "application"
+    #: False when the failure stops the retries (a non-retryable error)
+    retryable: bool = optional(True)
 
 
 # ----------------------------------------------------------------- timers
@@ -204,6 +250,7 @@ class EventSubscribed(HistoryEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EventRaised(HistoryEvent):
     kind: ClassVar[str] = "EventRaised"
+    payload_field: ClassVar[str | None] = "data"
     name: str
     data: str | None = None
 
@@ -212,18 +259,21 @@ class EventRaised(HistoryEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SubOrchestrationScheduled(HistoryEvent):
     kind: ClassVar[str] = "SubOrchestrationScheduled"
+    payload_field: ClassVar[str | None] = "input"
     is_decision: ClassVar[bool] = True
     name: str
     instance_id: str
     input: str | None = None
     version: str | None = None
     #: the trace context the child continues
-    trace_context: dict[str, str] | None = dataclasses.field(default=None, compare=False)
+    trace_context: dict[str, str] | None = dataclasses.field(
+        default=None, compare=False, metadata=_OPTIONAL)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SubOrchestrationCompleted(HistoryEvent):
     kind: ClassVar[str] = "SubOrchestrationCompleted"
+    payload_field: ClassVar[str | None] = "result"
     source_event_id: int
     result: str | None = None
 
@@ -239,6 +289,7 @@ class SubOrchestrationFailedEvent(HistoryEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DetachedOrchestrationScheduled(HistoryEvent):
     kind: ClassVar[str] = "DetachedOrchestrationScheduled"
+    payload_field: ClassVar[str | None] = "input"
     is_decision: ClassVar[bool] = True
     name: str
     instance_id: str
@@ -262,6 +313,7 @@ class WorkCancelled(HistoryEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CustomStatusSet(HistoryEvent):
     kind: ClassVar[str] = "CustomStatusSet"
+    payload_field: ClassVar[str | None] = "status"
     is_decision: ClassVar[bool] = True
     status: str | None = None
 
@@ -280,6 +332,88 @@ class GuidRecorded(HistoryEvent):
     value: str
 
 
+# ----------------------------------------------------------------- event queues
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueSubscribed(HistoryEvent):
+    """``ctx.dequeue_event(name)``: the code takes the next message of queue ``name``."""
+
+    kind: ClassVar[str] = "QueueSubscribed"
+    is_decision: ClassVar[bool] = True
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueEventDelivered(HistoryEvent):
+    """A message of queue ``name`` (``Client.enqueue_event``) reached the instance. It is
+    kept, in arrival order, until a dequeue of its queue takes it."""
+
+    kind: ClassVar[str] = "QueueEventDelivered"
+    payload_field: ClassVar[str | None] = "data"
+    name: str
+    data: str | None = None
+
+
+# ----------------------------------------------------------------- key-value state
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyValueSet(HistoryEvent):
+    """``ctx.set_kv_value``. ``updated_at`` is the orchestration time of the set (epoch
+    ms); replay compares ``key`` and ``value`` only."""
+
+    kind: ClassVar[str] = "KeyValueSet"
+    is_decision: ClassVar[bool] = True
+    payload_field: ClassVar[str | None] = "value"
+    key: str
+    value: str = "null"
+    updated_at: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyValueCleared(HistoryEvent):
+    kind: ClassVar[str] = "KeyValueCleared"
+    is_decision: ClassVar[bool] = True
+    key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyValuesCleared(HistoryEvent):
+    kind: ClassVar[str] = "KeyValuesCleared"
+    is_decision: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyValueReadScheduled(HistoryEvent):
+    """``ctx.get_kv_value_from_instance``: a read of another instance's committed KV,
+    done once after this turn commits and answered by ``KeyValueReadCompleted``."""
+
+    kind: ClassVar[str] = "KeyValueReadScheduled"
+    is_decision: ClassVar[bool] = True
+    instance_id: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyValueReadCompleted(HistoryEvent):
+    """The answer of a cross-instance read: ``found`` false when the instance or the key
+    did not exist (the code then gets its default)."""
+
+    kind: ClassVar[str] = "KeyValueReadCompleted"
+    payload_field: ClassVar[str | None] = "value"
+    source_event_id: int
+    found: bool = False
+    value: str | None = None
+
+
+# ----------------------------------------------------------------- patching
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PatchRecorded(HistoryEvent):
+    """A patch marker (``ctx.is_patched``/``ctx.deprecate_patch``). Markers are looked up
+    by ``change_id``, never matched by position, so it is not a decision."""
+
+    kind: ClassVar[str] = "PatchRecorded"
+    change_id: str
+    deprecated: bool = False
+
+
 # ----------------------------------------------------------------- codec
 def _register(*classes: type[HistoryEvent]) -> None:
     for cls in classes:
@@ -294,6 +428,8 @@ _register(
     ActivityFailedEvent, TimerCreated, TimerFired, EventSubscribed, EventRaised,
     SubOrchestrationScheduled, SubOrchestrationCompleted, SubOrchestrationFailedEvent,
     DetachedOrchestrationScheduled, WorkCancelled, CustomStatusSet, UtcNowRecorded, GuidRecorded,
+    QueueSubscribed, QueueEventDelivered, KeyValueSet, KeyValueCleared, KeyValuesCleared,
+    KeyValueReadScheduled, KeyValueReadCompleted, PatchRecorded,
 )
 
 _FIELDS: dict[type[Any], tuple[dataclasses.Field[Any], ...]] = {}
@@ -306,10 +442,6 @@ def _fields(cls: type[Any]) -> tuple[dataclasses.Field[Any], ...]:
     return f
 
 
-def _unset_optional(obj: object, name: str) -> bool:
-    return name in _WRITTEN_WHEN_SET and getattr(obj, name) is None
-
-
 def _trace_context(value: Any) -> dict[str, str] | None:
     """A stored trace context as read back: a mapping of strings, else nothing (it is
     only ever a hint for tracing, so a malformed one is dropped, not an error)."""
@@ -319,16 +451,26 @@ def _trace_context(value: Any) -> dict[str, str] | None:
     return None
 
 
+#: per class: (field name, whether it is optional, its default), wire order
+_WIRE: dict[type[Any], tuple[tuple[str, bool, Any], ...]] = {}
+
+
+def _wire(cls: type[Any]) -> tuple[tuple[str, bool, Any], ...]:
+    w = _WIRE.get(cls)
+    if w is None:
+        w = _WIRE[cls] = tuple((f.name, bool(f.metadata.get("optional")), f.default)
+                               for f in _fields(cls) if f.name not in ("event_id", "ts"))
+    return w
+
+
 def event_to_json(event: HistoryEvent) -> dict[str, Any]:
     out: dict[str, Any] = {"v": FORMAT_VERSION, "k": event.kind, "id": event.event_id,
                            "ts": event.ts}
-    for f in _fields(type(event)):
-        name = f.name
-        if name not in ("event_id", "ts"):
-            value = getattr(event, name)
-            if value is None and name in _WRITTEN_WHEN_SET:
-                continue
-            out[name] = value
+    for name, is_optional, default in _wire(type(event)):
+        value = getattr(event, name)
+        if is_optional and value == default:
+            continue  # not set: the wire form stays what it was before the field existed
+        out[name] = value
     return out
 
 
@@ -420,11 +562,16 @@ class ActivityWork:
     attempt: int = 1
     #: the trace context of the schedule call, so that the attempt continues its trace
     #: wherever it runs (written only when set)
-    trace_context: dict[str, str] | None = dataclasses.field(default=None, compare=False)
+    trace_context: dict[str, str] | None = dataclasses.field(
+        default=None, compare=False, metadata=_OPTIONAL)
 
     def to_json(self) -> str:
-        return _encode({f.name: getattr(self, f.name) for f in _fields(ActivityWork)
-                        if not _unset_optional(self, f.name)})
+        out = {}
+        for f in _fields(ActivityWork):
+            value = getattr(self, f.name)
+            if not (f.metadata.get("optional") and value == f.default):
+                out[f.name] = value
+        return _encode(out)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ActivityWork:

@@ -32,11 +32,13 @@ from ..history import (
     EventSubscribed,
     GuidRecorded,
     HistoryEvent,
+    QueueSubscribed,
     SubOrchestrationScheduled,
     UtcNowRecorded,
 )
 from ..options import RetryPolicy, to_seconds
 from .futures import ContinueAsNew, Dated, DurableFuture, Ready
+from .kvstate import KeyValueMethods
 from .port import ExecutionPort
 
 __all__ = ["OrchestrationContext"]
@@ -58,7 +60,7 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
-class OrchestrationContext(TraceMethods):
+class OrchestrationContext(KeyValueMethods, TraceMethods):
     """The orchestration's view of duroxy, passed as its first argument.
 
     Every ``schedule_*`` call records a decision in the instance's history when it is
@@ -71,7 +73,9 @@ class OrchestrationContext(TraceMethods):
     recorded once and replayed after; ``continue_as_new`` ends this execution and starts
     a fresh one; ``set_custom_status`` publishes progress; ``trace_*`` log only when not
     replaying. On replay every call returns what history recorded, so the code must ask
-    for the same things in the same order (see the determinism rules)."""
+    for the same things in the same order (see the determinism rules). Event queues
+    (``dequeue_event``) and the instance's key-value state (``set_kv_value`` and the
+    rest) are recorded and replayed the same way."""
 
     def __init__(self, execution: ExecutionPort) -> None:
         self._x = execution
@@ -280,6 +284,34 @@ class OrchestrationContext(TraceMethods):
                             ) -> DurableFuture[Any]:
         return self.schedule_wait(event_name, output_type=output_type)
 
+    wait_for_event_typed = schedule_wait_typed
+
+    # ------------------------------------------------------------------ event queues
+    @overload
+    def dequeue_event(self, queue: str, *, output_type: type[T]) -> DurableFuture[T]: ...
+    @overload
+    def dequeue_event(self, queue: str, *, output_type: Any = None) -> DurableFuture[Any]: ...
+
+    def dequeue_event(self, queue: str, *, output_type: Any = None) -> DurableFuture[Any]:
+        """The next message of ``queue`` (``Client.enqueue_event``), first in first out.
+        A message that arrived before the dequeue is taken at once; a dequeue that is
+        cancelled or loses a select takes nothing. Queues are apart from events: a
+        queue and an event of the same name never meet."""
+        _check_name(queue, "queue name")
+        event = self._x.record(QueueSubscribed(name=queue),
+                               lambda r: r.name == queue)  # type: ignore[attr-defined]
+        assert isinstance(event, QueueSubscribed)
+        return self._x.subscribe(event, output_type)
+
+    @overload
+    def dequeue_event_typed(self, queue: str, output_type: type[T]) -> DurableFuture[T]: ...
+    @overload
+    def dequeue_event_typed(self, queue: str, output_type: Any = None
+                            ) -> DurableFuture[Any]: ...
+
+    def dequeue_event_typed(self, queue: str, output_type: Any = None) -> DurableFuture[Any]:
+        return self.dequeue_event(queue, output_type=output_type)
+
     # ------------------------------------------------------------------ orchestrations
     def _orch_name(self, name: NameOrFn) -> str:
         if isinstance(name, str):
@@ -399,7 +431,10 @@ class OrchestrationContext(TraceMethods):
             for j, other in enumerate(futs):
                 if j != index:
                     other.remove_done_callback(callbacks[j])
-                    other.cancel()
+                    if isinstance(other, DurableFuture):
+                        other.lost()
+                    else:
+                        other.cancel()
             if fut.cancelled():
                 outer.cancel()
             elif (exc := fut.exception()) is not None:
@@ -495,6 +530,10 @@ class OrchestrationContext(TraceMethods):
         text = codec.encode(value)
         self._x.record(CustomStatusSet(status=text), lambda r: True)
         self._x.custom_status = text
+
+    def reset_custom_status(self) -> None:
+        """Duroxide's name for ``set_custom_status(None)``."""
+        self.set_custom_status(None)
 
     def get_custom_status(self) -> Any:
         text = self._x.custom_status

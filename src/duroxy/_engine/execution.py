@@ -31,7 +31,7 @@ import dataclasses
 import inspect
 import itertools
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .. import codec
@@ -51,11 +51,15 @@ from ..history import (
     EventRaised,
     EventSubscribed,
     HistoryEvent,
+    KeyValueReadCompleted,
+    KeyValueReadScheduled,
     OrchestrationCancelled,
     OrchestrationCompleted,
     OrchestrationContinuedAsNew,
     OrchestrationFailed,
     OrchestrationStarted,
+    QueueEventDelivered,
+    QueueSubscribed,
     SubOrchestrationCompleted,
     SubOrchestrationFailedEvent,
     SubOrchestrationScheduled,
@@ -85,6 +89,13 @@ NONDETERMINISM_CAUSES = (
 
 OrchestrationFn = Callable[[Any, Any], Any]
 
+#: The two mailboxes of an instance, apart from each other: events (``raise_event`` /
+#: ``schedule_wait``) and queues (``enqueue_event`` / ``dequeue_event``). Waiters and
+#: buffered messages are keyed by (mailbox, name).
+_EVENTS = "event"
+_QUEUES = "queue"
+_Mail = EventRaised | QueueEventDelivered
+
 
 @dataclasses.dataclass(slots=True)
 class TurnResult:
@@ -93,10 +104,13 @@ class TurnResult:
     ``cancelled_activities`` are event ids of scheduled activities the orchestration
     abandoned; ``cancelled_children`` are instance ids of child orchestrations to cancel.
     ``undelivered`` are message events that arrived after the execution ended and, when
-    it continued as new, the external events it received but never waited for, in
-    arrival order (the runtime carries external events over to the next execution), at
+    it continued as new, the external events and queue messages it received but never
+    took, in arrival order (the runtime carries them over to the next execution), at
     most ``MAX_CARRY_FORWARD_EVENTS`` of them: the oldest. ``dropped`` are the newer
     ones past that cap, which the next execution never sees.
+    ``kv_final`` is the key-value state the execution ended with when it continued as
+    new (the next one starts with it), else ``None``. ``unread`` counts the events and
+    queue messages received and not yet taken by the code (0 once it ended).
     """
 
     new_events: list[HistoryEvent]
@@ -105,6 +119,8 @@ class TurnResult:
     undelivered: list[HistoryEvent]
     custom_status: str | None
     dropped: list[HistoryEvent] = dataclasses.field(default_factory=list)
+    kv_final: dict[str, tuple[str, int]] | None = None
+    unread: int = 0
 
     @property
     def terminal(self) -> HistoryEvent | None:
@@ -116,7 +132,7 @@ class TurnResult:
 _TERMINAL = (OrchestrationCompleted, OrchestrationFailed, OrchestrationCancelled,
              OrchestrationContinuedAsNew)
 _COMPLETIONS = (ActivityCompleted, ActivityFailedEvent, TimerFired, SubOrchestrationCompleted,
-                SubOrchestrationFailedEvent)
+                SubOrchestrationFailedEvent, KeyValueReadCompleted)
 
 
 class OrchestrationExecution:
@@ -134,6 +150,7 @@ class OrchestrationExecution:
         activity_output_type: Callable[[str], Any] | None = None,
         function_name: Callable[[Callable[..., Any]], str] | None = None,
         new_guid: Callable[[], str] | None = None,
+        kv: Mapping[str, tuple[str, int]] | None = None,
     ) -> None:
         self.fn = fn
         self.instance_id = instance_id
@@ -146,8 +163,8 @@ class OrchestrationExecution:
         self._decision_cursor = 0
         self._next_id = (self.history[-1].event_id + 1) if self.history else 1
         self._open: dict[int, DurableFuture[Any]] = {}
-        self._waiters: dict[str, collections.deque[DurableFuture[Any]]] = {}
-        self._buffered: dict[str, collections.deque[EventRaised]] = {}
+        self._waiters: dict[tuple[str, str], collections.deque[DurableFuture[Any]]] = {}
+        self._buffered: dict[tuple[str, str], collections.deque[_Mail]] = {}
         self._known: dict[int, HistoryEvent] = {}  # scheduled work, by event id
         self._closed_ids: set[int] = set()  # work resolved or abandoned
         self._new: list[HistoryEvent] = []
@@ -164,6 +181,9 @@ class OrchestrationExecution:
         #: told of each new schedule call (set by the runtime for each turn); what it
         #: returns is recorded with the decision as its trace context
         self.on_schedule: Callable[[str, str], dict[str, str] | None] | None = None
+        #: the KV state as the execution started (given), then as its sets and clears
+        #: leave it (see ``OrchestrationContext.set_kv_value``)
+        self.kv: dict[str, tuple[str, int]] = dict(kv) if kv else {}
         self.loop = DeterministicLoop(self)
         self.ctx = OrchestrationContext(self)
 
@@ -180,7 +200,7 @@ class OrchestrationExecution:
         undelivered: list[HistoryEvent] = []
         for event in new_events:
             if self._terminal is not None or not self._wanted(event):
-                if isinstance(event, EventRaised):
+                if isinstance(event, _Mail):
                     undelivered.append(event)
                 continue
             stamped = dataclasses.replace(event, event_id=self._next_id,
@@ -194,10 +214,13 @@ class OrchestrationExecution:
         if self._terminal is None and self._main is not None and self._fatal is None:
             self._check_blocked()
             self._settle()
+        kv_final = None
         if isinstance(self._terminal, OrchestrationContinuedAsNew) and self._new \
                 and self._new[-1] is self._terminal:
-            # Events raised before a wait are kept for it, and continuing as new does
-            # not drop them: the next execution receives them ahead of later ones.
+            # Events raised before a wait and queue messages not yet dequeued are kept
+            # for the code, and continuing as new does not drop them: the next execution
+            # receives them, in arrival order (history order, both mailboxes together),
+            # ahead of later ones.
             kept = sorted((e for q in self._buffered.values() for e in q),
                           key=lambda e: e.event_id)
             undelivered[:0] = [dataclasses.replace(e, event_id=0) for e in kept]
@@ -205,10 +228,13 @@ class OrchestrationExecution:
             # event name must not carry a growing pile of them forever.
             dropped = undelivered[MAX_CARRY_FORWARD_EVENTS:]
             del undelivered[MAX_CARRY_FORWARD_EVENTS:]
+            kv_final = dict(self.kv)
         else:
             dropped = []
+        unread = 0 if self._terminal is not None else sum(
+            len(q) for q in self._buffered.values())
         return TurnResult(list(self._new), self._cancelled_activities, self._cancelled_children,
-                          undelivered, self.custom_status, dropped)
+                          undelivered, self.custom_status, dropped, kv_final, unread)
 
     def _stamp(self, event: HistoryEvent, now_ms: int) -> int:
         """The orchestration time at which a new event happens.
@@ -280,16 +306,24 @@ class OrchestrationExecution:
         if apply is not None:
             apply(self, event)
 
-    def _apply_event_raised(self, event: EventRaised) -> None:
-        waiters = self._waiters.get(event.name)
+    def _apply_mail(self, event: _Mail) -> None:
+        """An event or queue message: to the first live waiter of its name in its
+        mailbox, else kept (in arrival order) for the next wait or dequeue."""
+        key = (_QUEUES if isinstance(event, QueueEventDelivered) else _EVENTS, event.name)
+        waiters = self._waiters.get(key)
         while waiters:
             fut = waiters.popleft()
             if not fut.done():
                 self._open.pop(fut.event_id, None)
-                fut.completed_by = event.event_id
-                self._resolve_text(fut, event.data)
+                self._hand(fut, event)
                 return
-        self._buffered.setdefault(event.name, collections.deque()).append(event)
+        self._buffered.setdefault(key, collections.deque()).append(event)
+
+    def _hand(self, fut: DurableFuture[Any], mail: _Mail) -> None:
+        fut.completed_by = mail.event_id
+        if fut.kind == "dequeue":
+            fut.message = mail  # until the code has it (a select may give it back)
+        self._resolve_text(fut, mail.data)
 
     def _apply_cancellation(self, event: CancellationRequested) -> None:
         if self._cancel_reason is not None:
@@ -333,6 +367,11 @@ class OrchestrationExecution:
                 self._resolve_text(fut, result)
             case TimerFired():
                 fut.set_result(None)
+            case KeyValueReadCompleted(found=found, value=value):
+                if found:
+                    self._resolve_text(fut, value)
+                else:
+                    fut.set_result(fut.default)
             case ActivityFailedEvent():
                 name = fut.event.name  # type: ignore[attr-defined]
                 attempt = getattr(fut.event, "attempt", 1)
@@ -538,22 +577,52 @@ class OrchestrationExecution:
                     ) -> DurableFuture[Any]:
         fut: DurableFuture[Any] = DurableFuture(self.loop, self, kind, event, output_type)
         eid = event.event_id
-        if kind != "wait":
+        if kind not in ("wait", "dequeue"):  # (work a completion may name)
             self._known[eid] = event
         if eid not in self._closed_ids:
             self._open[eid] = fut
         return fut
 
-    def subscribe(self, event: EventSubscribed, output_type: Any) -> DurableFuture[Any]:
-        fut = self.open_future("wait", event, output_type)
-        buffered = self._buffered.get(event.name)
+    def subscribe(self, event: EventSubscribed | QueueSubscribed, output_type: Any
+                  ) -> DurableFuture[Any]:
+        queue = isinstance(event, QueueSubscribed)
+        fut = self.open_future("dequeue" if queue else "wait", event, output_type)
+        key = (_QUEUES if queue else _EVENTS, event.name)
+        buffered = self._buffered.get(key)
         if buffered:
+            # arrived before the wait: first in history, so it wins a select among the done
             self._open.pop(event.event_id, None)
-            raised = buffered.popleft()
-            fut.completed_by = raised.event_id  # raised before the wait: first in history
-            self._resolve_text(fut, raised.data)
+            self._hand(fut, buffered.popleft())
         else:
-            self._waiters.setdefault(event.name, collections.deque()).append(fut)
+            self._waiters.setdefault(key, collections.deque()).append(fut)
+        return fut
+
+    def give_back(self, fut: DurableFuture[Any]) -> None:
+        """A dequeue that took a message lost a select: the message goes back to its
+        queue, in arrival order, for the next dequeue (a cancelled dequeue takes
+        nothing). Deterministic: replay runs the same select and gives the same back."""
+        mail = fut.message
+        fut.message = None
+        if fut.kind != "dequeue" or not isinstance(mail, QueueEventDelivered):
+            return
+        key = (_QUEUES, mail.name)
+        waiters = self._waiters.get(key)
+        while waiters:  # (a live waiter means nothing was buffered: it is owed this one)
+            taker = waiters.popleft()
+            if not taker.done():
+                self._open.pop(taker.event_id, None)
+                self._hand(taker, mail)
+                return
+        buffered = self._buffered.setdefault(key, collections.deque())
+        at = 0
+        while at < len(buffered) and buffered[at].event_id < mail.event_id:
+            at += 1
+        buffered.insert(at, mail)
+
+    def read_kv(self, event: KeyValueReadScheduled, output_type: Any, default: Any
+                ) -> DurableFuture[Any]:
+        fut = self.open_future("kv_read", event, output_type)
+        fut.default = default
         return fut
 
     def timer(self, delay: float) -> DurableFuture[None]:
@@ -594,8 +663,10 @@ class OrchestrationExecution:
         if self._open.pop(eid, None) is None:
             return
         self._closed_ids.add(eid)
-        if fut.kind == "wait":
-            waiters = self._waiters.get(fut.event.name)  # type: ignore[attr-defined]
+        if fut.kind in ("wait", "dequeue"):
+            key = (_QUEUES if fut.kind == "dequeue" else _EVENTS,
+                   fut.event.name)  # type: ignore[attr-defined]
+            waiters = self._waiters.get(key)
             if waiters and fut in waiters:
                 waiters.remove(fut)
         elif fut.kind in ("activity", "sub_orchestration") and self._terminal is None:
@@ -623,7 +694,9 @@ _APPLY: dict[type[HistoryEvent], Callable[[OrchestrationExecution, Any], None]] 
     TimerFired: OrchestrationExecution._apply_completion,
     SubOrchestrationCompleted: OrchestrationExecution._apply_completion,
     SubOrchestrationFailedEvent: OrchestrationExecution._apply_completion,
-    EventRaised: OrchestrationExecution._apply_event_raised,
+    KeyValueReadCompleted: OrchestrationExecution._apply_completion,
+    EventRaised: OrchestrationExecution._apply_mail,
+    QueueEventDelivered: OrchestrationExecution._apply_mail,
     CancellationRequested: OrchestrationExecution._apply_cancellation,
 }
 

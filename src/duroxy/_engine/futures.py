@@ -37,6 +37,8 @@ class FutureOwner(Protocol):
 
     def abandon(self, fut: DurableFuture[Any]) -> None: ...
 
+    def give_back(self, fut: DurableFuture[Any]) -> None: ...
+
 
 #: The context method behind each kind of durable future, for messages.
 _CALLS = {
@@ -64,6 +66,10 @@ class DurableFuture(asyncio.Future[T], Generic[T]):
         self.output_type = output_type
         #: the id of the history event that resolved it (a select's order among the done)
         self.completed_by: int | None = None
+        #: a dequeue's message, until the code has it (see ``lost``)
+        self.message: HistoryEvent | None = None
+        #: what a read that finds nothing gives (``get_kv_value_from_instance``)
+        self.default: Any = None
 
     @property
     def event_id(self) -> int:
@@ -84,6 +90,15 @@ class DurableFuture(asyncio.Future[T], Generic[T]):
             return False
         self._owner.abandon(self)
         return super().cancel(msg)
+
+    def lost(self) -> None:
+        """It lost a select: cancelled if still pending; a dequeue that already took a
+        message gives it back (a cancelled dequeue takes nothing), so the next dequeue
+        of its queue gets it."""
+        if not self.done():
+            self.cancel()
+        elif self.message is not None:
+            self._owner.give_back(self)
 
 
 class Ready(asyncio.Future[T], Generic[T]):

@@ -10,6 +10,11 @@ from ..history import (
     DetachedOrchestrationScheduled,
     EventSubscribed,
     HistoryEvent,
+    KeyValueCleared,
+    KeyValueReadScheduled,
+    KeyValuesCleared,
+    KeyValueSet,
+    QueueSubscribed,
     SubOrchestrationScheduled,
     TimerCreated,
     WorkCancelled,
@@ -21,7 +26,7 @@ __all__ = ["describe", "difference"]
 def difference(recorded: HistoryEvent, event: HistoryEvent) -> str:
     """How a decision differs from the recorded one of the same kind and name."""
     fields = [f.name for f in dataclasses.fields(event)
-              if f.name not in ("event_id", "ts") and f.compare
+              if f.name not in ("event_id", "ts", "updated_at") and f.compare
               and getattr(event, f.name, None) != getattr(recorded, f.name, None)]
     if not fields:
         return "other arguments"
@@ -39,6 +44,16 @@ def describe(event: HistoryEvent) -> str:
             return "timer"
         case EventSubscribed(name=name):
             return f"wait for event {name!r}"
+        case QueueSubscribed(name=name):
+            return f"dequeue from queue {name!r}"
+        case KeyValueSet(key=key):
+            return f"set of KV key {key!r}"
+        case KeyValueCleared(key=key):
+            return f"clear of KV key {key!r}"
+        case KeyValuesCleared():
+            return "clear of every KV key"
+        case KeyValueReadScheduled(instance_id=iid, key=key):
+            return f"read of KV key {key!r} of instance {iid!r}"
         case SubOrchestrationScheduled(name=name):
             return f"sub-orchestration {name!r}"
         case DetachedOrchestrationScheduled(name=name):

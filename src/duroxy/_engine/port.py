@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..history import EventSubscribed, HistoryEvent, OrchestrationStarted
+from ..history import (
+    EventSubscribed,
+    HistoryEvent,
+    KeyValueReadScheduled,
+    OrchestrationStarted,
+    QueueSubscribed,
+)
 from .futures import DurableFuture
 from .loop import DeterministicLoop
 
@@ -33,6 +39,10 @@ class ExecutionPort(Protocol):
     activity_output_type: Callable[[str], Any]
     #: a fresh random UUID string (drawn only for a decision not yet recorded)
     new_guid: Callable[[], str]
+    #: the instance's key-value state at this point of the execution: key -> (value as
+    #: JSON text, epoch ms of its last set). The context keeps it in step with the sets
+    #: and clears it records.
+    kv: dict[str, tuple[str, int]]
 
     @property
     def next_event_id(self) -> int:
@@ -54,8 +64,15 @@ class ExecutionPort(Protocol):
         """The future that history resolves for the work ``event`` scheduled."""
         ...
 
-    def subscribe(self, event: EventSubscribed, output_type: Any) -> DurableFuture[Any]:
-        """The future of a wait for an external event (buffered ones first)."""
+    def subscribe(self, event: EventSubscribed | QueueSubscribed, output_type: Any
+                  ) -> DurableFuture[Any]:
+        """The future of a wait for an external event or of a dequeue (what arrived
+        before it first, oldest first)."""
+        ...
+
+    def read_kv(self, event: KeyValueReadScheduled, output_type: Any, default: Any
+                ) -> DurableFuture[Any]:
+        """The future of a read of another instance's KV (``default`` if not found)."""
         ...
 
     def timer(self, delay: float) -> DurableFuture[None]:

@@ -23,6 +23,7 @@ from ..errors import (
     StoreNotFound,
 )
 from . import _lint
+from ._admin import cmd_enqueue, cmd_kv, cmd_prune, cmd_stats, cmd_tree
 from ._commands import (
     cmd_cancel,
     cmd_delete,
@@ -124,11 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("status", "show an instance's state, output or error")
     p.add_argument("instance_id", metavar="ID")
 
-    p = add("list", "list instances, oldest first")
+    p = add("list", "list instances, oldest first: every match, or one page with --limit "
+            "(the next page's token is printed when more match)")
     p.add_argument("--state", type=str.upper, choices=STATES)
     p.add_argument("--name", help="only this orchestration name")
-    p.add_argument("--limit", type=int, default=100, metavar="N", help="default 100")
-    p.add_argument("--offset", type=int, default=0, metavar="N")
+    p.add_argument("--parent", metavar="ID", help="only the children of this instance")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="a page of at most N (1 to 1000); default: every match")
+    p.add_argument("--page-token", metavar="T",
+                   help="the page after the one that printed this token")
+    p.add_argument("--offset", type=int, default=0, metavar="N",
+                   help="skip the first N matches (without --page-token)")
 
     p = add("history", "show an instance's history as a timeline")
     p.add_argument("instance_id", metavar="ID")
@@ -148,6 +155,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("instance_id", metavar="ID")
     p.add_argument("event_name", metavar="NAME")
     p.add_argument("data", metavar="JSON", nargs="?", help="event data (default null)")
+
+    p = add("enqueue", "send a message to one of an instance's queues")
+    p.add_argument("instance_id", metavar="ID")
+    p.add_argument("queue", metavar="QUEUE")
+    p.add_argument("data", metavar="JSON", nargs="?", help="message data (default null)")
+
+    p = add("kv", "show an instance's key-value state (every key, or KEY's value)")
+    p.add_argument("instance_id", metavar="ID")
+    p.add_argument("key", metavar="KEY", nargs="?")
+
+    p = add("prune", "delete an instance's past executions and their histories")
+    p.add_argument("instance_id", metavar="ID")
+    p.add_argument("--keep-last", type=int, default=1, metavar="N",
+                   help="executions to keep, the current one included (default 1: it "
+                   "alone; it is never pruned)")
+
+    p = add("tree", "show an instance and its descendants")
+    p.add_argument("instance_id", metavar="ID")
+
+    p = add("stats", "show an instance's sizes: history, pending messages, KV, executions")
+    p.add_argument("instance_id", metavar="ID")
 
     p = add("cancel", "cancel a running instance")
     p.add_argument("instance_id", metavar="ID")
@@ -184,11 +212,14 @@ _COMMANDS: dict[str, Callable[[Env], Awaitable[int]]] = {
     "start": cmd_start, "wait": cmd_wait, "status": cmd_status, "list": cmd_list,
     "history": cmd_history, "raise-event": cmd_raise_event, "cancel": cmd_cancel,
     "delete": cmd_delete, "workers": cmd_workers, "watch": cmd_watch,
+    "enqueue": cmd_enqueue, "kv": cmd_kv, "prune": cmd_prune, "tree": cmd_tree,
+    "stats": cmd_stats,
 }
 #: Commands that only make sense on an existing store (they never create one).
 _NEEDS_EXISTING = frozenset(_COMMANDS) - {"start"} | {"ui"}
 #: Commands that only read: they open the store read-only (see the module docstring).
-_READING = frozenset({"status", "list", "history", "wait", "workers", "watch"})
+_READING = frozenset({"status", "list", "history", "wait", "workers", "watch", "kv",
+                      "tree", "stats"})
 #: Added to the error of a store that is not there.
 _STORE_HINT = "(pass --store URL or set DUROXY_STORE)"
 

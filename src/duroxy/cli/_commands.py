@@ -152,10 +152,29 @@ async def cmd_status(env: Env) -> int:
 
 async def cmd_list(env: Env) -> int:
     a = env.args
-    infos = await env.client.list_instances(state=a.state, name=a.name, limit=a.limit,
-                                            offset=a.offset)
+    token: str | None = None
+    if a.offset and a.page_token is not None:
+        raise UsageError("--offset and --page-token do not mix: page with the printed token")
+    if a.page_token is None and (a.limit is None or a.offset):
+        # every match (or, with --offset, the old offset paging, without a token)
+        if a.limit is not None and a.limit < 0:
+            raise UsageError(f"--limit must be 0 or more, not {a.limit}")
+        infos = await env.client.list_instances(state=a.state, name=a.name,
+                                                parent_instance_id=a.parent, limit=a.limit,
+                                                offset=a.offset)
+        paged = False
+    else:
+        limit = 100 if a.limit is None else a.limit
+        try:
+            page = await env.client.list_instances_page(
+                state=a.state, name=a.name, parent_instance_id=a.parent, limit=limit,
+                page_token=a.page_token)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        infos, token, paged = list(page.items), page.next_page_token, True
     if env.as_json:
-        env.show([instance_json(i) for i in infos])
+        items = [instance_json(i) for i in infos]
+        env.show({"items": items, "next_page_token": token} if paged else items)
         return EXIT_OK
     if not infos:
         env.print("no instances")
@@ -167,6 +186,8 @@ async def cmd_list(env: Env) -> int:
     widths = [min(max(len(r[c]) for r in rows), 60) for c in range(5)]
     for r in rows:
         env.print("  ".join(f"{r[c]:<{widths[c]}}" for c in range(5)) + "  " + r[5])
+    if token is not None:
+        env.print(f"more match; next page: --page-token {token}")
     return EXIT_OK
 
 

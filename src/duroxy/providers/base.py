@@ -56,6 +56,15 @@ Invariants every provider keeps (the conformance suite in
 * Worker heartbeats (:class:`WorkerRecord`) are rows keyed by ``worker_id``, written and
   read as given (their times come from the runtime's clock). They are background
   writes: a store may commit them without forcing them to disk.
+* Key-value state is a per-instance table written by the turn's own commit
+  (``OrchestrationCommit.kv_*``): readers see the state as of the last committed turn,
+  never a part of one. It goes with the instance (delete, purge). An instance record
+  also keeps ``kv_base``, the state its current execution started with (written by the
+  commit that continues as new), which a replay of that execution starts from.
+* ``custom_status_version`` grows by one with each commit that says
+  ``custom_status_changed``; nothing else changes it.
+* A commit that changed the custom status or the KV announces the instance on the
+  ``updated`` channel (a terminal one on ``terminal`` as ever).
 """
 
 from __future__ import annotations
@@ -63,7 +72,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from .._alarms import DUE_RETRY_PAUSE_S, DUE_RETRY_S, DUE_SLACK_S
 from ..errors import ErrorDetails, StoreReadOnly
@@ -76,9 +85,13 @@ __all__ = [
     "TERMINAL_STATES",
     "ActivityItem",
     "Channel",
+    "DeleteCounts",
     "ExcludedWork",
+    "ExecutionRecord",
     "FastPath",
     "InstanceRecord",
+    "InstanceStats",
+    "KvEntry",
     "Listener",
     "OrchestrationCommit",
     "OrchestrationItem",
@@ -91,7 +104,8 @@ __all__ = [
 #: States stored in instance records (the values of ``OrchestrationState``).
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 
-Channel = Literal["orchestrator", "activity", "terminal"]
+#: ``updated``: an instance's custom status or KV changed (see the module docstring).
+Channel = Literal["orchestrator", "activity", "terminal", "updated"]
 #: Called with the instance id concerned (``None`` when not about one instance).
 Listener = Callable[[str | None], None]
 
@@ -113,6 +127,57 @@ class InstanceRecord:
     parent_instance_id: str | None = None
     #: number of history events stored for ``execution_id``
     history_len: int = 0
+    #: committed turns that set the custom status (0: never set)
+    custom_status_version: int = 0
+    #: whether the current execution started with key-value state (``read_kv_base``)
+    kv_base: bool = False
+
+
+class KvEntry(NamedTuple):
+    """One key's value: its JSON text and the orchestration time of its last set (epoch
+    milliseconds, from the ``KeyValueSet`` event)."""
+
+    value: str
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionRecord:
+    """What a store knows of one stored execution: how many events it holds, and its
+    first and last events (``None`` when it holds none)."""
+
+    execution_id: int
+    event_count: int
+    first: HistoryEvent | None
+    last: HistoryEvent | None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceStats:
+    """Sizes of one instance. ``history_*`` cover its current execution, sizes in UTF-8
+    bytes of the stored events; ``queued_mail``: events and queue messages queued for its
+    next turn; ``unread``: those its last turn received and its code has not taken yet;
+    ``kv_*``: its key-value state (values as encoded JSON); ``execution_count``: the
+    executions still stored."""
+
+    history_event_count: int
+    history_size_bytes: int
+    queued_mail: int
+    unread: int
+    kv_key_count: int
+    kv_value_bytes: int
+    execution_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteCounts:
+    """What a delete removed: instance records, executions (with history), history
+    events, and queued work (orchestration messages and activity rows)."""
+
+    instances: int = 0
+    executions: int = 0
+    events: int = 0
+    queue_messages: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +237,24 @@ class OrchestrationCommit:
     #: committing worker, for ``claim_lock_timeout`` seconds; the ack returns them
     claim_activities: int = 0
     claim_lock_timeout: float = 0.0
+    #: the turn set the custom status: ``custom_status_version`` grows by one
+    custom_status_changed: bool = False
+    #: key-value changes, applied in this order: every key removed (``kv_clear``), the
+    #: keys of ``kv_delete`` removed, then ``kv_set`` written as ``(key, value JSON text,
+    #: updated_at epoch ms)``. No key is in both lists.
+    kv_clear: bool = False
+    kv_delete: list[str] = field(default_factory=list)
+    kv_set: list[tuple[str, str, int]] = field(default_factory=list)
+    #: with ``replace_kv_base`` (a turn that continues as new), the state the next
+    #: execution starts with becomes the record's ``kv_base`` (``None`` or empty: none)
+    replace_kv_base: bool = False
+    kv_base: dict[str, KvEntry] | None = None
+    #: events and queue messages received and not yet taken (``None``: unchanged)
+    unread: int | None = None
+
+    @property
+    def kv_changed(self) -> bool:
+        return self.kv_clear or bool(self.kv_delete) or bool(self.kv_set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,10 +439,50 @@ class Provider(abc.ABC):
         state: str | Sequence[str] | None = None,
         name: str | None = None,
         parent_instance_id: str | None = None,
-        limit: int = 100,
+        limit: int | None = 100,
         offset: int = 0,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: tuple[float, str] | None = None,
     ) -> list[InstanceRecord]:
-        """Instances matching every given filter, oldest created first (ties by id)."""
+        """Instances matching every given filter, oldest created first (ties by id):
+        ``created_after``/``created_before`` (epoch seconds, exclusive) bound
+        ``created_at``; ``after`` (a record's ``(created_at, instance_id)``, exactly as
+        read) starts the list past that record (keyset paging). ``limit`` ``None``: all."""
+
+    @abc.abstractmethod
+    async def get_execution(self, instance_id: str, execution_id: int
+                            ) -> ExecutionRecord | None:
+        """The stored execution's event count and first and last events; ``None`` when
+        the instance has no history for it. ``PayloadError`` if one does not decode."""
+
+    @abc.abstractmethod
+    async def prune_executions(self, instance_id: str, keep_last: int,
+                               ended_before_ms: int | None = None) -> tuple[int, int] | None:
+        """Delete past executions of the instance and their history, atomically:
+        every execution before its current one (the record's ``execution_id``, never
+        pruned) except the ``keep_last - 1`` newest of them, and with
+        ``ended_before_ms`` only those whose last event's ``ts`` is earlier. Returns
+        ``(executions deleted, events deleted)``, ``None`` for an unknown instance."""
+
+    @abc.abstractmethod
+    async def get_instance_stats(self, instance_id: str) -> InstanceStats | None:
+        """The instance's sizes (see :class:`InstanceStats`); ``None`` when unknown."""
+
+    # ------------------------------------------------------------ key-value state
+    @abc.abstractmethod
+    async def read_kv(self, instance_id: str, key: str | None = None
+                      ) -> dict[str, KvEntry] | None:
+        """The instance's committed KV (only ``key``, when given: ``{}`` if absent), in
+        sorted key order; ``None`` when the instance has no record."""
+
+    @abc.abstractmethod
+    async def read_kv_base(self, instance_id: str) -> dict[str, KvEntry]:
+        """The KV the instance's current execution started with (``{}``: none)."""
+
+    @abc.abstractmethod
+    async def delete_instance_tree(self, instance_id: str) -> DeleteCounts:
+        """``delete_instance(instance_id, cascade=True)``, counting what went."""
 
     @abc.abstractmethod
     async def delete_instance(self, instance_id: str, *, cascade: bool = True) -> int:

@@ -30,6 +30,8 @@ Choices where the contract leaves room (the conformance suite checks them):
 * ``read_history`` without an execution id reads the highest execution that has history.
 * Worker heartbeat rows are kept as the :class:`~duroxy.providers.base.WorkerRecord` s
   given.
+* Key-value state is a dict per instance, changed by acks only; listings of it are
+  sorted by key.
 
 A fresh provider is empty, so there is nothing to open read-only; instead,
 :meth:`InMemoryProvider.read_only_view` gives a read-only provider on the data of an
@@ -65,13 +67,16 @@ from ..history import (
     encode_event,
     encode_message,
 )
+from ._memory_admin import MemoryAdmin
 from .base import (
     TERMINAL_STATES,
     ActivityItem,
     Channel,
+    DeleteCounts,
     ExcludedWork,
     FastPath,
     InstanceRecord,
+    KvEntry,
     Listener,
     OrchestrationCommit,
     OrchestrationItem,
@@ -101,6 +106,10 @@ class _Record:
     created_at: float
     updated_at: float
     parent_instance_id: str | None
+    custom_status_version: int = 0
+    unread: int = 0
+    #: the KV the current execution started with (None: none)
+    kv_base: dict[str, KvEntry] | None = None
 
 
 @dataclass(slots=True)
@@ -142,7 +151,7 @@ def _visible(visible_at: float | None, now: float) -> bool:
     return visible_at is None or visible_at <= now
 
 
-class InMemoryProvider(Provider, FastPath):
+class InMemoryProvider(MemoryAdmin, Provider, FastPath):
     """The reference provider. ``clock`` returns epoch seconds (default ``time.time``);
     tests may inject a fake one to drive lock expiry and visibility."""
 
@@ -160,9 +169,11 @@ class InMemoryProvider(Provider, FastPath):
         self._work: dict[int, _Work] = {}
         self._work_tokens: dict[str, int] = {}  # token -> work id
         self._workers: dict[str, WorkerRecord] = {}
+        # instance -> key -> entry: each instance's committed key-value state
+        self._kv: dict[str, dict[str, KvEntry]] = {}
         self._ids = itertools.count(1)
         self._listeners: dict[Channel, dict[int, Listener]] = {
-            "orchestrator": {}, "activity": {}, "terminal": {}}
+            "orchestrator": {}, "activity": {}, "terminal": {}, "updated": {}}
         self._listener_ids = itertools.count(1)
         self._read_only = False
 
@@ -231,7 +242,8 @@ class InMemoryProvider(Provider, FastPath):
             execution_id=rec.execution_id, output=rec.output, error=rec.error,
             custom_status=rec.custom_status, created_at=rec.created_at,
             updated_at=rec.updated_at, parent_instance_id=rec.parent_instance_id,
-            history_len=len(execs.get(rec.execution_id, ())))
+            history_len=len(execs.get(rec.execution_id, ())),
+            custom_status_version=rec.custom_status_version, kv_base=bool(rec.kv_base))
 
     def _enqueue(self, message: OrchestratorMessage, text: str) -> None:
         mid = next(self._ids)
@@ -270,15 +282,23 @@ class InMemoryProvider(Provider, FastPath):
     def _drop_instance_data(self, instance_id: str) -> None:
         """Remove everything stored for ``instance_id`` (record, history, queued messages,
         activity work, lock)."""
-        self._records.pop(instance_id, None)
-        self._history.pop(instance_id, None)
-        for mid in [m.id for m in self._messages.values() if m.instance_id == instance_id]:
+        self._drop_instance_counted(instance_id)
+
+    def _drop_instance_counted(self, instance_id: str) -> DeleteCounts:
+        had = self._records.pop(instance_id, None) is not None
+        execs = self._history.pop(instance_id, {})
+        self._kv.pop(instance_id, None)
+        mids = [m.id for m in self._messages.values() if m.instance_id == instance_id]
+        for mid in mids:
             del self._messages[mid]
-        for wid in [w.id for w in self._work.values() if w.key[0] == instance_id]:
+        wids = [w.id for w in self._work.values() if w.key[0] == instance_id]
+        for wid in wids:
             self._drop_work(wid)
         lock = self._orch_locks.pop(instance_id, None)
         if lock is not None and lock.token is not None:
             self._orch_tokens.pop(lock.token, None)
+        return DeleteCounts(1 if had else 0, sum(1 for evs in execs.values() if evs),
+                            sum(len(evs) for evs in execs.values()), len(mids) + len(wids))
 
     # ------------------------------------------------------------ instances
     async def create_instance(self, message: OrchestratorMessage) -> None:
@@ -449,6 +469,20 @@ class InMemoryProvider(Provider, FastPath):
                 rec.error = commit.error
                 rec.custom_status = commit.custom_status
                 rec.updated_at = now
+                if commit.custom_status_changed:
+                    rec.custom_status_version += 1
+                if commit.unread is not None:
+                    rec.unread = commit.unread
+                if commit.replace_kv_base:
+                    rec.kv_base = dict(commit.kv_base) if commit.kv_base else None
+                if commit.kv_changed:
+                    kv = self._kv.setdefault(instance_id, {})
+                    if commit.kv_clear:
+                        kv.clear()
+                    for key in commit.kv_delete:
+                        kv.pop(key, None)
+                    for key, value, at in commit.kv_set:
+                        kv[key] = KvEntry(value, at)
             for msg, text in messages:
                 if isinstance(msg.event, OrchestrationStarted) and \
                         msg.instance_id not in self._records:
@@ -481,6 +515,8 @@ class InMemoryProvider(Provider, FastPath):
             ("orchestrator", i) for i in dict.fromkeys(m.instance_id for m, _ in messages)]
         notify += [("activity", i) for i in dict.fromkeys(
             w.instance_id for w, _ in works[commit.claim_activities:])]
+        if rec is not None and (commit.custom_status_changed or commit.kv_changed):
+            notify.append(("updated", instance_id))
         if terminal:
             notify.append(("terminal", instance_id))
         self._notify(notify)
@@ -606,8 +642,11 @@ class InMemoryProvider(Provider, FastPath):
         state: str | Sequence[str] | None = None,
         name: str | None = None,
         parent_instance_id: str | None = None,
-        limit: int = 100,
+        limit: int | None = 100,
         offset: int = 0,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: tuple[float, str] | None = None,
     ) -> list[InstanceRecord]:
         states = {state} if isinstance(state, str) else set(state) if state is not None else None
         with self._lock:
@@ -616,10 +655,44 @@ class InMemoryProvider(Provider, FastPath):
                      if (states is None or r.state in states)
                      and (name is None or r.name == name)
                      and (parent_instance_id is None
-                          or r.parent_instance_id == parent_instance_id)]
+                          or r.parent_instance_id == parent_instance_id)
+                     and (created_after is None or r.created_at > created_after)
+                     and (created_before is None or r.created_at < created_before)
+                     and (after is None or (r.created_at, r.instance_id) > after)]
             found.sort(key=lambda r: (r.created_at, r.instance_id))
             start = max(offset, 0)
-            return [self._snapshot(r) for r in found[start:start + max(limit, 0)]]
+            end = None if limit is None else start + max(limit, 0)
+            return [self._snapshot(r) for r in found[start:end]]
+
+    async def delete_instance_tree(self, instance_id: str) -> DeleteCounts:
+        self._writable("delete_instance_tree")
+        with self._lock:
+            self._check_open()
+            doomed = self._tree(instance_id) if instance_id in self._records \
+                else [instance_id]
+            total = DeleteCounts()
+            for iid in doomed:
+                c = self._drop_instance_counted(iid)
+                total = DeleteCounts(total.instances + c.instances,
+                                     total.executions + c.executions,
+                                     total.events + c.events,
+                                     total.queue_messages + c.queue_messages)
+            return total
+
+    def _tree(self, instance_id: str) -> list[str]:
+        """The instance and its descendants, breadth-first over parent links (``seen``
+        guards against cycles)."""
+        doomed = [instance_id]
+        seen = {instance_id}
+        i = 0
+        while i < len(doomed):
+            parent = doomed[i]
+            i += 1
+            for r in self._records.values():
+                if r.parent_instance_id == parent and r.instance_id not in seen:
+                    seen.add(r.instance_id)
+                    doomed.append(r.instance_id)
+        return doomed
 
     async def delete_instance(self, instance_id: str, *, cascade: bool = True) -> int:
         self._writable("delete_instance")
@@ -628,18 +701,7 @@ class InMemoryProvider(Provider, FastPath):
             if instance_id not in self._records:
                 self._drop_instance_data(instance_id)  # leftovers of a record-less id
                 return 0
-            doomed = [instance_id]
-            if cascade:
-                # Breadth-first over parent links; ``seen`` guards against cycles.
-                seen = {instance_id}
-                i = 0
-                while i < len(doomed):
-                    parent = doomed[i]
-                    i += 1
-                    for r in self._records.values():
-                        if r.parent_instance_id == parent and r.instance_id not in seen:
-                            seen.add(r.instance_id)
-                            doomed.append(r.instance_id)
+            doomed = self._tree(instance_id) if cascade else [instance_id]
             for iid in doomed:
                 self._drop_instance_data(iid)
             return len(doomed)

@@ -43,8 +43,11 @@ from .._limits import MAX_CARRY_FORWARD_EVENTS
 from ..errors import ErrorDetails, LockLost, NotRegistered, PayloadError
 from ..history import (
     HistoryEvent,
+    KeyValueReadCompleted,
+    KeyValueReadScheduled,
     OrchestrationStarted,
     OrchestratorMessage,
+    QueueEventDelivered,
     TimerFired,
 )
 from ..options import RuntimeOptions
@@ -227,6 +230,8 @@ class OrchestrationDispatcher:
             await self._not_registered(item, started, execution_id, version, now_us)
             return False
         events = turn_events(messages, started, execution_id, entry.version)
+        if any(isinstance(e, KeyValueReadScheduled) for e in events):
+            events = await self._answer_kv_reads(events)
         execution = self._execution_for(iid, execution_id, inst.history_len
                                         if started is None else 0)
         replayed = 0
@@ -234,6 +239,9 @@ class OrchestrationDispatcher:
             try:
                 history = (await provider.read_history(iid, execution_id)
                            if started is None and inst.history_len else [])
+                # The KV the execution started with: the record has some only when an
+                # execution that used KV continued as new (a first execution has none).
+                kv = await provider.read_kv_base(iid) if inst.kv_base else None
             except PayloadError as e:
                 await self._fail(item, None, execution_id, ErrorDetails(
                     "poison", "PayloadError", f"stored history of instance {iid!r} "
@@ -243,7 +251,7 @@ class OrchestrationDispatcher:
             execution = OrchestrationExecution(
                 entry.fn, instance_id=iid, history=history,
                 activity_output_type=self.activities.output_type,
-                function_name=self._function_name)
+                function_name=self._function_name, kv=kv)
             replayed = len(history)
         origin = started or execution.started or (
             execution.history[0] if execution.history else None)
@@ -299,6 +307,21 @@ class OrchestrationDispatcher:
             turn.trace_context = origin.trace_context
             turn.execution_started_ms = origin.ts
         return turn
+
+    async def _answer_kv_reads(self, events: list[HistoryEvent]) -> list[HistoryEvent]:
+        """The cross-instance KV reads a committed turn asked for (its messages to this
+        instance), each answered by reading the other instance's committed KV now: the
+        answer is recorded in this turn's history, so it is read once."""
+        out: list[HistoryEvent] = []
+        for event in events:
+            if isinstance(event, KeyValueReadScheduled):
+                found = await self.provider.read_kv(event.instance_id, event.key)
+                entry = (found or {}).get(event.key)
+                event = KeyValueReadCompleted(
+                    source_event_id=event.event_id, found=entry is not None,
+                    value=None if entry is None else entry.value)
+            out.append(event)
+        return out
 
     async def _not_before_timers(self, messages: list[OrchestratorMessage]) -> int:
         """The turn's time (epoch µs), once every timer among ``messages`` is due by
@@ -552,9 +575,12 @@ class OrchestrationDispatcher:
 def _report_dropped(instance_id: str, result: TurnResult) -> None:
     """One warning per message a continue-as-new could not carry (past the cap)."""
     for event in result.dropped:
+        what = ("queue message of queue %r (enqueued but never dequeued"
+                if isinstance(event, QueueEventDelivered)
+                else "event %r (raised but never waited for")
         _orchestration_log.warning(
             "instance %r continued as new with more than %d unread messages: dropped "
-            "event %r (raised but never waited for; only the oldest %d are carried)",
+            + what + "; only the oldest %d are carried, MAX_CARRY_FORWARD_EVENTS)",
             instance_id, MAX_CARRY_FORWARD_EVENTS, getattr(event, "name", event.kind),
-            MAX_CARRY_FORWARD_EVENTS)
+            MAX_CARRY_FORWARD_EVENTS, extra={"instance_id": instance_id})
 

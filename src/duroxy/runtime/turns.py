@@ -16,22 +16,28 @@ from ..history import (
     ActivityScheduled,
     ActivityWork,
     CancellationRequested,
+    CustomStatusSet,
     DetachedOrchestrationScheduled,
     EventRaised,
     HistoryEvent,
+    KeyValueCleared,
+    KeyValueReadScheduled,
+    KeyValuesCleared,
+    KeyValueSet,
     OrchestrationCancelled,
     OrchestrationCompleted,
     OrchestrationContinuedAsNew,
     OrchestrationFailed,
     OrchestrationStarted,
     OrchestratorMessage,
+    QueueEventDelivered,
     SubOrchestrationCompleted,
     SubOrchestrationFailedEvent,
     SubOrchestrationScheduled,
     TimerCreated,
     TimerFired,
 )
-from ..providers.base import InstanceRecord, OrchestrationCommit, OrchestrationItem
+from ..providers.base import InstanceRecord, KvEntry, OrchestrationCommit, OrchestrationItem
 
 __all__ = ["build_commit", "failure_commit", "noop_commit", "refusals", "reply_to_parent",
            "turn_events", "turn_outcome"]
@@ -92,7 +98,8 @@ def build_commit(instance_id: str, started: OrchestrationStarted, result: TurnRe
     execution_id = started.execution_id
     commit = OrchestrationCommit(
         execution_id=execution_id, state="RUNNING", name=started.name, version=started.version,
-        history=result.new_events, custom_status=result.custom_status)
+        history=result.new_events, custom_status=result.custom_status, unread=result.unread)
+    kv: dict[str, tuple[str, int] | None] | None = None  # key -> value set, or None: gone
     for event in result.new_events:
         if isinstance(event, ActivityScheduled):
             commit.activities.append(ActivityWork(
@@ -110,6 +117,25 @@ def build_commit(instance_id: str, started: OrchestrationStarted, result: TurnRe
         elif isinstance(event, DetachedOrchestrationScheduled):
             commit.messages.append(OrchestratorMessage(event.instance_id, OrchestrationStarted(
                 name=event.name, version=event.version, input=event.input), 1))
+        elif isinstance(event, CustomStatusSet):
+            commit.custom_status_changed = True
+        elif isinstance(event, KeyValueSet):
+            kv = {} if kv is None else kv
+            kv[event.key] = (event.value, event.updated_at)
+        elif isinstance(event, KeyValueCleared):
+            kv = {} if kv is None else kv
+            kv[event.key] = None
+        elif isinstance(event, KeyValuesCleared):
+            commit.kv_clear = True
+            kv = {}  # what came before is cleared anyway
+        elif isinstance(event, KeyValueReadScheduled):
+            # The read itself happens after this commit: this message, to the instance
+            # itself, makes the dispatcher read and answer it in a turn of its own (and
+            # survives a crash in between, as any queued message does).
+            commit.messages.append(OrchestratorMessage(instance_id, event, execution_id))
+    if kv:
+        commit.kv_delete = [k for k, v in kv.items() if v is None]
+        commit.kv_set = [(k, v[0], v[1]) for k, v in kv.items() if v is not None]
     for eid in result.cancelled_activities:
         commit.cancel_activities.append((instance_id, execution_id, eid))
     for child in result.cancelled_children:
@@ -133,12 +159,15 @@ def build_commit(instance_id: str, started: OrchestrationStarted, result: TurnRe
             custom_status=result.custom_status,
             # (every execution of an instance continues the instance's one trace)
             trace_context=started.trace_context), execution_id + 1))
-        # External events this execution received and never waited for go to the next
-        # one, addressed to it: there they come first, ahead of events raised while
-        # this turn ran, which are queued already (see Runtime._run_turn).
+        # External events and queue messages this execution received and never took go
+        # to the next one, addressed to it: there they come first, ahead of those sent
+        # while this turn ran, which are queued already (see turn_events).
         for event in result.undelivered:
-            if isinstance(event, EventRaised):
+            if isinstance(event, (EventRaised, QueueEventDelivered)):
                 commit.messages.append(OrchestratorMessage(instance_id, event, execution_id + 1))
+        # The next execution starts with the KV this one ended with.
+        commit.replace_kv_base = True
+        commit.kv_base = {k: KvEntry(v, at) for k, (v, at) in (result.kv_final or {}).items()}
     if terminal is not None:
         reply = reply_to_parent(started, terminal)
         if reply is not None:
@@ -185,9 +214,9 @@ def turn_events(messages: list[OrchestratorMessage], started: OrchestrationStart
                 continue
             head.insert(0, dataclasses.replace(ev, version=version))
         elif (started is not None and m.execution_id == execution_id
-              and isinstance(ev, EventRaised)):
+              and isinstance(ev, (EventRaised, QueueEventDelivered))):
             # Carried over by a continue-as-new (see build_commit): these arrived
-            # before anything raised to the instance since, though queued after it.
+            # before anything sent to the instance since, though queued after it.
             head.append(ev)
         else:
             events.append(ev)

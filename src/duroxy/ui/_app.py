@@ -248,7 +248,7 @@ def create_app(client: Client, settings: UiSettings) -> Starlette:
         except ValueError as e:
             return refused(request, f"the message is not JSON: {e}")
         try:
-            await client.enqueue_event(iid, queue, data)  # type: ignore[attr-defined]
+            await client.enqueue_event(iid, queue, data)
         except (DuroxyError, ValueError) as e:
             return refused(request, str(e), 404 if isinstance(e, InstanceNotFound) else 400)
         return after(iid, f"enqueued on {queue!r}")

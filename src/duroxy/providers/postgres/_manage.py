@@ -6,15 +6,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import psycopg
 
 from ...history import HistoryEvent, decode_event
 from .._finals import FinalRecords
-from ..base import TERMINAL_STATES, InstanceRecord
+from ..base import (
+    TERMINAL_STATES,
+    DeleteCounts,
+    ExecutionRecord,
+    InstanceRecord,
+    InstanceStats,
+    KvEntry,
+)
 from ._marshal import key as _key
-from ._marshal import record
+from ._marshal import kv_base_from_json, record
 
 __all__ = ["Management"]
 
@@ -36,6 +44,12 @@ class _Host(Protocol):
                        ) -> psycopg.AsyncCursor[Row]: ...
 
     def _transaction(self) -> AbstractAsyncContextManager[Conn]: ...
+
+
+def _when(epoch: float | None) -> datetime | None:
+    """An epoch as PostgreSQL's timestamptz holds it (exact to the microsecond: a time
+    read back as a float epoch converts back to the very value stored)."""
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
 
 
 def _states(state: str | Sequence[str] | None) -> list[str] | None:
@@ -72,13 +86,75 @@ class Management:
         state: str | Sequence[str] | None = None,
         name: str | None = None,
         parent_instance_id: str | None = None,
-        limit: int = 100,
+        limit: int | None = 100,
         offset: int = 0,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: tuple[float, str] | None = None,
     ) -> list[InstanceRecord]:
         rows = await self._rows("list_instances", {
             "states": _states(state), "name": name, "parent": parent_instance_id,
-            "limit": max(limit, 0), "offset": max(offset, 0)})
+            "limit": None if limit is None else max(limit, 0), "offset": max(offset, 0),
+            "created_after": _when(created_after), "created_before": _when(created_before),
+            "after_ts": None if after is None else _when(after[0]),
+            "after_id": None if after is None else after[1]})
         return [record(r) for r in rows]
+
+    async def get_execution(self: _Host, instance_id: str, execution_id: int
+                            ) -> ExecutionRecord | None:
+        [(count, first, last)] = await self._rows("execution_bounds", {
+            "key": _key(instance_id), "execution_id": int(execution_id)})
+        if not count:
+            return None
+        return ExecutionRecord(int(execution_id), int(count), decode_event(first),
+                               decode_event(last))
+
+    async def prune_executions(self: _Host, instance_id: str, keep_last: int,
+                               ended_before_ms: int | None = None) -> tuple[int, int] | None:
+        self._writable("prune_executions")
+        rows = await self._rows("prune_executions", {
+            "key": _key(instance_id), "keep": max(keep_last - 1, 0),
+            "ended_before": ended_before_ms})
+        if not rows:
+            return None
+        doomed = [r for r in rows if r[0] is not None]
+        return len(doomed), sum(int(r[1]) for r in doomed)
+
+    async def get_instance_stats(self: _Host, instance_id: str) -> InstanceStats | None:
+        rows = await self._rows("instance_stats", {"key": _key(instance_id)})
+        if not rows:
+            return None
+        unread, events, size, mail, keys, value_bytes, executions = (int(v) for v in rows[0])
+        return InstanceStats(
+            history_event_count=events, history_size_bytes=size, queued_mail=mail,
+            unread=unread, kv_key_count=keys, kv_value_bytes=value_bytes,
+            execution_count=executions)
+
+    async def read_kv(self: _Host, instance_id: str, key: str | None = None
+                      ) -> dict[str, KvEntry] | None:
+        rows = await self._rows("kv_read", {
+            "key": _key(instance_id), "kkey": None if key is None else _key(key)})
+        if not rows:
+            return None
+        return {k: KvEntry(v, int(at)) for k, v, at in sorted(r for r in rows if r[0] is not None)}
+
+    async def read_kv_base(self: _Host, instance_id: str) -> dict[str, KvEntry]:
+        rows = await self._rows("kv_base", {"key": _key(instance_id)})
+        return kv_base_from_json(rows[0][0]) if rows else {}
+
+    async def delete_instance_tree(self: _Host, instance_id: str) -> DeleteCounts:
+        self._writable("delete_instance_tree")
+        try:
+            async with self._transaction() as conn:
+                cur = await self._execute(
+                    "instance_tree", {"key": _key(instance_id), "cascade": True}, conn)
+                keys = [bytes(r[0]) for r in await cur.fetchall()] or [_key(instance_id)]
+                cur = await self._execute("delete_instances_counted", {"keys": keys}, conn)
+                row = await cur.fetchone()
+                assert row is not None
+                return DeleteCounts(*(int(v) for v in row))
+        finally:  # what a commit kept may be of an instance now gone
+            self._finals.clear()
 
     async def delete_instance(self: _Host, instance_id: str, *, cascade: bool = True) -> int:
         self._writable("delete_instance")

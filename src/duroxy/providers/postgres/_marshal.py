@@ -23,20 +23,21 @@ from ..base import (
     ActivityItem,
     Channel,
     InstanceRecord,
+    KvEntry,
     OrchestrationCommit,
     OrchestrationItem,
     QueuedMessage,
 )
 from ._notify import note
 
-__all__ = ["Turn", "completion_params", "due_or_noted", "key", "orchestration_items",
-           "record", "started_item", "turn"]
+__all__ = ["Turn", "completion_params", "due_or_noted", "key", "kv_base_from_json",
+           "kv_base_json", "orchestration_items", "record", "started_item", "turn"]
 
 Row = tuple[Any, ...]
 
 #: Columns of an instance record in a row (see instances.sql), and where they start in
 #: the rows of fetch_orchestrations and lock_instance.
-_RECORD_COLUMNS = 12
+_RECORD_COLUMNS = 14
 _ITEM_RECORD_AT = 7
 
 
@@ -53,13 +54,15 @@ def key(instance_id: str) -> bytes:
 
 def record(row: Row) -> InstanceRecord:
     (instance_id, name, version, state, execution_id, output, error, custom_status,
-     created_at, updated_at, parent, history_len) = row[:_RECORD_COLUMNS]
+     created_at, updated_at, parent, history_len, status_version, kv_base
+     ) = row[:_RECORD_COLUMNS]
     return InstanceRecord(
         instance_id=instance_id, name=name, version=version, state=state,
         execution_id=execution_id, output=output,
         error=ErrorDetails.from_json(json.loads(error)) if error is not None else None,
         custom_status=custom_status, created_at=created_at, updated_at=updated_at,
-        parent_instance_id=parent, history_len=int(history_len))
+        parent_instance_id=parent, history_len=int(history_len),
+        custom_status_version=int(status_version), kv_base=bool(kv_base))
 
 
 def orchestration_items(rows: list[Row]) -> list[OrchestrationItem]:
@@ -108,7 +111,7 @@ def started_item(message: OrchestratorMessage, event: OrchestrationStarted, toke
             state="PENDING", execution_id=event.execution_id, output=None, error=None,
             custom_status=event.custom_status, created_at=created_at,
             updated_at=updated_at, parent_instance_id=event.parent_instance_id,
-            history_len=0),
+            history_len=0, custom_status_version=0, kv_base=False),
         attempt=1)
 
 
@@ -158,7 +161,11 @@ class Turn:
     @property
     def parts(self) -> frozenset[str]:
         """The statement's optional parts this turn needs: those with rows to write."""
-        return frozenset(part for part, column in _PARTS if self.params[column] is not None)
+        parts = frozenset(part for part, column in _PARTS if self.params[column] is not None)
+        if self.params["kv_clear"] or self.params["kv_del_keys"] is not None \
+                or self.params["kv_set_keys"] is not None:
+            parts |= {"kv"}
+        return parts
 
     def claimed_items(self, row: Row) -> list[ActivityItem]:
         """The claimed activities, from the statement's ids, tokens and event ids (in
@@ -228,9 +235,30 @@ def turn(commit: OrchestrationCommit, node_id: str) -> Turn:
         "self_prefix": note("orchestrator", node_id, ""),
         "terminal_prefix": note("terminal", node_id, "")
         if commit.state in TERMINAL_STATES else None,
+        "updated_prefix": note("updated", node_id, "")
+        if commit.custom_status_changed or commit.kv_changed else None,
+        "status_bump": 1 if commit.custom_status_changed else 0,
+        "unread": commit.unread, "kv_base_set": commit.replace_kv_base,
+        "kv_base": kv_base_json(commit.kv_base) if commit.replace_kv_base else None,
+        "kv_clear": commit.kv_clear,
+        "kv_del_keys": [key(k) for k in commit.kv_delete] or None,
+        **_columns(("kv_set_keys", "kv_set_names", "kv_set_values", "kv_set_ats"), [
+            (key(k), k, v, at) for k, v, at in commit.kv_set]),
         **_message_params(commit.messages, payloads),
     }
     return Turn(params, notes, [w for w, _ in works[:claim]], due)
+
+
+def kv_base_json(base: dict[str, KvEntry] | None) -> str | None:
+    """The stored form of a record's ``kv_base``: a JSON object of key -> [value text,
+    updated_at]; ``None`` for no state."""
+    return json.dumps({k: [e.value, e.updated_at] for k, e in base.items()}) if base else None
+
+
+def kv_base_from_json(text: str | None) -> dict[str, KvEntry]:
+    if text is None:
+        return {}
+    return {k: KvEntry(v, int(at)) for k, (v, at) in json.loads(text).items()}
 
 
 def completion_params(completion: OrchestratorMessage) -> dict[str, Any]:

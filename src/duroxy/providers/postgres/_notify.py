@@ -6,10 +6,11 @@ the same transaction, so the note is delivered exactly when the work becomes vis
 
     <kind><node id>|<instance id>
 
-``kind`` is ``o`` (orchestration queue), ``a`` (activity queue) or ``t`` (an instance
-reached a terminal state); ``node id`` is the 12-character id of the provider object that
-committed. The committing provider calls its own listeners directly after the commit, so
-its listening connection skips notes carrying its own node id.
+``kind`` is ``o`` (orchestration queue), ``a`` (activity queue), ``t`` (an instance
+reached a terminal state) or ``u`` (an instance's custom status or KV changed); ``node
+id`` is the 12-character id of the provider object that committed. The committing
+provider calls its own listeners directly after the commit, so its listening connection
+skips notes carrying its own node id.
 
 One dedicated connection per provider (per event loop) listens, started by the first
 :meth:`Notifier.ensure_running` after a listener was registered. It idles in the server
@@ -42,7 +43,8 @@ __all__ = ["CODES", "Notifier", "note"]
 
 _log = logging.getLogger("duroxy.providers.postgres")
 
-CODES: dict[Channel, str] = {"orchestrator": "o", "activity": "a", "terminal": "t"}
+CODES: dict[Channel, str] = {"orchestrator": "o", "activity": "a", "terminal": "t",
+                             "updated": "u"}
 _CHANNELS: dict[str, Channel] = {v: k for k, v in CODES.items()}
 NODE_ID_LEN = 12
 #: How many instances the memory of recent orchestrator notes keeps; older ones count
@@ -74,7 +76,7 @@ class Notifier:
         self._max_backoff = max_backoff
         self._mutex = threading.Lock()  # guards the registry: listen() may come from any thread
         self._listeners: dict[Channel, dict[int, Listener]] = {
-            "orchestrator": {}, "activity": {}, "terminal": {}}
+            "orchestrator": {}, "activity": {}, "terminal": {}, "updated": {}}
         self._keys = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None

@@ -45,15 +45,16 @@ def _turns() -> list[tuple[str, OrchestrationCommit]]:
     started = OrchestrationStarted(event_id=1, name="w", input="null")
     work = ActivityWork(iid, 1, 2, "a", "null", "w", None, 1)
 
+    # (a turn's commit always counts its unread messages: an int, never NULL)
     def running(*events: Any, **kw: Any) -> OrchestrationCommit:
         return OrchestrationCommit(execution_id=1, state="RUNNING", name="w",
-                                   version=_VERSION, history=list(events), **kw)
+                                   version=_VERSION, history=list(events), unread=0, **kw)
 
     def completed(*events: Any, **kw: Any) -> OrchestrationCommit:
         return OrchestrationCommit(
             execution_id=1, state="COMPLETED", name="w", version=_VERSION,
             history=[*events, OrchestrationCompleted(event_id=9, output="null")],
-            output="null", **kw)
+            output="null", unread=0, **kw)
 
     timer = OrchestratorMessage(iid, TimerFired(source_event_id=2, fire_at=0), 1, 4e9)
     first_activity = running(started, ActivityScheduled(event_id=2, name="a"),

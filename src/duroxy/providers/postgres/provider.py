@@ -108,7 +108,9 @@ _RawCursor: Any = getattr(psycopg, "AsyncRawCursor", None)
 #: Management statements whose best plan depends on which of their filters are NULL:
 #: never prepared, so each execution is planned for its own values.
 _UNPREPARED = frozenset({"list_instances", "purge_candidates", "instance_tree",
-                         "delete_instances", "record_heartbeat", "list_workers"})
+                         "delete_instances", "record_heartbeat", "list_workers",
+                         "prune_executions", "kv_read", "delete_instances_counted",
+                         "instance_stats"})
 _PLAIN: frozenset[str] = frozenset()  # a statement's variant without its optional parts
 _SKIP = frozenset({"skip"})
 
@@ -734,9 +736,12 @@ class PostgresProvider(ReadOnlyGuard, ActivityQueue, Management, Heartbeats, Pro
             # best effort, like the note itself: the turn has committed
             in_background(self._rows("announce", {
                 "channel": self._channel, "note": self._note("orchestrator", instance_id)}))
+        if has_record and (commit.custom_status_changed or commit.kv_changed):
+            notes.append(("updated", instance_id))
         if has_record and commit.state in TERMINAL_STATES:
             notes.append(("terminal", instance_id))
             created_at, updated_at, parent, history_len = rows[0][9:13]
+            status_version, kv_base = rows[0][14:16]
             if self._notifier.listening("terminal") and history_len is not None:
                 # The waiter this end wakes gets the final record without a read.
                 self._finals.keep(InstanceRecord(
@@ -745,7 +750,8 @@ class PostgresProvider(ReadOnlyGuard, ActivityQueue, Management, Heartbeats, Pro
                     output=commit.output, error=commit.error,
                     custom_status=commit.custom_status, created_at=created_at,
                     updated_at=updated_at, parent_instance_id=parent,
-                    history_len=int(history_len)))
+                    history_len=int(history_len),
+                    custom_status_version=int(status_version), kv_base=bool(kv_base)))
         for visible_at in t.due:
             self._parking.due_at(visible_at)
         self._notifier.call(notes)

@@ -15,7 +15,7 @@ __all__ = ["CHANNELS", "Listeners"]
 
 log = logging.getLogger("duroxy.providers.sqlite")
 
-CHANNELS: frozenset[str] = frozenset({"orchestrator", "activity", "terminal"})
+CHANNELS: frozenset[str] = frozenset({"orchestrator", "activity", "terminal", "updated"})
 
 
 class Listeners:

@@ -23,8 +23,12 @@ from ...history import ActivityWork, HistoryEvent, decode_event, decode_message
 from ..base import (
     TERMINAL_STATES,
     ActivityItem,
+    DeleteCounts,
     ExcludedWork,
+    ExecutionRecord,
     InstanceRecord,
+    InstanceStats,
+    KvEntry,
     OrchestrationItem,
     QueuedMessage,
     WorkerRecord,
@@ -84,6 +88,17 @@ class PreparedCommit:
     #: the first claim[0] activities as objects, for the items handed back (not decoded
     #: again on the writer thread)
     claimed_work: tuple[ActivityWork, ...] = ()
+    custom_status_changed: bool = False
+    unread: int | None = None
+    #: (replace it, the new kv_base JSON or None)
+    kv_base: tuple[bool, str | None] = (False, None)
+    kv_clear: bool = False
+    kv_delete: tuple[str, ...] = ()
+    kv_set: tuple[tuple[str, str, int], ...] = ()
+
+    @property
+    def kv_changed(self) -> bool:
+        return self.kv_clear or bool(self.kv_delete) or bool(self.kv_set)
 
 
 #: What a fetch leaves to other workers, as its statement's JSON parameters (``None``:
@@ -119,12 +134,13 @@ def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any] | dict[str, 
 
 def record_from_row(row: Sequence[Any]) -> InstanceRecord:
     (iid, name, version, state, execution_id, output, error_json, custom_status,
-     created_at, updated_at, parent, history_len) = row
+     created_at, updated_at, parent, history_len, status_version, kv_base) = row
     error = ErrorDetails.from_json(json.loads(error_json)) if error_json is not None else None
     return InstanceRecord(
         instance_id=iid, name=name, version=version, state=state, execution_id=execution_id,
         output=output, error=error, custom_status=custom_status, created_at=created_at,
-        updated_at=updated_at, parent_instance_id=parent, history_len=history_len)
+        updated_at=updated_at, parent_instance_id=parent, history_len=history_len,
+        custom_status_version=status_version, kv_base=bool(kv_base))
 
 
 def _enqueue(tx: Tx, msg: PreparedMessage) -> None:
@@ -335,7 +351,10 @@ def _apply_turn(tx: Tx, instance_id: str, has_record: bool, old_execution: int |
             history_len = _rows(conn, Q["count_history"], (instance_id, c.execution_id))[0][0]
         conn.execute(Q["update_instance"], (
             c.name, c.version, c.state, c.execution_id, c.output, c.error_json,
-            c.custom_status, tx.now, history_len, instance_id))
+            c.custom_status, tx.now, history_len, 1 if c.custom_status_changed else 0,
+            c.unread, 1 if c.kv_base[0] else 0, c.kv_base[1], instance_id))
+        if c.kv_changed:
+            _write_kv(conn, instance_id, c)
     for msg in c.messages:
         if msg.start is not None:
             _insert_record(tx, msg.instance_id, msg.start)  # no-op when the id is taken
@@ -363,11 +382,23 @@ def _apply_turn(tx: Tx, instance_id: str, has_record: bool, old_execution: int |
         tx.notify("orchestrator", target)
     for target in dict.fromkeys(a[0] for a in c.activities[claim:]):
         tx.notify("activity", target)
+    if has_record and (c.custom_status_changed or c.kv_changed):
+        tx.notify("updated", instance_id)
     if has_record and c.state in TERMINAL_STATES:
         # The final record goes with the news: whoever waits for the end need not read.
         final = _rows(conn, Q["get_instance"], (instance_id,))
         tx.notify("terminal", instance_id, record_from_row(final[0]) if final else None)
     return claimed
+
+
+def _write_kv(conn: sqlite3.Connection, instance_id: str, c: PreparedCommit) -> None:
+    """A turn's key-value changes, in the order the commit gives them."""
+    if c.kv_clear:
+        conn.execute(Q["kv_clear"], (instance_id,))
+    if c.kv_delete:
+        conn.executemany(Q["kv_delete"], [(instance_id, k) for k in c.kv_delete])
+    if c.kv_set:
+        conn.executemany(Q["kv_set"], [(instance_id, k, v, t) for k, v, t in c.kv_set])
 
 
 def abandon_orchestration_item(tx: Tx, token: str, delay: float, undo: bool = False
@@ -478,31 +509,109 @@ def list_executions(tx: Tx, instance_id: str) -> list[int]:
 
 
 def list_instances(tx: Tx, states: list[str] | None, name: str | None,
-                   parent_instance_id: str | None, limit: int, offset: int
-                   ) -> list[InstanceRecord]:
+                   parent_instance_id: str | None, limit: int | None, offset: int,
+                   created_after: float | None = None, created_before: float | None = None,
+                   after: tuple[float, str] | None = None) -> list[InstanceRecord]:
     found = _rows(tx.conn, Q["list_instances"], {
         "states": json.dumps(states) if states is not None else None, "name": name,
-        "parent": parent_instance_id, "limit": limit, "offset": offset})
+        "parent": parent_instance_id, "limit": -1 if limit is None else limit,
+        "offset": offset, "created_after": created_after, "created_before": created_before,
+        "after_ts": None if after is None else after[0],
+        "after_id": None if after is None else after[1]})
     return [record_from_row(r) for r in found]
 
 
+def get_execution(tx: Tx, instance_id: str, execution_id: int) -> ExecutionRecord | None:
+    ((count, first, last),) = _rows(tx.conn, Q["execution_bounds"],
+                                    (instance_id, execution_id))
+    if not count:
+        return None
+    texts = [t for (t,) in _rows(tx.conn, Q["read_events"],
+                                 (instance_id, execution_id, first, last))]
+    return ExecutionRecord(execution_id, count, decode_event(texts[0]),
+                           decode_event(texts[-1]))
+
+
+def prune_executions(tx: Tx, instance_id: str, keep_last: int,
+                     ended_before_ms: int | None) -> tuple[int, int] | None:
+    found = _rows(tx.conn, Q["current_execution"], (instance_id,))
+    if not found:
+        return None
+    past = _rows(tx.conn, Q["past_executions"], (instance_id, found[0][0]))
+    doomed = past[:max(len(past) - max(keep_last - 1, 0), 0)]
+    if ended_before_ms is not None:
+        doomed = [r for r in doomed if r[2] is not None and r[2] < ended_before_ms]
+    tx.conn.executemany(Q["delete_execution"], [(instance_id, r[0]) for r in doomed])
+    return len(doomed), sum(r[1] for r in doomed)
+
+
+def instance_stats(tx: Tx, instance_id: str) -> InstanceStats | None:
+    found = _rows(tx.conn, Q["instance_stats"], (instance_id,))
+    if not found:
+        return None
+    unread, events, size, mail, keys, value_bytes, executions = found[0]
+    return InstanceStats(
+        history_event_count=events, history_size_bytes=size, queued_mail=mail,
+        unread=unread, kv_key_count=keys, kv_value_bytes=value_bytes,
+        execution_count=executions)
+
+
+def read_kv(tx: Tx, instance_id: str, key: str | None) -> dict[str, KvEntry] | None:
+    if not _rows(tx.conn, Q["instance_exists"], (instance_id,)):
+        return None
+    if key is None:
+        rows = _rows(tx.conn, Q["kv_all"], (instance_id,))
+    else:
+        rows = _rows(tx.conn, Q["kv_one"], (instance_id, key))
+    return {k: KvEntry(v, at) for k, v, at in sorted(rows)}
+
+
+def read_kv_base(tx: Tx, instance_id: str) -> dict[str, KvEntry]:
+    found = _rows(tx.conn, Q["kv_base"], (instance_id,))
+    return kv_base_from_json(found[0][0]) if found and found[0][0] is not None else {}
+
+
+def kv_base_to_json(base: dict[str, KvEntry] | None) -> str | None:
+    """The stored form of ``kv_base``: a JSON object of key -> [value text, updated_at]."""
+    return json.dumps({k: [e.value, e.updated_at] for k, e in base.items()}) if base else None
+
+
+def kv_base_from_json(text: str) -> dict[str, KvEntry]:
+    return {k: KvEntry(v, int(at)) for k, (v, at) in json.loads(text).items()}
+
+
 # ------------------------------------------------------------------ management
-def _drop_instance_data(tx: Tx, instance_id: str) -> int:
-    """Delete everything stored for one id; returns 1 if it had a record."""
+def _drop_instance_data(tx: Tx, instance_id: str, count: bool = False) -> DeleteCounts:
+    """Delete everything stored for one id: what went (``count``: also its executions
+    and events, counted first; else just whether it had a record)."""
     conn = tx.conn
+    executions = events = 0
+    if count:
+        ((executions, events),) = _rows(conn, Q["history_totals"], (instance_id,))
     had = conn.execute(Q["delete_instance_row"], (instance_id,)).rowcount
     conn.execute(Q["delete_instance_history"], (instance_id,))
-    conn.execute(Q["delete_instance_messages"], (instance_id,))
-    conn.execute(Q["delete_instance_activities"], (instance_id,))
+    queued = conn.execute(Q["delete_instance_messages"], (instance_id,)).rowcount
+    queued += conn.execute(Q["delete_instance_activities"], (instance_id,)).rowcount
+    conn.execute(Q["delete_instance_kv"], (instance_id,))
     # Dropping the lock makes a turn in flight fail its ack instead of resurrecting it.
     conn.execute(Q["delete_instance_lock"], (instance_id,))
-    return 1 if had else 0
+    return DeleteCounts(1 if had else 0, executions, events, max(queued, 0))
 
 
 def delete_instance(tx: Tx, instance_id: str, cascade: bool) -> int:
+    return sum(c.instances for c in _delete_tree(tx, instance_id, cascade, False))
+
+
+def delete_instance_tree(tx: Tx, instance_id: str) -> DeleteCounts:
+    went = _delete_tree(tx, instance_id, True, True)
+    return DeleteCounts(sum(c.instances for c in went), sum(c.executions for c in went),
+                        sum(c.events for c in went), sum(c.queue_messages for c in went))
+
+
+def _delete_tree(tx: Tx, instance_id: str, cascade: bool, count: bool) -> list[DeleteCounts]:
     if not _rows(tx.conn, Q["instance_exists"], (instance_id,)):
-        _drop_instance_data(tx, instance_id)  # leftovers of a record-less id
-        return 0
+        # leftovers of a record-less id
+        return [_drop_instance_data(tx, instance_id, count)]
     doomed = [instance_id]
     if cascade:
         seen = {instance_id}  # guards against cycles in parent links
@@ -513,7 +622,7 @@ def delete_instance(tx: Tx, instance_id: str, cascade: bool) -> int:
                     seen.add(child)
                     doomed.append(child)
             i += 1
-    return sum(_drop_instance_data(tx, iid) for iid in doomed)
+    return [_drop_instance_data(tx, iid, count) for iid in doomed]
 
 
 def purge_instances(tx: Tx, states: list[str], updated_before: float | None,
@@ -521,7 +630,7 @@ def purge_instances(tx: Tx, states: list[str], updated_before: float | None,
     found = _rows(tx.conn, Q["purge_candidates"], {
         "states": json.dumps(states), "before": updated_before, "name": name,
         "limit": -1 if limit is None else max(limit, 0)})
-    return sum(_drop_instance_data(tx, iid) for (iid,) in found)
+    return sum(_drop_instance_data(tx, iid).instances for (iid,) in found)
 
 
 # ------------------------------------------------------------------ workers

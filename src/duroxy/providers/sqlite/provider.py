@@ -78,6 +78,7 @@ from ..base import (
 from . import _ops
 from ._inline import Declined, InlineReader
 from ._listeners import CHANNELS, Listeners
+from ._manage import SqliteManagement
 from ._open import MEMORY, SYNC_MODES, Config, parse_location
 from ._tx import STOP, Op, Tx
 from ._worker import ConnectionWorker
@@ -122,7 +123,7 @@ def _release(inline: InlineReader | None, *workers: ConnectionWorker) -> None:
 _LONGEST_BUSY_TIMEOUT_S = 2_000_000.0
 
 
-class SqliteProvider(Provider, FastPath):
+class SqliteProvider(SqliteManagement, Provider, FastPath):
     """The embedded store. ``path_or_url``: a file path, ``sqlite:///relative.db``,
     ``sqlite:////abs/path.db`` or ``sqlite::memory:`` (see also :meth:`in_memory`).
     ``synchronous``: ``"FULL"`` (default: an acknowledged commit survives power loss)
@@ -306,6 +307,10 @@ class SqliteProvider(Provider, FastPath):
                 return result
         return await self._read(fn)
 
+    def _forget_finals(self) -> None:
+        """What a commit kept for waiters may be of an instance a delete removed."""
+        self._listeners.finals.clear()
+
     def _background(self, fn: Callable[[Tx], Any]) -> None:
         self._writer.submit(Op(fn, True, None, None, durable=False))
 
@@ -454,6 +459,10 @@ class SqliteProvider(Provider, FastPath):
                 acked_activities=list(commit.acked_activities),
                 claim=(claim, commit.claim_lock_timeout),
                 claimed_work=tuple(commit.activities[:claim]),
+                custom_status_changed=commit.custom_status_changed, unread=commit.unread,
+                kv_base=(commit.replace_kv_base, _ops.kv_base_to_json(commit.kv_base)),
+                kv_clear=commit.kv_clear, kv_delete=tuple(commit.kv_delete),
+                kv_set=tuple(commit.kv_set),
             )
         except (TypeError, ValueError) as e:
             if isinstance(e, PayloadError):
@@ -514,20 +523,6 @@ class SqliteProvider(Provider, FastPath):
 
     async def list_executions(self, instance_id: str) -> list[int]:
         return await self._read(lambda tx: _ops.list_executions(tx, instance_id))
-
-    async def list_instances(
-        self,
-        *,
-        state: str | Sequence[str] | None = None,
-        name: str | None = None,
-        parent_instance_id: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[InstanceRecord]:
-        states = [state] if isinstance(state, str) else list(state) if state is not None else None
-        lim, off = max(limit, 0), max(offset, 0)
-        return await self._read(
-            lambda tx: _ops.list_instances(tx, states, name, parent_instance_id, lim, off))
 
     async def delete_instance(self, instance_id: str, *, cascade: bool = True) -> int:
         self._writable("delete_instance")

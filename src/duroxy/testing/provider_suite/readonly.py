@@ -112,6 +112,8 @@ class ReadOnlyTests(ConformanceBase):
             "delete_instance": lambda p: p.delete_instance(iid),
             "purge_instances": lambda p: p.purge_instances(
                 states=["RUNNING", "PENDING"], name=NAME),
+            "prune_executions": lambda p: p.prune_executions(iid, 1),
+            "delete_instance_tree": lambda p: p.delete_instance_tree(iid),
         }
         if isinstance(provider, FastPath):
             writes.update({

@@ -169,6 +169,7 @@ SELECT p.ikey, lk.instance_id, lk.lock_token, d.id, d.payload, d.due_at, d.attem
        extract(epoch FROM i.updated_at)::float8, i.parent_instance_id,
        (SELECT coalesce(max(h.seq) + 1, 0) FROM history AS h
         WHERE h.ikey = i.ikey AND h.execution_id = i.execution_id),
+       i.custom_status_version, i.kv_base IS NOT NULL,
        set_config('synchronous_commit', 'off', true)
 FROM picked AS p
 LEFT JOIN leased AS lk ON lk.ikey = p.ikey
@@ -208,6 +209,7 @@ SELECT lk.ikey, lk.instance_id, lk.lock_token, d.id, d.payload, d.due_at, d.atte
        extract(epoch FROM i.updated_at)::float8, i.parent_instance_id,
        (SELECT coalesce(max(h.seq) + 1, 0) FROM history AS h
         WHERE h.ikey = i.ikey AND h.execution_id = i.execution_id),
+       i.custom_status_version, i.kv_base IS NOT NULL,
        set_config('synchronous_commit', 'off', true)
 FROM leased AS lk
 LEFT JOIN delivered AS d ON d.ikey = lk.ikey
@@ -230,17 +232,21 @@ ORDER BY d.id
 -- works: the first %(claim)s activities are inserted leased to the caller for
 -- %(claim_timeout)s seconds, attempt 1, as a fetch would lease them.
 -- Parts: starts (records for started instances), msgs (messages and their lock rows),
--- works (activities), cancels (cancelled activities), each compiled in only for a turn
--- that has such rows (see _sql.py).
+-- works (activities), cancels (cancelled activities), kv (key-value changes: every key
+-- removed with kv_clear, those of kv_del_keys removed, kv_set_* written; keys are
+-- SHA-256 digests, as instance keys), each compiled in only for a turn that has such rows
+-- (see _sql.py). The record takes status_bump (1 when the custom status changed),
+-- unread (NULL: unchanged) and, with kv_base_set, kv_base.
 -- Returns one row (none when lk found nothing): st's findings; pending, whether messages
 -- wait that the turn did not consume (they arrived during the lease; fetches skipped
 -- them, so the instance is announced again); the claimed activities (ids, tokens, event
 -- ids, in insertion order); the record's created_at, updated_at, parent and history
 -- length after the turn (NULL without a record: with the commit's own fields they make
--- the final record of an instance that ends). Notifications are sent only when the turn
--- committed: the
--- given notes, the terminal one (prefix given when the turn ends the instance) for an
--- instance with a record, and the pending one.
+-- the final record of an instance that ends), then the record's custom_status_version
+-- and whether it holds a kv_base. Notifications are sent only when the turn committed:
+-- the given notes, the terminal one (prefix given when the turn ends the instance) and
+-- the updated one (prefix given when the turn changed the custom status or the KV) for
+-- an instance with a record, and the pending one.
 taken AS (
     DELETE FROM activity_queue AS a
     USING acked, ok
@@ -260,7 +266,10 @@ taken AS (
     UPDATE instances AS i
     SET state = %(state)s, name = %(name)s, version = %(version)s,
         execution_id = %(execution_id)s, output = %(output)s, error = %(error)s,
-        custom_status = %(custom_status)s, updated_at = clock_timestamp()
+        custom_status = %(custom_status)s, updated_at = clock_timestamp(),
+        custom_status_version = i.custom_status_version + %(status_bump)s::int,
+        unread = coalesce(%(unread)s::int, i.unread),
+        kv_base = CASE WHEN %(kv_base_set)s::boolean THEN %(kv_base)s::text ELSE i.kv_base END
     FROM ok
     WHERE i.ikey = ok.ikey AND ok.has_record
     RETURNING extract(epoch FROM i.created_at)::float8 AS created_at,
@@ -268,7 +277,28 @@ taken AS (
               i.parent_instance_id,
               (SELECT coalesce(max(h.seq) + 1, 0) FROM history AS h
                WHERE h.ikey = i.ikey AND h.execution_id = %(execution_id)s)
-              + cardinality(%(event_ids)s::int[]) AS history_len
+              + cardinality(%(event_ids)s::int[]) AS history_len,
+              i.custom_status_version,
+              i.kv_base IS NOT NULL AS kv_base
+-- if: kv
+), kv_gone AS (
+    -- the keys the turn removed (every key with kv_clear), but those it sets again:
+    -- one statement may not change a row twice, and kv_put writes those
+    DELETE FROM kv AS k
+    USING ok
+    WHERE k.ikey = ok.ikey AND ok.has_record
+      AND (%(kv_clear)s::boolean OR k.kkey = ANY(%(kv_del_keys)s::bytea[]))
+      AND NOT (k.kkey = ANY(coalesce(%(kv_set_keys)s::bytea[], ARRAY[]::bytea[])))
+), kv_put AS (
+    INSERT INTO kv (ikey, kkey, key, value, updated_at)
+    SELECT ok.ikey, t.kkey, t.key, t.value, t.updated_at
+    FROM ok, unnest(%(kv_set_keys)s::bytea[], %(kv_set_names)s::text[],
+                    %(kv_set_values)s::text[], %(kv_set_ats)s::bigint[])
+         AS t(kkey, key, value, updated_at)
+    WHERE ok.has_record
+    ON CONFLICT (ikey, kkey) DO UPDATE
+    SET key = excluded.key, value = excluded.value, updated_at = excluded.updated_at
+-- end
 -- if: starts
 ), started AS (
     -- records for OrchestrationStarted messages to ids that have none (children,
@@ -346,9 +376,11 @@ SELECT st.instance_id, st.has_record, st.alive, st.acked_held, st.acked_alive,
        (SELECT count(pg_notify(%(channel)s, n.note))
         FROM ok, unnest(%(notes)s::text[] || ARRAY[
                  CASE WHEN ok.has_record THEN %(terminal_prefix)s::text || ok.instance_id END,
+                 CASE WHEN ok.has_record THEN %(updated_prefix)s::text || ok.instance_id END,
                  CASE WHEN pending.waiting THEN %(self_prefix)s::text || ok.instance_id END])
              AS n(note)
-        WHERE n.note IS NOT NULL)
+        WHERE n.note IS NOT NULL),
+       r.custom_status_version, r.kv_base
 FROM st, pending,
 -- if: works
      LATERAL (SELECT array_agg(w.id ORDER BY w.id) AS ids,

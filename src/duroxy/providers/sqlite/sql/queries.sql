@@ -24,9 +24,12 @@ INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?);
 SELECT name FROM schema_version WHERE version = 1;
 
 -- ------------------------------------------------------------------ instances
+-- Records end with whether the instance holds a kv_base, asked with typeof(): unlike
+-- IS NOT NULL, it does not read the (possibly large) value itself.
 -- name: get_instance
 SELECT instance_id, name, version, state, execution_id, output, error_json, custom_status,
-       created_at, updated_at, parent_instance_id, history_len
+       created_at, updated_at, parent_instance_id, history_len, custom_status_version,
+       typeof(kv_base) = 'text'
 FROM instances WHERE instance_id = ?;
 
 -- name: instance_exists
@@ -41,18 +44,29 @@ VALUES (?, ?, ?, 'PENDING', ?, ?, ?, ?, ?, 0)
 ON CONFLICT (instance_id) DO NOTHING;
 
 -- name: update_instance
+-- (name, version, state, execution_id, output, error_json, custom_status, updated_at,
+--  history_len, 1 when the custom status changed else 0, unread or NULL: unchanged,
+--  1 to replace kv_base else 0, the new kv_base, instance_id)
 UPDATE instances
 SET name = ?, version = ?, state = ?, execution_id = ?, output = ?, error_json = ?,
-    custom_status = ?, updated_at = ?, history_len = ?
+    custom_status = ?, updated_at = ?, history_len = ?,
+    custom_status_version = custom_status_version + ?, unread = coalesce(?, unread),
+    kv_base = CASE WHEN ? THEN ? ELSE kv_base END
 WHERE instance_id = ?;
 
 -- name: list_instances
+-- NULL filters match everything; :after_ts/:after_id (a record's created_at and id, as
+-- read) start past that record (keyset paging); :limit -1 is no limit.
 SELECT instance_id, name, version, state, execution_id, output, error_json, custom_status,
-       created_at, updated_at, parent_instance_id, history_len
+       created_at, updated_at, parent_instance_id, history_len, custom_status_version,
+       typeof(kv_base) = 'text'
 FROM instances
 WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
   AND (:name IS NULL OR name = :name)
   AND (:parent IS NULL OR parent_instance_id = :parent)
+  AND (:created_after IS NULL OR created_at > :created_after)
+  AND (:created_before IS NULL OR created_at < :created_before)
+  AND (:after_ts IS NULL OR (created_at, instance_id) > (:after_ts, :after_id))
 ORDER BY created_at, instance_id
 LIMIT :limit OFFSET :offset;
 
@@ -81,6 +95,87 @@ DELETE FROM activity_queue WHERE instance_id = ?;
 
 -- name: delete_instance_lock
 DELETE FROM instance_locks WHERE instance_id = ?;
+
+-- name: delete_instance_kv
+DELETE FROM kv WHERE instance_id = ?;
+
+-- name: history_totals
+-- (instance_id): executions and events stored, counted before a delete
+SELECT count(DISTINCT execution_id), count(*) FROM history WHERE instance_id = ?;
+
+-- name: instance_stats
+-- (instance_id): the current execution's events and their UTF-8 size, the unread count,
+-- events and queue messages queued (by the kind inside their payload), KV keys and
+-- value bytes, executions stored. No row: no record.
+SELECT i.unread,
+       (SELECT count(*) FROM history AS h
+        WHERE h.instance_id = i.instance_id AND h.execution_id = i.execution_id),
+       (SELECT coalesce(sum(length(CAST(h.event_json AS BLOB))), 0) FROM history AS h
+        WHERE h.instance_id = i.instance_id AND h.execution_id = i.execution_id),
+       (SELECT count(*) FROM orchestrator_queue AS q
+        WHERE q.instance_id = i.instance_id
+          AND CASE WHEN json_valid(q.payload)
+                   THEN json_extract(q.payload, '$.event.k')
+                        IN ('EventRaised', 'QueueEventDelivered') ELSE 0 END),
+       (SELECT count(*) FROM kv WHERE kv.instance_id = i.instance_id),
+       (SELECT coalesce(sum(length(CAST(kv.value AS BLOB))), 0) FROM kv
+        WHERE kv.instance_id = i.instance_id),
+       (SELECT count(DISTINCT h.execution_id) FROM history AS h
+        WHERE h.instance_id = i.instance_id)
+FROM instances AS i WHERE i.instance_id = ?;
+
+-- ------------------------------------------------------------------ executions
+-- name: execution_bounds
+-- (instance_id, execution_id): events stored, the first and the last event id
+SELECT count(*), min(event_id), max(event_id) FROM history
+WHERE instance_id = ? AND execution_id = ?;
+
+-- name: read_events
+-- (instance_id, execution_id, event id, event id)
+SELECT event_json FROM history
+WHERE instance_id = ? AND execution_id = ? AND event_id IN (?, ?)
+ORDER BY event_id;
+
+-- name: current_execution
+SELECT execution_id FROM instances WHERE instance_id = ?;
+
+-- name: past_executions
+-- (instance_id, current execution id): the executions before it, oldest first, with
+-- their event counts and the ts of their last event (NULL when it does not decode)
+SELECT h.execution_id, count(*),
+       (SELECT CASE WHEN json_valid(l.event_json) THEN json_extract(l.event_json, '$.ts') END
+        FROM history AS l
+        WHERE l.instance_id = h.instance_id AND l.execution_id = h.execution_id
+        ORDER BY l.event_id DESC LIMIT 1)
+FROM history AS h
+WHERE h.instance_id = ? AND h.execution_id < ?
+GROUP BY h.execution_id
+ORDER BY h.execution_id;
+
+-- name: delete_execution
+DELETE FROM history WHERE instance_id = ? AND execution_id = ?;
+
+-- ------------------------------------------------------------------ key-value state
+-- name: kv_all
+SELECT key, value, updated_at FROM kv WHERE instance_id = ? ORDER BY key;
+
+-- name: kv_one
+SELECT key, value, updated_at FROM kv WHERE instance_id = ? AND key = ?;
+
+-- name: kv_base
+SELECT kv_base FROM instances WHERE instance_id = ?;
+
+-- name: kv_clear
+DELETE FROM kv WHERE instance_id = ?;
+
+-- name: kv_delete
+DELETE FROM kv WHERE instance_id = ? AND key = ?;
+
+-- name: kv_set
+-- (instance_id, key, value, updated_at)
+INSERT INTO kv (instance_id, key, value, updated_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (instance_id, key) DO UPDATE
+SET value = excluded.value, updated_at = excluded.updated_at;
 
 -- ------------------------------------------------------------------ history
 -- name: insert_event
