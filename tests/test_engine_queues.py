@@ -297,3 +297,52 @@ def test_dropped_queue_messages_and_events_are_warned_about_by_name(
     assert len(texts) == 2
     assert "queue message of queue 'late'" in texts[0] and "'inst-1'" in texts[0]
     assert "event 'signal'" in texts[1] and str(MAX_CARRY_FORWARD_EVENTS) in texts[1]
+
+
+# ------------------------------------------------------------------ events behave alike
+def ev(name: str, data: Any) -> EventRaised:
+    return EventRaised(name=name, data=codec.encode(data))
+
+
+def test_a_wait_that_loses_a_select_takes_no_event() -> None:
+    async def orch(ctx: Ctx, _: Any) -> list[Any]:
+        index, _value = await ctx.select2(ctx.schedule_wait("go"), ctx.schedule_timer(1))
+        assert index == 1
+        return [await ctx.schedule_wait("go")]
+
+    d = Driver(orch)
+    d.start()
+    fire(d)  # the timer wins before any event
+    d.raise_event("go", "later")  # goes to the next wait, not the abandoned one
+    assert d.output == ["later"]
+
+
+def test_a_wait_that_took_an_event_and_lost_a_select_gives_it_back() -> None:
+    async def orch(ctx: Ctx, _: Any) -> list[Any]:
+        await ctx.schedule_timer(1)
+        # both take an event at once; the one first in history wins, the loser gives
+        # its event back, in its place, for the next wait of that name
+        index, value = await ctx.select(ctx.schedule_wait("e"), ctx.schedule_wait("e"))
+        rest = [await ctx.schedule_wait("e"), await ctx.schedule_wait("e")]
+        return [index, value, *rest]
+
+    d = Driver(orch)
+    d.start()
+    d.turn([ev("e", 1), ev("e", 2), ev("e", 3)])
+    fire(d)
+    assert d.output == [0, 1, 2, 3]
+
+
+def test_a_wait_losing_to_a_timer_in_the_same_turn_gives_its_event_back() -> None:
+    async def orch(ctx: Ctx, _: Any) -> list[Any]:
+        index, _value = await ctx.select2(ctx.schedule_wait("go"), ctx.schedule_timer(1))
+        return [index, await ctx.schedule_wait("go")]
+
+    d = Driver(orch)
+    d.start()
+    [timer] = [e for e in d.pending() if isinstance(e, TimerCreated)]
+    # the timer is first in history: it wins, and the event is the next wait's
+    d.turn([TimerFired(source_event_id=timer.event_id, fire_at=timer.fire_at),
+            ev("go", "kept")], advance_ms=1)
+    assert d.output == [1, "kept"]
+    assert kinds(d.history).count("EventRaised") == 1

@@ -321,8 +321,7 @@ class OrchestrationExecution:
 
     def _hand(self, fut: DurableFuture[Any], mail: _Mail) -> None:
         fut.completed_by = mail.event_id
-        if fut.kind == "dequeue":
-            fut.message = mail  # until the code has it (a select may give it back)
+        fut.message = mail  # until the code has it (a select may give it back)
         self._resolve_text(fut, mail.data)
 
     def _apply_cancellation(self, event: CancellationRequested) -> None:
@@ -598,14 +597,18 @@ class OrchestrationExecution:
         return fut
 
     def give_back(self, fut: DurableFuture[Any]) -> None:
-        """A dequeue that took a message lost a select: the message goes back to its
-        queue, in arrival order, for the next dequeue (a cancelled dequeue takes
-        nothing). Deterministic: replay runs the same select and gives the same back."""
+        """A wait or dequeue that took its event or message lost a select: it goes back
+        to its mailbox, in arrival order, for the next wait or dequeue of its name (a
+        cancelled wait takes nothing: events and queues behave alike). Deterministic:
+        replay runs the same select and gives the same back."""
         mail = fut.message
         fut.message = None
-        if fut.kind != "dequeue" or not isinstance(mail, QueueEventDelivered):
+        if isinstance(mail, QueueEventDelivered) and fut.kind == "dequeue":
+            key = (_QUEUES, mail.name)
+        elif isinstance(mail, EventRaised) and fut.kind == "wait":
+            key = (_EVENTS, mail.name)
+        else:
             return
-        key = (_QUEUES, mail.name)
         waiters = self._waiters.get(key)
         while waiters:  # (a live waiter means nothing was buffered: it is owed this one)
             taker = waiters.popleft()

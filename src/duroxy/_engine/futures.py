@@ -92,9 +92,9 @@ class DurableFuture(asyncio.Future[T], Generic[T]):
         return super().cancel(msg)
 
     def lost(self) -> None:
-        """It lost a select: cancelled if still pending; a dequeue that already took a
-        message gives it back (a cancelled dequeue takes nothing), so the next dequeue
-        of its queue gets it."""
+        """It lost a select: cancelled if still pending; a wait or dequeue that already
+        took its event or message gives it back (a cancelled one takes nothing), so the
+        next wait or dequeue of its name gets it."""
         if not self.done():
             self.cancel()
         elif self.message is not None:
