@@ -1,31 +1,16 @@
 """Executions, sizes and key-value state of the in-memory reference provider: a part of
-:class:`~duroxy.providers.memory.InMemoryProvider`, kept apart from its queues. Every
+:class:`~.provider.InMemoryProvider`, kept apart from its queues. Every
 method does its work under the provider's one lock, as the rest of it does."""
 
 from __future__ import annotations
 
-import threading
-from typing import Any, Protocol
-
-from ..errors import PayloadError
-from ..history import EventRaised, QueueEventDelivered, decode_event, decode_message
-from .base import ExecutionRecord, InstanceStats, KvEntry
+from ...errors import PayloadError
+from ...history import EventRaised, QueueEventDelivered, decode_event, decode_message
+from ..base import ExecutionRecord, InstanceStats, KvEntry
+from ._state import Host
 
 __all__ = ["MemoryAdmin"]
 
-
-class _Host(Protocol):
-    """What these calls use of the provider (see ``InMemoryProvider``)."""
-
-    _lock: threading.Lock
-    _records: dict[str, Any]
-    _history: dict[str, dict[int, list[tuple[int, str]]]]
-    _messages: dict[int, Any]
-    _kv: dict[str, dict[str, KvEntry]]
-
-    def _check_open(self) -> None: ...
-
-    def _writable(self, operation: str) -> None: ...
 
 
 def _ended_before(last_event: str, before_ms: int) -> bool:
@@ -40,7 +25,7 @@ def _ended_before(last_event: str, before_ms: int) -> bool:
 class MemoryAdmin:
     """Mixed into InMemoryProvider."""
 
-    async def get_execution(self: _Host, instance_id: str, execution_id: int
+    async def get_execution(self: Host, instance_id: str, execution_id: int
                             ) -> ExecutionRecord | None:
         with self._lock:
             self._check_open()
@@ -50,7 +35,7 @@ class MemoryAdmin:
         return ExecutionRecord(execution_id, len(events), decode_event(events[0][1]),
                                decode_event(events[-1][1]))
 
-    async def prune_executions(self: _Host, instance_id: str, keep_last: int,
+    async def prune_executions(self: Host, instance_id: str, keep_last: int,
                                ended_before_ms: int | None = None) -> tuple[int, int] | None:
         self._writable("prune_executions")
         with self._lock:
@@ -68,7 +53,7 @@ class MemoryAdmin:
                 events += len(execs.pop(e))
             return len(doomed), events
 
-    async def get_instance_stats(self: _Host, instance_id: str) -> InstanceStats | None:
+    async def get_instance_stats(self: Host, instance_id: str) -> InstanceStats | None:
         with self._lock:
             self._check_open()
             rec = self._records.get(instance_id)
@@ -96,7 +81,7 @@ class MemoryAdmin:
                                for e in kv.values()),
             execution_count=execution_count)
 
-    async def read_kv(self: _Host, instance_id: str, key: str | None = None
+    async def read_kv(self: Host, instance_id: str, key: str | None = None
                       ) -> dict[str, KvEntry] | None:
         with self._lock:
             self._check_open()
@@ -107,7 +92,7 @@ class MemoryAdmin:
                 return {key: kv[key]} if key in kv else {}
             return {k: kv[k] for k in sorted(kv)}
 
-    async def read_kv_base(self: _Host, instance_id: str) -> dict[str, KvEntry]:
+    async def read_kv_base(self: Host, instance_id: str) -> dict[str, KvEntry]:
         with self._lock:
             self._check_open()
             rec = self._records.get(instance_id)
