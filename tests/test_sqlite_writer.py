@@ -16,7 +16,7 @@ import pytest
 
 from duroxy.errors import ProviderError
 from duroxy.history import OrchestrationCompleted
-from duroxy.providers.sqlite import SqliteProvider, _ops, _tx, _worker
+from duroxy.providers.sqlite import SqliteProvider, _admin_ops, _ops, _tx, _worker
 from duroxy.providers.sqlite import provider as sqlite_provider
 from duroxy.providers.sqlite._inline import DECLINED, InlineReader
 from duroxy.testing.provider_suite.support import (
@@ -158,7 +158,7 @@ async def test_inline_reads_decline_rather_than_wait(tmp_path: Path) -> None:
     ack = asyncio.ensure_future(store.ack_orchestration_item(item.lock_token,
                                                              commit(started())))
     assert await asyncio.to_thread(entered.wait, 5)
-    rec = inline.read(lambda tx: _ops.get_instance(tx, iid))
+    rec = inline.read(lambda tx: _admin_ops.get_instance(tx, iid))
     assert rec is not DECLINED and rec is not None and rec.state == "PENDING"
     release.set()
     await asyncio.wait_for(ack, 5)
@@ -455,8 +455,8 @@ async def test_a_waiter_woken_by_the_end_gets_the_final_record_without_a_read(
     await _finish(store, iid)
     assert woken == [iid]
     reads: list[str] = []
-    read = _ops.get_instance
-    monkeypatch.setattr(_ops, "get_instance", lambda tx, i: (reads.append(i), read(tx, i))[1])
+    read = _admin_ops.get_instance
+    monkeypatch.setattr(_admin_ops, "get_instance", lambda tx, i: (reads.append(i), read(tx, i))[1])
     rec = await store.get_instance(iid)
     assert rec is not None and rec.state == "COMPLETED" and rec.output == '"done"'
     assert rec.history_len == 2 and reads == []

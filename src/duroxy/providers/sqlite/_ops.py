@@ -19,19 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import ErrorDetails, InstanceAlreadyExists, InstanceNotFound, LockLost, PayloadError
-from ...history import ActivityWork, HistoryEvent, decode_event, decode_message
+from ...history import ActivityWork, decode_message
 from ..base import (
     TERMINAL_STATES,
     ActivityItem,
-    DeleteCounts,
     ExcludedWork,
-    ExecutionRecord,
     InstanceRecord,
-    InstanceStats,
-    KvEntry,
     OrchestrationItem,
     QueuedMessage,
-    WorkerRecord,
 )
 from ._sql import queries
 from ._tx import Tx
@@ -39,8 +34,11 @@ from ._tx import Tx
 __all__ = [
     "PreparedCommit",
     "PreparedMessage",
+    "Q",
     "Skip",
     "StartInfo",
+    "fetch_all",
+    "record_from_row",
     "skip_activities",
     "skip_orchestrations",
 ]
@@ -125,7 +123,7 @@ def new_token() -> str:
     return os.urandom(12).hex()
 
 
-def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+def fetch_all(conn: sqlite3.Connection, sql: str, params: Sequence[Any] | dict[str, Any] = ()
           ) -> list[Any]:
     # Always read to the end: a half-read statement keeps its read snapshot open, and a
     # later read on the same connection would not see newer commits.
@@ -152,7 +150,7 @@ def _enqueue(tx: Tx, msg: PreparedMessage) -> None:
 
 def next_due(tx: Tx) -> float | None:
     """When the next delayed message falls due (parked fetches wake then)."""
-    ((at,),) = _rows(tx.conn, Q["next_due"], (time.time(),))
+    ((at,),) = fetch_all(tx.conn, Q["next_due"], (time.time(),))
     return None if at is None else float(at)
 
 
@@ -163,7 +161,7 @@ def warm_up(tx: Tx) -> None:
     that takes about half a millisecond off the path from a timer to its turn's commit.
     Never waits for another process's write lock (busy: nothing is done)."""
     conn = tx.conn
-    ((busy_ms,),) = _rows(conn, "PRAGMA busy_timeout")
+    ((busy_ms,),) = fetch_all(conn, "PRAGMA busy_timeout")
     conn.execute("PRAGMA busy_timeout = 0")
     try:
         try:
@@ -195,7 +193,7 @@ def create_instance(tx: Tx, msg: PreparedMessage) -> None:
 
 
 def enqueue_orchestrator_message(tx: Tx, msg: PreparedMessage) -> None:
-    if not _rows(tx.conn, Q["instance_exists"], (msg.instance_id,)):
+    if not fetch_all(tx.conn, Q["instance_exists"], (msg.instance_id,)):
         raise InstanceNotFound(msg.instance_id)
     _enqueue(tx, msg)
     tx.notify("orchestrator", msg.instance_id)
@@ -204,8 +202,8 @@ def enqueue_orchestrator_message(tx: Tx, msg: PreparedMessage) -> None:
 # ------------------------------------------------------------------ orchestration queue
 def _candidates(tx: Tx, cap: int, skip: Skip) -> list[Any]:
     if skip is None:
-        return _rows(tx.conn, Q["orchestration_candidates"], (tx.now, tx.now, cap))
-    return _rows(tx.conn, Q["orchestration_candidates_excluding"],
+        return fetch_all(tx.conn, Q["orchestration_candidates"], (tx.now, tx.now, cap))
+    return fetch_all(tx.conn, Q["orchestration_candidates_excluding"],
                  (tx.now, tx.now, *skip, cap))
 
 
@@ -234,10 +232,10 @@ def fetch_orchestration_items(tx: Tx, lock_timeout: float, limit: int, skip: Ski
 
 def lock_instance(tx: Tx, instance_id: str, lock_timeout: float) -> OrchestrationItem | None:
     """Lock an instance with a record that no live lock holds, with or without messages."""
-    rec_rows = _rows(tx.conn, Q["get_instance"], (instance_id,))
+    rec_rows = fetch_all(tx.conn, Q["get_instance"], (instance_id,))
     if not rec_rows:
         return None
-    lock = _rows(tx.conn, Q["lock_expiry"], (instance_id,))
+    lock = fetch_all(tx.conn, Q["lock_expiry"], (instance_id,))
     if lock and lock[0][0] > tx.now:  # held, or cooling down after a delayed abandon
         return None
     return _lock_instance(tx, instance_id, tx.now + lock_timeout, rec_rows)
@@ -248,10 +246,10 @@ def _lock_instance(tx: Tx, instance_id: str, until: float,
     """Lock one instance and take all its visible messages."""
     conn, now = tx.conn, tx.now
     if rec_rows is None:
-        rec_rows = _rows(conn, Q["get_instance"], (instance_id,))
+        rec_rows = fetch_all(conn, Q["get_instance"], (instance_id,))
     token = new_token()
     conn.execute(Q["lock_instance"], (instance_id, token, until, 1 if rec_rows else 0))
-    claimed = _rows(conn, Q["claim_messages"], (token, instance_id, now))
+    claimed = fetch_all(conn, Q["claim_messages"], (token, instance_id, now))
     claimed.sort(key=lambda r: r[0])  # RETURNING order is unspecified; ids are FIFO
     delivered: list[QueuedMessage] = []
     for mid, payload, msg_visible_at, _count in claimed:
@@ -275,9 +273,9 @@ def probe_orchestration_items(tx: Tx, skip: Skip = None) -> list[OrchestrationIt
 
 def probe_activity_items(tx: Tx, skip: Skip = None) -> list[ActivityItem] | None:
     if skip is None:
-        found = _rows(tx.conn, Q["any_activity_visible"], (tx.now,))
+        found = fetch_all(tx.conn, Q["any_activity_visible"], (tx.now,))
     else:
-        found = _rows(tx.conn, Q["any_activity_visible_excluding"], (tx.now, *skip))
+        found = fetch_all(tx.conn, Q["any_activity_visible_excluding"], (tx.now, *skip))
     return None if found else []
 
 
@@ -289,21 +287,21 @@ def _check_lock(tx: Tx, found: list[Any]) -> None:
 
 
 def _held_lock(tx: Tx, token: str) -> str:
-    found = _rows(tx.conn, Q["find_lock"], (token,))
+    found = fetch_all(tx.conn, Q["find_lock"], (token,))
     _check_lock(tx, found)
     return str(found[0][0])
 
 
 def ack_orchestration_item(tx: Tx, token: str, c: PreparedCommit) -> list[ActivityItem]:
     conn = tx.conn
-    found = _rows(conn, Q["find_lock_and_progress"], (token,))
+    found = fetch_all(conn, Q["find_lock_and_progress"], (token,))
     _check_lock(tx, found)
     instance_id, _until, had_record, old_execution, old_len = found[0]
     claimed = _apply_turn(tx, instance_id, bool(had_record) and old_execution is not None,
                           old_execution, old_len, c)
     conn.execute(Q["delete_delivered"], (instance_id, token))
     conn.execute(Q["release_lock"], (instance_id,))
-    if instance_id not in {m.instance_id for m in c.messages} and _rows(
+    if instance_id not in {m.instance_id for m in c.messages} and fetch_all(
             conn, Q["has_visible_messages"], (instance_id, tx.now)):
         # Messages that arrived while the lock was held can be fetched now.
         tx.notify("orchestrator", instance_id)
@@ -314,7 +312,7 @@ def commit_turn(tx: Tx, instance_id: str, expected_len: int, c: PreparedCommit
                 ) -> list[ActivityItem]:
     """An ack without a fetched lock, for an instance nothing happened to meanwhile:
     no lock is taken, and no message was delivered, so there is none to delete."""
-    found = _rows(tx.conn, Q["lock_free_turn_state"], (tx.now, tx.now, instance_id))
+    found = fetch_all(tx.conn, Q["lock_free_turn_state"], (tx.now, tx.now, instance_id))
     if not found:
         raise LockLost("the instance has no record")
     execution_id, history_len, locked, waiting = found[0]
@@ -348,7 +346,7 @@ def _apply_turn(tx: Tx, instance_id: str, has_record: bool, old_execution: int |
         if old_execution == c.execution_id and old_len is not None:
             history_len = old_len + len(c.history)
         else:
-            history_len = _rows(conn, Q["count_history"], (instance_id, c.execution_id))[0][0]
+            history_len = fetch_all(conn, Q["count_history"], (instance_id, c.execution_id))[0][0]
         conn.execute(Q["update_instance"], (
             c.name, c.version, c.state, c.execution_id, c.output, c.error_json,
             c.custom_status, tx.now, history_len, 1 if c.custom_status_changed else 0,
@@ -366,7 +364,7 @@ def _apply_turn(tx: Tx, instance_id: str, has_record: bool, old_execution: int |
         salt = new_token()
         for (iid, ex, eid, name, payload), work in zip(c.activities[:claim], c.claimed_work,
                                                        strict=True):
-            rows = _rows(conn, Q["enqueue_activity_returning"],
+            rows = fetch_all(conn, Q["enqueue_activity_returning"],
                          (iid, ex, eid, name, payload, tx.now, tx.now))
             if rows:
                 wid = rows[0][0]
@@ -386,7 +384,7 @@ def _apply_turn(tx: Tx, instance_id: str, has_record: bool, old_execution: int |
         tx.notify("updated", instance_id)
     if has_record and c.state in TERMINAL_STATES:
         # The final record goes with the news: whoever waits for the end need not read.
-        final = _rows(conn, Q["get_instance"], (instance_id,))
+        final = fetch_all(conn, Q["get_instance"], (instance_id,))
         tx.notify("terminal", instance_id, record_from_row(final[0]) if final else None)
     return claimed
 
@@ -432,9 +430,9 @@ def fetch_activity_items(tx: Tx, lock_timeout: float, limit: int, skip: Skip = N
     salt = new_token()
     items: list[ActivityItem] = []
     if skip is None:
-        found = _rows(conn, Q["next_activities"], (now, limit))
+        found = fetch_all(conn, Q["next_activities"], (now, limit))
     else:
-        found = _rows(conn, Q["next_activities_excluding"], (now, *skip, limit))
+        found = fetch_all(conn, Q["next_activities_excluding"], (now, *skip, limit))
     for wid, payload, count in found:
         try:
             work = ActivityWork.from_json(payload)
@@ -456,7 +454,7 @@ def _work_id(token: str) -> int:
 
 
 def _activity_lock_lost(tx: Tx, wid: int, token: str) -> LockLost:
-    row = _rows(tx.conn, Q["activity_lock_token"], (wid,))
+    row = fetch_all(tx.conn, Q["activity_lock_token"], (wid,))
     if row and row[0][0] == token:
         return LockLost("activity lock expired")
     return LockLost("activity lock is not held (released, taken over or cancelled)")
@@ -475,7 +473,7 @@ def abandon_activity(tx: Tx, token: str, delay: float, ignore_attempt: bool = Fa
     """``ignore_attempt``: the fetch that delivered the row does not count."""
     wid = _work_id(token)
     visible = tx.now + delay if delay > 0 else None
-    found = _rows(tx.conn, Q["abandon_activity"],
+    found = fetch_all(tx.conn, Q["abandon_activity"],
                   (visible, 0 if ignore_attempt else 1, wid, token, tx.now))
     if not found:
         raise _activity_lock_lost(tx, wid, token)
@@ -488,178 +486,3 @@ def renew_activity_lock(tx: Tx, token: str, lock_timeout: float) -> None:
     cur = tx.conn.execute(Q["renew_activity"], (tx.now + lock_timeout, wid, token, tx.now))
     if cur.rowcount == 0:
         raise _activity_lock_lost(tx, wid, token)
-
-
-# ------------------------------------------------------------------ reads
-def get_instance(tx: Tx, instance_id: str) -> InstanceRecord | None:
-    found = _rows(tx.conn, Q["get_instance"], (instance_id,))
-    return record_from_row(found[0]) if found else None
-
-
-def read_history(tx: Tx, instance_id: str, execution_id: int | None) -> list[HistoryEvent]:
-    if execution_id is None:
-        texts = _rows(tx.conn, Q["read_latest_history"], (instance_id, instance_id))
-    else:
-        texts = _rows(tx.conn, Q["read_history"], (instance_id, execution_id))
-    return [decode_event(t) for (t,) in texts]
-
-
-def list_executions(tx: Tx, instance_id: str) -> list[int]:
-    return [e for (e,) in _rows(tx.conn, Q["list_executions"], (instance_id,))]
-
-
-def list_instances(tx: Tx, states: list[str] | None, name: str | None,
-                   parent_instance_id: str | None, limit: int | None, offset: int,
-                   created_after: float | None = None, created_before: float | None = None,
-                   after: tuple[float, str] | None = None) -> list[InstanceRecord]:
-    found = _rows(tx.conn, Q["list_instances"], {
-        "states": json.dumps(states) if states is not None else None, "name": name,
-        "parent": parent_instance_id, "limit": -1 if limit is None else limit,
-        "offset": offset, "created_after": created_after, "created_before": created_before,
-        "after_ts": None if after is None else after[0],
-        "after_id": None if after is None else after[1]})
-    return [record_from_row(r) for r in found]
-
-
-def get_execution(tx: Tx, instance_id: str, execution_id: int) -> ExecutionRecord | None:
-    ((count, first, last),) = _rows(tx.conn, Q["execution_bounds"],
-                                    (instance_id, execution_id))
-    if not count:
-        return None
-    texts = [t for (t,) in _rows(tx.conn, Q["read_events"],
-                                 (instance_id, execution_id, first, last))]
-    return ExecutionRecord(execution_id, count, decode_event(texts[0]),
-                           decode_event(texts[-1]))
-
-
-def prune_executions(tx: Tx, instance_id: str, keep_last: int,
-                     ended_before_ms: int | None) -> tuple[int, int] | None:
-    found = _rows(tx.conn, Q["current_execution"], (instance_id,))
-    if not found:
-        return None
-    past = _rows(tx.conn, Q["past_executions"], (instance_id, found[0][0]))
-    doomed = past[:max(len(past) - max(keep_last - 1, 0), 0)]
-    if ended_before_ms is not None:
-        doomed = [r for r in doomed if r[2] is not None and r[2] < ended_before_ms]
-    tx.conn.executemany(Q["delete_execution"], [(instance_id, r[0]) for r in doomed])
-    return len(doomed), sum(r[1] for r in doomed)
-
-
-def instance_stats(tx: Tx, instance_id: str) -> InstanceStats | None:
-    found = _rows(tx.conn, Q["instance_stats"], (instance_id,))
-    if not found:
-        return None
-    unread, events, size, mail, keys, value_bytes, executions = found[0]
-    return InstanceStats(
-        history_event_count=events, history_size_bytes=size, queued_mail=mail,
-        unread=unread, kv_key_count=keys, kv_value_bytes=value_bytes,
-        execution_count=executions)
-
-
-def read_kv(tx: Tx, instance_id: str, key: str | None) -> dict[str, KvEntry] | None:
-    if not _rows(tx.conn, Q["instance_exists"], (instance_id,)):
-        return None
-    if key is None:
-        rows = _rows(tx.conn, Q["kv_all"], (instance_id,))
-    else:
-        rows = _rows(tx.conn, Q["kv_one"], (instance_id, key))
-    return {k: KvEntry(v, at) for k, v, at in sorted(rows)}
-
-
-def read_kv_base(tx: Tx, instance_id: str) -> dict[str, KvEntry]:
-    found = _rows(tx.conn, Q["kv_base"], (instance_id,))
-    return kv_base_from_json(found[0][0]) if found and found[0][0] is not None else {}
-
-
-def kv_base_to_json(base: dict[str, KvEntry] | None) -> str | None:
-    """The stored form of ``kv_base``: a JSON object of key -> [value text, updated_at]."""
-    return json.dumps({k: [e.value, e.updated_at] for k, e in base.items()}) if base else None
-
-
-def kv_base_from_json(text: str) -> dict[str, KvEntry]:
-    return {k: KvEntry(v, int(at)) for k, (v, at) in json.loads(text).items()}
-
-
-# ------------------------------------------------------------------ management
-def _drop_instance_data(tx: Tx, instance_id: str, count: bool = False) -> DeleteCounts:
-    """Delete everything stored for one id: what went (``count``: also its executions
-    and events, counted first; else just whether it had a record)."""
-    conn = tx.conn
-    executions = events = 0
-    if count:
-        ((executions, events),) = _rows(conn, Q["history_totals"], (instance_id,))
-    had = conn.execute(Q["delete_instance_row"], (instance_id,)).rowcount
-    conn.execute(Q["delete_instance_history"], (instance_id,))
-    queued = conn.execute(Q["delete_instance_messages"], (instance_id,)).rowcount
-    queued += conn.execute(Q["delete_instance_activities"], (instance_id,)).rowcount
-    conn.execute(Q["delete_instance_kv"], (instance_id,))
-    # Dropping the lock makes a turn in flight fail its ack instead of resurrecting it.
-    conn.execute(Q["delete_instance_lock"], (instance_id,))
-    return DeleteCounts(1 if had else 0, executions, events, max(queued, 0))
-
-
-def delete_instance(tx: Tx, instance_id: str, cascade: bool) -> int:
-    return sum(c.instances for c in _delete_tree(tx, instance_id, cascade, False))
-
-
-def delete_instance_tree(tx: Tx, instance_id: str) -> DeleteCounts:
-    went = _delete_tree(tx, instance_id, True, True)
-    return DeleteCounts(sum(c.instances for c in went), sum(c.executions for c in went),
-                        sum(c.events for c in went), sum(c.queue_messages for c in went))
-
-
-def _delete_tree(tx: Tx, instance_id: str, cascade: bool, count: bool) -> list[DeleteCounts]:
-    if not _rows(tx.conn, Q["instance_exists"], (instance_id,)):
-        # leftovers of a record-less id
-        return [_drop_instance_data(tx, instance_id, count)]
-    doomed = [instance_id]
-    if cascade:
-        seen = {instance_id}  # guards against cycles in parent links
-        i = 0
-        while i < len(doomed):
-            for (child,) in _rows(tx.conn, Q["children"], (doomed[i],)):
-                if child not in seen:
-                    seen.add(child)
-                    doomed.append(child)
-            i += 1
-    return [_drop_instance_data(tx, iid, count) for iid in doomed]
-
-
-def purge_instances(tx: Tx, states: list[str], updated_before: float | None,
-                    name: str | None, limit: int | None) -> int:
-    found = _rows(tx.conn, Q["purge_candidates"], {
-        "states": json.dumps(states), "before": updated_before, "name": name,
-        "limit": -1 if limit is None else max(limit, 0)})
-    return sum(_drop_instance_data(tx, iid).instances for (iid,) in found)
-
-
-# ------------------------------------------------------------------ workers
-def record_heartbeat(tx: Tx, worker: WorkerRecord, forget_before: float | None) -> None:
-    if forget_before is not None:
-        tx.conn.execute(Q["forget_workers"], (forget_before, worker.worker_id))
-    tx.conn.execute(Q["record_heartbeat"], {
-        "worker_id": worker.worker_id, "worker_node_id": worker.worker_node_id,
-        "host": worker.host, "pid": worker.pid, "duroxy_version": worker.duroxy_version,
-        "started_at": worker.started_at, "last_seen_at": worker.last_seen_at,
-        "stopped_at": worker.stopped_at, "heartbeat_interval": worker.heartbeat_interval,
-        "orchestration_concurrency": worker.orchestration_concurrency,
-        "activity_concurrency": worker.activity_concurrency,
-        "tag_filter": worker.tag_filter, "sessions_owned": worker.sessions_owned,
-        "active_activities": worker.active_activities,
-        "orchestrations": json.dumps(list(worker.orchestrations)),
-        "activities": json.dumps(list(worker.activities))})
-
-
-def list_workers(tx: Tx, include_stopped: bool) -> list[WorkerRecord]:
-    return [WorkerRecord(
-        worker_id=wid, worker_node_id=node, host=host, pid=pid, duroxy_version=version,
-        started_at=started, last_seen_at=seen, stopped_at=stopped, heartbeat_interval=every,
-        orchestration_concurrency=orch_n, activity_concurrency=act_n, tag_filter=tags,
-        sessions_owned=sessions, active_activities=active,
-        orchestrations=tuple(json.loads(orchs)), activities=tuple(json.loads(acts)))
-        for (wid, node, host, pid, version, started, seen, stopped, every, orch_n, act_n,
-             tags, sessions, active, orchs, acts)
-        in _rows(tx.conn, Q["list_workers"], {"all": 1 if include_stopped else 0})]
-
-
-# ------------------------------------------------------------------ test hooks

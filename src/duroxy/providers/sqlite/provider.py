@@ -75,7 +75,7 @@ from ..base import (
     WorkerRecord,
     read_only_refusal,
 )
-from . import _ops
+from . import _admin_ops, _ops
 from ._inline import Declined, InlineReader
 from ._listeners import CHANNELS, Listeners
 from ._manage import SqliteManagement
@@ -460,7 +460,7 @@ class SqliteProvider(SqliteManagement, Provider, FastPath):
                 claim=(claim, commit.claim_lock_timeout),
                 claimed_work=tuple(commit.activities[:claim]),
                 custom_status_changed=commit.custom_status_changed, unread=commit.unread,
-                kv_base=(commit.replace_kv_base, _ops.kv_base_to_json(commit.kv_base)),
+                kv_base=(commit.replace_kv_base, _admin_ops.kv_base_to_json(commit.kv_base)),
                 kv_clear=commit.kv_clear, kv_delete=tuple(commit.kv_delete),
                 kv_set=tuple(commit.kv_set),
             )
@@ -514,20 +514,21 @@ class SqliteProvider(SqliteManagement, Provider, FastPath):
         if final is not None:
             self._check_open()
             return final
-        return await self._read_small(lambda tx: _ops.get_instance(tx, instance_id))
+        return await self._read_small(lambda tx: _admin_ops.get_instance(tx, instance_id))
 
     async def read_history(
         self, instance_id: str, execution_id: int | None = None
     ) -> list[HistoryEvent]:
-        return await self._read(lambda tx: _ops.read_history(tx, instance_id, execution_id))
+        return await self._read(lambda tx: _admin_ops.read_history(tx, instance_id, execution_id))
 
     async def list_executions(self, instance_id: str) -> list[int]:
-        return await self._read(lambda tx: _ops.list_executions(tx, instance_id))
+        return await self._read(lambda tx: _admin_ops.list_executions(tx, instance_id))
 
     async def delete_instance(self, instance_id: str, *, cascade: bool = True) -> int:
         self._writable("delete_instance")
         try:
-            return await self._write(lambda tx: _ops.delete_instance(tx, instance_id, cascade))
+            return await self._write(
+                lambda tx: _admin_ops.delete_instance(tx, instance_id, cascade))
         finally:
             self._listeners.finals.clear()
 
@@ -543,7 +544,7 @@ class SqliteProvider(SqliteManagement, Provider, FastPath):
         wanted = [states] if isinstance(states, str) else list(states)
         try:
             return await self._write(
-                lambda tx: _ops.purge_instances(tx, wanted, updated_before, name, limit))
+                lambda tx: _admin_ops.purge_instances(tx, wanted, updated_before, name, limit))
         finally:
             self._listeners.finals.clear()
 
@@ -552,8 +553,8 @@ class SqliteProvider(SqliteManagement, Provider, FastPath):
                                forget_before: float | None = None) -> None:
         self._writable("record_heartbeat")
         # Not durable: no fsync of its own (see the module's docstring).
-        await self._write(lambda tx: _ops.record_heartbeat(tx, worker, forget_before),
+        await self._write(lambda tx: _admin_ops.record_heartbeat(tx, worker, forget_before),
                           durable=False)
 
     async def list_workers(self, *, include_stopped: bool = False) -> list[WorkerRecord]:
-        return await self._read(lambda tx: _ops.list_workers(tx, include_stopped))
+        return await self._read(lambda tx: _admin_ops.list_workers(tx, include_stopped))
