@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["MAX_CARRY_FORWARD_EVENTS", "MAX_KV_KEYS", "MAX_KV_VALUE_BYTES", "MAX_PAYLOAD_BYTES"]
+__all__ = ["MAX_CARRY_FORWARD_EVENTS", "MAX_KV_KEYS", "MAX_KV_VALUE_BYTES", "MAX_PAYLOAD_BYTES",
+           "MAX_TAG_NAME_BYTES", "MAX_WORKER_TAGS"]
 
 #: How many unread messages (queue messages never dequeued and events raised and never
 #: waited for, counted together in arrival order) ``continue_as_new`` carries to the next
@@ -25,3 +26,11 @@ MAX_KV_KEYS = 150
 #: The largest KV value, as UTF-8 bytes of its JSON text: ``ctx.set_kv_value`` of a
 #: bigger one raises ``ValueError`` at the call (Duroxide v0.1.29 ``limits.rs``).
 MAX_KV_VALUE_BYTES = 65_536
+
+#: The most tags one ``TagFilter`` (``tags()``, ``default_and()``) names: a fetch asks
+#: the store once per tag, so the number is kept small (Duroxide ``MAX_WORKER_TAGS``).
+MAX_WORKER_TAGS = 5
+
+#: The longest tag, in UTF-8 bytes (Duroxide ``MAX_TAG_NAME_BYTES``): a tag is a column
+#: of the activity queue and the first key of its routing index.
+MAX_TAG_NAME_BYTES = 256

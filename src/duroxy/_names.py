@@ -8,9 +8,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from ._limits import MAX_TAG_NAME_BYTES
 from .codec._common import storable
 
-__all__ = ["did_you_mean", "name_problem", "suggestions"]
+__all__ = ["did_you_mean", "name_problem", "suggestions", "tag_problem"]
 
 
 def name_problem(value: object) -> str | None:
@@ -23,6 +24,22 @@ def name_problem(value: object) -> str | None:
         return "must not contain NUL characters"
     if not storable(value):
         return f"must be valid Unicode text (it holds a lone surrogate), got {value!r:.80}"
+    return None
+
+
+def tag_problem(value: object) -> str | None:
+    """What is wrong with ``value`` as an activity tag (1 to ``MAX_TAG_NAME_BYTES``
+    UTF-8 bytes, no NUL), or ``None``."""
+    if not isinstance(value, str):
+        return f"must be a str, not {type(value).__name__}"
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    if not storable(value):
+        return f"must be valid Unicode text (it holds a lone surrogate), got {value!r:.80}"
+    size = len(value.encode("utf-8"))
+    if not 1 <= size <= MAX_TAG_NAME_BYTES:
+        return (f"must be 1 to {MAX_TAG_NAME_BYTES} UTF-8 bytes long (MAX_TAG_NAME_BYTES), "
+                f"got {size}")
     return None
 
 

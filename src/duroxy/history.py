@@ -564,6 +564,10 @@ class ActivityWork:
     #: wherever it runs (written only when set)
     trace_context: dict[str, str] | None = dataclasses.field(
         default=None, compare=False, metadata=_OPTIONAL)
+    #: the session and the tag it was scheduled with (written only when set): a store
+    #: routes the work by them
+    session_id: str | None = optional(None)
+    tag: str | None = optional(None)
 
     def to_json(self) -> str:
         out = {}

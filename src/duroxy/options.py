@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import json
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import ClassVar
+from typing import Any, ClassVar, overload
 
-from ._names import name_problem
+from ._limits import MAX_WORKER_TAGS
+from ._names import name_problem, tag_problem
 
-__all__ = ["BackoffStrategy", "RetryPolicy", "RuntimeOptions", "to_seconds"]
+__all__ = ["BackoffStrategy", "RetryPolicy", "RuntimeOptions", "TagFilter", "to_seconds"]
 
 
 #: The longest duration a timer, a retry setting or a lock may have: about 1,000 years
@@ -152,14 +155,176 @@ class RetryPolicy:
         return None if self.timeout is None else to_seconds(self.timeout, "timeout")
 
 
+class _TagsField:
+    """``TagFilter.tags``: on the class, the constructor ``TagFilter.tags([...])``; on a
+    filter, the tags it accepts (a ``frozenset``, its dataclass field)."""
+
+    #: set once the dataclass is built: while it is being built, the class attribute
+    #: must not look like a default value of the field
+    ready = False
+
+    @overload
+    def __get__(self, obj: None, owner: type[TagFilter]
+                ) -> Callable[[Iterable[str]], TagFilter]: ...
+    @overload
+    def __get__(self, obj: TagFilter, owner: type[TagFilter] | None = None
+                ) -> frozenset[str]: ...
+
+    def __get__(self, obj: TagFilter | None, owner: type[TagFilter] | None = None) -> Any:
+        if obj is None:
+            if not self.ready:
+                raise AttributeError("tags")
+            assert owner is not None
+            return owner._of_tags
+        return obj.__dict__["tags"]
+
+    def __set__(self, obj: TagFilter, value: frozenset[str]) -> None:
+        obj.__dict__["tags"] = value
+
+
+def _checked_tags(tags: Iterable[str], call: str) -> frozenset[str]:
+    """The tags given to ``TagFilter.<call>()``, checked."""
+    if isinstance(tags, (str, bytes)):
+        raise TypeError(f"TagFilter.{call}() takes an iterable of tags, not a single "
+                        f"{type(tags).__name__} (it would be read as its letters): write "
+                        f"TagFilter.{call}([{tags!r}])")
+    try:
+        listed = list(tags)
+    except TypeError:
+        raise TypeError(f"TagFilter.{call}() takes an iterable of tags, not "
+                        f"{type(tags).__name__}") from None
+    if not listed:
+        raise ValueError(f"TagFilter.{call}() needs at least one tag (TagFilter.NONE runs no "
+                         "activities, TagFilter.DEFAULT_ONLY only untagged ones)")
+    for tag in listed:
+        problem = tag_problem(tag)
+        if problem is not None:
+            raise ValueError(f"TagFilter.{call}(): a tag {problem}")
+    found = frozenset(listed)
+    if len(found) > MAX_WORKER_TAGS:
+        raise ValueError(f"TagFilter.{call}() takes at most {MAX_WORKER_TAGS} tags "
+                         f"(MAX_WORKER_TAGS), got {len(found)}")
+    return found
+
+
+@dataclass(frozen=True, repr=False)
+class TagFilter:
+    """Which activities a runtime runs, by their tag (``RuntimeOptions.worker_tag_filter``).
+
+    - ``TagFilter.DEFAULT_ONLY`` (the default): untagged activities only;
+    - ``TagFilter.tags(["gpu", "cpu"])``: activities tagged with one of these, never
+      untagged ones;
+    - ``TagFilter.default_and(["gpu"])``: untagged ones and these tags;
+    - ``TagFilter.ANY``: every activity;
+    - ``TagFilter.NONE``: none (an orchestration-only runtime).
+
+    ``tags()`` and ``default_and()`` take 1 to ``MAX_WORKER_TAGS`` (5) tags of 1 to
+    ``MAX_TAG_NAME_BYTES`` (256) UTF-8 bytes each, without NUL. A filter is a frozen
+    value: ``tags`` and ``include_default`` read it back (``any_tag`` is set for ``ANY``
+    only), ``matches(tag)`` says whether it accepts a tag (``None``: untagged work).
+    """
+
+    tags: _TagsField = _TagsField()
+    include_default: bool = False
+    #: every tag is accepted (``TagFilter.ANY``); ``tags`` is then empty
+    any_tag: bool = False
+
+    DEFAULT_ONLY: ClassVar[TagFilter]
+    ANY: ClassVar[TagFilter]
+    NONE: ClassVar[TagFilter]
+
+    @classmethod
+    def _of_tags(cls, tags: Iterable[str]) -> TagFilter:
+        return cls(_checked_tags(tags, "tags"))
+
+    @classmethod
+    def default_and(cls, tags: Iterable[str]) -> TagFilter:
+        """Untagged activities and those tagged with one of ``tags``."""
+        return cls(_checked_tags(tags, "default_and"), True)
+
+    def matches(self, tag: str | None) -> bool:
+        """Whether this filter accepts an activity with ``tag`` (``None``: untagged)."""
+        if tag is None:
+            return self.include_default
+        return self.any_tag or tag in self.tags
+
+    @property
+    def runs_nothing(self) -> bool:
+        """Whether the filter accepts no activity at all (``TagFilter.NONE``)."""
+        return not (self.tags or self.include_default or self.any_tag)
+
+    def __repr__(self) -> str:
+        if self.any_tag:
+            return "TagFilter.ANY"
+        if not self.tags:
+            return "TagFilter.DEFAULT_ONLY" if self.include_default else "TagFilter.NONE"
+        call = "default_and" if self.include_default else "tags"
+        return f"TagFilter.{call}({sorted(self.tags)!r})"
+
+    def to_text(self) -> str:
+        """The filter as a worker's heartbeat row shows it: ``DEFAULT_ONLY``, ``ANY``,
+        ``NONE``, ``tags ["cpu","gpu"]`` or ``default_and ["gpu"]`` (tags as a JSON
+        array, sorted), read back by :meth:`from_text`."""
+        if self.any_tag:
+            return "ANY"
+        if not self.tags:
+            return "DEFAULT_ONLY" if self.include_default else "NONE"
+        call = "default_and" if self.include_default else "tags"
+        return f"{call} {json.dumps(sorted(self.tags), ensure_ascii=False)}"
+
+    @classmethod
+    def from_text(cls, text: str) -> TagFilter | None:
+        """The filter :meth:`to_text` wrote, or ``None`` for a text it did not write."""
+        fixed = {"DEFAULT_ONLY": cls.DEFAULT_ONLY, "ANY": cls.ANY, "NONE": cls.NONE}
+        if text in fixed:
+            return fixed[text]
+        call, _, listed = text.partition(" ")
+        try:
+            tags = json.loads(listed)
+            if call == "tags":
+                return cls._of_tags(tags)
+            if call == "default_and":
+                return cls.default_and(tags)
+        except (ValueError, TypeError):
+            pass
+        return None
+
+
+_TagsField.ready = True
+TagFilter.DEFAULT_ONLY = TagFilter(frozenset(), True)
+TagFilter.ANY = TagFilter(frozenset(), True, True)
+TagFilter.NONE = TagFilter(frozenset())
+
+
 @dataclass(frozen=True, kw_only=True)
 class RuntimeOptions:
     """How a runtime runs. Every field has a default that suits one machine.
 
     - ``orchestration_concurrency``: orchestration turns in flight at once (default 32; more
-      turns in flight let the store group their commits).
+      turns in flight let the store group their commits). ``0`` makes an
+      **activity-only** runtime: it runs no turns (its orchestration registry may be
+      ``None``).
     - ``activity_concurrency``: activities run at once (default 32); plain ``def``
-      activities run on a thread pool of this size.
+      activities run on a thread pool of this size. ``0`` (or ``worker_tag_filter=
+      TagFilter.NONE``) makes an **orchestration-only** runtime: it runs no activities
+      (its activity registry may be ``None``). Both at ``0`` is refused.
+    - ``worker_tag_filter``: which activities this runtime runs, by tag (default
+      ``TagFilter.DEFAULT_ONLY``: untagged ones only). An activity that no live runtime
+      accepts waits in the store; it is never failed for that.
+    - ``max_sessions_per_runtime``: distinct activity sessions this runtime owns at once
+      (default 10). At the cap it claims no new session but still runs the activities of
+      the sessions it owns, and work without a session; ``0``: it never owns a session.
+    - ``session_idle_timeout``: a session this runtime owns is released after this long
+      without activity of its own (a fetch, a lock renewal or a completion of one of its
+      activities), default 300 s. Must be longer than ``activity_lock_timeout``, so that
+      a running activity's renewals keep its session.
+    - ``session_lock_timeout``: the lease on each owned session, renewed while the
+      runtime lives (default 30 s): how long the sessions of a runtime that died stay
+      with it before another may claim them. ``Runtime.shutdown`` releases them at once.
+    - ``worker_node_id``: a stable identity for session ownership (default ``None``: the
+      sessions belong to this runtime's lifetime). A runtime restarted with the same id
+      takes its sessions back at once; two live runtimes must not share one
+      (``Runtime.start`` raises ``ValueError``).
     - ``orchestration_lock_timeout``: seconds an instance stays locked by a turn before
       another worker may take it (default 5 s).
     - ``activity_lock_timeout``: seconds an activity stays locked; renewed while it
@@ -212,16 +377,35 @@ class RuntimeOptions:
     cache_size: int = 1000
     worker_id: str | None = None
     slow_turn_threshold: float = 1.0
+    worker_tag_filter: TagFilter = TagFilter.DEFAULT_ONLY
+    max_sessions_per_runtime: int = 10
+    session_idle_timeout: float = 300.0
+    session_lock_timeout: float = 30.0
+    worker_node_id: str | None = None
 
-    _COUNTS: ClassVar[tuple[str, ...]] = (
-        "orchestration_concurrency", "activity_concurrency", "max_attempts",
+    _COUNTS: ClassVar[tuple[str, ...]] = ("max_attempts",)
+    #: counts that may be 0 (a runtime without that kind of work)
+    _COUNTS_OR_ZERO: ClassVar[tuple[str, ...]] = (
+        "orchestration_concurrency", "activity_concurrency", "max_sessions_per_runtime",
+        "cache_size",
     )
 
     _DURATIONS: ClassVar[tuple[str, ...]] = (
         "orchestration_lock_timeout", "activity_lock_timeout", "poll_interval",
         "max_poll_interval", "cancel_check_interval", "heartbeat_interval",
-        "not_registered_backoff", "slow_turn_threshold",
+        "not_registered_backoff", "slow_turn_threshold", "session_idle_timeout",
+        "session_lock_timeout",
     )
+
+    @property
+    def runs_orchestrations(self) -> bool:
+        """Whether this runtime runs orchestration turns."""
+        return self.orchestration_concurrency > 0
+
+    @property
+    def runs_activities(self) -> bool:
+        """Whether this runtime runs activities (a slot, and a filter accepting some)."""
+        return self.activity_concurrency > 0 and not self.worker_tag_filter.runs_nothing
 
     def __post_init__(self) -> None:
         for name in self._DURATIONS:  # a timedelta is taken too, and kept as seconds
@@ -230,7 +414,8 @@ class RuntimeOptions:
                 object.__setattr__(self, name, value.total_seconds())
         for name in self._COUNTS:
             check_count(getattr(self, name), f"RuntimeOptions.{name}", 1)
-        check_count(self.cache_size, "RuntimeOptions.cache_size", 0)
+        for name in self._COUNTS_OR_ZERO:
+            check_count(getattr(self, name), f"RuntimeOptions.{name}", 0)
         for name in self._DURATIONS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
@@ -238,6 +423,28 @@ class RuntimeOptions:
                     or (value == 0 and name != "not_registered_backoff"):
                 raise ValueError(f"RuntimeOptions.{name} must be a positive number of "
                                  f"seconds up to {LONGEST_DURATION_S:g}, got {value!r}")
-        problem = None if self.worker_id is None else name_problem(self.worker_id)
-        if problem is not None:
-            raise ValueError(f"RuntimeOptions.worker_id, when given, {problem}")
+        for name in ("worker_id", "worker_node_id"):
+            value = getattr(self, name)
+            problem = None if value is None else name_problem(value)
+            if problem is not None:
+                raise ValueError(f"RuntimeOptions.{name}, when given, {problem}")
+        self._check_routing()
+
+    def _check_routing(self) -> None:
+        if not isinstance(self.worker_tag_filter, TagFilter):
+            raise TypeError("RuntimeOptions.worker_tag_filter must be a TagFilter (TagFilter."
+                            "DEFAULT_ONLY, TagFilter.tags([...]) ...), not "
+                            f"{type(self.worker_tag_filter).__name__}")
+        if not self.runs_orchestrations and not self.runs_activities:
+            why = ("activity_concurrency=0" if self.activity_concurrency == 0
+                   else "worker_tag_filter=TagFilter.NONE")
+            raise ValueError(f"RuntimeOptions.orchestration_concurrency=0 with {why} makes a "
+                             "runtime that runs nothing: keep orchestration_concurrency above "
+                             "0 for an orchestration-only runtime, or let it run activities")
+        if self.session_idle_timeout <= self.activity_lock_timeout:
+            raise ValueError(
+                f"RuntimeOptions.session_idle_timeout ({self.session_idle_timeout:g} s) must be "
+                f"longer than activity_lock_timeout ({self.activity_lock_timeout:g} s): a "
+                "session would be released while one of its activities runs, between two "
+                "renewals of its lock. Raise session_idle_timeout or lower "
+                "activity_lock_timeout")

@@ -40,6 +40,7 @@ from ..options import RetryPolicy, to_seconds
 from .futures import ContinueAsNew, Dated, DurableFuture, Ready
 from .kvstate import KeyValueMethods
 from .port import ExecutionPort
+from .routing import RoutingAliases, check_routing
 
 __all__ = ["OrchestrationContext"]
 
@@ -60,7 +61,7 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
-class OrchestrationContext(KeyValueMethods, TraceMethods):
+class OrchestrationContext(KeyValueMethods, RoutingAliases, TraceMethods):
     """The orchestration's view of duroxy, passed as its first argument.
 
     Every ``schedule_*`` call records a decision in the instance's history when it is
@@ -119,7 +120,8 @@ class OrchestrationContext(KeyValueMethods, TraceMethods):
             f"activity must be a name or a function, not {type(name_or_fn).__name__}")
 
     def _activity(self, name: str, input_text: str, attempt: int, output_type: Any,
-                  retry_of: HistoryEvent | None = None) -> DurableFuture[Any]:
+                  retry_of: HistoryEvent | None = None, session_id: str | None = None,
+                  tag: str | None = None) -> DurableFuture[Any]:
         x = self._x
 
         def fresh(event: HistoryEvent) -> HistoryEvent:
@@ -132,11 +134,16 @@ class OrchestrationContext(KeyValueMethods, TraceMethods):
             assert isinstance(event, ActivityScheduled)
             return event if trace is None else dataclasses.replace(event, trace_context=trace)
 
+        # The tag is compared once the code can no longer change it (``with_tag``).
         event = x.record(
-            ActivityScheduled(name=name, input=input_text, attempt=attempt),
-            lambda r: r.name == name and r.input == input_text,  # type: ignore[attr-defined]
+            ActivityScheduled(name=name, input=input_text, attempt=attempt,
+                              session_id=session_id, tag=tag),
+            lambda r: (r.name == name and r.input == input_text  # type: ignore[attr-defined]
+                       and r.session_id == session_id),  # type: ignore[attr-defined]
             fresh)
-        return x.open_future("activity", event, output_type)
+        fut = x.open_future("activity", event, output_type)
+        x.scheduled_activity(fut, tag)
+        return fut
 
     def _output_type(self, name: str, fn_type: Any, output_type: Any) -> Any:
         if output_type is not None:
@@ -147,24 +154,32 @@ class OrchestrationContext(KeyValueMethods, TraceMethods):
 
     @overload
     def schedule_activity(self, name_or_fn: AsyncFn[R], input: Any = None, *,
-                          output_type: None = None) -> DurableFuture[R]: ...
+                          output_type: None = None, session_id: str | None = None,
+                          tag: str | None = None) -> DurableFuture[R]: ...
     @overload
     def schedule_activity(self, name_or_fn: Callable[..., R], input: Any = None, *,
-                          output_type: None = None) -> DurableFuture[R]: ...
+                          output_type: None = None, session_id: str | None = None,
+                          tag: str | None = None) -> DurableFuture[R]: ...
     @overload
     def schedule_activity(self, name_or_fn: NameOrFn, input: Any = None, *,
-                          output_type: type[T]) -> DurableFuture[T]: ...
+                          output_type: type[T], session_id: str | None = None,
+                          tag: str | None = None) -> DurableFuture[T]: ...
     @overload
     def schedule_activity(self, name_or_fn: NameOrFn, input: Any = None, *,
-                          output_type: Any = None) -> DurableFuture[Any]: ...
+                          output_type: Any = None, session_id: str | None = None,
+                          tag: str | None = None) -> DurableFuture[Any]: ...
 
     def schedule_activity(self, name_or_fn: NameOrFn, input: Any = None, *,
-                          output_type: Any = None) -> DurableFuture[Any]:
+                          output_type: Any = None, session_id: str | None = None,
+                          tag: str | None = None) -> DurableFuture[Any]:
         """Schedule an activity; awaiting the result gives its output (or raises
-        :class:`ActivityFailed`)."""
+        :class:`ActivityFailed`). ``session_id`` runs it on the runtime that owns that
+        session; ``tag`` only on runtimes whose ``worker_tag_filter`` accepts it."""
         name, fn_type = self._activity_name(name_or_fn)
+        check_routing(session_id, tag)
         input_text = codec.encode(input)
-        return self._activity(name, input_text, 1, self._output_type(name, fn_type, output_type))
+        return self._activity(name, input_text, 1, self._output_type(name, fn_type, output_type),
+                              session_id=session_id, tag=tag)
 
     @overload
     def schedule_activity_typed(self, name_or_fn: NameOrFn, input: Any,
@@ -179,36 +194,44 @@ class OrchestrationContext(KeyValueMethods, TraceMethods):
 
     @overload
     def schedule_activity_with_retry(self, name_or_fn: AsyncFn[R], input: Any,
-                                     retry: RetryPolicy, *, output_type: None = None
+                                     retry: RetryPolicy, *, output_type: None = None,
+                                     session_id: str | None = None, tag: str | None = None
                                      ) -> asyncio.Task[R]: ...
     @overload
     def schedule_activity_with_retry(self, name_or_fn: Callable[..., R], input: Any,
-                                     retry: RetryPolicy, *, output_type: None = None
+                                     retry: RetryPolicy, *, output_type: None = None,
+                                     session_id: str | None = None, tag: str | None = None
                                      ) -> asyncio.Task[R]: ...
     @overload
     def schedule_activity_with_retry(self, name_or_fn: NameOrFn, input: Any,
-                                     retry: RetryPolicy, *, output_type: type[T]
+                                     retry: RetryPolicy, *, output_type: type[T],
+                                     session_id: str | None = None, tag: str | None = None
                                      ) -> asyncio.Task[T]: ...
     @overload
     def schedule_activity_with_retry(self, name_or_fn: NameOrFn, input: Any,
-                                     retry: RetryPolicy, *, output_type: Any = None
+                                     retry: RetryPolicy, *, output_type: Any = None,
+                                     session_id: str | None = None, tag: str | None = None
                                      ) -> asyncio.Task[Any]: ...
 
     def schedule_activity_with_retry(self, name_or_fn: NameOrFn, input: Any,
-                                     retry: RetryPolicy, *, output_type: Any = None
+                                     retry: RetryPolicy, *, output_type: Any = None,
+                                     session_id: str | None = None, tag: str | None = None
                                      ) -> asyncio.Task[Any]:
         """Schedule an activity with retries; each attempt and each backoff wait is a
-        durable event. Raises :class:`ActivityFailed` with the last error and the
-        attempt count when every attempt fails."""
+        durable event, and every attempt carries the same ``session_id`` and ``tag``.
+        Raises :class:`ActivityFailed` with the last error and the attempt count when
+        every attempt fails."""
         if not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         name, fn_type = self._activity_name(name_or_fn)
+        check_routing(session_id, tag)
         input_text = codec.encode(input)
         out = self._output_type(name, fn_type, output_type)
         # The first attempt is recorded now, in call order, like any other schedule call.
-        first = self._activity(name, input_text, 1, out)
-        return self._x.loop.create_task(self._retry(name, input_text, retry, out, first),
-                                        name=f"ctx.schedule_activity_with_retry({name!r})")
+        first = self._activity(name, input_text, 1, out, session_id=session_id, tag=tag)
+        return self._x.loop.create_task(
+            self._retry(name, input_text, retry, out, first, session_id, tag),
+            name=f"ctx.schedule_activity_with_retry({name!r})")
 
     @overload
     def schedule_activity_with_retry_typed(self, name_or_fn: NameOrFn, input: Any,
@@ -226,7 +249,8 @@ class OrchestrationContext(KeyValueMethods, TraceMethods):
                                                  output_type=output_type)
 
     async def _retry(self, name: str, input_text: str, retry: RetryPolicy, output_type: Any,
-                     first: DurableFuture[Any]) -> Any:
+                     first: DurableFuture[Any], session_id: str | None = None,
+                     tag: str | None = None) -> Any:
         timeout = retry.timeout_seconds
         fut = first
         attempt = 1
@@ -249,7 +273,8 @@ class OrchestrationContext(KeyValueMethods, TraceMethods):
             if delay > 0:
                 await self.schedule_timer(delay)
             attempt += 1
-            fut = self._activity(name, input_text, attempt, output_type, first.event)
+            fut = self._activity(name, input_text, attempt, output_type, first.event,
+                                 session_id, tag)
 
     # ------------------------------------------------------------------ timers, events
     def schedule_timer(self, delay: timedelta | float) -> DurableFuture[None]:

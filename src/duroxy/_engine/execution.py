@@ -72,6 +72,7 @@ from .context import OrchestrationContext
 from .futures import ContinueAsNew, DurableFuture, Nondeterministic
 from .loop import DeterministicLoop, DurableTimerHandle
 from .matching import describe, difference
+from .routing import RetagMethods
 
 __all__ = ["OrchestrationExecution", "TurnResult"]
 
@@ -135,7 +136,7 @@ _COMPLETIONS = (ActivityCompleted, ActivityFailedEvent, TimerFired, SubOrchestra
                 SubOrchestrationFailedEvent, KeyValueReadCompleted)
 
 
-class OrchestrationExecution:
+class OrchestrationExecution(RetagMethods):
     """One execution of one orchestration instance (see the module docstring).
 
     Thousands live in a runtime's cache, so its attributes stay under CPython's limit

@@ -39,6 +39,8 @@ class FutureOwner(Protocol):
 
     def give_back(self, fut: DurableFuture[Any]) -> None: ...
 
+    def retag(self, fut: DurableFuture[Any], tag: str) -> None: ...
+
 
 #: The context method behind each kind of durable future, for messages.
 _CALLS = {
@@ -70,6 +72,8 @@ class DurableFuture(asyncio.Future[T], Generic[T]):
         self.message: HistoryEvent | None = None
         #: what a read that finds nothing gives (``get_kv_value_from_instance``)
         self.default: Any = None
+        #: the loop step that made an activity's future (``with_tag`` is allowed in it)
+        self.step: int | None = None
 
     @property
     def event_id(self) -> int:
@@ -84,6 +88,19 @@ class DurableFuture(asyncio.Future[T], Generic[T]):
 
     def __repr__(self) -> str:
         return f"<DurableFuture {self.describe()} {self._state.lower()}>"
+
+    def with_tag(self, tag: str) -> DurableFuture[T]:
+        """Duroxide's spelling of ``schedule_activity(..., tag=tag)``: sets the tag of the
+        activity this future stands for and returns the same future. Call it on the
+        future straight from ``ctx.schedule_activity``, before the orchestration awaits
+        anything (``ctx.schedule_activity(...).with_tag("gpu")``); later it raises
+        ``RuntimeError``, and on any other durable future ``TypeError``. A bad tag raises
+        ``ValueError``."""
+        if self.kind != "activity":
+            raise TypeError(f"with_tag applies to an activity's future only, and "
+                            f"{self.describe()} is a {self.kind.replace('_', '-')} future")
+        self._owner.retag(self, tag)
+        return self
 
     def cancel(self, msg: Any = None) -> bool:
         if self.done():

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn, Protocol
 
 from ..errors import NonDurableAwait
+from .futures import DurableFuture
 
 __all__ = ["DeterministicLoop", "DurableTimerHandle", "LoopHost"]
 
@@ -35,6 +36,10 @@ class LoopHost(Protocol):
     def loop_timer(self, delay: float, callback: Callable[..., object], args: tuple[Any, ...],
                    context: contextvars.Context | None) -> asyncio.TimerHandle:
         """A durable timer that calls ``callback(*args)`` in ``context`` after ``delay``."""
+        ...
+
+    def verify_tags(self) -> None:
+        """A step that matched activities against history ended: compare their tags."""
         ...
 
 
@@ -89,6 +94,12 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         #: not on the execution: one more attribute there would cost each live
         #: orchestration a kilobyte (its instance dict would stop sharing keys).
         self.delivering = 0
+        #: callbacks run so far: a step is one callback (``with_tag`` is allowed only in
+        #: the step that scheduled the activity)
+        self.step = 0
+        #: activity futures matched against history in the current step, with the tag
+        #: the code gives them (compared with history's when the step ends)
+        self.unverified: dict[DurableFuture[Any], str | None] | None = None
 
     # ------------------------------------------------------------------ driving
     def run_ready(self) -> None:
@@ -104,6 +115,9 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
                     # SystemExit and KeyboardInterrupt propagate, as asyncio lets them:
                     # a signal handler's sys.exit() may land in any turn.
                     handle._run()
+                    self.step += 1
+                    if self.unverified:
+                        self._host.verify_tags()
         finally:
             self._running = False
             events._set_running_loop(previous)

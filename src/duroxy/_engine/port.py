@@ -64,6 +64,11 @@ class ExecutionPort(Protocol):
         """The future that history resolves for the work ``event`` scheduled."""
         ...
 
+    def scheduled_activity(self, fut: DurableFuture[Any], tag: str | None) -> None:
+        """An activity's future was made with ``tag`` (``with_tag`` may still change it
+        until the step ends)."""
+        ...
+
     def subscribe(self, event: EventSubscribed | QueueSubscribed, output_type: Any
                   ) -> DurableFuture[Any]:
         """The future of a wait for an external event or of a dequeue (what arrived
