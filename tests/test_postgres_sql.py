@@ -102,8 +102,9 @@ def test_every_variant_of_every_statement_prepares_on_the_server() -> None:
                         name, i, res.error_message.decode())
                     prepared += 1
             assert prepared == sum(len(q.variants(n)) for n in q)
-            # turns: 32 variants; both abandons (undo) and both fetches (skip): 2
-            assert prepared == len(q) + 2 * 31 + 4
+            # turns: 32 variants; both abandons (undo) and the orchestration fetch
+            # (skip): 2; the activity fetch: 16 (parts plain, tags, routed, sessions)
+            assert prepared == len(q) + 2 * 31 + 3 + 15
         finally:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
                 sql.Identifier(schema)))

@@ -382,7 +382,7 @@ def test_backoff_strategies_are_backoff_strategies_and_options_take_timedeltas()
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"orchestration_concurrency": 1.5}, {"activity_concurrency": 0}, {"max_attempts": True},
+    {"orchestration_concurrency": 1.5}, {"activity_concurrency": -1}, {"max_attempts": True},
     {"max_attempts": float("inf")}, {"cache_size": float("nan")}, {"cache_size": -1},
     {"orchestration_lock_timeout": float("nan")}, {"activity_lock_timeout": float("inf")},
     {"poll_interval": 0}, {"not_registered_backoff": -1}, {"worker_id": 5},

@@ -61,6 +61,20 @@ Invariants every provider keeps (the conformance suite in
   never a part of one. It goes with the instance (delete, purge). An instance record
   also keeps ``kv_base``, the state its current execution started with (written by the
   commit that continues as new), which a replay of that execution starts from.
+* Activity routing: a work row carries the tag and the session of its
+  :class:`~duroxy.history.ActivityWork`. A fetch takes only the rows its
+  :class:`ActivityRoute` accepts: by tag (``route.filter``; an untagged row only with
+  ``include_default``), and a row with a session only when the route names a
+  ``session_owner`` and that owner holds the session, or the session is free (nobody
+  holds it, or its holder's lease ended) and the fetch may still claim one (at most
+  ``route.new_sessions`` sessions, the first in fetch order). Taking a row of a free
+  session claims it for the owner, leased for ``route.session_lock_timeout``; a fetch
+  without a route takes untagged rows without a session only. A session's lease is not
+  an activity's lock: an activity whose session moves keeps its lock, and its ack is
+  accepted. ``renew_sessions`` extends the leases its owner still holds and
+  ``release_sessions`` frees them; a session is no instance's, and no delete touches it.
+  Claims (``OrchestrationCommit.claim_activities``) cover only work the committing
+  worker may run: never work with a session.
 * ``custom_status_version`` grows by one with each commit that says
   ``custom_status_changed``; nothing else changes it.
 * A commit that changed the custom status or the KV announces the instance on the
@@ -77,13 +91,16 @@ from typing import Literal, NamedTuple
 from .._alarms import DUE_RETRY_PAUSE_S, DUE_RETRY_S, DUE_SLACK_S
 from ..errors import ErrorDetails, StoreReadOnly
 from ..history import ActivityWork, HistoryEvent, OrchestratorMessage
+from ..options import TagFilter
 
 __all__ = [
     "DUE_RETRY_PAUSE_S",
     "DUE_RETRY_S",
     "DUE_SLACK_S",
+    "PLAIN_ROUTE",
     "TERMINAL_STATES",
     "ActivityItem",
+    "ActivityRoute",
     "Channel",
     "DeleteCounts",
     "ExcludedWork",
@@ -292,6 +309,29 @@ class ExcludedWork:
 
 
 @dataclass(frozen=True, slots=True)
+class ActivityRoute:
+    """Which activity rows a fetch may take (see the module docstring): those whose tag
+    ``filter`` accepts, and rows with a session only for ``session_owner``: rows of the
+    sessions it holds, and of at most ``new_sessions`` free sessions, which the fetch
+    claims for it, leased for ``session_lock_timeout`` seconds. Without an owner, rows
+    with a session are left alone."""
+
+    filter: TagFilter = TagFilter.DEFAULT_ONLY
+    session_owner: str | None = None
+    new_sessions: int = 0
+    session_lock_timeout: float = 30.0
+
+    @property
+    def sessions(self) -> bool:
+        """Whether the fetch may take rows with a session."""
+        return self.session_owner is not None
+
+
+#: A fetch without a route: untagged work without a session.
+PLAIN_ROUTE = ActivityRoute()
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerRecord:
     """One runtime's heartbeat row. Times are epoch seconds on the runtime's clock.
     ``orchestrations`` holds ``"name@version"`` for every registered version,
@@ -395,11 +435,14 @@ class Provider(abc.ABC):
     # ------------------------------------------------------------ activity queue
     @abc.abstractmethod
     async def fetch_activity_items(self, lock_timeout: float, limit: int = 1,
-                                   exclude: ExcludedWork | None = None) -> list[ActivityItem]:
-        """Lock up to ``limit`` visible activity work rows, oldest first, except rows
-        of the activity names ``exclude`` lists. A row whose stored form does not decode
-        is logged and set aside, never delivered, so it cannot block the rest of the
-        queue."""
+                                   exclude: ExcludedWork | None = None,
+                                   route: ActivityRoute | None = None) -> list[ActivityItem]:
+        """Lock up to ``limit`` visible activity work rows that ``route`` accepts (by
+        default: untagged, without a session), oldest first, except rows of the activity
+        names ``exclude`` lists; claim the free sessions of the rows taken for the
+        route's owner (see :class:`ActivityRoute`). A row whose stored form does not
+        decode is logged and set aside, never delivered, so it cannot block the rest of
+        the queue."""
 
     @abc.abstractmethod
     async def ack_activity(self, lock_token: str, completion: OrchestratorMessage) -> None:
@@ -415,6 +458,23 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def renew_activity_lock(self, lock_token: str, lock_timeout: float) -> None:
         """Extend the lock; ``LockLost`` when it expired or the row was deleted."""
+
+    # ------------------------------------------------------------ activity sessions
+    @abc.abstractmethod
+    async def renew_sessions(self, owner: str, session_ids: Sequence[str],
+                             lock_timeout: float) -> list[str]:
+        """Extend to ``lock_timeout`` seconds from now the lease of each of
+        ``session_ids`` that ``owner`` still holds (its lease may have ended, as long as
+        nobody claimed the session since), and return those, sorted. Also forgets the
+        sessions whose lease ended (of any owner): a forgotten session is free, as one
+        whose lease ended is."""
+
+    @abc.abstractmethod
+    async def release_sessions(self, owner: str, session_ids: Sequence[str] | None = None
+                               ) -> int:
+        """Free the sessions of ``session_ids`` (all, when ``None``) that ``owner`` holds,
+        so that the next fetch of any worker may claim them; returns how many it freed.
+        Activities of those sessions already running keep their locks."""
 
     # ------------------------------------------------------------ reads and management
     @abc.abstractmethod

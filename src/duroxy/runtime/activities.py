@@ -55,6 +55,7 @@ from .dispatch import Slots, TaskSet
 from .heartbeat import Heartbeat
 from .hooks import HookSet
 from .registry import ActivityEntry, ActivityRegistry
+from .sessions import Sessions
 
 __all__ = ["ActivityDispatcher", "Feed", "call_activity"]
 
@@ -76,16 +77,20 @@ async def _not_fed(_item: ActivityItem, _event: HistoryEvent, _handoff: list[Act
 class ActivityDispatcher:
     def __init__(self, provider: Provider, activities: ActivityRegistry,
                  options: RuntimeOptions, heartbeat: Heartbeat, worker_id: str,
-                 tasks: TaskSet, hooks: HookSet) -> None:
+                 tasks: TaskSet, hooks: HookSet, sessions: Sessions) -> None:
         self.provider = provider
         self.hooks = hooks
         self.activities = activities
         self.options = options
         self.worker_id = worker_id
+        self.sessions = sessions
         self._heartbeat = heartbeat
         self._tasks = tasks
-        #: shared with turns that claim the activities they schedule
-        self.slots = Slots(options.activity_concurrency)
+        #: shared with turns that claim the activities they schedule (none when this
+        #: runtime runs no activities)
+        self.slots = Slots(options.activity_concurrency if options.runs_activities else 0)
+        # tagged work met without its code, by key: warned about once
+        self._waiting: set[str] = set()
         #: set by the runtime to the orchestration dispatcher's
         self.feed: Feed = _not_fed
         self._running: dict[ActivityKey, ActivityContext] = {}
@@ -93,7 +98,8 @@ class ActivityDispatcher:
         # lock token: see _lease_lapsed.
         self._asked_at: dict[str, float] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=options.activity_concurrency, thread_name_prefix="duroxy-activity")
+            max_workers=max(1, options.activity_concurrency),
+            thread_name_prefix="duroxy-activity")
 
     @property
     def active(self) -> int:
@@ -101,16 +107,20 @@ class ActivityDispatcher:
         return len(self._running)
 
     async def fetch(self, limit: int, _wait: float) -> list[ActivityItem]:
-        """A fetch that leaves alone what other live workers run and this one cannot."""
+        """A fetch of the work this runtime's tag filter accepts, the work of its
+        sessions and of sessions it may claim (see :mod:`.sessions`), that leaves alone
+        what other live workers run and this one cannot."""
         lock_timeout = self.options.activity_lock_timeout
         exclude = self._heartbeat.exclude
+        if exclude is not None and not exclude.activities:
+            exclude = None
         asked = time.monotonic()
+        sessions = self.sessions
         try:
-            if exclude is None or not exclude.activities:
-                items = await self.provider.fetch_activity_items(lock_timeout, limit)
-            else:
-                items = await self.provider.fetch_activity_items(lock_timeout, limit,
-                                                                 exclude=exclude)
+            async with sessions.guard:
+                items = await self.provider.fetch_activity_items(
+                    lock_timeout, limit, exclude=exclude, route=sessions.route())
+                sessions.fetched(items)
         except Exception as e:
             self.hooks.store_failed(e)
             raise
@@ -168,12 +178,13 @@ class ActivityDispatcher:
             orchestration_name=work.orchestration_name,
             orchestration_version=work.orchestration_version, activity_name=work.name,
             attempt=work.attempt, worker_id=self.worker_id, provider=self.provider,
-            loop=asyncio.get_running_loop())
+            loop=asyncio.get_running_loop(), session_id=work.session_id, tag=work.tag)
         renewer: list[asyncio.Task[None]] = []
         renewal: asyncio.TimerHandle | None = None
         attempt = ActivityAttempt(work.instance_id, work.execution_id,
                                   work.orchestration_name, work.orchestration_version,
-                                  work.name, work.attempt, self.worker_id, work.trace_context)
+                                  work.name, work.attempt, self.worker_id, work.trace_context,
+                                  work.tag)
         hooked = committed = False
         failure: BaseException | None = None
         try:
@@ -181,7 +192,13 @@ class ActivityDispatcher:
                 return
             entry = self.activities.get(work.name)
             if entry is None and await self._heartbeat.hand_back_activity(item):
-                return  # a live worker that has it runs it: no attempt of ours
+                # a live worker that has it runs it: no attempt of ours, and its session
+                # goes, so that that worker can claim it
+                await self._leave_session(work)
+                return
+            if entry is None and work.tag is not None:
+                await self._wait_for_worker(item)
+                return
             self.hooks.activity_start(attempt)
             hooked = True
             if entry is None:
@@ -213,6 +230,7 @@ class ActivityDispatcher:
             if not await self.feed(item, event, handoff):
                 await self._complete(item, event)
             committed = True
+            self.sessions.touch(work.session_id)
         except asyncio.CancelledError:
             # Shutdown: release the item so another worker takes it at once.
             with contextlib.suppress(Exception):
@@ -232,6 +250,36 @@ class ActivityDispatcher:
                 task.cancel()
             if hooked:
                 self.hooks.activity_end(attempt, committed, failure)
+
+    async def _leave_session(self, work: ActivityWork) -> None:
+        if work.session_id is not None:
+            try:
+                await self.sessions.give_up(work.session_id)
+            except Exception as e:  # its lease ends on its own
+                self.hooks.store_failed(e)
+
+    async def _wait_for_worker(self, item: ActivityItem) -> None:
+        """Tagged work this runtime accepts but has not registered, and no live worker
+        that accepts its tag has either: it waits in the store, offered again every
+        ``not_registered_backoff`` without using up an attempt, for such a worker to
+        start. Work nobody accepts is never failed for it (its orchestration bounds the
+        wait with a timer or a retry timeout)."""
+        work = item.work
+        key = f"{work.instance_id}\x00{work.execution_id}\x00{work.event_id}"
+        if key not in self._waiting:
+            if len(self._waiting) > 4096:
+                self._waiting.clear()
+            self._waiting.add(key)
+            logger.warning(
+                "instance %r (orchestration %r) scheduled activity %r tagged %r, which no "
+                "running worker that accepts the tag has registered: it waits until one "
+                "starts (%s)", work.instance_id, work.orchestration_name, work.name,
+                work.tag, self._heartbeat.missing("activity", work.name),
+                extra={"instance_id": work.instance_id})
+        await self._leave_session(work)
+        await self.provider.abandon_activity(
+            item.lock_token, max(self.options.not_registered_backoff, 0.05),
+            ignore_attempt=True)
 
     async def _not_registered(self, item: ActivityItem, attempt: ActivityAttempt) -> bool:
         """Work for an activity no live worker has (the caller handed it back to one
@@ -331,6 +379,8 @@ class ActivityDispatcher:
             except Exception as e:
                 self.hooks.store_failed(e)
                 logger.debug("renewing an activity lock failed", exc_info=True)
+            else:
+                self.sessions.touch(item.work.session_id)
             await asyncio.sleep(interval)
 
 

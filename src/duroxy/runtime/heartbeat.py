@@ -30,7 +30,7 @@ from collections.abc import Callable
 from .._names import did_you_mean
 from .._semver import parse_semver
 from .._version import __version__
-from ..options import RuntimeOptions
+from ..options import RuntimeOptions, TagFilter
 from ..providers.base import (
     ActivityItem,
     ExcludedWork,
@@ -53,12 +53,11 @@ REFRESH_AT_MOST_S = 1.0
 #: alone (the instance's record names a version this runtime has): long enough for the
 #: worker that has the code to take it first, short next to a backoff.
 HAND_BACK_DELAY_S = 0.05
-#: What the heartbeat says of the activities a runtime accepts: untagged ones only.
-TAG_FILTER = "DEFAULT_ONLY"
-
 # Worker ids of this process's running runtimes: a runtime without an explicit id takes
 # host:pid, or host:pid:2, host:pid:3 ... when that one is in use here.
 _ids_in_use: collections.Counter[str] = collections.Counter()
+# worker_node_id of this process's running runtimes (each must be unique among the live)
+_nodes_in_use: set[str] = set()
 
 
 def claim_worker_id(explicit: str | None) -> str:
@@ -82,6 +81,67 @@ def release_worker_id(worker_id: str) -> None:
         del _ids_in_use[worker_id]
 
 
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+async def claim_node_id(provider: Provider, options: RuntimeOptions) -> None:
+    """Refuse (``ValueError``) a ``worker_node_id`` that a live runtime has: another of
+    this process, or one whose heartbeat is recent. A row of this host whose process is
+    gone (or is this process) is a predecessor that died or stopped: its sessions are
+    taken back at once. Call :func:`release_node_id` when the runtime stops."""
+    node = options.worker_node_id
+    if node is None:
+        return
+    if node in _nodes_in_use:
+        raise ValueError(f"RuntimeOptions.worker_node_id {node!r} is in use by another "
+                         "running runtime of this process; give each runtime its own")
+    host, pid, now = socket.gethostname(), os.getpid(), time.time()
+    for row in await provider.list_workers():
+        if row.worker_node_id != node or not row.alive_at(now):
+            continue
+        if row.host == host and (row.pid == pid or not _pid_running(row.pid)):
+            continue  # a predecessor on this host that is gone
+        raise ValueError(
+            f"RuntimeOptions.worker_node_id {node!r} is in use by the live worker "
+            f"{row.worker_id!r} ({row.host}, pid {row.pid}, last seen "
+            f"{now - row.last_seen_at:.0f} s ago): give each runtime its own, or start this "
+            f"one once that worker stopped (a worker that died counts as live until its "
+            f"heartbeat is {3 * row.heartbeat_interval:g} s old)")
+    _nodes_in_use.add(node)
+
+
+def release_node_id(options: RuntimeOptions) -> None:
+    if options.worker_node_id is not None:
+        _nodes_in_use.discard(options.worker_node_id)
+
+
+def _overlap(a: TagFilter, b: TagFilter) -> bool:
+    """Whether some activity (tagged or not) is accepted by both filters."""
+    if a.include_default and b.include_default:
+        return True
+    if a.any_tag:
+        return b.any_tag or bool(b.tags)
+    if b.any_tag:
+        return bool(a.tags)
+    return bool(a.tags & b.tags)
+
+
+def _filter_of(row: WorkerRecord) -> TagFilter | None:
+    """What a live worker's row says it runs (``None``: no activities, or a filter this
+    release cannot read)."""
+    if row.activity_concurrency <= 0:
+        return None
+    found = TagFilter.from_text(row.tag_filter)
+    return None if found is None or found.runs_nothing else found
+
+
 def _semver_key(version: str) -> tuple[object, ...]:
     try:
         return (0, parse_semver(version))
@@ -95,11 +155,12 @@ class Heartbeat:
 
     def __init__(self, provider: Provider, worker_id: str, options: RuntimeOptions,
                  activities: ActivityRegistry, orchestrations: OrchestrationRegistry,
-                 active: Callable[[], int]) -> None:
+                 active: Callable[[], int], sessions: Callable[[], int] = lambda: 0) -> None:
         self._provider = provider
         self.worker_id = worker_id
         self._options = options
         self._active = active
+        self._sessions = sessions
         self._host = socket.gethostname()
         self._pid = os.getpid()
         self._started_at = time.time()
@@ -111,9 +172,12 @@ class Heartbeat:
         self._our_names = set(orchestrations.names())
         #: what this runtime's fetches leave to other live workers (None: nothing)
         self.exclude: ExcludedWork | None = None
-        # What live other workers have registered: "name@version", bare names, activities.
+        # What live other workers have registered: "name@version", bare names (of the
+        # workers that run turns), activities (of those that run activities).
         self._elsewhere: tuple[frozenset[str], frozenset[str], frozenset[str]] = (
             frozenset(), frozenset(), frozenset())
+        # activity name -> the tag filters of the live other workers that have it
+        self._filters: dict[str, tuple[TagFilter, ...]] = {}
         #: ids of the other live workers, as of the last reread
         self._others: tuple[str, ...] = ()
         self._demanded_at = -float("inf")  # time.monotonic() of the last refresh_soon reread
@@ -133,10 +197,13 @@ class Heartbeat:
             duroxy_version=__version__, started_at=self._started_at, last_seen_at=now,
             heartbeat_interval=opts.heartbeat_interval,
             orchestration_concurrency=opts.orchestration_concurrency,
-            activity_concurrency=opts.activity_concurrency, tag_filter=TAG_FILTER,
+            activity_concurrency=opts.activity_concurrency,
+            tag_filter=(opts.worker_tag_filter if opts.runs_activities
+                        else TagFilter.NONE).to_text(),
             orchestrations=self._orchestrations, activities=self._activities,
-            active_activities=0 if stopped else self._active(), sessions_owned=0,
-            worker_node_id=None, stopped_at=now if stopped else None)
+            active_activities=0 if stopped else self._active(),
+            sessions_owned=0 if stopped else self._sessions(),
+            worker_node_id=opts.worker_node_id, stopped_at=now if stopped else None)
 
     async def start(self) -> None:
         """Write the first row and read the others (before the runtime fetches any
@@ -220,9 +287,24 @@ class Heartbeat:
             logger.warning("another runtime (%s, pid %s) writes its heartbeat as worker %r "
                            "too; give each runtime its own RuntimeOptions.worker_id",
                            own.host, own.pid, self.worker_id)
-        keys = frozenset(k for r in others for k in r.orchestrations)
+        # Only what the others run counts: turns on those with turn slots, activities
+        # on those that run some (by tag: see runs_activity).
+        keys = frozenset(k for r in others if r.orchestration_concurrency > 0
+                         for k in r.orchestrations)
         names = frozenset(k.rpartition("@")[0] for k in keys)
-        acts = frozenset(a for r in others for a in r.activities)
+        filters: dict[str, list[TagFilter]] = {}
+        mine = self._options.worker_tag_filter
+        shared: set[str] = set()  # names of workers that run some activity this one runs
+        for r in others:
+            f = _filter_of(r)
+            if f is None:
+                continue
+            for a in r.activities:
+                filters.setdefault(a, []).append(f)
+            if _overlap(f, mine):
+                shared.update(r.activities)
+        self._filters = {a: tuple(fs) for a, fs in filters.items()}
+        acts = frozenset(filters)
         self._elsewhere = (keys, names, acts)
         self._others = tuple(r.worker_id for r in others)
         skip_names: set[str] = set()
@@ -233,7 +315,7 @@ class Heartbeat:
                 skip_names.add(name)
             elif (name, version) not in self._our_versions:
                 skip_versions.add((name, version))
-        skip_acts = acts.difference(self._activities)
+        skip_acts = frozenset(shared).difference(self._activities)
         if skip_names or skip_versions or skip_acts:
             self.exclude = ExcludedWork(frozenset(skip_names), frozenset(skip_versions),
                                         frozenset(skip_acts))
@@ -246,9 +328,10 @@ class Heartbeat:
         keys, names, _ = self._elsewhere
         return name in names if version is None else f"{name}@{version}" in keys
 
-    def runs_activity(self, name: str) -> bool:
-        """Whether another live worker has registered activity ``name``."""
-        return name in self._elsewhere[2]
+    def runs_activity(self, name: str, tag: str | None = None) -> bool:
+        """Whether another live worker has registered activity ``name`` and runs
+        activities tagged ``tag`` (``None``: untagged)."""
+        return any(f.matches(tag) for f in self._filters.get(name, ()))
 
     def hand_back(self, key: str, now: float | None = None) -> bool:
         """Whether work ``key`` may go back to the store once more without using up an
@@ -321,10 +404,10 @@ class Heartbeat:
         attempt, when another live worker has: True (from then on this runtime's fetches
         leave that activity alone). False when no live worker has it."""
         work = item.work
-        if not self.runs_activity(work.name):
+        if not self.runs_activity(work.name, work.tag):
             await self.refresh_soon()
         key = f"{work.instance_id}\x00{work.execution_id}\x00{work.event_id}"
-        if not self.runs_activity(work.name) or not self.hand_back(key):
+        if not self.runs_activity(work.name, work.tag) or not self.hand_back(key):
             return False
         logger.debug("%r: activity %r is not registered here; handed back to the live "
                      "worker that has it", work.instance_id, work.name)

@@ -341,13 +341,16 @@ class OrchestrationDispatcher:
         """Ask the store to hand back the activities this turn schedules, locked, so this
         worker runs them at once without a fetch: as many as it has free slots, and one
         more for a turn whose activity task runs the next one (``handoff``); never one it
-        has not registered (nor any after it: the claim takes the first ones)."""
-        if self.fast is None or self.stopping:
+        has not registered, whose tag its filter refuses or that runs on a session
+        (whose owner a fetch decides), nor any after it: the claim takes the first ones."""
+        if self.fast is None or self.stopping or not self.options.runs_activities:
             return
         free = self._workers.slots.free + (1 if handoff else 0)
+        accepts = self.options.worker_tag_filter.matches
         known = 0
         for work in commit.activities[:free]:
-            if work.name not in self.activities:
+            if (work.name not in self.activities or work.session_id is not None
+                    or not accepts(work.tag)):
                 break
             known += 1
         if known:

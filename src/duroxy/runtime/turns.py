@@ -104,7 +104,8 @@ def build_commit(instance_id: str, started: OrchestrationStarted, result: TurnRe
         if isinstance(event, ActivityScheduled):
             commit.activities.append(ActivityWork(
                 instance_id, execution_id, event.event_id, event.name, event.input,
-                started.name, started.version, event.attempt, event.trace_context))
+                started.name, started.version, event.attempt, event.trace_context,
+                event.session_id, event.tag))
         elif isinstance(event, TimerCreated):
             commit.messages.append(OrchestratorMessage(
                 instance_id, TimerFired(source_event_id=event.event_id, fire_at=event.fire_at),

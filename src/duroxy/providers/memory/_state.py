@@ -13,7 +13,7 @@ from ...errors import ErrorDetails
 from ...history import OrchestratorMessage
 from ..base import Channel, DeleteCounts, InstanceRecord, KvEntry, WorkerRecord
 
-__all__ = ["Host", "Message", "OrchLock", "Record", "Work", "visible"]
+__all__ = ["Host", "Message", "OrchLock", "Record", "SessionLease", "Work", "visible"]
 
 
 @dataclass(slots=True)
@@ -68,6 +68,17 @@ class Work:
     fetch_count: int = 0
     token: str | None = None
     expires_at: float = 0.0
+    #: what routes the row (``ActivityWork.tag`` and ``session_id``)
+    tag: str | None = None
+    session_id: str | None = None
+
+
+@dataclass(slots=True)
+class SessionLease:
+    """Who holds an activity session, until when (provider clock)."""
+
+    owner: str
+    locked_until: float
 
 
 def visible(visible_at: float | None, now: float) -> bool:
@@ -88,6 +99,7 @@ class Host(Protocol):
     _work_tokens: dict[str, int]
     _workers: dict[str, WorkerRecord]
     _kv: dict[str, dict[str, KvEntry]]
+    _sessions: dict[str, SessionLease]
 
     def _check_open(self) -> None: ...
 

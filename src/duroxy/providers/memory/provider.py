@@ -46,7 +46,7 @@ from ..base import (
 from ._activities import MemoryActivities
 from ._admin import MemoryAdmin
 from ._reads import MemoryReads
-from ._state import Message, OrchLock, Record, Work, visible
+from ._state import Message, OrchLock, Record, SessionLease, Work, visible
 
 __all__ = ["InMemoryProvider"]
 
@@ -73,6 +73,8 @@ class InMemoryProvider(MemoryActivities, MemoryReads, MemoryAdmin, Provider, Fas
         self._work: dict[int, Work] = {}
         self._work_tokens: dict[str, int] = {}  # token -> work id
         self._workers: dict[str, WorkerRecord] = {}
+        # session id -> its holder (activity routing)
+        self._sessions: dict[str, SessionLease] = {}
         # instance -> key -> entry: each instance's committed key-value state
         self._kv: dict[str, dict[str, KvEntry]] = {}
         self._ids = itertools.count(1)
@@ -397,7 +399,7 @@ class InMemoryProvider(MemoryActivities, MemoryReads, MemoryAdmin, Provider, Fas
                 wid = next(self._ids)
                 row = self._work[wid] = Work(
                     wid, (work.instance_id, work.execution_id, work.event_id), work.name,
-                    text, None)
+                    text, None, tag=work.tag, session_id=work.session_id)
                 if n < commit.claim_activities:
                     row.token = uuid.uuid4().hex
                     row.expires_at = now + commit.claim_lock_timeout

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ...errors import LockLost, PayloadError
 from ...history import ActivityWork, OrchestratorMessage
-from ..base import ActivityItem, Channel, ExcludedWork
-from ._marshal import completion_params
+from ..base import PLAIN_ROUTE, ActivityItem, ActivityRoute, Channel, ExcludedWork
+from ._marshal import completion_params, key
 from ._notify import Notifier
 from ._sql import Statement, Statements
 
@@ -19,8 +20,27 @@ _log = logging.getLogger("duroxy.providers.postgres")
 
 Row = tuple[Any, ...]
 _PLAIN: frozenset[str] = frozenset()
-_SKIP = frozenset({"skip"})
 _UNDO = frozenset({"undo"})
+
+
+def _route_parts(route: ActivityRoute) -> tuple[frozenset[str], list[str]]:
+    """The parts of fetch_activities a route needs, and the tags of part ``tags``."""
+    filt = route.filter
+    parts: set[str] = set()
+    if filt.include_default:
+        parts.add("plain")
+    tags: list[str] = []
+    if filt.any_tag:
+        parts.add("routed")
+    else:
+        tags = sorted(filt.tags)
+        if filt.include_default and route.sessions:
+            tags.append("")  # untagged work with a session
+        if tags:
+            parts.add("tags")
+    if route.sessions:
+        parts.add("sessions")
+    return frozenset(parts), tags
 
 
 class _Host(Protocol):
@@ -41,14 +61,20 @@ class ActivityQueue:
     """Mixed into PostgresProvider."""
 
     async def fetch_activity_items(self: _Host, lock_timeout: float, limit: int = 1,
-                                   exclude: ExcludedWork | None = None) -> list[ActivityItem]:
+                                   exclude: ExcludedWork | None = None,
+                                   route: ActivityRoute | None = None) -> list[ActivityItem]:
         self._writable("fetch_activity_items")
-        if limit <= 0:
+        route = route or PLAIN_ROUTE
+        parts, tags = _route_parts(route)
+        if limit <= 0 or not parts - {"sessions"}:
             return []
-        skip = sorted(exclude.activities) if exclude is not None else []
-        rows = await self._rows(
-            self._q.variant("fetch_activities", _SKIP if skip else _PLAIN),
-            {"limit": limit, "lock_timeout": float(lock_timeout), "skip_activities": skip})
+        skip = sorted(exclude.activities) if exclude is not None and exclude.activities \
+            else None
+        rows = await self._rows(self._q.variant("fetch_activities", parts), {
+            "limit": limit, "lock_timeout": float(lock_timeout), "skip_activities": skip,
+            "tags": tags or None, "owner": route.session_owner,
+            "new_sessions": route.new_sessions if route.sessions else 0,
+            "session_lock": float(route.session_lock_timeout)})
         rows.sort(key=lambda r: int(r[0]))
         items: list[ActivityItem] = []
         for rid, token, payload, attempts, _ in rows:
@@ -94,3 +120,24 @@ class ActivityQueue:
             "token": lock_token, "lock_timeout": float(lock_timeout)})
         if len(rows) != 1:
             raise LockLost("activity lock is not held (expired, taken over or cancelled)")
+
+    # ------------------------------------------------------------ sessions
+    async def renew_sessions(self: _Host, owner: str, session_ids: Sequence[str],
+                             lock_timeout: float) -> list[str]:
+        self._writable("renew_sessions")
+        rows = await self._rows("renew_sessions", {
+            "owner": owner, "keys": [key(s) for s in dict.fromkeys(session_ids)],
+            "lock_timeout": float(lock_timeout)})
+        return sorted(str(r[0]) for r in rows)
+
+    async def release_sessions(self: _Host, owner: str, session_ids: Sequence[str] | None = None
+                               ) -> int:
+        self._writable("release_sessions")
+        rows = await self._rows("release_sessions", {
+            "owner": owner,
+            "keys": None if session_ids is None else [key(s) for s in session_ids],
+            "channel": self._channel, "note": self._note("activity", "")})
+        gone = int(rows[0][0]) if rows else 0
+        if gone:
+            self._notifier.call([("activity", None)])
+        return gone

@@ -53,11 +53,12 @@ Conn = psycopg.AsyncConnection[Row]
 #: psycopg's raw cursor (3.2 and later) takes $n placeholders and parses nothing.
 _RawCursor: Any = getattr(psycopg, "AsyncRawCursor", None)
 #: Management statements whose best plan depends on which of their filters are NULL:
-#: never prepared, so each execution is planned for its own values.
+#: never prepared, so each execution is planned for its own values; and the release of
+#: a runtime's sessions, which runs once in its life, when it stops.
 _UNPREPARED = frozenset({"list_instances", "purge_candidates", "instance_tree",
                          "delete_instances", "record_heartbeat", "list_workers",
                          "prune_executions", "kv_read", "delete_instances_counted",
-                         "instance_stats"})
+                         "instance_stats", "release_sessions"})
 #: A connection the pool opens while it holds at most this many prepares the hot
 #: statements before it serves (see _warm.py): these few serve a lightly loaded store,
 #: where every turn's latency counts. Those a burst adds beyond them prepare only what

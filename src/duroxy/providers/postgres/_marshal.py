@@ -225,8 +225,10 @@ def turn(commit: OrchestrationCommit, node_id: str) -> Turn:
         "error": json.dumps(commit.error.to_json()) if commit.error is not None else None,
         "custom_status": commit.custom_status,
         **_columns(("work_keys", "work_ids", "work_execs", "work_events", "work_names",
-                    "work_payloads"), [
-            (key(w.instance_id), w.instance_id, w.execution_id, w.event_id, w.name, p)
+                    "work_payloads", "work_tags", "work_sessions", "work_skeys"), [
+            (key(w.instance_id), w.instance_id, w.execution_id, w.event_id, w.name, p,
+             w.tag or "", w.session_id,
+             None if w.session_id is None else key(w.session_id))
             for w, p in works]),
         "claim": claim, "claim_timeout": float(commit.claim_lock_timeout),
         **_columns(("cancel_keys", "cancel_execs", "cancel_events"), [

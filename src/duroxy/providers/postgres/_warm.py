@@ -84,7 +84,10 @@ def warm_calls(node_id: str, channel: str) -> list[Call]:
     calls: list[Call] = [
         ("fetch_orchestrations", frozenset(), {"scan": 0, "limit": 0, "lock_timeout": 30.0}),
         ("lock_instance", None, {"key": nobody, "lock_timeout": 30.0}),
-        ("fetch_activities", frozenset(), {"limit": 0, "lock_timeout": 30.0}),
+        # (the fetch of a runtime's default route: untagged work, with sessions)
+        ("fetch_activities", frozenset({"plain", "tags", "sessions"}), {
+            "limit": 0, "lock_timeout": 30.0, "skip_activities": None, "tags": [""],
+            "owner": "warm-up", "new_sessions": 0, "session_lock": 30.0}),
         ("get_instance", None, {"key": nobody}),
     ]
     completion = completion_params(OrchestratorMessage(

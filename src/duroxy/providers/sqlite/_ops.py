@@ -39,7 +39,6 @@ __all__ = [
     "StartInfo",
     "fetch_all",
     "record_from_row",
-    "skip_activities",
     "skip_orchestrations",
 ]
 
@@ -77,8 +76,8 @@ class PreparedCommit:
     error_json: str | None
     custom_status: str | None
     history: list[tuple[int, str]]  # (event_id, encode_event text)
-    #: (instance, execution, event id, activity name, payload)
-    activities: list[tuple[str, int, int, str, str]]
+    #: (instance, execution, event id, activity name, payload, tag or '', session or None)
+    activities: list[tuple[str, int, int, str, str, str, str | None]]
     messages: list[PreparedMessage]
     cancel_activities: list[tuple[str, int, int]]
     acked_activities: list[str]  # lock tokens of work rows this turn consumed directly
@@ -110,13 +109,6 @@ def skip_orchestrations(exclude: ExcludedWork | None) -> Skip:
         return None
     return (json.dumps(sorted(exclude.orchestrations)),
             json.dumps(sorted([n, v] for n, v in exclude.orchestration_versions)))
-
-
-def skip_activities(exclude: ExcludedWork | None) -> Skip:
-    """(JSON array of activity names,), or ``None``."""
-    if exclude is None or not exclude.activities:
-        return None
-    return (json.dumps(sorted(exclude.activities)),)
 
 
 def new_token() -> str:
@@ -271,14 +263,6 @@ def probe_orchestration_items(tx: Tx, skip: Skip = None) -> list[OrchestrationIt
     return None if _candidates(tx, 1, skip) else []
 
 
-def probe_activity_items(tx: Tx, skip: Skip = None) -> list[ActivityItem] | None:
-    if skip is None:
-        found = fetch_all(tx.conn, Q["any_activity_visible"], (tx.now,))
-    else:
-        found = fetch_all(tx.conn, Q["any_activity_visible_excluding"], (tx.now, *skip))
-    return None if found else []
-
-
 def _check_lock(tx: Tx, found: list[Any]) -> None:
     if not found:
         raise LockLost("orchestration lock is not held (released, taken over or deleted)")
@@ -362,10 +346,8 @@ def _apply_turn(tx: Tx, instance_id: str, has_record: bool, old_execution: int |
     if claim:
         # Enqueued already locked for the committing worker, which runs them at once.
         salt = new_token()
-        for (iid, ex, eid, name, payload), work in zip(c.activities[:claim], c.claimed_work,
-                                                       strict=True):
-            rows = fetch_all(conn, Q["enqueue_activity_returning"],
-                         (iid, ex, eid, name, payload, tx.now, tx.now))
+        for row, work in zip(c.activities[:claim], c.claimed_work, strict=True):
+            rows = fetch_all(conn, Q["enqueue_activity_returning"], (*row, tx.now, tx.now))
             if rows:
                 wid = rows[0][0]
                 claimed.append(ActivityItem(wid, f"{wid}.{salt}", work, 1))
@@ -423,29 +405,6 @@ def renew_orchestration_lock(tx: Tx, token: str, lock_timeout: float) -> None:
 
 
 # ------------------------------------------------------------------ activity queue
-def fetch_activity_items(tx: Tx, lock_timeout: float, limit: int, skip: Skip = None
-                         ) -> list[ActivityItem]:
-    conn, now = tx.conn, tx.now
-    until = now + lock_timeout
-    salt = new_token()
-    items: list[ActivityItem] = []
-    if skip is None:
-        found = fetch_all(conn, Q["next_activities"], (now, limit))
-    else:
-        found = fetch_all(conn, Q["next_activities_excluding"], (now, *skip, limit))
-    for wid, payload, count in found:
-        try:
-            work = ActivityWork.from_json(payload)
-        except PayloadError as e:
-            log.error("activity work row %d does not decode and is set aside: %s", wid, e)
-            conn.execute(Q["park_activity"], (wid,))
-            continue
-        # The row id leads the token, so ack and renew find the row by primary key.
-        items.append(ActivityItem(wid, f"{wid}.{salt}", work, count + 1))
-    conn.executemany(Q["lock_activity"], [(it.lock_token, until, it.id) for it in items])
-    return items
-
-
 def _work_id(token: str) -> int:
     head, sep, _ = token.partition(".")
     if not sep or not head.isdigit():

@@ -64,6 +64,7 @@ from ...history import (
 from ..base import (
     TERMINAL_STATES,
     ActivityItem,
+    ActivityRoute,
     Channel,
     ExcludedWork,
     FastPath,
@@ -75,7 +76,7 @@ from ..base import (
     WorkerRecord,
     read_only_refusal,
 )
-from . import _admin_ops, _ops
+from . import _admin_ops, _ops, _routing
 from ._inline import Declined, InlineReader
 from ._listeners import CHANNELS, Listeners
 from ._manage import SqliteManagement
@@ -452,8 +453,8 @@ class SqliteProvider(SqliteManagement, Provider, FastPath):
                 error_json=json.dumps(commit.error.to_json()) if commit.error else None,
                 custom_status=commit.custom_status,
                 history=[(e.event_id, encode_event(e)) for e in commit.history],
-                activities=[(w.instance_id, w.execution_id, w.event_id, w.name, w.to_json())
-                            for w in commit.activities],
+                activities=[(w.instance_id, w.execution_id, w.event_id, w.name, w.to_json(),
+                             w.tag or "", w.session_id) for w in commit.activities],
                 messages=[self._prepare(m) for m in commit.messages],
                 cancel_activities=[(i, x, e) for i, x, e in commit.cancel_activities],
                 acked_activities=list(commit.acked_activities),
@@ -481,17 +482,17 @@ class SqliteProvider(SqliteManagement, Provider, FastPath):
 
     # ------------------------------------------------------------ activity queue
     async def fetch_activity_items(self, lock_timeout: float, limit: int = 1,
-                                   exclude: ExcludedWork | None = None) -> list[ActivityItem]:
+                                   exclude: ExcludedWork | None = None,
+                                   route: ActivityRoute | None = None) -> list[ActivityItem]:
         self._writable("fetch_activity_items")
-        if limit <= 0:
+        claim = _routing.Claim.of(route, exclude)
+        if limit <= 0 or claim.sql is None:
             self._check_open()
             return []
-        skip = _ops.skip_activities(exclude)
         return await self._lock_op(
-            lambda tx: _ops.fetch_activity_items(tx, lock_timeout, limit, skip),
+            lambda tx: _routing.fetch_activity_items(tx, lock_timeout, limit, claim),
             self._give_back_activity_items,
-            _ops.probe_activity_items if skip is None
-            else functools.partial(_ops.probe_activity_items, skip=skip))
+            functools.partial(_routing.probe_activity_items, claim=claim))
 
     async def ack_activity(self, lock_token: str, completion: OrchestratorMessage) -> None:
         self._writable("ack_activity")
@@ -507,6 +508,19 @@ class SqliteProvider(SqliteManagement, Provider, FastPath):
     async def renew_activity_lock(self, lock_token: str, lock_timeout: float) -> None:
         self._writable("renew_activity_lock")
         await self._lock_op(lambda tx: _ops.renew_activity_lock(tx, lock_token, lock_timeout))
+
+    # ------------------------------------------------------------ activity sessions
+    async def renew_sessions(self, owner: str, session_ids: Sequence[str],
+                             lock_timeout: float) -> list[str]:
+        self._writable("renew_sessions")
+        return await self._lock_op(
+            lambda tx: _routing.renew_sessions(tx, owner, session_ids, lock_timeout))
+
+    async def release_sessions(self, owner: str, session_ids: Sequence[str] | None = None
+                               ) -> int:
+        self._writable("release_sessions")
+        return await self._lock_op(
+            lambda tx: _routing.release_sessions(tx, owner, session_ids))
 
     # ------------------------------------------------------------ reads and management
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:

@@ -230,7 +230,8 @@ ORDER BY d.id
 -- written only for an instance that has a record (has_record). A repeated event id
 -- violates the history key and fails the statement.
 -- works: the first %(claim)s activities are inserted leased to the caller for
--- %(claim_timeout)s seconds, attempt 1, as a fetch would lease them.
+-- %(claim_timeout)s seconds, attempt 1, as a fetch would lease them; each with its tag
+-- ('' for none), session id and session key (NULL for none).
 -- Parts: starts (records for started instances), msgs (messages and their lock rows),
 -- works (activities), cancels (cancelled activities), kv (key-value changes: every key
 -- removed with kv_clear, those of kv_del_keys removed, kv_set_* written; keys are
@@ -337,19 +338,22 @@ taken AS (
 -- if: works
 ), works AS (
     INSERT INTO activity_queue (ikey, instance_id, execution_id, event_id, name, payload,
-                                visible_at, lock_token, locked_until, attempts)
-    SELECT w.ikey, w.instance_id, w.execution_id, w.event_id, w.name, w.payload,
-           coalesce(w.until, statement_timestamp()), w.token, w.until,
-           CASE WHEN w.token IS NULL THEN 0 ELSE 1 END
+                                tag, session_id, skey, visible_at, lock_token,
+                                locked_until, attempts)
+    SELECT w.ikey, w.instance_id, w.execution_id, w.event_id, w.name, w.payload, w.tag,
+           w.session_id, w.skey, coalesce(w.until, statement_timestamp()), w.token,
+           w.until, CASE WHEN w.token IS NULL THEN 0 ELSE 1 END
     FROM (SELECT t.*, CASE WHEN t.n <= %(claim)s THEN gen_random_uuid()::text END AS token,
                  CASE WHEN t.n <= %(claim)s
                       THEN clock_timestamp() + make_interval(secs => %(claim_timeout)s) END
                      AS until
           FROM ok, unnest(%(work_keys)s::bytea[], %(work_ids)s::text[],
                           %(work_execs)s::int[], %(work_events)s::int[],
-                          %(work_names)s::text[], %(work_payloads)s::text[])
+                          %(work_names)s::text[], %(work_payloads)s::text[],
+                          %(work_tags)s::text[], %(work_sessions)s::text[],
+                          %(work_skeys)s::bytea[])
                WITH ORDINALITY AS t(ikey, instance_id, execution_id, event_id, name,
-                                    payload, n)
+                                    payload, tag, session_id, skey, n)
           ORDER BY t.n) AS w
     RETURNING id, lock_token, event_id
 -- end

@@ -271,15 +271,6 @@ WHERE l.lock_token = ?;
 -- under a token nobody holds.
 UPDATE instance_locks SET lock_token = ?, locked_until = ? WHERE instance_id = ?;
 
--- name: any_activity_visible
-SELECT 1 FROM activity_queue WHERE visible_at <= ? LIMIT 1;
-
--- name: any_activity_visible_excluding
--- (now, JSON array of activity names left to other workers)
-SELECT 1 FROM activity_queue
-WHERE visible_at <= ? AND name NOT IN (SELECT value FROM json_each(?))
-LIMIT 1;
-
 -- name: renew_lock
 UPDATE instance_locks SET locked_until = ? WHERE lock_token = ? AND locked_until > ?;
 
@@ -315,34 +306,97 @@ SELECT 1 FROM orchestrator_queue WHERE instance_id = ? AND visible_at <= ? LIMIT
 
 -- ------------------------------------------------------------------ activity queue
 -- name: enqueue_activity
--- (instance_id, execution_id, event_id, activity name, payload, visible_at, enqueued_at:
--- the same time); scheduling the same work twice keeps the first row.
-INSERT INTO activity_queue (instance_id, execution_id, event_id, name, payload, visible_at,
-                            enqueued_at)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+-- (instance_id, execution_id, event_id, activity name, payload, tag ('' for none),
+-- session_id (NULL for none), visible_at, enqueued_at: the same time); scheduling the
+-- same work twice keeps the first row.
+INSERT INTO activity_queue (instance_id, execution_id, event_id, name, payload, tag,
+                            session_id, visible_at, enqueued_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (instance_id, execution_id, event_id) DO NOTHING;
 
 -- name: enqueue_activity_returning
 -- enqueue_activity, answering the new row's id (nothing when the work already exists).
-INSERT INTO activity_queue (instance_id, execution_id, event_id, name, payload, visible_at,
-                            enqueued_at)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO activity_queue (instance_id, execution_id, event_id, name, payload, tag,
+                            session_id, visible_at, enqueued_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (instance_id, execution_id, event_id) DO NOTHING
 RETURNING id;
 
--- name: next_activities
-SELECT id, payload, fetch_count FROM activity_queue
-WHERE visible_at <= ?
-ORDER BY visible_at, id
-LIMIT ?;
+-- ------------------------------------------------------------------ activity routing
+-- A fetch of activities is one statement (composed in _routing.py): the union of the
+-- parts its route needs, each the oldest rows, at most :limit, of one index range it
+-- may take, then the oldest :limit of those. The plain part alone is the whole
+-- statement of a fetch of untagged work without sessions. Each part answers (id,
+-- payload, fetch_count, session_id, holder of the session, visible_at). Parameters:
+-- :now, :limit, :skip (JSON array of the activity names left to other workers, or
+-- NULL), and for session work :owner and :may_claim (1 while the fetch may claim a free
+-- session). A part's SESSIONS stands for claim_sessions_none or claim_sessions_owned.
 
--- name: next_activities_excluding
--- next_activities (now, JSON array of activity names to leave out, limit): the same
--- range scan, the names checked on each row.
-SELECT id, payload, fetch_count FROM activity_queue
-WHERE visible_at <= ? AND name NOT IN (SELECT value FROM json_each(?))
+-- name: claim_plain
+-- untagged work without a session (index activity_queue_visible)
+SELECT id, payload, fetch_count, session_id, NULL AS holder, visible_at FROM activity_queue
+WHERE tag = '' AND session_id IS NULL AND visible_at <= :now
+  AND (:skip IS NULL OR name NOT IN (SELECT value FROM json_each(:skip)))
 ORDER BY visible_at, id
-LIMIT ?;
+LIMIT :limit
+
+-- name: claim_tag
+-- the tagged and the session work of one tag, :tag ('': untagged session work), index
+-- activity_queue_routed
+SELECT q.id, q.payload, q.fetch_count, q.session_id,
+       (SELECT s.owner FROM sessions AS s WHERE s.session_id = q.session_id) AS holder,
+       q.visible_at
+FROM activity_queue AS q
+WHERE (q.tag <> '' OR q.session_id IS NOT NULL) AND q.tag = :tag AND q.visible_at <= :now
+  AND (:skip IS NULL OR q.name NOT IN (SELECT value FROM json_each(:skip)))
+  AND SESSIONS
+ORDER BY q.visible_at, q.id
+LIMIT :limit
+
+-- name: claim_routed
+-- every tagged and session work, whatever its tag (TagFilter.ANY), index
+-- activity_queue_routed_time
+SELECT q.id, q.payload, q.fetch_count, q.session_id,
+       (SELECT s.owner FROM sessions AS s WHERE s.session_id = q.session_id) AS holder,
+       q.visible_at
+FROM activity_queue AS q
+WHERE (q.tag <> '' OR q.session_id IS NOT NULL) AND q.visible_at <= :now
+  AND (:skip IS NULL OR q.name NOT IN (SELECT value FROM json_each(:skip)))
+  AND SESSIONS
+ORDER BY q.visible_at, q.id
+LIMIT :limit
+
+-- name: claim_sessions_none
+-- a fetch for no session owner takes work without a session only
+q.session_id IS NULL
+
+-- name: claim_sessions_owned
+-- work without a session, of a session :owner holds (its lease may have ended: nobody
+-- claimed it since), or, with :may_claim, of a free session (no row, or a lease ended)
+(q.session_id IS NULL
+ OR coalesce((SELECT s.owner = :owner OR (:may_claim AND s.locked_until <= :now)
+              FROM sessions AS s WHERE s.session_id = q.session_id), :may_claim))
+
+-- name: claim_session
+-- (session_id, owner, locked_until): the fetch took work of the session for owner
+INSERT INTO sessions (session_id, owner, locked_until) VALUES (?, ?, ?)
+ON CONFLICT (session_id) DO UPDATE
+SET owner = excluded.owner, locked_until = excluded.locked_until;
+
+-- name: renew_sessions
+-- (:until, :owner, :ids JSON array): extend the leases owner still holds
+UPDATE sessions SET locked_until = :until
+WHERE session_id IN (SELECT value FROM json_each(:ids)) AND owner = :owner
+RETURNING session_id;
+
+-- name: forget_sessions
+-- (now): leases that ended free their sessions anyway; their rows go
+DELETE FROM sessions WHERE locked_until <= ?;
+
+-- name: release_sessions
+-- (:owner, :ids JSON array or NULL for all of them)
+DELETE FROM sessions
+WHERE owner = :owner AND (:ids IS NULL OR session_id IN (SELECT value FROM json_each(:ids)));
 
 -- name: lock_activity
 -- (lock_token, locked_until, id)
