@@ -28,6 +28,7 @@ from duroxy import (
     OrchestrationRegistry,
     Runtime,
     RuntimeOptions,
+    TagFilter,
     connect,
 )
 from duroxy.providers.base import Provider
@@ -48,7 +49,8 @@ def record(ctx: ActivityContext, phase: str, input: Any) -> None:
     """Append one line and make it durable before returning. One ``write`` of a short
     line on an ``O_APPEND`` descriptor lands whole even with several writers."""
     line = json.dumps({"iid": ctx.instance_id, "act": ctx.activity_name, "input": input,
-                       "phase": phase, "pid": os.getpid(), "t": time.time()}) + "\n"
+                       "phase": phase, "pid": os.getpid(), "t": time.time(),
+                       "sid": ctx.session_id, "tag": ctx.tag}) + "\n"
     fd = os.open(log_path(), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode())
@@ -129,17 +131,51 @@ async def kv_counter(ctx: OrchestrationContext, input: dict[str, Any]) -> int:
     ctx.continue_as_new(input)
 
 
+# ------------------------------------------------------------------ activity routing
+async def routed_step(ctx: ActivityContext, input: dict[str, Any]) -> int:
+    """A step that logs its session and tag (with the worker's pid) and returns the pid."""
+    record(ctx, "start", input)
+    await asyncio.sleep(float(input.get("sleep", 0.02)))
+    record(ctx, "end", input)
+    return os.getpid()
+
+
+async def session_chain(ctx: OrchestrationContext, input: dict[str, Any]) -> list[int]:
+    """``steps`` sequential steps on session ``session``; the pids that ran them."""
+    pids = []
+    for k in range(int(input["steps"])):
+        pids.append(await ctx.schedule_activity(
+            "routed_step", {"k": k, "sleep": input.get("sleep", 0.02)},
+            session_id=input["session"]))
+    return pids
+
+
+async def tagged_fanout(ctx: OrchestrationContext, input: dict[str, Any]) -> list[int]:
+    """One step per entry of ``tags`` (``None``: untagged), all at once."""
+    return await ctx.join([ctx.schedule_activity("routed_step", {"k": k}, tag=tag)
+                           for k, tag in enumerate(input["tags"])])
+
+
+async def tag_or_timer(ctx: OrchestrationContext, input: dict[str, Any]) -> str:
+    """A tagged step raced against a timer: which came first in history."""
+    index, _ = await ctx.select2(ctx.schedule_activity("routed_step", {"k": 0},
+                                                       tag=input["tag"]),
+                                 ctx.schedule_timer(float(input["timeout"])))
+    return "activity" if index == 0 else "timer"
+
+
 def registries(without: tuple[str, ...] = ()
                ) -> tuple[ActivityRegistry, OrchestrationRegistry]:
     """Every activity and orchestration but those named in ``without`` (a worker of an
     older or newer release, in a rolling deploy)."""
     activities = ActivityRegistry.builder()
-    if "step" not in without:
-        activities.register("step", step)
-    if "kv_step" not in without:
-        activities.register("kv_step", kv_step)
+    for name, act in (("step", step), ("kv_step", kv_step), ("routed_step", routed_step)):
+        if name not in without:
+            activities.register(name, act)
     orchestrations = OrchestrationRegistry.builder()
-    for name, fn in (("chain", chain), ("clock", clock), ("kv_counter", kv_counter)):
+    for name, fn in (("chain", chain), ("clock", clock), ("kv_counter", kv_counter),
+                     ("session_chain", session_chain), ("tagged_fanout", tagged_fanout),
+                     ("tag_or_timer", tag_or_timer)):
         if name not in without:
             orchestrations.register(name, fn)
     return activities.build(), orchestrations.build()
@@ -163,6 +199,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--heartbeat-interval", type=float, default=10.0)
     p.add_argument("--without", action="append", default=[], metavar="NAME",
                    help="leave this activity or orchestration unregistered (repeatable)")
+    p.add_argument("--app", choices=("procapp", "provisioning"), default="procapp",
+                   help="the registries to run: these, or duroxy's example application")
+    p.add_argument("--tag-filter", default="DEFAULT_ONLY",
+                   help='TagFilter as a heartbeat shows it: DEFAULT_ONLY, ANY, NONE, '
+                   'tags ["gpu"], default_and ["gpu"]')
+    p.add_argument("--max-sessions", type=int, default=10)
+    p.add_argument("--session-idle", type=float, default=300.0)
+    p.add_argument("--session-lock", type=float, default=30.0)
+    p.add_argument("--node-id", default=None)
     return p.parse_args(argv)
 
 
@@ -177,18 +222,35 @@ async def serve(args: argparse.Namespace) -> None:
     global _log_path
     _log_path = args.log
     store = open_store(args)
-    activities, orchestrations = registries(tuple(args.without))
+    if args.app == "provisioning":
+        from duroxy.examples.provisioning import registry
+
+        activities, orchestrations = registry.registries()
+    else:
+        activities, orchestrations = registries(tuple(args.without))
+    tag_filter = TagFilter.from_text(args.tag_filter)
+    if tag_filter is None:
+        raise SystemExit(f"procapp: bad --tag-filter {args.tag_filter!r}")
     options = RuntimeOptions(
         orchestration_lock_timeout=args.orch_lock, activity_lock_timeout=args.act_lock,
         activity_concurrency=args.act_concurrency,
         orchestration_concurrency=args.orch_concurrency, worker_id=f"procapp:{os.getpid()}",
         max_attempts=args.max_attempts, not_registered_backoff=args.not_registered_backoff,
-        heartbeat_interval=args.heartbeat_interval)
+        heartbeat_interval=args.heartbeat_interval, worker_tag_filter=tag_filter,
+        max_sessions_per_runtime=args.max_sessions, session_idle_timeout=args.session_idle,
+        session_lock_timeout=args.session_lock, worker_node_id=args.node_id)
+    # A split worker leaves out the registry it does not use.
+    run_activities: ActivityRegistry | None = activities
+    run_orchestrations: OrchestrationRegistry | None = orchestrations
+    if not options.runs_activities:
+        run_activities = None
+    if not options.runs_orchestrations:
+        run_orchestrations = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    rt = await Runtime.start(store, activities, orchestrations, options)
+    rt = await Runtime.start(store, run_activities, run_orchestrations, options)
     try:
         if args.ready:
             Path(args.ready).write_text(str(os.getpid()))

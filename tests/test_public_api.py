@@ -37,6 +37,8 @@ EXPECTED_ALL = [
     "MAX_CARRY_FORWARD_EVENTS",
     "MAX_KV_KEYS",
     "MAX_KV_VALUE_BYTES",
+    "MAX_TAG_NAME_BYTES",
+    "MAX_WORKER_TAGS",
     "ActivityContext",
     "ActivityFailed",
     "ActivityRegistry",
@@ -69,6 +71,7 @@ EXPECTED_ALL = [
     "Runtime",
     "RuntimeOptions",
     "SubOrchestrationFailed",
+    "TagFilter",
     "WorkerInfo",
     "__version__",
     "connect",
@@ -250,6 +253,10 @@ CONTEXT_METHODS = [
     "get_kv_value", "clear_kv_value", "clear_all_kv_values", "get_kv_all_keys",
     "get_kv_all_values", "get_kv_length", "prune_kv_values_updated_before",
     "get_kv_value_from_instance", "reset_custom_status",
+    # API.md section 9
+    "schedule_activity_on_session", "schedule_activity_on_session_typed",
+    "schedule_activity_with_retry_on_session",
+    "schedule_activity_with_retry_on_session_typed",
 ]
 CONTEXT_PROPERTIES = ["instance_id", "execution_id", "orchestration_name",
                       "orchestration_version", "is_replaying", "parent_instance_id"]
@@ -280,6 +287,56 @@ def test_activity_context_method(name: str) -> None:
 
 def test_activity_context_cancelled_is_awaitable() -> None:
     assert inspect.iscoroutinefunction(ActivityContext.cancelled)
+
+
+# ======================================================================== routing
+def test_routing_keywords_and_session_spellings() -> None:
+    """API.md section 9: the keywords of the schedule calls, the Duroxide spellings'
+    positional session id, and with_tag on the durable future."""
+    from duroxy._engine.futures import DurableFuture
+
+    for name in ("schedule_activity", "schedule_activity_with_retry"):
+        params = inspect.signature(getattr(OrchestrationContext, name)).parameters
+        for keyword in ("output_type", "session_id", "tag"):
+            assert params[keyword].kind is inspect.Parameter.KEYWORD_ONLY, (name, keyword)
+            assert params[keyword].default is None, (name, keyword)
+    on_session = inspect.signature(OrchestrationContext.schedule_activity_on_session)
+    assert list(on_session.parameters)[:5] == ["self", "name_or_fn", "input", "session_id",
+                                               "output_type"]
+    assert on_session.parameters["output_type"].kind is inspect.Parameter.KEYWORD_ONLY
+    with_retry = inspect.signature(OrchestrationContext.schedule_activity_with_retry_on_session)
+    assert list(with_retry.parameters)[:6] == ["self", "name_or_fn", "input", "retry",
+                                               "session_id", "output_type"]
+    assert callable(DurableFuture.with_tag)
+    ctx = ActivityContext(instance_id="i", execution_id=1, orchestration_name="o",
+                          orchestration_version=None, activity_name="a", attempt=1,
+                          worker_id="w")
+    assert (ctx.session_id, ctx.tag) == (None, None)
+
+
+def test_runtime_options_routing_defaults() -> None:
+    opts = RuntimeOptions()
+    assert opts.worker_tag_filter == duroxy.TagFilter.DEFAULT_ONLY
+    assert (opts.max_sessions_per_runtime, opts.session_idle_timeout,
+            opts.session_lock_timeout, opts.worker_node_id) == (10, 300.0, 30.0, None)
+    assert (duroxy.MAX_WORKER_TAGS, duroxy.MAX_TAG_NAME_BYTES) == (5, 256)
+
+
+def test_tag_filter_is_a_frozen_value() -> None:
+    tf = duroxy.TagFilter
+    assert dataclasses.is_dataclass(tf)
+    gpu = tf.tags(["gpu", "cpu"])
+    assert gpu == tf.tags({"cpu", "gpu"}) and hash(gpu) == hash(tf.tags(["cpu", "gpu"]))
+    assert (gpu.tags, gpu.include_default) == (frozenset({"gpu", "cpu"}), False)
+    assert tf.default_and(["gpu"]).include_default and tf.DEFAULT_ONLY.include_default
+    assert tf.DEFAULT_ONLY.tags == frozenset() and not tf.NONE.include_default
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        gpu.include_default = True  # type: ignore[misc]
+    assert [repr(f) for f in (tf.DEFAULT_ONLY, tf.ANY, tf.NONE, gpu,
+                              tf.default_and(["gpu"]))] == [
+        "TagFilter.DEFAULT_ONLY", "TagFilter.ANY", "TagFilter.NONE",
+        "TagFilter.tags(['cpu', 'gpu'])", "TagFilter.default_and(['gpu'])"]
+    assert len({tf.DEFAULT_ONLY, tf.ANY, tf.NONE, gpu, tf.default_and(["cpu", "gpu"])}) == 5
 
 
 # ======================================================================== registries
@@ -388,6 +445,11 @@ def test_backoff_strategies_are_backoff_strategies_and_options_take_timedeltas()
     {"poll_interval": 0}, {"not_registered_backoff": -1}, {"worker_id": 5},
     {"worker_id": ""}, {"worker_id": "a\x00b"}, {"worker_id": "w" * 1025},
     {"heartbeat_interval": 0}, {"heartbeat_interval": -1.0}, {"heartbeat_interval": "10"},
+    {"orchestration_concurrency": -1}, {"max_sessions_per_runtime": -1},
+    {"max_sessions_per_runtime": 2.5}, {"session_idle_timeout": 0},
+    {"session_idle_timeout": 30.0}, {"session_lock_timeout": 0},
+    {"session_lock_timeout": float("nan")}, {"worker_node_id": ""},
+    {"worker_node_id": "n\x00"}, {"worker_node_id": 7},
 ])
 def test_runtime_options_reject_what_would_break_the_runtime(kwargs: dict[str, Any]) -> None:
     name = next(iter(kwargs))

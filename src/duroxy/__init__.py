@@ -10,7 +10,13 @@ promises.
 from ._admin import DeleteResult, ExecutionInfo, InstanceTree, OrchestrationStats, PruneResult
 from ._connect import connect
 from ._engine import OrchestrationContext
-from ._limits import MAX_CARRY_FORWARD_EVENTS, MAX_KV_KEYS, MAX_KV_VALUE_BYTES
+from ._limits import (
+    MAX_CARRY_FORWARD_EVENTS,
+    MAX_KV_KEYS,
+    MAX_KV_VALUE_BYTES,
+    MAX_TAG_NAME_BYTES,
+    MAX_WORKER_TAGS,
+)
 from ._tracing import init_tracing
 from ._version import __version__
 from .client import (
@@ -36,7 +42,7 @@ from .errors import (
     ProviderError,
     SubOrchestrationFailed,
 )
-from .options import BackoffStrategy, RetryPolicy, RuntimeOptions
+from .options import BackoffStrategy, RetryPolicy, RuntimeOptions, TagFilter
 from .runtime import (
     ActivityContext,
     ActivityRegistry,
@@ -49,6 +55,8 @@ __all__ = [
     "MAX_CARRY_FORWARD_EVENTS",
     "MAX_KV_KEYS",
     "MAX_KV_VALUE_BYTES",
+    "MAX_TAG_NAME_BYTES",
+    "MAX_WORKER_TAGS",
     "ActivityContext",
     "ActivityFailed",
     "ActivityRegistry",
@@ -81,6 +89,7 @@ __all__ = [
     "Runtime",
     "RuntimeOptions",
     "SubOrchestrationFailed",
+    "TagFilter",
     "WorkerInfo",
     "__version__",
     "connect",

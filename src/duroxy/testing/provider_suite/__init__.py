@@ -36,6 +36,7 @@ from .fastpath import FastPathTests
 from .management import ManagementTests
 from .orchestration import OrchestrationQueueTests
 from .readonly import ReadOnlyTests
+from .routing import RoutingTests
 from .state import StateTests
 from .support import LOCK, ConformanceBase
 from .workers import WorkerTests
@@ -44,6 +45,7 @@ __all__ = ["LOCK", "ConformanceBase", "ProviderConformance"]
 
 
 class ProviderConformance(OrchestrationQueueTests, ActivityQueueTests, ManagementTests,
-                          DataTests, FastPathTests, ReadOnlyTests, WorkerTests, StateTests):
+                          DataTests, FastPathTests, ReadOnlyTests, WorkerTests, StateTests,
+                          RoutingTests):
     """Every conformance test. Subclass it (with a name starting with ``Test``) and
     supply the ``provider`` fixture."""

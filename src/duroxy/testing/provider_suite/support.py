@@ -117,10 +117,13 @@ def work(
     input: str | None = '"in"',
     execution_id: int = 1,
     attempt: int = 1,
+    tag: str | None = None,
+    session_id: str | None = None,
 ) -> ActivityWork:
     return ActivityWork(instance_id=instance_id, execution_id=execution_id, event_id=event_id,
                         name=name, input=input, orchestration_name=NAME,
-                        orchestration_version=VERSION, attempt=attempt)
+                        orchestration_version=VERSION, attempt=attempt, tag=tag,
+                        session_id=session_id)
 
 
 def activity_completion(w: ActivityWork, result: str | None = '"done"') -> OrchestratorMessage:
