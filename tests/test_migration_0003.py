@@ -3,7 +3,7 @@ PostgreSQL: the store opens, migrates, and its instances keep running.
 
 The schema-2 store is made here by the previous release's migrations and filled by a
 runtime: a store made by this release with the tables and columns of migration 0003
-taken away again, which is checked to equal, column for column, what migrations 0001
+and later ones taken away again (``migrationkit``), which is checked to equal, column for column, what migrations 0001
 and 0002 alone create. Its rows are what the previous release writes (the formats of
 history events and queued messages did not change)."""
 
@@ -29,6 +29,8 @@ from duroxy import (
 )
 from duroxy.providers.base import Provider
 from duroxy.providers.sqlite import SqliteProvider
+from duroxy.providers.sqlite._schema import latest_version
+from migrationkit import pg_undo_0004, sqlite_undo_0004
 from storekit import DSN
 
 PREVIOUS = 2
@@ -116,6 +118,7 @@ def _columns(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
 
 def _downgrade_sqlite(path: Path) -> None:
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        sqlite_undo_0004(conn)
         conn.execute("DROP TABLE kv")
         for column in ("custom_status_version", "unread", "kv_base"):
             conn.execute(f"ALTER TABLE instances DROP COLUMN {column}")
@@ -153,7 +156,8 @@ async def test_a_sqlite_store_of_the_previous_schema_migrates_and_keeps_running(
     finally:
         await store.close()
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("SELECT max(version) FROM schema_version").fetchall() == [(3,)]
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchall() == [
+            (latest_version(),)]
 
 
 # ====================================================================== PostgreSQL
@@ -210,6 +214,7 @@ async def test_a_postgres_store_of_the_previous_schema_migrates_and_keeps_runnin
         await store.close()
     async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as conn:
         s = sql.Identifier(schema)
+        await pg_undo_0004(conn, schema)
         await conn.execute(sql.SQL("DROP TABLE {}.kv").format(s))
         await conn.execute(sql.SQL(
             "ALTER TABLE {}.instances DROP COLUMN custom_status_version, DROP COLUMN unread, "
@@ -227,4 +232,4 @@ async def test_a_postgres_store_of_the_previous_schema_migrates_and_keeps_runnin
     async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as conn:
         cur = await conn.execute(sql.SQL("SELECT max(version) FROM {}.schema_version").format(
             sql.Identifier(schema)))
-        assert await cur.fetchall() == [(3,)]
+        assert await cur.fetchall() == [(len(load_migrations(schema)),)]
