@@ -4,8 +4,8 @@ PostgreSQL: the store opens, migrates, and its instances keep running.
 The schema-2 store is made here by the previous release's migrations and filled by a
 runtime: a store made by this release with the tables and columns of migration 0003
 and later ones taken away again (``migrationkit``), which is checked to equal, column
-for column, what migrations 0001 and 0002 alone create. Its rows are what the previous release writes (the formats of
-history events and queued messages did not change)."""
+for column, what migrations 0001 and 0002 alone create. Its rows are what the previous
+release writes (the formats of history events and queued messages did not change)."""
 
 from __future__ import annotations
 
