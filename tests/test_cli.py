@@ -148,11 +148,13 @@ def test_workers_lists_running_and_stopped_workers(tmp_path: Path) -> None:
         assert row["worker_node_id"] is None and row["tag_filter"] == "DEFAULT_ONLY"
         people = duroxy("workers", store=url)
         assert people.returncode == 0, people.stderr
-        header, line, orchs, acts = people.stdout.splitlines()
+        header, line, orchs, acts, routing = people.stdout.splitlines()
         assert header.split()[:2] == ["WORKER", "STATE"]
         assert line.split()[:2] == [row["worker_id"], "alive"]
         assert "versioned@1.0.0, versioned@2.0.0" in orchs and acts.split() == [
             "activities", "greet"]
+        assert routing.split() == ["routing", "tags", "DEFAULT_ONLY,", "0", "session(s)",
+                                   "owned"]
     finally:
         assert worker.stop() == 0
     assert as_json(duroxy("workers", "--json", store=url)) == []

@@ -276,6 +276,9 @@ async def cmd_workers(env: Env) -> int:
             info = infos[n - 1]
             env.print(f"    orchestrations  {', '.join(info.orchestrations) or '-'}")
             env.print(f"    activities      {', '.join(info.activities) or '-'}")
+            node = f", node {info.worker_node_id}" if info.worker_node_id else ""
+            env.print(f"    routing         tags {info.tag_filter}, "
+                      f"{info.sessions_owned} session(s) owned{node}")
     return EXIT_OK
 
 

@@ -272,9 +272,10 @@ class ActivityDispatcher:
             self._waiting.add(key)
             logger.warning(
                 "instance %r (orchestration %r) scheduled activity %r tagged %r, which no "
-                "running worker that accepts the tag has registered: it waits until one "
-                "starts (%s)", work.instance_id, work.orchestration_name, work.name,
-                work.tag, self._heartbeat.missing("activity", work.name),
+                "running worker whose tag filter accepts %r has registered: it waits until "
+                "one starts (register it on a worker with RuntimeOptions.worker_tag_filter "
+                "accepting the tag, or bound the wait with a timer in the orchestration)",
+                work.instance_id, work.orchestration_name, work.name, work.tag, work.tag,
                 extra={"instance_id": work.instance_id})
         await self._leave_session(work)
         await self.provider.abandon_activity(

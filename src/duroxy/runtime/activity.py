@@ -21,7 +21,8 @@ class ActivityContext(TraceMethods):
     """Passed to every activity as its first argument: which instance, execution,
     orchestration and attempt the activity runs for (``instance_id``, ``execution_id``,
     ``orchestration_name``, ``orchestration_version``, ``activity_name``, ``attempt``,
-    ``worker_id``), trace methods that log with the instance id attached, and its
+    ``worker_id``), how it was routed (``session_id`` and ``tag``, ``None`` when not
+    given), trace methods that log with the instance id attached, and its
     cancellation.
 
     ``is_cancelled()`` becomes true, and ``await cancelled()`` returns, once the
