@@ -46,8 +46,9 @@ class Claim:
                 if exclude is not None and exclude.activities else None)
         params: dict[str, Any] = {"skip": skip, "owner": route.session_owner,
                                   "may_claim": 1 if route.new_sessions > 0 else 0}
+        skipping = skip is not None
         if filt.any_tag:
-            return cls(_statement(True, 0, True, sessions), params, route)
+            return cls(_statement(True, 0, True, sessions, skipping), params, route)
         classes = sorted(filt.tags)
         if filt.include_default and sessions:
             classes.append("")  # untagged work with a session
@@ -55,19 +56,23 @@ class Claim:
             params[f"tag{n}"] = tag
         if not filt.include_default and not classes:
             return cls(None, params, route)
-        return cls(_statement(filt.include_default, len(classes), False, sessions), params,
-                   route)
+        return cls(_statement(filt.include_default, len(classes), False, sessions, skipping),
+                   params, route)
 
 
 @functools.cache
-def _statement(plain: bool, tags: int, routed: bool, sessions: bool) -> str:
+def _statement(plain: bool, tags: int, routed: bool, sessions: bool, skip: bool) -> str:
     """The union of the parts a route needs (see the module docstring)."""
     cond = Q["claim_sessions_owned" if sessions else "claim_sessions_none"]
-    parts = [Q["claim_plain"]] if plain else []
-    parts += [Q["claim_tag"].replace(":tag", f":tag{n}").replace("SESSIONS", cond)
-              for n in range(tags)]
+    skipped = Q["claim_skip"] if skip else ""
+
+    def part(name: str) -> str:
+        return Q[name].replace("SKIP", skipped).replace("SESSIONS", cond)
+
+    parts = [part("claim_plain")] if plain else []
+    parts += [part("claim_tag").replace(":tag", f":tag{n}") for n in range(tags)]
     if routed:
-        parts.append(Q["claim_routed"].replace("SESSIONS", cond))
+        parts.append(part("claim_routed"))
     if len(parts) == 1:
         return parts[0]
     union = " UNION ALL ".join(f"SELECT * FROM ({part})" for part in parts)

@@ -328,16 +328,18 @@ RETURNING id;
 -- may take, then the oldest :limit of those. The plain part alone is the whole
 -- statement of a fetch of untagged work without sessions. Each part answers (id,
 -- payload, fetch_count, session_id, holder of the session, visible_at). Parameters:
--- :now, :limit, :skip (JSON array of the activity names left to other workers, or
--- NULL), and for session work :owner and :may_claim (1 while the fetch may claim a free
--- session). A part's SESSIONS stands for claim_sessions_none or claim_sessions_owned.
+-- :now, :limit, :skip (JSON array of the activity names left to other workers), and for
+-- session work :owner and :may_claim (1 while the fetch may claim a free session). A
+-- part's SKIP stands for claim_skip or nothing, its SESSIONS for claim_sessions_none or
+-- claim_sessions_owned.
 
 -- name: claim_plain
 -- untagged work without a session (index activity_queue_visible)
-SELECT id, payload, fetch_count, session_id, NULL AS holder, visible_at FROM activity_queue
-WHERE tag = '' AND session_id IS NULL AND visible_at <= :now
-  AND (:skip IS NULL OR name NOT IN (SELECT value FROM json_each(:skip)))
-ORDER BY visible_at, id
+SELECT q.id, q.payload, q.fetch_count, q.session_id, NULL AS holder, q.visible_at
+FROM activity_queue AS q
+WHERE q.tag = '' AND q.session_id IS NULL AND q.visible_at <= :now
+  SKIP
+ORDER BY q.visible_at, q.id
 LIMIT :limit
 
 -- name: claim_tag
@@ -348,7 +350,7 @@ SELECT q.id, q.payload, q.fetch_count, q.session_id,
        q.visible_at
 FROM activity_queue AS q
 WHERE (q.tag <> '' OR q.session_id IS NOT NULL) AND q.tag = :tag AND q.visible_at <= :now
-  AND (:skip IS NULL OR q.name NOT IN (SELECT value FROM json_each(:skip)))
+  SKIP
   AND SESSIONS
 ORDER BY q.visible_at, q.id
 LIMIT :limit
@@ -361,10 +363,15 @@ SELECT q.id, q.payload, q.fetch_count, q.session_id,
        q.visible_at
 FROM activity_queue AS q
 WHERE (q.tag <> '' OR q.session_id IS NOT NULL) AND q.visible_at <= :now
-  AND (:skip IS NULL OR q.name NOT IN (SELECT value FROM json_each(:skip)))
+  SKIP
   AND SESSIONS
 ORDER BY q.visible_at, q.id
 LIMIT :limit
+
+-- name: claim_skip
+-- a part's SKIP, for a fetch that leaves some activity names to other workers (the
+-- names checked on each row of the range); nothing otherwise
+AND q.name NOT IN (SELECT value FROM json_each(:skip))
 
 -- name: claim_sessions_none
 -- a fetch for no session owner takes work without a session only
