@@ -164,9 +164,11 @@ class Heartbeat:
         self._host = socket.gethostname()
         self._pid = os.getpid()
         self._started_at = time.time()
+        # What this runtime runs (a split worker lists only its kind of work).
         self._orchestrations = tuple(f"{n}@{v}" for n in orchestrations.names()
-                                     for v in orchestrations.versions(n))
-        self._activities = tuple(activities.names())
+                                     for v in orchestrations.versions(n)
+                                     ) if options.runs_orchestrations else ()
+        self._activities = tuple(activities.names()) if options.runs_activities else ()
         self._our_versions = {(n, v) for n in orchestrations.names()
                               for v in orchestrations.versions(n)}
         self._our_names = set(orchestrations.names())

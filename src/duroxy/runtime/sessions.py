@@ -142,11 +142,10 @@ class Sessions:
         """Stop renewing and release every session at once (after the fetches ended:
         nothing claims a session after this)."""
         self._stop.set()
-        if self._task is not None:
-            with contextlib.suppress(Exception):
-                await self._task
-        if not self.enabled:
-            return
+        if self._task is None:
+            return  # (never started: this runtime fetched no activity)
+        with contextlib.suppress(Exception):
+            await self._task
         async with self.guard:
             self._owned.clear()
             try:

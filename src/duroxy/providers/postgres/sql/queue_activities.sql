@@ -138,28 +138,45 @@ AND (q.skey IS NULL
 
 -- name: renew_sessions
 -- Extend the leases of the sessions of %(keys)s that %(owner)s still holds (returned),
--- and forget every other session whose lease ended (a statement may change a row once:
--- those it renews are left to the renewal).
-WITH renewed AS (
+-- and forget the other sessions whose lease ended (a statement may change a row once:
+-- those it renews are left to the renewal). Rows are locked in key order, as a fetch's
+-- claim locks them, so that the two never wait for each other in a circle.
+WITH mine AS (
+    SELECT s.skey FROM sessions AS s
+    WHERE s.skey = ANY(%(keys)s::bytea[]) AND s.owner = %(owner)s
+    ORDER BY s.skey
+    FOR UPDATE
+), renewed AS (
     UPDATE sessions AS s
     SET locked_until = clock_timestamp() + make_interval(secs => %(lock_timeout)s)
-    FROM unnest(%(keys)s::bytea[]) AS t(skey)
-    WHERE s.skey = t.skey AND s.owner = %(owner)s
+    FROM mine AS m
+    WHERE s.skey = m.skey AND s.owner = %(owner)s
     RETURNING s.session_id
-), forgotten AS (
-    DELETE FROM sessions AS s
+), ended AS (
+    -- best effort: rows another statement holds are left for the next renewal
+    SELECT s.skey FROM sessions AS s
     WHERE s.locked_until <= clock_timestamp()
       AND NOT (s.skey = ANY(%(keys)s::bytea[]) AND s.owner = %(owner)s)
+    ORDER BY s.skey
+    FOR UPDATE SKIP LOCKED
+), forgotten AS (
+    DELETE FROM sessions AS s USING ended AS e WHERE s.skey = e.skey
 )
 SELECT r.session_id, set_config('synchronous_commit', 'off', true) FROM renewed AS r
 
 -- name: release_sessions
 -- Free the sessions of %(keys)s (NULL: all) that %(owner)s holds, and announce that
 -- their queued work may be taken by any worker (the instance id of the note is empty).
-WITH gone AS (
-    DELETE FROM sessions AS s
+WITH mine AS (
+    SELECT s.skey FROM sessions AS s
     WHERE md5(s.owner) = md5(%(owner)s) AND s.owner = %(owner)s
       AND (%(keys)s::bytea[] IS NULL OR s.skey = ANY(%(keys)s::bytea[]))
+    ORDER BY s.skey
+    FOR UPDATE
+), gone AS (
+    DELETE FROM sessions AS s
+    USING mine AS m
+    WHERE s.skey = m.skey AND s.owner = %(owner)s
     RETURNING 1
 ), counted AS (
     SELECT count(*) AS n FROM gone
