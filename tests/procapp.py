@@ -133,8 +133,12 @@ async def kv_counter(ctx: OrchestrationContext, input: dict[str, Any]) -> int:
 
 # ------------------------------------------------------------------ activity routing
 async def routed_step(ctx: ActivityContext, input: dict[str, Any]) -> int:
-    """A step that logs its session and tag (with the worker's pid) and returns the pid."""
+    """A step that logs its session and tag (with the worker's pid) and returns the pid.
+    With ``hold`` (a file path) it waits, once started, while that file exists."""
     record(ctx, "start", input)
+    hold = input.get("hold")
+    while hold is not None and os.path.exists(hold):
+        await asyncio.sleep(0.02)
     await asyncio.sleep(float(input.get("sleep", 0.02)))
     record(ctx, "end", input)
     return os.getpid()
@@ -145,7 +149,8 @@ async def session_chain(ctx: OrchestrationContext, input: dict[str, Any]) -> lis
     pids = []
     for k in range(int(input["steps"])):
         pids.append(await ctx.schedule_activity(
-            "routed_step", {"k": k, "sleep": input.get("sleep", 0.02)},
+            "routed_step", {"k": k, "sleep": input.get("sleep", 0.02),
+                            "hold": input.get("hold")},
             session_id=input["session"]))
     return pids
 

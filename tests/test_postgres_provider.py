@@ -162,10 +162,11 @@ async def test_concurrent_first_use_migrates_once(
     await asyncio.gather(*(n.get_instance("x") for n in nodes))
     versions = await query(
         dsn, f'SELECT version, name FROM "{schema}".schema_version ORDER BY version')
-    assert versions == [(1, "initial"), (2, "workers"), (3, "kv_and_status")]
+    assert versions == [(1, "initial"), (2, "workers"), (3, "kv_and_status"),
+                        (4, "activity_routing")]
     tables = await query(
         dsn, "SELECT count(*) FROM pg_tables WHERE schemaname = %s", schema)
-    assert tables == [(8,)]
+    assert tables == [(9,)]  # (migration 4 adds the sessions table)
     # and a later node finds nothing to do
     late = providers(schema)
     assert await late.get_instance("x") is None

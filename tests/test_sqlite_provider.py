@@ -781,7 +781,7 @@ def test_named_queries_parse() -> None:
         parse_queries("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;")
     with pytest.raises(ValueError, match="empty"):
         parse_queries("-- name: a\n-- nothing\n")
-    assert {"orchestration_candidates", "claim_messages", "next_activities"} <= set(queries())
+    assert {"orchestration_candidates", "claim_messages", "claim_plain"} <= set(queries())
 
 
 def test_scripts_split_into_complete_statements() -> None:
