@@ -84,7 +84,7 @@ async def sessions(ctx: OrchestrationContext, input: dict[str, Any]) -> list[Any
         return [await ctx.schedule_activity("work", {"key": f"{sid}/{k}"}, session_id=sid)
                 for k in range(int(input["steps"]))]
 
-    per = await ctx.join([ctx._x.loop.create_task(chain(s)) for s in input["sessions"]])
+    per = await ctx.join([chain(s) for s in input["sessions"]])
     return [x for chain_out in per for x in chain_out]
 
 
@@ -105,9 +105,18 @@ async def race(ctx: OrchestrationContext, input: dict[str, Any]) -> str:
     return ["activity", "timer"][index]
 
 
+async def eternal(ctx: OrchestrationContext, input: dict[str, Any]) -> list[Any]:
+    """One activity on the session per execution, ``rounds`` executions (continue-as-new)."""
+    done = [*input["done"], await ctx.schedule_activity("work", {}, session_id="kept")]
+    if len(done) < int(input["rounds"]):
+        ctx.continue_as_new({**input, "done": done})
+    return done
+
+
 ACTS = ActivityRegistry.builder().register("work", work).build()
 ORCHS = (OrchestrationRegistry.builder().register("sessions", sessions).register("one", one)
-         .register("fanout", fanout).register("race", race).build())
+         .register("fanout", fanout).register("race", race).register("eternal", eternal)
+         .build())
 
 
 class Cluster:
@@ -186,6 +195,15 @@ async def test_each_sessions_activities_run_on_the_runtime_that_claimed_it(
             by_session.setdefault(done["session"], set()).add(done["worker"])
     # every session's 15 activities (three instances share each) on one runtime
     assert {s: len(w) for s, w in by_session.items()} == dict.fromkeys(names, 1)
+
+
+async def test_a_session_outlives_the_continue_as_new_of_its_instance(cluster: Cluster) -> None:
+    await cluster.start("w1")
+    for n in range(2, 5):
+        await cluster.start(f"w{n}", orchestrations=False)
+    out = await cluster.run("eternal", "eternal", {"rounds": 6, "done": []})
+    assert len(out) == 6 and len({d["worker"] for d in out}) == 1, out
+    assert (await cluster.client.get_instance_info("eternal")).execution_id == 6
 
 
 async def test_a_runtime_at_its_session_cap_runs_its_own_sessions_and_plain_work(
