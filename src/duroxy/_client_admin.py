@@ -1,5 +1,5 @@
-"""The client's admin calls: executions and pruning, instance
-trees, sizes, and deleting many instances. A part of ``Client``."""
+"""The client's admin calls: executions, exporting their histories and pruning them,
+instance trees, sizes, and deleting many instances. A part of ``Client``."""
 
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ from ._admin import (
     PruneResult,
     check_id,
 )
-from .errors import ErrorDetails, InstanceNotFound
+from .errors import ErrorDetails, InstanceNotFound, PayloadError
 from .history import (
+    ExecutionHistory,
     OrchestrationCancelled,
     OrchestrationCompleted,
     OrchestrationContinuedAsNew,
     OrchestrationFailed,
+    OrchestrationStarted,
 )
 from .options import check_count, to_seconds
 from .providers.base import TERMINAL_STATES, Provider
@@ -87,6 +89,40 @@ class AdminCalls:
             execution_id=execution_id, state=state, started_at=_dt(found.first.ts),
             completed_at=None if state == "RUNNING" else _dt(last.ts),
             event_count=found.event_count, output=output, error=error)
+
+    async def export_history(self: _Host, instance_id: str, execution_id: int | None = None
+                             ) -> ExecutionHistory:
+        """The latest (or the given) execution of the instance as an
+        :class:`~duroxy.history.ExecutionHistory`, its events as stored, for
+        ``duroxy.history.dump_histories`` and the replayer of ``duroxy.testing``.
+        ``name`` and ``version`` are those the execution ran. Raises
+        ``InstanceNotFound`` for an unknown instance, ``KeyError`` for an execution it
+        does not have (any more), ``PayloadError`` naming the instance when a stored
+        event does not decode."""
+        check_id(instance_id, "instance id")
+        if execution_id is not None:
+            check_count(execution_id, "execution_id", 1)
+        rec = await self.provider.get_instance(instance_id)
+        if rec is None:
+            raise InstanceNotFound(instance_id)
+        eid = rec.execution_id if execution_id is None else execution_id
+        try:
+            events = await self.provider.read_history(instance_id, eid)
+        except PayloadError as e:
+            raise PayloadError(f"stored history of instance {instance_id!r} (execution "
+                               f"{eid}) does not decode: {e}") from e
+        if not events and not (eid == rec.execution_id and rec.state == "PENDING"):
+            executions = await self.provider.list_executions(instance_id)
+            if eid not in executions:
+                raise KeyError(f"instance {instance_id!r} has no execution {eid} "
+                               f"(executions stored: "
+                               f"{', '.join(map(str, executions)) or 'none'})")
+        first = events[0] if events else None
+        if isinstance(first, OrchestrationStarted):
+            name, version = first.name, first.version
+        else:  # (not started yet: the record's, which is this execution's)
+            name, version = rec.name, rec.version
+        return ExecutionHistory(instance_id, eid, name, version, tuple(events))
 
     async def prune_executions(self: _Host, instance_id: str, keep_last: int = 1, *,
                                older_than: float | timedelta | None = None) -> PruneResult:

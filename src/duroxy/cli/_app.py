@@ -51,6 +51,7 @@ from ._common import (
     Refused,
     UsageError,
 )
+from ._export import add_export_parser, add_history_export, cmd_export
 from ._watch import cmd_watch
 
 __all__ = ["build_parser", "main"]
@@ -142,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--execution", type=int, metavar="N",
                    help="this execution (default: the latest)")
     p.add_argument("--full", action="store_true", help="do not shorten payloads")
+    add_history_export(p)
+    add_export_parser(add)
 
     p = add("watch", "follow an instance's history live: print each event as it is "
             "recorded, exit when the instance ends (0 COMPLETED, 1 FAILED/CANCELLED)")
@@ -213,13 +216,13 @@ _COMMANDS: dict[str, Callable[[Env], Awaitable[int]]] = {
     "history": cmd_history, "raise-event": cmd_raise_event, "cancel": cmd_cancel,
     "delete": cmd_delete, "workers": cmd_workers, "watch": cmd_watch,
     "enqueue": cmd_enqueue, "kv": cmd_kv, "prune": cmd_prune, "tree": cmd_tree,
-    "stats": cmd_stats,
+    "stats": cmd_stats, "export": cmd_export,
 }
 #: Commands that only make sense on an existing store (they never create one).
 _NEEDS_EXISTING = frozenset(_COMMANDS) - {"start"} | {"ui"}
 #: Commands that only read: they open the store read-only (see the module docstring).
 _READING = frozenset({"status", "list", "history", "wait", "workers", "watch", "kv",
-                      "tree", "stats"})
+                      "tree", "stats", "export"})
 #: Added to the error of a store that is not there.
 _STORE_HINT = "(pass --store URL or set DUROXY_STORE)"
 
