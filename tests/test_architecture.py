@@ -234,7 +234,8 @@ def test_relative_import_beyond_the_package_is_reported() -> None:
 
 
 # The engine's rooms, leaf first: each may import only the rooms before it.
-ENGINE_ORDER = ("futures", "loop", "matching", "port", "kvstate", "context", "execution")
+ENGINE_ORDER = ("futures", "loop", "matching", "port", "kvstate", "patching", "context",
+                "execution")
 
 
 def test_engine_rooms_import_one_way() -> None:

@@ -165,6 +165,8 @@ def _history(item: Any, where: str) -> ExecutionHistory:
         problem = "events must be a list"
     if problem is not None:
         raise PayloadError(f"{where}: {problem}")
+    assert isinstance(iid, str) and isinstance(eid, int) and isinstance(name, str)
+    assert isinstance(events, list)
     decoded = []
     for n, raw in enumerate(events):
         try:
