@@ -29,7 +29,7 @@ CLIENT = "duroxy.client"
 CLI = "duroxy.cli"
 BASE_MODULES = ("duroxy.history", "duroxy.errors", "duroxy.codec", "duroxy._limits",
                 "duroxy._names", "duroxy._semver", "duroxy._tracing",
-                "duroxy.options", "duroxy._hooks")
+                "duroxy.options", "duroxy._hooks", "duroxy._clock")
 
 # The one import from the runtime the client is allowed (semver validation of
 # start_orchestration_versioned), by module and by name.

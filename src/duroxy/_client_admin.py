@@ -3,7 +3,6 @@ instance trees, sizes, and deleting many instances. A part of ``Client``."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -45,10 +44,10 @@ def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000.0, UTC)
 
 
-def _ended_before_ms(older_than: float | timedelta | None) -> int | None:
+def _ended_before_ms(provider: Provider, older_than: float | timedelta | None) -> int | None:
     if older_than is None:
         return None
-    return int((time.time() - to_seconds(older_than, "older_than")) * 1000)
+    return int((provider.clock.time() - to_seconds(older_than, "older_than")) * 1000)
 
 
 class AdminCalls:
@@ -134,7 +133,7 @@ class AdminCalls:
         check_id(instance_id, "instance id")
         check_count(keep_last, "keep_last", 0)
         pruned = await self.provider.prune_executions(instance_id, keep_last,
-                                                      _ended_before_ms(older_than))
+                                                      _ended_before_ms(self.provider, older_than))
         if pruned is None:
             raise InstanceNotFound(instance_id)
         return PruneResult(1, *pruned)
@@ -151,7 +150,7 @@ class AdminCalls:
         check_count(keep_last, "keep_last", 0)
         check_count(limit, "limit", 0)
         states = self._states(state)
-        ended = _ended_before_ms(older_than)
+        ended = _ended_before_ms(self.provider, older_than)
         if instance_ids is not None:
             ids = [check_id(i, "instance id") for i in instance_ids]
             chosen = []

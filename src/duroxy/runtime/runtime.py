@@ -115,6 +115,10 @@ class Runtime:
         if not rt._turns.long_poll:
             rt._unlisten.append(provider.listen("orchestrator", rt._orch_wake.set))
         rt._unlisten.append(provider.listen("activity", rt._act_wake.set))
+        # A store clock that jumps (a test's virtual clock) makes work due in no real
+        # time: both dispatchers look again at each jump.
+        rt._unlisten.append(provider.clock.on_jump(rt._orch_wake.set))
+        rt._unlisten.append(provider.clock.on_jump(rt._act_wake.set))
         rt._hooks.started()
         rt._loops = [asyncio.create_task(fl.run(), name=f"duroxy-{name}")
                      for fl, name in zip(rt._fetch_loops, ("orchestrations", "activities"),

@@ -16,12 +16,14 @@
 from __future__ import annotations
 
 from ._activity import ActivityEnvironment
+from ._environment import OrchestrationEnvironment
 from ._lint import LintFinding, lint
 from ._replay import Replayer, ReplayReport, ReplayResult
 
 __all__ = [
     "ActivityEnvironment",
     "LintFinding",
+    "OrchestrationEnvironment",
     "ReplayReport",
     "ReplayResult",
     "Replayer",

@@ -21,6 +21,7 @@ from ..base import (
     InstanceStats,
     KvEntry,
 )
+from ..pending import PendingWorkReport
 from ._marshal import key as _key
 from ._marshal import kv_base_from_json, record
 
@@ -75,6 +76,11 @@ class Management:
                                 {"key": _key(instance_id), "execution_id": execution_id})
         # decode_event raises PayloadError for an undecodable stored event
         return [decode_event(r[0]) for r in rows]
+
+    async def pending_work(self: _Host) -> PendingWorkReport:
+        """See :class:`~duroxy.providers.pending.PendingWork` (the database's clock)."""
+        [(held, due)] = await self._rows("pending_work", {})
+        return PendingWorkReport(int(held), None if due is None else float(due))
 
     async def list_executions(self: _Host, instance_id: str) -> list[int]:
         rows = await self._rows("list_executions", {"key": _key(instance_id)})

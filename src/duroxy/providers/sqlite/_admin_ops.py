@@ -15,6 +15,7 @@ from ..base import (
     KvEntry,
     WorkerRecord,
 )
+from ..pending import PendingWorkReport
 from ._ops import Q, fetch_all, record_from_row
 from ._tx import Tx
 
@@ -31,6 +32,15 @@ def read_history(tx: Tx, instance_id: str, execution_id: int | None) -> list[His
     else:
         texts = fetch_all(tx.conn, Q["read_history"], (instance_id, execution_id))
     return [decode_event(t) for (t,) in texts]
+
+
+def pending_work(tx: Tx) -> PendingWorkReport:
+    now = tx.now
+    ((held,),) = fetch_all(tx.conn, Q["pending_held"], (now, now))
+    ((messages,),) = fetch_all(tx.conn, Q["pending_due_messages"], (now,))
+    ((activities,),) = fetch_all(tx.conn, Q["pending_due_activities"], (now,))
+    due = [float(at) for at in (messages, activities) if at is not None]
+    return PendingWorkReport(int(held), min(due) if due else None)
 
 
 def list_executions(tx: Tx, instance_id: str) -> list[int]:
