@@ -44,8 +44,10 @@ __all__ = ["OrchestrationEnvironment"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: How often the idle check runs while the store announces nothing (real seconds): a
-#: turn that commits nothing new (it only waits) is announced by nobody.
-_LOOK_EVERY_S = 0.002
+#: turn that commits nothing new (it only waits) is announced by nobody. The first look
+#: after news comes soon, and each quiet one doubles the wait, up to the second figure.
+_LOOK_FIRST_S = 0.001
+_LOOK_AT_MOST_S = 0.02
 #: Times at or past this are never reached (a row parked for good): no jump goes there.
 _NEVER = (datetime.max.replace(tzinfo=UTC) - _EPOCH).total_seconds() - 86400
 _STORES = ("memory", "sqlite")
@@ -108,6 +110,7 @@ class OrchestrationEnvironment:
         self._paused = 0  # auto_time_skipping_disabled() blocks open
         self._jumping = asyncio.Lock()  # held by whoever moves the clock
         self._news: asyncio.Event | None = None
+        self._quiet = _LOOK_FIRST_S  # the next look's longest wait (see _look)
         self._unlisten: list[Any] = []
         self._closed = False
 
@@ -248,12 +251,17 @@ class OrchestrationEnvironment:
                                      or report.due_at > self._clock.time())
 
     async def _look(self) -> None:
-        """Wait for the store's next news, or a few milliseconds."""
+        """Wait for the store's next news, or a few milliseconds (longer while it stays
+        quiet)."""
         news = self._news
         assert news is not None
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_LOOK_EVERY_S):
+        try:
+            async with asyncio.timeout(self._quiet):
                 await news.wait()
+        except TimeoutError:
+            self._quiet = min(self._quiet * 2, _LOOK_AT_MOST_S)
+        else:
+            self._quiet = _LOOK_FIRST_S
         news.clear()
 
     async def _until_idle(self) -> PendingWorkReport:

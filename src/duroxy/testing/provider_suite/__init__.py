@@ -23,7 +23,8 @@ Usage, in a provider's test module::
 
 The suite uses only the provider contract (:mod:`duroxy.providers.base`) and those
 hooks; a store that offers the :class:`~duroxy.providers.base.FastPath` or the
-:class:`~duroxy.providers.pending.PendingWork` capability is tested on it too. Waits are real but short: lock expiry and visibility tests use 0.2 s locks.
+:class:`~duroxy.providers.pending.PendingWork` capability is tested on it too. Waits
+are real but short: lock expiry and visibility tests use 0.2 s locks.
 Every test builds its own instance ids and, where it lists or purges, its own
 orchestration names.
 """
