@@ -4,6 +4,7 @@
     python benchmarks/run.py --store postgres      # DSN from DUROXY_BENCH_PG_DSN
     python benchmarks/run.py --workloads W1,W2 --store sqlite,memory
     python benchmarks/run.py --store postgres --workers 1,2,4    # scale-out (see below)
+    python benchmarks/run.py --workloads fanout --store sqlite,postgres  # joins up to 100k
 
 With ``--workers N,...`` the script runs no runtime of its own: for each N it starts N
 worker processes (``duroxy worker``) on one fresh store and, as a client only, runs W4
@@ -243,9 +244,48 @@ async def waiting(b: Bench, n: int = 10_000) -> dict[str, Any]:
             f"M {n} woken and completed (s)": time.perf_counter() - t}
 
 
+#: the join sizes of the ``fanout`` workload (``--fanout-sizes``)
+FANOUT_SIZES = (2_000, 20_000, 100_000)
+
+
+async def fanout(b: Bench) -> dict[str, Any]:
+    """Joins over ever more activities: the cost per activity should stay flat (nothing
+    per completion may grow with the number of open activities), and the memory a join
+    holds at its peak (RSS sampled every 20 ms while it runs, above RSS before it)."""
+    out: dict[str, Any] = {}
+    per: dict[int, float] = {}
+    for n in FANOUT_SIZES:
+        before = peak = _rss_mb()
+        done = asyncio.Event()
+
+        async def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, _rss_mb())
+                await asyncio.sleep(0.02)
+
+        sampler = asyncio.ensure_future(sample())
+        t = time.perf_counter()
+        try:
+            assert await b.run("Fan", n) == n
+        finally:
+            done.set()
+            await sampler
+        per[n] = (time.perf_counter() - t) / n * 1e6
+        out[f"F fan-out {n:,}: cost per activity (us)"] = per[n]
+        out[f"F fan-out {n:,}: peak RSS above start (MB)"] = peak - before
+    first, last = FANOUT_SIZES[0], FANOUT_SIZES[-1]
+    out[f"F ratio {last:,}/{first:,} per activity"] = per[last] / per[first]
+    return out
+
+
 WORKLOADS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "scaling": scaling, "idle": idle,
     "waiting": waiting,
+}
+#: run only when named (``--workloads fanout``): minutes, not seconds
+EXTRA_WORKLOADS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
+    "fanout": fanout,
 }
 
 
@@ -300,7 +340,9 @@ async def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--store", default="sqlite", help="comma list: sqlite, memory, postgres")
     p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list of "
-                   + ", ".join(WORKLOADS))
+                   + ", ".join(WORKLOADS) + " (the default: all of these), and fanout")
+    p.add_argument("--fanout-sizes", help="comma list of join sizes for the fanout "
+                   "workload (default 2000,20000,100000)")
     p.add_argument("--workers", help="comma list of worker process counts: runs the "
                    "scale-out benchmark instead (W4 with CPU-burning activities)")
     p.add_argument("--burn-ms", type=float, default=None,
@@ -319,7 +361,11 @@ async def main(argv: list[str]) -> int:
         for kind, key, value in rows:
             print(f"| {kind} | {key} | {value:.2f} |")
         return 0
-    unknown = [w for w in args.workloads.split(",") if w not in WORKLOADS] + [
+    if args.fanout_sizes:
+        global FANOUT_SIZES
+        FANOUT_SIZES = tuple(int(n) for n in args.fanout_sizes.split(","))
+    every = {**WORKLOADS, **EXTRA_WORKLOADS}
+    unknown = [w for w in args.workloads.split(",") if w not in every] + [
         k for k in args.store.split(",") if k not in ("sqlite", "memory", "postgres")]
     if unknown:
         p.error(f"unknown workload or store: {', '.join(unknown)}")
@@ -330,7 +376,7 @@ async def main(argv: list[str]) -> int:
                 store, cleanup = make_store(kind, tmp)
                 try:
                     async with Bench(store) as b:
-                        result = await WORKLOADS[w](b)
+                        result = await every[w](b)
                 finally:
                     await cleanup()
                 for k, v in result.items():

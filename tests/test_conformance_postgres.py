@@ -69,3 +69,22 @@ class TestPostgresConformance(ProviderConformance):
 
         assert isinstance(provider, PostgresProvider) and DSN
         return PostgresProvider(DSN, provider.schema, max_size=2, read_only=True)
+
+
+class TestPostgresWarmOffConformance(TestPostgresConformance):
+    """The latency switch off (no connection prepares the hot statements before it
+    serves): a slower first turn, never a different store."""
+
+    @pytest.fixture
+    async def provider(self) -> AsyncIterator[Provider]:
+        if not DSN:
+            pytest.skip("DUROXY_TEST_PG_DSN not set: PostgreSQL tests need a server")
+        from duroxy.providers.postgres import PostgresProvider
+
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        store = PostgresProvider(DSN, schema=schema, max_size=4, warm_connections=False)
+        try:
+            yield store
+        finally:
+            await store.close()
+            await drop_schema(DSN, schema)

@@ -59,6 +59,21 @@ class TestSqliteFileConformance(_SqliteHooks):
         return SqliteProvider(provider.path, read_only=True)
 
 
+class TestSqliteSwitchesOffConformance(_SqliteHooks):
+    """Every latency switch off: a slower store, never a different one."""
+
+    @pytest.fixture
+    async def provider(self, tmp_path: Path) -> AsyncIterator[SqliteProvider]:
+        store = SqliteProvider(tmp_path / "store.db", inline_writes=False, inline_reads=False,
+                               preallocate_wal=False, warm_up=False)
+        yield store
+        await store.close()
+
+    async def open_read_only(self, provider: Provider) -> Provider:
+        assert isinstance(provider, SqliteProvider) and provider.path is not None
+        return SqliteProvider(provider.path, read_only=True, inline_reads=False)
+
+
 class TestSqliteMemoryConformance(_SqliteHooks):
     @pytest.fixture
     async def provider(self) -> AsyncIterator[SqliteProvider]:

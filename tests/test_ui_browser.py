@@ -1,7 +1,9 @@
 """duroxy ui in a real browser (Playwright driving the system's Chromium), on a SQLite
-store and on PostgreSQL: log in, list, filter and page, open an instance and see its
-timeline and tree, cancel it with the token, be refused without it, and find no action
-under --read-only. The SQLite run also refreshes the screenshots in docs/images.
+store and on PostgreSQL: log in, page through the list and back, filter it by state,
+id prefix and created time, open an instance and see its timeline, key-value state and
+tree, enqueue a message with the token and see the instance take it, cancel one, be
+refused without the token, and find no action under --read-only. The SQLite run also
+refreshes the screenshots in docs/images.
 
 Needs ``pip install playwright`` and Chromium at /usr/bin/chromium
 (``apt-get install chromium``); the browser download of ``playwright install`` is not
@@ -10,9 +12,13 @@ used. Skips with the reason when either is missing.
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -74,13 +80,16 @@ async def test_dashboard_in_a_browser(browser: Browser, store_url: str, tmp_path
     ui: uikit.UiProcess | None = None
     try:
         await uikit.populate(provider)
-        # A runtime keeps running, so a cancellation from the dashboard takes effect.
+        boundary = await _start_late(Client(provider))
+        # A runtime keeps running, so what the dashboard enqueues or cancels takes effect.
         acts, orchs = uikit.registries()
         runtime = await Runtime.start(provider, acts, orchs)
+        for iid in LATE:
+            await Client(provider).wait_for_orchestration(iid, 30)
         ui = uikit.UiProcess(store_url, "--token", TOKEN, log=tmp_path / "ui.log")
         ui.wait_up()
-        await _browse_and_cancel(browser, ui.url, provider,
-                                 screenshots="sqlite" in store_url)
+        await _browse_and_act(browser, ui.url, provider, boundary,
+                              screenshots="sqlite" in store_url)
     finally:
         if ui is not None:
             ui.stop()
@@ -95,21 +104,61 @@ async def test_dashboard_in_a_browser(browser: Browser, store_url: str, tmp_path
         read_only.stop()
 
 
-async def _browse_and_cancel(browser: Browser, base: str, provider: Provider,
-                             screenshots: bool) -> None:
+LATE = ("late-1", "late-2")
+
+
+async def _start_late(client: Client) -> str:
+    """Start ``LATE`` in a later second than every other instance, and return that
+    second (``YYYY-MM-DDTHH:MM:SS``, UTC): the created-time filter's boundary."""
+    newest = max(i.created_at for i in await client.list_instances())
+    boundary = math.floor(newest.timestamp()) + 1
+    while time.time() <= boundary:  # (the form's times have whole seconds)
+        await asyncio.sleep(boundary - time.time() + 0.01)
+    for iid in LATE:
+        await client.start_orchestration(iid, "quick", 1)
+    return datetime.fromtimestamp(boundary, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+async def _browse_and_act(browser: Browser, base: str, provider: Provider, boundary: str,
+                          screenshots: bool) -> None:
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
     await _login(page, base)
-    # The list: 50 a page, counts by state, the next page, filters.
-    await expect(page.locator("#instances tbody tr")).to_have_count(50)
-    await expect(page.locator('[data-state="RUNNING"] .n')).to_have_text("1")
+    client = Client(provider)
+    everyone = [i.instance_id for i in await client.list_instances()]
+    assert len(everyone) == 68
+    rows = page.locator("#instances tbody tr")
+    # The list: 50 a page, oldest first, counts by state, paged with the client's tokens.
+    await expect(rows).to_have_count(50)
+    await expect(rows.first).to_have_attribute("data-instance", everyone[0])
+    await expect(page.locator('[data-state="RUNNING"] .n')).to_have_text("2")
     await expect(page.locator('[data-state="FAILED"] .n')).to_have_text("1")
-    await expect(page.locator("#summary")).to_contain_text("65 matching")
+    await expect(page.locator("#summary")).to_contain_text("68 matching")
     if screenshots:
         DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(DOCS_IMAGES / "ui-instances.png"))
     await page.click("a[rel=next]")
-    await expect(page.locator("#instances tbody tr")).to_have_count(15)
+    await expect(rows).to_have_count(18)
+    await expect(rows.first).to_have_attribute("data-instance", everyone[50])
+    await expect(rows.last).to_have_attribute("data-instance", everyone[-1])
+    await expect(page.locator("#summary")).to_contain_text("page 2")
+    await expect(page.locator("a[rel=next]")).to_have_count(0)
+    await page.click("a[rel=prev]")
+    await expect(rows).to_have_count(50)
+    await expect(rows.first).to_have_attribute("data-instance", everyone[0])
+
+    # Created time: after the boundary only the late ones, before it all the others.
+    await page.fill("input[name=created_after]", boundary)
+    await page.click("#filters button[type=submit]")
+    await expect(rows).to_have_count(2)
+    await expect(rows.first).to_have_attribute("data-instance", LATE[0])
+    await expect(page.locator("#summary")).to_contain_text("2 matching")
+    await page.goto(base + "/instances")
+    await page.fill("input[name=created_before]", boundary)
+    await page.click("#filters button[type=submit]")
+    await expect(page.locator("#summary")).to_contain_text("66 matching")
+    await expect(page.locator('[data-state="COMPLETED"] .n')).to_have_text("63")
+
     await page.goto(base + "/instances")
     await page.fill("input[name=prefix]", "order-")
     await page.select_option("select[name=state]", "RUNNING")
@@ -129,6 +178,9 @@ async def _browse_and_cancel(browser: Browser, base: str, provider: Provider,
     await expect(page.locator("#execution-1 .row.kind-activity")).to_have_count(2)
     await expect(page.locator("#execution-1 .row.kind-timer .span")).to_have_count(1)
     await expect(bars.filter(has_text="child ship")).to_have_count(1)
+    await expect(page.locator('#kv [data-key="sku"]')).to_contain_text('"A-1"')
+    await expect(page.locator('#kv [data-key="charged"]')).to_contain_text("charged 12.50")
+    await expect(page.locator("#executions tbody tr")).to_have_count(1)
     tree_links = page.locator("#tree a")
     await expect(tree_links).to_have_count(2)
     if screenshots:
@@ -138,7 +190,22 @@ async def _browse_and_cancel(browser: Browser, base: str, provider: Provider,
     await page.click("#parent-link")
     await expect(page.locator("h1")).to_contain_text("order-1")
 
-    # Cancel the running one, with the token (the session from the login form).
+    # Enqueue a message with the token (the session from the login form): the instance
+    # takes it, and the page, refreshing itself while the instance runs, shows so.
+    await page.goto(base + "/instance?id=inbox-1")
+    await expect(page.locator("#executions tbody tr")).to_have_count(3)
+    await expect(page.locator('#kv [data-key="last"]')).to_contain_text('"message 2"')
+    await page.fill("#enqueue input[name=queue]", "inbox")
+    await page.fill("#enqueue input[name=data]", '"hello"')
+    await page.click("#enqueue button[type=submit]")
+    await expect(page.locator(".done")).to_contain_text("enqueued on 'inbox'")
+    await expect(page.locator('#kv [data-key="last"]')).to_contain_text(
+        '"hello"', timeout=20_000)
+    await expect(page.locator("#kv [data-key=taken]")).to_contain_text("3")
+    await expect(page.locator("#executions tbody tr")).to_have_count(4)
+    assert await client.get_kv_value("inbox-1", "last") == "hello"
+
+    # Cancel the running one.
     await page.goto(base + "/instance?id=order-3")
     await expect(page.locator("#state")).to_have_text("RUNNING")
     await expect(page.locator("#custom-status")).to_contain_text("waiting")
@@ -160,6 +227,14 @@ async def _browse_and_cancel(browser: Browser, base: str, provider: Provider,
                                        form={"instance_id": "order-1"},
                                        headers={"Origin": "http://evil.example"})
     assert cross.status == 403
+    bye: dict[str, str | float | bool] = {"instance_id": "inbox-1", "queue": "inbox",
+                                         "data": '"bye"'}
+    response = await stranger.request.post(base + "/actions/enqueue", form=bye)
+    assert response.status == 401
+    response = await context.request.post(base + "/actions/enqueue", form=bye,
+                                          headers={"Origin": "http://evil.example"})
+    assert response.status == 403
+    assert await client.get_kv_value("inbox-1", "last") == "hello"
     assert (await Client(provider).get_orchestration_status("order-1")).state is \
         OrchestrationState.COMPLETED
     anonymous = await stranger.new_page()

@@ -4,9 +4,12 @@ process on it.
 ``populate(provider)`` runs a runtime until these are in place, then stops it:
 
 * ``order-1``: COMPLETED, with two activities, a timer and a child ``order-1::sub::*``
-  that ran an activity itself;
+  that ran an activity itself; its KV holds ``sku`` and ``charged``;
 * ``order-2``: FAILED (an activity that raised);
 * ``order-3``: RUNNING, waiting for the event ``approve`` (custom status ``waiting``);
+* ``inbox-1``: RUNNING in its third execution, waiting on queue ``inbox``: each
+  message it takes goes to its KV (``last``, and ``taken``, the count) and ends the
+  execution with continue-as-new (``"bye"`` completes it instead); two were taken;
 * ``bulk-00`` ... ``bulk-59``: COMPLETED, one turn each (more than a page of 50).
 """
 
@@ -52,9 +55,11 @@ async def ship(ctx: OrchestrationContext, sku: str) -> str:
 
 
 async def order(ctx: OrchestrationContext, spec: dict[str, Any]) -> dict[str, Any]:
+    ctx.set_kv_value("sku", spec["sku"])
     reserved = await ctx.schedule_activity("reserve", spec["sku"])
     await ctx.schedule_timer(0.05)
     charged = await ctx.schedule_activity("charge", spec["amount"])
+    ctx.set_kv_value("charged", charged)
     shipped = await ctx.schedule_sub_orchestration("ship", spec["sku"])
     if spec.get("wait"):
         ctx.set_custom_status("waiting")
@@ -66,10 +71,23 @@ async def quick(ctx: OrchestrationContext, n: int) -> int:
     return n * 2
 
 
+async def inbox(ctx: OrchestrationContext, taken: int) -> int:
+    ctx.set_custom_status({"taken": taken})
+    message = await ctx.dequeue_event("inbox")
+    ctx.set_kv_value("last", message)
+    ctx.set_kv_value("taken", taken + 1)
+    if message == "bye":
+        return taken + 1
+    ctx.continue_as_new(taken + 1)
+
+
+INBOX_TAKEN = 2
+
+
 def registries() -> tuple[ActivityRegistry, OrchestrationRegistry]:
     acts = ActivityRegistry.builder().register("reserve", reserve).register("charge", charge)
     orchs = (OrchestrationRegistry.builder().register("order", order).register("ship", ship)
-             .register("quick", quick))
+             .register("quick", quick).register("inbox", inbox))
     return acts.build(), orchs.build()
 
 
@@ -81,6 +99,9 @@ async def populate(provider: Provider) -> None:
         await client.start_orchestration("order-2", "order", {"sku": "B-2", "amount": -1})
         await client.start_orchestration("order-3", "order",
                                          {"sku": "C-3", "amount": 3, "wait": True})
+        await client.start_orchestration("inbox-1", "inbox", 0)
+        for n in range(INBOX_TAKEN):
+            await client.enqueue_event("inbox-1", "inbox", f"message {n + 1}")
         for i in range(BULK):
             await client.start_orchestration(f"bulk-{i:02d}", "quick", i)
         for iid in ("order-1", "order-2", *(f"bulk-{i:02d}" for i in range(BULK))):
@@ -89,6 +110,11 @@ async def populate(provider: Provider) -> None:
         while (await client.get_orchestration_status("order-3")).custom_status != "waiting":
             assert time.monotonic() < deadline, "order-3 never got to its wait"
             await asyncio.sleep(0.05)
+        # inbox-1's third execution has begun (its custom status is set on its first turn)
+        status = await client.get_orchestration_status("inbox-1")
+        while status.custom_status != {"taken": INBOX_TAKEN}:
+            status = await client.wait_for_status_change(
+                "inbox-1", status.custom_status_version, max(deadline - time.monotonic(), 0))
     assert (await client.get_orchestration_status("order-1")).state is \
         OrchestrationState.COMPLETED
 

@@ -23,6 +23,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -35,15 +36,19 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from .._render import dumps, human_time
-from ..client import Client, OrchestrationState
+from ..client import Client
 from ..errors import DuroxyError, InstanceNotFound
-from . import _views
+from . import _instance, _listing
+from ._timeline import pretty
 
 __all__ = ["UiSettings", "create_app"]
 
 _HERE = Path(__file__).resolve().parent
 _COOKIE = "duroxy_ui_session"
-_RUNNING = frozenset({OrchestrationState.PENDING, OrchestrationState.RUNNING})
+#: the list's filters, kept by its links
+_FILTER_KEYS = ("state", "name", "prefix", "created_after", "created_before")
+#: the list's shortcuts to recent instances
+_RECENT = (("last hour", timedelta(hours=1)), ("last day", timedelta(days=1)))
 
 
 @dataclass(frozen=True)
@@ -72,9 +77,9 @@ def create_app(client: Client, settings: UiSettings) -> Starlette:
     """The dashboard over ``client``."""
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     env = templates.env
-    env.globals.update(settings=settings, instance_url=_instance_url, states=_views.STATES,
-                       human_time=human_time)
-    env.filters["pretty"] = _views.pretty
+    env.globals.update(settings=settings, instance_url=_instance_url,
+                       states=_listing.STATES, human_time=human_time)
+    env.filters["pretty"] = pretty
     env.filters["dumps"] = dumps
     session = _session_value(settings.token) if settings.token else None
 
@@ -131,64 +136,67 @@ def create_app(client: Client, settings: UiSettings) -> Starlette:
         q = request.query_params
         try:
             state = (q.get("state") or "").upper() or None
-            if state is not None and state not in _views.STATES:
+            if state is not None and state not in _listing.STATES:
                 raise ValueError(f"unknown state {state!r}")
-            filters = _views.Filters(
+            filters = _listing.Filters(
                 state=state, name=q.get("name") or None, prefix=q.get("prefix") or None,
-                created_after=_views.parse_time(q.get("created_after")),
-                created_before=_views.parse_time(q.get("created_before")))
-            page_no = int(q.get("page") or 0)
+                created_after=_listing.parse_time(q.get("created_after")),
+                created_before=_listing.parse_time(q.get("created_before")))
+            trail = _listing.Trail.parse(q.get("page"), q.get("back"), q.get("n"))
+            listing = await _listing.list_page(client, filters, trail.cursor)
         except ValueError as e:
             return render(request, "message.html", 400, title="Bad filter", message=str(e))
-        listing = await _views.list_page(client, filters, page_no)
-        kept = {k: v for k, v in q.items() if v and k not in ("page", "done", "state")}
+        counts = await _listing.count_states(client, filters)
+        kept = {k: q[k] for k in _FILTER_KEYS if q.get(k)}
 
-        def link(state: str | None, page: int | None = None) -> str:
-            params = dict(kept)
+        def link(state: str | None, at: _listing.Trail | None = None) -> str:
+            params = {k: v for k, v in kept.items() if k != "state"}
             if state:
                 params["state"] = state
-            if page:
-                params["page"] = str(page)
+            if at is not None:
+                params.update(at.params())
             return "/instances" + ("?" + urlencode(params) if params else "")
 
+        before = trail.previous()
+        now = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
         links = {
-            "all": link(None), "states": {s: link(s) for s in _views.STATES},
-            "prev": link(filters.state, listing.page - 1) if listing.page > 0 else None,
-            "next": (link(filters.state, listing.page + 1)
-                     if listing.page + 1 < listing.pages else None)}
-        return render(request, "instances.html", listing=listing, filters=filters,
-                      links=links, page_size=_views.PAGE_SIZE)
+            "all": link(None), "states": {s: link(s) for s in _listing.STATES},
+            "first": link(filters.state) if trail.number > 1 else None,
+            "prev": link(filters.state, before) if before is not None else None,
+            "next": (link(filters.state, trail.next(listing.next_cursor))
+                     if listing.next_cursor is not None else None),
+            "recent": {label: "/instances?" + urlencode(
+                {**{k: v for k, v in kept.items() if k not in ("created_after",
+                                                                "created_before")},
+                 "created_after": (now - span).isoformat()})
+                for label, span in _RECENT}}
+        return render(request, "instances.html", listing=listing, counts=counts,
+                      filters=filters, trail=trail, links=links,
+                      page_size=_listing.PAGE_SIZE, count_cap=_listing.COUNT_CAP,
+                      scan_limit=_listing.SCAN_LIMIT)
 
     async def instance(request: Request) -> Response:
-        iid = request.query_params.get("id", "")
+        q = request.query_params
+        iid = q.get("id", "")
         try:
-            info = await client.get_instance_info(iid)
+            execution = int(q["execution"]) if q.get("execution") else None
+        except ValueError:
+            return render(request, "message.html", 400, title="Bad execution",
+                          message=f"execution {q['execution']!r} is not a number")
+        try:
+            view = await _instance.load(client, iid, execution, int(time.time() * 1000))
         except (InstanceNotFound, ValueError):
             return render(request, "message.html", 404, title="Not found",
                           message=f"no instance {iid!r} in this store")
-        running = info.state in _RUNNING
-        now_ms = int(time.time() * 1000)
-        executions = await client.list_executions(iid)
-        timelines = []
-        first_input: str | None = None
-        for execution_id in reversed(executions):
-            try:
-                events = await client.read_history(iid, execution_id)
-            except DuroxyError as e:
-                return render(request, "message.html", 500, title="Unreadable history",
-                              message=str(e))
-            if execution_id == info.execution_id and events:
-                first_input = getattr(events[0], "input", None)
-            timelines.append(_views.timeline(
-                execution_id, events, now_ms, running and execution_id == info.execution_id))
-        root, tree_cut = await _views.tree(client, info)
-        parent = await _views.parent_of(client, info)
-        status = await client.get_orchestration_status(iid)
-        return render(request, "instance.html", info=info, status=status, input=first_input,
-                      timelines=timelines, tree=root, tree_cut=tree_cut, parent=parent,
-                      running=running, refresh=running,
-                      done=request.query_params.get("done"),
-                      can_enqueue=hasattr(client, "enqueue_event"))
+        except KeyError as e:
+            return render(request, "message.html", 404, title="Not found", message=e.args[0])
+        except DuroxyError as e:
+            return render(request, "message.html", 500, title="Unreadable instance",
+                          message=str(e))
+        return render(request, "instance.html", view=view, info=view.info,
+                      running=view.running, refresh=view.running,
+                      done=q.get("done"), executions_shown=_instance.EXECUTIONS_SHOWN,
+                      tree_shown=_instance.TREE_SHOWN)
 
     async def workers(request: Request) -> Response:
         everyone = request.query_params.get("all") == "1"
@@ -285,9 +293,8 @@ def create_app(client: Client, settings: UiSettings) -> Starlette:
     if not settings.read_only:
         routes += [
             Route("/actions/raise-event", action(raise_event), methods=["POST"]),
+            Route("/actions/enqueue", action(enqueue_event), methods=["POST"]),
             Route("/actions/cancel", action(cancel), methods=["POST"]),
             Route("/actions/delete", action(delete), methods=["POST"]),
         ]
-        if hasattr(client, "enqueue_event"):
-            routes.append(Route("/actions/enqueue", action(enqueue_event), methods=["POST"]))
     return Starlette(routes=routes)

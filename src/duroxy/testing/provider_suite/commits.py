@@ -238,6 +238,19 @@ class TurnCommitTests(ConformanceBase):
             EventRaised(event_id=3, ts=TS, name="go", data="1")))
         assert len(await provider.read_history(iid)) == 3
 
+    async def test_ack_with_an_event_id_already_stored_or_repeated_fails(
+            self, provider: Provider) -> None:
+        iid = uid()
+        await first_turn(provider, iid, scheduled(2))
+        for events in ([scheduled(2, "again")],  # the last stored id, alone
+                       [scheduled(3), scheduled(3, "twin")]):  # twice in one commit
+            await provider.enqueue_orchestrator_message(raised(iid))
+            item = await fetch_one(provider)
+            with pytest.raises(ProviderError):
+                await provider.ack_orchestration_item(item.lock_token, commit(*events))
+            assert await provider.read_history(iid) == [started(), scheduled(2)]
+            await provider.abandon_orchestration_item(item.lock_token)
+
     # ------------------------------------------------------------ renew
     async def test_renew_extends_the_lock(self, provider: Provider) -> None:
         iid = uid()
