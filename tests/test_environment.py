@@ -132,7 +132,6 @@ def at(ms: int) -> datetime:
 @pytest.mark.parametrize("store", STORES)
 async def test_a_30_day_timer_passes_at_once_on_the_virtual_clock(store: str) -> None:
     calls.clear()
-    real = time.monotonic()
     async with env_of(store, start_time=START) as env:
         assert env.now() == START and env.time_skipping
         await env.client.start_orchestration("r-1", "remind", {"days": 30})
@@ -151,7 +150,6 @@ async def test_a_30_day_timer_passes_at_once_on_the_virtual_clock(store: str) ->
         info = await env.client.get_instance_info("r-1")
         assert info.created_at == START and info.updated_at == START + timedelta(days=30)
         assert calls == ["reminder"]
-    assert time.monotonic() - real < 30  # (a month did not take a month)
 
 
 @pytest.mark.parametrize("store", STORES)
