@@ -17,7 +17,7 @@ from duroxy import (
     OrchestrationRegistry,
     RuntimeOptions,
 )
-from duroxy.history import ActivityScheduled, HistoryEvent, PatchRecorded
+from duroxy.history import ActivityScheduled, ExecutionHistory, HistoryEvent, PatchRecorded
 from duroxy.testing import OrchestrationEnvironment, Replayer
 from enginekit import Driver, kinds
 
@@ -140,6 +140,41 @@ def test_markers_are_not_matched_by_position() -> None:
     assert go_on(history, patched).output == "done"
     # deprecate_patch never fails: on a history without the marker either
     assert go_on(recorded(patched), deprecated).output == "done"
+
+
+async def test_a_marker_left_behind_is_passed_by() -> None:
+    """The code that recorded a marker is gone (``deprecate_patch`` removed): the marker
+    stands where no call asks about it, ahead of what the code does next. Replay neither
+    waits for it nor counts it as something the code skipped."""
+    async def marks_and_ends(ctx: OrchestrationContext, _: Any) -> str:
+        ctx.deprecate_patch("gone")
+        return "done"
+
+    async def ends(ctx: OrchestrationContext, _: Any) -> str:
+        return "done"
+
+    async def marks_then_two(ctx: OrchestrationContext, _: Any) -> Any:
+        ctx.deprecate_patch("gone")
+        return await ctx.schedule_activity("reserve", "r")
+
+    async def two_at_once(ctx: OrchestrationContext, _: Any) -> Any:
+        # past the recorded history (a new decision) while the marker is not reached
+        return await ctx.join(ctx.schedule_activity("reserve", "r"),
+                              ctx.schedule_activity("audit", "a"))
+
+    ended = Driver(marks_and_ends)
+    ended.start()
+    assert kinds(ended.history) == ["OrchestrationStarted", "PatchRecorded",
+                                    "OrchestrationCompleted"]
+    waiting = Driver(marks_then_two, activities=dict(ACTS))
+    waiting.start()
+    assert kinds(waiting.history) == ["OrchestrationStarted", "PatchRecorded",
+                                      "ActivityScheduled"]
+    for fn, history in ((ends, ended.history), (two_at_once, waiting.history)):
+        replayer = Replayer(OrchestrationRegistry.builder().register("orch", fn).build())
+        result = await replayer.replay_history(ExecutionHistory(
+            "inst-1", 1, "orch", "1.0.0", tuple(history)), raise_on_failure=False)
+        assert result.ok, result.message
 
 
 def test_old_code_replaying_a_patched_history_fails_on_the_first_difference() -> None:
