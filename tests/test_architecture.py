@@ -29,7 +29,7 @@ CLIENT = "duroxy.client"
 CLI = "duroxy.cli"
 BASE_MODULES = ("duroxy.history", "duroxy.errors", "duroxy.codec", "duroxy._limits",
                 "duroxy._names", "duroxy._semver", "duroxy._tracing",
-                "duroxy.options", "duroxy._hooks")
+                "duroxy.options", "duroxy._hooks", "duroxy._clock")
 
 # The one import from the runtime the client is allowed (semver validation of
 # start_orchestration_versioned), by module and by name.
@@ -234,8 +234,8 @@ def test_relative_import_beyond_the_package_is_reported() -> None:
 
 
 # The engine's rooms, leaf first: each may import only the rooms before it.
-ENGINE_ORDER = ("futures", "loop", "matching", "port", "kvstate", "routing", "context",
-                "execution")
+ENGINE_ORDER = ("futures", "loop", "matching", "port", "kvstate", "patching", "routing",
+                "context", "execution")
 
 
 def test_engine_rooms_import_one_way() -> None:

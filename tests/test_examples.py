@@ -1,5 +1,6 @@
 """The bundled provisioning example: its types round-trip, each pattern runs end to end
-on SQLite, and each activity is idempotent."""
+on SQLite (in the time-skipping test environment: its timers and backoffs take no real
+time), and each activity is idempotent."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,6 @@ from duroxy import (
     InstanceInfo,
     InstanceNotFound,
     OrchestrationState,
-    Runtime,
-    RuntimeOptions,
     codec,
 )
 from duroxy.examples.provisioning import activity_types, names, registry, types
@@ -65,7 +64,7 @@ from duroxy.examples.provisioning.types import (
     HealthMonitorOutput,
     ResourceSize,
 )
-from duroxy.providers.sqlite import SqliteProvider
+from duroxy.testing import OrchestrationEnvironment
 
 ORCH = names.orchestrations
 RID = UUID("12345678-1234-5678-1234-567812345678")
@@ -147,18 +146,20 @@ def test_names_follow_the_convention() -> None:
 
 
 # ====================================================================== end to end
+# On an in-memory SQLite store, on a virtual clock: timers, retry backoffs and monitor
+# intervals take no real time (see duroxy.testing.OrchestrationEnvironment).
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[Client]:
+async def env() -> AsyncIterator[OrchestrationEnvironment]:
     WORLD.reset()
-    store = SqliteProvider(tmp_path / "example.db")
-    rt = await Runtime.start(store, registry.activities, registry.orchestrations,
-                             RuntimeOptions())
-    try:
-        yield Client(store)
-    finally:
-        await rt.shutdown(timeout=2)
-        await store.close()
-        WORLD.reset()
+    async with OrchestrationEnvironment(registry.activities, registry.orchestrations,
+                                        store="sqlite") as environment:
+        yield environment
+    WORLD.reset()
+
+
+@pytest.fixture
+def client(env: OrchestrationEnvironment) -> Client:
+    return env.client
 
 
 async def run(client: Client, iid: str, name: str, data: Any, version: str | None = None
@@ -263,30 +264,33 @@ async def test_cleanup_deletes_an_existing_vm(client: Client) -> None:
     assert "db-4" not in WORLD.vms
 
 
-async def test_health_monitor_continues_as_new_until_deleted(client: Client) -> None:
+async def test_health_monitor_continues_as_new_until_deleted(
+        env: OrchestrationEnvironment, client: Client) -> None:
     WORLD.vms["db-5"] = VirtualMachine("vm-5", "db-5", "eu-west", "small", "10.0.0.5",
                                        Decimal("0.042"))
     iid = "monitor-5"
-    await client.start_orchestration(iid, ORCH.HEALTH_MONITOR,
-                                     HealthMonitorInput(name="db-5", interval_s=0.05))
-    await wait_execution(client, iid, 3)
-    info = await stop_monitor(client, iid)
+    started = env.now()
+    with env.auto_time_skipping_disabled():
+        await client.start_orchestration(iid, ORCH.HEALTH_MONITOR,
+                                         HealthMonitorInput(name="db-5", interval_s=30))
+        # checks at 0, 30 and 60 s: one per execution
+        await env.sleep(timedelta(seconds=75))
+        info = await stop_monitor(client, iid)
     assert info.state is OrchestrationState.COMPLETED
     out = codec.from_json_value(info.output, HealthMonitorOutput)
     assert out.stopped_by == "InstanceDeleted"
-    assert out.execution_id == info.execution_id >= 3
+    assert out.execution_id == info.execution_id == 3
     assert out.checks == out.execution_id  # one check per execution
-    assert await client.list_executions(iid) == list(range(1, out.execution_id + 1))
+    assert await client.list_executions(iid) == [1, 2, 3]
     first = await kinds(client, iid, 1)
     assert first[-2:] == ["TimerFired", "OrchestrationContinuedAsNew"]
     last = await kinds(client, iid)
-    # The event may land before or after the subscription; either way it ends the loop.
     assert "EventRaised" in last and last[-1] == "OrchestrationCompleted"
     assert "OrchestrationContinuedAsNew" not in last
     assert len(last) <= 12  # history stays one check long
-    assert sorted(n for (name, n) in WORLD.health_log if name == "db-5") == list(
-        range(1, out.checks + 1))
-    assert info.custom_status == {"checks": out.checks, "healthy": True}
+    assert sorted(n for (name, n) in WORLD.health_log if name == "db-5") == [1, 2, 3]
+    assert info.custom_status == {"checks": 3, "healthy": True}
+    assert env.now() - started == timedelta(seconds=75)
 
 
 async def test_health_monitor_stops_when_resource_is_gone(client: Client) -> None:
@@ -297,7 +301,7 @@ async def test_health_monitor_stops_when_resource_is_gone(client: Client) -> Non
 
 async def test_detached_monitor_outlives_its_creator(client: Client) -> None:
     info = await run(client, "c7", ORCH.CREATE_RESOURCE,
-                     CreateResourceInput(name="db-7", monitor_interval_s=0.05))
+                     CreateResourceInput(name="db-7", monitor_interval_s=3600))
     assert info.state is OrchestrationState.COMPLETED
     monitor = info.output["monitor_instance_id"]
     await wait_execution(client, monitor, 2)

@@ -57,6 +57,7 @@ EXPECTED_ALL = [
     "LockLost",
     "MetricsSnapshot",
     "NonDurableAwait",
+    "NonRetryableError",
     "NondeterminismError",
     "NotRegistered",
     "OrchestrationContext",
@@ -86,6 +87,8 @@ API_MD_NAMES = [
     "ActivityFailed", "SubOrchestrationFailed", "NondeterminismError",
     "InstanceAlreadyExists", "InstanceNotFound", "NotRegistered", "ProviderError",
     "PayloadError", "connect", "WorkerInfo",
+    # API.md section 11
+    "NonRetryableError",
 ]
 
 
@@ -155,6 +158,17 @@ def test_retry_policy_spellings() -> None:
     assert BackoffStrategy.Linear(base=1, max=2.5).delay_after(2) == 2
     assert BackoffStrategy.Linear(base=1, max=2.5).delay_after(3) == 2.5
     assert BackoffStrategy.Exponential(base=1, multiplier=3.0, max=30).delay_after(3) == 9
+    # API.md section 11: non-retryable error types, as classes or names
+    assert RetryPolicy().non_retryable == ()
+    listed = RetryPolicy(5, non_retryable=(ValueError, "CardDeclined"))
+    assert listed.non_retryable == (ValueError, "CardDeclined")
+    built = RetryPolicy(5).with_non_retryable(ValueError, "CardDeclined")
+    assert built == listed
+    assert built.non_retryable_names == {"ValueError", "CardDeclined"}
+    with pytest.raises(TypeError, match="non_retryable"):
+        RetryPolicy(non_retryable=(ValueError, 3))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="non_retryable"):
+        RetryPolicy().with_non_retryable(None)  # type: ignore[arg-type]
 
 
 # ======================================================================== errors
@@ -194,6 +208,9 @@ def test_failure_exceptions_carry_documented_attributes() -> None:
     e = duroxy.ActivityFailed("reserve", "KeyError", "missing key", 3)
     assert (e.activity_name, e.error_type, e.message, e.attempts) == (
         "reserve", "KeyError", "missing key", 3)
+    assert e.retryable is True  # API.md section 11: False once a failure stops retries
+    assert duroxy.ActivityFailed("r", "T", "m", retryable=False).retryable is False
+    assert issubclass(duroxy.NonRetryableError, DuroxyError)
     assert "missing key" in str(e)
     s = duroxy.SubOrchestrationFailed("child", "kid-1", "ValueError", "bad input")
     assert (s.orchestration_name, s.instance_id, s.error_type, s.message) == (
@@ -257,6 +274,8 @@ CONTEXT_METHODS = [
     "schedule_activity_on_session", "schedule_activity_on_session_typed",
     "schedule_activity_with_retry_on_session",
     "schedule_activity_with_retry_on_session_typed",
+    # API.md section 11
+    "is_patched", "deprecate_patch",
 ]
 CONTEXT_PROPERTIES = ["instance_id", "execution_id", "orchestration_name",
                       "orchestration_version", "is_replaying", "parent_instance_id"]
@@ -384,6 +403,8 @@ CLIENT_METHODS = [
     "get_execution_info", "prune_executions", "prune_executions_bulk", "get_instance_tree",
     "get_orchestration_stats", "delete_instances", "delete_instance_bulk",
     "list_instances_page",
+    # API.md section 10: export of histories
+    "export_history",
 ]
 
 
@@ -522,3 +543,50 @@ def test_durations_beyond_a_thousand_years_are_refused_when_made() -> None:
     with pytest.raises(ValueError, match="orchestration_lock_timeout"):
         RuntimeOptions(orchestration_lock_timeout=1e12)
     assert RetryPolicy(3, timeout=timedelta(days=365)).timeout_seconds == 365 * 86400
+
+
+# ======================================================================== sections 10, 11
+TESTING_ALL = ["ActivityEnvironment", "LintFinding", "OrchestrationEnvironment",
+               "ReplayReport", "ReplayResult", "Replayer", "lint"]
+
+
+def test_testing_kit_names() -> None:
+    import duroxy.testing
+
+    assert sorted(duroxy.testing.__all__) == TESTING_ALL
+    for name in TESTING_ALL:
+        assert hasattr(duroxy.testing, name), name
+    from duroxy.testing import OrchestrationEnvironment, Replayer
+
+    assert OrchestrationEnvironment.__name__[:4] != "Test"  # pytest would collect it
+    params = inspect.signature(OrchestrationEnvironment).parameters
+    assert list(params)[:2] == ["activities", "orchestrations"]
+    assert {n: params[n].default for n in list(params)[2:]} == {
+        "time_skipping": True, "store": "memory", "options": None, "start_time": None}
+    assert inspect.iscoroutinefunction(OrchestrationEnvironment.start)
+    assert inspect.iscoroutinefunction(OrchestrationEnvironment.shutdown)
+    assert inspect.iscoroutinefunction(OrchestrationEnvironment.sleep)
+    for name in ("replay_history", "replay", "replay_store"):
+        assert inspect.iscoroutinefunction(getattr(Replayer, name)), name
+    assert inspect.signature(Replayer.replay_history).parameters[
+        "raise_on_failure"].default is True
+    assert inspect.signature(Replayer.replay).parameters["raise_on_failure"].default is False
+    params = inspect.signature(Replayer.replay_store).parameters
+    assert {n: params[n].default for n in ("name", "state", "limit", "all_executions")} == {
+        "name": None, "state": None, "limit": 1000, "all_executions": False}
+    fields = [f.name for f in dataclasses.fields(duroxy.testing.ReplayResult)]
+    assert fields == ["instance_id", "execution_id", "name", "version", "ok", "kind",
+                      "message", "event_id"]
+    assert {"results", "failures", "ok"} <= set(dir(duroxy.testing.ReplayReport))
+
+
+def test_history_export_names() -> None:
+    import duroxy.history
+
+    for name in ("ExecutionHistory", "dump_histories", "load_histories", "PatchRecorded"):
+        assert name in duroxy.history.__all__, name
+    fields = [f.name for f in dataclasses.fields(duroxy.history.ExecutionHistory)]
+    assert fields == ["instance_id", "execution_id", "name", "version", "events"]
+    params = inspect.signature(Client.export_history).parameters
+    assert list(params)[1:] == ["instance_id", "execution_id"]
+    assert params["execution_id"].default is None

@@ -415,3 +415,16 @@ async def test_none_is_refused_for_a_registry_the_runtime_uses(cluster: Cluster)
         RuntimeOptions(orchestration_concurrency=0, activity_concurrency=0)
     with pytest.raises(ValueError, match="runs nothing"):
         RuntimeOptions(orchestration_concurrency=0, worker_tag_filter=TagFilter.NONE)
+
+
+async def test_time_skips_past_a_tagged_activity_nobody_in_the_environment_takes() -> None:
+    """In the time-skipping environment, work its runtime's filter refuses does not keep
+    the clock from moving: the five-minute timer wins the race at once."""
+    from duroxy.testing import OrchestrationEnvironment
+
+    for store_kind in ("memory", "sqlite"):
+        async with OrchestrationEnvironment(ACTS, ORCHS, store=store_kind) as env:
+            await env.client.start_orchestration("race", "race",
+                                                 {"tag": "gpu", "timeout": 300})
+            status = await env.client.wait_for_orchestration("race", WAIT)
+            assert status.output == "timer", store_kind

@@ -53,7 +53,11 @@ EXTRA_MODULES: list[tuple[str, str, str, str]] = [
     ("duroxy.providers.memory", "memory", "In-memory store", "The reference store, for tests."),
     ("duroxy.codec", "codec", "Codec", "How payloads become JSON and come back typed."),
     ("duroxy.history", "history", "History events",
-     "What `Client.read_history` returns: the recorded events of an execution."),
+     "What `Client.read_history` returns: the recorded events of an execution; and "
+     "history files (`Client.export_history`, `dump_histories`, `load_histories`)."),
+    ("duroxy.testing", "testing", "Testing",
+     "The test kit: the time-skipping environment, one activity's environment, the "
+     "replayer and the determinism lint."),
     ("duroxy.providers", "providers", "Writing a store",
      "The contract every store implements."),
 ]

@@ -1,9 +1,8 @@
-"""The client's admin calls: executions and pruning, instance
-trees, sizes, and deleting many instances. A part of ``Client``."""
+"""The client's admin calls: executions, exporting their histories and pruning them,
+instance trees, sizes, and deleting many instances. A part of ``Client``."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -17,12 +16,14 @@ from ._admin import (
     PruneResult,
     check_id,
 )
-from .errors import ErrorDetails, InstanceNotFound
+from .errors import ErrorDetails, InstanceNotFound, PayloadError
 from .history import (
+    ExecutionHistory,
     OrchestrationCancelled,
     OrchestrationCompleted,
     OrchestrationContinuedAsNew,
     OrchestrationFailed,
+    OrchestrationStarted,
 )
 from .options import check_count, to_seconds
 from .providers.base import TERMINAL_STATES, Provider
@@ -43,10 +44,10 @@ def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000.0, UTC)
 
 
-def _ended_before_ms(older_than: float | timedelta | None) -> int | None:
+def _ended_before_ms(provider: Provider, older_than: float | timedelta | None) -> int | None:
     if older_than is None:
         return None
-    return int((time.time() - to_seconds(older_than, "older_than")) * 1000)
+    return int((provider.clock.time() - to_seconds(older_than, "older_than")) * 1000)
 
 
 class AdminCalls:
@@ -88,6 +89,40 @@ class AdminCalls:
             completed_at=None if state == "RUNNING" else _dt(last.ts),
             event_count=found.event_count, output=output, error=error)
 
+    async def export_history(self: _Host, instance_id: str, execution_id: int | None = None
+                             ) -> ExecutionHistory:
+        """The latest (or the given) execution of the instance as an
+        :class:`~duroxy.history.ExecutionHistory`, its events as stored, for
+        ``duroxy.history.dump_histories`` and the replayer of ``duroxy.testing``.
+        ``name`` and ``version`` are those the execution ran. Raises
+        ``InstanceNotFound`` for an unknown instance, ``KeyError`` for an execution it
+        does not have (any more), ``PayloadError`` naming the instance when a stored
+        event does not decode."""
+        check_id(instance_id, "instance id")
+        if execution_id is not None:
+            check_count(execution_id, "execution_id", 1)
+        rec = await self.provider.get_instance(instance_id)
+        if rec is None:
+            raise InstanceNotFound(instance_id)
+        eid = rec.execution_id if execution_id is None else execution_id
+        try:
+            events = await self.provider.read_history(instance_id, eid)
+        except PayloadError as e:
+            raise PayloadError(f"stored history of instance {instance_id!r} (execution "
+                               f"{eid}) does not decode: {e}") from e
+        if not events and not (eid == rec.execution_id and rec.state == "PENDING"):
+            executions = await self.provider.list_executions(instance_id)
+            if eid not in executions:
+                raise KeyError(f"instance {instance_id!r} has no execution {eid} "
+                               f"(executions stored: "
+                               f"{', '.join(map(str, executions)) or 'none'})")
+        first = events[0] if events else None
+        if isinstance(first, OrchestrationStarted):
+            name, version = first.name, first.version
+        else:  # (not started yet: the record's, which is this execution's)
+            name, version = rec.name, rec.version
+        return ExecutionHistory(instance_id, eid, name, version, tuple(events))
+
     async def prune_executions(self: _Host, instance_id: str, keep_last: int = 1, *,
                                older_than: float | timedelta | None = None) -> PruneResult:
         """Delete the instance's past executions and their histories, atomically, but
@@ -98,7 +133,7 @@ class AdminCalls:
         check_id(instance_id, "instance id")
         check_count(keep_last, "keep_last", 0)
         pruned = await self.provider.prune_executions(instance_id, keep_last,
-                                                      _ended_before_ms(older_than))
+                                                      _ended_before_ms(self.provider, older_than))
         if pruned is None:
             raise InstanceNotFound(instance_id)
         return PruneResult(1, *pruned)
@@ -115,7 +150,7 @@ class AdminCalls:
         check_count(keep_last, "keep_last", 0)
         check_count(limit, "limit", 0)
         states = self._states(state)
-        ended = _ended_before_ms(older_than)
+        ended = _ended_before_ms(self.provider, older_than)
         if instance_ids is not None:
             ids = [check_id(i, "instance id") for i in instance_ids]
             chosen = []

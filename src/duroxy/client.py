@@ -209,7 +209,7 @@ class Client(KeyValueCalls, AdminCalls):
         check_id(name, "orchestration name")
         # Stamped with the time of the request: the orchestration's clock starts here.
         event = OrchestrationStarted(name=name, version=version, input=codec.encode(input),
-                                     ts=time.time_ns() // 1_000_000)
+                                     ts=self.provider.clock.time_us() // 1000)
         if not _hooks.client_hooks():  # (no integration installed: no hook code runs)
             await self.provider.create_instance(OrchestratorMessage(instance_id, event, 1))
             return
@@ -459,7 +459,7 @@ class Client(KeyValueCalls, AdminCalls):
         ``include_stopped`` those that shut down too. Rows of workers not seen for a
         day are removed by the runtimes' heartbeats."""
         records = await self.provider.list_workers(include_stopped=bool(include_stopped))
-        now = time.time()
+        now = time.time()  # (heartbeats are stamped with the real time, whatever the clock)
         return [_worker_info(r, now) for r in records]
 
     # ------------------------------------------------------------------ management
@@ -511,6 +511,7 @@ class Client(KeyValueCalls, AdminCalls):
                                  f"({', '.join(sorted(TERMINAL_STATES))})")
         if limit is not None:
             check_count(limit, "limit", 0)
-        before = None if older_than is None else time.time() - to_seconds(older_than)
+        before = None if older_than is None else \
+            self.provider.clock.time() - to_seconds(older_than)
         return await self.provider.purge_instances(states=states, updated_before=before,
                                                    name=name, limit=limit)

@@ -4,6 +4,7 @@
 
     DuroxyError                        base of every duroxy exception
     ├── ActivityFailed                 an activity raised (after its retries)
+    ├── NonRetryableError              raised by an activity: fail now, retry no more
     ├── SubOrchestrationFailed         a child orchestration failed or was cancelled
     ├── NondeterminismError            orchestration code disagrees with its history
     ├── InstanceAlreadyExists          start_orchestration with a taken id
@@ -40,6 +41,7 @@ __all__ = [
     "InstanceNotFound",
     "LockLost",
     "NonDurableAwait",
+    "NonRetryableError",
     "NondeterminismError",
     "NotRegistered",
     "PayloadError",
@@ -56,7 +58,13 @@ class DuroxyError(Exception):
 
 
 class ActivityFailed(DuroxyError):
-    """An activity failed; raised inside the orchestration that awaited it."""
+    """An activity failed; raised inside the orchestration that awaited it.
+
+    ``error_type`` is the qualified name of the exception the last attempt raised,
+    ``attempts`` how many attempts ran, and ``retryable`` is false when the failure
+    stopped the retries before the policy's ``max_attempts`` (the activity raised a
+    :class:`NonRetryableError`, or the error type is listed in the policy's
+    ``non_retryable``)."""
 
     def __init__(
         self,
@@ -66,18 +74,28 @@ class ActivityFailed(DuroxyError):
         attempts: int = 1,
         *,
         kind: str = "application",
+        retryable: bool = True,
     ) -> None:
         self.activity_name = activity_name
         self.error_type = error_type
         self.message = message
         self.attempts = attempts
         self.kind = kind
+        self.retryable = retryable
         if kind == "application":
             head = (f"activity {activity_name!r} failed after {attempts} attempt"
                     f"{'s' if attempts != 1 else ''}")
         else:  # it never ran to its end (not registered, poison): no attempt to count
             head = f"activity {activity_name!r} could not run ({kind})"
         super().__init__(f"{head}: {error_type}: {message}")
+
+
+class NonRetryableError(DuroxyError):
+    """Raised by an activity (or a subclass of it is): the activity fails with no
+    further attempts, whatever its ``RetryPolicy`` says. The orchestration sees
+    :class:`ActivityFailed` with ``retryable`` false and ``error_type`` the qualified
+    name of the class raised, so a subclass per business error (``class
+    CardDeclined(NonRetryableError)``) lets the orchestration tell them apart."""
 
 
 class SubOrchestrationFailed(DuroxyError):

@@ -117,12 +117,38 @@ for _strategy in (BackoffStrategy.Fixed, BackoffStrategy.Linear, BackoffStrategy
 del _strategy
 
 
+#: An entry of ``RetryPolicy.non_retryable``: an exception class, or a type name.
+ErrorTypeName = type | str
+
+
+def _error_type_names(entries: tuple[ErrorTypeName, ...]) -> frozenset[str]:
+    """The names ``entries`` stand for: a class by its ``__qualname__`` (what an
+    attempt's ``error_type`` records), a string as given; ``TypeError`` otherwise."""
+    names = set()
+    for entry in entries:
+        if isinstance(entry, type):
+            names.add(entry.__qualname__)
+        elif isinstance(entry, str):
+            names.add(entry)
+        else:
+            raise TypeError(f"non_retryable takes exception classes or type names (str), "
+                            f"not {type(entry).__name__}: {entry!r:.80}")
+    return frozenset(names)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """``RetryPolicy(max_attempts=3, backoff=..., timeout=None)``.
+    """``RetryPolicy(max_attempts=3, backoff=..., timeout=None, non_retryable=())``.
 
     ``timeout`` bounds one attempt: a timed-out attempt is cancelled and counts as failed.
-    Builder spelling as in Duroxide: ``RetryPolicy(5).with_backoff(b).with_timeout(t)``.
+    ``non_retryable`` lists error types that stop the retries at once: a failed attempt
+    whose ``error_type`` equals the ``__qualname__`` of a listed class, or a listed
+    string, is the last (exact names: a subclass does not match; a timed-out attempt's
+    type is ``"TimeoutError"``). The ``ActivityFailed`` raised then has ``retryable``
+    false. An activity that raises :class:`~duroxy.NonRetryableError` stops the retries
+    whatever this lists.
+    Builder spelling as in Duroxide: ``RetryPolicy(5).with_backoff(b).with_timeout(t)``,
+    and ``.with_non_retryable(ValueError, "CardDeclined")``.
     """
 
     max_attempts: int = 3
@@ -130,6 +156,7 @@ class RetryPolicy:
         default_factory=lambda: BackoffStrategy.Exponential(base=1.0, multiplier=2.0, max=60.0)
     )
     timeout: timedelta | float | None = None
+    non_retryable: tuple[ErrorTypeName, ...] = ()
 
     def __post_init__(self) -> None:
         check_count(self.max_attempts, "max_attempts", 1)
@@ -137,6 +164,26 @@ class RetryPolicy:
             raise TypeError(f"backoff must be a BackoffStrategy, got {self.backoff!r}")
         if self.timeout is not None:
             to_seconds(self.timeout, "timeout", finite=True)
+        entries = self.non_retryable
+        if isinstance(entries, (type, str)):  # one entry given alone
+            entries = (entries,)
+        elif not isinstance(entries, tuple):
+            try:
+                entries = tuple(entries)
+            except TypeError:
+                raise TypeError(f"non_retryable takes exception classes or type names "
+                                f"(str), not {type(entries).__name__}") from None
+        object.__setattr__(self, "non_retryable", entries)
+        _error_type_names(entries)  # TypeError for a bad entry, now rather than later
+
+    @property
+    def non_retryable_names(self) -> frozenset[str]:
+        """The error type names that stop the retries (see ``non_retryable``)."""
+        return _error_type_names(self.non_retryable)
+
+    def with_non_retryable(self, *types: ErrorTypeName) -> RetryPolicy:
+        """This policy with ``non_retryable`` set to ``types`` (classes or names)."""
+        return dataclasses.replace(self, non_retryable=types)
 
     def with_backoff(self, backoff: Backoff) -> RetryPolicy:
         return dataclasses.replace(self, backoff=backoff)

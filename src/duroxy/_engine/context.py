@@ -39,6 +39,7 @@ from ..history import (
 from ..options import RetryPolicy, to_seconds
 from .futures import ContinueAsNew, Dated, DurableFuture, Ready
 from .kvstate import KeyValueMethods
+from .patching import PatchMethods
 from .port import ExecutionPort
 from .routing import RoutingAliases, check_routing
 
@@ -61,7 +62,7 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
-class OrchestrationContext(KeyValueMethods, RoutingAliases, TraceMethods):
+class OrchestrationContext(KeyValueMethods, PatchMethods, RoutingAliases, TraceMethods):
     """The orchestration's view of duroxy, passed as its first argument.
 
     Every ``schedule_*`` call records a decision in the instance's history when it is
@@ -76,7 +77,8 @@ class OrchestrationContext(KeyValueMethods, RoutingAliases, TraceMethods):
     replaying. On replay every call returns what history recorded, so the code must ask
     for the same things in the same order (see the determinism rules). Event queues
     (``dequeue_event``) and the instance's key-value state (``set_kv_value`` and the
-    rest) are recorded and replayed the same way."""
+    rest) are recorded and replayed the same way. ``is_patched``/``deprecate_patch``
+    change the code of long-lived instances in place."""
 
     def __init__(self, execution: ExecutionPort) -> None:
         self._x = execution
@@ -252,6 +254,7 @@ class OrchestrationContext(KeyValueMethods, RoutingAliases, TraceMethods):
                      first: DurableFuture[Any], session_id: str | None = None,
                      tag: str | None = None) -> Any:
         timeout = retry.timeout_seconds
+        non_retryable = retry.non_retryable_names
         fut = first
         attempt = 1
         while True:
@@ -266,9 +269,12 @@ class OrchestrationContext(KeyValueMethods, RoutingAliases, TraceMethods):
                                        f"attempt {attempt} timed out after {timeout:g} s", attempt)
             except ActivityFailed as e:
                 error = e
-            if attempt >= retry.max_attempts:
+            # The same decision on replay: the activity's own verdict is in history,
+            # the policy's list is code.
+            stop = not error.retryable or error.error_type in non_retryable
+            if attempt >= retry.max_attempts or stop:
                 raise ActivityFailed(name, error.error_type, error.message, attempt,
-                                     kind=error.kind)
+                                     kind=error.kind, retryable=not stop)
             delay = retry.delay_after(attempt)
             if delay > 0:
                 await self.schedule_timer(delay)
@@ -566,7 +572,7 @@ class OrchestrationContext(KeyValueMethods, RoutingAliases, TraceMethods):
 
     # ------------------------------------------------------------------ tracing
     def _trace(self, level: int, msg: str) -> None:
-        if self._x.is_replaying or not logger.isEnabledFor(level):
+        if self._x.is_replaying or self._x.quiet or not logger.isEnabledFor(level):
             return
         logger.log(level, msg, extra={
             "instance_id": self.instance_id,

@@ -58,6 +58,7 @@ from ..history import (
     OrchestrationContinuedAsNew,
     OrchestrationFailed,
     OrchestrationStarted,
+    PatchRecorded,
     QueueEventDelivered,
     QueueSubscribed,
     SubOrchestrationCompleted,
@@ -140,7 +141,14 @@ class OrchestrationExecution(RetagMethods):
     """One execution of one orchestration instance (see the module docstring).
 
     Thousands live in a runtime's cache, so its attributes stay under CPython's limit
-    for key-sharing instance dicts (30): past it, each dict grows about fivefold."""
+    for key-sharing instance dicts (30): past it, each dict grows about fivefold. (The
+    two below are class defaults, set on an instance only when used.)"""
+
+    #: when set, ``trace_*`` stays silent also for code past the recorded history (a
+    #: replay that only checks the code against history)
+    quiet: bool = False
+    #: the recorded event where code and history part, once nondeterminism is found
+    diverged_at: int | None = None
 
     def __init__(
         self,
@@ -259,6 +267,12 @@ class OrchestrationExecution(RetagMethods):
         return self._terminal is not None
 
     @property
+    def nondeterminism(self) -> NondeterminismError | None:
+        """The first difference found between the code and its history, if any (the
+        execution then ends FAILED with kind ``nondeterminism``)."""
+        return self._fatal
+
+    @property
     def open_activities(self) -> int:
         """Activities scheduled and neither completed nor abandoned, counted up to two:
         what the runtime asks is whether exactly one is open, and counting them all on
@@ -283,7 +297,8 @@ class OrchestrationExecution(RetagMethods):
             missing = self._decisions[self._decision_cursor]
             self._fail_nondeterminism(
                 f"history has {describe(missing)} at event {missing.event_id}, but the code "
-                "did not schedule it (it ended, or waits on something else)")
+                "did not schedule it (it ended, or waits on something else)",
+                missing.event_id)
             self._settle()
 
     def _wanted(self, event: HistoryEvent) -> bool:
@@ -376,7 +391,8 @@ class OrchestrationExecution(RetagMethods):
                 name = fut.event.name  # type: ignore[attr-defined]
                 attempt = getattr(fut.event, "attempt", 1)
                 fut.set_exception(ActivityFailed(name, event.error_type, event.message, attempt,
-                                                 kind=event.error_kind))
+                                                 kind=event.error_kind,
+                                                 retryable=event.retryable))
             case SubOrchestrationFailedEvent():
                 src = fut.event
                 assert isinstance(src, SubOrchestrationScheduled)
@@ -453,7 +469,7 @@ class OrchestrationExecution(RetagMethods):
                             if not isinstance(d, _TERMINAL)), None)
             if pending is None:
                 pending = next((e for e in self.history[self._replayed:]
-                                if not e.is_decision), None)
+                                if _delivered(e)), None)
             recorded = next((d for d in self._decisions[self._decision_cursor:]
                              if isinstance(d, _TERMINAL)), None)
             if pending is None and recorded is not None and recorded.kind != terminal.kind:
@@ -463,7 +479,7 @@ class OrchestrationExecution(RetagMethods):
                          else f"code ended with {terminal.kind}")
                 self._fail_nondeterminism(
                     f"history has {describe(pending)} at event {pending.event_id}, but the "
-                    + ended)
+                    + ended, pending.event_id)
                 assert self._fatal is not None
                 terminal = OrchestrationFailed(error_kind="nondeterminism",
                                                error_type="NondeterminismError",
@@ -541,15 +557,15 @@ class OrchestrationExecution(RetagMethods):
                     what += f" with {difference(recorded, event)}"
                 self._fail_nondeterminism(
                     f"expected {describe(recorded)} at event {recorded.event_id}, code "
-                    f"scheduled {what}")
+                    f"scheduled {what}", recorded.event_id)
                 raise Nondeterministic(str(self._fatal))
             self._decision_cursor += 1
             return recorded
-        nxt = next((e for e in self.history[self._replayed:] if not e.is_decision), None)
+        nxt = next((e for e in self.history[self._replayed:] if _delivered(e)), None)
         if nxt is not None:
             self._fail_nondeterminism(
                 f"code scheduled {describe(event)}, which history does not have before "
-                f"event {nxt.event_id} ({nxt.kind})")
+                f"event {nxt.event_id} ({nxt.kind})", nxt.event_id)
             raise Nondeterministic(str(self._fatal))
         # Past everything recorded: from here on the code runs live.
         self.is_replaying = False
@@ -558,12 +574,26 @@ class OrchestrationExecution(RetagMethods):
         self._decision_cursor += 1
         return stamped
 
+    def patch(self, change_id: str, *, deprecated: bool) -> bool:
+        """See ``ExecutionPort.patch``. Markers are looked up in all of this execution's
+        persisted history, whatever the replay's position: a marker stands where the
+        code first reached the patch, which need not be where it asks now."""
+        marked = any(isinstance(e, PatchRecorded) and e.change_id == change_id
+                     for e in self.history)
+        if self.is_replaying or marked:
+            return marked
+        self._append(PatchRecorded(change_id=change_id, deprecated=deprecated))
+        return True
+
     def scheduled(self, kind: str, name: str) -> dict[str, str] | None:
         hook = self.on_schedule
         return None if hook is None else hook(kind, name)
 
-    def _fail_nondeterminism(self, detail: str) -> None:
+    def _fail_nondeterminism(self, detail: str, event_id: int) -> None:
+        """Record the first difference found between code and history: ``event_id`` is
+        the recorded event where they part."""
         if self._fatal is None:
+            self.diverged_at = event_id
             name = self.ctx.orchestration_name
             self._fatal = NondeterminismError(
                 f"nondeterministic orchestration {name!r} (instance {self.instance_id!r}): "
@@ -703,6 +733,13 @@ _APPLY: dict[type[HistoryEvent], Callable[[OrchestrationExecution, Any], None]] 
     QueueEventDelivered: OrchestrationExecution._apply_mail,
     CancellationRequested: OrchestrationExecution._apply_cancellation,
 }
+
+
+def _delivered(event: HistoryEvent) -> bool:
+    """Whether replay must deliver ``event`` before the code may go past it: events the
+    code did not decide, but patch markers, which are looked up by id, never waited for
+    (code that no longer asks about a marker passes it by)."""
+    return not event.is_decision and not isinstance(event, PatchRecorded)
 
 
 def _innermost_await(task: asyncio.Task[Any]) -> str:

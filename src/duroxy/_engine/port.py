@@ -28,6 +28,8 @@ class ExecutionPort(Protocol):
     #: the start of this execution, once delivered
     started: OrchestrationStarted | None
     is_replaying: bool
+    #: ``trace_*`` stays silent even when not replaying (a replay that only checks)
+    quiet: bool
     loop: DeterministicLoop
     #: the custom status as of this point of the execution (JSON text)
     custom_status: str | None
@@ -82,4 +84,10 @@ class ExecutionPort(Protocol):
 
     def timer(self, delay: float) -> DurableFuture[None]:
         """A durable timer of ``delay`` seconds from the orchestration's time."""
+        ...
+
+    def patch(self, change_id: str, *, deprecated: bool) -> bool:
+        """A patch reached by the code: while replaying, whether this execution's
+        history holds a marker for ``change_id`` (nothing is recorded); live, a marker is
+        recorded (unless history holds one already) and the answer is ``True``."""
         ...

@@ -152,7 +152,7 @@ class RetagMethods:
     _decisions: list[HistoryEvent]
     _known: dict[int, HistoryEvent]
 
-    def _fail_nondeterminism(self, detail: str) -> None: ...
+    def _fail_nondeterminism(self, detail: str, event_id: int) -> None: ...
 
     def scheduled_activity(self, fut: DurableFuture[Any], tag: str | None) -> None:
         """An activity's future was made (new or matched against history) with ``tag``.
@@ -203,5 +203,6 @@ class RetagMethods:
                 wanted = dataclasses.replace(recorded, tag=tag)
                 self._fail_nondeterminism(
                     f"expected {describe(recorded)} at event {recorded.event_id}, code "
-                    f"scheduled {describe(wanted)} with {difference(recorded, wanted)}")
+                    f"scheduled {describe(wanted)} with {difference(recorded, wanted)}",
+                    recorded.event_id)
                 return

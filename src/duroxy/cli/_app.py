@@ -51,6 +51,8 @@ from ._common import (
     Refused,
     UsageError,
 )
+from ._export import add_export_parser, add_history_export, cmd_export
+from ._replay import add_replay_parser, cmd_replay, replay_files
 from ._watch import cmd_watch
 
 __all__ = ["build_parser", "main"]
@@ -142,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--execution", type=int, metavar="N",
                    help="this execution (default: the latest)")
     p.add_argument("--full", action="store_true", help="do not shorten payloads")
+    add_history_export(p)
+    add_export_parser(add)
 
     p = add("watch", "follow an instance's history live: print each event as it is "
             "recorded, exit when the instance ends (0 COMPLETED, 1 FAILED/CANCELLED)")
@@ -190,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also the workers that shut down (kept for a day)")
 
     _lint.add_parser(add)
+    add_replay_parser(add)
     p = add("ui", "serve a web dashboard of the store (needs duroxy[ui]); Ctrl-C stops it")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only); "
@@ -213,13 +218,13 @@ _COMMANDS: dict[str, Callable[[Env], Awaitable[int]]] = {
     "history": cmd_history, "raise-event": cmd_raise_event, "cancel": cmd_cancel,
     "delete": cmd_delete, "workers": cmd_workers, "watch": cmd_watch,
     "enqueue": cmd_enqueue, "kv": cmd_kv, "prune": cmd_prune, "tree": cmd_tree,
-    "stats": cmd_stats,
+    "stats": cmd_stats, "export": cmd_export, "replay": cmd_replay,
 }
 #: Commands that only make sense on an existing store (they never create one).
 _NEEDS_EXISTING = frozenset(_COMMANDS) - {"start"} | {"ui"}
 #: Commands that only read: they open the store read-only (see the module docstring).
 _READING = frozenset({"status", "list", "history", "wait", "workers", "watch", "kv",
-                      "tree", "stats"})
+                      "tree", "stats", "export", "replay"})
 #: Added to the error of a store that is not there.
 _STORE_HINT = "(pass --store URL or set DUROXY_STORE)"
 
@@ -254,6 +259,11 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
 
     if args.command == "lint":  # reads source code: no store
         return _lint.run(args, out, as_json, lambda message: fail(message, EXIT_USAGE))
+    if args.command == "replay" and args.files:  # reads history files: no store
+        try:
+            return await replay_files(args, out, as_json)
+        except UsageError as e:
+            return fail(str(e), EXIT_USAGE)
     if args.command == "demo":
         from ..examples.provisioning.demo import run_demo
 

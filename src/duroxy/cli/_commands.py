@@ -42,6 +42,7 @@ from ._common import (
     load_registries,
     parse_json,
 )
+from ._export import export_instance
 
 
 def _outcome_code(state: OrchestrationState) -> int:
@@ -193,6 +194,10 @@ async def cmd_list(env: Env) -> int:
 
 async def cmd_history(env: Env) -> int:
     a = env.args
+    if a.export is not None:
+        return await export_instance(env)
+    if a.all_executions:
+        raise UsageError("--all-executions goes with --export")
     info = await env.client.get_instance_info(a.instance_id)
     execution = a.execution or info.execution_id
     events = await env.client.read_history(a.instance_id, execution)

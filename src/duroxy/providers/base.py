@@ -38,7 +38,8 @@ Invariants every provider keeps (the conformance suite in
 * Messages for an instance without a record are delivered with ``instance=None`` so
   the runtime can discard them; they never block other instances.
 * Ids, event ids and payload times come from the runtime; lock expiry and queue
-  visibility use the provider's own clock (``time.time()``, or the database's).
+  visibility use the provider's own clock (:attr:`Provider.clock`, the real time by
+  default, or the database's).
 * After a commit that enqueues work, the provider calls the listeners registered
   with :meth:`Provider.listen` for that channel, from whatever thread committed;
   listeners must be thread-safe and quick.
@@ -89,6 +90,7 @@ from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from .._alarms import DUE_RETRY_PAUSE_S, DUE_RETRY_S, DUE_SLACK_S
+from .._clock import SYSTEM_CLOCK, Clock
 from ..errors import ErrorDetails, StoreReadOnly
 from ..history import ActivityWork, HistoryEvent, OrchestratorMessage
 from ..options import TagFilter
@@ -362,7 +364,13 @@ class WorkerRecord:
 
 class Provider(abc.ABC):
     """Base class of every store. All methods are coroutines unless noted; constructors
-    are synchronous and open nothing that would keep the process alive."""
+    are synchronous and open nothing that would keep the process alive.
+
+    ``clock`` is the wall clock the store reads (lock expiry, visibility, record times),
+    and runtimes and clients on the store read it too (see :mod:`duroxy._clock`): the
+    real time unless the store was given another."""
+
+    clock: Clock = SYSTEM_CLOCK
 
     @property
     def read_only(self) -> bool:

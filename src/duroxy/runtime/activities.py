@@ -40,7 +40,7 @@ from typing import Any
 
 from .. import codec
 from .._hooks import ActivityAttempt
-from ..errors import ErrorDetails, LockLost, message_of
+from ..errors import ErrorDetails, LockLost, NonRetryableError, message_of
 from ..history import (
     ActivityCompleted,
     ActivityFailedEvent,
@@ -333,9 +333,12 @@ class ActivityDispatcher:
         except BaseException as e:
             # Any other exception fails the activity, not the worker: a user's own
             # BaseException subclass too (asyncio would re-raise it out of the loop).
+            # A NonRetryableError stops the retries: said in history, so that replay
+            # (and any worker) reaches the same decision.
             return ActivityFailedEvent(source_event_id=work.event_id,
                                        error_type=type(e).__qualname__,
-                                       message=message_of(e)), e
+                                       message=message_of(e),
+                                       retryable=not isinstance(e, NonRetryableError)), e
 
     async def _complete(self, item: ActivityItem, event: HistoryEvent) -> None:
         work = item.work

@@ -115,6 +115,8 @@ class OrchestrationDispatcher:
         # Instances whose lock-free commit was refused lately: locked path until then.
         self._contended: dict[str, float] = {}
         self._timer_wakes = DueAlarms(wake.timer_due)
+        #: the store's clock: a turn's time (the orchestration's clock) is read from it
+        self._clock = provider.clock
         self.stopping = False
 
     def close(self) -> None:
@@ -328,13 +330,14 @@ class OrchestrationDispatcher:
         this host's clock. A store that compares due times with a clock of its own may
         release a timer a moment early; the turn then waits (briefly: within its lock)
         so that no timer's turn runs before its fire time."""
-        now_us = time.time_ns() // 1000
+        now_us = self._clock.time_us()
         due_us = max((m.event.fire_at * 1000 for m in messages
                       if isinstance(m.event, TimerFired)), default=0)
         if due_us > now_us:
-            await asyncio.sleep(min((due_us - now_us) / 1e6,
-                                    self.options.orchestration_lock_timeout / 2))
-            now_us = max(time.time_ns() // 1000, due_us)
+            if not self._clock.jumps:  # (a clock that jumps stands still meanwhile)
+                await asyncio.sleep(min((due_us - now_us) / 1e6,
+                                        self.options.orchestration_lock_timeout / 2))
+            now_us = max(self._clock.time_us(), due_us)
         return now_us
 
     def _claim(self, commit: OrchestrationCommit, handoff: bool = False) -> None:
@@ -380,9 +383,9 @@ class OrchestrationDispatcher:
         """Wake the dispatcher when a timer this process just committed comes due, so a
         timer fires on time rather than on the next safety-net poll (a long-polling
         store does that itself)."""
-        if self.long_poll:
+        if self.long_poll or self._clock.jumps:  # (a jump of the clock wakes it instead)
             return
-        now = time.time()
+        now = self._clock.time()
         for msg in commit.messages:
             if msg.visible_at is not None and msg.visible_at > now:
                 self._timer_wakes.at(msg.visible_at)
@@ -538,7 +541,7 @@ class OrchestrationDispatcher:
         execution.on_schedule = functools.partial(self.hooks.schedule, turn)
         try:
             began = time.perf_counter()
-            result = execution.turn([event], time.time_ns() // 1000)
+            result = execution.turn([event], self._clock.time_us())
             turn.duration = time.perf_counter() - began
             execution.on_schedule = None
             commit = build_commit(iid, started, result)

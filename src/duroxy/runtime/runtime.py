@@ -139,6 +139,10 @@ class Runtime:
         if options.runs_activities:
             rt._unlisten.append(provider.listen("activity", rt._act_wake.set))
             rt._sessions.start()
+        # A store clock that jumps (a test's virtual clock) makes work due in no real
+        # time: both dispatchers look again at each jump.
+        rt._unlisten.append(provider.clock.on_jump(rt._orch_wake.set))
+        rt._unlisten.append(provider.clock.on_jump(rt._act_wake.set))
         rt._hooks.started()
         rt._loops = [asyncio.create_task(fl.run(), name=f"duroxy-{name}")
                      for name, fl in rt._fetch_loops.items()]

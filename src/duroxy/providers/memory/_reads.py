@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ...history import HistoryEvent, decode_event
+from ...options import TagFilter
 from ..base import TERMINAL_STATES, DeleteCounts, InstanceRecord, WorkerRecord
+from ..pending import PendingWorkReport
 from ._state import Host
 
 __all__ = ["MemoryReads"]
@@ -32,6 +34,35 @@ class MemoryReads:
             texts = [text for _, text in execs.get(execution_id, ())]
         # decode_event raises PayloadError for undecodable stored events
         return [decode_event(text) for text in texts]
+
+    async def pending_work(self: Host, accepts: TagFilter | None = None) -> PendingWorkReport:
+        """See :class:`~duroxy.providers.pending.PendingWork`."""
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            held = sum(1 for lock in self._orch_locks.values()
+                       if lock.token is not None and lock.expires_at > now)
+            held += sum(1 for w in self._work.values()
+                        if w.token is not None and w.expires_at > now)
+            due: float | None = None
+            for msg in self._messages.values():
+                at = 0.0 if msg.visible_at is None else msg.visible_at
+                if at > now:
+                    rec = self._records.get(msg.instance_id)
+                    if rec is not None and rec.state in TERMINAL_STATES:
+                        continue  # (it will only be discarded)
+                lock = self._orch_locks.get(msg.instance_id)
+                if lock is not None and lock.token is None:  # cooling down until then
+                    at = max(at, lock.expires_at)
+                due = at if due is None else min(due, at)
+            for w in self._work.values():
+                if w.token is not None and w.expires_at > now:
+                    continue  # held
+                if accepts is not None and not accepts.matches(w.tag):
+                    continue  # nobody in view takes it
+                at = 0.0 if w.visible_at is None else w.visible_at
+                due = at if due is None else min(due, at)
+            return PendingWorkReport(held, due)
 
     async def list_executions(self: Host, instance_id: str) -> list[int]:
         with self._lock:

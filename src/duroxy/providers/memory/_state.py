@@ -95,6 +95,7 @@ class Host(Protocol):
     _records: dict[str, Record]
     _history: dict[str, dict[int, list[tuple[int, str]]]]
     _messages: dict[int, Message]
+    _orch_locks: dict[str, OrchLock]
     _work: dict[int, Work]
     _work_tokens: dict[str, int]
     _workers: dict[str, WorkerRecord]

@@ -8,10 +8,10 @@ import copy
 import itertools
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable
 
+from ..._clock import Clock, as_clock
 from ...errors import (
     InstanceAlreadyExists,
     InstanceNotFound,
@@ -43,6 +43,7 @@ from ..base import (
     WorkerRecord,
     read_only_refusal,
 )
+from ..pending import PendingWork
 from ._activities import MemoryActivities
 from ._admin import MemoryAdmin
 from ._reads import MemoryReads
@@ -71,12 +72,15 @@ def _duplicate_id(stored: list[tuple[int, str]], new: list[tuple[int, str]]) -> 
     return None
 
 
-class InMemoryProvider(MemoryActivities, MemoryReads, MemoryAdmin, Provider, FastPath):
-    """The reference provider. ``clock`` returns epoch seconds (default ``time.time``);
-    tests may inject a fake one to drive lock expiry and visibility."""
+class InMemoryProvider(MemoryActivities, MemoryReads, MemoryAdmin, Provider, FastPath,
+                       PendingWork):
+    """The reference provider. ``clock``: the store's clock, a :class:`~duroxy._clock.
+    Clock` or a function returning epoch seconds (default: the real time); tests may
+    give a fake one to drive lock expiry, visibility and record times."""
 
-    def __init__(self, clock: Callable[[], float] | None = None) -> None:
-        self._clock: Callable[[], float] = clock if clock is not None else time.time
+    def __init__(self, clock: Clock | Callable[[], float] | None = None) -> None:
+        self.clock = as_clock(clock)
+        self._clock: Callable[[], float] = self.clock.time
         self._lock = threading.Lock()
         self._closed = False
         self._records: dict[str, Record] = {}

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import psycopg
 
 from ...history import HistoryEvent, decode_event
+from ...options import TagFilter
 from .._finals import FinalRecords
 from ..base import (
     TERMINAL_STATES,
@@ -21,6 +22,7 @@ from ..base import (
     InstanceStats,
     KvEntry,
 )
+from ..pending import PendingWorkReport
 from ._marshal import key as _key
 from ._marshal import kv_base_from_json, record
 
@@ -75,6 +77,16 @@ class Management:
                                 {"key": _key(instance_id), "execution_id": execution_id})
         # decode_event raises PayloadError for an undecodable stored event
         return [decode_event(r[0]) for r in rows]
+
+    async def pending_work(self: _Host, accepts: TagFilter | None = None
+                           ) -> PendingWorkReport:
+        """See :class:`~duroxy.providers.pending.PendingWork` (the database's clock)."""
+        [(held, due)] = await self._rows("pending_work", {
+            "all": accepts is None,
+            "default": accepts is not None and accepts.include_default,
+            "any": accepts is not None and accepts.any_tag,
+            "tags": sorted(accepts.tags) if accepts is not None else []})
+        return PendingWorkReport(int(held), None if due is None else float(due))
 
     async def list_executions(self: _Host, instance_id: str) -> list[int]:
         rows = await self._rows("list_executions", {"key": _key(instance_id)})

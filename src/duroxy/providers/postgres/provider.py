@@ -57,6 +57,7 @@ from ..base import (
     OrchestrationItem,
     Provider,
 )
+from ..pending import PendingWork
 from ._activities import ActivityQueue
 from ._connections import Connections, Row
 from ._manage import Management
@@ -93,7 +94,7 @@ def _scan(limit: int) -> int:
 
 
 class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, Management, Heartbeats,
-                       Provider, FastPath):
+                       Provider, FastPath, PendingWork):
     """A provider on PostgreSQL (``postgresql://`` DSN or libpq key/value string).
 
     ``schema`` (default ``duroxy``) holds every table; several schemas are independent

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from ...history import HistoryEvent, decode_event
+from ...options import TagFilter
 from ..base import (
     DeleteCounts,
     ExecutionRecord,
@@ -15,6 +16,7 @@ from ..base import (
     KvEntry,
     WorkerRecord,
 )
+from ..pending import PendingWorkReport
 from ._ops import Q, fetch_all, record_from_row
 from ._tx import Tx
 
@@ -31,6 +33,19 @@ def read_history(tx: Tx, instance_id: str, execution_id: int | None) -> list[His
     else:
         texts = fetch_all(tx.conn, Q["read_history"], (instance_id, execution_id))
     return [decode_event(t) for (t,) in texts]
+
+
+def pending_work(tx: Tx, accepts: TagFilter | None = None) -> PendingWorkReport:
+    now = tx.now
+    ((held,),) = fetch_all(tx.conn, Q["pending_held"], (now, now))
+    ((messages,),) = fetch_all(tx.conn, Q["pending_due_messages"], (now,))
+    ((activities,),) = fetch_all(tx.conn, Q["pending_due_activities"], {
+        "now": now, "all": int(accepts is None),
+        "default": int(accepts is not None and accepts.include_default),
+        "any": int(accepts is not None and accepts.any_tag),
+        "tags": json.dumps(sorted(accepts.tags) if accepts is not None else [])})
+    due = [float(at) for at in (messages, activities) if at is not None]
+    return PendingWorkReport(int(held), min(due) if due else None)
 
 
 def list_executions(tx: Tx, instance_id: str) -> list[int]:

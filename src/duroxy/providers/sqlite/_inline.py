@@ -43,10 +43,13 @@ DECLINED = Declined()
 
 class InlineReader:
     """A read-only connection for reads on the caller's thread, opened by ``opener`` on
-    first use (usable from any thread, with no busy timeout)."""
+    first use (usable from any thread, with no busy timeout); ``now`` is the store's
+    clock."""
 
-    def __init__(self, opener: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(self, opener: Callable[[], sqlite3.Connection],
+                 now: Callable[[], float] = time.time) -> None:
         self._opener = opener
+        self._now = now
         self._lock = threading.Lock()
         self._tx: Tx | None = None
         self._closed = False
@@ -62,7 +65,7 @@ class InlineReader:
             try:
                 if self._tx is None:
                     self._tx = Tx(self._opener())
-                self._tx.now = time.time()
+                self._tx.now = self._now()
                 return fn(self._tx)
             except sqlite3.OperationalError as e:
                 if is_busy(e):

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import sqlite3
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -111,6 +110,11 @@ def skip_orchestrations(exclude: ExcludedWork | None) -> Skip:
             json.dumps(sorted([n, v] for n, v in exclude.orchestration_versions)))
 
 
+#: The start of the token of an instance lock row that is a cool-down after an abandon
+#: with a delay, not a lock anyone holds (the row itself looks like a lock).
+COOL_DOWN = "cool:"
+
+
 def new_token() -> str:
     return os.urandom(12).hex()
 
@@ -142,7 +146,7 @@ def _enqueue(tx: Tx, msg: PreparedMessage) -> None:
 
 def next_due(tx: Tx) -> float | None:
     """When the next delayed message falls due (parked fetches wake then)."""
-    ((at,),) = fetch_all(tx.conn, Q["next_due"], (time.time(),))
+    ((at,),) = fetch_all(tx.conn, Q["next_due"], (tx.now,))
     return None if at is None else float(at)
 
 
@@ -391,7 +395,9 @@ def abandon_orchestration_item(tx: Tx, token: str, delay: float, undo: bool = Fa
     if delay > 0:
         # The whole instance waits (also messages enqueued meanwhile), so its messages
         # are never delivered out of enqueue order.
-        tx.conn.execute(Q["cool_down"], (new_token(), tx.now + delay, instance_id))
+        # Under a token nobody holds, marked as a cool-down (see pending_work).
+        tx.conn.execute(Q["cool_down"], (COOL_DOWN + new_token(), tx.now + delay,
+                                         instance_id))
     else:
         tx.conn.execute(Q["release_lock"], (instance_id,))
         tx.notify("orchestrator", instance_id)

@@ -93,7 +93,7 @@ class ConnectionWorker:
     ``next_due(tx)`` (writer) gives the earliest future visibility time among queued
     orchestration messages, so parked fetches wake when a timer falls due; ``warm_up(tx)``
     (writer) runs a moment before that, outside any transaction, when the thread has been
-    idle (see ``_WARM_UP_IDLE_S``)."""
+    idle (see ``_WARM_UP_IDLE_S``). ``now`` is the store's clock."""
 
     def __init__(
         self,
@@ -107,8 +107,12 @@ class ConnectionWorker:
         reopenable: bool = True,
         next_due: Callable[[Tx], float | None] | None = None,
         warm_up: Callable[[Tx], None] | None = None,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self._name = name
+        #: the store's clock (epoch seconds): ``Tx.now`` of every operation, and what
+        #: due times are compared with
+        self._now = now
         self._reopenable = reopenable
         self._opener = opener
         self._group_writes = group_writes
@@ -137,6 +141,8 @@ class ConnectionWorker:
         self._parked: list[Op] = []
         self._next_due: float | None = None
         self._due_stale = False
+        #: set (from any thread) when the store's clock jumped: see ``clock_jumped``
+        self._jumped = False
         #: operations taken from the queue for the next batch (they could not join the
         #: transaction that was open when they were taken)
         self._backlog: list[Op] = []
@@ -218,7 +224,7 @@ class ConnectionWorker:
                         got = None
                     if got is None and early is not None:
                         with self._busy:
-                            if self._next_due is not None and time.time() < self._next_due:
+                            if self._next_due is not None and self._now() < self._next_due:
                                 self._warm_up()
                                 continue
                     batch = [] if got is None else [got]
@@ -297,17 +303,25 @@ class ConnectionWorker:
         reading the store when that is not known (``_busy`` held)."""
         if self._due_stale and self._tx is not None and self._next_due_fn is not None:
             self._due_stale = False
+            self._tx.now = self._now()
             try:
                 self._next_due = self._next_due_fn(self._tx)
             except sqlite3.Error:
                 self._next_due = None
-        return None if self._next_due is None else self._next_due - time.time()
+        return None if self._next_due is None else self._next_due - self._now()
 
     def poke(self) -> None:
         """Wake the worker thread to look again at what it waits for (parked fetches'
         deadlines, messages falling due); any thread may call it."""
         if not self._stopped:
             self._queue.put(Op(_POKE, False, None, None))
+
+    def clock_jumped(self) -> None:
+        """The store's clock jumped forward (a test's virtual clock): whatever waited
+        for a time may be due now, a queued message or the end of an instance's
+        cool-down, so the parked fetches run once more. Any thread may call it."""
+        self._jumped = True
+        self.poke()
 
     # ----------------------------------------------------------------- parked fetches
     def _park_timeout(self) -> float | None:
@@ -328,7 +342,7 @@ class ConnectionWorker:
         enough for the connection to have gone cold; else ``None``."""
         if self._warm_up_fn is None or timeout is None or self._next_due is None:
             return None
-        until_due = self._next_due - time.time()
+        until_due = self._next_due - self._now()
         if until_due < _WARM_UP_IDLE_S or timeout < until_due - 0.0001:
             return None
         return until_due - _WARM_UP_AHEAD_S
@@ -349,8 +363,9 @@ class ConnectionWorker:
     def _wake_parked(self) -> None:
         """Run the parked fetches whose deadline passed, or all of them once a queued
         message fell due; those that find nothing and may wait on park again."""
-        now = time.time()
-        due = self._next_due is not None and self._next_due <= now
+        now = self._now()
+        due = self._jumped or (self._next_due is not None and self._next_due <= now)
+        self._jumped = False
         mono = time.monotonic()
         ready = [op for op in self._parked if due or (op.deadline or 0.0) <= mono
                  or given_up(op)]
@@ -453,7 +468,7 @@ class ConnectionWorker:
                 self._run_writes(tx, writes)
         for op in reads:
             tx.notes = []
-            tx.now = time.time()
+            tx.now = self._now()
             try:
                 assert op.fn is not None
                 result = op.fn(tx)
@@ -468,7 +483,7 @@ class ConnectionWorker:
         probe and the transaction; other processes' work is found by the next fetch."""
         rest: list[Op] = []
         for op in ops:
-            tx.now = time.time()
+            tx.now = self._now()
             try:
                 assert op.probe is not None
                 answer = op.probe(tx)
@@ -490,7 +505,7 @@ class ConnectionWorker:
         for op in ops:
             tx.notes = []
             tx.details = {}
-            tx.now = time.time()
+            tx.now = self._now()
             tx.wake_at = None
             if savepoints:
                 conn.execute("SAVEPOINT op")

@@ -53,6 +53,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from ..._clock import Clock, as_clock
 from ...errors import ConfigurationError, PayloadError, ProviderError
 from ...history import (
     HistoryEvent,
@@ -61,6 +62,7 @@ from ...history import (
     encode_event,
     encode_message,
 )
+from ...options import TagFilter
 from ..base import (
     TERMINAL_STATES,
     ActivityItem,
@@ -76,6 +78,7 @@ from ..base import (
     WorkerRecord,
     read_only_refusal,
 )
+from ..pending import PendingWork, PendingWorkReport
 from . import _admin_ops, _ops, _routing
 from ._inline import Declined, InlineReader
 from ._listeners import CHANNELS, Listeners
@@ -124,7 +127,7 @@ def _release(inline: InlineReader | None, *workers: ConnectionWorker) -> None:
 _LONGEST_BUSY_TIMEOUT_S = 2_000_000.0
 
 
-class SqliteProvider(SqliteManagement, Provider, FastPath):
+class SqliteProvider(SqliteManagement, Provider, FastPath, PendingWork):
     """The embedded store. ``path_or_url``: a file path, ``sqlite:///relative.db``,
     ``sqlite:////abs/path.db`` or ``sqlite::memory:`` (see also :meth:`in_memory`).
     ``synchronous``: ``"FULL"`` (default: an acknowledged commit survives power loss)
@@ -156,7 +159,10 @@ class SqliteProvider(SqliteManagement, Provider, FastPath):
       opens, so that commits overwrite blocks instead of growing the file;
     * ``warm_up``: a moment before a queued message (a timer) falls due, after an idle
       spell, the writer takes and gives back the write lock, so that the fetch at the due
-      time finds its connection warm."""
+      time finds its connection warm.
+
+    ``clock``: the store's clock (``Provider.clock``; default: the real time), which
+    lock expiry, visibility and record times follow."""
 
     def __init__(
         self,
@@ -169,7 +175,9 @@ class SqliteProvider(SqliteManagement, Provider, FastPath):
         inline_reads: bool = True,
         preallocate_wal: bool = True,
         warm_up: bool = True,
+        clock: Clock | None = None,
     ) -> None:
+        self.clock = as_clock(clock)
         path, options = parse_location(path_or_url)
         mode = "ro" if read_only else None
         for key, value in options.items():
@@ -215,13 +223,17 @@ class SqliteProvider(SqliteManagement, Provider, FastPath):
             f"duroxy-sqlite-writer[{tag}]", self._config.open_writer, group_writes=True,
             begin_timeout=busy_timeout, on_commit=self._listeners.fire,
             sync_levels=(sync, lazy), reopenable=not self._config.memory,
-            next_due=_ops.next_due, warm_up=_ops.warm_up if warm_up else None)
+            next_due=_ops.next_due, warm_up=_ops.warm_up if warm_up else None,
+            now=self.clock.time)
         self._reader = self._writer if self._config.memory else ConnectionWorker(
             f"duroxy-sqlite-reader[{tag}]", self._config.open_reader, group_writes=False,
-            begin_timeout=busy_timeout)
+            begin_timeout=busy_timeout, now=self.clock.time)
         # A private in-memory database has one connection: the writer's.
         self._inline = None if self._config.memory or not inline_reads else InlineReader(
-            self._config.open_inline_reader)
+            self._config.open_inline_reader, self.clock.time)
+        # A clock that jumps brings due messages nearer in no real time: parked fetches
+        # look again at each jump.
+        self._unjump = self.clock.on_jump(self._writer.clock_jumped)
         # An unclosed provider that is garbage-collected closes its connections: the
         # inline reader's at once, the threads' on their threads. Not at interpreter
         # exit: daemon threads just stop there, and every acknowledged commit is
@@ -231,9 +243,10 @@ class SqliteProvider(SqliteManagement, Provider, FastPath):
         self._finalizer.atexit = False
 
     @classmethod
-    def in_memory(cls, *, synchronous: str = "FULL") -> SqliteProvider:
+    def in_memory(cls, *, synchronous: str = "FULL", clock: Clock | None = None
+                  ) -> SqliteProvider:
         """A private in-memory database, gone when the provider is closed."""
-        return cls(MEMORY, synchronous=synchronous)
+        return cls(MEMORY, synchronous=synchronous, clock=clock)
 
     @property
     def path(self) -> str | None:
@@ -334,6 +347,7 @@ class SqliteProvider(SqliteManagement, Provider, FastPath):
             return
         self._closed = True
         self._listeners.clear()
+        self._unjump()
         self._finalizer.detach()
         if self._inline is not None:
             self._inline.close()
@@ -534,6 +548,9 @@ class SqliteProvider(SqliteManagement, Provider, FastPath):
         self, instance_id: str, execution_id: int | None = None
     ) -> list[HistoryEvent]:
         return await self._read(lambda tx: _admin_ops.read_history(tx, instance_id, execution_id))
+
+    async def pending_work(self, accepts: TagFilter | None = None) -> PendingWorkReport:
+        return await self._read(lambda tx: _admin_ops.pending_work(tx, accepts))
 
     async def list_executions(self, instance_id: str) -> list[int]:
         return await self._read(lambda tx: _admin_ops.list_executions(tx, instance_id))

@@ -22,8 +22,9 @@ Usage, in a provider's test module::
         lock_slack = 0.05  # extra wait past lock expiry for a store with its own clock
 
 The suite uses only the provider contract (:mod:`duroxy.providers.base`) and those
-hooks; a store that offers the :class:`~duroxy.providers.base.FastPath` capability is
-tested on it too. Waits are real but short: lock expiry and visibility tests use 0.2 s locks.
+hooks; a store that offers the :class:`~duroxy.providers.base.FastPath` or the
+:class:`~duroxy.providers.pending.PendingWork` capability is tested on it too. Waits
+are real but short: lock expiry and visibility tests use 0.2 s locks.
 Every test builds its own instance ids and, where it lists or purges, its own
 orchestration names.
 """
@@ -35,6 +36,7 @@ from .data import DataTests
 from .fastpath import FastPathTests
 from .management import ManagementTests
 from .orchestration import OrchestrationQueueTests
+from .pending import PendingWorkTests
 from .readonly import ReadOnlyTests
 from .routing import RoutingTests
 from .state import StateTests
@@ -46,6 +48,6 @@ __all__ = ["LOCK", "ConformanceBase", "ProviderConformance"]
 
 class ProviderConformance(OrchestrationQueueTests, ActivityQueueTests, ManagementTests,
                           DataTests, FastPathTests, ReadOnlyTests, WorkerTests, StateTests,
-                          RoutingTests):
+                          PendingWorkTests, RoutingTests):
     """Every conformance test. Subclass it (with a name starting with ``Test``) and
     supply the ``provider`` fixture."""

@@ -4,10 +4,13 @@ by route (tag filters, session owners, the cap on new sessions), and session lea
 
 from __future__ import annotations
 
+import pytest
+
 from ...errors import LockLost
 from ...history import ActivityCompleted, ActivityWork
 from ...options import TagFilter
 from ...providers.base import ActivityItem, ActivityRoute, Provider
+from ...providers.pending import PendingWork
 from .support import (
     HOLD,
     LOCK,
@@ -228,3 +231,17 @@ class RoutingTests(ConformanceBase):
             pass
         else:
             raise AssertionError("an expired activity lock acknowledged its work")
+
+    async def test_pending_work_counts_only_the_activities_of_the_tags_it_is_given(
+            self, provider: Provider) -> None:
+        if not isinstance(provider, PendingWork):
+            pytest.skip("this store does not tell its pending work")
+        await queue(provider, ("gpu", None))
+        everything = await provider.pending_work()
+        assert everything.held == 0 and everything.due_at is not None
+        for filt in (TagFilter.DEFAULT_ONLY, TagFilter.tags(["cpu"]), TagFilter.NONE):
+            assert (await provider.pending_work(filt)).due_at is None, filt
+        for filt in (TagFilter.ANY, TagFilter.default_and(["gpu"])):
+            assert (await provider.pending_work(filt)).due_at == everything.due_at, filt
+        await queue(provider, (None, None))
+        assert (await provider.pending_work(TagFilter.DEFAULT_ONLY)).due_at is not None

@@ -56,6 +56,32 @@ WHERE ikey = %(key)s
                                WHERE ikey = %(key)s))
 ORDER BY seq
 
+-- name: pending_work
+-- What the store holds now, and when its next work falls due (epoch seconds, database
+-- clock): leases held (instances in a turn; a cool-down after an abandon with a delay
+-- has no token) and activities running; the earliest time a queued message (its
+-- visibility or its instance's cool-down, whichever is later; a message not yet visible
+-- for an instance that ended is left out) or an activity not held can be handed out,
+-- counting only the activities of the tags given: every tag with %(all)s, else untagged
+-- ones with %(default)s, every tagged one with %(any)s, and those in %(tags)s.
+SELECT (SELECT count(*) FROM instance_locks
+        WHERE lock_token IS NOT NULL AND locked_until > clock_timestamp())
+     + (SELECT count(*) FROM activity_queue
+        WHERE lock_token IS NOT NULL AND locked_until > clock_timestamp()),
+       extract(epoch FROM least(
+           (SELECT min(greatest(q.visible_at,
+                                CASE WHEN l.lock_token IS NULL THEN l.locked_until END))
+            FROM orchestrator_queue AS q
+            LEFT JOIN instance_locks AS l ON l.ikey = q.ikey
+            LEFT JOIN instances AS i ON i.ikey = q.ikey
+            WHERE q.visible_at <= clock_timestamp() OR i.state IS NULL
+               OR i.state NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')),
+           (SELECT min(visible_at) FROM activity_queue
+            WHERE (lock_token IS NULL OR locked_until <= clock_timestamp())
+              AND (%(all)s::boolean OR (tag = '' AND %(default)s::boolean)
+                   OR (tag <> '' AND (%(any)s::boolean
+                                      OR tag = ANY(%(tags)s::text[])))))))::float8
+
 -- name: list_executions
 SELECT DISTINCT execution_id FROM history
 WHERE ikey = %(key)s

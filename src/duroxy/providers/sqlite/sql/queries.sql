@@ -238,6 +238,34 @@ LIMIT ?;
 -- yet (delayed messages: timers, backoff waits); NULL when there is none.
 SELECT min(visible_at) FROM orchestrator_queue WHERE visible_at > ?;
 
+-- name: pending_held
+-- (now, now): locks held now: instances in a turn (a cool-down, whose token starts with
+-- 'cool:', is held by nobody) and activities running.
+SELECT (SELECT count(*) FROM instance_locks
+        WHERE locked_until > ? AND substr(lock_token, 1, 5) <> 'cool:')
+     + (SELECT count(*) FROM activity_queue WHERE lock_token IS NOT NULL AND visible_at > ?);
+
+-- name: pending_due_messages
+-- (now): the earliest time a queued message can be handed out: its visibility, or the
+-- end of its instance's cool-down; a message not yet visible for an instance that ended
+-- is left out (it will only be discarded).
+SELECT min(max(q.visible_at, CASE WHEN substr(l.lock_token, 1, 5) = 'cool:'
+                                  THEN l.locked_until ELSE 0 END))
+FROM orchestrator_queue AS q
+LEFT JOIN instance_locks AS l ON l.instance_id = q.instance_id
+LEFT JOIN instances AS i ON i.instance_id = q.instance_id
+WHERE q.visible_at <= ? OR i.state IS NULL
+   OR i.state NOT IN ('COMPLETED', 'FAILED', 'CANCELLED');
+
+-- name: pending_due_activities
+-- (:now, and the tags that count: :all 1 for every tag, else :default 1 for untagged
+-- work, :any 1 for every tag, :tags a JSON array): the earliest time an activity not held
+-- can be handed out (a row parked for good, at 1e300, never is).
+SELECT min(visible_at) FROM activity_queue
+WHERE (lock_token IS NULL OR visible_at <= :now) AND visible_at < 1e300
+  AND (:all OR (tag = '' AND :default)
+       OR (tag <> '' AND (:any OR tag IN (SELECT value FROM json_each(:tags)))));
+
 -- name: lock_instance
 -- (instance_id, lock_token, locked_until, had_record); replaces a dead lock of the
 -- same instance (the fetch only picks instances whose lock is dead or absent).

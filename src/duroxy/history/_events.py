@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from .codec import decode as _decode_payload
-from .codec._common import dump_json
-from .errors import ErrorDetails, PayloadError
+from ..codec import decode as _decode_payload
+from ..codec._common import dump_json
+from ..errors import ErrorDetails, PayloadError
 
 __all__ = [
     "FORMAT_VERSION",
