@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from duroxy import ActivityRegistry, OrchestrationRegistry
+from duroxy import ActivityRegistry, OrchestrationRegistry, TagFilter
 from duroxy.cli import format_timeline, load_registries
+from duroxy.cli._commands import parse_tag_filter
 from duroxy.history import ActivityCompleted, ActivityScheduled, OrchestrationStarted
 
 TESTS = Path(__file__).resolve().parent
@@ -55,10 +56,10 @@ class Worker:
         return self.proc.wait(timeout=20)
 
 
-def start_worker(store: str, log: Path, target: str = APP) -> Worker:
+def start_worker(store: str, log: Path, target: str = APP, *extra: str) -> Worker:
     fh = log.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "duroxy", "worker", target, "--store", store],
+        [sys.executable, "-m", "duroxy", "worker", target, "--store", store, *extra],
         stdout=subprocess.DEVNULL, stderr=fh, text=True, env=_env(), cwd=log.parent)
     fh.close()
     deadline = time.monotonic() + 20
@@ -163,6 +164,66 @@ def test_workers_lists_running_and_stopped_workers(tmp_path: Path) -> None:
     assert stopped["worker_id"] == row["worker_id"] and stopped["alive"] is False
     assert stopped["stopped_at"] is not None
     assert " stopped " in duroxy("workers", "--all", store=url).stdout.splitlines()[1]
+
+
+def test_split_workers_from_the_command_line_run_an_instance_together(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'split.db'}"
+    orchestrating = start_worker(url, tmp_path / "o.log", APP, "--activity-concurrency", "0",
+                                 "--worker-id", "orch-only")
+    acting = start_worker(url, tmp_path / "a.log", APP, "--orchestration-concurrency", "0",
+                          "--tags", "default, gpu", "--node-id", "node-7",
+                          "--max-sessions", "3", "--worker-id", "act-only")
+    try:
+        done = duroxy("start", "hello", "--id", "split", "--input", '{"name": "kim"}',
+                      "--wait", "--json", store=url)
+        assert done.returncode == 0, done.stderr
+        assert as_json(done)["output"] == {"greeting": "hello kim"}
+        rows = {r["worker_id"]: r for r in as_json(duroxy("workers", "--json", store=url))}
+        assert (rows["orch-only"]["orchestration_concurrency"],
+                rows["orch-only"]["activity_concurrency"]) == (32, 0)
+        act = rows["act-only"]
+        assert (act["orchestration_concurrency"], act["activity_concurrency"]) == (0, 32)
+        assert act["tag_filter"] == 'default_and ["gpu"]'
+        assert act["worker_node_id"] == "node-7"
+    finally:
+        assert orchestrating.stop() == 0 and acting.stop() == 0
+    assert "1 activities" not in orchestrating.log.read_text()
+    banner = acting.log.read_text()
+    assert "no orchestrations, 1 activities (tags default_and [\"gpu\"])" in banner
+    history = as_json(duroxy("history", "split", "--json", store=url))
+    kinds = [e["kind"] for e in history["events"]]
+    assert [k for k in kinds if k.startswith("Activity")] == ["ActivityScheduled",
+                                                              "ActivityCompleted"]
+
+
+def test_worker_routing_flags_refuse_bad_values(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bad.db'}"
+    cases = {
+        ("--tags", "gpu,,cpu"): "an empty tag",
+        ("--tags", "any,gpu"): "'any' stands alone",
+        ("--tags", "a,b,c,d,e,f"): "at most 5 tags",
+        ("--orchestration-concurrency", "0", "--activity-concurrency", "0"):
+            "runs nothing",
+        ("--orchestration-concurrency", "0", "--tags", "none"): "runs nothing",
+        ("--max-sessions", "-1"): "max_sessions_per_runtime",
+    }
+    for flags, message in cases.items():
+        proc = duroxy("worker", APP, *flags, store=url)
+        assert proc.returncode == 2, (flags, proc.stderr)
+        assert message in proc.stderr, (flags, proc.stderr)
+        assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("default", TagFilter.DEFAULT_ONLY), ("DEFAULT", TagFilter.DEFAULT_ONLY),
+    ("any", TagFilter.ANY), ("none", TagFilter.NONE), ("gpu", TagFilter.tags(["gpu"])),
+    (" gpu , cpu ", TagFilter.tags(["cpu", "gpu"])),
+    ("default,gpu", TagFilter.default_and(["gpu"])),
+    ("gpu,default", TagFilter.default_and(["gpu"])),
+    ("default,default", TagFilter.DEFAULT_ONLY),
+])
+def test_parse_tag_filter_reads_every_documented_spec(spec: str, expected: TagFilter) -> None:
+    assert parse_tag_filter(spec) == expected
 
 
 def test_start_wait_json(store: str) -> None:

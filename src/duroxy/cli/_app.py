@@ -100,10 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="(ActivityRegistry, OrchestrationRegistry), an object or module with "
                    ".activities and .orchestrations, or a callable returning either")
     p.add_argument("--orchestration-concurrency", type=int, metavar="N",
-                   help="orchestration turns run at once (default 32)")
+                   help="orchestration turns run at once (default 32; 0: an activity-only worker)")
     p.add_argument("--activity-concurrency", type=int, metavar="N",
-                   help="activities run at once (default 32)")
+                   help="activities run at once (default 32; 0: an orchestration-only worker)")
     p.add_argument("--worker-id", help="name of this worker (default host:pid)")
+    p.add_argument("--tags", metavar="SPEC",
+                   help="which activities it runs, by tag: 'default' (untagged ones, the "
+                   "default), 'any', 'none' (orchestrations only), 'gpu,cpu' (those tags "
+                   "only), 'default,gpu' (untagged ones and gpu)")
+    p.add_argument("--max-sessions", type=int, metavar="N",
+                   help="activity sessions it owns at once (default 10; 0: none)")
+    p.add_argument("--node-id", metavar="ID",
+                   help="stable identity for session ownership: a worker restarted with "
+                   "the same id takes its sessions back at once")
     p.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="S",
                    help="seconds in-flight work may take to finish on shutdown (default 10)")
     p.add_argument("--log-level", default="INFO",

@@ -28,7 +28,7 @@ from .._render import (
     worker_state,
 )
 from ..client import OrchestrationState
-from ..options import RuntimeOptions
+from ..options import RuntimeOptions, TagFilter
 from ..providers.base import Provider
 from ..runtime import Runtime
 from ._common import (
@@ -297,6 +297,33 @@ class _Formatter(logging.Formatter):
         return redact(f"{text} [{iid}]" if iid else text)
 
 
+_FIXED_FILTERS = {"default": TagFilter.DEFAULT_ONLY, "any": TagFilter.ANY,
+                  "none": TagFilter.NONE}
+
+
+def parse_tag_filter(spec: str) -> TagFilter:
+    """``duroxy worker --tags``: ``default``, ``any``, ``none``, a comma list of tags, or
+    ``default,`` followed by tags (untagged activities and those tags)."""
+    text = spec.strip()
+    if text.lower() in _FIXED_FILTERS:
+        return _FIXED_FILTERS[text.lower()]
+    parts = [part.strip() for part in text.split(",")]
+    if "" in parts:
+        raise UsageError(f"--tags {spec!r}: an empty tag; give 'default', 'any', 'none', "
+                         "or tags separated by commas, as in 'gpu,cpu' or 'default,gpu'")
+    tags = [part for part in parts if part.lower() != "default"]
+    for fixed in ("any", "none"):
+        if fixed in (tag.lower() for tag in tags):
+            raise UsageError(f"--tags {spec!r}: '{fixed}' stands alone, it does not combine "
+                             "with tags")
+    try:
+        if len(tags) < len(parts):
+            return TagFilter.default_and(tags) if tags else TagFilter.DEFAULT_ONLY
+        return TagFilter.tags(tags)
+    except ValueError as e:
+        raise UsageError(f"--tags {spec!r}: {e}") from None
+
+
 async def cmd_worker(env: Env, provider: Provider) -> int:
     a = env.args
     acts, orchs = load_registries(a.target)
@@ -307,9 +334,12 @@ async def cmd_worker(env: Env, provider: Provider) -> int:
         options = RuntimeOptions(**{k: v for k, v in (
             ("orchestration_concurrency", a.orchestration_concurrency),
             ("activity_concurrency", a.activity_concurrency),
-            ("worker_id", a.worker_id)) if v is not None})
+            ("worker_id", a.worker_id),
+            ("worker_tag_filter", None if a.tags is None else parse_tag_filter(a.tags)),
+            ("max_sessions_per_runtime", a.max_sessions),
+            ("worker_node_id", a.node_id)) if v is not None})
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(str(e).replace("RuntimeOptions.worker_tag_filter", "--tags")) from None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     installed: list[signal.Signals] = []
@@ -320,9 +350,13 @@ async def cmd_worker(env: Env, provider: Provider) -> int:
         except (NotImplementedError, RuntimeError):  # not on this platform / thread
             pass
     rt = await Runtime.start(provider, acts, orchs, options)
-    print(f"duroxy worker {rt.worker_id}: {len(orchs)} orchestration version(s), "
-          f"{len(acts)} activities on {redact(a.store_url)}; Ctrl-C stops", file=sys.stderr,
-          flush=True)
+    runs = (f"{len(orchs)} orchestration version(s)" if options.runs_orchestrations
+            else "no orchestrations")
+    runs += (f", {len(acts)} activities" if options.runs_activities else ", no activities")
+    if options.runs_activities and options.worker_tag_filter != TagFilter.DEFAULT_ONLY:
+        runs += f" (tags {options.worker_tag_filter.to_text()})"
+    print(f"duroxy worker {rt.worker_id}: {runs} on {redact(a.store_url)}; Ctrl-C stops",
+          file=sys.stderr, flush=True)
     try:
         await stop.wait()
     finally:
