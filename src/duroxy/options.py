@@ -9,7 +9,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, ClassVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from ._limits import MAX_WORKER_TAGS
 from ._names import name_problem, tag_problem
@@ -343,6 +343,9 @@ TagFilter.ANY = TagFilter(frozenset(), True, True)
 TagFilter.NONE = TagFilter(frozenset())
 
 
+_Duration = float | timedelta
+
+
 @dataclass(frozen=True, kw_only=True)
 class RuntimeOptions:
     """How a runtime runs. Every field has a default that suits one machine.
@@ -429,6 +432,22 @@ class RuntimeOptions:
     session_idle_timeout: float = 300.0
     session_lock_timeout: float = 30.0
     worker_node_id: str | None = None
+
+    if TYPE_CHECKING:
+        # What callers may pass: every duration takes a timedelta too (kept as seconds by
+        # __post_init__), which the fields' own types cannot say. At run time the
+        # dataclass writes __init__ from the fields as usual.
+        def __init__(
+            self, *, orchestration_concurrency: int = ..., activity_concurrency: int = ...,
+            orchestration_lock_timeout: _Duration = ..., activity_lock_timeout: _Duration = ...,
+            max_attempts: int = ..., poll_interval: _Duration = ...,
+            max_poll_interval: _Duration = ..., cancel_check_interval: _Duration = ...,
+            heartbeat_interval: _Duration = ..., not_registered_backoff: _Duration = ...,
+            cache_size: int = ..., worker_id: str | None = ...,
+            slow_turn_threshold: _Duration = ..., worker_tag_filter: TagFilter = ...,
+            max_sessions_per_runtime: int = ..., session_idle_timeout: _Duration = ...,
+            session_lock_timeout: _Duration = ..., worker_node_id: str | None = ...,
+        ) -> None: ...
 
     _COUNTS: ClassVar[tuple[str, ...]] = ("max_attempts",)
     #: counts that may be 0 (a runtime without that kind of work)

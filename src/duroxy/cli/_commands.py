@@ -330,14 +330,17 @@ async def cmd_worker(env: Env, provider: Provider) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     logging.basicConfig(level=a.log_level.upper(), handlers=[handler], force=True)
+    given: dict[str, object] = {
+        "orchestration_concurrency": a.orchestration_concurrency,
+        "activity_concurrency": a.activity_concurrency,
+        "worker_id": a.worker_id,
+        "worker_tag_filter": None if a.tags is None else parse_tag_filter(a.tags),
+        "max_sessions_per_runtime": a.max_sessions,
+        "worker_node_id": a.node_id}
     try:
-        options = RuntimeOptions(**{k: v for k, v in (
-            ("orchestration_concurrency", a.orchestration_concurrency),
-            ("activity_concurrency", a.activity_concurrency),
-            ("worker_id", a.worker_id),
-            ("worker_tag_filter", None if a.tags is None else parse_tag_filter(a.tags)),
-            ("max_sessions_per_runtime", a.max_sessions),
-            ("worker_node_id", a.node_id)) if v is not None})
+        # RuntimeOptions checks each value's type and range itself
+        options = RuntimeOptions(**{k: v for k, v in given.items()
+                                    if v is not None})  # type: ignore[arg-type]
     except ValueError as e:
         raise UsageError(str(e).replace("RuntimeOptions.worker_tag_filter", "--tags")) from None
     loop = asyncio.get_running_loop()
