@@ -5,21 +5,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import enum
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from . import _hooks, codec
 from ._admin import decode_page_token, encode_page_token, filters_digest
 from ._client_admin import AdminCalls
 from ._client_kv import KeyValueCalls
+from ._client_types import (
+    InstanceInfo,
+    InstancePage,
+    OrchestrationState,
+    OrchestrationStatus,
+    WorkerInfo,
+    decode_plain,
+    instance_info,
+    worker_info,
+)
 from ._names import name_problem
 from ._semver import parse_semver
 from ._waiting import wait_for_news
-from .errors import DuroxyError, ErrorDetails, InstanceNotFound, PayloadError
+from .errors import DuroxyError, InstanceNotFound, PayloadError
 from .history import (
     CancellationRequested,
     EventRaised,
@@ -31,7 +39,7 @@ from .history import (
     SubOrchestrationScheduled,
 )
 from .options import check_count, to_seconds
-from .providers.base import TERMINAL_STATES, InstanceRecord, Provider, WorkerRecord
+from .providers.base import TERMINAL_STATES, Provider
 
 __all__ = ["Client", "InstanceInfo", "InstancePage", "OrchestrationState",
            "OrchestrationStatus", "WorkerInfo"]
@@ -40,131 +48,12 @@ __all__ = ["Client", "InstanceInfo", "InstancePage", "OrchestrationState",
 _WAIT_POLL_S = 0.25
 
 
-class OrchestrationState(enum.StrEnum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-    NOT_FOUND = "NOT_FOUND"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.value in TERMINAL_STATES
-
-
-@dataclass(frozen=True, slots=True)
-class OrchestrationStatus:
-    """An instance's state as a client sees it. ``output`` and ``custom_status`` are
-    decoded JSON values; ``error`` is set for FAILED and CANCELLED instances."""
-
-    instance_id: str
-    state: OrchestrationState
-    output: Any = None
-    error: ErrorDetails | None = None
-    custom_status: Any = None
-    name: str | None = None
-    version: str | None = None
-    execution_id: int | None = None
-    #: committed turns that set the custom status (0 until the first set)
-    custom_status_version: int = 0
-
-    @property
-    def is_terminal(self) -> bool:
-        """COMPLETED, FAILED or CANCELLED."""
-        return self.state.is_terminal
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceInfo:
-    instance_id: str
-    name: str
-    version: str | None
-    state: OrchestrationState
-    execution_id: int
-    created_at: datetime
-    updated_at: datetime
-    parent_instance_id: str | None
-    output: Any = None
-    error: ErrorDetails | None = None
-    custom_status: Any = None
-    custom_status_version: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class InstancePage:
-    """One page of ``Client.list_instances_page``: ``next_page_token`` is set whenever
-    more instances match (pass it back, with the same filters, for the next page)."""
-
-    items: tuple[InstanceInfo, ...]
-    next_page_token: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerInfo:
-    """A runtime as its heartbeat row shows it (``Client.list_workers``). Times are
-    timezone-aware (UTC); ``stopped_at`` is set once it shut down. ``orchestrations``
-    lists ``"name@version"`` for every version it has registered, ``activities`` the
-    activity names: during a rolling deploy they show which worker runs what. ``alive``:
-    not stopped, and seen within three of its own heartbeat intervals (a worker that
-    died just stops being seen). ``worker_node_id``, ``tag_filter`` and
-    ``sessions_owned`` describe activity routing."""
-
-    worker_id: str
-    worker_node_id: str | None
-    host: str
-    pid: int
-    duroxy_version: str
-    started_at: datetime
-    last_seen_at: datetime
-    stopped_at: datetime | None
-    orchestration_concurrency: int
-    activity_concurrency: int
-    tag_filter: str
-    sessions_owned: int
-    active_activities: int
-    orchestrations: tuple[str, ...]
-    activities: tuple[str, ...]
-    alive: bool
-
-
-def _worker_info(rec: WorkerRecord, now: float) -> WorkerInfo:
-    return WorkerInfo(
-        worker_id=rec.worker_id, worker_node_id=rec.worker_node_id, host=rec.host,
-        pid=rec.pid, duroxy_version=rec.duroxy_version, started_at=_to_dt(rec.started_at),
-        last_seen_at=_to_dt(rec.last_seen_at),
-        stopped_at=None if rec.stopped_at is None else _to_dt(rec.stopped_at),
-        orchestration_concurrency=rec.orchestration_concurrency,
-        activity_concurrency=rec.activity_concurrency, tag_filter=rec.tag_filter,
-        sessions_owned=rec.sessions_owned, active_activities=rec.active_activities,
-        orchestrations=tuple(rec.orchestrations), activities=tuple(rec.activities),
-        alive=rec.alive_at(now))
-
-
 def check_id(value: object, what: str) -> str:
     problem = name_problem(value)
     if problem is not None:
         raise ValueError(f"{what} {problem}")
     assert isinstance(value, str)
     return value
-
-
-def _decode_plain(text: str | None) -> Any:
-    return None if text is None else codec.decode(text)
-
-
-def _to_dt(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
-
-
-def _info(rec: InstanceRecord) -> InstanceInfo:
-    return InstanceInfo(
-        instance_id=rec.instance_id, name=rec.name, version=rec.version,
-        state=OrchestrationState(rec.state), execution_id=rec.execution_id,
-        created_at=_to_dt(rec.created_at), updated_at=_to_dt(rec.updated_at),
-        parent_instance_id=rec.parent_instance_id, output=_decode_plain(rec.output),
-        error=rec.error, custom_status=_decode_plain(rec.custom_status),
-        custom_status_version=rec.custom_status_version)
 
 
 def _epoch(value: datetime | float | None, what: str) -> float | None:
@@ -271,8 +160,8 @@ class Client(KeyValueCalls, AdminCalls):
             return OrchestrationStatus(instance_id, OrchestrationState.NOT_FOUND)
         return OrchestrationStatus(
             instance_id=instance_id, state=OrchestrationState(rec.state),
-            output=_decode_plain(rec.output), error=rec.error,
-            custom_status=_decode_plain(rec.custom_status), name=rec.name,
+            output=decode_plain(rec.output), error=rec.error,
+            custom_status=decode_plain(rec.custom_status), name=rec.name,
             version=rec.version, execution_id=rec.execution_id,
             custom_status_version=rec.custom_status_version)
 
@@ -346,7 +235,7 @@ class Client(KeyValueCalls, AdminCalls):
         rec = await self.provider.get_instance(instance_id)
         if rec is None:
             raise InstanceNotFound(instance_id)
-        return _info(rec)
+        return instance_info(rec)
 
     @staticmethod
     def _states(state: str | Sequence[str] | None) -> list[str] | None:
@@ -383,7 +272,7 @@ class Client(KeyValueCalls, AdminCalls):
         records = await self.provider.list_instances(
             **self._filters(state, name, parent_instance_id, created_after, created_before),
             limit=limit, offset=offset)
-        return [_info(r) for r in records]
+        return [instance_info(r) for r in records]
 
     async def list_instances_page(self, *, state: str | Sequence[str] | None = None,
                                   name: str | None = None,
@@ -407,7 +296,7 @@ class Client(KeyValueCalls, AdminCalls):
         records = records[:limit]
         token = encode_page_token(digest, records[-1].created_at, records[-1].instance_id) \
             if more else None
-        return InstancePage(tuple(_info(r) for r in records), token)
+        return InstancePage(tuple(instance_info(r) for r in records), token)
 
     async def iter_instances(self, *, state: str | Sequence[str] | None = None,
                              name: str | None = None, parent_instance_id: str | None = None,
@@ -460,7 +349,7 @@ class Client(KeyValueCalls, AdminCalls):
         day are removed by the runtimes' heartbeats."""
         records = await self.provider.list_workers(include_stopped=bool(include_stopped))
         now = time.time()  # (heartbeats are stamped with the real time, whatever the clock)
-        return [_worker_info(r, now) for r in records]
+        return [worker_info(r, now) for r in records]
 
     # ------------------------------------------------------------------ management
     async def delete_instance(self, instance_id: str, force: bool = False) -> int:
