@@ -3,6 +3,8 @@
 * :mod:`~duroxy.history._events`: every event is an immutable dataclass with a stable
   wire name (``kind``); payload fields hold the stored JSON text, which replay compares.
   ``Client.read_history`` returns these events.
+* :mod:`~duroxy.history._messages`: the queue payloads (a message for an instance's
+  orchestration queue, a unit of activity work), carrying events in their wire form.
 * :mod:`~duroxy.history._file`: :class:`ExecutionHistory` (one execution's events, as
   ``Client.export_history`` returns them) and the history file format
   (:func:`dump_histories`, :func:`load_histories`), which ``duroxy export`` writes and
@@ -17,7 +19,6 @@ from ._events import (
     ActivityCompleted,
     ActivityFailedEvent,
     ActivityScheduled,
-    ActivityWork,
     CancellationRequested,
     CustomStatusSet,
     DetachedOrchestrationScheduled,
@@ -35,7 +36,6 @@ from ._events import (
     OrchestrationContinuedAsNew,
     OrchestrationFailed,
     OrchestrationStarted,
-    OrchestratorMessage,
     PatchRecorded,
     QueueEventDelivered,
     QueueSubscribed,
@@ -47,9 +47,7 @@ from ._events import (
     UtcNowRecorded,
     WorkCancelled,
     decode_event,
-    decode_message,
     encode_event,
-    encode_message,
     event_from_json,
     event_to_json,
     optional,
@@ -61,6 +59,7 @@ from ._file import (
     dump_histories,
     load_histories,
 )
+from ._messages import ActivityWork, OrchestratorMessage, decode_message, encode_message
 
 __all__ = [
     "FORMAT_VERSION",
