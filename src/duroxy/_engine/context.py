@@ -8,6 +8,10 @@ futures of the orchestration's deterministic loop, so they compose with
 The context speaks to its execution through :class:`~.port.ExecutionPort` only. Its
 futures are typed: ``await ctx.schedule_activity(fn, x)`` is ``fn``'s return type to a
 type checker, and an ``output_type`` gives the type it names.
+
+It is the whole surface orchestration code sees, one short method per call of the
+Duroxide API with the docstring its reference page shows, which is why it runs past 500
+lines; the work behind each call is the execution's.
 """
 
 from __future__ import annotations

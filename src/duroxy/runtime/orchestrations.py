@@ -21,6 +21,10 @@ Architecture:
   commit hands them back locked and they run here at once (see :mod:`.activities`).
 * **After the commit**, and only then, the claimed activities start, activities the
   turn abandoned are told to stop, and the execution is kept for the next turn.
+
+One dispatcher holds the slots, the cache and the locks that every path of a turn
+(fetched, fed a result, failed, not registered here) reads and changes, which is why it
+runs past 500 lines; turning decisions into a commit lives in :mod:`.turns`.
 """
 
 from __future__ import annotations

@@ -39,6 +39,10 @@ reply) locks them for it in the same transaction, and the writer wakes it when a
 falls due.
 
 Requires SQLite 3.35 or newer (``RETURNING``, ``ON CONFLICT ... DO UPDATE``, JSON).
+
+One method per operation of the contract, each handing its SQL (in ``_ops``,
+``_admin_ops`` and the ``.sql`` files) to the thread that runs it, which is why this
+module runs past 500 lines.
 """
 
 from __future__ import annotations
