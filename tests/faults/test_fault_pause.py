@@ -87,7 +87,7 @@ async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         writable = _sqlite_writable(db)
     else:
         from duroxy.providers.postgres import PostgresProvider
-        from test_postgres_multinode import drop_schema, store_url
+        from workerkit import drop_schema, store_url
 
         dsn = request.getfixturevalue("dsn")
         schema = request.getfixturevalue("schemas")()

@@ -2,7 +2,7 @@
 
 REGENERATE ONLY FOR AN INTENTIONAL CHANGE of what the engine records or of the history
 wire format. These files stand for histories that earlier versions stored and that
-running instances still carry; ``tests/test_golden_histories.py`` fails whenever the
+running instances still carry; ``tests/engine/test_golden_histories.py`` fails whenever the
 engine stops producing them byte for byte, which is the point. If a change is intended,
 regenerate, review the diff of every file, say in the commit why stored histories
 change, and bump ``duroxy.history.FORMAT_VERSION`` when older readers could not decode

@@ -43,7 +43,7 @@ from duroxy.history import (
 from duroxy.options import BackoffStrategy, RetryPolicy
 
 Ctx = OrchestrationContext
-GOLDEN_DIR = Path(__file__).parent / "golden"
+GOLDEN_DIR = Path(__file__).parents[1] / "golden"
 
 
 # ======================================================================== orchestrations

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 ROOT = TESTS.parent
 DUROXY = Path(sys.executable).with_name("duroxy")  # the console script of this venv
 APP = "cli_app:registries"

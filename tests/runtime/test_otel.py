@@ -41,7 +41,7 @@ from duroxy.otel import DuroxyInstrumentor
 from duroxy.providers.memory import InMemoryProvider
 from duroxy.providers.sqlite import SqliteProvider
 
-TESTS_DIR = Path(__file__).resolve().parent
+TESTS_DIR = Path(__file__).resolve().parents[1]
 Spans = list[dict[str, Any]]
 
 

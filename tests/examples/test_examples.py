@@ -419,7 +419,7 @@ async def test_validate_reports_every_problem(world: Any) -> None:
 
 # ====================================================================== the README
 def test_readme_quick_start_runs(tmp_path: Path) -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     match = re.search(r"## Quick start\n\n```python\n(.*?)```", readme, re.S)
     assert match, "README has no quick start block"
     assert len(match.group(1).splitlines()) <= 30
@@ -434,7 +434,7 @@ def test_readme_quick_start_runs(tmp_path: Path) -> None:
 
 
 def test_readme_several_workers_block_runs(tmp_path: Path) -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     match = re.search(r"## Running several workers\n.*?```python\n(.*?)```", readme, re.S)
     assert match, "README's 'Running several workers' has no Python block"
     script = tmp_path / "workers.py"

@@ -504,7 +504,7 @@ def test_ui_serves_its_pages_from_the_command(served: uikit.UiProcess) -> None:
 
 def test_screenshots_are_referenced_by_the_docs() -> None:
     """The browser tests write the screenshots that docs/dashboard.md shows."""
-    docs = Path(__file__).resolve().parent.parent / "docs"
+    docs = Path(__file__).resolve().parents[2] / "docs"
     text = (docs / "dashboard.md").read_text()
     for name in ("ui-instances.png", "ui-instance.png"):
         assert f"images/{name}" in text

@@ -28,7 +28,7 @@ from duroxy.providers.base import Provider
 from duroxy.providers.sqlite import SqliteProvider
 from storekit import DSN
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 RELEASE = "0.1.0"
 
 

@@ -21,7 +21,7 @@ from duroxy.cli import format_timeline, load_registries
 from duroxy.cli._commands import parse_tag_filter
 from duroxy.history import ActivityCompleted, ActivityScheduled, OrchestrationStarted
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 APP = "cli_app:registries"
 
 

@@ -25,7 +25,7 @@ import pytest
 from duroxy import Client, Runtime, RuntimeOptions
 from duroxy.providers.sqlite import SqliteProvider
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 READING = [["status", "x"], ["list"], ["history", "x"], ["wait", "x", "--timeout", "1"]]
 EXIT_ERROR = 5
 

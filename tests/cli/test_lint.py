@@ -16,7 +16,7 @@ import pytest
 from duroxy import OrchestrationRegistry
 from duroxy.testing import LintFinding, lint
 
-FIXTURE = Path(__file__).parent / "lint_fixtures" / "bad.py"
+FIXTURE = Path(__file__).parents[1] / "lint_fixtures" / "bad.py"
 DUROXY = Path(sys.executable).parent / "duroxy"
 
 
@@ -99,7 +99,7 @@ def test_the_example_application_is_clean() -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(DUROXY), "lint", *args], capture_output=True, text=True,
-                          timeout=60, cwd=Path(__file__).parent)
+                          timeout=60, cwd=Path(__file__).parents[1])
 
 
 def test_the_command() -> None:
