@@ -18,7 +18,8 @@ import sqlite3
 import sys
 import threading
 from collections import Counter
-from typing import Any
+from types import FrameType
+from typing import Any, cast
 
 __all__ = ["TrackedConnection", "current_test", "install", "opened", "real_connect", "still_open",
            "take_leaks"]
@@ -39,7 +40,7 @@ def _opening_site() -> str:
     """The project's frames (tests and duroxy) on the stack that opens a connection,
     innermost first."""
     frames: list[str] = []
-    f = sys._getframe(2)
+    f: FrameType | None = sys._getframe(2)
     while f is not None and len(frames) < 6:
         name = f.f_code.co_filename
         if name.startswith((_HERE, _SRC)) and f.f_globals.get("__name__") != __name__:
@@ -91,7 +92,7 @@ class TrackedConnection(sqlite3.Connection):
 
 def _connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
     if "factory" in kwargs:  # a caller's own connection class is left alone
-        return real_connect(*args, **kwargs)
+        return cast(sqlite3.Connection, real_connect(*args, **kwargs))
     return real_connect(*args, factory=TrackedConnection, **kwargs)
 
 

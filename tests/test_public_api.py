@@ -485,7 +485,7 @@ def test_runtime_options_reject_what_would_break_the_runtime(kwargs: dict[str, A
     (lambda: BackoffStrategy.Linear(max=-1), "Linear.max"),
     (lambda: BackoffStrategy.Exponential(multiplier=float("nan")), "multiplier"),
     (lambda: BackoffStrategy.Exponential(multiplier=-2), "multiplier"),
-    (lambda: RetryPolicy(True), "max_attempts"),  # type: ignore[arg-type]
+    (lambda: RetryPolicy(True), "max_attempts"),  # a bool is no count of attempts
     (lambda: RetryPolicy(3, timeout=float("inf")), "timeout"),
 ])
 def test_retry_settings_are_checked_when_made(make: Any, needle: str) -> None:

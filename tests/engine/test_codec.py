@@ -450,7 +450,8 @@ def _closed_socket() -> socket.socket:
             " at .items[2].conn",
             id="socket",
         ),
-        pytest.param(lambda: [Item("a", b"x")], "'bytes'", " at [0].quantity", id="bytes-field"),
+        pytest.param(lambda: [Item("a", b"x")],  # type: ignore[arg-type]
+                     "'bytes'", " at [0].quantity", id="bytes-field"),
         pytest.param(lambda: {"k": {1: {2: object()}}}, "'object'", " at .k['1']['2']", id="keys"),
         pytest.param(lambda: {"s": {object()}}, "'object'", " at .s[0]", id="set-element"),
         pytest.param(lambda: [{object(), object()}], "'object'", " at [0][*]", id="unordered-set"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -81,7 +82,7 @@ async def detached(ctx: Ctx, _: Any) -> str:
 ACTS = {"echo": lambda x: x, "inc": lambda x: x + 1}
 
 # (orchestration, input, expected history kinds, expected output)
-SHAPES = [
+SHAPES: list[tuple[Callable[[Ctx, Any], Awaitable[Any]], Any, list[str], Any]] = [
     (immediate, 7, ["OrchestrationStarted", "OrchestrationCompleted"], {"echo": 7}),
     (one_activity, "hi", ["OrchestrationStarted", "ActivityScheduled", "ActivityCompleted",
                           "OrchestrationCompleted"], "hi"),

@@ -26,6 +26,7 @@ from duroxy.history import (
     encode_event,
     event_from_json,
 )
+from duroxy.history._events import _KINDS
 
 #: every kind and a sample of it with each payload field set
 SAMPLES: dict[str, HistoryEvent] = {
@@ -80,7 +81,7 @@ COMPLETIONS = {"ActivityCompleted", "ActivityFailed", "TimerFired",
 
 
 def test_the_kinds_are_the_seeds_21_and_the_8_new_ones() -> None:
-    assert set(history._KINDS) == set(SAMPLES)
+    assert set(_KINDS) == set(SAMPLES)
     assert len(SAMPLES) == 29
 
 

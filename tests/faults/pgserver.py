@@ -1,6 +1,6 @@
 """A PostgreSQL server of one test session: ``initdb`` into a temporary directory,
 ``pg_ctl start`` on a free loopback port; the fault tests cut its backends off and
-restart it (see the ``private_pg`` fixture in conftest.py)."""
+restart it (see the ``private_pg`` fixture in tests/conftest.py)."""
 
 from __future__ import annotations
 

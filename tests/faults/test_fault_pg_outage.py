@@ -6,7 +6,7 @@ what at-least-once allows, and LISTEN/NOTIFY resubscribes, so work committed by 
 node is still announced to this one.
 
 These faults would disturb everyone else's tests on the shared server: they run on a
-private server of their own (``private_pg`` in conftest.py).
+private server of their own (``private_pg`` in tests/conftest.py).
 """
 
 from __future__ import annotations

@@ -13,9 +13,10 @@ Usage (from the repository root)::
     python tests/golden/make_golden.py           # rewrite every file
     python tests/golden/make_golden.py --check   # exit 1 if a file would change
 
-Each scenario below drives one orchestration of ``test_golden_histories`` with a
-scripted world (activity results, timers firing at their fire time, external events,
-cancellation) and records the message events of every turn and the history produced.
+Each scenario below drives one orchestration of ``tests/engine/test_golden_histories.py``
+with a scripted world (activity results, timers firing at their fire time, external
+events, cancellation) and records the message events of every turn and the history
+produced.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from duroxy.history import (
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the orchestrations live in the test module
 
-from test_golden_histories import (  # noqa: E402
+from engine.test_golden_histories import (  # noqa: E402
     compact,
     message_json,
     new_execution,

@@ -225,8 +225,7 @@ async def test_a_blocking_orchestration_triggers_the_slow_turn_warning(
     orchs = (OrchestrationRegistry.builder().register("blocking", blocking)
              .register("eternal", eternal).build())
     # (a timedelta is taken too, as for every duration of the options)
-    options = RuntimeOptions(
-        slow_turn_threshold=timedelta(milliseconds=100))  # type: ignore[arg-type]
+    options = RuntimeOptions(slow_turn_threshold=timedelta(milliseconds=100))
     assert options.slow_turn_threshold == 0.1
     caplog.set_level(logging.WARNING, logger="duroxy.runtime")
     async with await Runtime.start(store, ActivityRegistry.builder().build(), orchs,

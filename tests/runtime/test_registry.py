@@ -61,11 +61,12 @@ def test_duroxide_style_names_work() -> None:
      "registered twice"),
     (lambda: OrchestrationRegistry.builder().register_versioned("o", "1.0", orch),
      "not a semantic version"),
-    (lambda: OrchestrationRegistry.builder().register("o", "not callable"), "not callable"),
+    (lambda: OrchestrationRegistry.builder().register("o", "not callable"),  # type: ignore[arg-type]
+     "not callable"),
     (lambda: OrchestrationRegistry.builder().register("", orch), "1 to 1,024"),
     (lambda: ActivityRegistry.builder().register("a", act).register_typed("a", act2),
      "registered twice"),
-    (lambda: ActivityRegistry.builder().register("a", 42), "not callable"),
+    (lambda: ActivityRegistry.builder().register("a", 42), "not callable"),  # type: ignore[arg-type]
     (lambda: ActivityRegistry.builder().register_versioned("a", "v1", act),
      "not a semantic version"),
 ])

@@ -12,7 +12,7 @@ import pytest
 
 from duroxy import ActivityRegistry, Client, OrchestrationRegistry, Runtime, RuntimeOptions
 from duroxy.history import ActivityWork
-from duroxy.providers.base import ActivityItem, Provider
+from duroxy.providers.base import ActivityItem, ActivityRoute, ExcludedWork, Provider
 from duroxy.providers.memory import InMemoryProvider
 from duroxy.providers.sqlite import SqliteProvider
 
@@ -24,8 +24,10 @@ def _fetch_counter(store: Provider) -> list[int]:
     fetched: list[int] = []
     fetch = store.fetch_activity_items
 
-    async def counting(lock_timeout: float, limit: int = 1) -> list[ActivityItem]:
-        items = await fetch(lock_timeout, limit)
+    async def counting(lock_timeout: float, limit: int = 1,
+                       exclude: ExcludedWork | None = None,
+                       route: ActivityRoute | None = None) -> list[ActivityItem]:
+        items = await fetch(lock_timeout, limit, exclude, route)
         fetched.append(len(items))
         return items
 
@@ -67,15 +69,16 @@ async def test_sequential_activities_run_in_one_task_without_fetches(
 
 
 async def test_a_cancelled_task_gives_back_the_activities_handed_to_it() -> None:
-    store = InMemoryProvider()
+    store: Provider = InMemoryProvider()
     rt = await Runtime.start(store, ActivityRegistry.builder().build(),
                              OrchestrationRegistry.builder().build())
     work = ActivityWork("i", 1, 2, "Step", None, "Seq", None)
     first, handed = ActivityItem(1, "t1", work, 1), ActivityItem(2, "t2", work, 1)
     given_back: list[tuple[str, float]] = []
 
-    async def abandon(token: str, delay: float = 0.0) -> None:
-        given_back.append((token, delay))
+    async def abandon(lock_token: str, delay: float = 0.0, *, ignore_attempt: bool = False
+                      ) -> None:
+        given_back.append((lock_token, delay))
 
     async def run_one(item: ActivityItem, handoff: list[ActivityItem]) -> None:
         assert item is first

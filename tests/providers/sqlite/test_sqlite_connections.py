@@ -13,7 +13,7 @@ import logging
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -99,7 +99,7 @@ def test_a_connection_whose_setup_fails_is_closed(
         opened.append(conn)
         return conn
 
-    monkeypatch.setattr(sqlite_open.sqlite3, "connect", connect)
+    monkeypatch.setattr(sqlite3, "connect", connect)  # the module _open connects with
     config = sqlite_open.Config(str(tmp_path / "s.db"), "FULL", 1.0)
     for open_reader in (config.open_reader, config.open_inline_reader):
         with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
@@ -118,7 +118,7 @@ async def test_a_batch_that_cannot_roll_back_closes_its_connection_and_reopens(
         # ROLLBACK included: the worker must give the connection up.
         old.append(tx.conn)
 
-        def failing(*_args: Any) -> None:
+        def failing(*_args: Any) -> NoReturn:
             raise sqlite3.OperationalError("disk I/O error")
 
         tx.conn.execute = failing  # type: ignore[method-assign]

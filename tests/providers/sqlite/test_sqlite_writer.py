@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from duroxy.errors import ProviderError
-from duroxy.history import OrchestrationCompleted
+from duroxy.history import EventRaised, OrchestrationCompleted
+from duroxy.providers.base import InstanceRecord
 from duroxy.providers.sqlite import SqliteProvider, _admin_ops, _ops, _tx, _worker
 from duroxy.providers.sqlite import provider as sqlite_provider
 from duroxy.providers.sqlite._inline import DECLINED, InlineReader
@@ -159,7 +160,7 @@ async def test_inline_reads_decline_rather_than_wait(tmp_path: Path) -> None:
                                                              commit(started())))
     assert await asyncio.to_thread(entered.wait, 5)
     rec = inline.read(lambda tx: _admin_ops.get_instance(tx, iid))
-    assert rec is not DECLINED and rec is not None and rec.state == "PENDING"
+    assert isinstance(rec, InstanceRecord) and rec.state == "PENDING"  # not DECLINED
     release.set()
     await asyncio.wait_for(ack, 5)
     rec = await asyncio.wait_for(store.get_instance(iid), 5)
@@ -276,7 +277,9 @@ async def test_parked_poll_wakes_when_a_delayed_message_falls_due(tmp_path: Path
     assert time.monotonic() - t0 < 5  # long before the poll's own deadline
     assert woke >= due
     assert [i.instance_id for i in items] == [iid]
-    assert [m.message.event.name for m in items[0].messages if m.message] == ["later"]
+    events = [m.message.event for m in items[0].messages if m.message]
+    assert len(events) == 1 and isinstance(events[0], EventRaised)
+    assert events[0].name == "later"
     await store.close()
 
 
@@ -456,7 +459,12 @@ async def test_a_waiter_woken_by_the_end_gets_the_final_record_without_a_read(
     assert woken == [iid]
     reads: list[str] = []
     read = _admin_ops.get_instance
-    monkeypatch.setattr(_admin_ops, "get_instance", lambda tx, i: (reads.append(i), read(tx, i))[1])
+
+    def counted(tx: _tx.Tx, i: str) -> InstanceRecord | None:
+        reads.append(i)
+        return read(tx, i)
+
+    monkeypatch.setattr(_admin_ops, "get_instance", counted)
     rec = await store.get_instance(iid)
     assert rec is not None and rec.state == "COMPLETED" and rec.output == '"done"'
     assert rec.history_len == 2 and reads == []
