@@ -245,7 +245,7 @@ async def waiting(b: Bench, n: int = 10_000) -> dict[str, Any]:
 
 
 #: the join sizes of the ``fanout`` workload (``--fanout-sizes``)
-FANOUT_SIZES = (2_000, 20_000, 100_000)
+FANOUT_SIZES: tuple[int, ...] = (2_000, 20_000, 100_000)
 
 
 async def fanout(b: Bench) -> dict[str, Any]:
@@ -258,7 +258,7 @@ async def fanout(b: Bench) -> dict[str, Any]:
         before = peak = _rss_mb()
         done = asyncio.Event()
 
-        async def sample() -> None:
+        async def sample(done: asyncio.Event = done) -> None:
             nonlocal peak
             while not done.is_set():
                 peak = max(peak, _rss_mb())
@@ -289,6 +289,31 @@ EXTRA_WORKLOADS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
 }
 
 
+def _cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU the processes used so far (Linux's /proc), None elsewhere."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    try:
+        for pid in pids:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    except OSError:
+        return None
+    return total / tick
+
+
+def _machine_busy_seconds() -> float | None:
+    """CPU time every core of the machine spent busy so far (/proc/stat), None elsewhere."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return None
+    idle = values[3] + values[4]  # idle, iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 async def scale_out(kind: str, workers: list[int], m: int = 200, k: int = 5
                     ) -> list[tuple[str, str, float]]:
     """W4 with CPU-burning activities, run by N worker processes on one store each."""
@@ -315,11 +340,14 @@ async def scale_out(kind: str, workers: list[int], m: int = 200, k: int = 5
                 bench = Bench(store)
                 bench.client = client
                 await bench.run("SeqBurn", 1)  # every worker warm enough to start
+                pids = [proc.pid for proc in procs]
+                workers_cpu, machine_cpu = _cpu_seconds(pids), _machine_busy_seconds()
                 t = time.perf_counter()
                 ids = [await bench.start("SeqBurn", k) for _ in range(m)]
                 for iid in ids:
                     assert await bench.wait(iid) == k
                 rate = m / (time.perf_counter() - t)
+                workers_after, machine_after = _cpu_seconds(pids), _machine_busy_seconds()
             finally:
                 for proc in procs:
                     proc.terminate()
@@ -331,7 +359,17 @@ async def scale_out(kind: str, workers: list[int], m: int = 200, k: int = 5
         label = f"X W4 {m}x{k}, {BURN_MS:g} ms CPU/activity, {n} worker(s)"
         rows.append((kind, f"{label} (orch/s)", rate))
         rows.append((kind, f"{label}: speedup over 1", rate / base))
-        print(f"{kind:9} {label:45} {rate:10.2f} orch/s  x{rate / base:.2f}",
+        cpu = ""
+        if None not in (workers_cpu, workers_after, machine_cpu, machine_after):
+            # what an orchestration costs the workers, and everything else on the
+            # machine meanwhile (the store's server, this client)
+            per_worker = (workers_after - workers_cpu) * 1000 / m  # type: ignore[operator]
+            per_machine = (machine_after - machine_cpu) * 1000 / m  # type: ignore[operator]
+            rows.append((kind, f"{label}: workers' CPU per orchestration (ms)", per_worker))
+            rows.append((kind, f"{label}: other CPU per orchestration (ms)",
+                         per_machine - per_worker))
+            cpu = f"  workers {per_worker:.1f} + other {per_machine - per_worker:.1f} ms CPU/orch"
+        print(f"{kind:9} {label:45} {rate:10.2f} orch/s  x{rate / base:.2f}{cpu}",
               file=sys.stderr, flush=True)
     return rows
 
@@ -355,10 +393,10 @@ async def main(argv: list[str]) -> int:
             global BURN_MS
             BURN_MS = args.burn_ms
         counts = [int(n) for n in args.workers.split(",")]
-        rows = [r for kind in args.store.split(",")
-                for r in await scale_out(kind, counts, m=args.orchestrations)]
+        scaled = [r for kind in args.store.split(",")
+                  for r in await scale_out(kind, counts, m=args.orchestrations)]
         print("| store | workload | value |\n|---|---|---|")
-        for kind, key, value in rows:
+        for kind, key, value in scaled:
             print(f"| {kind} | {key} | {value:.2f} |")
         return 0
     if args.fanout_sizes:
