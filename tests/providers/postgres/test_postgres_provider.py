@@ -130,6 +130,24 @@ async def test_unreachable_server_is_a_retryable_provider_error() -> None:
 
 
 # ------------------------------------------------------------------ schemas and migrations
+async def test_pooled_connections_are_set_up_for_the_hot_statements(
+        providers: Callable[..., PostgresProvider]) -> None:
+    """Every pooled connection runs the session setup: the store's schema first, no hash
+    or merge joins, and generic plans from a prepared statement's first execution (the
+    server's default plans each one afresh five times, on a worker's first turns)."""
+    p = providers()
+    await create(p, uid())  # opens the pool
+    pool = await p._ready()
+    async with pool.connection() as conn:
+        row = await (await conn.execute(
+            "SELECT current_setting('plan_cache_mode'), current_setting('enable_hashjoin'),"
+            " current_setting('enable_mergejoin'), current_setting('search_path')",
+            prepare=False)).fetchone()
+    assert row is not None
+    assert row[:3] == ("force_generic_plan", "off", "off")
+    assert row[3].split(", ") == [f'"{p.schema}"', "pg_temp"]
+
+
 async def test_schemas_are_separate_stores(providers: Callable[..., PostgresProvider]) -> None:
     a, b = providers(), providers()
     await create(a, "same-id", "name::a")
