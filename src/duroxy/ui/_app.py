@@ -235,31 +235,33 @@ def create_app(client: Client, settings: UiSettings) -> Starlette:
     def refused(request: Request, message: str, status: int = 400) -> Response:
         return render(request, "message.html", status, title="Not done", message=message)
 
-    async def raise_event(request: Request) -> Response:
+    def failed(request: Request, e: Exception, status: int = 400) -> Response:
+        """A client call's refusal: 404 for an unknown instance, else ``status``."""
+        return refused(request, str(e), 404 if isinstance(e, InstanceNotFound) else status)
+
+    async def send(request: Request, field: str, what: str, done: str,
+                   call: Callable[[str, str, Any], Awaitable[object]]) -> Response:
+        """An event or a queue message from the form: JSON data (none when blank) sent by
+        ``call(instance_id, name, data)`` to the instance."""
         form = await form_of(request)
-        iid, name = form.get("instance_id", ""), form.get("event_name", "")
+        iid, name = form.get("instance_id", ""), form.get(field, "")
         try:
             data = json.loads(form["data"]) if form.get("data", "").strip() else None
         except ValueError as e:
-            return refused(request, f"the event data is not JSON: {e}")
+            return refused(request, f"the {what} is not JSON: {e}")
         try:
-            await client.raise_event(iid, name, data)
+            await call(iid, name, data)
         except (DuroxyError, ValueError) as e:
-            return refused(request, str(e), 404 if isinstance(e, InstanceNotFound) else 400)
-        return after(iid, f"raised event {name!r}")
+            return failed(request, e)
+        return after(iid, done.format(repr(name)))
+
+    async def raise_event(request: Request) -> Response:
+        return await send(request, "event_name", "event data", "raised event {}",
+                          client.raise_event)
 
     async def enqueue_event(request: Request) -> Response:
-        form = await form_of(request)
-        iid, queue = form.get("instance_id", ""), form.get("queue", "")
-        try:
-            data = json.loads(form["data"]) if form.get("data", "").strip() else None
-        except ValueError as e:
-            return refused(request, f"the message is not JSON: {e}")
-        try:
-            await client.enqueue_event(iid, queue, data)
-        except (DuroxyError, ValueError) as e:
-            return refused(request, str(e), 404 if isinstance(e, InstanceNotFound) else 400)
-        return after(iid, f"enqueued on {queue!r}")
+        return await send(request, "queue", "message", "enqueued on {}",
+                          client.enqueue_event)
 
     async def cancel(request: Request) -> Response:
         form = await form_of(request)
@@ -267,7 +269,7 @@ def create_app(client: Client, settings: UiSettings) -> Starlette:
         try:
             await client.cancel_instance(iid, form.get("reason", ""))
         except (DuroxyError, ValueError) as e:
-            return refused(request, str(e), 404 if isinstance(e, InstanceNotFound) else 400)
+            return failed(request, e)
         return after(iid, "cancellation requested")
 
     async def delete(request: Request) -> Response:
@@ -276,7 +278,7 @@ def create_app(client: Client, settings: UiSettings) -> Starlette:
         try:
             deleted = await client.delete_instance(iid, force=form.get("force") == "on")
         except (DuroxyError, ValueError) as e:
-            return refused(request, str(e), 404 if isinstance(e, InstanceNotFound) else 409)
+            return failed(request, e, 409)
         return RedirectResponse("/instances?" + urlencode(
             {"done": f"deleted {iid!r} ({deleted} instance{'s' if deleted != 1 else ''})"}),
             303)
