@@ -185,6 +185,9 @@ def test_split_workers_from_the_command_line_run_an_instance_together(tmp_path: 
         assert (act["orchestration_concurrency"], act["activity_concurrency"]) == (0, 32)
         assert act["tag_filter"] == 'default_and ["gpu"]'
         assert act["worker_node_id"] == "node-7"
+        twin = duroxy("worker", APP, "--node-id", "node-7", store=url)
+        assert twin.returncode == 2 and "--node-id 'node-7' is in use" in twin.stderr, \
+            twin.stderr
     finally:
         assert orchestrating.stop() == 0 and acting.stop() == 0
     assert "1 activities" not in orchestrating.log.read_text()
@@ -205,7 +208,8 @@ def test_worker_routing_flags_refuse_bad_values(tmp_path: Path) -> None:
         ("--orchestration-concurrency", "0", "--activity-concurrency", "0"):
             "runs nothing",
         ("--orchestration-concurrency", "0", "--tags", "none"): "runs nothing",
-        ("--max-sessions", "-1"): "max_sessions_per_runtime",
+        ("--max-sessions", "-1"): "--max-sessions must be",
+        ("--node-id", ""): "--node-id, when given, must be 1 to",
     }
     for flags, message in cases.items():
         proc = duroxy("worker", APP, *flags, store=url)

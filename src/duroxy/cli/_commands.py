@@ -324,6 +324,20 @@ def parse_tag_filter(spec: str) -> TagFilter:
         raise UsageError(f"--tags {spec!r}: {e}") from None
 
 
+#: the options a refusal names, as the flags that set them
+_WORKER_FLAGS = {"orchestration_concurrency": "--orchestration-concurrency",
+                 "activity_concurrency": "--activity-concurrency", "worker_id": "--worker-id",
+                 "worker_tag_filter": "--tags", "max_sessions_per_runtime": "--max-sessions",
+                 "worker_node_id": "--node-id"}
+
+
+def _in_flags(message: str) -> str:
+    """A ``RuntimeOptions`` refusal with the options it names given as their flags."""
+    for field, flag in _WORKER_FLAGS.items():
+        message = message.replace(f"RuntimeOptions.{field}", flag)
+    return message
+
+
 async def cmd_worker(env: Env, provider: Provider) -> int:
     a = env.args
     acts, orchs = load_registries(a.target)
@@ -342,7 +356,7 @@ async def cmd_worker(env: Env, provider: Provider) -> int:
         options = RuntimeOptions(**{k: v for k, v in given.items()
                                     if v is not None})  # type: ignore[arg-type]
     except ValueError as e:
-        raise UsageError(str(e).replace("RuntimeOptions.worker_tag_filter", "--tags")) from None
+        raise UsageError(_in_flags(str(e))) from None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     installed: list[signal.Signals] = []
@@ -352,7 +366,10 @@ async def cmd_worker(env: Env, provider: Provider) -> int:
             installed.append(sig)
         except (NotImplementedError, RuntimeError):  # not on this platform / thread
             pass
-    rt = await Runtime.start(provider, acts, orchs, options)
+    try:
+        rt = await Runtime.start(provider, acts, orchs, options)
+    except ValueError as e:  # a node id in use by a live worker
+        raise UsageError(_in_flags(str(e))) from None
     runs = (f"{len(orchs)} orchestration version(s)" if options.runs_orchestrations
             else "no orchestrations")
     runs += (f", {len(acts)} activities" if options.runs_activities else ", no activities")
