@@ -45,32 +45,37 @@ _log = logging.getLogger("duroxy.runtime")
 
 class DueAlarms:
     """Calls ``on_due`` on the running loop once each time given to :meth:`at` has
-    passed (alarms falling due together may call it once)."""
+    passed (alarms falling due together may call it once); an alarm given a callback
+    of its own calls that instead, once, whatever else falls due with it."""
 
     def __init__(self, on_due: Callable[[], None]) -> None:
         self._on_due = on_due
         self._gen = 0  # bumped by close(): alarms of an earlier generation are void
 
-    def at(self, visible_at: float) -> None:
-        """Alarm for a message visible from ``visible_at`` (epoch seconds)."""
-        _CLOCK.add(visible_at + DUE_SLACK_S, self, asyncio.get_running_loop(), self._gen)
+    def at(self, visible_at: float, then: Callable[[], None] | None = None) -> None:
+        """Alarm for a message visible from ``visible_at`` (epoch seconds); ``then``
+        replaces ``on_due`` for this alarm."""
+        _CLOCK.add(visible_at + DUE_SLACK_S, self, asyncio.get_running_loop(), self._gen,
+                   then)
 
     def close(self) -> None:
         """Cancel every pending alarm."""
         self._gen += 1
         _CLOCK.drop(self)
 
-    def _ring(self, loop: asyncio.AbstractEventLoop, gen: int) -> None:
+    def _ring(self, loop: asyncio.AbstractEventLoop, gen: int,
+              then: Callable[[], None] | None) -> None:
         """On the clock's thread: hand the alarm to its loop."""
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to wake
-            loop.call_soon_threadsafe(self._fire, gen)
+            loop.call_soon_threadsafe(self._fire, gen, then)
 
-    def _fire(self, gen: int) -> None:
+    def _fire(self, gen: int, then: Callable[[], None] | None) -> None:
         if gen == self._gen:
-            self._on_due()
+            (then or self._on_due)()
 
 
-_Entry = tuple[float, int, DueAlarms, asyncio.AbstractEventLoop, int]
+_Entry = tuple[float, int, DueAlarms, asyncio.AbstractEventLoop, int,
+               Callable[[], None] | None]
 
 #: The longest single sleep of the thread: a message may be due centuries from now,
 #: further than a timed wait can express. Waking once an hour for it costs nothing.
@@ -96,14 +101,14 @@ class _Clock:
         self._pid = 0  # the process the thread runs in
 
     def add(self, due: float, owner: DueAlarms, loop: asyncio.AbstractEventLoop,
-            gen: int) -> None:
+            gen: int, then: Callable[[], None] | None) -> None:
         if not math.isfinite(due):
             return  # never falls due
         with self._cond:
             if self._pid != os.getpid():  # first use in this process
                 self._pid = os.getpid()
                 threading.Thread(target=self._run, name="duroxy-alarms", daemon=True).start()
-            entry = (due, next(self._seq), owner, loop, gen)
+            entry = (due, next(self._seq), owner, loop, gen, then)
             heapq.heappush(self._heap, entry)
             if self._heap[0] is entry:  # the thread sleeps until a later time
                 self._cond.notify()
@@ -124,15 +129,16 @@ class _Clock:
                         break
                     self._cond.wait(None if wait is None else min(wait, _MAX_WAIT_S))
                 now = time.time()
-                due: dict[tuple[int, int, int], _Entry] = {}
+                due: dict[tuple[int, int, int, int], _Entry] = {}
                 while self._heap and self._heap[0][0] <= now:
                     e = heapq.heappop(self._heap)
-                    due.setdefault((id(e[2]), id(e[3]), e[4]), e)
+                    # (an alarm with a callback of its own is keyed by its sequence)
+                    due.setdefault((id(e[2]), id(e[3]), e[4], e[1] if e[5] else -1), e)
             # Outside the lock: waking a loop takes a system call, and an owner setting
             # an alarm meanwhile must not wait for it.
-            for _due, _seq, owner, loop, gen in due.values():
+            for _due, _seq, owner, loop, gen, then in due.values():
                 try:
-                    owner._ring(loop, gen)
+                    owner._ring(loop, gen, then)
                 except Exception:  # pragma: no cover - the one alarm thread must live on
                     _log.exception("handing a due-time alarm to its event loop failed")
 

@@ -72,14 +72,36 @@ async def test_an_alarm_handed_to_the_loop_before_close_does_not_fire_after_it()
     rec = _Recorder()
     alarms = DueAlarms(rec)
     loop = asyncio.get_running_loop()
-    alarms._ring(loop, 0)  # as the clock's thread does when the alarm of generation 0 is due
+    alarms._ring(loop, 0, None)  # as the clock's thread does when the alarm of generation 0 is due
     alarms.close()
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert rec.log == []
-    alarms._ring(loop, 1)  # an alarm set after the close fires
+    alarms._ring(loop, 1, None)  # an alarm set after the close fires
     await asyncio.wait_for(rec.fired.wait(), 5)
     assert len(rec.log) == 1
+
+
+async def test_alarms_with_callbacks_of_their_own_each_fire_once_and_plain_ones_merge(
+        ) -> None:
+    log: list[tuple[str, float, int]] = []
+    plain = _Recorder("plain", log)
+    alarms = DueAlarms(plain)
+    a, b = _Recorder("a", log), _Recorder("b", log)
+    due = time.time() + 0.02
+    alarms.at(due)
+    alarms.at(due)  # falls due with the first: one call
+    alarms.at(due, a)
+    alarms.at(due, b)
+    alarms.at(due + 0.01, a)
+    await asyncio.wait_for(asyncio.gather(plain.fired.wait(), b.fired.wait()), 5)
+    await asyncio.sleep(0.05)
+    assert sorted(name for name, _, _ in log) == ["a", "a", "b", "plain"]
+    assert all(at >= due + DUE_SLACK_S for _, at, _ in log)
+    alarms.at(time.time() + 0.01, a)
+    alarms.close()  # cancels alarms with callbacks of their own too
+    await asyncio.sleep(0.03)
+    assert len(log) == 4
 
 
 def test_an_alarm_for_a_closed_loop_does_not_stop_the_others() -> None:

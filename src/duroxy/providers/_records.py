@@ -168,6 +168,10 @@ class OrchestrationCommit:
     kv_base: dict[str, KvEntry] | None = None
     #: events and queue messages received and not yet taken (``None``: unchanged)
     unread: int | None = None
+    #: the committing worker fires this turn's timers for its own instance itself, at
+    #: their due time (see ``FastPath.worker_fires_timers``); a store may skip waking its
+    #: own fetches for them
+    worker_fires_timers: bool = False
 
     @property
     def kv_changed(self) -> bool:

@@ -375,6 +375,13 @@ class FastPath(abc.ABC):
       activity ack, a fetch and a turn ack.
     * **Lock-free commit.** :meth:`commit_turn` commits a turn on an instance held live
       in memory when nothing happened to it meanwhile.
+    * **Timers fired in place.** A worker holding an instance live may fire that
+      instance's own timer at its due time through :meth:`commit_turn` with
+      ``consume``: the timer's queued message is deleted by the turn that records it,
+      with no fetch before. A store whose fetches wait for due timers themselves
+      (``long_poll``) and that sets :attr:`worker_fires_timers` leaves the timers of a
+      commit marked ``OrchestrationCommit.worker_fires_timers`` to that worker: it wakes
+      no fetch for them, so that the two do not race for the instance.
     * **Long polling.** :meth:`poll_orchestration_items` may wait in the store for work.
 
     Every shortcut keeps the contract's rule: nothing a commit produced (a claim, a
@@ -385,6 +392,11 @@ class FastPath(abc.ABC):
     #: through this provider object, timers falling due, and at the latest its ``wait``),
     #: so the worker needs no wake-ups or timer alarms of its own.
     long_poll: bool = False
+
+    #: True when the store honours ``OrchestrationCommit.worker_fires_timers``: it
+    #: wakes none of its own fetches when such a commit's timers for its own instance
+    #: fall due (a store that does not long-poll wakes none anyway).
+    worker_fires_timers: bool = False
 
     @abc.abstractmethod
     async def poll_orchestration_items(self, lock_timeout: float, limit: int = 1,
@@ -405,9 +417,18 @@ class FastPath(abc.ABC):
 
     @abc.abstractmethod
     async def commit_turn(self, instance_id: str, expected_history_len: int,
-                          commit: OrchestrationCommit) -> list[ActivityItem] | None:
+                          commit: OrchestrationCommit,
+                          consume: Sequence[OrchestratorMessage] = ()
+                          ) -> list[ActivityItem] | None:
         """Commit a turn without having locked the instance, when nothing happened to it
         meanwhile: atomically, if the instance has a record whose execution is
         ``commit.execution_id`` with exactly ``expected_history_len`` events, no live lock
         and no visible message, apply ``commit`` as ``ack_orchestration_item`` would;
-        otherwise raise ``LockLost`` and change nothing."""
+        otherwise raise ``LockLost`` and change nothing.
+
+        ``consume``: messages queued for this instance that the turn consumed (its
+        history records them; a timer fired in place), each as it was enqueued (matched by
+        its encoded form). Each must be queued and delivered to no fetch, whether or not
+        the store's clock shows it visible yet (the worker's clock decided it is due);
+        they are deleted with the turn, and the instance may have no other visible
+        message."""

@@ -19,6 +19,11 @@ Architecture:
   ``lock_instance``, or ``commit_turn`` with no lock at all when this is the one
   activity the instance waits for). A turn may *claim* the activities it schedules: the
   commit hands them back locked and they run here at once (see :mod:`.activities`).
+* **Timers fired in place.** With a store that leaves a worker's own timers to it
+  (``FastPath.worker_fires_timers``), the timers a turn committed here are fired here:
+  at the due time, by this host's clock, the live execution's turn consumes the timer's
+  message in one ``commit_turn``, with no fetch before it; when that is refused (or the
+  execution is no longer live), by ``lock_instance`` and an ordinary turn.
 * **After the commit**, and only then, the claimed activities start, activities the
   turn abandoned are told to stop, and the execution is kept for the next turn.
 
@@ -65,10 +70,11 @@ from ..providers.base import (
     QueuedMessage,
 )
 from .activities import ActivityDispatcher
-from .dispatch import Slots, renew_while
+from .dispatch import Slots, TaskSet, renew_while
 from .heartbeat import Heartbeat
 from .hooks import HookSet
 from .registry import ActivityRegistry, OrchestrationRegistry
+from .timers import OwnTimers
 from .turns import (
     build_commit,
     failure_commit,
@@ -99,7 +105,7 @@ class OrchestrationDispatcher:
     def __init__(self, provider: Provider, orchestrations: OrchestrationRegistry,
                  activities: ActivityRegistry, options: RuntimeOptions,
                  heartbeat: Heartbeat, workers: ActivityDispatcher, wake: Wake,
-                 hooks: HookSet, worker_id: str) -> None:
+                 hooks: HookSet, worker_id: str, tasks: TaskSet) -> None:
         self.provider = provider
         self.hooks = hooks
         self.worker_id = worker_id
@@ -121,12 +127,18 @@ class OrchestrationDispatcher:
         self._timer_wakes = DueAlarms(wake.timer_due)
         #: the store's clock: a turn's time (the orchestration's clock) is read from it
         self._clock = provider.clock
+        #: this runtime fires the timers its turns commit (a clock that jumps wakes the
+        #: fetch instead, see _wake_for_timers)
+        self.fires_timers = (self.fast is not None and self.fast.worker_fires_timers
+                             and not self._clock.jumps)
+        self._timers = OwnTimers(self._timer_wakes, tasks, self._in_turn, self._fire_timers)
         self.stopping = False
 
     def close(self) -> None:
         self.stopping = True
         self._timer_wakes.close()
         self._cache.clear()
+        self._timers.close()
 
     async def fetch(self, limit: int, wait: float) -> list[OrchestrationItem]:
         try:
@@ -204,6 +216,7 @@ class OrchestrationDispatcher:
         inst = item.instance
         provider = self.provider
         messages = [m.message for m in item.messages if m.message is not None]
+        self._timers.delivered(iid, messages)  # the fetch's, not an alarm's, to fire
         now_us = await self._not_before_timers(messages)
         if inst is None or inst.state in TERMINAL_STATES:
             # Nothing to run: messages for unknown or finished instances are consumed.
@@ -279,6 +292,7 @@ class OrchestrationDispatcher:
                 committed = True
                 return False
             commit = build_commit(iid, execution.started, result)
+            commit.worker_fires_timers = self.fires_timers
             commit.messages.extend(refusals(iid, inst, messages, started))
             if acked_activity is not None:
                 commit.acked_activities.append(acked_activity)
@@ -298,7 +312,7 @@ class OrchestrationDispatcher:
             raise
         finally:
             execution.on_schedule = None
-            self._in_turn.discard(iid)
+            self._turn_over(iid)
             self.hooks.turn_end(turn, committed, failure)
         await self._after_commit(iid, execution, execution_id, commit, claimed, handoff)
         _report_dropped(iid, result)
@@ -372,6 +386,8 @@ class OrchestrationDispatcher:
         ``handoff`` (a turn run by an activity's task) the first goes there instead, to
         run next in that task, on its slot: a sequence of activities then runs in one
         task rather than in a new task per step."""
+        if commit.worker_fires_timers:
+            self._timers.arm(iid, commit)
         acts = list(claimed or ())
         if handoff is not None and acts:
             handoff.append(acts.pop(0))
@@ -382,6 +398,63 @@ class OrchestrationDispatcher:
             self._cache.pop(iid, None)
         else:
             self._remember(iid, execution, execution_id)
+
+    async def _fire_timers(self, iid: str, due: list[OrchestratorMessage]) -> None:
+        """Fire due timers a turn committed here (see :mod:`.timers`): in place when the
+        execution is live here and nothing else happened to the instance, else the
+        ordinary way for one instance (``lock_instance``, which delivers what is
+        visible). Finding the instance locked, this runtime leaves the timers to the
+        lock's holder, whose commit finds them waiting and announces them."""
+        fast = self.fast
+        assert fast is not None
+        cached = self._cache.get(iid)
+        try:
+            if (cached is not None
+                    and all(m.execution_id == cached.execution_id for m in due)
+                    and self._contended.get(iid, 0.0) < time.monotonic()
+                    and await self._commit_in_place(fast, iid, cached,
+                                                    [m.event for m in due], None,
+                                                    consume=due)):
+                return
+            if self.stopping:
+                return
+            orch = await fast.lock_instance(iid, self.options.orchestration_lock_timeout)
+        except Exception as e:
+            self.hooks.store_failed(e)
+            logger.exception("firing a timer of %r failed; a fetch takes it", iid)
+            return
+        if orch is None:
+            return
+        self.hooks.fetched("orchestration", 1)
+        got = [m.message.event for m in orch.messages if m.message is not None]
+        if orch.messages:
+            await self.run_locked(orch)
+        else:
+            try:
+                await self.provider.abandon_orchestration_item(orch.lock_token)
+            except Exception as e:
+                self.hooks.store_failed(e)
+        self._timers.retry(iid, [m for m in due if m.event not in got])
+
+    def _turn_over(self, iid: str) -> None:
+        """A turn here on ``iid`` has ended: ring the alarms that rang during it."""
+        self._in_turn.discard(iid)
+        self._timers.turn_over(iid)
+
+    async def run_locked(self, item: OrchestrationItem) -> None:
+        """Run the turn of an item this runtime locked outside its fetch loop (no slot)."""
+        try:
+            await self._turn(item)
+        except LockLost:
+            self._cache.pop(item.instance_id, None)
+        except Exception as e:
+            self.hooks.store_failed(e)
+            self._cache.pop(item.instance_id, None)
+            logger.exception("turn for %r failed; releasing it", item.instance_id)
+            try:
+                await self.provider.abandon_orchestration_item(item.lock_token, 1.0)
+            except Exception as again:
+                self.hooks.store_failed(again)
 
     def _wake_for_timers(self, commit: OrchestrationCommit) -> None:
         """Wake the dispatcher when a timer this process just committed comes due, so a
@@ -500,7 +573,8 @@ class OrchestrationDispatcher:
         # instance has not lately been busy with other work.
         if (cached.execution.open_activities == 1
                 and self._contended.get(work.instance_id, 0.0) < time.monotonic()):
-            return await self._commit_completion(fast, item, cached, event, handoff)
+            return await self._commit_in_place(fast, work.instance_id, cached, [event],
+                                               handoff, acked=item.lock_token)
         try:
             orch = await fast.lock_instance(work.instance_id,
                                             self.options.orchestration_lock_timeout)
@@ -527,12 +601,16 @@ class OrchestrationDispatcher:
             self.hooks.store_failed(e)
         return False
 
-    async def _commit_completion(self, fast: FastPath, item: ActivityItem, cached: _Cached,
-                                 event: HistoryEvent, handoff: list[ActivityItem]) -> bool:
-        """The completion's turn on the live execution, committed with no lock taken
-        first; if anything happened to the instance meanwhile the store refuses, the live
-        execution (now ahead of the store) is dropped, and the ordinary path takes over."""
-        iid = item.work.instance_id
+    async def _commit_in_place(self, fast: FastPath, iid: str, cached: _Cached,
+                               events: list[HistoryEvent],
+                               handoff: list[ActivityItem] | None, *,
+                               acked: str | None = None,
+                               consume: list[OrchestratorMessage] | None = None) -> bool:
+        """The turn of ``events`` on the live execution, committed with no lock taken
+        first: an activity's completion (``acked``: its lock token) or due timers
+        (``consume``: their queued messages). If anything happened to the instance
+        meanwhile the store refuses, the live execution (now ahead of the store) is
+        dropped, and the ordinary path takes over (False)."""
         execution = cached.execution
         expected = len(execution.history)
         started = execution.started
@@ -544,18 +622,23 @@ class OrchestrationDispatcher:
         self.hooks.turn_start(turn)
         execution.on_schedule = functools.partial(self.hooks.schedule, turn)
         try:
+            now_us = max([self._clock.time_us()] + [  # (a timer never before its time)
+                e.fire_at * 1000 for e in events if isinstance(e, TimerFired)])
             began = time.perf_counter()
-            result = execution.turn([event], self._clock.time_us())
+            result = execution.turn(events, now_us)
             turn.duration = time.perf_counter() - began
             execution.on_schedule = None
             commit = build_commit(iid, started, result)
-            commit.acked_activities.append(item.lock_token)
-            self._claim(commit, handoff=True)
+            commit.worker_fires_timers = self.fires_timers
+            if acked is not None:
+                commit.acked_activities.append(acked)
+            self._claim(commit, handoff=acked is not None)
             turn_outcome(turn, commit, result)
             self.hooks.turn_committing(turn)
             asked = time.monotonic()
             try:
-                claimed = await fast.commit_turn(iid, expected, commit)
+                claimed = (await fast.commit_turn(iid, expected, commit, consume)
+                           if consume else await fast.commit_turn(iid, expected, commit))
             except BaseException as e:
                 failure = e
                 raise
@@ -568,13 +651,13 @@ class OrchestrationDispatcher:
                 now = time.monotonic()
                 self._contended = {k: v for k, v in self._contended.items() if v > now}
             return False
-        except Exception:  # a bug or store error: ack the usual way
+        except Exception:  # a bug or store error: the usual way
             self._cache.pop(iid, None)
-            logger.exception("turn for %r failed; acknowledging the activity instead", iid)
+            logger.exception("turn for %r failed; taking the ordinary path instead", iid)
             return False
         finally:
             execution.on_schedule = None
-            self._in_turn.discard(iid)
+            self._turn_over(iid)
             self.hooks.turn_end(turn, committed, failure)
         await self._after_commit(iid, execution, cached.execution_id, commit, claimed,
                                  handoff)

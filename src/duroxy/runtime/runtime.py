@@ -82,7 +82,7 @@ class Runtime:
                                            self._sessions)
         self._turns = OrchestrationDispatcher(provider, orchestrations, activities, options,
                                               self._heartbeat, self._workers, self._orch_wake,
-                                              self._hooks, self.worker_id)
+                                              self._hooks, self.worker_id, self._tasks)
         self._workers.feed = self._turns.feed_completion
         # A split worker runs the fetch loop of its kind of work only (section "Split
         # workers" of the README): 0 turn slots, or no activity it accepts.

@@ -52,11 +52,12 @@ def test_malformed_parts_are_refused(bad: str, problem: str) -> None:
 def test_turn_statements_have_a_variant_per_combination_of_parts() -> None:
     q = _sql.load_statements("duroxy")
     parts = frozenset({"starts", "msgs", "works", "cancels", "kv"})
-    for name in ("ack_turn", "commit_turn"):
+    for name, extra in (("ack_turn", frozenset()), ("commit_turn", frozenset({"consume"}))):
+        count = 2 ** len(parts | extra)
         variants = q.variants(name)
-        assert len(variants) == 32
-        assert len({v.raw for v in variants}) == 32
-        assert q[name] is q.variant(name, parts)
+        assert len(variants) == count
+        assert len({v.raw for v in variants}) == count
+        assert q[name] is q.variant(name, parts | extra)
         lean = q.variant(name, frozenset())
         assert b"INSERT INTO activity_queue" not in lean.raw
         assert b"INSERT INTO orchestrator_queue" not in lean.raw
@@ -68,9 +69,12 @@ def test_turn_statements_have_a_variant_per_combination_of_parts() -> None:
         # flags the statement does not have are ignored
         assert q.variant(name, frozenset({"works", "nonsense"})) is \
             q.variant(name, frozenset({"works"}))
-    # only ack_turn consumes the messages its lease delivered
+    # ack_turn consumes the messages its lease delivered; commit_turn only the timers
+    # it fires in place (part consume)
     assert b"DELETE FROM orchestrator_queue" in q["ack_turn"].raw
-    assert b"DELETE FROM orchestrator_queue" not in q["commit_turn"].raw
+    assert b"DELETE FROM orchestrator_queue" not in q.variant("commit_turn", parts).raw
+    assert b"DELETE FROM orchestrator_queue" in q.variant("commit_turn", frozenset({"consume"})).raw
+    assert "consume" not in q.variant("commit_turn", parts).params
     # statements without parts have just themselves
     assert q.variants("renew_orchestration") == [q["renew_orchestration"]]
 
@@ -102,9 +106,10 @@ def test_every_variant_of_every_statement_prepares_on_the_server() -> None:
                         name, i, res.error_message.decode())
                     prepared += 1
             assert prepared == sum(len(q.variants(n)) for n in q)
-            # turns: 32 variants; both abandons (undo) and the orchestration fetch
-            # (skip): 2; the activity fetch: 16 (parts plain, tags, routed, sessions)
-            assert prepared == len(q) + 2 * 31 + 3 + 15
+            # turns: 32 variants, commit_turn 64 (consume); both abandons (undo) and
+            # the orchestration fetch (skip): 2; the activity fetch: 16 (parts plain,
+            # tags, routed, sessions)
+            assert prepared == len(q) + 31 + 63 + 3 + 15
         finally:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
                 sql.Identifier(schema)))

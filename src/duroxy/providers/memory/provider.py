@@ -9,7 +9,7 @@ import itertools
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from ..._clock import Clock, as_clock
 from ...errors import (
@@ -326,8 +326,10 @@ class InMemoryProvider(MemoryActivities, MemoryReads, MemoryAdmin, Provider, Fas
             return self._lock_batch(instance_id, batch, now, lock_timeout)
 
     async def commit_turn(self, instance_id: str, expected_history_len: int,
-                          commit: OrchestrationCommit) -> list[ActivityItem]:
+                          commit: OrchestrationCommit,
+                          consume: Sequence[OrchestratorMessage] = ()) -> list[ActivityItem]:
         self._writable("commit_turn")
+        payloads = set(encode_message(m) for m in consume)
         with self._lock:
             self._check_open()
             now = self._clock()
@@ -338,13 +340,20 @@ class InMemoryProvider(MemoryActivities, MemoryReads, MemoryAdmin, Provider, Fas
             lock = self._orch_locks.get(instance_id)
             if lock is not None and lock.expires_at > now:
                 raise LockLost("the instance is locked")
+            # (no live lock: no queued message of the instance is delivered to anyone)
+            consumed = {m.text: m.id for m in self._messages.values()
+                        if m.instance_id == instance_id and m.text in payloads}
+            if len(consumed) != len(payloads):
+                raise LockLost("a consumed message is no longer queued undelivered")
             if any(m.instance_id == instance_id and visible(m.visible_at, now)
-                   for m in self._messages.values()):
+                   and m.text not in consumed for m in self._messages.values()):
                 raise LockLost("the instance has messages waiting")
             if lock is not None and lock.token is not None:
                 self._orch_tokens.pop(lock.token, None)
             token = uuid.uuid4().hex
-            self._orch_locks[instance_id] = OrchLock(token, now + 60.0, (), True)
+            # the ack consumes the messages its lock delivered: here, those consumed
+            self._orch_locks[instance_id] = OrchLock(token, now + 60.0,
+                                                     tuple(consumed.values()), True)
             self._orch_tokens[token] = instance_id
         try:
             return await self.ack_orchestration_item(token, commit)

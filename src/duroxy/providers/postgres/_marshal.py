@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from ...history import (
     ActivityWork,
     OrchestrationStarted,
     OrchestratorMessage,
+    TimerFired,
     decode_message,
     encode_event,
     encode_message,
@@ -210,7 +212,11 @@ def turn(commit: OrchestrationCommit, node_id: str) -> Turn:
         claim -= sum(1 for w, _ in works[:claim]
                      if (w.instance_id, w.execution_id, w.event_id) in cancelled)
         works = keep
-    due, noted = due_or_noted(commit.messages)
+    # Timers the committing worker fires itself are left to it: neither an alarm nor a
+    # note here, whose fetch would race it for the instance.
+    due, noted = due_or_noted(
+        [m for m in commit.messages if not isinstance(m.event, TimerFired)]
+        if commit.worker_fires_timers else commit.messages)
     notes: list[tuple[Channel, str]] = [("orchestrator", i) for i in noted]
     # claimed work needs no wake-up: its worker has it already
     notes += [("activity", i) for i in dict.fromkeys(w.instance_id for w, _ in works[claim:])]
@@ -249,6 +255,13 @@ def turn(commit: OrchestrationCommit, node_id: str) -> Turn:
         **_message_params(commit.messages, payloads),
     }
     return Turn(params, notes, [w for w, _ in works[:claim]], due)
+
+
+def consumed(messages: Sequence[OrchestratorMessage]) -> dict[str, Any]:
+    """The parameters of commit_turn's part consume: the queued messages a turn consumed,
+    by their stored form (distinct), and how many."""
+    payloads = list(dict.fromkeys(encode_message(m) for m in messages))
+    return {"consume": payloads or None, "consume_count": len(payloads)}
 
 
 def kv_base_json(base: dict[str, KvEntry] | None) -> str | None:

@@ -28,7 +28,7 @@ from ...history import (
     TimerFired,
 )
 from ..base import OrchestrationCommit
-from ._marshal import completion_params, key, turn
+from ._marshal import completion_params, consumed, key, turn
 
 __all__ = ["Call", "warm_calls"]
 
@@ -39,8 +39,9 @@ _NOBODY = "\x01duroxy-warm-up"  # an instance id no caller can create: ids are c
 _VERSION = "1.0.0"  # a turn always names its orchestration's version
 
 
-def _turns() -> list[tuple[str, OrchestrationCommit]]:
-    """(statement, commit) for the turns most workflows are made of."""
+def _turns() -> list[tuple[str, OrchestrationCommit, list[OrchestratorMessage]]]:
+    """(statement, commit, messages consumed in place) for the turns most workflows are
+    made of."""
     iid = _NOBODY
     started = OrchestrationStarted(event_id=1, name="w", input="null")
     work = ActivityWork(iid, 1, 2, "a", "null", "w", None, 1)
@@ -63,17 +64,27 @@ def _turns() -> list[tuple[str, OrchestrationCommit]]:
     next_activity = running(ActivityCompleted(event_id=3, source_event_id=2),
                             ActivityScheduled(event_id=4, name="a"), activities=[work],
                             claim_activities=1, claim_lock_timeout=30.0, **fed)
+    fired = TimerFired(event_id=3, source_event_id=2)
     return [
-        ("ack_turn", first_activity),
-        ("ack_turn", running(started, TimerCreated(event_id=2, fire_at=0), messages=[timer])),
-        ("ack_turn", running(TimerFired(event_id=3, source_event_id=2))),
-        ("ack_turn", completed(TimerFired(event_id=3, source_event_id=2))),
-        ("ack_turn", completed(ActivityCompleted(event_id=3, source_event_id=2))),
-        ("commit_turn", next_activity),
+        ("ack_turn", first_activity, []),
+        ("ack_turn", running(started, TimerCreated(event_id=2, fire_at=0), messages=[timer]),
+         []),
+        ("ack_turn", running(fired), []),
+        ("ack_turn", completed(fired), []),
+        ("ack_turn", completed(ActivityCompleted(event_id=3, source_event_id=2)), []),
+        ("commit_turn", next_activity, []),
         ("commit_turn", running(ActivityCompleted(event_id=3, source_event_id=2),
-                                TimerCreated(event_id=4, fire_at=0), messages=[timer], **fed)),
-        ("commit_turn", running(ActivityCompleted(event_id=3, source_event_id=2), **fed)),
-        ("commit_turn", completed(ActivityCompleted(event_id=3, source_event_id=2), **fed)),
+                                TimerCreated(event_id=4, fire_at=0), messages=[timer], **fed),
+         []),
+        ("commit_turn", running(ActivityCompleted(event_id=3, source_event_id=2), **fed), []),
+        ("commit_turn", completed(ActivityCompleted(event_id=3, source_event_id=2), **fed),
+         []),
+        # timers fired in place (see the runtime's orchestration dispatcher)
+        ("commit_turn", running(fired), [timer]),
+        ("commit_turn", running(fired, ActivityScheduled(event_id=4, name="a"),
+                                activities=[work], claim_activities=1,
+                                claim_lock_timeout=30.0), [timer]),
+        ("commit_turn", completed(fired), [timer]),
     ]
 
 
@@ -94,10 +105,12 @@ def warm_calls(node_id: str, channel: str) -> list[Call]:
         _NOBODY, ActivityCompleted(source_event_id=2, result="null"), 1))
     completion.update(token=token, channel=channel, note="-")
     calls.append(("ack_activity", None, completion))
-    for statement, commit in _turns():
+    for statement, commit, consume in _turns():
         t = turn(commit, node_id)
         t.params.update(channel=channel, token=token if statement == "ack_turn" else None)
+        parts = t.parts
         if statement == "commit_turn":
-            t.params.update(key=nobody, expected_len=2)
-        calls.append((statement, t.parts, t.params))
+            t.params.update(key=nobody, expected_len=2, **consumed(consume))
+            parts |= {"consume"} if consume else frozenset()
+        calls.append((statement, parts, t.params))
     return calls

@@ -30,7 +30,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ...errors import (
@@ -62,6 +62,7 @@ from ._activities import ActivityQueue
 from ._connections import Connections, Row
 from ._manage import Management
 from ._marshal import (
+    consumed,
     due_or_noted,
     orchestration_items,
     started_item,
@@ -79,6 +80,7 @@ _log = logging.getLogger("duroxy.providers.postgres")
 
 _PLAIN: frozenset[str] = frozenset()  # a statement's variant without its optional parts
 _SKIP = frozenset({"skip"})
+_CONSUME = frozenset({"consume"})
 
 _STATES = frozenset({"PENDING", "RUNNING"}) | TERMINAL_STATES
 
@@ -117,6 +119,7 @@ class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, Management, He
 
     announces_work = True
     long_poll = True
+    worker_fires_timers = True
 
     def __init__(
         self,
@@ -397,11 +400,12 @@ class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, Management, He
         return await self._commit_turn("ack_turn", commit, {"token": lock_token})
 
     async def commit_turn(self, instance_id: str, expected_history_len: int,
-                          commit: OrchestrationCommit) -> list[ActivityItem]:
+                          commit: OrchestrationCommit,
+                          consume: Sequence[OrchestratorMessage] = ()) -> list[ActivityItem]:
         self._writable("commit_turn")
         return await self._commit_turn("commit_turn", commit, {
             "token": None, "key": _key(instance_id),
-            "expected_len": int(expected_history_len)})
+            "expected_len": int(expected_history_len), **consumed(consume)})
 
     async def _commit_turn(self, statement: str, commit: OrchestrationCommit,
                            params: dict[str, Any]) -> list[ActivityItem]:
@@ -418,7 +422,8 @@ class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, Management, He
         t = turn(commit, self._node_id)  # encodes everything first: may raise, sends nothing
         t.params.update(params, channel=self._channel)
         mark = self._notifier.mark()
-        rows = await self._rows(self._q.variant(statement, t.parts), t.params)
+        parts = t.parts | _CONSUME if params.get("consume") else t.parts
+        rows = await self._rows(self._q.variant(statement, parts), t.params)
         if not rows:
             raise LockLost("orchestration lock is not held (released, taken over or deleted)"
                            if statement == "ack_turn" else "the instance has no record")

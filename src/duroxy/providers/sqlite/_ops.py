@@ -296,10 +296,11 @@ def ack_orchestration_item(tx: Tx, token: str, c: PreparedCommit) -> list[Activi
     return claimed
 
 
-def commit_turn(tx: Tx, instance_id: str, expected_len: int, c: PreparedCommit
-                ) -> list[ActivityItem]:
+def commit_turn(tx: Tx, instance_id: str, expected_len: int, c: PreparedCommit,
+                consume: tuple[str, ...] = ()) -> list[ActivityItem]:
     """An ack without a fetched lock, for an instance nothing happened to meanwhile:
-    no lock is taken, and no message was delivered, so there is none to delete."""
+    no lock is taken, and no message was delivered, so there is none to delete but the
+    undelivered ones the turn consumed (``consume``: their payloads, distinct)."""
     found = fetch_all(tx.conn, Q["lock_free_turn_state"], (tx.now, tx.now, instance_id))
     if not found:
         raise LockLost("the instance has no record")
@@ -308,6 +309,12 @@ def commit_turn(tx: Tx, instance_id: str, expected_len: int, c: PreparedCommit
         raise LockLost("the instance moved on since its last turn here")
     if locked:
         raise LockLost("the instance is locked")
+    for payload in consume:
+        # (the savepoint undoes the deletions before a refusal)
+        if tx.conn.execute(Q["consume_message"], (instance_id, payload)).rowcount != 1:
+            raise LockLost("a consumed message is no longer queued undelivered")
+    if consume:
+        waiting = bool(fetch_all(tx.conn, Q["has_visible_messages"], (instance_id, tx.now)))
     if waiting:
         raise LockLost("the instance has messages waiting")
     return _apply_turn(tx, instance_id, True, execution_id, history_len, c)

@@ -443,11 +443,14 @@ class SqliteProvider(SqliteManagement, Provider, FastPath, PendingWork):
             lambda item: self._give_back_orchestration_items([item] if item else []))
 
     async def commit_turn(self, instance_id: str, expected_history_len: int,
-                          commit: OrchestrationCommit) -> list[ActivityItem]:
+                          commit: OrchestrationCommit,
+                          consume: Sequence[OrchestratorMessage] = ()) -> list[ActivityItem]:
         self._writable("commit_turn")
         prepared = self._prepare_commit(commit)
+        payloads = tuple(dict.fromkeys(encode_message(m) for m in consume))
         claimed = await self._write(
-            lambda tx: _ops.commit_turn(tx, instance_id, expected_history_len, prepared),
+            lambda tx: _ops.commit_turn(tx, instance_id, expected_history_len, prepared,
+                                        payloads),
             discard=self._give_back_activity_items)
         return claimed
 

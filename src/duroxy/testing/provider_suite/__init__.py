@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from .activity import ActivityQueueTests
 from .data import DataTests
-from .fastpath import FastPathTests
+from .fastpath import FastPathTests, TimerInPlaceTests
 from .management import ManagementTests
 from .orchestration import OrchestrationQueueTests
 from .pending import PendingWorkTests
@@ -47,7 +47,7 @@ __all__ = ["LOCK", "ConformanceBase", "ProviderConformance"]
 
 
 class ProviderConformance(OrchestrationQueueTests, ActivityQueueTests, ManagementTests,
-                          DataTests, FastPathTests, ReadOnlyTests, WorkerTests, StateTests,
-                          PendingWorkTests, RoutingTests):
+                          DataTests, FastPathTests, TimerInPlaceTests, ReadOnlyTests,
+                          WorkerTests, StateTests, PendingWorkTests, RoutingTests):
     """Every conformance test. Subclass it (with a name starting with ``Test``) and
     supply the ``provider`` fixture."""

@@ -1,14 +1,17 @@
 """Conformance tests for the shortcuts a worker takes with work it holds: feeding an
 activity's result straight into the next turn (``lock_instance`` plus
-``OrchestrationCommit.acked_activities``) and claiming the activities a turn schedules
-(``claim_activities``). A store that offers neither skips them."""
+``OrchestrationCommit.acked_activities``), claiming the activities a turn schedules
+(``claim_activities``), and firing a timer in place (``commit_turn`` with ``consume``).
+A store that offers none skips them."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
 from ...errors import LockLost
-from ...history import ActivityCompleted
+from ...history import ActivityCompleted, OrchestratorMessage, TimerCreated, TimerFired
 from ...providers.base import FastPath, Provider
 from .activity import fetch_activity, scheduled_work
 from .support import (
@@ -21,6 +24,7 @@ from .support import (
     create,
     events_of,
     fetch_one,
+    first_turn,
     raised,
     scheduled,
     started,
@@ -28,7 +32,7 @@ from .support import (
     work,
 )
 
-__all__ = ["FastPathTests"]
+__all__ = ["FastPathTests", "TimerInPlaceTests"]
 
 
 def _supported(provider: Provider) -> FastPath:
@@ -187,3 +191,89 @@ class FastPathTests(ConformanceBase):
         assert len(await provider.read_history(iid)) == 2
         # the activity is still held by its worker: its ordinary ack works
         await provider.ack_activity(act.lock_token, activity_completion(w))
+
+
+async def _timer_turn(provider: Provider, iid: str, visible_at: float) -> OrchestratorMessage:
+    """A first turn that starts a timer falling due at ``visible_at``: history 2 events."""
+    fire_at = int(visible_at * 1000)
+    timer = OrchestratorMessage(iid, TimerFired(source_event_id=2, fire_at=fire_at), 1,
+                                visible_at)
+    await first_turn(provider, iid, TimerCreated(event_id=2, ts=TS, fire_at=fire_at),
+                     messages=[timer])
+    return timer
+
+
+def _fired(timer: OrchestratorMessage) -> TimerFired:
+    assert isinstance(timer.event, TimerFired)
+    return TimerFired(event_id=3, ts=TS, source_event_id=2, fire_at=timer.event.fire_at)
+
+
+class TimerInPlaceTests(ConformanceBase):
+    @pytest.mark.parametrize("when", ["visible", "not_yet_visible"])
+    async def test_commit_turn_consumes_a_timer_fired_in_place(
+            self, provider: Provider, when: str) -> None:
+        fast = _supported(provider)
+        iid = uid()
+        # the worker's clock may find a timer due a moment before the store's does
+        due = time.time() + (-1.0 if when == "visible" else LOCK)
+        timer = await _timer_turn(provider, iid, due)
+        await fast.commit_turn(iid, 2, commit(_fired(timer)), consume=[timer])
+        assert [e.kind for e in await provider.read_history(iid)][1:] == [
+            "TimerCreated", "TimerFired"]
+        await self.expire()  # the message would be visible now: it is gone
+        assert await provider.fetch_orchestration_items(HOLD, limit=10) == []
+        # and the instance is free for the next turn
+        await provider.enqueue_orchestrator_message(raised(iid))
+        [item] = await provider.fetch_orchestration_items(HOLD, limit=10)
+        assert [e.kind for e in events_of(item)] == ["EventRaised"]
+
+    @pytest.mark.parametrize("obstacle", ["delivered", "gone", "other_message", "locked"])
+    async def test_commit_turn_refuses_a_timer_it_cannot_consume(
+            self, provider: Provider, obstacle: str) -> None:
+        fast = _supported(provider)
+        iid = uid()
+        timer = await _timer_turn(provider, iid, time.time() - 1.0)
+        held = None
+        if obstacle == "delivered":  # a fetch has it, and the instance
+            held = await fetch_one(provider)
+        elif obstacle == "locked":
+            held = await fast.lock_instance(iid, HOLD)
+            assert held is not None
+        elif obstacle == "gone":  # another turn consumed it
+            item = await fetch_one(provider)
+            await provider.ack_orchestration_item(item.lock_token, commit(_fired(timer)))
+        else:
+            await provider.enqueue_orchestrator_message(raised(iid))
+        expected = 3 if obstacle == "gone" else 2
+        with pytest.raises(LockLost):
+            await fast.commit_turn(iid, expected, commit(_fired(timer)), consume=[timer])
+        history = [e.kind for e in await provider.read_history(iid)]
+        assert history.count("TimerFired") == (1 if obstacle == "gone" else 0)
+        if held is not None:  # the holder's turn still goes through
+            await provider.ack_orchestration_item(held.lock_token, commit(_fired(timer)))
+            assert [e.kind for e in await provider.read_history(iid)].count("TimerFired") == 1
+        elif obstacle == "other_message":  # both messages still wait for a fetch
+            item = await fetch_one(provider)
+            assert sorted(e.kind for e in events_of(item)) == ["EventRaised", "TimerFired"]
+
+    async def test_commit_turn_consumes_only_the_given_timer(self, provider: Provider
+                                                             ) -> None:
+        fast = _supported(provider)
+        iid = uid()
+        now = time.time()
+        first = OrchestratorMessage(
+            iid, TimerFired(source_event_id=2, fire_at=int(now * 1000) - 1000), 1, now - 1.0)
+        second = OrchestratorMessage(
+            iid, TimerFired(source_event_id=3, fire_at=int(now * 1000) + 3_600_000), 1,
+            now + 3600.0)
+        await first_turn(provider, iid, TimerCreated(event_id=2, ts=TS, fire_at=0),
+                         TimerCreated(event_id=3, ts=TS, fire_at=0),
+                         messages=[first, second])
+        fired = TimerFired(event_id=4, ts=TS, source_event_id=2, fire_at=0)
+        await fast.commit_turn(iid, 3, commit(fired), consume=[first])
+        # the later timer is still queued: a turn may consume it in place in its turn
+        fired2 = TimerFired(event_id=5, ts=TS, source_event_id=3, fire_at=0)
+        await fast.commit_turn(iid, 4, commit(fired2), consume=[second])
+        with pytest.raises(LockLost):  # and only once
+            await fast.commit_turn(iid, 5, commit(), consume=[second])
+        assert len(await provider.read_history(iid)) == 5

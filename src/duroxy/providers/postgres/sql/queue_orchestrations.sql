@@ -440,6 +440,11 @@ WITH lk AS (
 -- snapshot (compared by xmin: the version read with the row lock, which is the newest,
 -- against the one in the snapshot, so a lease taken and released meanwhile, whose
 -- writes the snapshot cannot see, refuses the turn too). %(token)s is NULL.
+-- Part consume (a timer fired in place): the turn consumed the queued messages whose
+-- payloads are %(consume)s (%(consume_count)s of them, distinct). Each must be queued
+-- and delivered to no fetch, visible yet or not (the caller's clock found them due);
+-- visible messages other than these refuse the turn as above; they are deleted with it.
+-- No fetch can deliver them meanwhile: a delivery needs the lock row, held here.
 WITH lk AS (
     SELECT l.ikey, l.instance_id, true AS has_record, l.locked_until, l.xmin AS version
     FROM instance_locks AS l
@@ -465,7 +470,17 @@ WITH lk AS (
                      = %(expected_len)s)
            AND NOT EXISTS (
                SELECT 1 FROM orchestrator_queue AS q
-               WHERE q.ikey = lk.ikey AND q.visible_at <= statement_timestamp()) AS alive,
+               WHERE q.ikey = lk.ikey AND q.visible_at <= statement_timestamp()
+-- if: consume
+                 AND NOT (q.lock_token IS NULL AND q.payload = ANY(%(consume)s::text[]))
+-- end
+           )
+-- if: consume
+           AND (SELECT count(*) FROM orchestrator_queue AS q
+                WHERE q.ikey = lk.ikey AND q.lock_token IS NULL
+                  AND q.payload = ANY(%(consume)s::text[])) = %(consume_count)s
+-- end
+           AS alive,
            a.held AS acked_held, a.alive AS acked_alive
     FROM lk, (SELECT count(*) AS held,
                      count(*) FILTER (WHERE acked.locked_until > clock_timestamp()) AS alive
@@ -473,6 +488,13 @@ WITH lk AS (
 ), ok AS (
     SELECT st.ikey, st.instance_id, st.has_record FROM st
     WHERE st.alive AND st.acked_held = %(acked_count)s AND st.acked_alive = %(acked_count)s
+-- if: consume
+), consumed AS (
+    DELETE FROM orchestrator_queue AS q
+    USING ok
+    WHERE q.ikey = ok.ikey AND q.lock_token IS NULL
+      AND q.payload = ANY(%(consume)s::text[])
+-- end
 ),
 -- include: turn_writes
 

@@ -329,6 +329,13 @@ SELECT i.execution_id, i.history_len,
                WHERE q.instance_id = i.instance_id AND q.visible_at <= ?)
 FROM instances AS i WHERE i.instance_id = ?;
 
+-- name: consume_message
+-- (instance_id, payload): a queued message a turn committed without a lock consumed
+-- (a timer fired in place), if no fetch delivered it.
+DELETE FROM orchestrator_queue
+WHERE id = (SELECT id FROM orchestrator_queue
+            WHERE instance_id = ? AND payload = ? AND lock_token IS NULL LIMIT 1);
+
 -- name: has_visible_messages
 SELECT 1 FROM orchestrator_queue WHERE instance_id = ? AND visible_at <= ? LIMIT 1;
 

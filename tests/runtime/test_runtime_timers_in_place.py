@@ -1,0 +1,196 @@
+"""Timers fired in place: on a store that leaves a worker's own timers to it
+(``FastPath.worker_fires_timers``: PostgreSQL), the runtime that committed a timer fires
+it at its due time itself, in one lock-free ``commit_turn`` that consumes the timer's
+message, with no fetch before it; refused, or with the execution no longer live, by
+``lock_instance`` and an ordinary turn.
+
+Every runtime here polls only every 5 s: a timer that fires within the 3 s the tests
+wait was fired by the runtime's own alarm, since the store wakes no fetch for it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from duroxy import (
+    ActivityRegistry,
+    Client,
+    OrchestrationContext,
+    OrchestrationRegistry,
+    Runtime,
+    RuntimeOptions,
+)
+from duroxy.errors import LockLost
+from duroxy.history import OrchestratorMessage, TimerFired
+from duroxy.providers.base import ActivityItem, FastPath, OrchestrationCommit
+from duroxy.providers.memory import InMemoryProvider
+from duroxy.providers.postgres import PostgresProvider
+from duroxy.providers.sqlite import SqliteProvider
+
+SLOW_POLL = RuntimeOptions(poll_interval=5.0, max_poll_interval=5.0)
+
+
+async def nap(ctx: OrchestrationContext, seconds: float) -> str:
+    await ctx.schedule_timer(timedelta(seconds=seconds))
+    return "ok"
+
+
+async def two_naps(ctx: OrchestrationContext, seconds: float) -> int:
+    await ctx.join([ctx.schedule_timer(timedelta(seconds=seconds)),
+                    ctx.schedule_timer(timedelta(seconds=seconds))])
+    return 2
+
+
+async def nap_or_event(ctx: OrchestrationContext, seconds: float) -> str:
+    winner, _ = await ctx.select2(ctx.schedule_timer(timedelta(seconds=seconds)),
+                                  ctx.schedule_wait("poke"))
+    await ctx.schedule_timer(timedelta(seconds=seconds))
+    return f"{winner}"
+
+
+REGISTRY = (OrchestrationRegistry.builder().register("nap", nap)
+            .register("two_naps", two_naps).register("nap_or_event", nap_or_event).build())
+
+
+class _Spy:
+    """Records the provider's lock-free commits (with what they consumed) and its
+    lock_instance calls; ``refuse`` in-place commits to refuse (LockLost)."""
+
+    def __init__(self, provider: PostgresProvider, refuse: int = 0) -> None:
+        self.consumed: list[list[TimerFired]] = []
+        self.locked: list[str] = []
+        self.refuse = refuse
+        commit_turn, lock_instance = provider.commit_turn, provider.lock_instance
+
+        async def spy_commit(instance_id: str, expected: int, commit: OrchestrationCommit,
+                             consume: Sequence[OrchestratorMessage] = ()
+                             ) -> list[ActivityItem]:
+            if consume and self.refuse:
+                self.refuse -= 1
+                raise LockLost("refused for the test")
+            if consume:
+                self.consumed.append([m.event for m in consume
+                                      if isinstance(m.event, TimerFired)])
+            return await commit_turn(instance_id, expected, commit, consume)
+
+        async def spy_lock(instance_id: str, lock_timeout: float) -> Any:
+            self.locked.append(instance_id)
+            return await lock_instance(instance_id, lock_timeout)
+
+        provider.commit_turn = spy_commit  # type: ignore[method-assign,assignment]
+        provider.lock_instance = spy_lock  # type: ignore[method-assign]
+
+
+async def _run(provider: PostgresProvider, name: str, arg: Any,
+               options: RuntimeOptions = SLOW_POLL,
+               meanwhile: Callable[[Client, str], Any] | None = None) -> tuple[Any, list[str]]:
+    async with await Runtime.start(provider, ActivityRegistry.builder().build(), REGISTRY,
+                                   options):
+        client = Client(provider)
+        await client.start_orchestration("i", name, arg)
+        if meanwhile is not None:
+            await meanwhile(client, "i")
+        status = await client.wait_for_orchestration("i", timeout=3)
+        kinds = [e.kind for e in await client.read_history("i")]
+    return status.output, kinds
+
+
+def test_which_stores_leave_timers_to_the_worker() -> None:
+    assert PostgresProvider.worker_fires_timers
+    assert not SqliteProvider.worker_fires_timers
+    assert not InMemoryProvider.worker_fires_timers
+    assert isinstance(PostgresProvider("postgresql://nowhere/x"), FastPath)
+
+
+async def test_a_timer_fires_in_place_in_one_commit(
+        providers: Callable[..., PostgresProvider]) -> None:
+    provider = providers()
+    spy = _Spy(provider)
+    output, kinds = await _run(provider, "nap", 0.2)
+    assert output == "ok"
+    assert kinds == ["OrchestrationStarted", "TimerCreated", "TimerFired",
+                     "OrchestrationCompleted"]
+    [[fired]] = spy.consumed
+    assert fired.source_event_id == 2
+    assert spy.locked == []  # no lock, no fetch: the commit consumed the message
+
+
+async def test_two_timers_due_together_each_fire_once(
+        providers: Callable[..., PostgresProvider]) -> None:
+    provider = providers()
+    spy = _Spy(provider)
+    output, kinds = await _run(provider, "two_naps", 0.2)
+    assert output == 2
+    assert kinds.count("TimerFired") == 2 and kinds[-1] == "OrchestrationCompleted"
+    # the second alarm waits for the first one's commit, then fires in place too
+    assert sorted(e.source_event_id for c in spy.consumed for e in c) == [2, 3]
+
+
+async def test_a_refused_in_place_commit_falls_back_to_a_locked_turn(
+        providers: Callable[..., PostgresProvider]) -> None:
+    provider = providers()
+    spy = _Spy(provider, refuse=1)
+    output, kinds = await _run(provider, "nap", 0.2)
+    assert output == "ok"
+    assert kinds.count("TimerFired") == 1
+    assert spy.locked == ["i"] and spy.consumed == []
+
+
+async def test_a_timer_of_an_execution_no_longer_live_here_fires_after_a_replay(
+        providers: Callable[..., PostgresProvider]) -> None:
+    provider = providers()
+    spy = _Spy(provider)
+    options = RuntimeOptions(poll_interval=5.0, max_poll_interval=5.0, cache_size=0)
+    output, kinds = await _run(provider, "nap", 0.2, options)
+    assert output == "ok"
+    assert kinds.count("TimerFired") == 1
+    assert spy.locked == ["i"] and spy.consumed == []
+
+
+async def test_a_timer_a_fetched_turn_delivered_is_not_fired_again(
+        providers: Callable[..., PostgresProvider]) -> None:
+    provider = providers()
+    spy = _Spy(provider)
+
+    async def poke_at_the_due_time(client: Client, iid: str) -> None:
+        # the event and the first timer reach the store together: whichever way the
+        # first timer fires, each timer fires once and the event is consumed
+        await asyncio.sleep(0.2)
+        await client.raise_event(iid, "poke", None)
+
+    output, kinds = await _run(provider, "nap_or_event", 0.2, meanwhile=poke_at_the_due_time)
+    assert output in ("0", "1")
+    assert kinds.count("TimerFired") == 2
+    assert kinds.count("EventRaised") == 1
+    assert kinds[-1] == "OrchestrationCompleted"
+    fired = [e.source_event_id for c in spy.consumed for e in c]
+    assert len(fired) == len(set(fired))
+
+
+@pytest.mark.parametrize("store", ["sqlite", "memory"])
+async def test_stores_that_wake_their_own_fetches_keep_doing_so(
+        store: str, tmp_path: Any) -> None:
+    provider = (SqliteProvider(str(tmp_path / "s.db")) if store == "sqlite"
+                else InMemoryProvider())
+    calls: list[Sequence[OrchestratorMessage]] = []
+    commit_turn = provider.commit_turn
+
+    async def spy_commit(instance_id: str, expected: int, commit: OrchestrationCommit,
+                         consume: Sequence[OrchestratorMessage] = ()) -> list[ActivityItem]:
+        calls.append(consume)
+        return await commit_turn(instance_id, expected, commit, consume)
+
+    provider.commit_turn = spy_commit  # type: ignore[method-assign,assignment]
+    options = RuntimeOptions(poll_interval=0.05, max_poll_interval=0.25)
+    async with await Runtime.start(provider, ActivityRegistry.builder().build(), REGISTRY,
+                                   options):
+        client = Client(provider)
+        await client.start_orchestration("i", "nap", 0.1)
+        status = await client.wait_for_orchestration("i", timeout=3)
+    assert status.output == "ok"
+    assert all(not c for c in calls)  # nothing fired in place
+    await provider.close()
