@@ -141,11 +141,53 @@ async def test_pooled_connections_are_set_up_for_the_hot_statements(
     async with pool.connection() as conn:
         row = await (await conn.execute(
             "SELECT current_setting('plan_cache_mode'), current_setting('enable_hashjoin'),"
-            " current_setting('enable_mergejoin'), current_setting('search_path')",
+            " current_setting('enable_mergejoin'), current_setting('enable_bitmapscan'),"
+            " current_setting('search_path')",
             prepare=False)).fetchone()
     assert row is not None
-    assert row[:3] == ("force_generic_plan", "off", "off")
-    assert row[3].split(", ") == [f'"{p.schema}"', "pg_temp"]
+    assert row[:4] == ("force_generic_plan", "off", "off", "off")
+    assert row[4].split(", ") == [f'"{p.schema}"', "pg_temp"]
+
+
+async def test_an_instances_messages_are_looked_up_by_a_plain_index_scan(
+        providers: Callable[..., PostgresProvider]) -> None:
+    """A bitmap scan never marks the index entries of dead rows: each lookup of one
+    instance's messages would read every message consumed since the last vacuum."""
+    p = providers()
+    await create(p, uid())
+    pool = await p._ready()
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "EXPLAIN SELECT 1 FROM orchestrator_queue AS q WHERE q.ikey = %s"
+            " AND q.visible_at <= statement_timestamp()", [b"x" * 32], prepare=True)
+        plan = "\n".join(r[0] for r in await cur.fetchall())
+    assert "Index Scan using orchestrator_queue_instance_idx" in plan, plan
+    assert "Bitmap" not in plan, plan
+
+
+@pytest.mark.parametrize("sender", ["activity result", "event"])
+async def test_a_message_does_not_wait_for_its_receivers_turn_to_commit(
+        providers: Callable[..., PostgresProvider], dsn: str, sender: str) -> None:
+    """A turn updates its instance's lock row and holds that until its commit has
+    flushed; a message for the instance is committed meanwhile, not after."""
+    p = providers()
+    iid = uid()
+    await first_turn_with_work(p, iid)
+    [act] = await p.fetch_activity_items(HOLD, limit=1)
+    async with await psycopg.AsyncConnection.connect(dsn) as turn:
+        # a turn in progress on the receiver: its lock row updated, not yet committed
+        await turn.execute(f"SET search_path = {p.schema}".encode())
+        await turn.execute(b"UPDATE instance_locks SET locked_until = locked_until"
+                           b" WHERE instance_id = %s", [iid])
+        if sender == "event":
+            send = p.enqueue_orchestrator_message(raised(iid))
+        else:
+            send = p.ack_activity(act.lock_token, activity_completion(act.work))
+        await asyncio.wait_for(send, 5.0)
+        await turn.rollback()
+    [item] = await p.fetch_orchestration_items(HOLD, limit=10)
+    assert [m.message.event.kind for m in item.messages if m.message] == [
+        "EventRaised" if sender == "event" else "ActivityCompleted"]
 
 
 async def test_schemas_are_separate_stores(providers: Callable[..., PostgresProvider]) -> None:

@@ -215,6 +215,8 @@ WITH lk AS (
     INSERT INTO instance_locks (ikey, instance_id)
     SELECT %(key)s, %(instance_id)s
     WHERE EXISTS (SELECT 1 FROM ok)
+      -- (see lock_rows in queue_orchestrations.sql: no wait for the instance's turn)
+      AND NOT EXISTS (SELECT 1 FROM instance_locks AS l WHERE l.ikey = %(key)s)
     ON CONFLICT (ikey) DO NOTHING
 ), msg AS (
     INSERT INTO orchestrator_queue (ikey, instance_id, payload, visible_at, due_at)

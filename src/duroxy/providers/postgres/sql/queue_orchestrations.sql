@@ -91,8 +91,10 @@ WITH inst AS (
     WHERE ikey = %(key)s
     FOR KEY SHARE
 ), lock_row AS (
+    -- (see lock_rows in turn_writes)
     INSERT INTO instance_locks (ikey, instance_id)
     SELECT ikey, instance_id FROM inst
+    WHERE NOT EXISTS (SELECT 1 FROM instance_locks AS l WHERE l.ikey = inst.ikey)
     ON CONFLICT (ikey) DO NOTHING
 ), msg AS (
     INSERT INTO orchestrator_queue (ikey, instance_id, payload, visible_at, due_at)
@@ -328,10 +330,14 @@ taken AS (
     ORDER BY t.n
     RETURNING ikey, instance_id
 ), lock_rows AS (
-    -- lock rows for message targets that never had one; ON CONFLICT DO NOTHING takes
-    -- no row lock on an existing one, so sending never waits for the target's turn
+    -- lock rows for message targets that never had one. Only where the snapshot shows
+    -- none: ON CONFLICT DO NOTHING takes no row lock on an existing row, but its
+    -- uniqueness check waits for a transaction updating that row (a turn of the
+    -- target, until its commit has flushed), so it is not asked to check a row known
+    -- to exist
     INSERT INTO instance_locks (ikey, instance_id)
     SELECT DISTINCT m.ikey, m.instance_id FROM msgs AS m
+    WHERE NOT EXISTS (SELECT 1 FROM instance_locks AS l WHERE l.ikey = m.ikey)
     ORDER BY m.ikey
     ON CONFLICT (ikey) DO NOTHING
 -- end
