@@ -194,3 +194,27 @@ async def test_stores_that_wake_their_own_fetches_keep_doing_so(
     assert status.output == "ok"
     assert all(not c for c in calls)  # nothing fired in place
     await provider.close()
+
+
+async def test_a_timer_whose_worker_stopped_is_fired_by_another(
+        providers: Callable[..., PostgresProvider], schemas: Callable[[], str]) -> None:
+    """The store sets no alarm for a timer its worker fires itself: when that worker
+    stops before the timer falls due, another worker's poll takes it, once."""
+    schema = schemas()
+    first, second = providers(schema), providers(schema)
+    none = ActivityRegistry.builder().build()
+    async with await Runtime.start(first, none, REGISTRY, SLOW_POLL):
+        client = Client(first)
+        await client.start_orchestration("i", "nap", 0.3)
+        # its first turn has committed the timer (the history shows it)
+        for _ in range(200):
+            if "TimerCreated" in [e.kind for e in await client.read_history("i")]:
+                break
+            await asyncio.sleep(0.01)
+    fast_poll = RuntimeOptions(poll_interval=0.05, max_poll_interval=0.25)
+    async with await Runtime.start(second, none, REGISTRY, fast_poll):
+        status = await Client(second).wait_for_orchestration("i", timeout=5)
+        kinds = [e.kind for e in await Client(second).read_history("i")]
+    assert status.output == "ok"
+    assert kinds == ["OrchestrationStarted", "TimerCreated", "TimerFired",
+                     "OrchestrationCompleted"]

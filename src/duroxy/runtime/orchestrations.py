@@ -409,7 +409,7 @@ class OrchestrationDispatcher:
         assert fast is not None
         cached = self._cache.get(iid)
         try:
-            if (cached is not None
+            if (cached is not None and not cached.execution.finished
                     and all(m.execution_id == cached.execution_id for m in due)
                     and self._contended.get(iid, 0.0) < time.monotonic()
                     and await self._commit_in_place(fast, iid, cached,
