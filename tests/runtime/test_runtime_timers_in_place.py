@@ -218,3 +218,37 @@ async def test_a_timer_whose_worker_stopped_is_fired_by_another(
     assert status.output == "ok"
     assert kinds == ["OrchestrationStarted", "TimerCreated", "TimerFired",
                      "OrchestrationCompleted"]
+
+
+async def test_timers_falling_due_together_take_turn_slots(
+        providers: Callable[..., PostgresProvider]) -> None:
+    """Many instances' timers falling due at once fire as many at a time as there are
+    turn slots, as fetched work would, not all at once."""
+    provider = providers()
+    in_flight, most = 0, 0
+    commit_turn = provider.commit_turn
+
+    async def counting(instance_id: str, expected: int, commit: OrchestrationCommit,
+                       consume: Sequence[OrchestratorMessage] = ()) -> list[ActivityItem]:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            await asyncio.sleep(0.01)  # a slow commit: the next ones would overlap it
+            return await commit_turn(instance_id, expected, commit, consume)
+        finally:
+            in_flight -= 1
+
+    provider.commit_turn = counting  # type: ignore[method-assign,assignment]
+    options = RuntimeOptions(poll_interval=5.0, max_poll_interval=5.0,
+                             orchestration_concurrency=2)
+    async with await Runtime.start(provider, ActivityRegistry.builder().build(), REGISTRY,
+                                   options):
+        client = Client(provider)
+        ids = [f"i{n}" for n in range(12)]
+        for iid in ids:
+            await client.start_orchestration(iid, "nap", 0.3)
+        outputs = [(await client.wait_for_orchestration(iid, timeout=5)).output
+                   for iid in ids]
+    assert outputs == ["ok"] * 12
+    assert most == 2

@@ -169,6 +169,13 @@ class OrchestrationDispatcher:
     async def run(self, item: OrchestrationItem) -> None:
         """Run the turn of a fetched item on its slot (which this releases)."""
         try:
+            await self._run_locked(item)
+        finally:
+            self.slots.release()
+
+    async def _run_locked(self, item: OrchestrationItem) -> None:
+        """Run the turn of an item this runtime locked (fetched, or for a timer)."""
+        try:
             await self._turn(item)
         except LockLost:
             self._cache.pop(item.instance_id, None)
@@ -182,8 +189,6 @@ class OrchestrationDispatcher:
                 await self.provider.abandon_orchestration_item(item.lock_token, 1.0)
             except Exception as again:
                 self.hooks.store_failed(again)
-        finally:
-            self.slots.release()
 
     def _keep_lock(self, lock_token: str) -> Callable[[], None]:
         """Renew a turn's instance lock while the turn waits (for its history, a timer
@@ -400,13 +405,25 @@ class OrchestrationDispatcher:
             self._remember(iid, execution, execution_id)
 
     async def _fire_timers(self, iid: str, due: list[OrchestratorMessage]) -> None:
-        """Fire due timers a turn committed here (see :mod:`.timers`): in place when the
-        execution is live here and nothing else happened to the instance, else the
-        ordinary way for one instance (``lock_instance``, which delivers what is
-        visible). Finding the instance locked, this runtime leaves the timers to the
-        lock's holder, whose commit finds them waiting and announces them."""
+        """Fire due timers a turn committed here (see :mod:`.timers`) on a turn slot, as
+        a fetch would (many instances' timers falling due at once take turns, as many at
+        a time as there are slots)."""
+        await self.slots.acquire()
+        try:
+            await self._fire_timers_on_slot(iid, due)
+        finally:
+            self.slots.release()
+
+    async def _fire_timers_on_slot(self, iid: str, due: list[OrchestratorMessage]) -> None:
+        """In place when the execution is live here and nothing else happened to the
+        instance, else the ordinary way for one instance (``lock_instance``, which
+        delivers what is visible). Finding the instance locked, this runtime leaves the
+        timers to the lock's holder, whose commit finds them waiting and announces
+        them."""
         fast = self.fast
         assert fast is not None
+        if self.stopping:
+            return  # (the fetches of the next worker find them)
         cached = self._cache.get(iid)
         try:
             if (cached is not None and not cached.execution.finished
@@ -428,7 +445,7 @@ class OrchestrationDispatcher:
         self.hooks.fetched("orchestration", 1)
         got = [m.message.event for m in orch.messages if m.message is not None]
         if orch.messages:
-            await self.run_locked(orch)
+            await self._run_locked(orch)
         else:
             try:
                 await self.provider.abandon_orchestration_item(orch.lock_token)
@@ -440,21 +457,6 @@ class OrchestrationDispatcher:
         """A turn here on ``iid`` has ended: ring the alarms that rang during it."""
         self._in_turn.discard(iid)
         self._timers.turn_over(iid)
-
-    async def run_locked(self, item: OrchestrationItem) -> None:
-        """Run the turn of an item this runtime locked outside its fetch loop (no slot)."""
-        try:
-            await self._turn(item)
-        except LockLost:
-            self._cache.pop(item.instance_id, None)
-        except Exception as e:
-            self.hooks.store_failed(e)
-            self._cache.pop(item.instance_id, None)
-            logger.exception("turn for %r failed; releasing it", item.instance_id)
-            try:
-                await self.provider.abandon_orchestration_item(item.lock_token, 1.0)
-            except Exception as again:
-                self.hooks.store_failed(again)
 
     def _wake_for_timers(self, commit: OrchestrationCommit) -> None:
         """Wake the dispatcher when a timer this process just committed comes due, so a
