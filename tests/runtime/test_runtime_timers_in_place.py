@@ -4,8 +4,9 @@ it at its due time itself, in one lock-free ``commit_turn`` that consumes the ti
 message, with no fetch before it; refused, or with the execution no longer live, by
 ``lock_instance`` and an ordinary turn.
 
-Every runtime here polls only every 5 s: a timer that fires within the 3 s the tests
-wait was fired by the runtime's own alarm, since the store wakes no fetch for it."""
+The runtimes whose alarm is under test poll only every 5 s: a timer that fires within
+the 3 s the tests wait was fired by the runtime's own alarm, since the store wakes no
+fetch for it."""
 
 from __future__ import annotations
 

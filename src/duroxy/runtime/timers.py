@@ -1,8 +1,8 @@
 """The timers a runtime fires itself: those its own turns committed, on a store that
 leaves them to the committing worker (``FastPath.worker_fires_timers``).
 
-Each such timer gets an alarm at its due time. When it rings, every timer of the same
-execution that is due by then is fired together, by the dispatcher's ``fire`` (in place
+Each such timer gets an alarm at its due time. When it rings, every timer of the
+instance that is due by then is fired together, by the dispatcher's ``fire`` (in place
 when it can: one lock-free commit consuming their messages; else with a locked turn).
 Firing them together matters: a lock-free commit is refused while the instance has
 another visible message, which a second timer due at the same moment is.
