@@ -25,7 +25,7 @@ from duroxy import (
     Runtime,
     RuntimeOptions,
 )
-from duroxy.errors import LockLost
+from duroxy.errors import LockLost, ProviderError
 from duroxy.history import OrchestratorMessage, TimerFired
 from duroxy.providers.base import ActivityItem, FastPath, OrchestrationCommit
 from duroxy.providers.memory import InMemoryProvider
@@ -59,12 +59,15 @@ REGISTRY = (OrchestrationRegistry.builder().register("nap", nap)
 
 class _Spy:
     """Records the provider's lock-free commits (with what they consumed) and its
-    lock_instance calls; ``refuse`` in-place commits to refuse (LockLost)."""
+    lock_instance calls; the first ``refuse`` in-place commits raise ``error``
+    (``LockLost``: refused), and with another error the first lock_instance too."""
 
-    def __init__(self, provider: PostgresProvider, refuse: int = 0) -> None:
+    def __init__(self, provider: PostgresProvider, refuse: int = 0,
+                 error: Exception | None = None) -> None:
         self.consumed: list[list[TimerFired]] = []
         self.locked: list[str] = []
         self.refuse = refuse
+        self.error = error or LockLost("refused for the test")
         commit_turn, lock_instance = provider.commit_turn, provider.lock_instance
 
         async def spy_commit(instance_id: str, expected: int, commit: OrchestrationCommit,
@@ -72,7 +75,7 @@ class _Spy:
                              ) -> list[ActivityItem]:
             if consume and self.refuse:
                 self.refuse -= 1
-                raise LockLost("refused for the test")
+                raise self.error
             if consume:
                 self.consumed.append([m.event for m in consume
                                       if isinstance(m.event, TimerFired)])
@@ -80,6 +83,8 @@ class _Spy:
 
         async def spy_lock(instance_id: str, lock_timeout: float) -> Any:
             self.locked.append(instance_id)
+            if not isinstance(self.error, LockLost) and len(self.locked) == 1:
+                raise self.error
             return await lock_instance(instance_id, lock_timeout)
 
         provider.commit_turn = spy_commit  # type: ignore[method-assign,assignment]
@@ -131,24 +136,30 @@ async def test_two_timers_due_together_each_fire_once(
     assert sorted(e.source_event_id for c in spy.consumed for e in c) == [2, 3]
 
 
-async def test_a_refused_in_place_commit_falls_back_to_a_locked_turn(
-        providers: Callable[..., PostgresProvider]) -> None:
+@pytest.mark.parametrize("why", ["refused", "no longer cached"])
+async def test_a_timer_that_cannot_fire_in_place_fires_after_a_locked_turn(
+        providers: Callable[..., PostgresProvider], why: str) -> None:
     provider = providers()
-    spy = _Spy(provider, refuse=1)
-    output, kinds = await _run(provider, "nap", 0.2)
+    spy = _Spy(provider, refuse=1 if why == "refused" else 0)
+    options = RuntimeOptions(poll_interval=5.0, max_poll_interval=5.0,
+                             cache_size=0 if why == "no longer cached" else 1000)
+    output, kinds = await _run(provider, "nap", 0.2, options)
     assert output == "ok"
     assert kinds.count("TimerFired") == 1
     assert spy.locked == ["i"] and spy.consumed == []
 
 
-async def test_a_timer_of_an_execution_no_longer_live_here_fires_after_a_replay(
+async def test_a_store_failure_at_the_due_time_leaves_the_timer_to_the_poll(
         providers: Callable[..., PostgresProvider]) -> None:
+    """The in-place commit and the lock that would replace it both fail (the connection
+    cut at the due time): the message stays queued, and the next poll fires it, once."""
     provider = providers()
-    spy = _Spy(provider)
-    options = RuntimeOptions(poll_interval=5.0, max_poll_interval=5.0, cache_size=0)
+    spy = _Spy(provider, refuse=1, error=ProviderError("connection cut for the test"))
+    options = RuntimeOptions(poll_interval=0.05, max_poll_interval=0.25)
     output, kinds = await _run(provider, "nap", 0.2, options)
     assert output == "ok"
-    assert kinds.count("TimerFired") == 1
+    assert kinds == ["OrchestrationStarted", "TimerCreated", "TimerFired",
+                     "OrchestrationCompleted"]
     assert spy.locked == ["i"] and spy.consumed == []
 
 

@@ -167,6 +167,8 @@ class Turn:
         if self.params["kv_clear"] or self.params["kv_del_keys"] is not None \
                 or self.params["kv_set_keys"] is not None:
             parts |= {"kv"}
+        if self.params.get("consume"):  # (commit_turn's, see consumed())
+            parts |= {"consume"}
         return parts
 
     def claimed_items(self, row: Row) -> list[ActivityItem]:

@@ -80,7 +80,6 @@ _log = logging.getLogger("duroxy.providers.postgres")
 
 _PLAIN: frozenset[str] = frozenset()  # a statement's variant without its optional parts
 _SKIP = frozenset({"skip"})
-_CONSUME = frozenset({"consume"})
 
 _STATES = frozenset({"PENDING", "RUNNING"}) | TERMINAL_STATES
 
@@ -422,8 +421,7 @@ class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, Management, He
         t = turn(commit, self._node_id)  # encodes everything first: may raise, sends nothing
         t.params.update(params, channel=self._channel)
         mark = self._notifier.mark()
-        parts = t.parts | _CONSUME if params.get("consume") else t.parts
-        rows = await self._rows(self._q.variant(statement, parts), t.params)
+        rows = await self._rows(self._q.variant(statement, t.parts), t.params)
         if not rows:
             raise LockLost("orchestration lock is not held (released, taken over or deleted)"
                            if statement == "ack_turn" else "the instance has no record")
