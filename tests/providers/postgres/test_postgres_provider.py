@@ -38,6 +38,7 @@ from duroxy.testing.provider_suite.support import (
     uid,
     work,
 )
+from pgkit import counting_fetches, parked
 
 DSN = os.environ.get("DUROXY_TEST_PG_DSN")
 
@@ -652,62 +653,13 @@ async def test_start_message_round_trips_exactly(
 
 
 # ------------------------------------------------------------------ long polling
-def _counting_fetches(p: PostgresProvider) -> list[int]:
-    calls: list[int] = []
-    fetch = p.fetch_orchestration_items
-
-    async def counted(lock_timeout: float, limit: int = 1,
-                      exclude: ExcludedWork | None = None) -> list[OrchestrationItem]:
-        calls.append(limit)
-        return await fetch(lock_timeout, limit, exclude)
-
-    p.fetch_orchestration_items = counted  # type: ignore[method-assign]
-    return calls
-
-
-async def _parked(p: PostgresProvider, wait: float = 30) -> asyncio.Future[Any]:
-    """A poll that has found nothing and is parked by the time this returns."""
-    assert await p.fetch_orchestration_items(HOLD) == []  # open, migrated and empty
-    poll = asyncio.ensure_future(p.poll_orchestration_items(HOLD, 5, wait=wait))
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if p._parking._parked:
-            break
-    assert p._parking._parked and not poll.done()
-    return poll
-
-
-async def test_a_start_is_leased_to_a_parked_poll_in_its_own_statement(
-        providers: Callable[..., PostgresProvider]) -> None:
-    p = providers()
-    poll = await _parked(p)
-    fetches = _counting_fetches(p)
-    iid = uid()
-    msg = await create(p, iid)
-    (item,) = await asyncio.wait_for(poll, 5)
-    assert fetches == []  # handed over, not fetched
-    assert item.instance_id == iid and item.attempt == 1
-    assert [qm.message for qm in item.messages] == [msg]
-    assert item.instance is not None and item.instance.state == "PENDING"
-    assert item.instance.history_len == 0
-    # The lease holds, for this provider and for another node alike ...
-    other = providers(p.schema)
-    assert await p.fetch_orchestration_items(HOLD) == []
-    assert await other.fetch_orchestration_items(HOLD) == []
-    # ... and its ack consumes the start like any fetched item's.
-    await p.ack_orchestration_item(item.lock_token, commit(started()))
-    rec = await other.get_instance(iid)
-    assert rec is not None and rec.state == "RUNNING" and rec.history_len == 1
-    assert await other.fetch_orchestration_items(HOLD) == []
-
-
 async def test_the_poll_after_a_hand_off_parks_without_fetching_until_news(
         providers: Callable[..., PostgresProvider]) -> None:
     p = providers()
-    poll = await _parked(p)
+    poll = await parked(p)
     await create(p, uid())
     assert len(await asyncio.wait_for(poll, 5)) == 1
-    fetches = _counting_fetches(p)
+    fetches = counting_fetches(p)
     poll = asyncio.ensure_future(p.poll_orchestration_items(HOLD, 5, wait=30))
     await asyncio.sleep(0.05)
     assert fetches == [] and not poll.done()
@@ -726,7 +678,7 @@ async def test_the_poll_after_a_short_fetch_parks_without_fetching_until_news(
     p = providers()
     a = uid("a")
     await create(p, a)  # nobody parked: committed and noted
-    fetches = _counting_fetches(p)
+    fetches = counting_fetches(p)
     assert [i.instance_id for i in await p.poll_orchestration_items(HOLD, 5, wait=30)] == [a]
     assert fetches == [5]  # one instance where five would have fitted: nothing else
     poll = asyncio.ensure_future(p.poll_orchestration_items(HOLD, 5, wait=30))
@@ -777,7 +729,7 @@ async def test_a_fetch_cut_short_by_one_instances_backlog_does_not_make_the_next
     for i in range(40):  # more than a fetch of 5 instances scans
         await p.enqueue_orchestrator_message(raised(busy, f"e{i}"))
     await create(p, other)
-    fetches = _counting_fetches(p)
+    fetches = counting_fetches(p)
     (item,) = await p.poll_orchestration_items(HOLD, 5, wait=30)
     assert item.instance_id == busy and len(item.messages) == 40
     items = await asyncio.wait_for(p.poll_orchestration_items(HOLD, 5, wait=30), 5)
@@ -788,7 +740,7 @@ async def test_a_fetch_cut_short_by_one_instances_backlog_does_not_make_the_next
 async def test_a_start_delayed_into_the_future_is_not_handed_over_early(
         providers: Callable[..., PostgresProvider]) -> None:
     p = providers()
-    poll = await _parked(p)
+    poll = await parked(p)
     iid = uid()
     due = time.time() + 0.3
     await p.create_instance(OrchestratorMessage(iid, started(), 1, due))
@@ -834,7 +786,7 @@ async def test_a_parked_poll_wakes_for_work_another_node_commits(
         providers: Callable[..., PostgresProvider]) -> None:
     p = providers()
     other = providers(p.schema)
-    poll = await _parked(p)
+    poll = await parked(p)
     await p.wait_listening()
     iid = uid()
     await create(other, iid)
@@ -845,7 +797,7 @@ async def test_a_parked_poll_wakes_for_work_another_node_commits(
 async def test_a_cancelled_poll_holds_no_lease(
         providers: Callable[..., PostgresProvider]) -> None:
     p = providers()
-    poll = await _parked(p)
+    poll = await parked(p)
     poll.cancel()
     with pytest.raises(asyncio.CancelledError):
         await poll
@@ -858,7 +810,7 @@ async def test_a_cancelled_poll_holds_no_lease(
 async def test_a_poll_cancelled_during_a_hand_off_gives_the_lease_back(
         providers: Callable[..., PostgresProvider]) -> None:
     p = providers()
-    poll = await _parked(p)
+    poll = await parked(p)
     iid = uid()
     creating = asyncio.ensure_future(create(p, iid))
     await asyncio.sleep(0)  # the start has taken the parked poll and is in flight
@@ -883,18 +835,24 @@ async def test_a_start_whose_lock_row_is_held_is_announced_instead(
     await first_turn(p, uid(), messages=[raised(target)])
     held = await fetch_one(p)
     assert held.instance_id == target and held.instance is None
-    poll = await _parked(p, wait=0.5)
-    await create(p, target)
-    assert await asyncio.wait_for(poll, 5) == []  # nothing handed over; woken, found none
+    poll = await parked(p, wait=0.5)
+    creating = asyncio.ensure_future(create(p, target))
+    # Handed over before anything is written; the turn's ack finds the lock row held,
+    # so the start is committed (and announced) without it.
+    (item,) = await asyncio.wait_for(poll, 5)
+    with pytest.raises(LockLost):
+        await p.ack_orchestration_item(item.lock_token, commit(started()))
+    await asyncio.wait_for(creating, 5)
     await p.abandon_orchestration_item(held.lock_token)
     item = await fetch_one(p)
     assert item.instance_id == target
     assert item.instance is not None and item.instance.state == "PENDING"
+    assert item.instance.history_len == 0  # the refused turn wrote nothing
 
 
 async def test_close_answers_a_parked_poll(providers: Callable[..., PostgresProvider]) -> None:
     p = providers()
-    poll = await _parked(p)
+    poll = await parked(p)
     await p.close()
     assert await asyncio.wait_for(poll, 5) == []
 
@@ -986,20 +944,14 @@ async def test_news_during_a_hand_off_makes_the_next_poll_fetch(
     p = providers()
     b = uid("b")
     await first_turn(p, b)
-    poll = await _parked(p)
-    rows = p._rows
-
-    async def news_meanwhile(name: Any, params: dict[str, Any]) -> list[Any]:
-        if name == "create_instance_leased":
-            await p.enqueue_orchestrator_message(raised(b))  # noted while taken
-        return await rows(name, params)
-
-    p._rows = news_meanwhile  # type: ignore[method-assign]
+    poll = await parked(p)
     a = uid("a")
-    await create(p, a)
+    creating = asyncio.ensure_future(create(p, a))
     assert [i.instance_id for i in await asyncio.wait_for(poll, 5)] == [a]
+    await p.enqueue_orchestrator_message(raised(b))  # news before the next poll
     items = await asyncio.wait_for(p.poll_orchestration_items(HOLD, 5, wait=30), 5)
     assert [i.instance_id for i in items] == [b]
+    await asyncio.wait_for(creating, 5)
 
 
 async def test_an_alarm_while_nobody_is_parked_makes_the_next_poll_fetch(
@@ -1008,7 +960,7 @@ async def test_an_alarm_while_nobody_is_parked_makes_the_next_poll_fetch(
     t = uid("t")
     await create(p, t)
     item = await fetch_one(p)
-    poll = await _parked(p)
+    poll = await parked(p)
     a = uid("a")
     await create(p, a)  # handed over: the next poll would park at once
     assert [i.instance_id for i in await asyncio.wait_for(poll, 5)] == [a]
@@ -1035,7 +987,7 @@ async def test_a_parked_poll_wakes_when_a_cool_down_ends(
 async def test_a_start_cancelled_after_it_was_sent_still_reaches_the_parked_poll(
         providers: Callable[..., PostgresProvider]) -> None:
     p = providers()
-    poll = await _parked(p)
+    poll = await parked(p)
     iid = uid()
     creating = asyncio.ensure_future(create(p, iid))
     await asyncio.sleep(0)  # the statement is on its way

@@ -296,6 +296,32 @@ class Connections:
         except psycopg.Error as e:
             raise provider_error(e) from e
 
+    async def _rows_in_one(self, first: Statement, first_params: dict[str, Any],
+                           then: Statement, then_params: dict[str, Any]
+                           ) -> tuple[list[Row], list[Row]]:
+        """Run two statements in one transaction, the second seeing the first's writes,
+        sent together in a pipeline: one round trip and one commit. On an error the
+        transaction is rolled back; the ``ProviderError`` raised keeps the driver's error
+        as its cause (see ``_errors.refused``: whether the server refused a statement, so
+        that nothing was committed)."""
+        try:
+            pool = await self._ready()
+            async with pool.connection() as conn:
+                try:
+                    async with conn.pipeline():
+                        await conn.execute("BEGIN", prepare=False)
+                        cur1 = await self._run(conn, first, first_params)
+                        cur2 = await self._run(conn, then, then_params)
+                        await conn.execute("COMMIT", prepare=False)
+                    return await cur1.fetchall(), await cur2.fetchall()
+                except psycopg.Error:
+                    if not conn.closed:  # a refused statement left the transaction open
+                        with contextlib.suppress(psycopg.Error):
+                            await conn.rollback()
+                    raise
+        except psycopg.Error as e:
+            raise provider_error(e) from e
+
     async def _execute(self, name: str, params: dict[str, Any], conn: Conn | None = None
                        ) -> psycopg.AsyncCursor[Row]:
         """Run one named statement, on ``conn`` (in its transaction) or in its own."""

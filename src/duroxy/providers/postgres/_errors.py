@@ -10,7 +10,7 @@ from psycopg import errors as pg_errors
 from ..._redact import redact
 from ...errors import ProviderError
 
-__all__ = ["provider_error", "retryable"]
+__all__ = ["provider_error", "refused", "retryable"]
 
 #: SQLSTATE classes worth retrying.
 _RETRYABLE_SQLSTATE_PREFIXES = ("08", "40", "55P03", "57P", "53")
@@ -21,6 +21,15 @@ def retryable(e: psycopg.Error) -> bool:
         return True  # connection lost, pool timeout: no server answer at all
     state = e.sqlstate or ""
     return state.startswith(_RETRYABLE_SQLSTATE_PREFIXES)
+
+
+def refused(e: BaseException) -> bool:
+    """Whether the server answered ``e`` (the cause of a ``ProviderError``) by refusing a
+    statement, so that its transaction committed nothing; False when the connection
+    failed, which leaves a commit's outcome unknown."""
+    cause = e.__cause__
+    return (isinstance(cause, psycopg.Error) and cause.sqlstate is not None
+            and not cause.sqlstate.startswith("08"))
 
 
 def provider_error(e: psycopg.Error) -> ProviderError:

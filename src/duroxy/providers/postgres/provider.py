@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -65,13 +63,13 @@ from ._marshal import (
     consumed,
     due_or_noted,
     orchestration_items,
-    started_item,
     turn,
 )
 from ._marshal import key as _key
 from ._notify import note
-from ._parking import Parked, Parking, in_background
+from ._parking import Parking, in_background
 from ._readonly import ReadOnlyGuard
+from ._starts import FusedStarts, PendingStart
 from ._workers import Heartbeats
 
 __all__ = ["PostgresProvider"]
@@ -94,8 +92,8 @@ def _scan(limit: int) -> int:
     return limit * 4 + 16
 
 
-class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, Management, Heartbeats,
-                       Provider, FastPath, PendingWork):
+class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, FusedStarts, Management,
+                       Heartbeats, Provider, FastPath, PendingWork):
     """A provider on PostgreSQL (``postgresql://`` DSN or libpq key/value string).
 
     ``schema`` (default ``duroxy``) holds every table; several schemas are independent
@@ -144,6 +142,8 @@ class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, Management, He
         # Statements whose leases may still have to be handed over or given back, and
         # the give-backs: close() waits for them.
         self._lease_work: set[asyncio.Future[Any]] = set()
+        # Starts handed to a parked fetch and not yet committed, by lease token.
+        self._pending_starts: dict[str, PendingStart] = {}
         self._closing: asyncio.Future[None] | None = None
     @property
     def schema(self) -> str:
@@ -167,6 +167,7 @@ class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, Management, He
             return
         self._closing = asyncio.get_running_loop().create_future()
         try:
+            self._settle_starts()
             await self._settle_leases()
         finally:
             try:
@@ -219,44 +220,12 @@ class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, Management, He
         parked = (self._parking.take(event.name, event.version)
                   if message.visible_at is None else None)
         if parked is not None:
-            await self._create_leased(message, event, params, parked)
+            await self._start_fused(message, event, params, parked)
             return
         [(created,)] = await self._rows("create_instance", params)
         if created != 1:
             raise InstanceAlreadyExists(message.instance_id)
         self._announce_here(message)
-
-    async def _create_leased(self, message: OrchestratorMessage, event: OrchestrationStarted,
-                             params: dict[str, Any], parked: Parked) -> None:
-        """create_instance, leasing the new instance to ``parked`` (see _parking.py)."""
-        task = asyncio.ensure_future(self._rows("create_instance_leased", {
-            **params, "token": str(uuid.uuid4()),
-            "lock_timeout": float(parked.lock_timeout)}))
-        # Runs once the statement is done, even if this call was cancelled meanwhile.
-        task.add_done_callback(functools.partial(self._hand_over, message, event, parked))
-        self._track(task)
-        if not await asyncio.shield(task):
-            raise InstanceAlreadyExists(message.instance_id)
-
-    def _hand_over(self, message: OrchestratorMessage, event: OrchestrationStarted,
-                   parked: Parked, task: asyncio.Future[list[Row]]) -> None:
-        """Hand the start's lease to ``parked``, or give it back if that poll has gone;
-        a start that could not be leased was announced instead."""
-        item = None
-        try:
-            rows = None if task.cancelled() or task.exception() else task.result()
-            if rows:
-                leased, mid, created_at, updated_at = rows[0][:4]
-                if leased is None:  # the lock row was held: announced instead
-                    self._notifier.call([("orchestrator", message.instance_id)])
-                else:
-                    item = started_item(message, event, leased, int(mid), created_at,
-                                        updated_at)
-        finally:  # the poll waits for this without a deadline: always answer it
-            if not parked.fut.done():
-                parked.fut.set_result([item] if item is not None else None)
-            elif item is not None:
-                self._give_back([item])
 
     async def enqueue_orchestrator_message(self, message: OrchestratorMessage) -> None:
         self._writable("enqueue_orchestrator_message")
@@ -396,6 +365,10 @@ class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, Management, He
     async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit
                                      ) -> list[ActivityItem]:
         self._writable("ack_orchestration_item")
+        if self._pending_starts:
+            claimed = await self._ack_fused(lock_token, commit)
+            if claimed is not None:
+                return claimed
         return await self._commit_turn("ack_turn", commit, {"token": lock_token})
 
     async def commit_turn(self, instance_id: str, expected_history_len: int,
@@ -407,8 +380,13 @@ class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, Management, He
             "expected_len": int(expected_history_len), **consumed(consume)})
 
     async def _commit_turn(self, statement: str, commit: OrchestrationCommit,
-                           params: dict[str, Any]) -> list[ActivityItem]:
-        """Run ack_turn or commit_turn (see turn_writes in queue_orchestrations.sql).
+                           params: dict[str, Any],
+                           first: tuple[dict[str, Any], Callable[[list[Row]], Any]]
+                           | None = None) -> list[ActivityItem]:
+        """Run ack_turn or commit_turn (see turn_writes in queue_orchestrations.sql);
+        with ``first``, after ``create_instance_leased`` with its parameters in the same
+        transaction, whose rows go to its callback before anything else (see
+        _starts.py).
 
         The instance is announced again when messages wait that the turn did not consume
         (``pending``: visible to its statement, but delivered to nobody while the lease
@@ -421,7 +399,13 @@ class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, Management, He
         t = turn(commit, self._node_id)  # encodes everything first: may raise, sends nothing
         t.params.update(params, channel=self._channel)
         mark = self._notifier.mark()
-        rows = await self._rows(self._q.variant(statement, t.parts), t.params)
+        stmt = self._q.variant(statement, t.parts)
+        if first is None:
+            rows = await self._rows(stmt, t.params)
+        else:
+            created, rows = await self._rows_in_one(
+                self._q["create_instance_leased"], first[0], stmt, t.params)
+            first[1](created)
         if not rows:
             raise LockLost("orchestration lock is not held (released, taken over or deleted)"
                            if statement == "ack_turn" else "the instance has no record")
@@ -467,6 +451,8 @@ class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, Management, He
     async def abandon_orchestration_item(self, lock_token: str, delay: float = 0.0, *,
                                          ignore_attempt: bool = False) -> None:
         self._writable("abandon_orchestration_item")
+        if self._pending_starts:
+            await self._settle_start(lock_token)
         rows = await self._rows(self._q.variant(
             "abandon_orchestration", frozenset({"undo"} if ignore_attempt else ())), {
             "token": lock_token, "delay": float(delay), "channel": self._channel,
@@ -480,6 +466,8 @@ class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, Management, He
 
     async def renew_orchestration_lock(self, lock_token: str, lock_timeout: float) -> None:
         self._writable("renew_orchestration_lock")
+        if self._pending_starts:
+            await self._settle_start(lock_token)
         rows = await self._rows("renew_orchestration", {
             "token": lock_token, "lock_timeout": float(lock_timeout)})
         if len(rows) != 1:

@@ -1,0 +1,307 @@
+"""Starts committed with their first turn on PostgreSQL (``_starts.py``): a start handed
+to a parked poll is written by its turn's ack, in one transaction; whatever else becomes
+of the item, the start is committed alone, and its client hears only after a commit.
+
+Needs a server: set ``DUROXY_TEST_PG_DSN``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from duroxy import ActivityRegistry, Client, OrchestrationRegistry, Runtime
+from duroxy.errors import InstanceAlreadyExists, LockLost, ProviderError
+from duroxy.history import ActivityScheduled
+from duroxy.testing.provider_suite.support import (
+    HOLD,
+    commit,
+    create,
+    fetch_one,
+    first_turn,
+    scheduled,
+    started,
+    uid,
+    work,
+)
+from pgkit import counting_fetches, parked
+
+pytestmark = pytest.mark.postgres
+
+if os.environ.get("DUROXY_TEST_PG_DSN"):
+    import psycopg
+
+    from duroxy.providers.postgres import PostgresProvider
+    from duroxy.providers.postgres._starts import FUSE_WAIT_S
+
+
+def statements(p: PostgresProvider) -> list[str]:
+    """The statements ``p`` runs from now on, by name; a pair run in one transaction
+    as ``first+then``."""
+    ran: list[str] = []
+    rows, in_one = p._rows, p._rows_in_one
+
+    async def one(name: Any, params: dict[str, Any]) -> list[Any]:
+        ran.append(getattr(name, "name", name))
+        return await rows(name, params)
+
+    async def two(first: Any, first_params: dict[str, Any], then: Any,
+                  then_params: dict[str, Any]) -> Any:
+        ran.append(f"{first.name}+{then.name}")
+        return await in_one(first, first_params, then, then_params)
+
+    p._rows = one  # type: ignore[method-assign]
+    p._rows_in_one = two  # type: ignore[method-assign]
+    return ran
+
+
+async def handed_over(p: PostgresProvider, iid: str) -> tuple[Any, asyncio.Future[Any]]:
+    """Start ``iid`` while a poll of ``p`` is parked: the item that poll got, and the
+    start, still waiting for its commit."""
+    poll = await parked(p)
+    creating = asyncio.ensure_future(create(p, iid))
+    (item,) = await asyncio.wait_for(poll, 5)
+    assert item.instance_id == iid and item.attempt == 1
+    assert item.instance is not None and item.instance.state == "PENDING"
+    return item, creating
+
+
+async def test_a_start_handed_to_a_parked_poll_commits_with_its_first_turn(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    other = providers(p.schema)
+    iid = uid()
+    fetches = counting_fetches(p)
+    item, creating = await handed_over(p, iid)
+    ran = statements(p)
+    assert fetches == [1, 5]  # parked()'s own and the poll's first: handed over, not fetched
+    # Nothing is written yet: no other node sees the instance, and the start waits.
+    assert await other.get_instance(iid) is None
+    assert not creating.done()
+    claimed = await p.ack_orchestration_item(item.lock_token, commit(
+        started(), scheduled(2), activities=[work(iid)]))
+    assert ran == ["create_instance_leased+ack_turn"]  # one round trip, one commit
+    assert claimed == []  # (this commit claims none)
+    await asyncio.wait_for(creating, 5)
+    rec = await other.get_instance(iid)
+    assert rec is not None and rec.state == "RUNNING" and rec.history_len == 2
+    assert await other.fetch_orchestration_items(HOLD) == []  # the start was consumed
+    (act,) = await other.fetch_activity_items(HOLD)
+    assert act.work == work(iid)
+
+
+async def test_the_start_returns_only_after_the_commit_that_holds_it(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    other = providers(p.schema)
+    iid = uid()
+    item, creating = await handed_over(p, iid)
+    seen_when_started: list[Any] = []
+
+    async def client() -> None:
+        await creating
+        seen_when_started.append(await other.get_instance(iid))
+
+    watcher = asyncio.ensure_future(client())
+    await asyncio.sleep(0.01)
+    assert not watcher.done()
+    await p.ack_orchestration_item(item.lock_token, commit(started()))
+    await asyncio.wait_for(watcher, 5)
+    (rec,) = seen_when_started
+    assert rec is not None and rec.state == "RUNNING" and rec.history_len == 1
+
+
+async def test_a_start_whose_turn_does_not_come_is_committed_alone_and_stays_leased(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    other = providers(p.schema)
+    iid = uid()
+    item, creating = await handed_over(p, iid)
+    ran = statements(p)
+    t0 = time.monotonic()
+    await asyncio.wait_for(creating, 5)
+    assert time.monotonic() - t0 >= FUSE_WAIT_S * 0.9
+    assert ran == ["create_instance_leased"]
+    rec = await other.get_instance(iid)
+    assert rec is not None and rec.state == "PENDING"
+    assert await other.fetch_orchestration_items(HOLD) == []  # leased to the item
+    # The late ack is an ordinary one under the same lease.
+    await p.ack_orchestration_item(item.lock_token, commit(started()))
+    assert ran == ["create_instance_leased", "ack_turn"]
+    rec = await other.get_instance(iid)
+    assert rec is not None and rec.state == "RUNNING" and rec.history_len == 1
+
+
+async def test_an_ack_racing_the_lone_commit_waits_for_it_and_then_commits_its_turn(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    iid = uid()
+    item, creating = await handed_over(p, iid)
+    ran = statements(p)
+    alone = p._start_alone(item.lock_token)  # what FUSE_WAIT_S would do
+    assert alone is not None and not alone.done()
+    await p.ack_orchestration_item(item.lock_token, commit(started()))
+    assert alone.done() and alone.result() is True
+    assert ran == ["create_instance_leased", "ack_turn"]
+    await creating
+    rec = await p.get_instance(iid)
+    assert rec is not None and rec.state == "RUNNING" and rec.history_len == 1
+
+
+async def test_a_start_of_a_taken_id_raises_and_its_turn_writes_nothing(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    iid = uid()
+    await first_turn(p, iid, scheduled(2))  # committed before anyone parked
+    item, creating = await handed_over(p, iid)
+    with pytest.raises(LockLost):
+        await p.ack_orchestration_item(item.lock_token, commit(
+            started(), scheduled(2, name="other"), activities=[work(iid, name="other")]))
+    with pytest.raises(InstanceAlreadyExists):
+        await asyncio.wait_for(creating, 5)
+    rec = await p.get_instance(iid)
+    assert rec is not None and rec.history_len == 2
+    history = await p.read_history(iid)
+    assert isinstance(history[1], ActivityScheduled) and history[1].name == "act"
+    assert await p.fetch_activity_items(HOLD) == []
+
+
+async def test_a_turn_the_server_refuses_leaves_the_start_committed_alone(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    iid = uid()
+    item, creating = await handed_over(p, iid)
+    # Two events with one id violate the history's key: the transaction commits nothing.
+    with pytest.raises(ProviderError, match="duplicate key"):
+        await p.ack_orchestration_item(item.lock_token, commit(
+            started(), scheduled(2), scheduled(2)))
+    await asyncio.wait_for(creating, 5)  # the start itself stands
+    rec = await p.get_instance(iid)
+    assert rec is not None and rec.state == "PENDING" and rec.history_len == 0
+    # It is leased to the item, whose abandon offers it again.
+    assert await p.fetch_orchestration_items(HOLD) == []
+    await p.abandon_orchestration_item(item.lock_token)
+    again = await fetch_one(p)
+    assert again.instance_id == iid and again.attempt == 2
+
+
+async def test_a_connection_lost_in_the_fused_commit_fails_the_start_and_the_ack(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    iid = uid()
+    item, creating = await handed_over(p, iid)
+
+    async def cut(*_args: Any) -> Any:
+        # what _rows_in_one raises when the connection drops: the outcome is unknown
+        err = ProviderError("PostgreSQL store: OperationalError: connection lost",
+                            retryable=True)
+        raise err from psycopg.OperationalError("connection lost")
+
+    p._rows_in_one = cut  # type: ignore[method-assign,assignment]
+    with pytest.raises(ProviderError, match="connection lost"):
+        await p.ack_orchestration_item(item.lock_token, commit(started()))
+    with pytest.raises(ProviderError, match="connection lost") as caught:
+        await asyncio.wait_for(creating, 5)
+    assert caught.value.retryable
+    assert await p.get_instance(iid) is None  # (nothing was sent here)
+
+
+async def test_an_abandoned_item_commits_its_start_first(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    iid = uid()
+    item, creating = await handed_over(p, iid)
+    ran = statements(p)
+    await p.abandon_orchestration_item(item.lock_token)
+    assert ran[0] == "create_instance_leased"
+    await asyncio.wait_for(creating, 5)
+    again = await fetch_one(p)
+    assert again.instance_id == iid and again.attempt == 2
+
+
+async def test_a_renewed_item_commits_its_start_first_and_keeps_its_lease(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    other = providers(p.schema)
+    iid = uid()
+    item, creating = await handed_over(p, iid)
+    await p.renew_orchestration_lock(item.lock_token, HOLD)
+    await asyncio.wait_for(creating, 1)
+    assert await other.fetch_orchestration_items(HOLD) == []
+    await p.ack_orchestration_item(item.lock_token, commit(started()))
+    rec = await other.get_instance(iid)
+    assert rec is not None and rec.history_len == 1
+
+
+async def test_close_commits_a_start_whose_turn_never_came(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    iid = uid()
+    _item, creating = await handed_over(p, iid)
+    await p.close()
+    await asyncio.wait_for(creating, 5)
+    other = providers(p.schema)
+    rec = await other.get_instance(iid)
+    assert rec is not None and rec.state == "PENDING"
+
+
+async def test_a_cancelled_ack_still_answers_its_start(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    iid = uid()
+    item, creating = await handed_over(p, iid)
+    ack = asyncio.ensure_future(p.ack_orchestration_item(item.lock_token, commit(started())))
+    await asyncio.sleep(0)  # the transaction is under way
+    ack.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await ack
+    await asyncio.wait_for(creating, 5)
+    rec = await p.get_instance(iid)
+    assert rec is not None and rec.state == "RUNNING" and rec.history_len == 1
+
+
+async def test_a_runtime_starts_no_activity_before_the_start_and_turn_commit(
+        providers: Callable[..., PostgresProvider]) -> None:
+    """End to end: each start through the runtime's provider is fused with its first
+    turn, and its activity begins only after that transaction's COMMIT returned."""
+    p = providers()
+    commits: list[float] = []
+    in_one = p._rows_in_one
+
+    async def timed(*args: Any) -> Any:
+        out = await in_one(*args)
+        commits.append(time.perf_counter())
+        return out
+
+    p._rows_in_one = timed  # type: ignore[method-assign,assignment]
+    began: list[float] = []
+
+    async def act(ctx: Any, x: int) -> int:
+        began.append(time.perf_counter())
+        return x + 1
+
+    async def flow(ctx: Any, x: int) -> int:
+        y = await ctx.schedule_activity("Act", x)
+        await ctx.schedule_timer(timedelta(milliseconds=1))
+        return int(await ctx.schedule_activity("Act", y))
+
+    rt = await Runtime.start(p, ActivityRegistry.builder().register("Act", act).build(),
+                             OrchestrationRegistry.builder().register("Flow", flow).build())
+    try:
+        client = Client(p)
+        for i in range(5):
+            await client.start_orchestration(f"f-{i}", "Flow", i)
+            status = await client.wait_for_orchestration(f"f-{i}", timeout=20)
+            assert status.output == i + 2
+    finally:
+        await rt.shutdown(timeout=5)
+    # The first start may come before the runtime's poll parks; the others are fused.
+    assert 4 <= len(commits) <= 5
+    firsts = began[-2 * len(commits)::2]
+    assert all(b > c for b, c in zip(firsts, commits, strict=True))
