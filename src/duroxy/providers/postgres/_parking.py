@@ -6,14 +6,14 @@ orchestrator note, this node's own commits and other nodes' alike (see ``_notify
 and when a message this node committed with a future ``visible_at`` falls due; after
 that, empty fetches are retried until one finds work (for a moment at most), since the
 database server's clock, which decides visibility, may lag this host's. A start
-committed through this provider while a fetch is parked is leased to that fetch in the
-start's own statement and handed over (its future resolved with the item): no fetch,
-and no wake-up, between a start and its first turn; never to a fetch that leaves the
-start's orchestration to other workers (its ``ExcludedWork``).
+made through this provider while a fetch is parked is handed over to that fetch (its
+future resolved with the item, see ``_starts.py``): no fetch, and no wake-up, between a
+start and its first turn; never to a fetch that leaves the start's orchestration to
+other workers (its ``ExcludedWork``).
 
 Invariants: every parked fetch is in ``_parked`` exactly until its future is resolved
 or it leaves (timeout, cancellation); a fetch taken for a hand-off is out of ``_parked``
-while the start's statement runs, so nothing else resolves it meanwhile. Everything here
+until its taker resolves it, so nothing else resolves it meanwhile. Everything here
 runs on the event loop of the parked fetch.
 """
 
@@ -78,12 +78,12 @@ class Parking:
             await asyncio.wait({p.fut}, timeout=max(timeout, 0.0))
             if self.leave(p):
                 return []  # timed out
-            return await asyncio.shield(p.fut)  # resolved, or a hand-off under way
+            return await asyncio.shield(p.fut)  # resolved, or taken for a hand-off
         except asyncio.CancelledError:
             if not self.leave(p):  # taken or resolved
                 if p.fut.done():  # handed over just now: nobody will take it
                     give_back(p.fut.result() or [])
-                else:  # a start is being handed over: it gives the lease back
+                else:  # taken and not yet resolved: the taker finds it cancelled
                     p.fut.cancel()
             raise
 

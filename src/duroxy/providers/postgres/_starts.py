@@ -102,6 +102,8 @@ class FusedStarts:
         pending.timer = loop.call_later(FUSE_WAIT_S, FusedStarts._start_alone, self, token)
         now = time.time()
         # The message id is the store's and unknown yet; nothing reads it from an item.
+        # (Parking.take returned a poll whose future is pending, and nothing awaited
+        # since, so it is still pending.)
         parked.fut.set_result([started_item(message, event, token, 0, now, now)])
         await asyncio.shield(pending.answer)
 
