@@ -72,8 +72,9 @@ class TestPostgresConformance(ProviderConformance):
 
 
 class TestPostgresWarmOffConformance(TestPostgresConformance):
-    """The latency switch off (no connection prepares the hot statements before it
-    serves): a slower first turn, never a different store."""
+    """The latency switches off (no connection prepares the hot statements before it
+    serves, nothing wakes the server before a due time): slower turns, never a
+    different store."""
 
     @pytest.fixture
     async def provider(self) -> AsyncIterator[Provider]:
@@ -82,7 +83,8 @@ class TestPostgresWarmOffConformance(TestPostgresConformance):
         from duroxy.providers.postgres import PostgresProvider
 
         schema = f"t_{uuid.uuid4().hex[:12]}"
-        store = PostgresProvider(DSN, schema=schema, max_size=4, warm_connections=False)
+        store = PostgresProvider(DSN, schema=schema, max_size=4, warm_connections=False,
+                                 wake_before_due=False)
         try:
             yield store
         finally:

@@ -41,6 +41,13 @@ if os.environ.get("DUROXY_TEST_PG_DSN"):
     from duroxy.providers.postgres._starts import FUSE_WAIT_S
 
 
+@pytest.fixture(autouse=True)
+def patient_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start waits long for its turn here, so that a slow machine never commits one
+    alone where a test acks it; the tests of the lone commit shorten the wait."""
+    monkeypatch.setattr("duroxy.providers.postgres._starts.FUSE_WAIT_S", 30.0)
+
+
 def statements(p: PostgresProvider) -> list[str]:
     """The statements ``p`` runs from now on, by name; a pair run in one transaction
     as ``first+then``."""
@@ -118,7 +125,8 @@ async def test_the_start_returns_only_after_the_commit_that_holds_it(
 
 
 async def test_a_start_whose_turn_does_not_come_is_committed_alone_and_stays_leased(
-        providers: Callable[..., PostgresProvider]) -> None:
+        providers: Callable[..., PostgresProvider], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("duroxy.providers.postgres._starts.FUSE_WAIT_S", FUSE_WAIT_S)
     p = providers()
     other = providers(p.schema)
     iid = uid()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator
@@ -120,6 +121,8 @@ class Connections:
         self._pool_timeout = pool_timeout
         self._read_only = bool(read_only)
         self._warm_connections = warm_connections
+        #: when the last statement ended (time.monotonic()): whether the store is busy
+        self._last_statement = 0.0
         self._q = load_statements(schema)
         assert self._q.keys() >= _UNPREPARED
         # Run once on every new pooled connection (see session_setup).
@@ -295,6 +298,8 @@ class Connections:
                 return await cur.fetchall()
         except psycopg.Error as e:
             raise provider_error(e) from e
+        finally:
+            self._last_statement = time.monotonic()
 
     async def _rows_in_one(self, first: Statement, first_params: dict[str, Any],
                            then: Statement, then_params: dict[str, Any]
@@ -321,6 +326,8 @@ class Connections:
                     raise
         except psycopg.Error as e:
             raise provider_error(e) from e
+        finally:
+            self._last_statement = time.monotonic()
 
     async def _execute(self, name: str, params: dict[str, Any], conn: Conn | None = None
                        ) -> psycopg.AsyncCursor[Row]:

@@ -224,3 +224,8 @@ SELECT (SELECT count(*) FROM i),
        (SELECT count(DISTINCT (ikey, execution_id)) FROM h),
        (SELECT count(*) FROM h),
        (SELECT count(*) FROM q) + (SELECT count(*) FROM a)
+
+-- name: wake
+-- Nothing: a round trip that wakes the server (and this host) a moment before a due
+-- time after an idle spell (see _waking.py).
+SELECT 1
