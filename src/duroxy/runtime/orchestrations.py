@@ -177,10 +177,10 @@ class OrchestrationDispatcher:
         """Run the turn of an item this runtime locked (fetched, or for a timer)."""
         try:
             await self._turn(item)
-        except LockLost:
+        except LockLost as e:
             self._cache.pop(item.instance_id, None)
-            logger.warning("lost the lock on %r during a turn; another worker takes it over",
-                           item.instance_id)
+            logger.warning("lost the lock on %r during a turn (%s); another worker takes it "
+                           "over", item.instance_id, e)
         except Exception as e:
             self.hooks.store_failed(e)
             self._cache.pop(item.instance_id, None)

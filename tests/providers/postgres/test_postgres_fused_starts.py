@@ -25,6 +25,7 @@ from duroxy.testing.provider_suite.support import (
     create,
     fetch_one,
     first_turn,
+    raised,
     scheduled,
     started,
     uid,
@@ -38,6 +39,7 @@ if os.environ.get("DUROXY_TEST_PG_DSN"):
     import psycopg
 
     from duroxy.providers.postgres import PostgresProvider
+    from duroxy.providers.postgres._errors import OutcomeUnknown
     from duroxy.providers.postgres._starts import FUSE_WAIT_S
 
 
@@ -162,13 +164,15 @@ async def test_an_ack_racing_the_lone_commit_waits_for_it_and_then_commits_its_t
     assert rec is not None and rec.state == "RUNNING" and rec.history_len == 1
 
 
-async def test_a_start_of_a_taken_id_raises_and_its_turn_writes_nothing(
+async def test_a_start_of_an_id_taken_on_another_node_raises_and_its_turn_writes_nothing(
         providers: Callable[..., PostgresProvider]) -> None:
     p = providers()
+    other = providers(p.schema)
     iid = uid()
-    await first_turn(p, iid, scheduled(2))  # committed before anyone parked
+    await first_turn(other, iid, scheduled(2))  # p has never seen it
+    await other.fetch_activity_items(HOLD)  # (leased there: not fetchable below)
     item, creating = await handed_over(p, iid)
-    with pytest.raises(LockLost):
+    with pytest.raises(LockLost, match="exists already"):
         await p.ack_orchestration_item(item.lock_token, commit(
             started(), scheduled(2, name="other"), activities=[work(iid, name="other")]))
     with pytest.raises(InstanceAlreadyExists):
@@ -177,7 +181,40 @@ async def test_a_start_of_a_taken_id_raises_and_its_turn_writes_nothing(
     assert rec is not None and rec.history_len == 2
     history = await p.read_history(iid)
     assert isinstance(history[1], ActivityScheduled) and history[1].name == "act"
-    assert await p.fetch_activity_items(HOLD) == []
+    assert await p.fetch_activity_items(HOLD) == []  # no "other" work was added
+
+
+async def test_a_start_of_an_id_known_here_is_not_handed_over(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    iid = uid()
+    await first_turn(p, iid)  # fetched and committed here
+    poll = await parked(p, wait=0.3)
+    ran = statements(p)
+    with pytest.raises(InstanceAlreadyExists):
+        await create(p, iid)
+    assert ran == ["create_instance"]  # refused at once, no turn run for it
+    assert await asyncio.wait_for(poll, 5) == []
+
+
+async def test_a_start_whose_lock_row_another_node_holds_is_committed_and_announced(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    other = providers(p.schema)
+    target = uid("target")
+    # A message to an id without a record gives it a lock row; the other node leases it.
+    await first_turn(other, uid(), messages=[raised(target)])
+    held = await fetch_one(other)
+    assert held.instance_id == target and held.instance is None
+    item, creating = await handed_over(p, target)
+    with pytest.raises(LockLost):
+        await p.ack_orchestration_item(item.lock_token, commit(started()))
+    await asyncio.wait_for(creating, 5)  # the start itself stands
+    await other.abandon_orchestration_item(held.lock_token)
+    again = await fetch_one(p)
+    assert again.instance_id == target
+    assert again.instance is not None and again.instance.state == "PENDING"
+    assert again.instance.history_len == 0  # the refused turn wrote nothing
 
 
 async def test_a_turn_the_server_refuses_leaves_the_start_committed_alone(
@@ -207,9 +244,8 @@ async def test_a_connection_lost_in_the_fused_commit_fails_the_start_and_the_ack
 
     async def cut(*_args: Any) -> Any:
         # what _rows_in_one raises when the connection drops: the outcome is unknown
-        err = ProviderError("PostgreSQL store: OperationalError: connection lost",
-                            retryable=True)
-        raise err from psycopg.OperationalError("connection lost")
+        raise OutcomeUnknown("PostgreSQL store: OperationalError: connection lost",
+                             retryable=True) from psycopg.OperationalError("connection lost")
 
     p._rows_in_one = cut  # type: ignore[method-assign,assignment]
     with pytest.raises(ProviderError, match="connection lost"):

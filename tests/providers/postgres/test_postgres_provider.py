@@ -836,18 +836,12 @@ async def test_a_start_whose_lock_row_is_held_is_announced_instead(
     held = await fetch_one(p)
     assert held.instance_id == target and held.instance is None
     poll = await parked(p, wait=0.5)
-    creating = asyncio.ensure_future(create(p, target))
-    # Handed over before anything is written; the turn's ack finds the lock row held,
-    # so the start is committed (and announced) without it.
-    (item,) = await asyncio.wait_for(poll, 5)
-    with pytest.raises(LockLost):
-        await p.ack_orchestration_item(item.lock_token, commit(started()))
-    await asyncio.wait_for(creating, 5)
+    await create(p, target)  # (a fetched id: not handed over, see the fused starts)
+    assert await asyncio.wait_for(poll, 5) == []  # nothing handed over; woken, found none
     await p.abandon_orchestration_item(held.lock_token)
     item = await fetch_one(p)
     assert item.instance_id == target
     assert item.instance is not None and item.instance.state == "PENDING"
-    assert item.instance.history_len == 0  # the refused turn wrote nothing
 
 
 async def test_close_answers_a_parked_poll(providers: Callable[..., PostgresProvider]) -> None:

@@ -68,6 +68,16 @@ async def test_no_wake_up_when_the_store_is_busy_or_the_due_time_is_near() -> No
     waker.close()
 
 
+async def test_a_due_time_that_never_comes_sets_no_wake_up() -> None:
+    w = Wakes()
+    waker = w.waker()
+    waker.due(float("inf"))  # (a message visible "never": the store takes it)
+    waker.due(time.time() + 0.08)
+    await asyncio.sleep(0.15)
+    assert len(w.at) == 1
+    waker.close()
+
+
 async def test_a_closed_waker_wakes_nobody() -> None:
     w = Wakes()
     waker = w.waker()

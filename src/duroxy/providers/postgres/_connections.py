@@ -29,7 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 from ..._redact import redact
 from ...errors import ProviderError
 from . import _arrays
-from ._errors import provider_error
+from ._errors import OutcomeUnknown, provider_error
 from ._migrate import check, migrate
 from ._notify import Notifier
 from ._pool import Pool
@@ -72,6 +72,20 @@ _WARM_CONNECTIONS = 3
 _KEEPALIVE: dict[str, Any] = {
     "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
 }
+
+
+async def _rolled_back(conn: Conn, e: psycopg.Error) -> bool:
+    """After ``e`` from a transaction sent on ``conn``: whether it certainly committed
+    nothing. Only an ordinary error (severity ERROR, which ends the statement, not the
+    session) on a connection that then rolls back to idle says so."""
+    if conn.closed or e.sqlstate is None or getattr(
+            e.diag, "severity_nonlocalized", None) != "ERROR":
+        return False
+    try:
+        await conn.rollback()
+    except psycopg.Error:
+        return False
+    return conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
 def _defaults(params: dict[str, Any], **defaults: Any) -> dict[str, Any]:
@@ -305,10 +319,11 @@ class Connections:
                            then: Statement, then_params: dict[str, Any]
                            ) -> tuple[list[Row], list[Row]]:
         """Run two statements in one transaction, the second seeing the first's writes,
-        sent together in a pipeline: one round trip and one commit. On an error the
-        transaction is rolled back; the ``ProviderError`` raised keeps the driver's error
-        as its cause (see ``_errors.refused``: whether the server refused a statement, so
-        that nothing was committed)."""
+        sent together in a pipeline: one round trip and one commit. Raises a
+        ``ProviderError`` when nothing was committed (no connection to be had, or the
+        server refused a statement and the transaction was rolled back), and
+        ``OutcomeUnknown`` when the commit may have taken effect (the connection failed,
+        or the server ended the session, once the pipeline was sent)."""
         try:
             pool = await self._ready()
             async with pool.connection() as conn:
@@ -319,10 +334,10 @@ class Connections:
                         cur2 = await self._run(conn, then, then_params)
                         await conn.execute("COMMIT", prepare=False)
                     return await cur1.fetchall(), await cur2.fetchall()
-                except psycopg.Error:
-                    if not conn.closed:  # a refused statement left the transaction open
-                        with contextlib.suppress(psycopg.Error):
-                            await conn.rollback()
+                except psycopg.Error as e:
+                    if not await _rolled_back(conn, e):
+                        raise OutcomeUnknown(provider_error(e).args[0],
+                                             retryable=True) from e
                     raise
         except psycopg.Error as e:
             raise provider_error(e) from e

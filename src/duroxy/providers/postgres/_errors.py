@@ -10,7 +10,7 @@ from psycopg import errors as pg_errors
 from ..._redact import redact
 from ...errors import ProviderError
 
-__all__ = ["provider_error", "refused", "retryable"]
+__all__ = ["OutcomeUnknown", "provider_error", "retryable"]
 
 #: SQLSTATE classes worth retrying.
 _RETRYABLE_SQLSTATE_PREFIXES = ("08", "40", "55P03", "57P", "53")
@@ -23,13 +23,9 @@ def retryable(e: psycopg.Error) -> bool:
     return state.startswith(_RETRYABLE_SQLSTATE_PREFIXES)
 
 
-def refused(e: BaseException) -> bool:
-    """Whether the server answered ``e`` (the cause of a ``ProviderError``) by refusing a
-    statement, so that its transaction committed nothing; False when the connection
-    failed, which leaves a commit's outcome unknown."""
-    cause = e.__cause__
-    return (isinstance(cause, psycopg.Error) and cause.sqlstate is not None
-            and not cause.sqlstate.startswith("08"))
+class OutcomeUnknown(ProviderError):
+    """A transaction whose COMMIT may or may not have taken effect: the connection
+    failed, or the server ended the session, after it was sent."""
 
 
 def provider_error(e: psycopg.Error) -> ProviderError:

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from ...errors import InstanceAlreadyExists
 from ...history import OrchestrationStarted, OrchestratorMessage
 from ..base import ActivityItem, OrchestrationCommit
-from ._errors import refused
+from ._errors import OutcomeUnknown
 from ._marshal import started_item
 from ._notify import Notifier
 from ._parking import Parked, in_background
@@ -153,9 +153,12 @@ class FusedStarts:
                 await asyncio.shield(alone)
 
     def _settle_starts(self: _Host) -> None:
-        """On close: every pending start is committed alone (see _settle_leases)."""
-        for token in list(self._pending_starts):
-            FusedStarts._start_alone(self, token)
+        """On close: every pending start of the running loop is committed alone (see
+        _settle_leases); those of another loop are left to their own timers."""
+        loop = asyncio.get_running_loop()
+        for token, pending in list(self._pending_starts.items()):
+            if pending.answer.get_loop() is loop:
+                FusedStarts._start_alone(self, token)
 
     async def _ack_fused(self: _Host, token: str, commit: OrchestrationCommit
                          ) -> list[ActivityItem] | None:
@@ -185,8 +188,8 @@ class FusedStarts:
                 first=(pending.params, lambda rows: FusedStarts._started(self, pending, rows)))
         except BaseException as e:
             if not pending.answer.done():
-                if getattr(e, "__cause__", None) is not None and not refused(e):
-                    _answer(pending, e)  # the connection failed: outcome unknown
+                if isinstance(e, OutcomeUnknown):
+                    _answer(pending, e)  # the start may have committed, or not
                 else:  # nothing was sent, or nothing committed: the start alone
                     self._pending_starts[token] = pending
                     alone = FusedStarts._start_alone(self, token)

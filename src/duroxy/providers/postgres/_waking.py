@@ -21,6 +21,7 @@ than ``MIN_AHEAD_S`` get none (nothing has gone to sleep yet); due times within 
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -59,7 +60,7 @@ class Waker:
     def due(self, visible_at: float) -> None:
         """A message committed here falls due at ``visible_at`` (epoch seconds)."""
         at = visible_at - WAKE_AHEAD_S
-        if at - time.time() < MIN_AHEAD_S:
+        if not math.isfinite(at) or at - time.time() < MIN_AHEAD_S:
             return
         bucket = int(at / BUCKET_S)
         if bucket in self._buckets:

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -82,6 +83,8 @@ _SKIP = frozenset({"skip"})
 
 _STATES = frozenset({"PENDING", "RUNNING"}) | TERMINAL_STATES
 
+#: How many instance ids a provider remembers as existing (see create_instance).
+_KNOWN_IDS = 4096
 #: The longest a poll parks without fetching first (see poll_orchestration_items).
 _QUIET_PARK_S = 0.05
 
@@ -151,9 +154,12 @@ class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, FusedStarts, M
         self._lease_work: set[asyncio.Future[Any]] = set()
         # Starts handed to a parked fetch and not yet committed, by lease token.
         self._pending_starts: dict[str, PendingStart] = {}
+        # The instances fetched or committed here lately, latest last.
+        self._known: OrderedDict[str, None] = OrderedDict()
         self._closing: asyncio.Future[None] | None = None
         self._waker = Waker(lambda: self._rows("wake", {}),
                             lambda: self._last_statement) if wake_before_due else None
+
     @property
     def schema(self) -> str:
         return self._schema
@@ -228,15 +234,27 @@ class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, FusedStarts, M
             "channel": self._channel,
             "note": self._note("orchestrator", message.instance_id),
         }
+        # Not handed over: a start due later; during close(); a start of an instance
+        # known to exist, whose first turn would be run only to be refused.
         parked = (self._parking.take(event.name, event.version)
-                  if message.visible_at is None else None)
+                  if message.visible_at is None and self._closing is None
+                  and message.instance_id not in self._known else None)
         if parked is not None:
             await self._start_fused(message, event, params, parked)
             return
         [(created,)] = await self._rows("create_instance", params)
+        self._know(message.instance_id)
         if created != 1:
             raise InstanceAlreadyExists(message.instance_id)
         self._announce_here(message)
+
+    def _know(self, instance_id: str) -> None:
+        """``instance_id`` exists (it was fetched, committed or found taken here)."""
+        known = self._known
+        known[instance_id] = None
+        known.move_to_end(instance_id)
+        if len(known) > _KNOWN_IDS:
+            known.popitem(last=False)
 
     async def enqueue_orchestrator_message(self, message: OrchestratorMessage) -> None:
         self._writable("enqueue_orchestrator_message")
@@ -275,7 +293,10 @@ class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, FusedStarts, M
             params.update(skip_names=sorted(exclude.orchestrations) or None,
                           skip_pair_names=[n for n, _ in pairs] or None,
                           skip_pair_versions=[v for _, v in pairs] or None)
-        return orchestration_items(await self._rows(statement, params))
+        items = orchestration_items(await self._rows(statement, params))
+        for item in items:
+            self._know(item.instance_id)
+        return items
 
     async def poll_orchestration_items(self, lock_timeout: float, limit: int = 1,
                                        wait: float = 0.0, exclude: ExcludedWork | None = None
@@ -373,7 +394,10 @@ class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, FusedStarts, M
         rows = await self._rows("lock_instance", {
             "key": _key(instance_id), "lock_timeout": float(lock_timeout)})
         items = orchestration_items(rows)
-        return items[0] if items else None
+        if not items:
+            return None
+        self._know(items[0].instance_id)
+        return items[0]
 
     async def ack_orchestration_item(self, lock_token: str, commit: OrchestrationCommit
                                      ) -> list[ActivityItem]:
@@ -418,11 +442,14 @@ class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, FusedStarts, M
         else:
             created, rows = await self._rows_in_one(
                 self._q["create_instance_leased"], first[0], stmt, t.params)
-            first[1](created)
+            if not first[1](created) and not rows:
+                raise LockLost("the instance exists already (or another worker holds it): "
+                               "this start was not taken, and its first turn is void")
         if not rows:
             raise LockLost("orchestration lock is not held (released, taken over or deleted)"
                            if statement == "ack_turn" else "the instance has no record")
         instance_id, has_record, alive, acked_held, acked_alive, pending = rows[0][:6]
+        self._know(instance_id)
         if not alive:
             raise LockLost("orchestration lock expired" if statement == "ack_turn" else
                            "the instance moved on, is locked or has messages waiting")
