@@ -324,6 +324,24 @@ async def test_the_writer_warms_up_a_moment_before_a_message_falls_due(
     await store.close()
 
 
+async def test_a_warm_up_lead_longer_than_the_idle_spell_warms_once_and_the_writer_lives(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # After the warm-up the due time is nearer than the lead: the writer sleeps to it
+    # (it once computed a negative sleep there, and its thread died).
+    warmed = _calls(monkeypatch, "warm_up")
+    monkeypatch.setattr(_worker, "_WARM_UP_AHEAD_S", 0.05)
+    monkeypatch.setattr(_worker, "_WARM_UP_IDLE_S", 0.002)
+    store = SqliteProvider(tmp_path / "t.db")
+    iid, _due = await _due_later(store, 0.2)
+    items = await asyncio.wait_for(store.poll_orchestration_items(HOLD, 5, wait=20), 10)
+    assert [i.instance_id for i in items] == [iid]
+    assert len(warmed) <= 1
+    await asyncio.wait_for(store.ack_orchestration_item(items[0].lock_token, commit()), 5)
+    thread = store._writer._thread
+    assert thread is not None and thread.is_alive()
+    await store.close()
+
+
 def test_a_warm_up_never_waits_for_another_writer_and_leaves_no_transaction(
         tmp_path: Path) -> None:
     path = tmp_path / "t.db"

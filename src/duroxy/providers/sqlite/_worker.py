@@ -343,7 +343,9 @@ class ConnectionWorker:
         if self._warm_up_fn is None or timeout is None or self._next_due is None:
             return None
         until_due = self._next_due - self._now()
-        if until_due < _WARM_UP_IDLE_S or timeout < until_due - 0.0001:
+        # (not within the lead either: the sleep after a warm-up goes to the due time)
+        if (until_due < _WARM_UP_IDLE_S or until_due <= _WARM_UP_AHEAD_S
+                or timeout < until_due - 0.0001):
             return None
         return until_due - _WARM_UP_AHEAD_S
 
