@@ -59,6 +59,7 @@ from ..base import (
 from ..pending import PendingWork
 from ._activities import ActivityQueue
 from ._connections import Connections, Row
+from ._leases import LeaseWork
 from ._manage import Management
 from ._marshal import (
     consumed,
@@ -96,8 +97,8 @@ def _scan(limit: int) -> int:
     return limit * 4 + 16
 
 
-class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, FusedStarts, Management,
-                       Heartbeats, Provider, FastPath, PendingWork):
+class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, FusedStarts, LeaseWork,
+                       Management, Heartbeats, Provider, FastPath, PendingWork):
     """A provider on PostgreSQL (``postgresql://`` DSN or libpq key/value string).
 
     ``schema`` (default ``duroxy``) holds every table; several schemas are independent
@@ -352,41 +353,6 @@ class PostgresProvider(Connections, ReadOnlyGuard, ActivityQueue, FusedStarts, M
 
     def _news(self) -> tuple[int, int]:
         return self._notifier.mark(), self._parking.fired
-
-    async def _fetch_or_give_back(self, lock_timeout: float, limit: int,
-                                  exclude: ExcludedWork | None) -> list[OrchestrationItem]:
-        """A fetch whose leases are given back should its caller be cancelled after the
-        statement was sent (the leases may be taken by then)."""
-        task = asyncio.ensure_future(
-            self.fetch_orchestration_items(lock_timeout, limit) if exclude is None
-            else self.fetch_orchestration_items(lock_timeout, limit, exclude))
-        self._track(task)
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            task.add_done_callback(lambda t: None if t.cancelled() or t.exception()
-                                   else self._give_back(t.result()))
-            raise
-
-    def _give_back(self, items: list[OrchestrationItem]) -> None:
-        """Release leases nobody will use (best effort: an unreleased lease expires)."""
-        for item in items:
-            self._track(in_background(
-                self.abandon_orchestration_item(item.lock_token, ignore_attempt=True)))
-
-    def _track(self, task: asyncio.Future[Any]) -> None:
-        self._lease_work.add(task)
-        task.add_done_callback(self._lease_work.discard)
-
-    async def _settle_leases(self, timeout: float = 5.0) -> None:
-        """Wait a while for the lease work of this loop (work of another loop cannot
-        finish; a lease that is not given back expires)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while pending := [t for t in self._lease_work if not t.done() and t.get_loop() is loop]:
-            if loop.time() >= deadline:
-                return
-            await asyncio.wait(pending, timeout=deadline - loop.time())
 
     async def lock_instance(self, instance_id: str, lock_timeout: float
                             ) -> OrchestrationItem | None:
