@@ -175,8 +175,9 @@ class FusedStarts:
         del self._pending_starts[token]
         if pending.timer is not None:
             pending.timer.cancel()
-        # Shielded, so that the client hears the outcome even if this ack is cancelled.
-        task = asyncio.ensure_future(FusedStarts._commit_fused(self, token, pending, commit))
+        # Shielded, so that the client hears the outcome even if this ack is cancelled
+        # (whose failure then goes unheard, as the caller has gone).
+        task = in_background(FusedStarts._commit_fused(self, token, pending, commit))
         self._track(task)
         return await asyncio.shield(task)
 
