@@ -14,12 +14,13 @@ commit at the due time then costs 1.1 to 1.7 ms (measured here with the wake-up 
 another connection than the commit's, as the pool may hand out).
 
 Invariants: a wake-up writes nothing, and its failure is ignored; due times closer
-than ``MIN_AHEAD_S`` get none (nothing has gone to sleep yet); due times within one
-``BUCKET_S`` share one.
+than ``MIN_AHEAD_S`` get none (nothing has gone to sleep yet); a due time within
+``BUCKET_S`` of one that has a wake-up set shares it.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 import time
@@ -55,24 +56,28 @@ class Waker:
         self._wake = wake
         self._last_statement = last_statement
         self._alarms = DueAlarms(_ignore)
-        self._buckets: set[int] = set()
+        self._set: list[float] = []  # the times of the alarms set, in order
 
     def due(self, visible_at: float) -> None:
         """A message committed here falls due at ``visible_at`` (epoch seconds)."""
         at = visible_at - WAKE_AHEAD_S
         if not math.isfinite(at) or at - time.time() < MIN_AHEAD_S:
             return
-        bucket = int(at / BUCKET_S)
-        if bucket in self._buckets:
-            return
-        self._buckets.add(bucket)
-        self._alarms.at(at, functools.partial(self._ring, bucket))
+        times = self._set
+        i = bisect.bisect_left(times, at)
+        if (i < len(times) and times[i] - at < BUCKET_S) or (i and at - times[i - 1] < BUCKET_S):
+            return  # one set within a moment of it wakes the server for both
+        times.insert(i, at)
+        self._alarms.at(at, functools.partial(self._ring, at))
 
-    def _ring(self, bucket: int) -> None:
-        self._buckets.discard(bucket)
+    def _ring(self, at: float) -> None:
+        times = self._set
+        i = bisect.bisect_left(times, at)
+        if i < len(times) and times[i] == at:
+            del times[i]
         if time.monotonic() - self._last_statement() >= BUSY_S:
             in_background(self._wake())
 
     def close(self) -> None:
         self._alarms.close()
-        self._buckets.clear()
+        self._set.clear()
