@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from duroxy import ActivityRegistry, Client, OrchestrationRegistry, Runtime
-from duroxy.errors import InstanceAlreadyExists, LockLost, ProviderError
+from duroxy.errors import InstanceAlreadyExists, LockLost, PayloadError, ProviderError
 from duroxy.history import ActivityScheduled
 from duroxy.testing.provider_suite.support import (
     HOLD,
@@ -70,6 +70,13 @@ def statements(p: PostgresProvider) -> list[str]:
     return ran
 
 
+async def state_of(p: PostgresProvider, iid: str) -> tuple[str, int]:
+    """The state and history length of ``iid``'s record, which must exist."""
+    rec = await p.get_instance(iid)
+    assert rec is not None, f"{iid} has no record"
+    return rec.state, rec.history_len
+
+
 async def handed_over(p: PostgresProvider, iid: str) -> tuple[Any, asyncio.Future[Any]]:
     """Start ``iid`` while a poll of ``p`` is parked: the item that poll got, and the
     start, still waiting for its commit."""
@@ -98,8 +105,7 @@ async def test_a_start_handed_to_a_parked_poll_commits_with_its_first_turn(
     assert ran == ["create_instance_leased+ack_turn"]  # one round trip, one commit
     assert claimed == []  # (this commit claims none)
     await asyncio.wait_for(creating, 5)
-    rec = await other.get_instance(iid)
-    assert rec is not None and rec.state == "RUNNING" and rec.history_len == 2
+    assert await state_of(other, iid) == ("RUNNING", 2)
     assert await other.fetch_orchestration_items(HOLD) == []  # the start was consumed
     (act,) = await other.fetch_activity_items(HOLD)
     assert act.work == work(iid)
@@ -142,8 +148,7 @@ async def test_a_start_whose_turn_does_not_come_is_committed_alone_and_stays_lea
     # The late ack is an ordinary one under the same lease.
     await p.ack_orchestration_item(item.lock_token, commit(started()))
     assert ran == ["create_instance_leased", "ack_turn"]
-    rec = await other.get_instance(iid)
-    assert rec is not None and rec.state == "RUNNING" and rec.history_len == 1
+    assert await state_of(other, iid) == ("RUNNING", 1)
 
 
 async def test_an_ack_racing_the_lone_commit_waits_for_it_and_then_commits_its_turn(
@@ -158,8 +163,7 @@ async def test_an_ack_racing_the_lone_commit_waits_for_it_and_then_commits_its_t
     assert alone.done() and alone.result() is True
     assert ran == ["create_instance_leased", "ack_turn"]
     await creating
-    rec = await p.get_instance(iid)
-    assert rec is not None and rec.state == "RUNNING" and rec.history_len == 1
+    assert await state_of(p, iid) == ("RUNNING", 1)
 
 
 async def test_a_start_of_an_id_taken_on_another_node_raises_and_its_turn_writes_nothing(
@@ -225,13 +229,26 @@ async def test_a_turn_the_server_refuses_leaves_the_start_committed_alone(
         await p.ack_orchestration_item(item.lock_token, commit(
             started(), scheduled(2), scheduled(2)))
     await asyncio.wait_for(creating, 5)  # the start itself stands
-    rec = await p.get_instance(iid)
-    assert rec is not None and rec.state == "PENDING" and rec.history_len == 0
+    assert await state_of(p, iid) == ("PENDING", 0)
     # It is leased to the item, whose abandon offers it again.
     assert await p.fetch_orchestration_items(HOLD) == []
     await p.abandon_orchestration_item(item.lock_token)
     again = await fetch_one(p)
     assert again.instance_id == iid and again.attempt == 2
+
+
+async def test_a_turn_that_does_not_encode_leaves_the_start_committed_alone(
+        providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    iid = uid()
+    item, creating = await handed_over(p, iid)
+    ran = statements(p)
+    odd: Any = object()  # no JSON form: refused before anything is sent
+    with pytest.raises(PayloadError):
+        await p.ack_orchestration_item(item.lock_token, commit(started(), scheduled(2, input=odd)))
+    assert ran == ["create_instance_leased"]
+    await asyncio.wait_for(creating, 5)
+    assert await state_of(p, iid) == ("PENDING", 0)
 
 
 async def test_a_connection_lost_in_the_fused_commit_fails_the_start_and_the_ack(
@@ -252,6 +269,40 @@ async def test_a_connection_lost_in_the_fused_commit_fails_the_start_and_the_ack
         await asyncio.wait_for(creating, 5)
     assert caught.value.retryable
     assert await p.get_instance(iid) is None  # (nothing was sent here)
+
+
+async def test_a_session_killed_in_the_fused_commit_fails_both_and_a_retry_starts_it(
+        dsn: str, providers: Callable[..., PostgresProvider]) -> None:
+    p = providers()
+    iid = uid()
+    item, creating = await handed_over(p, iid)
+    async with await psycopg.AsyncConnection.connect(dsn) as locker:
+        # Hold the instances table, so that the fused transaction waits inside it.
+        await locker.execute(f'LOCK TABLE "{p.schema}".instances IN EXCLUSIVE MODE'.encode())
+        ack = asyncio.ensure_future(p.ack_orchestration_item(item.lock_token, commit(
+            started(), scheduled(2), activities=[work(iid)])))
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
+            for _ in range(500):
+                cur = await admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()")
+                waiting = await cur.fetchall()
+                if waiting:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(waiting) == 1
+            await admin.execute("SELECT pg_terminate_backend(%s)", (waiting[0][0],))
+        await locker.rollback()
+    with pytest.raises(OutcomeUnknown) as acked:
+        await asyncio.wait_for(ack, 10)
+    with pytest.raises(OutcomeUnknown) as started_:
+        await asyncio.wait_for(creating, 10)
+    assert acked.value.retryable and started_.value.retryable
+    # The session died before its COMMIT: nothing was written, so the retry starts it.
+    assert await p.get_instance(iid) is None
+    assert await p.fetch_activity_items(HOLD) == []
+    await create(p, iid)
+    assert await state_of(p, iid) == ("PENDING", 0)
 
 
 async def test_an_abandoned_item_commits_its_start_first(
@@ -304,8 +355,7 @@ async def test_a_cancelled_ack_still_answers_its_start(
     with pytest.raises(asyncio.CancelledError):
         await ack
     await asyncio.wait_for(creating, 5)
-    rec = await p.get_instance(iid)
-    assert rec is not None and rec.state == "RUNNING" and rec.history_len == 1
+    assert await state_of(p, iid) == ("RUNNING", 1)
 
 
 async def test_a_runtime_starts_no_activity_before_the_start_and_turn_commit(
