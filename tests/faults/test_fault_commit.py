@@ -1,7 +1,8 @@
 """Commits that fail: a full disk under a SQLite store (a small tmpfs, filled), an error
-injected right before SQLite's COMMIT, and failures injected into the PostgreSQL
-provider's statements (some before they run, some after they committed with the reply
-lost, as when a connection is cut at commit time).
+injected right before SQLite's COMMIT, failures injected into the PostgreSQL provider's
+statements (some before they run, some after they committed with the reply lost, as when
+a connection is cut at commit time), and a full disk under a PostgreSQL store (its
+tables in a tablespace on a small tmpfs, filled; on a private server).
 
 The promises: a start the client saw succeed is never lost, and completes once the fault
 is gone; the runtime keeps running through the failures (nothing hangs, no instance
@@ -16,9 +17,14 @@ import asyncio
 import contextlib
 import errno
 import os
+import shutil
 import sqlite3
+import subprocess
+import tempfile
 import threading
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,7 @@ from faultkit import (
     recorded_guids,
     wait_all,
 )
+from pgserver import PG_OS_USER, PrivatePg
 
 from duroxy import Client, OrchestrationState, Runtime, RuntimeOptions
 from duroxy.errors import InstanceAlreadyExists, ProviderError
@@ -302,5 +309,170 @@ async def test_postgres_failing_statements_lose_nothing_and_leak_no_effect(
     run = await run_through(store, Client(store), effects, fault, "pg",
                             refusal_is_final=False)
     assert fault.lost_replies > 0 and run.refused
+    check_effects_follow_history(run, effects)
+    check_no_effect_leaked(run, effects)
+
+
+# ---------------------------------------------------------------- PostgreSQL, full disk
+@dataclass
+class Tablespace:
+    name: str
+    dsn: str  # the private server's test database, new tables in the tablespace
+
+
+@pytest.fixture
+def small_tablespace(private_pg: PrivatePg) -> Iterator[Tablespace]:
+    """A tablespace of the private server on a freshly mounted 16 MiB tmpfs, and a DSN
+    whose new tables and indexes go there (the write-ahead log stays on the server's own
+    disk: what fills is the tables' space). Skips, saying why, where mounting is
+    refused."""
+    import psycopg
+    from psycopg import sql
+
+    mount = shutil.which("mount")
+    if mount is None:
+        pytest.skip("no mount command: cannot mount a tmpfs to fill")
+    mnt = Path(tempfile.mkdtemp(prefix="duroxy-faults-ts-"))
+    opts = "size=16m,mode=0700"
+    if os.geteuid() == 0:
+        import pwd
+
+        owner = pwd.getpwnam(PG_OS_USER)
+        opts += f",uid={owner.pw_uid},gid={owner.pw_gid}"
+    done = subprocess.run([mount, "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)],
+                          capture_output=True, text=True, check=False,
+                          stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        mnt.rmdir()
+        pytest.skip("cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN): "
+                    f"{(done.stderr or done.stdout).strip()}")
+    name = f"ts_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(private_pg.dsn, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(sql.SQL("CREATE TABLESPACE {} LOCATION {}").format(
+                sql.Identifier(name), sql.Literal(str(mnt))))
+        yield Tablespace(name, f"{private_pg.dsn}?options=-c%20default_tablespace%3D{name}")
+    finally:
+        with contextlib.suppress(Exception), psycopg.connect(
+                private_pg.dsn, autocommit=True, connect_timeout=10) as conn:
+            # what a failed test left in it first: a tablespace is dropped only empty
+            left = conn.execute(
+                "SELECT DISTINCT n.nspname FROM pg_class AS c "
+                "JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+                "JOIN pg_tablespace AS t ON t.oid = c.reltablespace "
+                "WHERE t.spcname = %s", (name,)).fetchall()
+            for (schema,) in left:
+                conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+            conn.execute(sql.SQL("DROP TABLESPACE IF EXISTS {}").format(sql.Identifier(name)))
+        for _ in range(50):
+            if subprocess.run(["umount", str(mnt)], capture_output=True,
+                              check=False).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
+        with contextlib.suppress(OSError):
+            mnt.rmdir()
+
+
+class FullTablespace(Fault):
+    """The tablespace holding the store filled by a filler table of its own (in a schema
+    of its own) but for ``room`` bytes: the first writes that need new pages get them,
+    and then every one fails with the server's ``disk_full`` (SQLSTATE 53100)."""
+
+    def __init__(self, tablespace: Tablespace, room: int = 256 * 1024) -> None:
+        self.tablespace = tablespace
+        self.schema = f"fill_{uuid.uuid4().hex[:12]}"
+        self.room = room
+        self.filled = 0
+
+    async def on(self) -> None:
+        import psycopg
+        from psycopg import errors, sql
+
+        async with await psycopg.AsyncConnection.connect(
+                self.tablespace.dsn, autocommit=True, connect_timeout=10) as conn:
+            schema = sql.Identifier(self.schema)
+            await conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+            await conn.execute(sql.SQL("CREATE TABLE {}.room (x bigint)").format(schema))
+            await conn.execute(sql.SQL("CREATE TABLE {}.filler (x bigint)").format(schema))
+            # 226 rows of a bigint fill a page of 8 kB
+            await conn.execute(sql.SQL(
+                "INSERT INTO {}.room SELECT g FROM generate_series(1, %s) AS g"
+            ).format(schema), (self.room // 8192 * 226,))
+            rows = 100_000
+            while rows:
+                try:
+                    await conn.execute(sql.SQL(
+                        "INSERT INTO {}.filler SELECT g FROM generate_series(1, %s) AS g"
+                    ).format(schema), (rows,))
+                    self.filled += rows
+                except errors.DiskFull:
+                    rows //= 2
+            await conn.execute(sql.SQL("DROP TABLE {}.room").format(schema))
+
+    async def off(self) -> None:
+        import psycopg
+        from psycopg import sql
+
+        async with await psycopg.AsyncConnection.connect(
+                self.tablespace.dsn, autocommit=True, connect_timeout=10) as conn:
+            await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                sql.Identifier(self.schema)))
+
+    def refused(self) -> None:
+        self.seen += 1
+
+    def enough(self) -> bool:
+        return self.seen >= 3
+
+
+@pytest.fixture
+async def full_disk_store(small_tablespace: Tablespace) -> AsyncIterator[Any]:
+    """A PostgreSQL store whose tables and indexes are all in ``small_tablespace``."""
+    import psycopg
+    from psycopg import sql
+
+    from duroxy.providers.postgres import PostgresProvider
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    store = PostgresProvider(small_tablespace.dsn, schema)
+    try:
+        yield store
+    finally:
+        await store.close()
+        with psycopg.connect(small_tablespace.dsn, autocommit=True,
+                             connect_timeout=10) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                sql.Identifier(schema)))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_postgres_full_disk_loses_no_acknowledged_start_and_leaks_no_effect(
+        tmp_path: Path, small_tablespace: Tablespace, full_disk_store: Any) -> None:
+    """The server refuses every write that needs a page it cannot get (``disk_full``,
+    an ordinary error that rolls its transaction back). A start the client saw refused
+    was not written, also where it was to be committed with its instance's first turn;
+    a start acknowledged was, and completes once there is room again; no activity ran
+    for a turn whose commit the full disk refused."""
+    import psycopg
+
+    store = full_disk_store
+    client = Client(store)
+    await client.get_orchestration_status("none")  # the store is opened, migrated
+    async with await psycopg.AsyncConnection.connect(
+            small_tablespace.dsn, autocommit=True, connect_timeout=10) as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_class AS c JOIN pg_namespace AS n "
+            "ON n.oid = c.relnamespace JOIN pg_tablespace AS t ON t.oid = c.reltablespace "
+            "WHERE n.nspname = %s AND t.spcname = %s AND c.relname = 'instances'",
+            (store.schema, small_tablespace.name))
+        assert await cur.fetchall() == [(1,)], "the store's tables are not in the tablespace"
+    effects = Effects(tmp_path / "effects.log")
+    fault = FullTablespace(small_tablespace)
+    # (inputs under the size the server compresses: each start takes room of its own)
+    run = await run_through(store, client, effects, fault, "pgfull", pad=1_500)
+    assert fault.filled > 0 and run.refused, "the disk never refused a start"
     check_effects_follow_history(run, effects)
     check_no_effect_leaked(run, effects)
