@@ -41,3 +41,20 @@ def test_the_scale_out_benchmark_runs_worker_processes() -> None:
     rates = re.findall(r"^\| sqlite \| X W4 8x5, 0.2 ms CPU/activity, (\d) worker\(s\) "
                        r"\(orch/s\) \| ([0-9.]+) \|$", proc.stdout, re.M)
     assert [n for n, _ in rates] == ["1", "2"] and all(float(v) > 0 for _, v in rates)
+
+
+def test_a_workload_that_measures_memory_runs_alone_unless_it_comes_first() -> None:
+    proc = _run("--store", "memory,sqlite", "--workloads", "W1,fanout",
+                "--fanout-sizes", "20,40")
+    assert proc.returncode == 0, proc.stderr
+    rows = re.findall(r"^\| (\w+) \| ((?:W1|F) [^|]*?) \| ([0-9.]+) \|$", proc.stdout,
+                      re.M)
+    assert [(kind, key.split(":")[0].split(",")[0]) for kind, key, _ in rows] == [
+        ("memory", "W1 one activity"), ("memory", "F fan-out 20"), ("memory", "F fan-out 20"),
+        ("memory", "F fan-out 40"), ("memory", "F fan-out 40"),
+        ("memory", "F ratio 40/20 per activity"),
+        ("sqlite", "W1 one activity"), ("sqlite", "F fan-out 20"), ("sqlite", "F fan-out 20"),
+        ("sqlite", "F fan-out 40"), ("sqlite", "F fan-out 40"),
+        ("sqlite", "F ratio 40/20 per activity")], rows
+    alone = re.findall(r"^(\w+) +fanout: in a process of its own", proc.stderr, re.M)
+    assert alone == ["memory", "sqlite"]
