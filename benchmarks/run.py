@@ -301,6 +301,8 @@ def _run_alone(kind: str, workload: str) -> list[tuple[str, str, float]]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 3 and cells[0] == kind:
             rows.append((kind, cells[1], float(cells[2])))
+    if not rows:
+        raise SystemExit(f"{workload} on {kind} printed no figures in its own process")
     return rows
 
 

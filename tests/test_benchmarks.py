@@ -58,3 +58,7 @@ def test_a_workload_that_measures_memory_runs_alone_unless_it_comes_first() -> N
         ("sqlite", "F ratio 40/20 per activity")], rows
     alone = re.findall(r"^(\w+) +fanout: in a process of its own", proc.stderr, re.M)
     assert alone == ["memory", "sqlite"]
+    first = _run("--store", "memory", "--workloads", "fanout,W1", "--fanout-sizes", "20")
+    assert first.returncode == 0, first.stderr
+    assert "F fan-out 20: cost per activity" in first.stdout
+    assert "in a process of its own" not in first.stderr

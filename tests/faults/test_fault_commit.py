@@ -43,6 +43,8 @@ from duroxy import Client, OrchestrationState, Runtime, RuntimeOptions
 from duroxy.errors import InstanceAlreadyExists, ProviderError
 from duroxy.providers.base import Provider
 from duroxy.providers.sqlite import SqliteProvider
+from duroxy.testing.provider_suite.support import commit, create, scheduled, started, work
+from pgkit import parked
 
 # Short leases: work whose commit failed comes back within a second.
 OPTS = RuntimeOptions(orchestration_lock_timeout=1.0, activity_lock_timeout=1.0,
@@ -62,8 +64,9 @@ class Fault:
     async def off(self) -> None:
         raise NotImplementedError
 
-    def refused(self) -> None:
-        """A client's start failed: faults that cannot count their own failures do here."""
+    def refused(self, error: ProviderError) -> None:
+        """A client's start failed with ``error``: faults that cannot count their own
+        failures do here."""
 
     def enough(self) -> bool:
         return self.seen >= 12
@@ -122,7 +125,7 @@ class FullDisk(Fault):
     async def off(self) -> None:
         self.filler.unlink(missing_ok=True)
 
-    def refused(self) -> None:
+    def refused(self, error: ProviderError) -> None:
         self.seen += 1
 
     def enough(self) -> bool:
@@ -158,7 +161,7 @@ async def run_through(store: Provider, client: Client, effects: Effects, fault: 
             except ProviderError as e:
                 assert e.retryable or "full" in str(e) or "I/O" in str(e), e
                 run.refused[iid] = n
-                fault.refused()
+                fault.refused(e)
             else:
                 run.acked[iid] = n
             n += 1
@@ -185,8 +188,10 @@ async def run_through(store: Provider, client: Client, effects: Effects, fault: 
             run.histories[iid] = await client.read_history(iid)
             check_keyed_outcome(iid, n, again[iid], run.histories[iid])
     finally:
-        await fault.off()
-        await rt.shutdown(timeout=5)
+        try:
+            await fault.off()
+        finally:
+            await rt.shutdown(timeout=5)
     return run
 
 
@@ -395,7 +400,11 @@ class FullTablespace(Fault):
             schema = sql.Identifier(self.schema)
             await conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
             await conn.execute(sql.SQL("CREATE TABLE {}.room (x bigint)").format(schema))
-            await conn.execute(sql.SQL("CREATE TABLE {}.filler (x bigint)").format(schema))
+            # The rows of the inserts that failed stay in the file as dead pages: no vacuum
+            # may give their space back while the disk is to stay full.
+            await conn.execute(sql.SQL(
+                "CREATE TABLE {}.filler (x bigint) "
+                "WITH (autovacuum_enabled = off, vacuum_truncate = off)").format(schema))
             # 226 rows of a bigint fill a page of 8 kB
             await conn.execute(sql.SQL(
                 "INSERT INTO {}.room SELECT g FROM generate_series(1, %s) AS g"
@@ -420,7 +429,9 @@ class FullTablespace(Fault):
             await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
                 sql.Identifier(self.schema)))
 
-    def refused(self) -> None:
+    def refused(self, error: ProviderError) -> None:
+        # a refusal of the full disk, not of anything else that fails retryably
+        assert getattr(error.__cause__, "sqlstate", None) == "53100", repr(error)
         self.seen += 1
 
     def enough(self) -> bool:
@@ -453,9 +464,8 @@ async def test_postgres_full_disk_loses_no_acknowledged_start_and_leaks_no_effec
         tmp_path: Path, small_tablespace: Tablespace, full_disk_store: Any) -> None:
     """The server refuses every write that needs a page it cannot get (``disk_full``,
     an ordinary error that rolls its transaction back). A start the client saw refused
-    was not written, also where it was to be committed with its instance's first turn;
-    a start acknowledged was, and completes once there is room again; no activity ran
-    for a turn whose commit the full disk refused."""
+    was not written; a start acknowledged was, and completes once there is room again;
+    no activity ran for a turn whose commit the full disk refused."""
     import psycopg
 
     store = full_disk_store
@@ -473,6 +483,38 @@ async def test_postgres_full_disk_loses_no_acknowledged_start_and_leaks_no_effec
     fault = FullTablespace(small_tablespace)
     # (inputs under the size the server compresses: each start takes room of its own)
     run = await run_through(store, client, effects, fault, "pgfull", pad=1_500)
-    assert fault.filled > 0 and run.refused, "the disk never refused a start"
     check_effects_follow_history(run, effects)
     check_no_effect_leaked(run, effects)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+async def test_postgres_full_disk_refuses_a_start_handed_to_its_first_turn(
+        small_tablespace: Tablespace, full_disk_store: Any) -> None:
+    """A start handed to a parked poll, to be committed with its first turn: the full
+    disk refuses the pair, then the start alone. Both callers hear the refusal, nothing
+    is written, and once there is room the same start is made."""
+    store = full_disk_store
+    await Client(store).get_orchestration_status("none")  # the store is opened, migrated
+    fault = FullTablespace(small_tablespace, room=0)
+    await fault.on()
+    try:
+        poll = await parked(store)
+        creating = asyncio.ensure_future(create(store, "full-1"))
+        (item,) = await asyncio.wait_for(poll, 5)
+        assert item.instance_id == "full-1"  # handed over: nothing written yet
+        with pytest.raises(ProviderError) as acked:
+            await store.ack_orchestration_item(item.lock_token, commit(
+                started(), scheduled(2), activities=[work("full-1")]))
+        with pytest.raises(ProviderError) as made:
+            await asyncio.wait_for(creating, 10)
+        for refused in (acked.value, made.value):
+            assert refused.retryable and "DiskFull" in str(refused), refused
+        assert getattr(made.value.__cause__, "sqlstate", None) == "53100"
+        assert await store.get_instance("full-1") is None
+        assert await store.fetch_orchestration_items(30.0) == []
+    finally:
+        await fault.off()
+    await create(store, "full-1")
+    (item,) = await store.fetch_orchestration_items(30.0)
+    assert item.instance_id == "full-1" and item.attempt == 1
