@@ -23,7 +23,7 @@ from duroxy.errors import ConfigurationError, LockLost, ProviderError
 from duroxy.history import OrchestrationStarted
 from duroxy.providers.sqlite import SqliteProvider
 from duroxy.providers.sqlite._sql import migrations, parse_queries, queries, split_statements
-from duroxy.providers.sqlite._tx import Op, Tx
+from duroxy.providers.sqlite._tx import Op, Tx, provider_error
 from duroxy.testing.provider_suite.support import (
     HOLD,
     activity_completion,
@@ -710,6 +710,25 @@ async def test_busy_beyond_the_timeout_is_a_retryable_provider_error(tmp_path: P
         other.execute("ROLLBACK")
     await create(store, uid())  # works again once the lock is gone
     await store.close()
+
+
+def test_a_full_disk_is_a_retryable_provider_error(tmp_path: Path) -> None:
+    # Room may come back (as with PostgreSQL's disk_full, retryable too); a constraint
+    # violated does not.
+    with closing(sqlite3.connect(tmp_path / "full.db", isolation_level=None)) as conn:
+        conn.execute("CREATE TABLE t (x BLOB PRIMARY KEY)")
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages + 1}")
+        with pytest.raises(sqlite3.OperationalError) as full:
+            conn.execute("INSERT INTO t VALUES (zeroblob(100000))")
+        conn.execute("INSERT INTO t VALUES (x'01')")
+        with pytest.raises(sqlite3.IntegrityError) as duplicate:
+            conn.execute("INSERT INTO t VALUES (x'01')")
+    err = provider_error(full.value)
+    assert isinstance(err, ProviderError) and err.retryable, err
+    assert "full" in str(err) and err.__cause__ is full.value
+    err = provider_error(duplicate.value)
+    assert isinstance(err, ProviderError) and not err.retryable, err
 
 
 async def test_two_stores_on_one_file_share_work(tmp_path: Path) -> None:

@@ -125,13 +125,25 @@ def begin_immediate(conn: sqlite3.Connection, timeout: float) -> None:
         pause = min(pause * 2, 0.05)
 
 
+def is_full(exc: BaseException) -> bool:
+    """SQLITE_FULL: the disk (or the database's page limit) is full; room may come back,
+    as with PostgreSQL's disk_full, which is retryable too."""
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return (code & 0xFF) == sqlite3.SQLITE_FULL  # (extended codes keep it low)
+    return "database or disk is full" in str(exc)
+
+
 def provider_error(exc: BaseException) -> BaseException:
-    """What the caller sees: duroxy errors as raised, SQLite errors as ProviderError."""
+    """What the caller sees: duroxy errors as raised, SQLite errors as ProviderError
+    (retryable when another connection held a lock, or the disk was full)."""
     if isinstance(exc, DuroxyError):
         return exc
     if isinstance(exc, sqlite3.Error):
         err = ProviderError(f"SQLite error: {type(exc).__name__}: {exc}",
-                            retryable=is_busy(exc))
+                            retryable=is_busy(exc) or is_full(exc))
         err.__cause__ = exc
         return err
     return exc
