@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
@@ -65,7 +66,11 @@ class TaskSet:
 class FetchLoop(Generic[Item]):
     """Fetch as much work as there are free slots and run each item in its own task,
     until stopped; sleep on ``wake`` when the store has nothing (``long_poll``: the
-    fetch itself waits for work, and stopping cancels it)."""
+    fetch itself waits for work, and stopping cancels it).
+
+    A failed fetch is tried again a second later. While the store keeps failing (an
+    outage), only the first failure is logged with its traceback, the others in a line
+    each; the first fetch that works again says how long the trouble lasted."""
 
     def __init__(self, what: str, fetch: Callable[[int, float], Awaitable[list[Item]]],
                  run: Callable[[Item], Coroutine[Any, Any, None]], wake: Wake, slots: Slots,
@@ -80,6 +85,9 @@ class FetchLoop(Generic[Item]):
         self._tasks = tasks
         self._stopping = False
         self._poll: asyncio.Future[list[Item]] | None = None
+        #: failed fetches in a row, and when the first of them failed (monotonic)
+        self._failures = 0
+        self._failing_since = 0.0
 
     def stop(self) -> None:
         self._stopping = True
@@ -107,10 +115,15 @@ class FetchLoop(Generic[Item]):
                         self._poll = None
                 else:
                     items = await self._fetch(free, 0.0)
-            except Exception:
-                logger.exception("fetching %s work failed; retrying", self._what)
+            except Exception as e:
+                self._failed(e)
                 await wake.wait(1.0)
                 continue
+            if self._failures:
+                logger.warning("fetching %s work works again, after %d failed attempts in "
+                               "%.1f s", self._what, self._failures,
+                               time.monotonic() - self._failing_since)
+                self._failures = 0
             if not items:
                 if not self._long_poll:
                     await wake.idle(opts)
@@ -123,6 +136,17 @@ class FetchLoop(Generic[Item]):
                 # The store had less than we could take: wait for news rather than ask
                 # again at once (a wake-up that came meanwhile is kept by the flag).
                 await wake.wait(opts.poll_interval)
+
+
+    def _failed(self, e: Exception) -> None:
+        self._failures += 1
+        if self._failures == 1:
+            self._failing_since = time.monotonic()
+            logger.exception("fetching %s work failed; retrying", self._what)
+        else:  # the same trouble going on: its traceback was logged with the first
+            logger.warning("fetching %s work failed again (%d in a row, for %.1f s): %s: %s;"
+                           " retrying", self._what, self._failures,
+                           time.monotonic() - self._failing_since, type(e).__name__, e)
 
 
 def renew_while(renew: Callable[[], Awaitable[None]], interval: float,
