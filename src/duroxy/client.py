@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import time
@@ -44,8 +43,6 @@ from .providers.base import TERMINAL_STATES, Provider
 __all__ = ["Client", "InstanceInfo", "InstancePage", "OrchestrationState",
            "OrchestrationStatus", "WorkerInfo"]
 
-# Safety-net poll while waiting for an instance finished by another process.
-_WAIT_POLL_S = 0.25
 
 
 def check_id(value: object, what: str) -> str:
@@ -171,38 +168,20 @@ class Client(KeyValueCalls, AdminCalls):
         ``TimeoutError`` when ``timeout`` passes first, ``InstanceNotFound`` for an
         unknown id."""
         check_id(instance_id, "instance id")
-        deadline = time.monotonic() + to_seconds(timeout, "timeout")
-        loop = asyncio.get_running_loop()
-        wake = asyncio.Event()
+        seconds = to_seconds(timeout, "timeout")
+        seen: list[OrchestrationStatus] = []
 
-        def on_terminal(iid: str | None) -> None:
-            if iid is None or iid == instance_id:
-                try:
-                    loop.call_soon_threadsafe(wake.set)
-                except RuntimeError:
-                    pass  # the waiting loop is gone
+        async def check() -> tuple[bool, OrchestrationStatus]:
+            status = await self.get_orchestration_status(instance_id)
+            if status.state is OrchestrationState.NOT_FOUND:
+                raise InstanceNotFound(instance_id)
+            seen[:] = [status]
+            return status.is_terminal, status
 
-        unlisten = self.provider.listen("terminal", on_terminal)
-        try:
-            while True:
-                wake.clear()
-                status = await self.get_orchestration_status(instance_id)
-                if status.state is OrchestrationState.NOT_FOUND:
-                    raise InstanceNotFound(instance_id)
-                if status.is_terminal:
-                    return status
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"instance {instance_id!r} is still {status.state.value} after "
-                        f"{to_seconds(timeout):g} s")
-                # Awaited in this task (wait_for would run it in a task of its own): the
-                # end's news resumes the caller in one turn of the loop, not three.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(remaining, _WAIT_POLL_S)):
-                        await wake.wait()
-        finally:
-            unlisten()
+        return await wait_for_news(
+            self.provider, instance_id, ("terminal",), check, seconds,
+            lambda: f"instance {instance_id!r} is still {seen[0].state.value} after "
+                    f"{seconds:g} s")
 
     async def wait_for_status_change(self, instance_id: str, last_version: int,
                                      timeout: float | timedelta) -> OrchestrationStatus:
