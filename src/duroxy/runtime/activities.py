@@ -51,7 +51,7 @@ from ..history import (
 from ..options import RuntimeOptions
 from ..providers.base import ActivityItem, Provider
 from .activity import ActivityContext
-from .dispatch import Slots, TaskSet
+from .dispatch import Slots, TaskSet, log_failure
 from .heartbeat import Heartbeat
 from .hooks import HookSet
 from .registry import ActivityEntry, ActivityRegistry
@@ -240,8 +240,8 @@ class ActivityDispatcher:
             failure = e  # cancelled (row deleted) or lock expired: the result is not wanted
         except Exception as e:
             failure = e
-            logger.exception("activity %r of %r could not be completed", work.name,
-                             work.instance_id)
+            log_failure("activity %r of %r could not be completed", work.name,
+                        work.instance_id)
         finally:
             self._running.pop(key, None)
             if renewal is not None:

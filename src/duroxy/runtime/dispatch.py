@@ -9,19 +9,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
-from ..errors import LockLost
+from ..errors import LockLost, ProviderError
 from ..options import RuntimeOptions
 from .wake import Wake
 
-__all__ = ["FetchLoop", "Slots", "TaskSet", "renew_while"]
+__all__ = ["FetchLoop", "Slots", "TaskSet", "log_failure", "renew_while"]
 
 logger = logging.getLogger("duroxy.runtime")
 
 Item = TypeVar("Item")
+
+
+def log_failure(message: str, *args: object) -> None:
+    """Log the exception being handled: a store's passing trouble (a retryable
+    ``ProviderError``: the server away, a full disk, a lock timeout) in one line at
+    WARNING, its message saying all there is; anything else, a bug above all, at ERROR
+    with its traceback. Call it from an ``except`` block."""
+    error = sys.exc_info()[1]
+    if isinstance(error, ProviderError) and error.retryable:
+        logger.warning(message + " (%s: %s)", *args, type(error).__name__, error)
+    else:
+        logger.exception(message, *args)
 
 
 class Slots:

@@ -70,7 +70,7 @@ from ..providers.base import (
     QueuedMessage,
 )
 from .activities import ActivityDispatcher
-from .dispatch import Slots, TaskSet, renew_while
+from .dispatch import Slots, TaskSet, log_failure, renew_while
 from .heartbeat import Heartbeat
 from .hooks import HookSet
 from .registry import ActivityRegistry, OrchestrationRegistry
@@ -184,7 +184,7 @@ class OrchestrationDispatcher:
         except Exception as e:
             self.hooks.store_failed(e)
             self._cache.pop(item.instance_id, None)
-            logger.exception("turn for %r failed; releasing it", item.instance_id)
+            log_failure("turn for %r failed; releasing it", item.instance_id)
             try:
                 await self.provider.abandon_orchestration_item(item.lock_token, 1.0)
             except Exception as again:
@@ -438,7 +438,7 @@ class OrchestrationDispatcher:
             orch = await fast.lock_instance(iid, self.options.orchestration_lock_timeout)
         except Exception as e:
             self.hooks.store_failed(e)
-            logger.exception("firing a timer of %r failed; a fetch takes it", iid)
+            log_failure("firing a timer of %r failed; a fetch takes it", iid)
             return
         if orch is None:
             return
@@ -596,7 +596,7 @@ class OrchestrationDispatcher:
         except Exception as e:  # a bug or store error: put the instance back, ack the usual way
             self.hooks.store_failed(e)
             self._cache.pop(work.instance_id, None)
-            logger.exception("turn for %r failed; releasing it", work.instance_id)
+            log_failure("turn for %r failed; releasing it", work.instance_id)
         try:
             await self.provider.abandon_orchestration_item(orch.lock_token)
         except Exception as e:
@@ -655,7 +655,7 @@ class OrchestrationDispatcher:
             return False
         except Exception:  # a bug or store error: the usual way
             self._cache.pop(iid, None)
-            logger.exception("turn for %r failed; taking the ordinary path instead", iid)
+            log_failure("turn for %r failed; taking the ordinary path instead", iid)
             return False
         finally:
             execution.on_schedule = None
