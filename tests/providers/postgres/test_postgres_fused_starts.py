@@ -283,9 +283,15 @@ async def test_a_session_killed_in_the_fused_commit_fails_both_and_a_retry_start
             started(), scheduled(2), activities=[work(iid)])))
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
             for _ in range(500):
+                # The pair's first statement, waiting for this test's table. (Not any
+                # statement waiting: another test may share the database, and a pool
+                # connection warming up runs the hot statements, which wait too.)
                 cur = await admin.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND datname = current_database()")
+                    "SELECT a.pid FROM pg_stat_activity AS a WHERE a.pid IN ("
+                    " SELECT l.pid FROM pg_locks AS l WHERE NOT l.granted"
+                    " AND l.relation = %s::regclass)"
+                    " AND a.query LIKE '%%INSERT INTO instances%%'",
+                    (f'"{p.schema}".instances',))
                 waiting = await cur.fetchall()
                 if waiting:
                     break
