@@ -44,7 +44,6 @@ __all__ = ["Client", "InstanceInfo", "InstancePage", "OrchestrationState",
            "OrchestrationStatus", "WorkerInfo"]
 
 
-
 def check_id(value: object, what: str) -> str:
     problem = name_problem(value)
     if problem is not None:

@@ -150,7 +150,6 @@ class FetchLoop(Generic[Item]):
                 # again at once (a wake-up that came meanwhile is kept by the flag).
                 await wake.wait(opts.poll_interval)
 
-
     def _failed(self, e: Exception) -> None:
         self._failures += 1
         if self._failures == 1:
