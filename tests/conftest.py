@@ -21,15 +21,14 @@ import contextlib
 import gc
 import os
 import shutil
-import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from mountkit import mount_tmpfs, unmount
 from pgserver import PG_BIN_GLOB, PG_OS_USER, PrivatePg, free_port, pg_bin
 
 import sqlitekit
@@ -180,24 +179,10 @@ def private_pg() -> Iterator[PrivatePg]:
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A freshly mounted 24 MiB tmpfs (skips, saying why, where mounting is refused:
     it needs root, or CAP_SYS_ADMIN in a container)."""
-    mount = shutil.which("mount")
-    if mount is None:
-        pytest.skip("no mount command: cannot mount a tmpfs to fill")
     mnt = tmp_path / "tmpfs"
     mnt.mkdir()
-    done = subprocess.run([mount, "-t", "tmpfs", "-o", "size=24m,mode=0755", "tmpfs",
-                           str(mnt)], capture_output=True, text=True, check=False,
-                          stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        pytest.skip("cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN): "
-                    f"{(done.stderr or done.stdout).strip()}")
+    mount_tmpfs(mnt, "size=24m,mode=0755")
     try:
         yield mnt
     finally:
-        for _ in range(50):  # a store thread may hold a file a moment longer
-            if subprocess.run(["umount", str(mnt)], capture_output=True,
-                              check=False).returncode == 0:
-                break
-            time.sleep(0.1)
-        else:
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
+        unmount(mnt)

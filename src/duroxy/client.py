@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,7 +38,7 @@ from .history import (
     SubOrchestrationScheduled,
 )
 from .options import check_count, to_seconds
-from .providers.base import TERMINAL_STATES, Provider
+from .providers.base import TERMINAL_STATES, Channel, Provider
 
 __all__ = ["Client", "InstanceInfo", "InstancePage", "OrchestrationState",
            "OrchestrationStatus", "WorkerInfo"]
@@ -168,19 +168,10 @@ class Client(KeyValueCalls, AdminCalls):
         unknown id."""
         check_id(instance_id, "instance id")
         seconds = to_seconds(timeout, "timeout")
-        seen: list[OrchestrationStatus] = []
-
-        async def check() -> tuple[bool, OrchestrationStatus]:
-            status = await self.get_orchestration_status(instance_id)
-            if status.state is OrchestrationState.NOT_FOUND:
-                raise InstanceNotFound(instance_id)
-            seen[:] = [status]
-            return status.is_terminal, status
-
-        return await wait_for_news(
-            self.provider, instance_id, ("terminal",), check, seconds,
-            lambda: f"instance {instance_id!r} is still {seen[0].state.value} after "
-                    f"{seconds:g} s")
+        return await self._wait_for_status(
+            instance_id, seconds, ("terminal",), lambda status: status.is_terminal,
+            lambda last: f"instance {instance_id!r} is still {last.state.value} after "
+                         f"{seconds:g} s")
 
     async def wait_for_status_change(self, instance_id: str, last_version: int,
                                      timeout: float | timedelta) -> OrchestrationStatus:
@@ -192,6 +183,21 @@ class Client(KeyValueCalls, AdminCalls):
         if isinstance(last_version, bool) or not isinstance(last_version, int):
             raise TypeError(f"last_version must be an int, not {type(last_version).__name__}")
         seconds = to_seconds(timeout, "timeout")
+        return await self._wait_for_status(
+            instance_id, seconds, ("updated", "terminal"),
+            lambda status: status.custom_status_version > last_version or status.is_terminal,
+            lambda last: f"instance {instance_id!r} custom status still at version "
+                         f"{last.custom_status_version} (not past {last_version}) after "
+                         f"{seconds:g} s")
+
+    async def _wait_for_status(self, instance_id: str, seconds: float,
+                               channels: Sequence[Channel],
+                               done: Callable[[OrchestrationStatus], bool],
+                               describe: Callable[[OrchestrationStatus], str]
+                               ) -> OrchestrationStatus:
+        """The instance's status once ``done`` says so, read again after each commit
+        announced for it on ``channels`` (see ``wait_for_news``). ``InstanceNotFound``
+        for an unknown id; ``TimeoutError`` with ``describe`` of the last status read."""
         seen: list[OrchestrationStatus] = []
 
         async def check() -> tuple[bool, OrchestrationStatus]:
@@ -199,14 +205,10 @@ class Client(KeyValueCalls, AdminCalls):
             if status.state is OrchestrationState.NOT_FOUND:
                 raise InstanceNotFound(instance_id)
             seen[:] = [status]
-            return (status.custom_status_version > last_version or status.is_terminal,
-                    status)
+            return done(status), status
 
-        return await wait_for_news(
-            self.provider, instance_id, ("updated", "terminal"), check, seconds,
-            lambda: f"instance {instance_id!r} custom status still at version "
-                    f"{seen[0].custom_status_version if seen else last_version} "
-                    f"(not past {last_version}) after {seconds:g} s")
+        return await wait_for_news(self.provider, instance_id, channels, check, seconds,
+                                   lambda: describe(seen[0]))
 
     async def get_instance_info(self, instance_id: str) -> InstanceInfo:
         check_id(instance_id, "instance id")

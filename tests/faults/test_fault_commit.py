@@ -17,12 +17,9 @@ import asyncio
 import contextlib
 import errno
 import os
-import shutil
 import sqlite3
-import subprocess
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +34,7 @@ from faultkit import (
     recorded_guids,
     wait_all,
 )
+from mountkit import mount_tmpfs, unmount
 from pgserver import PG_OS_USER, PrivatePg
 
 from duroxy import Client, OrchestrationState, Runtime, RuntimeOptions
@@ -334,9 +332,6 @@ def small_tablespace(private_pg: PrivatePg) -> Iterator[Tablespace]:
     import psycopg
     from psycopg import sql
 
-    mount = shutil.which("mount")
-    if mount is None:
-        pytest.skip("no mount command: cannot mount a tmpfs to fill")
     mnt = Path(tempfile.mkdtemp(prefix="duroxy-faults-ts-"))
     opts = "size=16m,mode=0700"
     if os.geteuid() == 0:
@@ -344,13 +339,11 @@ def small_tablespace(private_pg: PrivatePg) -> Iterator[Tablespace]:
 
         owner = pwd.getpwnam(PG_OS_USER)
         opts += f",uid={owner.pw_uid},gid={owner.pw_gid}"
-    done = subprocess.run([mount, "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)],
-                          capture_output=True, text=True, check=False,
-                          stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
+    try:
+        mount_tmpfs(mnt, opts)
+    except BaseException:  # (pytest's skip too)
         mnt.rmdir()
-        pytest.skip("cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN): "
-                    f"{(done.stderr or done.stdout).strip()}")
+        raise
     name = f"ts_{uuid.uuid4().hex[:12]}"
     try:
         with psycopg.connect(private_pg.dsn, autocommit=True, connect_timeout=10) as conn:
@@ -369,13 +362,7 @@ def small_tablespace(private_pg: PrivatePg) -> Iterator[Tablespace]:
             for (schema,) in left:
                 conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
             conn.execute(sql.SQL("DROP TABLESPACE IF EXISTS {}").format(sql.Identifier(name)))
-        for _ in range(50):
-            if subprocess.run(["umount", str(mnt)], capture_output=True,
-                              check=False).returncode == 0:
-                break
-            time.sleep(0.1)
-        else:
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
+        unmount(mnt)
         with contextlib.suppress(OSError):
             mnt.rmdir()
 
